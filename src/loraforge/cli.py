@@ -109,6 +109,25 @@ def _cmd_data_check(args) -> int:
     return 0 if ok else 1
 
 
+def _cmd_data_k8s(args) -> int:
+    import json
+
+    from loraforge.data.k8s import build
+
+    report = build(args.source, args.out, lang=args.lang, section=args.section)
+    print(json.dumps(report.as_dict(), indent=2))
+    return 0
+
+
+def _cmd_data_stats(args) -> int:
+    from loraforge.data.stats import data_stats, format_stats
+
+    stats = data_stats(args.file, tokenizer=args.tokenizer, source_field=args.source_field,
+                       target_field=args.target_field)
+    print(format_stats(stats))
+    return 0
+
+
 def _add_data_commands(sub) -> None:
     data = sub.add_parser("data", help="build, inspect and check datasets").add_subparsers(
         dest="data_cmd", required=True
@@ -117,6 +136,20 @@ def _add_data_commands(sub) -> None:
     _add_config_args(p)
     p.add_argument("-n", type=int, default=3, help="examples to render")
     p.set_defaults(func=_cmd_data_check)
+
+    p = data.add_parser("k8s", help="align English/translated pairs from a kubernetes/website checkout")
+    p.add_argument("--source", required=True, help="checkout (or snapshot) holding content/<lang>/<section>")
+    p.add_argument("--out", required=True, help="output directory for train/dev/test.jsonl.gz")
+    p.add_argument("--lang", default="zh-cn", help="localization to pair with English (zh-cn, ja, ko, ...)")
+    p.add_argument("--section", default="docs", help="content section (docs, blog, ...)")
+    p.set_defaults(func=_cmd_data_k8s)
+
+    p = data.add_parser("stats", help="counts, length percentiles and problems of a dataset file")
+    p.add_argument("file", help="jsonl/json/csv/parquet file or packaged split (k8s:train)")
+    p.add_argument("--tokenizer", help="HF tokenizer name or directory (default: whitespace/char count)")
+    p.add_argument("--source-field", help="field holding the source text")
+    p.add_argument("--target-field", help="field holding the target text")
+    p.set_defaults(func=_cmd_data_stats)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,438 @@
+"""Align English/translated segments from a kubernetes/website ``content/`` tree.
+
+Localized pages (zh-cn, ja, ko, ...) keep the English they were translated from in an HTML
+comment right before each translation. That comment, not the (often newer) English page, is the
+reference, so pairs come from ``<!-- english -->`` + the text that follows it. The English page
+at the same path is only a fallback for the title.
+
+Pipeline per page: front matter -> title/description pairs; body -> tokens (own-line comments,
+text, with fenced code removed) -> blocks (heading, paragraph, list item, table row) on each side
+-> 1:1 pairing when the block kinds line up, else one multi-paragraph pair, else dropped (counted).
+Then filters (target script present, length ratio, ...), dedupe, and a split by document.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from loraforge.data.formats import DataError
+
+# Comments that only mark a layout section; they are not translations.
+SECTION_MARKERS = {
+    "overview", "body", "steps", "more", "discussion", "lessoncontent", "prerequisites",
+    "whatsnext", "objectives", "cleanup", "options", "synopsis", "tutorial", "includes",
+}
+# Shortcodes used inside running text; any other shortcode alone on a line is block structure.
+INLINE_SHORTCODES = {"glossary_tooltip", "ref", "relref", "param", "skew", "link", "latest-version",
+                     "latest-semver", "version", "api-reference", "example", "term", "fullversion"}
+# Shortcode blocks whose body is code or hidden text, skipped like a code fence.
+CODE_SHORTCODES = {"mermaid", "highlight", "comment", "code"}
+
+SCRIPTS = {  # target-language script, used to reject untranslated "translations"
+    "zh": r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff",
+    "ja": r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff",
+    "ko": r"\uac00-\ud7af\u1100-\u11ff\u3130-\u318f",
+}
+CJK = re.compile(f"[{SCRIPTS['zh']}{SCRIPTS['ja']}{SCRIPTS['ko']}]")
+CJK_PUNCT = "，。、；：？！（）【】《》「」『』“”‘’…—"
+
+FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
+SHORTCODE_LINE = re.compile(r"^\s*(\{\{[<%]\s*(/?)\s*([\w-]+)[^}]*?[%>]\}\}\s*)+$")
+HTML_LINE = re.compile(
+    r"^\s*(</?(td|tr|th|table|tbody|thead|div|ul|ol|li|details|summary|br|hr|dl|dt|dd|p|section|center)"
+    r"\b[^>]*>\s*)+$", re.I)
+HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+LIST_ITEM = re.compile(r"^(\s*)([-*+]|\d{1,3}[.)])\s+(.*)$")
+TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$")
+TABLE_SEP = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
+ANCHOR = re.compile(r"\s*\{#[^}]*\}\s*$")
+
+
+@dataclass
+class Report:
+    """What a build kept and dropped, by reason; printed by the CLI and written to report.json."""
+
+    files: int = 0
+    pairs: dict[str, int] = field(default_factory=dict)
+    kinds: Counter = field(default_factory=Counter)
+    dropped: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict:
+        return {"files": self.files, "pairs": self.pairs, "kinds": dict(sorted(self.kinds.items())),
+                "dropped": dict(sorted(self.dropped.items()))}
+
+
+# --- parsing ------------------------------------------------------------------------------------
+
+
+def read_text(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 (byte {e.start})") from None
+
+
+def split_front_matter(text: str) -> tuple[str, list[str], int]:
+    """Return (front matter, body lines, line number of the first body line)."""
+    lines = text.split("\n")
+    if lines and lines[0].strip() == "---":
+        for i in range(1, len(lines)):
+            if lines[i].strip() == "---":
+                return "\n".join(lines[1:i]), lines[i + 1:], i + 2
+    return "", lines, 1
+
+
+def _yaml_dict(text: str) -> dict:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        data = None
+    if isinstance(data, dict):
+        return data
+    out = {}  # a comment can hold a YAML fragment that does not parse; read the simple keys
+    for m in re.finditer(r"^(title|description|linkTitle):\s*(.+)$", text, re.M):
+        out[m.group(1)] = m.group(2).strip().strip("\"'")
+    return out
+
+
+def tokenize(lines: list[str], path: Path, first_line: int) -> list[tuple[str, object, int]]:
+    """Split body lines into ('comment', text, line), ('text', [lines], line) and ('break', None, line).
+
+    Only a comment that starts its own line counts: ``<!--Default:-->默认值`` inside a line is a
+    label, not a translation. Fenced code and code-like shortcode blocks become a 'break'.
+    """
+    tokens: list[tuple[str, object, int]] = []
+    text: list[str] = []
+    text_start = first_line
+    i = 0
+
+    def flush(kind="break", value=None, at=0):
+        nonlocal text
+        if text:
+            tokens.append(("text", text, text_start))
+            text = []
+        if kind:
+            tokens.append((kind, value, at))
+
+    while i < len(lines):
+        line, lineno = lines[i], first_line + i
+        stripped = line.strip()
+        fence = FENCE.match(line)
+        sc = SHORTCODE_LINE.match(line)
+        if stripped.startswith("<!--"):
+            body_start = line.index("<!--") + 4
+            j, rest = i, line[body_start:]
+            parts = []
+            while "-->" not in rest:
+                parts.append(rest)
+                j += 1
+                if j >= len(lines):
+                    raise DataError(f"{path}:{lineno}: comment '<!--' is never closed with '-->'")
+                rest = lines[j]
+            end = rest.index("-->")
+            parts.append(rest[:end])
+            after = rest[end + 3:].strip()
+            if after and "<!--" not in after:  # inline label like <!--Default:-->默认值：80
+                flush(None)
+                tokens.append(("inline", "\n".join(parts), lineno))
+            else:
+                flush("comment", "\n".join(parts), lineno)
+            i = j + 1
+            continue
+        if fence:
+            flush("break", None, lineno)
+            mark = fence.group(1)
+            i += 1
+            while i < len(lines) and not re.match(rf"^\s*{re.escape(mark[0])}{{{len(mark)},}}\s*$", lines[i]):
+                i += 1
+            i += 1
+            continue
+        if sc and sc.group(3) in CODE_SHORTCODES and not sc.group(2):
+            flush("break", None, lineno)
+            close = re.compile(rf"\{{\{{[<%]\s*/\s*{re.escape(sc.group(3))}\s*[%>]\}}\}}")
+            if not close.search(line):
+                i += 1
+                while i < len(lines) and not close.search(lines[i]):
+                    i += 1
+            i += 1
+            continue
+        if not text:
+            text_start = lineno
+        text.append(line)
+        i += 1
+    flush(None)
+    return tokens
+
+
+def is_structural(line: str) -> bool:
+    """A line that is layout, not prose: HTML table/div tags or a block shortcode alone on it."""
+    if HTML_LINE.match(line):
+        return True
+    m = SHORTCODE_LINE.match(line)
+    return bool(m) and m.group(3) not in INLINE_SHORTCODES
+
+
+def _strip_comment_code(lines: list[str]) -> list[str]:
+    """Remove fenced code from a comment, including a fence the comment truncated."""
+    out, i = [], 0
+    while i < len(lines):
+        fence = FENCE.match(lines[i])
+        if fence:
+            mark = fence.group(1)
+            i += 1
+            while i < len(lines) and not re.match(rf"^\s*{re.escape(mark[0])}{{{len(mark)},}}\s*$", lines[i]):
+                i += 1
+            out.append("")
+            i += 1
+            continue
+        out.append(lines[i])
+        i += 1
+    return out
+
+
+def blocks(lines: list[str]) -> list[tuple[str, list[str]]]:
+    """Group lines into (kind, lines) blocks: heading, list, table, paragraph.
+
+    Blank lines, structural lines and list-item starts all end a block, so the English and the
+    translation agree even where one side has blank lines between list items and the other not.
+    """
+    out: list[tuple[str, list[str]]] = []
+    cur: list[str] = []
+    kind = "paragraph"
+
+    def end():
+        nonlocal cur, kind
+        if cur:
+            out.append((kind, cur))
+        cur, kind = [], "paragraph"
+
+    for line in lines:
+        if not line.strip() or is_structural(line) or TABLE_SEP.match(line):
+            end()
+            continue
+        h = HEADING.match(line)
+        if h and not LIST_ITEM.match(line):
+            end()
+            out.append(("heading", [h.group(2)]))
+            continue
+        if TABLE_ROW.match(line):
+            end()
+            out.append(("table", [line.strip().strip("|")]))
+            continue
+        li = LIST_ITEM.match(line)
+        if li:
+            end()
+            kind, cur = "list", [li.group(3)]
+            continue
+        cur.append(re.sub(r"^\s*>\s?", "", line))
+    end()
+    return out
+
+
+def _join(lines: list[str]) -> str:
+    text = ""
+    for line in (ln.strip() for ln in lines):
+        if not line:
+            continue
+        if text and not (_wide(text[-1]) and _wide(line[0])) and text[-1] not in CJK_PUNCT:
+            text += " "
+        text += line
+    return text
+
+
+def _wide(ch: str) -> bool:
+    return bool(CJK.match(ch)) or ch in CJK_PUNCT
+
+
+def normalize(kind: str, lines: list[str]) -> str:
+    text = _join(lines)
+    text = re.sub(r"\s+", " ", text).strip()
+    if kind == "heading":
+        text = ANCHOR.sub("", text)
+    if kind == "table":
+        text = re.sub(r"\s*\|\s*", " | ", text)
+    m = re.fullmatch(r"<p>(.*?)(</p>)?", text, re.S) or re.fullmatch(r"(.*?)</p>", text, re.S)
+    if m:  # a paragraph wrapped in <p> on one side only (command-line reference tables)
+        text = m.group(1).strip()
+    return text
+
+
+# --- alignment ----------------------------------------------------------------------------------
+
+
+def _segment_blocks(text_lines: list[str]) -> list[list[tuple[str, list[str]]]]:
+    """The translation's blocks, cut into runs at structural lines and headings.
+
+    The comment's translation is a prefix of the text after it; the runs let the aligner try the
+    shortest prefix whose blocks match the comment before taking the whole text.
+    """
+    runs: list[list[str]] = [[]]
+    for line in text_lines:
+        if is_structural(line) or (HEADING.match(line) and runs[-1] and any(s.strip() for s in runs[-1])):
+            runs.append([])
+        runs[-1].append(line)
+    return [blocks(r) for r in runs]
+
+
+def align_segment(en_text: str, zh_lines: list[str]) -> tuple[list[tuple[str, str, str]], str | None]:
+    """Pair one comment with the text that follows it. Returns (pairs, reason when dropped)."""
+    en_blocks = blocks(_strip_comment_code(en_text.split("\n")))
+    if not en_blocks:
+        return [], None
+    runs = _segment_blocks(zh_lines)
+    zh_blocks: list[tuple[str, list[str]]] = []
+    for run in runs:
+        zh_blocks = zh_blocks + run
+        if len(zh_blocks) >= len(en_blocks):
+            break
+    if not zh_blocks:
+        return [], "no_translation"
+    if len(zh_blocks) == len(en_blocks) and all(a[0] == b[0] for a, b in zip(en_blocks, zh_blocks)):
+        return [(k, normalize(k, e), normalize(k, z)) for (k, e), (_, z) in zip(en_blocks, zh_blocks)], None
+    if all(k in ("paragraph", "list") for k, _ in en_blocks + zh_blocks) and len(zh_blocks) <= 2 * len(en_blocks):
+        # merged or split paragraphs: the whole comment still translates the whole run
+        en = "\n\n".join(normalize(k, b) for k, b in en_blocks)
+        zh = "\n\n".join(normalize(k, b) for k, b in zh_blocks)
+        return [("paragraphs", en, zh)], None
+    return [], "block_mismatch"
+
+
+def align_page(zh_path: Path, en_path: Path | None) -> tuple[list[tuple[str, str, str]], Counter]:
+    """All raw (kind, en, target) pairs of one localized page, before filtering."""
+    dropped: Counter = Counter()
+    fm, body, first = split_front_matter(read_text(zh_path))
+    tokens = tokenize(body, zh_path, first)
+    pairs: list[tuple[str, str, str]] = []
+    zh_meta = _yaml_dict(fm) if fm else {}
+    en_meta: dict = {}
+    lead = [t for t in tokens[:3] if not (t[0] == "text" and not "".join(t[1]).strip())]
+    if lead and lead[0][0] == "comment" and re.search(r"^\s*(title|reviewers|content_type|description):", str(lead[0][1]), re.M):
+        en_meta = _yaml_dict(str(lead[0][1]))
+        tokens = [t for t in tokens if t is not lead[0]]
+    elif en_path is not None and en_path.is_file():  # fallback: the English page, for the title only
+        en_fm, _, _ = split_front_matter(read_text(en_path))
+        en_meta = {"title": _yaml_dict(en_fm).get("title")}
+    for key, kind in (("title", "title"), ("linkTitle", "title"), ("description", "description")):
+        en, zh = en_meta.get(key), zh_meta.get(key)
+        if isinstance(en, str) and isinstance(zh, str) and en.strip() and zh.strip():
+            pairs.append((kind, re.sub(r"\s+", " ", en).strip(), re.sub(r"\s+", " ", zh).strip()))
+    for i, (kind, value, _line) in enumerate(tokens):
+        if kind == "inline":
+            dropped["inline_comment"] += 1
+        if kind != "comment":
+            continue
+        en_text = str(value)
+        if en_text.strip().lower() in SECTION_MARKERS:
+            continue
+        if CJK.search(en_text):
+            dropped["comment_not_english"] += 1
+            continue
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+        zh_lines = nxt[1] if nxt and nxt[0] == "text" else []
+        got, reason = align_segment(en_text, zh_lines)  # type: ignore[arg-type]
+        if reason:
+            dropped[reason] += 1
+        pairs.extend(got)
+    return pairs, dropped
+
+
+# --- filters, split, output ---------------------------------------------------------------------
+
+
+def target_key(lang: str) -> str:
+    return lang.split("-")[0].lower()
+
+
+def reject_reason(en: str, tgt: str, lang: str) -> str | None:
+    """Why a pair is implausible, or None. The length ratio bounds are wide on purpose: markup
+    and code identifiers are copied verbatim, so technical pairs are often close to 1:1 in chars."""
+    if not en or not tgt:
+        return "empty"
+    if en == tgt:
+        return "identical"
+    script = SCRIPTS.get(target_key(lang))
+    if script and not re.search(f"[{script}]", tgt):
+        return "no_target_script"
+    if not re.search(r"[A-Za-z]", en):
+        return "no_english"
+    if script:
+        ratio = len(tgt) / len(en)
+        if (len(en) >= 20 and ratio < 0.12) or ratio > 3.0:
+            return "length_ratio"
+    return None
+
+
+def split_of(source: str, dev_pct: float = 2.0, test_pct: float = 2.0) -> str:
+    """Deterministic split by document: a hash of the path, so a page never straddles splits."""
+    h = int(hashlib.sha256(source.encode("utf-8")).hexdigest()[:8], 16) % 10000 / 100.0
+    return "dev" if h < dev_pct else "test" if h < dev_pct + test_pct else "train"
+
+
+def write_jsonl_gz(path: Path, records: list[dict]) -> None:
+    """Byte-reproducible gzip (mtime 0, no file name), written atomically."""
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=9) as gz:
+        for rec in records:
+            gz.write((json.dumps(rec, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8"))
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def build(source: str | Path, out: str | Path, lang: str = "zh-cn", section: str = "docs",
+          dev_pct: float = 2.0, test_pct: float = 2.0) -> Report:
+    """Align every page of ``<source>/content/<lang>/<section>`` and write train/dev/test.jsonl.gz."""
+    source, out = Path(source), Path(out)
+    root = source / "content" / lang / section if (source / "content").is_dir() else source / lang / section
+    if not root.is_dir():
+        raise DataError(f"{root}: directory not found (expected a kubernetes/website checkout with content/{lang}/{section})")
+    en_root = root.parent.parent / "en" / section
+    key = target_key(lang)
+    report = Report()
+    splits: dict[str, list[dict]] = {"train": [], "dev": [], "test": []}
+    seen: set[tuple[str, str]] = set()
+    for path in sorted(root.rglob("*.md")):
+        rel = path.relative_to(root.parent).as_posix()  # e.g. docs/concepts/architecture/nodes.md
+        report.files += 1
+        pairs, dropped = align_page(path, en_root / path.relative_to(root))
+        report.dropped.update(dropped)
+        split = split_of(rel, dev_pct, test_pct)
+        n = 0
+        for kind, en, tgt in pairs:
+            reason = reject_reason(en, tgt, lang)
+            if reason is None and (en, tgt) in seen:
+                reason = "duplicate"
+            if reason:
+                report.dropped[reason] += 1
+                continue
+            seen.add((en, tgt))
+            splits[split].append({"id": f"{rel[:-3]}#{n}", "en": en, key: tgt, "source": rel, "kind": kind})
+            n += 1
+    # Held-out splits must not test what train already teaches: drop exact English repeats.
+    train_en = {r["en"] for r in splits["train"]}
+    for name in ("dev", "test"):
+        keep = [r for r in splits[name] if r["en"] not in train_en]
+        report.dropped["en_seen_in_train"] += len(splits[name]) - len(keep)
+        splits[name] = keep
+    total = sum(len(v) for v in splits.values())
+    if total == 0:
+        raise DataError(f"{root}: no aligned pairs found in {report.files} files "
+                        f"(are the pages translated with <!-- English --> comments?)")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, recs in splits.items():
+        write_jsonl_gz(out / f"{name}.jsonl.gz", recs)
+        report.pairs[name] = len(recs)
+        report.kinds.update(r["kind"] for r in recs)
+    return report
