@@ -50,7 +50,7 @@ FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
 SHORTCODE_LINE = re.compile(r"^\s*(\{\{[<%]\s*(/?)\s*([\w-]+)[^}]*?[%>]\}\}\s*)+$")
 HTML_LINE = re.compile(
     r"^\s*(</?(td|tr|th|table|tbody|thead|div|ul|ol|li|details|summary|br|hr|dl|dt|dd|p|section|center)"
-    r"\b[^>]*>\s*)+$", re.I)
+    r"\b[^>]*>\s*|<a name=[^>]*>\s*</a>\s*)+$", re.I)
 HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 LIST_ITEM = re.compile(r"^(\s*)([-*+]|\d{1,3}[.)])\s+(.*)$")
 TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$")
@@ -263,6 +263,7 @@ def normalize(kind: str, lines: list[str]) -> str:
         text = ANCHOR.sub("", text)
     if kind == "table":
         text = re.sub(r"\s*\|\s*", " | ", text)
+    text = re.sub(r"\s*</p>\s*<p>\s*", "\n\n", text)
     m = re.fullmatch(r"<p>(.*?)(</p>)?", text, re.S) or re.fullmatch(r"(.*?)</p>", text, re.S)
     if m:  # a paragraph wrapped in <p> on one side only (command-line reference tables)
         text = m.group(1).strip()
@@ -297,16 +298,29 @@ def align_segment(en_text: str, zh_lines: list[str]) -> tuple[list[tuple[str, st
         zh_blocks = zh_blocks + run
         if len(zh_blocks) >= len(en_blocks):
             break
+    # Untranslated blocks (field names, anchors, code) often follow a translation without a
+    # comment of their own; they are not part of this comment's translation.
+    while len(zh_blocks) > len(en_blocks) and not CJK.search(" ".join(zh_blocks[-1][1])):
+        zh_blocks.pop()
     if not zh_blocks:
         return [], "no_translation"
     if len(zh_blocks) == len(en_blocks) and all(a[0] == b[0] for a, b in zip(en_blocks, zh_blocks)):
         return [(k, normalize(k, e), normalize(k, z)) for (k, e), (_, z) in zip(en_blocks, zh_blocks)], None
-    if all(k in ("paragraph", "list") for k, _ in en_blocks + zh_blocks) and len(zh_blocks) <= 2 * len(en_blocks):
-        # merged or split paragraphs: the whole comment still translates the whole run
-        en = "\n\n".join(normalize(k, b) for k, b in en_blocks)
-        zh = "\n\n".join(normalize(k, b) for k, b in zh_blocks)
+    en = "\n\n".join(normalize(k, b) for k, b in en_blocks)
+    zh = "\n\n".join(normalize(k, b) for k, b in zh_blocks)
+    prose = all(k in ("paragraph", "list") for k, _ in en_blocks + zh_blocks)
+    if prose and abs(len(zh_blocks) - len(en_blocks)) == 1 and _same_sentences(en, zh):
+        # one paragraph merged or split: the whole comment still translates the whole run
         return [("paragraphs", en, zh)], None
     return [], "block_mismatch"
+
+
+def _same_sentences(en: str, zh: str) -> bool:
+    """Sentence counts agree (within one for long texts): a merged paragraph keeps its sentences,
+    a dropped or added sentence changes the count."""
+    n_en = len(re.findall(r"[.!?:](\s|$)", en))
+    n_zh = len(re.findall(r"[。！？：]|[.!?:](\s|$)", zh))
+    return n_en == n_zh or (min(n_en, n_zh) >= 3 and abs(n_en - n_zh) <= 1)
 
 
 def align_page(zh_path: Path, en_path: Path | None) -> tuple[list[tuple[str, str, str]], Counter]:
