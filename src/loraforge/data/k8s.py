@@ -55,7 +55,11 @@ HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 LIST_ITEM = re.compile(r"^(\s*)([-*+]|\d{1,3}[.)])\s+(.*)$")
 TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$")
 TABLE_SEP = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
+# "- **spec.field** (type), required" heads a field in the generated API reference; the English
+# puts the description on the next line, the translation often after a blank line.
+FIELD_HEADER = re.compile(r"^\*\*[\w.\[\]-]+\*\*\s*\(.*\)\s*([,，]\s*\S+)?\s*$")
 ANCHOR = re.compile(r"\s*\{#[^}]*\}\s*$")
+PLACEHOLDER = re.compile(r"(?i)\s*(<[^>]+>\s*)*no description provided\.?\s*(</[^>]+>\s*)*")
 
 
 @dataclass
@@ -235,8 +239,14 @@ def blocks(lines: list[str]) -> list[tuple[str, list[str]]]:
         if li:
             end()
             kind, cur = "list", [li.group(3)]
+            if FIELD_HEADER.match(li.group(3)):  # API reference: the description is its own block
+                end()
             continue
+        if line.lstrip().startswith("<p>"):  # HTML paragraphs (config API pages) need no blank line
+            end()
         cur.append(re.sub(r"^\s*>\s?", "", line))
+        if line.rstrip().endswith("</p>"):
+            end()
     end()
     return out
 
@@ -267,7 +277,32 @@ def normalize(kind: str, lines: list[str]) -> str:
     m = re.fullmatch(r"<p>(.*?)(</p>)?", text, re.S) or re.fullmatch(r"(.*?)</p>", text, re.S)
     if m:  # a paragraph wrapped in <p> on one side only (command-line reference tables)
         text = m.group(1).strip()
-    return text
+    return trim_edge_tags(text)
+
+
+EDGE_OPEN = re.compile(r"^<([a-zA-Z][\w-]*)(?:\s[^<>]*)?>\s*")
+EDGE_CLOSE = re.compile(r"\s*</([a-zA-Z][\w-]*)>?$")
+TRAILING_OPEN = re.compile(r"\s*<[a-zA-Z][\w-]*(\s[^<>]*)?>$")
+
+
+def trim_edge_tags(text: str) -> str:
+    """Drop HTML tags at either end that have no partner inside the text.
+
+    Table cells in the reference pages put ``<td>``/``<span>`` on one side of a comment only
+    (``译文</span></td>``), and a few comments are typos like ``<!-- td>...</td-->``; a tag the
+    text does not open (or close) is layout, not part of the segment.
+    """
+    while True:
+        before = text
+        m = EDGE_CLOSE.search(text)
+        if m and not re.search(rf"<{m.group(1)}[\s>]", text):
+            text = text[: m.start()]
+        m = EDGE_OPEN.match(text)
+        if m and not re.search(rf"</{m.group(1)}\b", text):
+            text = text[m.end():]
+        text = TRAILING_OPEN.sub("", text)
+        if text == before:
+            return text.strip()
 
 
 # --- alignment ----------------------------------------------------------------------------------
@@ -323,6 +358,15 @@ def _same_sentences(en: str, zh: str) -> bool:
     return n_en == n_zh or (min(n_en, n_zh) >= 3 and abs(n_en - n_zh) <= 1)
 
 
+def _repair_shared_brackets(text: str) -> str:
+    """``<!--td>English</td-->`` comments out a whole tag, sharing its brackets with the
+    comment markers; give the tag its brackets back."""
+    m = re.match(r"\s*([a-zA-Z][\w-]*)(\s[^<>]*)?>", text)
+    if m and re.search(rf"</{m.group(1)}\s*$", text):
+        return "<" + text.strip() + ">"
+    return text
+
+
 def align_page(zh_path: Path, en_path: Path | None) -> tuple[list[tuple[str, str, str]], Counter]:
     """All raw (kind, en, target) pairs of one localized page, before filtering."""
     dropped: Counter = Counter()
@@ -347,7 +391,7 @@ def align_page(zh_path: Path, en_path: Path | None) -> tuple[list[tuple[str, str
             dropped["inline_comment"] += 1
         if kind != "comment":
             continue
-        en_text = str(value)
+        en_text = _repair_shared_brackets(str(value))
         if en_text.strip().lower() in SECTION_MARKERS:
             continue
         if CJK.search(en_text):
@@ -381,10 +425,14 @@ def reject_reason(en: str, tgt: str, lang: str) -> str | None:
         return "no_target_script"
     if not re.search(r"[A-Za-z]", en):
         return "no_english"
+    if PLACEHOLDER.fullmatch(en):  # generated reference pages: the translator wrote a description
+        return "placeholder"
     if script:
         ratio = len(tgt) / len(en)
         if (len(en) >= 20 and ratio < 0.12) or ratio > 3.0:
             return "length_ratio"
+        if len(en) >= 60 and ratio < 0.2 and re.search(r"[：:]\s*$", tgt) and not en.rstrip().endswith(":"):
+            return "truncated"  # "有效值为：" and the rest went into an HTML list the comment lacks
     return None
 
 
