@@ -122,8 +122,15 @@ def _cmd_data_k8s(args) -> int:
 def _cmd_data_stats(args) -> int:
     from loraforge.data.stats import data_stats, format_stats
 
-    stats = data_stats(args.file, tokenizer=args.tokenizer, source_field=args.source_field,
+    tokenizer = args.tokenizer
+    if tokenizer:  # 'gemma3-270m', a .gguf file, an HF folder or hub id -> a folder/id HF can read
+        from loraforge.models.load import resolve_model_path
+
+        tokenizer = resolve_model_path(tokenizer)
+    stats = data_stats(args.file, tokenizer=tokenizer, source_field=args.source_field,
                        target_field=args.target_field)
+    if args.tokenizer:
+        stats["unit"] = f"tokens ({args.tokenizer})"
     print(format_stats(stats))
     return 0
 

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 
 class DataError(ValueError):
@@ -53,8 +53,9 @@ def _packaged_split_path(spec: str) -> Path:
     return path
 
 
-def read_records(path: str | Path) -> Iterable[tuple[int, dict]]:
-    """Yield (line_number, record) from jsonl(.gz), json, csv or parquet."""
+def read_records(path: str | Path) -> Iterator[tuple[str, dict]]:
+    """Yield (where, record) from jsonl(.gz), json, csv or parquet; ``where`` is ``file:line``
+    (or ``file: item N`` / ``file: row N`` where a format has no lines) for error messages."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
@@ -64,20 +65,28 @@ def read_records(path: str | Path) -> Iterable[tuple[int, dict]]:
             import pyarrow.parquet as pq
         except ImportError:
             raise DataError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from None
-        for i, rec in enumerate(pq.read_table(path).to_pylist(), start=1):
-            yield i, rec
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except Exception as e:  # pyarrow raises ArrowInvalid/OSError subclasses for corrupt files
+            raise DataError(f"{path}: not a readable parquet file ({e})") from None
+        for i, rec in enumerate(rows, start=1):
+            yield f"{path}: row {i}", rec
         return
     raw = path.read_bytes()
     if name.endswith(".gz"):
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise DataError(f"{path}: not a valid gzip file ({e})") from None
         name = name[:-3]
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # -sig: spreadsheet exports start with a BOM
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise DataError(f"{path}:{line}: not valid UTF-8 (byte {e.start})") from None
     if name.endswith(".jsonl"):
-        for i, line in enumerate(text.splitlines(), start=1):
+        # split on "\n" only: str.splitlines() would also split on U+2028 etc. inside JSON strings
+        for i, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
@@ -86,7 +95,7 @@ def read_records(path: str | Path) -> Iterable[tuple[int, dict]]:
                 raise DataError(f"{path}:{i}: not valid JSON ({e.msg})") from None
             if not isinstance(rec, dict):
                 raise DataError(f"{path}:{i}: expected a JSON object, got {type(rec).__name__}")
-            yield i, rec
+            yield f"{path}:{i}", rec
     elif name.endswith(".json"):
         try:
             data = json.loads(text)
@@ -98,12 +107,16 @@ def read_records(path: str | Path) -> Iterable[tuple[int, dict]]:
             raise DataError(f"{path}: expected a JSON list of objects")
         for i, rec in enumerate(data, start=1):
             if not isinstance(rec, dict):
-                raise DataError(f"{path}: item {i}: expected a JSON object")
-            yield i, rec
+                raise DataError(f"{path}: item {i}: expected a JSON object, got {type(rec).__name__}")
+            yield f"{path}: item {i}", rec
     elif name.endswith(".csv") or name.endswith(".tsv"):
-        reader = csv.DictReader(io.StringIO(text), delimiter="\t" if name.endswith(".tsv") else ",")
-        for rec in reader:
-            yield reader.line_num, dict(rec)
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if name.endswith(".tsv") else ",")
+        try:
+            for rec in reader:
+                # a short row leaves the missing columns None; treat as absent so errors say so
+                yield f"{path}:{reader.line_num}", {k: v for k, v in rec.items() if v is not None and k is not None}
+        except csv.Error as e:
+            raise DataError(f"{path}:{reader.line_num}: bad CSV ({e})") from None
     else:
         raise DataError(f"{path}: unknown format; use .jsonl, .json, .csv, .tsv or .parquet (optionally .gz)")
 
@@ -112,6 +125,9 @@ def _from_messages(rec: dict, where: str) -> Example:
     msgs = rec["messages"]
     if not isinstance(msgs, list) or not msgs:
         raise DataError(f"{where}: 'messages' must be a non-empty list")
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise DataError(f"{where}: messages[{i}] must be an object with string 'role' and 'content'")
     system = next((m.get("content") for m in msgs if m.get("role") == "system"), None)
     users = [m for m in msgs if m.get("role") == "user"]
     last = msgs[-1]
@@ -149,6 +165,24 @@ def record_to_example(
     return Example(source=rec[shape[0]], target=rec[shape[1]], id=str(rec.get("id", "")), meta=meta)
 
 
+def resolve_spec(spec: str | Path) -> Path:
+    """A file path, or the file behind a packaged split name ('k8s:train')."""
+    spec = str(spec)
+    return _packaged_split_path(spec) if spec.startswith(PACKAGED_PREFIX) else Path(spec)
+
+
+def iter_examples(
+    spec: str | Path,
+    source_field: str | None = None,
+    target_field: str | None = None,
+    src_lang: str = "en",
+    tgt_lang: str = "zh",
+) -> Iterator[tuple[str, Example]]:
+    """Yield (where, Example) from a file or packaged split; ``where`` names file and line."""
+    for where, rec in read_records(resolve_spec(spec)):
+        yield where, record_to_example(rec, where, source_field, target_field, src_lang, tgt_lang)
+
+
 def load_examples(
     spec: str,
     source_field: str | None = None,
@@ -158,12 +192,11 @@ def load_examples(
     limit: int | None = None,
 ) -> list[Example]:
     """Load a file or packaged split ('k8s:train') as Examples. An empty result is an error."""
-    path = _packaged_split_path(spec) if spec.startswith(PACKAGED_PREFIX) else Path(spec)
     out: list[Example] = []
-    for line, rec in read_records(path):
-        out.append(record_to_example(rec, f"{path}:{line}", source_field, target_field, src_lang, tgt_lang))
+    for _, ex in iter_examples(spec, source_field, target_field, src_lang, tgt_lang):
+        out.append(ex)
         if limit is not None and len(out) >= limit:
             break
     if not out:
-        raise DataError(f"{path}: no examples found (empty file?)")
+        raise DataError(f"{resolve_spec(spec)}: no examples found (empty file?)")
     return out

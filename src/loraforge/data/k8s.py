@@ -27,6 +27,9 @@ import yaml
 
 from loraforge.data.formats import DataError
 
+# Longer segments are generated option lists (feature gates of the command-line reference), not
+# prose: thousands of tokens each, useless for training and slow to evaluate.
+MAX_CHARS = 2000
 # Comments that only mark a layout section; they are not translations.
 SECTION_MARKERS = {
     "overview", "body", "steps", "more", "discussion", "lessoncontent", "prerequisites",
@@ -64,7 +67,7 @@ PLACEHOLDER = re.compile(r"(?i)\s*(<[^>]+>\s*)*no description provided\.?\s*(</[
 
 @dataclass
 class Report:
-    """What a build kept and dropped, by reason; printed by the CLI and written to report.json."""
+    """What a build kept and dropped, by reason; the CLI prints it as JSON."""
 
     files: int = 0
     pairs: dict[str, int] = field(default_factory=dict)
@@ -418,6 +421,8 @@ def reject_reason(en: str, tgt: str, lang: str) -> str | None:
     and code identifiers are copied verbatim, so technical pairs are often close to 1:1 in chars."""
     if not en or not tgt:
         return "empty"
+    if len(en) > MAX_CHARS:
+        return "too_long"
     if en == tgt:
         return "identical"
     script = SCRIPTS.get(target_key(lang))
@@ -498,3 +503,19 @@ def build(source: str | Path, out: str | Path, lang: str = "zh-cn", section: str
         report.pairs[name] = len(recs)
         report.kinds.update(r["kind"] for r in recs)
     return report
+
+
+def review_sample(out: str | Path, n: int = 100, seed: str = "review") -> list[dict]:
+    """``n`` records of a build chosen by a seeded hash of their text, for a human to check.
+
+    Hashing the pair (not drawing by position) keeps the sample stable when an aligner change
+    adds or drops other pairs, so a review stays valid for the pairs it covered.
+    """
+    recs = []
+    for name in ("train", "dev", "test"):
+        with gzip.open(Path(out) / f"{name}.jsonl.gz", "rt", encoding="utf-8") as f:
+            recs.extend(json.loads(line) for line in f)
+    def key(r: dict) -> str:
+        tgt = next(v for k, v in r.items() if k not in ("id", "en", "source", "kind"))
+        return hashlib.sha256(f"{seed}\t{r['en']}\t{tgt}".encode("utf-8")).hexdigest()
+    return sorted(recs, key=key)[:n]
