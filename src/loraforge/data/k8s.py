@@ -462,6 +462,8 @@ def build(source: str | Path, out: str | Path, lang: str = "zh-cn", section: str
           dev_pct: float = 2.0, test_pct: float = 2.0) -> Report:
     """Align every page of ``<source>/content/<lang>/<section>`` and write train/dev/test.jsonl.gz."""
     source, out = Path(source), Path(out)
+    if not source.is_dir():
+        raise DataError(f"{source}: source directory not found (expected a kubernetes/website checkout)")
     root = source / "content" / lang / section if (source / "content").is_dir() else source / lang / section
     if not root.is_dir():
         raise DataError(f"{root}: directory not found (expected a kubernetes/website checkout with content/{lang}/{section})")
