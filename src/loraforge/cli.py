@@ -123,10 +123,11 @@ def _cmd_data_stats(args) -> int:
     from loraforge.data.stats import data_stats, format_stats
 
     tokenizer = args.tokenizer
-    if tokenizer:  # 'gemma3-270m', a .gguf file, an HF folder or hub id -> a folder/id HF can read
-        from loraforge.models.load import resolve_model_path
+    if tokenizer:  # 'gemma3-270m' or a .gguf file -> the cached HF folder; folders and hub ids as is
+        from loraforge.models.load import EMBEDDED_MODELS, resolve_model_path
 
-        tokenizer = resolve_model_path(tokenizer)
+        if tokenizer in EMBEDDED_MODELS or tokenizer.endswith(".gguf"):
+            tokenizer = resolve_model_path(tokenizer)
     stats = data_stats(args.file, tokenizer=tokenizer, source_field=args.source_field,
                        target_field=args.target_field)
     if args.tokenizer:
