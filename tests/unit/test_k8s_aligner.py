@@ -251,6 +251,12 @@ def test_non_utf8_names_file_and_line(tmp_path):
         k8s.build(tmp_path, tmp_path / "out")
 
 
+def test_byte_order_mark_does_not_hide_front_matter(tmp_path):
+    write_page(tmp_path, "\ufeff---\ntitle: 配额\n---\n<!--\ntitle: Quotas\n-->\n")
+    k8s.build(tmp_path, tmp_path / "out")
+    assert [(r["en"], r["zh"], r["kind"]) for r in read_all(tmp_path / "out")] == [("Quotas", "配额", "title")]
+
+
 def test_empty_result_is_an_error(tmp_path):
     write_page(tmp_path, "---\ntitle: 无\n---\n只有中文，没有英文注释。\n")
     with pytest.raises(DataError, match=r"no aligned pairs found in 1 files"):

@@ -53,6 +53,15 @@ def _packaged_split_path(spec: str) -> Path:
     return path
 
 
+def decode_utf8(raw: bytes, path: str | Path) -> str:
+    """UTF-8 text (a leading BOM, common in spreadsheet exports, is dropped); bad bytes name the line."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 (byte {e.start})") from None
+
+
 def read_records(path: str | Path) -> Iterator[tuple[str, dict]]:
     """Yield (where, record) from jsonl(.gz), json, csv or parquet; ``where`` is ``file:line``
     (or ``file: item N`` / ``file: row N`` where a format has no lines) for error messages."""
@@ -79,11 +88,7 @@ def read_records(path: str | Path) -> Iterator[tuple[str, dict]]:
         except (OSError, EOFError) as e:
             raise DataError(f"{path}: not a valid gzip file ({e})") from None
         name = name[:-3]
-    try:
-        text = raw.decode("utf-8-sig")  # -sig: spreadsheet exports start with a BOM
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 (byte {e.start})") from None
+    text = decode_utf8(raw, path)
     if name.endswith(".jsonl"):
         # split on "\n" only: str.splitlines() would also split on U+2028 etc. inside JSON strings
         for i, line in enumerate(text.split("\n"), start=1):

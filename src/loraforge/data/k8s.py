@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from loraforge.data.formats import DataError
+from loraforge.data.formats import DataError, decode_utf8
 
 # Longer segments are generated option lists (feature gates of the command-line reference), not
 # prose: thousands of tokens each, useless for training and slow to evaluate.
@@ -83,12 +83,7 @@ class Report:
 
 
 def read_text(path: Path) -> str:
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 (byte {e.start})") from None
+    return decode_utf8(path.read_bytes(), path)
 
 
 def split_front_matter(text: str) -> tuple[str, list[str], int]:
