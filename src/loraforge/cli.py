@@ -188,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, FileExistsError, FileNotFoundError) as e:
         print(f"loraforge: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("loraforge: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # TrainingInterrupted says where its checkpoint is
+        print(f"loraforge: {e or 'interrupted'}", file=sys.stderr)
         return 130
 
 

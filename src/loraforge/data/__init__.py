@@ -1,0 +1,1 @@
+"""Datasets: file formats, the Kubernetes aligner, prompt templates and loss masking. Imports only config."""

@@ -1,0 +1,1 @@
+"""Containers, Kubernetes manifests and sizing. Imports only config: no torch."""

@@ -1,0 +1,89 @@
+"""The run report: a loss-curve PNG, a before/after metrics table and sample outputs, in Markdown
+and HTML. Everything in it is read from the run directory's own files, so it can be rebuilt."""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+from loraforge.eval.metrics import HIGHER_IS_BETTER
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def plot_loss(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(r["step"], r["loss"]) for r in history if "loss" in r]
+    dev = [(r["step"], r["dev_loss"]) for r in history if "dev_loss" in r]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
+    if train:
+        ax.plot(*zip(*train), label="train loss", linewidth=1)
+    if dev:
+        ax.plot(*zip(*dev), "o-", label="dev loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (target tokens)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def metrics_rows(before: dict | None, after: dict) -> list[list[str]]:
+    rows = []
+    for key, value in after.items():
+        if key == "n" or not isinstance(value, (int, float)):
+            continue
+        b = before.get(key) if before else None
+        delta = "" if not isinstance(b, (int, float)) else f"{value - b:+.2f}"
+        rows.append([key, "" if b is None else f"{b:.2f}", f"{value:.2f}", delta])
+    return rows
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_report(run_dir: Path, title: str, summary: dict, before: dict | None, after: dict,
+                 samples: list[dict], history: list[dict]) -> None:
+    """report.md + report.html + loss.png in ``run_dir``. ``samples``: dicts of source/reference/before/after."""
+    plot_loss(history, run_dir / "loss.png")
+    header = ["metric", "base", "tuned", "change"]
+    rows = metrics_rows(before, after)
+    md = [f"# {title}", "", _md_table(["setting", "value"], [[k, str(v)] for k, v in summary.items()]), "",
+          "## Metrics (test split)", "", _md_table(header, rows), "",
+          "Higher is better except " + ", ".join(k for k, v in HIGHER_IS_BETTER.items() if not v) + ".", "",
+          "## Loss", "", "![loss curve](loss.png)", ""]
+    if samples:
+        md += ["## Samples", ""]
+        for i, s in enumerate(samples, 1):
+            md += [f"### {i}", ""] + [f"- **{k}**: {v}" for k, v in s.items()] + [""]
+    atomic_write(run_dir / "report.md", "\n".join(md))
+
+    def table(head, body):
+        th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+        trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+        return f"<table><tr>{th}</tr>{trs}</table>"
+
+    parts = [f"<h1>{html.escape(title)}</h1>", table(["setting", "value"], [[k, str(v)] for k, v in summary.items()]),
+             "<h2>Metrics (test split)</h2>", table(header, rows), "<h2>Loss</h2>", '<img src="loss.png" alt="loss curve">']
+    if samples:
+        parts.append("<h2>Samples</h2>")
+        parts += ["<dl>" + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in s.items())
+                  + "</dl><hr>" for s in samples]
+    style = "body{font-family:sans-serif;max-width:60em;margin:auto}td,th{border:1px solid #ccc;padding:2px 6px}"
+    doc = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    atomic_write(run_dir / "report.html", doc)

@@ -1,0 +1,1 @@
+"""Exporting trained adapters: PEFT folders, merged models, GGUF, OCI images."""

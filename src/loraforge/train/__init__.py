@@ -1,0 +1,1 @@
+"""The training loop, its loss, batching, checkpoints and multi-process support."""

@@ -1,0 +1,187 @@
+"""The training loop: one file, readable top to bottom (in the spirit of nanoGPT's train.py).
+
+Runs unchanged on one process or many (torchrun / accelerate launch set WORLD_SIZE; DDP averages
+the gradients). Each optimizer step consumes a fixed, computed set of micro-batches, so a resumed
+run continues on exactly the data the interrupted one would have seen.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from loraforge.config import TrainConfig
+from loraforge.data.templates import Encoded
+from loraforge.train import distributed as dist
+from loraforge.train.batching import BatchStream, collate
+from loraforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from loraforge.train.loss import full_logits_ce, target_only_ce
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training: a checkpoint was saved first; ``--resume`` continues from it."""
+
+
+class TrainStep(torch.nn.Module):
+    """Summed target-token loss of one batch. A module, so DDP can wrap it and sync its gradients."""
+
+    def __init__(self, model: torch.nn.Module, family: str, cfg: TrainConfig):
+        super().__init__()
+        self.model, self.family, self.cfg = model, family, cfg
+        self.fast = family == "causal" and cfg.target_only_logits and _backbone(model) is not None
+
+    def forward(self, input_ids, attention_mask, labels):
+        if self.fast:
+            hidden = _backbone(self.model)(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            lm_head = self.model.get_output_embeddings()
+            softcap = getattr(self.model.config, "final_logit_softcapping", None)
+            loss, n = target_only_ce(hidden, lm_head, labels, self.cfg.logits_chunk, softcap)
+            return loss, torch.tensor(n)
+        if self.family == "seq2seq":
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).logits
+            flat = labels.reshape(-1)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), flat,
+                                                     ignore_index=-100, reduction="sum")
+            return loss, (flat != -100).sum()
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        loss, n = full_logits_ce(logits, labels)
+        return loss, torch.tensor(n)
+
+
+def _backbone(model: torch.nn.Module):
+    """The decoder stack under the LM head, when adapters live inside its layers (LoRA, DoRA, IA3,
+    bottleneck, full); prefix/prompt tuning change the inputs, so they take the plain forward."""
+    peft_type = getattr(getattr(model, "active_peft_config", None), "peft_type", None)
+    if peft_type is not None and str(getattr(peft_type, "value", peft_type)) in ("PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING"):
+        return None
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = getattr(base, "model", None)
+    return inner if isinstance(inner, torch.nn.Module) and base.get_output_embeddings() is not None else None
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)  # one row per optimizer step (+ dev_loss rows)
+    steps: int = 0
+    train_seconds: float = 0.0
+    tokens: int = 0
+    target_tokens: int = 0
+    peak_rss_mb: float = 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.train_seconds if self.train_seconds else 0.0
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
+    from transformers import get_scheduler
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    scheduler = get_scheduler(cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup", optimizer,
+                              num_warmup_steps=cfg.warmup_steps, num_training_steps=total_steps)
+    return optimizer, scheduler
+
+
+@torch.no_grad()
+def dev_loss(step_fn: TrainStep, dev: list[Encoded], pad_id: int, batch_size: int) -> float:
+    total, n = 0.0, 0
+    was_training = step_fn.training
+    step_fn.eval()
+    for s in range(0, len(dev), batch_size):
+        batch = collate(dev[s:s + batch_size], pad_id, step_fn.family)
+        loss, count = step_fn(**batch)
+        total, n = total + float(loss), n + int(count)
+    step_fn.train(was_training)
+    return total / max(n, 1)
+
+
+def train(model, train_set: list[Encoded], dev_set: list[Encoded], cfg: TrainConfig, run_dir: Path,
+          pad_id: int, family: str = "causal", resume: bool = False, progress: bool = True) -> TrainResult:
+    rank, world = dist.rank(), dist.world_size()
+    torch.manual_seed(cfg.seed)
+    step_fn = TrainStep(model, family, cfg)
+    ddp_step = dist.wrap(step_fn)
+    optimizer, scheduler = build_optimizer(model, cfg, cfg.steps)
+    stream = BatchStream(train_set, cfg.batch_size, cfg.seed, cfg.length_grouping)
+    result, start = TrainResult(), 0
+    if resume and (ckpt := latest_checkpoint(run_dir)) is not None:
+        state = load_checkpoint(ckpt, model, optimizer, scheduler)
+        start, result.history = state["step"], state["history"]
+        result.tokens, result.target_tokens, result.train_seconds = state["tokens"], state["target_tokens"], state["seconds"]
+
+    def checkpoint(step: int) -> None:
+        if rank == 0:
+            meta = {"history": result.history, "tokens": result.tokens, "target_tokens": result.target_tokens,
+                    "seconds": result.train_seconds}
+            save_checkpoint(run_dir, step, model, optimizer, scheduler, meta)
+        dist.barrier()
+
+    bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not progress or rank != 0,
+               dynamic_ncols=True)
+    step_fn.train()
+    with dist.graceful_interrupt() as stop:
+        for step in range(start + 1, cfg.steps + 1):
+            t0 = time.perf_counter()
+            micro = [stream.batch(((step - 1) * cfg.grad_accum + a) * world + rank, pad_id, family)
+                     for a in range(cfg.grad_accum)]
+            # Normalise by the target tokens of the whole global batch (all ranks, all micro-batches),
+            # so N processes compute exactly the step one process with N-fold accumulation would.
+            n_target = dist.all_reduce_sum(sum(_count_targets(b, family) for b in micro))
+            loss_sum = 0.0
+            for a, batch in enumerate(micro):
+                with dist.no_sync(ddp_step, last=a == len(micro) - 1):
+                    loss, _ = ddp_step(**batch)
+                    (loss * world / max(n_target, 1)).backward()  # DDP averages over ranks
+                loss_sum += float(loss.detach())
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            seconds = time.perf_counter() - t0
+            tokens = dist.all_reduce_sum(sum(int(b["attention_mask"].sum()) for b in micro))
+            loss_sum = dist.all_reduce_sum(loss_sum)
+            result.tokens += tokens
+            result.target_tokens += n_target
+            result.train_seconds += seconds
+            row = {"step": step, "loss": loss_sum / max(n_target, 1), "lr": scheduler.get_last_lr()[0],
+                   "tokens_per_s": tokens / seconds}
+            if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps and dev_set:
+                row["dev_loss"] = dev_loss(step_fn, dev_set, pad_id, cfg.batch_size)
+            result.history.append(row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}",
+                            **({"dev": f"{row['dev_loss']:.3f}"} if "dev_loss" in row else {}))
+            if stop.requested():  # Ctrl-C: finish the step, save, then stop (a second Ctrl-C kills)
+                bar.close()
+                checkpoint(step)
+                raise TrainingInterrupted(f"interrupted after step {step}; checkpoint saved in "
+                                          f"{run_dir / 'checkpoints'}; continue with --resume")
+            if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
+                checkpoint(step)
+    bar.close()
+    if dev_set:
+        result.history.append({"step": cfg.steps, "dev_loss": dev_loss(step_fn, dev_set, pad_id, cfg.batch_size)})
+    result.steps = cfg.steps
+    result.peak_rss_mb = peak_rss_mb()
+    return result
+
+
+def _count_targets(batch: dict, family: str) -> int:
+    """Labelled positions that produce a loss term (causal: the first label has no predecessor)."""
+    labels = batch["labels"]
+    if family == "causal":
+        return int((labels[:, 1:] != -100).sum())
+    return int((labels != -100).sum())
+

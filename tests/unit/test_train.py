@@ -1,0 +1,89 @@
+"""The training loop on tiny random-weight models: correctness of the fast path, learning, resume."""
+
+import copy
+
+import pytest
+import torch
+
+from conftest import tiny_causal
+from loraforge.adapters import apply_adapter
+from loraforge.config import AdapterConfig, DataConfig, TrainConfig
+from loraforge.data.formats import Example
+from loraforge.data.templates import encode_examples
+from loraforge.train.batching import collate
+from loraforge.train.loop import TrainStep, train
+
+PAIRS = [("A Pod is the smallest unit.", "Pod 是最小的单元。"), ("Use `kubectl get pods`.", "使用 `kubectl get pods`。"),
+         ("Kubernetes is an open source system.", "Kubernetes 是一个开源系统。"), ("A Service exposes Pods.", "Service 公开 Pod。")]
+
+
+def encoded(tok, n=4):
+    examples = [Example(source=s, target=t) for s, t in PAIRS * n]
+    return encode_examples(tok, examples, DataConfig(template="chatml"))
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "qwen2", "llama"])
+def test_fast_path_matches_full_logits(arch, tiny_tokenizer):
+    model = apply_adapter(tiny_causal(arch, vocab_size=len(tiny_tokenizer)), AdapterConfig(r=4))
+    with torch.no_grad():  # make the adapter non-zero so its gradients are informative
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.02)
+    batch = collate(encoded(tiny_tokenizer)[:4], tiny_tokenizer.pad_token_id)
+    grads, losses = [], []
+    for fast in (True, False):
+        model.zero_grad()
+        step = TrainStep(model, "causal", TrainConfig(target_only_logits=fast, logits_chunk=16))
+        assert step.fast == fast
+        loss, n = step(**batch)
+        loss.backward()
+        losses.append((float(loss), int(n)))
+        grads.append({k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad})
+    assert losses[0][1] == losses[1][1] > 0
+    assert losses[0][0] == pytest.approx(losses[1][0], rel=1e-5)
+    for k in grads[0]:
+        torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "qwen2", "llama"])
+def test_loss_decreases_on_a_repeated_batch(arch, tiny_tokenizer, tmp_path):
+    model = apply_adapter(tiny_causal(arch, vocab_size=len(tiny_tokenizer)), AdapterConfig(r=8))
+    data = encoded(tiny_tokenizer, n=1)
+    cfg = TrainConfig(steps=30, batch_size=4, lr=3e-2, warmup_steps=0, eval_every=0, save_every=0)
+    result = train(model, data, data, cfg, tmp_path, tiny_tokenizer.pad_token_id, progress=False)
+    losses = [r["loss"] for r in result.history if "loss" in r]
+    assert losses[-1] < 0.5 * losses[0]
+    assert result.history[-1]["dev_loss"] < losses[0]
+
+
+def test_only_adapter_weights_change(tiny_tokenizer, tmp_path):
+    base = tiny_causal("gemma3", vocab_size=len(tiny_tokenizer))
+    frozen = {k: v.clone() for k, v in base.state_dict().items()}
+    model = apply_adapter(base, AdapterConfig(r=4))
+    cfg = TrainConfig(steps=3, batch_size=4, lr=1e-2, eval_every=0, save_every=0)
+    train(model, encoded(tiny_tokenizer, 1), [], cfg, tmp_path, tiny_tokenizer.pad_token_id, progress=False)
+    for name, p in model.named_parameters():
+        if "lora_" in name:
+            continue
+        key = name.replace("base_model.model.", "").replace(".base_layer", "")
+        assert torch.equal(p, frozen[key]), name
+
+
+def test_grad_accumulation_equals_a_bigger_batch(tiny_tokenizer, tmp_path):
+    """One step over the same 4 examples: as one batch of 4, or as 2 micro-batches of 2."""
+    data = encoded(tiny_tokenizer, 1)
+    base = tiny_causal("gemma3", vocab_size=len(tiny_tokenizer))
+    results = []
+    for bs, accum in ((4, 1), (2, 2)):
+        torch.manual_seed(0)
+        model = apply_adapter(copy.deepcopy(base), AdapterConfig(r=4))
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.fill_(0.01)
+        cfg = TrainConfig(steps=1, batch_size=bs, grad_accum=accum, lr=1e-2, warmup_steps=0, eval_every=0,
+                          save_every=0, length_grouping=False, max_grad_norm=None)
+        train(model, data, [], cfg, tmp_path / f"{bs}", tiny_tokenizer.pad_token_id, progress=False)
+        results.append({k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad})
+    for k in results[0]:
+        torch.testing.assert_close(results[0][k], results[1][k], rtol=1e-4, atol=1e-6)

@@ -1,0 +1,130 @@
+"""End-to-end workflows on a tiny model folder: the run directory, resume after a kill, Ctrl-C,
+never overwriting a run, data check, and DDP on two CPU processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from loraforge.config import load_config
+from loraforge.workflows import check_data, train_run
+
+PAIRS = Path(__file__).parents[1] / "fixtures" / "core" / "pairs.jsonl"
+
+
+def overrides(model_dir, run_dir, *extra):
+    return [f"model.name={model_dir}", f"data.train={PAIRS}", f"data.dev={PAIRS}", f"data.test={PAIRS}",
+            "train.batch_size=4", "train.lr=3e-2", "train.warmup_steps=0", "eval.max_new_tokens=8",
+            "eval.max_examples=8", f"output.dir={run_dir}", *extra]
+
+
+def adapter_weights(run_dir):
+    return load_file(str(Path(run_dir) / "adapter" / "adapter_model.safetensors"))
+
+
+def test_train_run_writes_a_complete_run_directory(tiny_model_dir, tmp_path):
+    cfg = load_config(None, overrides(tiny_model_dir, tmp_path / "run", "train.steps=6", "train.eval_every=3"))
+    run = train_run(cfg, progress=False)
+    names = {p.name for p in run.iterdir()}
+    assert {"adapter", "config.yaml", "metrics.json", "report.md", "report.html", "loss.png", "history.jsonl",
+            "outputs_before.jsonl", "outputs_after.jsonl"} <= names
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (run / "adapter").iterdir()}
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["before"]) >= {"bleu", "chrf", "ter", "markup"}
+    assert metrics["train"]["steps"] == 6 and metrics["train"]["trainable_params"] > 0
+    report = (run / "report.md").read_text()
+    assert "| chrf |" in report and "loss.png" in report
+    assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert load_config(run / "config.yaml") == cfg
+    # an existing run is never overwritten silently
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_run(cfg, progress=False)
+
+
+def _cli(*args, env_extra=None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    return [sys.executable, "-m", "loraforge.cli", *args], env
+
+
+def _wait_for(path: Path, proc, timeout=120):
+    t0 = time.time()
+    while not path.exists():
+        assert proc.poll() is None, "training ended before it could be interrupted"
+        assert time.time() - t0 < timeout
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("how", ["sigkill", "sigint"])
+def test_interrupted_run_resumes_to_the_same_adapter(tiny_model_dir, tmp_path, how):
+    common = ["train.steps=400", "train.save_every=10", "train.eval_every=0", "data.test=null", "eval.before=false"]
+    reference = train_run(load_config(None, overrides(tiny_model_dir, tmp_path / "ref", *common)), progress=False)
+
+    run = tmp_path / "run"
+    cmd, env = _cli("train", *overrides(tiny_model_dir, run, *common))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(run / "checkpoints" / "step-000010", proc)
+    proc.send_signal(signal.SIGKILL if how == "sigkill" else signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert not (run / "adapter").exists(), "the run finished before the signal"
+    if how == "sigint":
+        assert proc.returncode == 130 and "checkpoint saved" in err
+    assert list((run / "checkpoints").glob("step-*"))
+
+    cmd, env = _cli("train", *overrides(tiny_model_dir, run, *common), "--resume")
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    ref, got = adapter_weights(reference), adapter_weights(run)
+    assert ref.keys() == got.keys()
+    for k in ref:
+        torch.testing.assert_close(got[k], ref[k], rtol=1e-5, atol=1e-7)
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in history if "loss" in r] == list(range(1, 401))
+
+
+def test_resume_without_a_run_is_an_error(tmp_path):
+    cfg = load_config(None, [f"output.dir={tmp_path / 'none'}"])
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train_run(cfg, resume=True)
+
+
+def test_data_check_passes_good_data_and_fails_a_broken_template(tiny_model_dir, tmp_path, monkeypatch):
+    import io
+
+    cfg = load_config(None, overrides(tiny_model_dir, tmp_path / "x"))
+    out = io.StringIO()
+    assert check_data(cfg, n=1, out=out)
+    assert "OK" in out.getvalue()
+
+    from loraforge.data import templates
+
+    broken = templates.Template("chatml", "")  # forgets the end-of-turn
+    monkeypatch.setitem(templates.BUILTIN, "chatml", broken)
+    monkeypatch.setattr(templates, "_FACTS", {})
+    monkeypatch.setattr(templates, "_stop_token_ids", lambda tok, name: [tok.convert_tokens_to_ids("<|im_end|>")])
+    out = io.StringIO()
+    assert not check_data(load_config(None, overrides(tiny_model_dir, tmp_path / "x", "data.template=chatml")),
+                          out=out)
+    assert "end-of-turn" in out.getvalue() and "FAILED" in out.getvalue()
+
+
+def test_two_process_ddp_matches_one_process_with_accumulation(tiny_model_dir, tmp_path):
+    common = ["train.steps=4", "train.eval_every=0", "train.save_every=0", "data.test=null", "eval.before=false",
+              "train.length_grouping=false"]
+    single = train_run(load_config(None, overrides(tiny_model_dir, tmp_path / "one", *common, "train.batch_size=2",
+                                                   "train.grad_accum=2")), progress=False)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+           "-m", "loraforge.cli", "train", *overrides(tiny_model_dir, tmp_path / "two", *common, "train.batch_size=2")]
+    subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert metrics["train"]["world_size"] == 2 and metrics["train"]["ranks_identical"] is True
+    one, two = adapter_weights(single), adapter_weights(tmp_path / "two")
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-6)
+    losses = lambda run: [json.loads(l)["loss"] for l in (run / "history.jsonl").read_text().splitlines() if "loss" in l]  # noqa: E731
+    assert losses(tmp_path / "two") == pytest.approx(losses(single), rel=1e-5)
