@@ -73,7 +73,7 @@ def check_target(info: RunInfo, fmt: str) -> None:
         raise ExportError(
             f"{info.method} adapters cannot be merged into the weights ({ptype} adds virtual tokens, not weight "
             f"deltas); export --format adapter or oci instead")
-    if fmt == "oci" and ptype != "LORA":
+    if fmt == "oci" and info.method != "lora":
         raise ExportError(f"KAITO serves LoRA adapters only (vLLM/transformers runtimes); this run is {info.method}")
     if fmt == "gguf" and info.adapter_config.get("task_type") == "SEQ_2_SEQ_LM":
         raise ExportError("GGUF export supports decoder-only models; this is a seq2seq run: use --format merged")

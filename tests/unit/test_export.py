@@ -1,0 +1,204 @@
+"""Export round trips on tiny models: adapter card, merged weights, GGUF (read back by transformers), OCI push/pull."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+
+import httpx
+import pytest
+import torch
+import yaml
+
+from loraforge.export.run import ExportError, export_run
+
+
+def make_run(tmp_path, model_dir, method: str = "lora", seed: int = 0):
+    """A run directory as train_run writes it: adapter/, config.yaml, metrics.json."""
+    import peft
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    if method in ("lora", "dora"):
+        cfg = peft.LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules="all-linear",
+                              init_lora_weights=False, use_dora=method == "dora")
+    else:
+        cfg = peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)
+    model = peft.get_peft_model(base, cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    run = tmp_path / f"run-{method}"
+    model.save_pretrained(run / "adapter")
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"name": str(model_dir)}, "adapter": {"method": method},
+                                                     "data": {"template": "gemma"}, "train": {"steps": 3}}))
+    (run / "metrics.json").write_text(json.dumps({"before": {"bleu": 1.5, "chrf": 10.0},
+                                                  "after": {"bleu": 12.25, "chrf": 30.5}}))
+    return run
+
+
+def unmerged_logits(run, model_dir, ids):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), str(run / "adapter")).eval()
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def test_adapter_export_has_model_card(tmp_path, tiny_model_dir):
+    run = make_run(tmp_path, tiny_model_dir)
+    res = export_run(run, "adapter", tmp_path / "out")
+    out = tmp_path / "out"
+    assert res["path"] == str(out)
+    assert (out / "adapter_model.safetensors").read_bytes() == (run / "adapter/adapter_model.safetensors").read_bytes()
+    card = (out / "README.md").read_text()
+    assert str(tiny_model_dir) in card and "lora" in card and "bleu=12.25" in card and "3 steps" in card
+
+
+@pytest.mark.parametrize("method", ["lora", "dora"])
+def test_merged_equals_unmerged(tmp_path, tiny_model_dir, tiny_tokenizer, method):
+    from transformers import AutoModelForCausalLM
+
+    run = make_run(tmp_path, tiny_model_dir, method)
+    export_run(run, "merged", tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    assert not any("lora" in k for k in merged.state_dict())
+    ids = torch.tensor([tiny_tokenizer.encode("Kubernetes is an open source system")])
+    with torch.no_grad():
+        got = merged(ids).logits
+    want = unmerged_logits(run, tiny_model_dir, ids)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()(ids).logits
+    assert (want - base).abs().max() > 0.1, "the adapter must matter, or this test proves nothing"
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert list((tmp_path / "merged").glob("*.safetensors")) and not list((tmp_path / "merged").glob("*.bin"))
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "llama", "qwen2"])
+def test_gguf_round_trip_logits_and_tokenizer(tmp_path, tiny_tokenizer, arch):
+    from conftest import save_tiny_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = save_tiny_model(tmp_path / f"tiny-{arch}", tiny_tokenizer, arch=arch)
+    run = make_run(tmp_path, model_dir)
+    ids = torch.tensor([tiny_tokenizer.encode("Kubernetes 是一个开源系统. Use `kubectl get pods`")])
+    want = unmerged_logits(run, model_dir, ids)
+    # f32 is exact up to float noise; f16/bf16/q8_0 trade precision for size
+    for gguf_type, tol in (("f32", 1e-4), ("f16", 0.02), ("bf16", 0.08), ("q8_0", 0.1)):
+        res = export_run(run, "gguf", tmp_path / f"gguf-{gguf_type}", gguf_type=gguf_type)
+        path = res["path"]
+        loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / f"gguf-{gguf_type}"), gguf_file=path.rsplit("/", 1)[1],
+                                                      dtype=torch.float32).eval()
+        with torch.no_grad():
+            got = loaded(ids).logits
+        rel = ((got - want).abs().max() / want.abs().max()).item()
+        assert rel < tol, (gguf_type, rel)
+        if gguf_type == "f32":
+            assert (got.argmax(-1) == want.argmax(-1)).all()
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "gguf-q8_0"), gguf_file=path.rsplit("/", 1)[1])
+    for text in ("Kubernetes 是一个开源系统 `kubectl get pods`", "<start_of_turn>user\nhi<end_of_turn>\n"):
+        assert tok.encode(text, add_special_tokens=False) == tiny_tokenizer.encode(text, add_special_tokens=False)
+    assert tok.eos_token == tiny_tokenizer.eos_token and tok.bos_token == tiny_tokenizer.bos_token
+
+
+def test_gguf_q8_is_smaller(tmp_path, tiny_model_dir):
+    run = make_run(tmp_path, tiny_model_dir)
+    sizes = {t: (tmp_path / t).joinpath(export_run(run, "gguf", tmp_path / t, gguf_type=t)["path"].rsplit("/", 1)[1])
+             .stat().st_size for t in ("f32", "f16", "q8_0")}
+    assert sizes["q8_0"] < sizes["f16"] < sizes["f32"]
+
+
+def test_refusals_are_early_and_clear(tmp_path, tiny_model_dir):
+    prompt_run = make_run(tmp_path, tiny_model_dir, "prompt")
+    for fmt in ("merged", "gguf"):
+        with pytest.raises(ExportError, match="cannot be merged"):
+            export_run(prompt_run, fmt, tmp_path / "x")
+    with pytest.raises(ExportError, match="LoRA adapters only"):
+        export_run(prompt_run, "oci", tmp_path / "x")
+    dora = make_run(tmp_path, tiny_model_dir, "dora")
+    with pytest.raises(ExportError, match="LoRA adapters only"):
+        export_run(dora, "oci", tmp_path / "x")
+    with pytest.raises(ExportError, match="choose one of"):
+        export_run(dora, "onnx", tmp_path / "x")
+    with pytest.raises(FileNotFoundError):
+        export_run(tmp_path / "nope", "adapter", tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_gguf_refuses_unsupported_architecture():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from loraforge.config import ConfigError
+    from loraforge.export.gguf import write_gguf
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64))
+    with pytest.raises(ConfigError, match="supports gemma3, llama, qwen2"):
+        write_gguf(model, None, "/tmp/never.gguf")
+
+
+def test_oci_layout_is_reproducible(tmp_path, tiny_model_dir):
+    from loraforge.export.oci import build_layout
+
+    run = make_run(tmp_path, tiny_model_dir)
+    a = build_layout(run / "adapter", tmp_path / "a")
+    b = build_layout(run / "adapter", tmp_path / "b")
+    assert a.manifest_digest == b.manifest_digest
+    index = json.loads((tmp_path / "a/index.json").read_text())
+    assert index["manifests"][0]["digest"] == a.manifest_digest
+    assert json.loads((tmp_path / "a/oci-layout").read_text())["imageLayoutVersion"] == "1.0.0"
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """A real registry (Debian's docker-registry, distribution v2) on 127.0.0.1, started and stopped here."""
+    exe = shutil.which("docker-registry") or shutil.which("registry")
+    if exe is None:
+        pytest.skip("docker-registry not installed (apt-get install docker-registry)")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    cfg = tmp_path / "registry.yml"
+    cfg.write_text(yaml.safe_dump({"version": 0.1, "log": {"level": "warn"},
+                                   "storage": {"filesystem": {"rootdirectory": str(tmp_path / "registry")}},
+                                   "http": {"addr": f"127.0.0.1:{port}"}}))
+    proc = subprocess.Popen([exe, "serve", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{url}/v2/").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        else:
+            pytest.fail(f"registry did not start: {proc.stderr.read(2000) if proc.poll() is not None else ''}")
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_oci_push_pull_to_real_registry(tmp_path, tiny_model_dir, registry):
+    from loraforge.export.oci import pull
+
+    run = make_run(tmp_path, tiny_model_dir)
+    ref = f"{registry}/adapters/k8s-en-zh:v1"
+    res = export_run(run, "oci", tmp_path / "oci", push=ref)
+    assert res["pushed"]["digest"] == res["digest"] and res["pushed"]["pinned"].endswith(res["digest"])
+    got = pull(ref, out=tmp_path / "mnt-adapter")
+    assert got["manifest_digest"] == res["digest"]
+    assert got["files"] == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        assert (tmp_path / "mnt-adapter" / name).read_bytes() == (run / "adapter" / name).read_bytes()
+    # the registry serves the manifest by digest too, and the same content is stored once
+    r = httpx.get(f"http://{registry}/v2/adapters/k8s-en-zh/manifests/{res['digest']}",
+                  headers={"accept": "application/vnd.oci.image.manifest.v1+json"})
+    assert r.status_code == 200 and r.headers["docker-content-digest"] == res["digest"]
+    again = export_run(run, "oci", tmp_path / "oci2", push=f"{registry}/adapters/k8s-en-zh:v2")
+    assert again["digest"] == res["digest"]
