@@ -115,7 +115,11 @@ def parameter_counts(cfg: dict, run: RunConfig) -> tuple[int, int]:
     norms = 4 * h + 2 * hd if c.get("model_type", "").startswith("gemma3") else 2 * h
     embed = vocab * h
     head = 0 if c.get("tie_word_embeddings", True) else vocab * h
-    base = embed + head + layers * (per_layer + norms) + h
+    biases = 0
+    if c.get("model_type") == "qwen2" or c.get("attention_bias"):  # Qwen2: q/k/v biases; attention_bias: o too
+        biases = sum(shapes[k][1] for k in ("q_proj", "k_proj", "v_proj"))
+        biases += shapes["o_proj"][1] if c.get("attention_bias") else 0
+    base = embed + head + layers * (per_layer + norms + biases) + h
     a = run.adapter
     targets = shapes if a.target_modules == "all-linear" else {
         k: v for k, v in shapes.items() if k in ([a.target_modules] if isinstance(a.target_modules, str) else a.target_modules)}

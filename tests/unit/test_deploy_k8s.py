@@ -1,0 +1,157 @@
+"""Every target renders for every preset and validates offline; validation really rejects mistakes."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from loraforge.config import RunConfig, load_config
+from loraforge.deploy.k8s import TARGETS, Options, render, torchrun_command
+from loraforge.deploy.kaito import not_expressible, training_config
+from loraforge.deploy.validate import ManifestError, validate_doc, validate_file
+
+ROOT = Path(__file__).resolve().parents[2]
+PRESETS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def _configs():
+    return [pytest.param(load_config(p), id=p.stem) for p in PRESETS] or [pytest.param(RunConfig(), id="defaults")]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("cfg", _configs())
+def test_every_target_renders_and_validates(cfg, target, tmp_path):
+    multi = target in ("pytorchjob", "trainjob")
+    rendered = render(cfg, target, Options(nodes=2 if multi else 1, procs=2 if multi else 1))
+    out = tmp_path / f"{target}.yaml"
+    out.write_text(rendered.to_yaml())
+    lines = validate_file(out)  # what `loraforge deploy validate` runs, on the text a user gets
+    assert len(lines) == len(rendered.docs) >= 2
+    kinds = {d["kind"] for d in rendered.docs}
+    expected = {"kaito": {"Workspace", "ConfigMap"}, "pytorchjob": {"PyTorchJob", "ConfigMap"},
+                "trainjob": {"TrainJob", "ConfigMap"}, "job": {"Job", "PersistentVolumeClaim"},
+                "serve": {"Deployment", "Service"}}[target]
+    assert expected <= kinds
+
+
+@pytest.mark.parametrize("cfg", _configs())
+def test_mounted_config_is_the_run_config_with_cluster_paths(cfg):
+    rendered = render(cfg, "job")
+    cm = next(d for d in rendered.docs if d["kind"] == "ConfigMap")
+    inside = RunConfig.model_validate(yaml.safe_load(cm["data"]["config.yaml"]))
+    assert inside.output.dir.startswith("/workspace/runs/")
+    assert inside.train == cfg.train and inside.adapter == cfg.adapter and inside.data.train == cfg.data.train
+
+
+def test_local_data_files_are_remapped_and_noted():
+    cfg = RunConfig()
+    cfg.data.train = "my/data/train.jsonl"
+    rendered = render(cfg, "job")
+    cm = next(d for d in rendered.docs if d["kind"] == "ConfigMap")
+    assert yaml.safe_load(cm["data"]["config.yaml"])["data"]["train"] == "/data/train.jsonl"
+    assert any("my/data/train.jsonl" in n for n in rendered.notes)
+
+
+def test_pytorchjob_topology_and_launcher():
+    job = next(d for d in render(RunConfig(), "pytorchjob", Options(nodes=3, procs=4)).docs if d["kind"] == "PyTorchJob")
+    specs = job["spec"]["pytorchReplicaSpecs"]
+    assert specs["Master"]["replicas"] == 1 and specs["Worker"]["replicas"] == 2
+    assert job["spec"]["nprocPerNode"] == "4"
+    container = specs["Worker"]["template"]["spec"]["containers"][0]
+    assert container["name"] == "pytorch"  # the Training Operator finds the container by this name
+    cmd = container["command"]
+    assert cmd[0] == "torchrun" and "--nnodes=3" in cmd and "--nproc-per-node=4" in cmd
+    assert cmd[cmd.index("--no-python") + 1:] == ["loraforge", "train", "/etc/loraforge/config.yaml"]
+    single = next(d for d in render(RunConfig(), "pytorchjob").docs if d["kind"] == "PyTorchJob")
+    assert "Worker" not in single["spec"]["pytorchReplicaSpecs"]
+
+
+def test_trainjob_refers_to_torch_distributed_runtime():
+    job = next(d for d in render(RunConfig(), "trainjob", Options(nodes=2, procs=1)).docs if d["kind"] == "TrainJob")
+    assert job["spec"]["runtimeRef"]["name"] == "torch-distributed"
+    assert job["spec"]["trainer"]["numNodes"] == 2 and job["spec"]["trainer"]["numProcPerNode"] == 1
+    assert job["spec"]["trainer"]["command"] == torchrun_command(2, 1, master_from_env=False)
+
+
+def test_kaito_training_config_maps_our_settings():
+    cfg = load_config(None, ["adapter.method=qlora", "adapter.r=8", "train.lr=3e-4", "train.steps=77",
+                             "train.batch_size=2", "train.schedule=constant"])
+    tc = training_config(cfg)["training_config"]
+    assert set(tc) == {"ModelConfig", "QuantizationConfig", "LoraConfig", "TrainingArguments", "DataCollator",
+                       "DatasetConfig"}  # the sections of KAITO's own lora/qlora ConfigMaps
+    assert tc["QuantizationConfig"]["load_in_4bit"] is True and tc["QuantizationConfig"]["bnb_4bit_quant_type"] == "nf4"
+    assert tc["LoraConfig"]["r"] == 8
+    args = tc["TrainingArguments"]
+    assert (args["learning_rate"], args["max_steps"], args["per_device_train_batch_size"]) == (3e-4, 77, 2)
+    assert args["lr_scheduler_type"] == "constant_with_warmup"
+    rendered = render(cfg, "kaito", Options(kaito_preset="phi-3-mini-4k-instruct", adapter_image="acr.io/a:1"))
+    tuning, infer = [d for d in rendered.docs if d["kind"] == "Workspace"]
+    assert tuning["tuning"]["method"] == "qlora" and tuning["tuning"]["output"]["image"] == "acr.io/a:1"
+    assert infer["inference"]["adapters"][0]["source"]["image"] == "acr.io/a:1"
+    cm = next(d for d in rendered.docs if d["kind"] == "ConfigMap")
+    assert tuning["tuning"]["config"] == cm["metadata"]["name"]
+    assert yaml.safe_load(cm["data"]["training_config.yaml"]) == training_config(cfg)
+
+
+def test_kaito_says_what_it_cannot_express():
+    lost = " ".join(not_expressible(load_config(None, ["adapter.method=dora"])))
+    assert "loss masking" in lost and "dora" in lost and "target_only_logits" in lost
+    notes = render(RunConfig(), "kaito").notes
+    assert any("not a KAITO tuning preset" in n for n in notes)  # gemma3-270m is inference-only in KAITO
+    assert not any("not a KAITO tuning preset" in n
+                   for n in render(RunConfig(), "kaito", Options(kaito_preset="phi-3-mini-4k-instruct")).notes)
+
+
+def _job_docs():
+    return render(RunConfig(), "job").docs
+
+
+def test_validation_rejects_typos_in_core_kinds_and_custom_resources():
+    job = copy.deepcopy(next(d for d in _job_docs() if d["kind"] == "Job"))
+    job["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = 3
+    with pytest.raises(ManifestError, match="imagePullPolicy"):
+        validate_doc(job)
+    job = copy.deepcopy(next(d for d in _job_docs() if d["kind"] == "Job"))
+    job["spec"]["backofLimit"] = 1  # typo: strict schemas refuse unknown fields
+    with pytest.raises(ManifestError):
+        validate_doc(job)
+    ws = copy.deepcopy(next(d for d in render(RunConfig(), "kaito").docs if d["kind"] == "Workspace"))
+    ws["tuning"]["mehtod"] = "lora"  # the API server would prune this silently
+    with pytest.raises(ManifestError, match="mehtod"):
+        validate_doc(ws)
+    pj = copy.deepcopy(next(d for d in render(RunConfig(), "pytorchjob").docs if d["kind"] == "PyTorchJob"))
+    pj["spec"]["pytorchReplicaSpecs"]["Master"]["replicas"] = "one"
+    with pytest.raises(ManifestError, match="replicas"):
+        validate_doc(pj)
+    bad_name = copy.deepcopy(pj)
+    bad_name["metadata"]["name"] = "Not_A_Name"
+    with pytest.raises(ManifestError, match="DNS-1123"):
+        validate_doc(bad_name)
+
+
+def test_validate_file_errors_name_the_file(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(FileNotFoundError):
+        validate_file(missing)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\ndata: {a: 1}\n")
+    with pytest.raises(ManifestError, match="bad.yaml"):
+        validate_file(bad)
+
+
+def test_multi_node_only_where_supported():
+    with pytest.raises(Exception, match="pytorchjob or trainjob"):
+        render(RunConfig(), "job", Options(nodes=2))
+
+
+def test_cli_renders_validates_and_writes(tmp_path, capsys):
+    from loraforge.cli import main
+
+    assert main(["deploy", "k8s", "--target", "trainjob", "--nodes", "2", "--out", str(tmp_path)]) == 0
+    assert main(["deploy", "validate", str(tmp_path / "trainjob.yaml")]) == 0
+    assert "TrainJob/" in capsys.readouterr().out
+    (tmp_path / "bad.yaml").write_text("kind: Job\n")
+    assert main(["deploy", "validate", str(tmp_path / "bad.yaml")]) == 2
