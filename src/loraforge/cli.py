@@ -160,12 +160,102 @@ def _add_data_commands(sub) -> None:
     p.set_defaults(func=_cmd_data_stats)
 
 
+# --- deploy, estimate -------------------------------------------------------------------------
+
+
+def _cmd_deploy_docker(args) -> int:
+    from loraforge.deploy.docker import write_dockerfiles
+
+    for path in write_dockerfiles(args.out):
+        print(path)
+    return 0
+
+
+def _cmd_deploy_k8s(args) -> int:
+    from loraforge.deploy.k8s import Options, render
+
+    opts = Options(name=args.name, image=args.image, nodes=args.nodes, procs=args.procs, gpus=args.gpus,
+                   namespace=args.namespace, storage=args.storage, storage_class=args.storage_class,
+                   kaito_preset=args.kaito_preset, kaito_instance_type=args.instance_type,
+                   adapter_image=args.adapter_image, push_secret=args.push_secret)
+    text = render(_config(args), args.target, opts).to_yaml()
+    if not args.out:
+        print(text, end="")
+        return 0
+    from loraforge.deploy import atomic_write
+
+    out = Path(args.out)
+    path = out if out.suffix in (".yaml", ".yml") else out / f"{args.target}.yaml"
+    atomic_write(path, text)
+    print(f"wrote {path} (validated offline)")
+    return 0
+
+
+def _cmd_deploy_validate(args) -> int:
+    from loraforge.deploy.validate import validate_file
+
+    for path in args.files:
+        for line in validate_file(path):
+            print(line)
+    return 0
+
+
+def _cmd_estimate(args) -> int:
+    import json
+
+    from loraforge.deploy.estimate import compare_with_run, format_estimate
+
+    if args.check:
+        print(json.dumps(compare_with_run(args.check), indent=2))
+        return 0
+    print(format_estimate(_config(args), args.gpu_gb))
+    return 0
+
+
+def _add_deploy_commands(sub) -> None:
+    deploy = sub.add_parser("deploy", help="Dockerfiles and validated Kubernetes manifests").add_subparsers(
+        dest="deploy_cmd", required=True
+    )
+    p = deploy.add_parser("docker", help="write Dockerfiles: train-cpu, train-cuda, serve")
+    p.add_argument("--out", default="docker", help="directory for Dockerfile.* (build from the repo root)")
+    p.set_defaults(func=_cmd_deploy_docker)
+
+    p = deploy.add_parser("k8s", help="render a run config as Kubernetes resources (validated offline)")
+    _add_config_args(p)
+    p.add_argument("--target", required=True, choices=["kaito", "pytorchjob", "trainjob", "job", "serve"])
+    p.add_argument("--nodes", type=int, default=1, help="pytorchjob/trainjob: nodes")
+    p.add_argument("--procs", type=int, default=1, help="pytorchjob/trainjob: processes per node")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs per node (0 = CPU)")
+    p.add_argument("--image", help="container image (default: the loraforge train/serve image)")
+    p.add_argument("--name", help="resource name (default: loraforge-<output dir name>)")
+    p.add_argument("--namespace")
+    p.add_argument("--storage", default="20Gi", help="PVC size")
+    p.add_argument("--storage-class", help="PVC storage class (RWX for pytorchjob/trainjob)")
+    p.add_argument("--kaito-preset", help="kaito: KAITO preset name of the base model")
+    p.add_argument("--instance-type", help="kaito: node SKU (default: from `loraforge estimate`)")
+    p.add_argument("--adapter-image", help="kaito: image the tuning pushes and inference pulls")
+    p.add_argument("--push-secret", help="kaito: imagePushSecret for --adapter-image")
+    p.add_argument("--out", help="file (.yaml) or directory (writes <target>.yaml); default stdout")
+    p.set_defaults(func=_cmd_deploy_k8s)
+
+    p = deploy.add_parser("validate", help="validate manifests offline (core kinds and KAITO/Kubeflow CRDs)")
+    p.add_argument("files", nargs="+", help="YAML files (multi-document)")
+    p.set_defaults(func=_cmd_deploy_validate)
+
+    p = sub.add_parser("estimate", help="parameters and memory of a config's training step; batch size, KAITO SKU")
+    _add_config_args(p)
+    p.add_argument("--gpu-gb", type=float, default=24, help="GPU memory to fit a batch into")
+    p.add_argument("--check", metavar="RUN_DIR", help="compare with the peak RSS a finished run measured")
+    p.set_defaults(func=_cmd_estimate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loraforge", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="cmd", required=True)
     _add_train_commands(sub)
     _add_data_commands(sub)
+    _add_deploy_commands(sub)
     return parser
 
 
