@@ -44,7 +44,12 @@ def _cmd_eval(args) -> int:
     from loraforge.workflows import eval_run
 
     cfg = _config(args)
-    metrics = eval_run(cfg, adapter=args.adapter, out_path=args.metrics_out, show_examples=args.show_examples)
+    if args.baseline:  # the rule-based PII masker on the same test split, scored the same way
+        from loraforge.eval.pii_baseline import baseline_eval
+
+        metrics = baseline_eval(cfg, args.metrics_out)
+    else:
+        metrics = eval_run(cfg, adapter=args.adapter, out_path=args.metrics_out, show_examples=args.show_examples)
     import json
 
     print(json.dumps(metrics, indent=2, ensure_ascii=False))
@@ -86,6 +91,7 @@ def _add_train_commands(sub) -> None:
     p.add_argument("--adapter", help="adapter directory (a run directory or its adapter/ folder)")
     p.add_argument("--metrics-out", help="write metrics JSON here")
     p.add_argument("--show-examples", action="store_true", help="print sample outputs (PII: raw data!)")
+    p.add_argument("--baseline", action="store_true", help="score the rule-based PII masker instead of a model")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("translate", help="translate text with a base model or an adapter")
@@ -136,6 +142,31 @@ def _cmd_data_stats(args) -> int:
     return 0
 
 
+def _cmd_data_pii(args) -> int:
+    import json
+
+    from loraforge.data import pii
+
+    if args.import_format:
+        from loraforge.data.formats import DataError
+        from loraforge.data.pii_import import import_ai4privacy
+
+        if args.import_format[0] != "ai4privacy" or not args.out:
+            raise DataError("usage: --import ai4privacy FILE --out OUT (ai4privacy is the supported format)")
+        records, report = import_ai4privacy(args.import_format[1], split=args.split, language=args.language)
+        pii.write_jsonl(records, args.out)
+    elif args.out_dir:
+        report = pii.build_packaged(args.out_dir, args.n, args.n_dev, args.n_test, args.seed)
+    elif args.out:
+        records = pii.generate(args.n, args.seed, args.split)
+        pii.write_jsonl(records, args.out)
+        report = {"records": len(records), "negatives": sum(not r["spans"] for r in records)}
+    else:
+        raise FileNotFoundError("give --out FILE (one split) or --out-dir DIR (train/dev/test)")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _add_data_commands(sub) -> None:
     data = sub.add_parser("data", help="build, inspect and check datasets").add_subparsers(
         dest="data_cmd", required=True
@@ -158,6 +189,19 @@ def _add_data_commands(sub) -> None:
     p.add_argument("--source-field", help="field holding the source text")
     p.add_argument("--target-field", help="field holding the target text")
     p.set_defaults(func=_cmd_data_stats)
+
+    p = data.add_parser("pii", help="synthetic PII-masking records (text -> masked), or import ai4privacy files")
+    p.add_argument("--n", type=int, default=1000, help="records (the train split with --out-dir)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", choices=["train", "test"], default="train", help="template family to draw from")
+    p.add_argument("--out", help="output .jsonl or .jsonl.gz")
+    p.add_argument("--out-dir", help="write train/dev/test.jsonl.gz here instead (test = held-out templates)")
+    p.add_argument("--n-dev", type=int, default=200)
+    p.add_argument("--n-test", type=int, default=400)
+    p.add_argument("--import", dest="import_format", nargs=2, metavar=("FORMAT", "FILE"),
+                   help="convert a public dataset file: ai4privacy FILE (source_text + privacy_mask)")
+    p.add_argument("--language", help="with --import: keep only rows of this language (e.g. en)")
+    p.set_defaults(func=_cmd_data_pii)
 
 
 # --- deploy, estimate -------------------------------------------------------------------------

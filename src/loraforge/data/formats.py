@@ -41,15 +41,17 @@ FIELD_SHAPES: list[tuple[str, str]] = [
 ]
 
 PACKAGED_PREFIX = "k8s:"
+PACKAGED = {"k8s:": "k8s-en-zh", "pii:": "pii"}  # prefix -> folder under loraforge/datasets
 
 
 def _packaged_split_path(spec: str) -> Path:
-    split = spec[len(PACKAGED_PREFIX):]
-    base = resources.files("loraforge") / "datasets" / "k8s-en-zh"
+    prefix = spec[: spec.index(":") + 1]
+    split = spec[len(prefix):]
+    base = resources.files("loraforge") / "datasets" / PACKAGED[prefix]
     path = Path(str(base)) / f"{split}.jsonl.gz"
     if not path.is_file():
         available = sorted(p.name.split(".")[0] for p in Path(str(base)).glob("*.jsonl.gz")) if Path(str(base)).is_dir() else []
-        raise DataError(f"packaged split {spec!r} not found; available: {', '.join('k8s:' + a for a in available) or 'none'}")
+        raise DataError(f"packaged split {spec!r} not found; available: {', '.join(prefix + a for a in available) or 'none'}")
     return path
 
 
@@ -173,7 +175,7 @@ def record_to_example(
 def resolve_spec(spec: str | Path) -> Path:
     """A file path, or the file behind a packaged split name ('k8s:train')."""
     spec = str(spec)
-    return _packaged_split_path(spec) if spec.startswith(PACKAGED_PREFIX) else Path(spec)
+    return _packaged_split_path(spec) if spec.startswith(tuple(PACKAGED)) else Path(spec)
 
 
 def iter_examples(
