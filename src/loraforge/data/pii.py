@@ -56,7 +56,11 @@ _TOKEN_SHAPES = [("sk_live_", 24, string.ascii_letters + string.digits), ("ghp_"
 def _faker(locale: str):
     from faker import Faker
 
-    return Faker(locale)
+    fake = Faker(locale)
+    for provider in fake.get_providers():  # it_IT builds its city list from a set: order by hash seed
+        if isinstance(getattr(provider, "cities", None), list):
+            provider.cities = sorted(provider.cities)
+    return fake
 
 
 def _ascii(text: str) -> str:
@@ -245,7 +249,13 @@ def generate(n: int, seed: int = 0, split: str = "train", negative_share: float 
     for i, neg in enumerate(is_negative):
         template = rng.choice(negative if neg else positive)
         locale = rng.choice(template.locales) if template.locales else rng.choices(locales, weights)[0]
-        text, masked, spans = _Record(template, locale, random.Random(rng.getrandbits(64))).render()
+        record_seed = rng.getrandbits(64)
+        saved = random.getstate()  # a few Faker providers (th_TH ssn) draw from the global generator
+        random.seed(record_seed)
+        try:
+            text, masked, spans = _Record(template, locale, random.Random(record_seed)).render()
+        finally:
+            random.setstate(saved)
         records.append({"id": f"pii-{split}-{seed}-{i:06d}", "text": text, "masked": masked, "spans": spans,
                         "family": split, "template": template.name, "locale": locale})
     return records

@@ -36,11 +36,14 @@ TITLES = {"PREFIX", "TITLE"}
 ADDRESS_PARTS = {"STREET", "STREETADDRESS", "BUILDINGNUMBER", "BUILDINGNUM", "SECONDARYADDRESS", "ZIPCODE",
                  "POSTCODE"}
 PLACES = {"CITY", "STATE", "COUNTY"}  # PII only as part of an address
+KNOWN = set(DIRECT) | NAME_PARTS | TITLES | ADDRESS_PARTS | PLACES
 
 
 def _label(raw: str) -> str:
-    """'FIRSTNAME_1' / 'givenname1' -> 'FIRSTNAME' / 'GIVENNAME'."""
-    return re.sub(r"_?\d+$", "", str(raw).upper())
+    """'FIRSTNAME_1' / 'givenname1' -> 'FIRSTNAME' / 'GIVENNAME'; 'IPV4' stays 'IPV4'."""
+    label = re.sub(r"_\d+$", "", str(raw).upper())
+    bare = label.rstrip("0123456789")
+    return bare if label not in KNOWN and bare in KNOWN else label
 
 
 def _group(label: str) -> str | None:
