@@ -22,7 +22,10 @@ def _add_config_args(p: argparse.ArgumentParser, config_required: bool = False) 
 def _config(args):
     from loraforge.config import load_config
 
-    return load_config(args.config, args.overrides)
+    config, overrides = args.config, list(args.overrides)
+    if config and "=" in config and not Path(config).exists():  # no config file, only overrides
+        config, overrides = None, [config, *overrides]
+    return load_config(config, overrides)
 
 
 # --- training, evaluation, translation -------------------------------------------------------

@@ -113,18 +113,44 @@ def test_data_check_passes_good_data_and_fails_a_broken_template(tiny_model_dir,
     assert "end-of-turn" in out.getvalue() and "FAILED" in out.getvalue()
 
 
-def test_two_process_ddp_matches_one_process_with_accumulation(tiny_model_dir, tmp_path):
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("topology", ["1 node x 2 processes", "2 nodes x 1 process"])
+def test_ddp_matches_one_process_with_accumulation(tiny_model_dir, tmp_path, topology):
+    """What the PyTorchJob/TrainJob manifests run (torchrun, static rendezvous, gloo on CPU) gives the
+    adapter and loss curve of one process with the same global batch, identical on every rank."""
     common = ["train.steps=4", "train.eval_every=0", "train.save_every=0", "data.test=null", "eval.before=false",
               "train.length_grouping=false"]
     single = train_run(load_config(None, overrides(tiny_model_dir, tmp_path / "one", *common, "train.batch_size=2",
                                                    "train.grad_accum=2")), progress=False)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
-           "-m", "loraforge.cli", "train", *overrides(tiny_model_dir, tmp_path / "two", *common, "train.batch_size=2")]
-    subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    port = _free_port()
+    train_args = ["-m", "loraforge.cli", "train", *overrides(tiny_model_dir, tmp_path / "two", *common,
+                                                             "train.batch_size=2")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run"]
+    if topology.startswith("1 node"):
+        procs = [subprocess.Popen([*launcher, "--nproc-per-node", "2", "--master-port", str(port), *train_args],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)]
+    else:
+        procs = [subprocess.Popen([*launcher, "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank),
+                                   "--master-addr", "127.0.0.1", "--master-port", str(port), *train_args],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for rank in (0, 1)]
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out.decode()[-3000:]
     metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert metrics["train"]["world_size"] == 2 and metrics["train"]["ranks_identical"] is True
     one, two = adapter_weights(single), adapter_weights(tmp_path / "two")
     for k in one:
         torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-6)
-    losses = lambda run: [json.loads(l)["loss"] for l in (run / "history.jsonl").read_text().splitlines() if "loss" in l]  # noqa: E731
+
+    def losses(run):
+        return [r["loss"] for r in map(json.loads, (run / "history.jsonl").read_text().splitlines()) if "loss" in r]
+
     assert losses(tmp_path / "two") == pytest.approx(losses(single), rel=1e-5)

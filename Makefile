@@ -1,0 +1,37 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# torch is installed first and pinned, so pip takes the CPU build instead of a multi-GB CUDA one.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH  := torch==2.13.0
+
+.PHONY: venv demo test test-unit test-integration bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+# The main job: LoRA on the embedded Gemma 3 270M, Kubernetes docs en->zh, before/after report.
+demo: venv
+	$(BIN)/loraforge train configs/demo.yaml --overwrite
+	@echo "report: runs/demo/report.md  (HTML: runs/demo/report.html)"
+
+test: venv
+	OMP_NUM_THREADS=2 $(BIN)/pytest -q tests
+
+test-unit: venv
+	$(BIN)/pytest -q tests/unit
+
+test-integration: venv
+	$(BIN)/pytest -q tests/integration
+
+bench: venv
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/loraforge bench train
+
+clean:
+	rm -rf $(VENV) runs build src/*.egg-info
