@@ -207,6 +207,79 @@ def _add_data_commands(sub) -> None:
     p.set_defaults(func=_cmd_data_pii)
 
 
+# --- export, serve, bench serve ------------------------------------------------------------
+
+
+def _cmd_export(args) -> int:
+    import json
+
+    from loraforge.export.run import export_run
+
+    res = export_run(args.run, args.format, args.out, push=args.push, gguf_type=args.gguf_type,
+                     plain_http=args.plain_http)
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def _cmd_serve(args) -> int:
+    from loraforge.serve.app import serve
+
+    serve(args.base, args.adapter, host=args.host, port=args.port, admin_token=args.admin_token,
+          adapter_dir=args.adapter_dir, dtype=args.dtype, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms)
+    return 0
+
+
+def _cmd_bench_serve(args) -> int:
+    import json
+
+    from loraforge.bench.serve import bench_serve
+
+    res = bench_serve(args.url, models=args.models.split(",") if args.models else None, requests=args.requests,
+                      concurrency=args.concurrency, max_tokens=args.max_tokens, out=args.out)
+    print(json.dumps(res, indent=2))
+    return 1 if res["failures"] else 0
+
+
+def bench_subparsers(sub):
+    """The ``bench`` group, created once: each area adds its benchmark (``bench serve``, ``bench train``) here."""
+    if not hasattr(sub, "_loraforge_bench"):
+        sub._loraforge_bench = sub.add_parser("bench", help="benchmarks whose numbers the README publishes") \
+            .add_subparsers(dest="bench_cmd", required=True)
+    return sub._loraforge_bench
+
+
+def _add_serve_commands(sub) -> None:
+    p = sub.add_parser("export", help="export a run: PEFT adapter + card, merged model, GGUF, or OCI image")
+    p.add_argument("run", help="run directory (or an adapter folder)")
+    p.add_argument("--format", required=True, choices=["adapter", "merged", "gguf", "oci"])
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--gguf-type", default="f16", choices=["f16", "bf16", "q8_0", "f32"])
+    p.add_argument("--push", metavar="REF", help="oci: push to REGISTRY/REPO[:TAG] and verify by pulling back")
+    p.add_argument("--plain-http", action="store_true", help="oci: talk HTTP to the registry (default for localhost)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("serve", help="OpenAI-compatible server for a base model and many LoRA adapters")
+    p.add_argument("--base", default="gemma3-270m", help="base model (embedded name, .gguf, HF folder or hub id)")
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR", help="adapter to serve (repeat)")
+    p.add_argument("--adapter-dir", help="directory the admin API may load adapters from at run time")
+    p.add_argument("--admin-token", help="bearer token for /admin/adapters (admin API off without it)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32", "fp16"])
+    p.add_argument("--max-batch", type=int, default=16, help="requests per batched generate() call")
+    p.add_argument("--batch-wait-ms", type=float, default=5, help="how long to collect requests into a batch")
+    p.set_defaults(func=_cmd_serve)
+
+    p = bench_subparsers(sub).add_parser("serve", help="bounded load test against a running server")
+    p.add_argument("--url", default="http://127.0.0.1:8000")
+    p.add_argument("--models", help="comma-separated model names to cycle (default: all the server lists)")
+    p.add_argument("--requests", type=int, default=200)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--out", default="bench-serve.json", help="results JSON")
+    p.set_defaults(func=_cmd_bench_serve)
+
+
 # --- deploy, estimate -------------------------------------------------------------------------
 
 
@@ -302,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", required=True)
     _add_train_commands(sub)
     _add_data_commands(sub)
+    _add_serve_commands(sub)
     _add_deploy_commands(sub)
     return parser
 
