@@ -202,3 +202,14 @@ def test_oci_push_pull_to_real_registry(tmp_path, tiny_model_dir, registry):
     assert r.status_code == 200 and r.headers["docker-content-digest"] == res["digest"]
     again = export_run(run, "oci", tmp_path / "oci2", push=f"{registry}/adapters/k8s-en-zh:v2")
     assert again["digest"] == res["digest"]
+
+
+def test_cli_export_prints_result(tmp_path, tiny_model_dir, capsys):
+    from loraforge.cli import main
+
+    run = make_run(tmp_path, tiny_model_dir)
+    assert main(["export", str(run), "--format", "adapter", "--out", str(tmp_path / "card")]) == 0
+    assert json.loads(capsys.readouterr().out)["path"] == str(tmp_path / "card")
+    prompt_run = make_run(tmp_path, tiny_model_dir, "prompt")
+    assert main(["export", str(prompt_run), "--format", "gguf", "--out", str(tmp_path / "g")]) == 2
+    assert "cannot be merged" in capsys.readouterr().err

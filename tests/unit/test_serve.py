@@ -212,3 +212,24 @@ def test_bench_serve_reports_latency(server, tmp_path):
     assert 0 < res["latency_p50_s"] <= res["latency_p95_s"]
     assert res["completion_tokens"] > 0 and res["tokens_per_s"] > 0
     assert json.loads(out.read_text())["requests"] == 12
+
+
+def test_stop_strings_and_sampling(server):
+    full = complete(server, "alpha", prompt="Use kubectl get pods", max_tokens=10).json()["choices"][0]
+    text = full["text"]
+    assert len(text) > 4
+    stop = text[2:4]
+    cut = complete(server, "alpha", prompt="Use kubectl get pods", max_tokens=10, stop=[stop]).json()["choices"][0]
+    assert cut["text"] == text[:text.find(stop)] and cut["finish_reason"] == "stop"
+    sampled = complete(server, "beta", prompt="Use kubectl get pods", max_tokens=6, temperature=1.0, top_p=0.9)
+    assert sampled.status_code == 200 and sampled.json()["usage"]["completion_tokens"] >= 1
+
+
+def test_serve_and_export_never_import_train():
+    import subprocess
+    import sys
+
+    code = ("import sys, loraforge.serve.app, loraforge.serve.engine, loraforge.export.run, loraforge.export.gguf, "
+            "loraforge.export.oci, loraforge.bench.serve, loraforge.adapters, loraforge.models.load; "
+            "bad = [m for m in sys.modules if m.startswith('loraforge.train')]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
