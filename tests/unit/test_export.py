@@ -213,3 +213,25 @@ def test_cli_export_prints_result(tmp_path, tiny_model_dir, capsys):
     prompt_run = make_run(tmp_path, tiny_model_dir, "prompt")
     assert main(["export", str(prompt_run), "--format", "gguf", "--out", str(tmp_path / "g")]) == 2
     assert "cannot be merged" in capsys.readouterr().err
+
+
+def test_full_finetune_run_exports_as_model_not_adapter(tmp_path, tiny_model_dir, tiny_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(3)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight.add_(torch.randn_like(model.model.layers[0].mlp.down_proj.weight))
+    run = tmp_path / "run-full"
+    model.save_pretrained(run / "adapter")  # what save_adapter writes for adapter.method=full (no tokenizer)
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"name": str(tiny_model_dir)},
+                                                     "adapter": {"method": "full"}}))
+    with pytest.raises(ExportError, match="whole model, not an adapter"):
+        export_run(run, "oci", tmp_path / "x")
+    export_run(run, "merged", tmp_path / "merged")
+    ids = torch.tensor([tiny_tokenizer.encode("A Pod is the smallest deployable unit")])
+    with torch.no_grad():
+        want = model.eval()(ids).logits
+        got = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()(ids).logits
+    torch.testing.assert_close(got, want)
+    assert (tmp_path / "merged" / "tokenizer.json").is_file()

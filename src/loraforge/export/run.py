@@ -16,7 +16,7 @@ from pathlib import Path
 from loraforge.config import ConfigError, RunConfig, load_config
 
 FORMATS = ("adapter", "merged", "gguf", "oci")
-MERGEABLE = {"LORA", "IA3", "LOHA", "LOKR", "ADALORA"}  # PEFT types with merge_and_unload
+MERGEABLE = {"LORA", "IA3", "LOHA", "LOKR", "ADALORA", "FULL"}  # PEFT types with merge_and_unload; FULL: nothing to merge
 
 
 class ExportError(ConfigError):
@@ -55,9 +55,12 @@ def read_run(path: str | Path) -> RunInfo:
         raise ExportError(f"{adapter_dir}: bottleneck adapters (adapter.method=adapter) are loraforge-only; "
                           "no export target can take them: retrain with lora")
     cfg_file = adapter_dir / "adapter_config.json"
-    if not cfg_file.is_file():
+    if cfg_file.is_file():
+        adapter_config = json.loads(cfg_file.read_text())
+    elif (adapter_dir / "config.json").is_file():  # adapter.method=full saves the whole model here
+        adapter_config = {"peft_type": "FULL"}
+    else:
         raise FileNotFoundError(f"{adapter_dir}: no adapter_config.json (not a run directory or PEFT adapter folder)")
-    adapter_config = json.loads(cfg_file.read_text())
     cfg = load_config(run_dir / "config.yaml") if run_dir else RunConfig()
     if run_dir is None and adapter_config.get("base_model_name_or_path"):
         cfg.model.name = adapter_config["base_model_name_or_path"]
@@ -69,6 +72,9 @@ def check_target(info: RunInfo, fmt: str) -> None:
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     ptype = info.peft_type
+    if ptype == "FULL" and fmt in ("adapter", "oci"):
+        raise ExportError(f"full fine-tuning produced a whole model, not an adapter; --format {fmt} needs an "
+                          "adapter: use --format merged or gguf")
     if fmt in ("merged", "gguf") and ptype not in MERGEABLE:
         raise ExportError(
             f"{info.method} adapters cannot be merged into the weights ({ptype} adds virtual tokens, not weight "
@@ -104,7 +110,8 @@ def model_card(info: RunInfo) -> str:
         f"# {info.run_dir.name if info.run_dir else info.adapter_dir.name}", "",
         f"A {info.method} adapter trained with loraforge.", "",
         f"- base model: `{cfg.model.name}`",
-        f"- method: {info.method} (r={a.get('r')}, alpha={a.get('lora_alpha')}, targets={a.get('target_modules')})",
+        f"- method: {info.method}" + (f" (r={a['r']}, alpha={a.get('lora_alpha')}, targets={a.get('target_modules')})"
+                                      if a.get("r") else ""),
         f"- task: {cfg.data.task} ({cfg.data.src_lang} -> {cfg.data.tgt_lang})" if cfg.data.task == "translate"
         else f"- task: {cfg.data.task}",
         f"- data: train `{cfg.data.train}`, test `{cfg.data.test}`",
@@ -147,6 +154,14 @@ def merged_model(info: RunInfo, dtype: str = "fp32"):
     from loraforge.adapters import load_adapter
     from loraforge.models.load import load_model
 
+    if info.peft_type == "FULL":  # the run saved the fine-tuned model itself; the tokenizer is the base's
+        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+        from loraforge.models.load import resolve_dtype, resolve_model_path
+
+        cls = AutoModelForSeq2SeqLM if info.cfg.model.family == "seq2seq" else AutoModelForCausalLM
+        model = cls.from_pretrained(info.adapter_dir, dtype=resolve_dtype(dtype))
+        return model, AutoTokenizer.from_pretrained(resolve_model_path(info.cfg.model.name))
     loaded = load_model(info.cfg.model.name, dtype=dtype, family=info.cfg.model.family)
     model = load_adapter(loaded.model, info.adapter_dir).merge_and_unload()
     return model, loaded.tokenizer
