@@ -87,6 +87,9 @@ def load_adapter(model: torch.nn.Module, adapter_dir: str | Path, trainable: boo
         from loraforge.adapters.bottleneck import load_bottleneck_adapters
 
         return load_bottleneck_adapters(model, adapter_dir)
+    if (adapter_dir / "config.json").is_file() and not (adapter_dir / "adapter_config.json").is_file():
+        # full fine-tuning saved a complete model: same architecture, new weights
+        return type(model).from_pretrained(str(adapter_dir), dtype=next(model.parameters()).dtype).to(model.device)
     if not (adapter_dir / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{adapter_dir}: no adapter_config.json (not an adapter folder or run directory)")
     import peft

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loraforge.config import DataConfig
+from loraforge.config import ConfigError, DataConfig
 from loraforge.data.formats import Example
 
 IGNORE = -100  # the label of a token that is not trained (PyTorch's cross-entropy ignore_index)
@@ -193,10 +193,33 @@ def encode_examples(tokenizer, examples: list[Example], cfg: DataConfig, family:
     return out
 
 
+def lang_code(codes, lang: str) -> str | None:
+    """mBART's code for a short language name: 'zh' -> 'zh_CN', 'en' -> 'en_XX' (exact codes pass through)."""
+    codes = list(codes)
+    if lang in codes:
+        return lang
+    return next((c for c in codes if c.split("_")[0] == lang), None)
+
+
+def set_seq2seq_langs(tokenizer, cfg: DataConfig) -> int | None:
+    """Point an mBART-style tokenizer at data.src_lang/tgt_lang ('en' -> 'en_XX'); return the id of the
+    target language code when it opens the target (mBART-50: generation must force it as first token)."""
+    codes = getattr(tokenizer, "lang_code_to_id", None)
+    if not codes or not hasattr(tokenizer, "src_lang"):
+        return None
+    src, tgt = lang_code(codes, cfg.src_lang), lang_code(codes, cfg.tgt_lang)
+    if src is None or tgt is None:
+        raise ConfigError(f"data.src_lang={cfg.src_lang!r}/tgt_lang={cfg.tgt_lang!r}: this tokenizer has no such "
+                         f"language code; it has: {', '.join(codes)}")
+    if (tokenizer.src_lang, tokenizer.tgt_lang) != (src, tgt):
+        tokenizer.src_lang, tokenizer.tgt_lang = src, tgt
+    first = tokenizer(text_target="a")["input_ids"][0]
+    return codes[tgt] if first == codes[tgt] else None
+
+
 def _encode_seq2seq(tokenizer, example: Example, cfg: DataConfig) -> Encoded:
     """Encoder-decoder: source to the encoder, target (with EOS, and mBART's language code) as labels."""
-    if hasattr(tokenizer, "src_lang") and hasattr(tokenizer, "lang_code_to_id"):
-        tokenizer.src_lang, tokenizer.tgt_lang = cfg.src_lang, cfg.tgt_lang
+    set_seq2seq_langs(tokenizer, cfg)
     enc = tokenizer(_source_text(example, cfg), text_target=example.target, add_special_tokens=True)
     input_ids, labels = list(enc["input_ids"]), list(enc["labels"])
     too_long = max(len(input_ids), len(labels)) > cfg.max_length

@@ -49,6 +49,7 @@ class TrainStep(torch.nn.Module):
                                                      ignore_index=-100, reduction="sum")
             return loss, (flat != -100).sum()
         logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        logits = logits[:, -labels.shape[1]:]  # prompt tuning prepends virtual-token positions
         loss, n = full_logits_ce(logits, labels)
         return loss, torch.tensor(n)
 
