@@ -81,6 +81,13 @@ def _cmd_translate(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from loraforge.workflows import rebuild_report
+
+    print(rebuild_report(args.run))
+    return 0
+
+
 def _add_train_commands(sub) -> None:
     p = sub.add_parser("train", help="fine-tune a model (LoRA and friends) and evaluate before/after")
     _add_config_args(p)
@@ -106,6 +113,10 @@ def _add_train_commands(sub) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.set_defaults(func=_cmd_translate)
+
+    p = sub.add_parser("report", help="rebuild a finished run's report from its files")
+    p.add_argument("run", help="run directory")
+    p.set_defaults(func=_cmd_report)
 
 
 # --- data -------------------------------------------------------------------------------------

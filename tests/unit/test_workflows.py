@@ -43,6 +43,11 @@ def test_train_run_writes_a_complete_run_directory(tiny_model_dir, tmp_path):
     assert "| chrf |" in report and "loss.png" in report
     assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert load_config(run / "config.yaml") == cfg
+    # the report can be rebuilt from the run's own files
+    (run / "report.md").unlink()
+    from loraforge.workflows import rebuild_report
+
+    assert rebuild_report(run).read_text() == report
     # an existing run is never overwritten silently
     with pytest.raises(FileExistsError, match="--resume"):
         train_run(cfg, progress=False)

@@ -40,14 +40,18 @@ def plot_loss(history: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def metrics_rows(before: dict | None, after: dict) -> list[list[str]]:
+def metrics_rows(before: dict | None, after: dict, baseline: dict | None = None) -> list[list[str]]:
     rows = []
     for key, value in after.items():
         if key == "n" or not isinstance(value, (int, float)):
             continue
         b = before.get(key) if before else None
         delta = "" if not isinstance(b, (int, float)) else f"{value - b:+.2f}"
-        rows.append([key, "" if b is None else f"{b:.2f}", f"{value:.2f}", delta])
+        row = [key, "" if b is None else f"{b:.2f}", f"{value:.2f}", delta]
+        if baseline is not None:
+            ref = baseline.get(key)
+            row.insert(1, "" if not isinstance(ref, (int, float)) else f"{ref:.2f}")
+        rows.append(row)
     return rows
 
 
@@ -58,11 +62,12 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def write_report(run_dir: Path, title: str, summary: dict, before: dict | None, after: dict,
-                 samples: list[dict], history: list[dict]) -> None:
-    """report.md + report.html + loss.png in ``run_dir``. ``samples``: dicts of source/reference/before/after."""
+                 samples: list[dict], history: list[dict], baseline: dict | None = None) -> None:
+    """report.md + report.html + loss.png in ``run_dir``. ``samples``: dicts of source/reference/before/after;
+    ``baseline``: a non-model reference (the rule-based PII masker) shown as its own column."""
     plot_loss(history, run_dir / "loss.png")
-    header = ["metric", "base", "tuned", "change"]
-    rows = metrics_rows(before, after)
+    header = ["metric"] + (["rule baseline"] if baseline is not None else []) + ["base", "tuned", "change"]
+    rows = metrics_rows(before, after, baseline)
     md = [f"# {title}", "", _md_table(["setting", "value"], [[k, str(v)] for k, v in summary.items()]), "",
           "## Metrics (test split)", "", _md_table(header, rows), "",
           "Higher is better except " + ", ".join(k for k, v in HIGHER_IS_BETTER.items() if not v) + ".", "",
