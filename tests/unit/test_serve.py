@@ -233,3 +233,20 @@ def test_serve_and_export_never_import_train():
             "loraforge.export.oci, loraforge.bench.serve, loraforge.adapters, loraforge.models.load; "
             "bad = [m for m in sys.modules if m.startswith('loraforge.train')]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_stream_client_disconnect_stops_its_generation(server):
+    counters = server["engine"].metrics.counters["loraforge_generated_tokens_total"]
+    before = counters.get((), 0)
+    with httpx.stream("POST", f"{server['url']}/v1/completions", timeout=60,
+                      json={"model": "alpha", "prompt": "Pod", "max_tokens": 400, "stream": True}) as r:
+        for i, _ in enumerate(r.iter_lines()):
+            if i >= 3:
+                break  # leave after a few tokens
+    for _ in range(100):
+        if counters.get((), 0) > before:
+            break
+        time.sleep(0.05)
+    generated = counters.get((), 0) - before
+    assert 0 < generated < 100, generated
+    assert complete(server, "alpha").status_code == 200

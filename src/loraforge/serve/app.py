@@ -143,19 +143,23 @@ def create_app(engine: Engine, base_name: str, admin_token: str | None = None) -
             async def sse():
                 if chat:
                     yield (f"data: {json.dumps({'id': rid, 'object': 'chat.completion.chunk', 'created': created, 'model': model, 'choices': [{'index': 0, 'delta': {'role': 'assistant', 'content': ''}, 'finish_reason': None}]})}\n\n")
-                while True:
-                    kind, payload = await events.get()
-                    if kind == "delta":
-                        yield chunk(payload, None)
-                    elif kind == "error":
-                        finish(payload.status)
-                        yield f"data: {json.dumps({'error': {'message': str(payload), 'code': payload.code}})}\n\n"
-                        break
-                    else:
-                        finish(200)
-                        yield chunk(None, req.finish_reason)
-                        break
-                yield "data: [DONE]\n\n"
+                try:
+                    while True:
+                        kind, payload = await events.get()
+                        if kind == "delta":
+                            yield chunk(payload, None)
+                        elif kind == "error":
+                            finish(payload.status)
+                            yield f"data: {json.dumps({'error': {'message': str(payload), 'code': payload.code}})}\n\n"
+                            break
+                        else:
+                            finish(200)
+                            yield chunk(None, req.finish_reason)
+                            break
+                    yield "data: [DONE]\n\n"
+                finally:  # the client went away: its row stops at the next decoding step
+                    if req.finish_reason is None:
+                        req.finish_reason = "cancelled"
 
             return StreamingResponse(sse(), media_type="text/event-stream")
         while True:
