@@ -46,6 +46,9 @@ def server(tiny_tokenizer, tmp_path_factory):
     make_lora(tiny_model_dir, root / "alpha", seed=1)
     make_lora(tiny_model_dir, root / "beta", seed=2)
     make_lora(tiny_model_dir, root / "gamma", seed=3)
+    make_lora(tiny_model_dir, root / "alien", seed=4)  # claims layers this base does not have
+    cfg = json.loads((root / "alien" / "adapter_config.json").read_text())
+    (root / "alien" / "adapter_config.json").write_text(json.dumps({**cfg, "target_modules": ["c_attn"]}))
     (root.parent / "outside").mkdir(exist_ok=True)
     app = build_app(str(tiny_model_dir), [f"alpha={root / 'alpha'}", f"beta={root / 'beta'}"], admin_token=TOKEN,
                     adapter_dir=str(root), dtype="fp32", batch_wait_ms=150)
@@ -190,6 +193,8 @@ def test_admin_add_remove_and_path_safety(server):
     r = httpx.post(url, json={"name": "esc", "path": "/etc"}, headers=auth)
     assert r.status_code == 403
     assert httpx.post(url, json={"name": "missing"}, headers=auth).status_code == 404
+    r = httpx.post(url, json={"name": "alien"}, headers=auth, timeout=60)
+    assert r.status_code == 400 and "does not fit the base model" in r.json()["error"]["message"]
     r = httpx.post(url, json={"name": "gamma"}, headers=auth, timeout=60)
     assert r.status_code == 200, r.text
     assert httpx.post(url, json={"name": "gamma"}, headers=auth).status_code == 409

@@ -129,10 +129,15 @@ class Engine:
         with self.lock:
             from peft import PeftModel
 
-            if isinstance(self.model, PeftModel):
-                self.model.load_adapter(str(info.adapter_dir), adapter_name=name)
-            else:
-                self.model = PeftModel.from_pretrained(self.model, str(info.adapter_dir), adapter_name=name).eval()
+            try:
+                if isinstance(self.model, PeftModel):
+                    self.model.load_adapter(str(info.adapter_dir), adapter_name=name)
+                else:
+                    self.model = PeftModel.from_pretrained(self.model, str(info.adapter_dir), adapter_name=name).eval()
+            except (ValueError, RuntimeError, KeyError, OSError) as e:  # e.g. trained on another base model
+                if isinstance(self.model, PeftModel) and name in self.model.peft_config:
+                    self.model.delete_adapter(name)  # PEFT may have registered it half-way
+                raise ServeError(f"adapter {name!r} does not fit the base model: {str(e)[:300]}") from None
             self.adapters[name] = meta
         self.metrics.set_gauge("loraforge_adapters_loaded", len(self.adapters))
         return meta
