@@ -82,3 +82,23 @@ def test_chat_prompt_matches_prompt_text(tiny_tokenizer):
     cfg = DataConfig()
     messages = [{"role": "system", "content": cfg.system_prompt}, {"role": "user", "content": EX.source}]
     assert chat_prompt(tiny_tokenizer, messages) == prompt_text(tiny_tokenizer, EX.source, cfg)
+
+
+def test_generation_prompt_has_exactly_the_training_prompt_ids(tiny_tokenizer):
+    """A tokenizer that adds BOS (Gemma, Llama): training puts BOS first, so generation must too."""
+    import copy
+
+    from tokenizers.processors import TemplateProcessing
+
+    tok = copy.deepcopy(tiny_tokenizer)
+    tok._tokenizer.post_processor = TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", tok.bos_token_id)])
+    assert tok.encode("a")[0] == tok.bos_token_id
+    cfg = DataConfig()
+    enc = encode_example(tok, EX, cfg)
+    n_prompt = enc.labels.index(next(t for t in enc.labels if t != IGNORE))
+    assert enc.input_ids[0] == tok.bos_token_id and enc.input_ids[1] != tok.bos_token_id
+    generation_ids = tok(prompt_text(tok, EX.source, cfg), add_special_tokens=False)["input_ids"]
+    assert generation_ids == enc.input_ids[:n_prompt]
+    chat_ids = tok(chat_prompt(tok, [{"role": "system", "content": cfg.system_prompt},
+                                     {"role": "user", "content": EX.source}]), add_special_tokens=False)["input_ids"]
+    assert chat_ids == generation_ids

@@ -101,21 +101,27 @@ def _model_template_parts(tokenizer, source: str, system: str | None, target: st
     return prompt, full[len(prompt):]
 
 
+def _with_bos(tokenizer, text: str) -> str:
+    """Prompts for generation carry BOS as text exactly when training put the BOS id first, so the
+    model sees at inference the sequence it was trained on (tokenize them with add_special_tokens=False)."""
+    return (tokenizer.bos_token + text) if _facts(tokenizer, "plain")[2] and not text.startswith(tokenizer.bos_token) else text
+
+
 def prompt_text(tokenizer, source: str, cfg: DataConfig, system: str | None = None) -> str:
-    """The text a causal model sees before its answer (for generation and serving)."""
+    """The text a causal model sees before its answer (for generation and serving), BOS included."""
     system = cfg.system_prompt if system is None else system
     example = Example(source=source, target="", system=system)
     name = resolve_template(tokenizer, cfg.template)
     if name == "model":
-        return _model_template_parts(tokenizer, _source_text(example, cfg), system or None, None)[0]
-    return BUILTIN[name].prompt(_source_text(example, cfg), system or None)
+        return _with_bos(tokenizer, _model_template_parts(tokenizer, _source_text(example, cfg), system or None, None)[0])
+    return _with_bos(tokenizer, BUILTIN[name].prompt(_source_text(example, cfg), system or None))
 
 
 def chat_prompt(tokenizer, messages: list[dict], template: str = "auto") -> str:
     """An OpenAI-style message list as one prompt, ending where the assistant speaks."""
     name = resolve_template(tokenizer, template)
     if name == "model":
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return _with_bos(tokenizer, tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system") or None
     tpl = BUILTIN[name]
     turns = [m for m in messages if m["role"] != "system"]
@@ -126,7 +132,7 @@ def chat_prompt(tokenizer, messages: list[dict], template: str = "auto") -> str:
             text += part
         else:  # an earlier assistant turn, closed like a trained target
             text += m["content"] + tpl.end_of_turn + ("\n" if tpl.name != "plain" else "")
-    return text
+    return _with_bos(tokenizer, text)
 
 
 def stop_token_ids(tokenizer, template: str) -> list[int]:
