@@ -68,3 +68,12 @@ def save_tiny_model(path, tokenizer, arch: str = "gemma3"):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     return save_tiny_model(tmp_path_factory.mktemp("tiny-gemma3"), tiny_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_seq2seq_dirs(tmp_path_factory):
+    """Hub-layout folders of a tiny Marian and a tiny mBART-50 model (tokenizers trained by loraforge)."""
+    from seq2seq_helpers import save_tiny_seq2seq
+
+    root = tmp_path_factory.mktemp("tiny-seq2seq")
+    return {arch: save_tiny_seq2seq(root, arch) for arch in ("marian", "mbart")}

@@ -380,6 +380,46 @@ def _add_deploy_commands(sub) -> None:
     p.set_defaults(func=_cmd_estimate)
 
 
+# --- methods and tokenizers ---------------------------------------------------------------------
+
+
+def _cmd_compare(args) -> int:
+    from loraforge.compare import compare_run, parse_methods
+
+    compare_run(_config(args), parse_methods(args.methods))
+    return 0
+
+
+def _cmd_tokenizer_train(args) -> int:
+    from loraforge.data.tokenizer_train import train_tokenizer
+
+    out = train_tokenizer(args.data, args.vocab_size, args.out, args.model_type, args.format, args.src_lang,
+                          args.tgt_lang, args.max_examples)
+    print(out)
+    return 0
+
+
+def _add_method_commands(sub) -> None:
+    p = sub.add_parser("compare", help="train every method on the same data and budget; write the method table")
+    _add_config_args(p)
+    p.add_argument("--methods", default="lora,dora,ia3,prefix,prompt,adapter,full",
+                   help="comma-separated adapter.method values (default: %(default)s)")
+    p.set_defaults(func=_cmd_compare)
+
+    tok = sub.add_parser("tokenizer", help="train tokenizers").add_subparsers(dest="tokenizer_cmd", required=True)
+    p = tok.add_parser("train", help="SentencePiece on a dataset's source+target text (Marian / mBART-50 layout)")
+    p.add_argument("--data", default="k8s:train", help="file or packaged split (default: %(default)s)")
+    p.add_argument("--vocab-size", type=int, default=8000)
+    p.add_argument("--out", required=True, help="tokenizer folder to write")
+    p.add_argument("--model-type", choices=["unigram", "bpe"], default="unigram")
+    p.add_argument("--format", choices=["marian", "mbart50"], default="marian",
+                   help="marian: source.spm/target.spm/vocab.json; mbart50: tokenizer.json with language codes")
+    p.add_argument("--src-lang", default="en")
+    p.add_argument("--tgt-lang", default="zh")
+    p.add_argument("--max-examples", type=int, help="train on the first N pairs only")
+    p.set_defaults(func=_cmd_tokenizer_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loraforge", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=_version())
@@ -388,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(sub)
     _add_serve_commands(sub)
     _add_deploy_commands(sub)
+    _add_method_commands(sub)
     return parser
 
 

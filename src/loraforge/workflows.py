@@ -163,7 +163,8 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Pa
         atomic_write(run_dir / "config.yaml", cfg.to_yaml())
 
     t_start = time.perf_counter()
-    loaded = load_model(cfg.model.name, cfg.model.dtype, cfg.model.family)
+    qlora = {"device": "cuda", "quantize": "nf4"} if cfg.adapter.method == "qlora" else {}  # CPU: a clear error
+    loaded = load_model(cfg.model.name, cfg.model.dtype, cfg.model.family, **qlora)
     data = prepare_datasets(cfg, loaded.tokenizer, loaded.family)
     _log(f"model {cfg.model.name} ({loaded.family}, {next(loaded.model.parameters()).dtype}); "
          f"{len(data.train)} train / {len(data.dev)} dev examples, {len(data.test)} test; "

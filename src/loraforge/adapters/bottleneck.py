@@ -26,9 +26,9 @@ from loraforge.config import AdapterConfig, ConfigError
 CONFIG_NAME = "bottleneck_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 ATTR = "loraforge_adapter"  # the child module name under each adapted sub-layer
-# Sub-layers an adapter follows: attention and feed-forward of decoder-only (self_attn, mlp) and
+# Sub-layers an adapter follows: attention and feed-forward of decoder-only (self_attn or attn, mlp) and
 # Marian/mBART (self_attn, fc2: their FFN is fc1 -> act -> fc2, with no module around it) layers.
-SUBLAYERS = ("self_attn", "mlp", "fc2")
+SUBLAYERS = ("self_attn", "attn", "mlp", "fc2")
 
 
 class Bottleneck(torch.nn.Module):

@@ -72,6 +72,11 @@ def apply_adapter(model: torch.nn.Module, cfg: AdapterConfig, family: str = "cau
 
     if cfg.method in ("lora", "dora", "qlora", "ia3"):
         _check_targets(model, cfg.target_modules)
+    if cfg.method == "qlora":
+        if not getattr(model, "is_loaded_in_4bit", False):
+            raise AdapterError("adapter.method=qlora needs the base model loaded in 4 bits: "
+                               "load_model(..., quantize='nf4') (train_run does this for qlora)")
+        model = peft.prepare_model_for_kbit_training(model)
     try:
         return peft.get_peft_model(model, _peft_config(cfg, family))
     except ValueError as e:
@@ -127,3 +132,30 @@ def save_adapter(model: torch.nn.Module, out_dir: str | Path) -> Path:
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp, out_dir)
     return out_dir
+
+
+MERGEABLE_METHODS = ("lora", "dora", "qlora", "ia3", "full")
+
+
+def merge_adapter(model: torch.nn.Module) -> torch.nn.Module:
+    """Fold the adapter into the base weights and return a plain transformers model.
+
+    LoRA/DoRA/IA3 are (scaled) weight deltas, so the merged model computes the same function; full
+    fine-tuning is already a plain model. A 4-bit (QLoRA) base is dequantized by PEFT during the merge,
+    so the result is a dense model at the compute dtype. Prefix/prompt tuning (virtual tokens) and
+    bottleneck adapters (extra non-linear layers) have no weight delta and cannot be merged.
+    """
+    if getattr(model, "loraforge_bottleneck", False):
+        raise AdapterError("bottleneck adapters (adapter.method=adapter) add non-linear layers and cannot be merged "
+                           "into the base weights; serve the base model with the adapter folder instead")
+    peft_config = getattr(model, "active_peft_config", None)
+    if peft_config is None:
+        return model  # full fine-tuning (or a bare model): the weights are already the model
+    if getattr(peft_config, "is_prompt_learning", False):
+        raise AdapterError(f"{peft_config.peft_type.value.lower()} adapters add virtual tokens, not weight deltas: "
+                           "they cannot be merged into the base weights")
+    if getattr(model.get_base_model(), "is_loaded_in_4bit", False):
+        import warnings
+
+        warnings.warn("merging into a 4-bit base: the base weights are dequantized first (the result is dense)")
+    return model.merge_and_unload()

@@ -118,7 +118,20 @@ def resolve_model_path(name: str) -> str:
     )
 
 
-def load_model(name: str = DEFAULT_MODEL, dtype: str = "auto", family: str = "auto", device: str = "cpu") -> LoadedModel:
+def _nf4_kwargs(device: str, torch_dtype: torch.dtype) -> dict:
+    """QLoRA's base: NF4 4-bit weights (bitsandbytes), computing in ``torch_dtype``; CUDA only."""
+    if not torch.cuda.is_available() or not str(device).startswith("cuda"):
+        raise ModelError("4-bit loading (adapter.method=qlora) needs a CUDA GPU and bitsandbytes; use lora on CPU")
+    from transformers import BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch_dtype)
+    return {"quantization_config": quant, "device_map": {"": str(device)}}
+
+
+def load_model(name: str = DEFAULT_MODEL, dtype: str = "auto", family: str = "auto", device: str = "cpu",
+               quantize: str | None = None) -> LoadedModel:
+    """``quantize='nf4'`` loads the weights in 4 bits for QLoRA (CUDA only)."""
     path = resolve_model_path(name)
     try:
         config = AutoConfig.from_pretrained(path)
@@ -130,10 +143,12 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str = "auto", family: str = "au
     cls = AutoModelForSeq2SeqLM if detected == "seq2seq" else AutoModelForCausalLM
     torch_dtype = resolve_dtype(dtype, device)
     try:
-        model = cls.from_pretrained(path, dtype=torch_dtype)
+        extra = _nf4_kwargs(device, torch_dtype) if quantize == "nf4" else {}
+        model = cls.from_pretrained(path, dtype=torch_dtype, **extra)
     except ValueError as e:  # transformers says "Unrecognized configuration class ..." for unsupported archs
         raise ModelError(f"unsupported architecture for {name!r} ({type(config).__name__}): {e}") from None
-    model.to(device)
+    if quantize is None:
+        model.to(device)  # a quantized model is placed by device_map and cannot be moved
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         # Pad must not be EOS for a causal LM: EOS is a trained label, pad is masked out. Fall back
