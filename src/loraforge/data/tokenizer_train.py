@@ -69,14 +69,21 @@ def _save_marian(model_file: Path, out: Path, src_lang: str, tgt_lang: str) -> N
     tok.save_pretrained(str(out))
 
 
-def _save_mbart50(model_file: Path, out: Path, src_lang: str, tgt_lang: str) -> None:
-    import sentencepiece as spm
-    from transformers import MBart50Tokenizer
+def _mbart_codes(src_lang: str, tgt_lang: str) -> tuple[str, str]:
     from transformers.models.mbart.tokenization_mbart import FAIRSEQ_LANGUAGE_CODES
 
     src, tgt = lang_code(FAIRSEQ_LANGUAGE_CODES, src_lang), lang_code(FAIRSEQ_LANGUAGE_CODES, tgt_lang)
     if src is None or tgt is None:
         raise ConfigError(f"mBART-50 has no language code for {src_lang!r}/{tgt_lang!r}; codes: {FAIRSEQ_LANGUAGE_CODES}")
+    return src, tgt
+
+
+def _save_mbart50(model_file: Path, out: Path, src_lang: str, tgt_lang: str) -> None:
+    import sentencepiece as spm
+    from transformers import MBart50Tokenizer
+    from transformers.models.mbart.tokenization_mbart import FAIRSEQ_LANGUAGE_CODES
+
+    src, tgt = _mbart_codes(src_lang, tgt_lang)
     sp = spm.SentencePieceProcessor(model_file=str(model_file))
     # fairseq order, as mBART-50 checkpoints have it: <s> <pad> </s> <unk>, pieces, language codes, <mask>
     vocab = [(SPECIALS["bos"], 0.0), (SPECIALS["pad"], 0.0), (SPECIALS["eos"], 0.0), (SPECIALS["unk"], 0.0)]
@@ -92,6 +99,8 @@ def train_tokenizer(data: str, vocab_size: int, out_dir: str | Path, model_type:
     """Train on ``data`` (a file or packaged split) and write a tokenizer folder atomically."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if fmt == "mbart50":
+        _mbart_codes(src_lang, tgt_lang)  # fail before the slow part
     lines = _corpus(data, src_lang, tgt_lang, max_examples)
     out = Path(out_dir)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
