@@ -4,8 +4,8 @@ Each method is an ordinary ``train_run`` with ``adapter.method`` changed and its
 ``<output.dir>/compare/<method>``, so every row can be inspected, evaluated or exported like any run.
 Each runs in its own process: peak RSS is a per-process high-water mark, and one process for all
 methods would report the largest so far on every later row. A method whose run directory already
-has metrics.json is reused (not retrained) unless output.overwrite is set, so an interrupted
-comparison continues where it stopped.
+has metrics.json from the same config is reused (not retrained) unless output.overwrite is set, so
+an interrupted comparison continues where it stopped.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from loraforge.config import AdapterConfig, ConfigError, RunConfig
+from loraforge.config import AdapterConfig, ConfigError, RunConfig, load_config
 from loraforge.eval.report import atomic_write
 
 METHODS = ("lora", "dora", "ia3", "prefix", "prompt", "adapter", "full")
@@ -32,30 +32,60 @@ def parse_methods(text: str) -> list[str]:
     return methods
 
 
+def parse_lrs(text: str | None, methods: list[str]) -> dict[str, float]:
+    """'full=5e-5,prompt=3e-2' -> per-method learning rates (the others keep train.lr)."""
+    lrs = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        method, _, value = item.partition("=")
+        try:
+            lrs[method.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"--lr {text!r}: expected method=value pairs such as full=5e-5,prompt=3e-2") from None
+    unknown = set(lrs) - set(methods)
+    if unknown:
+        raise ConfigError(f"--lr names {sorted(unknown)}, which are not in --methods {','.join(methods)}")
+    return lrs
+
+
 def _dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
 
 
-def _run_method(cfg: RunConfig, method: str, root: Path, first: bool) -> dict:
+def _train_subprocess(config_path: Path) -> str | None:
+    """Run one method in a fresh process, echoing its log; the last log line on failure, else None."""
+    proc = subprocess.Popen([sys.executable, "-c", _RUN, str(config_path)], stderr=subprocess.PIPE, text=True)
+    last = ""
+    for line in proc.stderr:
+        sys.stderr.write(line)
+        last = line.strip() or last
+    return None if proc.wait() == 0 else (last or f"exit code {proc.returncode}")
+
+
+def _run_method(cfg: RunConfig, method: str, root: Path, first: bool, lr: float | None) -> dict:
     run_dir = root / method
-    if (run_dir / "metrics.json").is_file() and not cfg.output.overwrite:
-        print(f"[loraforge] compare: reusing {run_dir}", file=sys.stderr)
+    c = cfg.model_copy(deep=True)
+    c.adapter.method, c.output.dir, c.output.overwrite = method, str(run_dir), True
+    c.train.lr = lr or cfg.train.lr
+    c.eval.before = cfg.eval.before and first  # the base model is the same for every method: score it once
+    same = {"output", "eval"}
+    done = (run_dir / "metrics.json").is_file() and (run_dir / "config.yaml").is_file() \
+        and load_config(run_dir / "config.yaml").model_dump(exclude=same) == c.model_dump(exclude=same)
+    if done and not cfg.output.overwrite:
+        print(f"[loraforge] compare: reusing {run_dir} (same config)", file=sys.stderr)
     else:
-        c = cfg.model_copy(deep=True)
-        c.adapter.method, c.output.dir, c.output.overwrite = method, str(run_dir), True
-        c.eval.before = cfg.eval.before and first  # the base model is the same for every method: score it once
         root.mkdir(parents=True, exist_ok=True)
         config_path = root / f"{method}.yaml"
         atomic_write(config_path, c.to_yaml())
         print(f"[loraforge] compare: training {method} -> {run_dir}", file=sys.stderr, flush=True)
-        proc = subprocess.run([sys.executable, "-c", _RUN, str(config_path)], stderr=subprocess.PIPE, text=True)
-        if proc.returncode != 0:
-            lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-            return {"method": method, "error": lines[-1] if lines else f"exit code {proc.returncode}"}
+        error = _train_subprocess(config_path)
+        if error:
+            return {"method": method, "error": error}
     metrics = json.loads((run_dir / "metrics.json").read_text())
     t, after = metrics["train"], metrics.get("after") or {}
     return {
-        "method": method, "trainable_params": t["trainable_params"],
+        "method": method, "lr": c.train.lr, "trainable_params": t["trainable_params"],
         "trainable_pct": 100 * t["trainable_params"] / t["total_params"],
         "adapter_mb": _dir_bytes(run_dir / "adapter") / 2**20, "tokens_per_s": t["tokens_per_s"],
         "peak_rss_mb": t["peak_rss_mb"], "dev_loss": t["final_dev_loss"], "train_seconds": t["seconds"],
@@ -72,27 +102,31 @@ def markdown_table(cfg: RunConfig, rows: list[dict]) -> str:
             f"Same data and budget for every method: {cfg.train.steps} steps x batch {cfg.train.batch_size}"
             f" x {cfg.train.grad_accum} accum, lr {cfg.train.lr}, seed {cfg.train.seed}; "
             f"dev loss on {cfg.data.dev}, BLEU/chrF on {cfg.eval.max_examples} examples of {cfg.data.test}.\n\n")
-    lines = ["| method | trainable params | % of total | adapter on disk (MB) | train tokens/s | peak RSS (MB) "
-             "| dev loss | BLEU | chrF |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| method | lr | trainable params | % of total | adapter on disk (MB) | train tokens/s | peak RSS (MB) "
+             "| dev loss | BLEU | chrF |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     base = next((r["before"] for r in rows if r.get("before")), None)
     if base:
-        lines.append(f"| base model (no training) | 0 | 0 | - | - | - | - | {_fmt(base.get('bleu'), '.2f')} "
+        lines.append(f"| base model (no training) | - | 0 | 0 | - | - | - | - | {_fmt(base.get('bleu'), '.2f')} "
                      f"| {_fmt(base.get('chrf'), '.2f')} |")
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['method']} | failed: {r['error']} |||||||| ")
+            error = r["error"].replace("|", "/")
+            lines.append(f"| {r['method']} | failed: {error} |" + " |" * 8)
             continue
         lines.append(
-            f"| {r['method']} | {r['trainable_params']:,} | {r['trainable_pct']:.3f} | {r['adapter_mb']:.2f} "
+            f"| {r['method']} | {r['lr']:g} | {r['trainable_params']:,} | {r['trainable_pct']:.3f} | {r['adapter_mb']:.2f} "
             f"| {r['tokens_per_s']:.0f} | {r['peak_rss_mb']:.0f} | {_fmt(r['dev_loss'], '.3f')} "
             f"| {_fmt(r['bleu'], '.2f')} | {_fmt(r['chrf'], '.2f')} |")
     return head + "\n".join(lines) + "\n"
 
 
-def compare_run(cfg: RunConfig, methods: list[str]) -> Path:
-    """Train every method; write compare.md and compare.json under ``<output.dir>/compare``; return the .md."""
+def compare_run(cfg: RunConfig, methods: list[str], lrs: dict[str, float] | None = None) -> Path:
+    """Train every method (same data, steps and batch; ``lrs`` may set a method's learning rate, since
+    full fine-tuning and prompt tuning want very different ones); write compare.md and compare.json
+    under ``<output.dir>/compare``; return the .md path."""
     root = Path(cfg.output.dir) / "compare"
-    rows = [_run_method(cfg, m, root, first=i == 0) for i, m in enumerate(methods)]
+    lrs = lrs or {}
+    rows = [_run_method(cfg, m, root, i == 0, lrs.get(m)) for i, m in enumerate(methods)]
     root.mkdir(parents=True, exist_ok=True)
     atomic_write(root / "compare.json", json.dumps({"config": cfg.model_dump(mode="json"), "rows": rows}, indent=2))
     md = markdown_table(cfg, rows)

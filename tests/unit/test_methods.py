@@ -124,7 +124,7 @@ def test_target_modules_matching_nothing(method, model_dirs):
 
 
 def test_compare_writes_the_method_table(model_dirs, tmp_path, capsys):
-    from loraforge.compare import compare_run, parse_methods
+    from loraforge.compare import compare_run, parse_lrs, parse_methods
 
     with pytest.raises(ConfigError, match="allowed"):
         parse_methods("lora,lorra")
@@ -132,9 +132,12 @@ def test_compare_writes_the_method_table(model_dirs, tmp_path, capsys):
                              f"data.test={FIXTURE}", "train.steps=2", "train.batch_size=4", "eval.max_examples=2",
                              "eval.max_new_tokens=4", "eval.before=false", "model.dtype=fp32", "adapter.r=4",
                              f"output.dir={tmp_path}"])
-    md = compare_run(cfg, ["lora", "adapter"])
+    with pytest.raises(ConfigError, match="not in --methods"):
+        parse_lrs("full=1e-4", ["lora"])
+    md = compare_run(cfg, ["lora", "adapter", "qlora"], parse_lrs("adapter=1e-3", ["lora", "adapter", "qlora"]))
     rows = {r["method"]: r for r in json.loads((tmp_path / "compare" / "compare.json").read_text())["rows"]}
-    assert set(rows) == {"lora", "adapter"}
+    assert set(rows) == {"lora", "adapter", "qlora"} and "CUDA" in rows.pop("qlora")["error"]  # CPU: a clear refusal
+    assert (rows["lora"]["lr"], rows["adapter"]["lr"]) == (cfg.train.lr, 1e-3)
     for method, row in rows.items():
         metrics = json.loads((tmp_path / "compare" / method / "metrics.json").read_text())
         assert row["trainable_params"] == metrics["train"]["trainable_params"] > 0
@@ -142,4 +145,7 @@ def test_compare_writes_the_method_table(model_dirs, tmp_path, capsys):
         assert "bleu" in metrics["after"]
     assert (tmp_path / "compare" / "adapter" / "adapter" / "bottleneck_config.json").is_file()
     table = md.read_text()
-    assert "| lora |" in table and "| adapter |" in table and "trainable params" in table
+    assert "| lora |" in table and "| adapter |" in table and "| qlora | failed:" in table
+    mtime = (tmp_path / "compare" / "lora" / "metrics.json").stat().st_mtime_ns
+    compare_run(cfg, ["lora"])  # same config: reused, not retrained
+    assert (tmp_path / "compare" / "lora" / "metrics.json").stat().st_mtime_ns == mtime
