@@ -384,9 +384,10 @@ def _add_deploy_commands(sub) -> None:
 
 
 def _cmd_compare(args) -> int:
-    from loraforge.compare import compare_run, parse_methods
+    from loraforge.compare import compare_run, parse_lrs, parse_methods
 
-    compare_run(_config(args), parse_methods(args.methods))
+    methods = parse_methods(args.methods)
+    compare_run(_config(args), methods, parse_lrs(args.lr, methods))
     return 0
 
 
@@ -404,6 +405,7 @@ def _add_method_commands(sub) -> None:
     _add_config_args(p)
     p.add_argument("--methods", default="lora,dora,ia3,prefix,prompt,adapter,full",
                    help="comma-separated adapter.method values (default: %(default)s)")
+    p.add_argument("--lr", help="per-method learning rates, e.g. full=5e-5,prompt=3e-2 (others: train.lr)")
     p.set_defaults(func=_cmd_compare)
 
     tok = sub.add_parser("tokenizer", help="train tokenizers").add_subparsers(dest="tokenizer_cmd", required=True)
