@@ -159,3 +159,20 @@ def test_ddp_matches_one_process_with_accumulation(tiny_model_dir, tmp_path, top
         return [r["loss"] for r in map(json.loads, (run / "history.jsonl").read_text().splitlines()) if "loss" in r]
 
     assert losses(tmp_path / "two") == pytest.approx(losses(single), rel=1e-5)
+
+
+def test_translate_cli_reads_args_file_and_stdin(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import io
+
+    from loraforge.cli import main
+
+    run = train_run(load_config(None, overrides(tiny_model_dir, tmp_path / "run", "train.steps=2", "train.eval_every=0",
+                                                "data.test=null", "eval.before=false")), progress=False)
+    assert main(["translate", "--adapter", str(run), "--max-new-tokens", "4", "A Pod.", "A Service."]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) <= 2
+    texts = tmp_path / "in.txt"
+    texts.write_text("A Pod.\n\nA Service.\n", encoding="utf-8")
+    assert main(["translate", "--adapter", str(run), "--max-new-tokens", "4", "--file", str(texts)]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("A Pod.\n"))
+    assert main(["translate", "--adapter", str(run), "--max-new-tokens", "4", "--file", "-"]) == 0
+    assert main(["translate", "--adapter", str(tmp_path / "missing"), "x"]) == 2
