@@ -422,6 +422,52 @@ def _add_method_commands(sub) -> None:
     p.set_defaults(func=_cmd_tokenizer_train)
 
 
+# --- bench train, bench generate ---------------------------------------------------------------
+
+
+def _cmd_bench_train(args) -> int:
+    from loraforge.bench.train import BenchSpec, bench_train
+
+    spec = BenchSpec(model=args.model, steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
+                     n_dev=args.dev_examples, matmul_size=args.matmul_size)
+    bench_train(spec, args.out, only=args.only, ablation=args.ablation)
+    print(f"wrote {Path(args.out) / 'train.json'} and train.md")
+    return 0
+
+
+def _cmd_bench_generate(args) -> int:
+    from loraforge.bench.generate import GenerateSpec, bench_generate
+
+    spec = GenerateSpec(model=args.model, adapter=args.adapter, prompts=args.prompts,
+                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    bench_generate(spec, args.out)
+    print(f"wrote {Path(args.out) / 'generate.json'} and generate.md")
+    return 0
+
+
+def _add_bench_commands(sub) -> None:
+    p = bench_subparsers(sub).add_parser("train", help="the same LoRA job with TRL SFTTrainer+PEFT and loraforge")
+    p.add_argument("--model", default="gemma3-270m", help="base model (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=20, help="optimizer steps per job (first 2 are warm-up)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-length", type=int, default=256, help="longer examples are skipped, never truncated")
+    p.add_argument("--dev-examples", type=int, default=32, help="k8s:dev examples for the final dev loss")
+    p.add_argument("--matmul-size", type=int, default=2048, help="square matmul that measures the FLOP/s peak")
+    p.add_argument("--only", choices=["trl", "loraforge", "both"], default="both")
+    p.add_argument("--ablation", action="store_true", help="also run loraforge with each speed lever off")
+    p.add_argument("--out", default="bench/results", help="directory for train.json and train.md")
+    p.set_defaults(func=_cmd_bench_train)
+
+    p = bench_subparsers(sub).add_parser("generate", help="batched eval generator vs a plain batch-1 generate loop")
+    p.add_argument("--model", default="gemma3-270m", help="base model (default: %(default)s)")
+    p.add_argument("--adapter", help="adapter or run directory to merge in")
+    p.add_argument("--prompts", type=int, default=32, help="first N k8s:dev sources")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--out", default="bench/results", help="directory for generate.json and generate.md")
+    p.set_defaults(func=_cmd_bench_generate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loraforge", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=_version())
@@ -431,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_commands(sub)
     _add_deploy_commands(sub)
     _add_method_commands(sub)
+    _add_bench_commands(sub)
     return parser
 
 

@@ -1,0 +1,60 @@
+"""Bench results on disk: ``<name>.json`` (everything) and ``<name>.md`` (the tables the README shows)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def write_results(out: str | Path, name: str, results: dict, markdown: str) -> tuple[Path, Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = out / f"{name}.json", out / f"{name}.md"
+    for path, text in zip(paths, (json.dumps(results, indent=2, ensure_ascii=False) + "\n", markdown)):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    return paths
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _ratio(row: dict, key: str) -> str:
+    return f"{row[key]:.2f}x" if key in row else "-"
+
+
+def train_markdown(results: dict) -> str:
+    s, peaks = results["settings"], results["matmul_peak_flops"]
+    machine = results["machine"]
+    head = (f"LoRA r=16 alpha=32 all-linear, model `{s['model']}`, {s['steps']} steps x batch {s['batch_size']} "
+            f"(max length {s['max_length']}), throughput after {results['warmup_steps_skipped']} warm-up steps; "
+            f"{machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}. Measured matmul peak: "
+            f"fp32 {peaks['fp32'] / 1e12:.3f} TFLOP/s, bf16 {peaks['bf16'] / 1e12:.3f} TFLOP/s "
+            f"(fast bf16: {results['fast_bf16']}).\n\n")
+    header = ["job", "precision", "LM head at", "target tok/s", "total tok/s", "peak RSS (GB)", "dev loss",
+              "TFLOP/s", "MFU fp32", "MFU bf16", "speed vs TRL bf16", "RSS vs TRL bf16"]
+    rows = []
+    for r in results["jobs"]:
+        rows.append([r["job"], r["precision"], r["lm_head_positions"], f"{r['target_tokens_per_s']:.1f}",
+                     f"{r['tokens_per_s']:.1f}", f"{r['peak_rss_mb'] / 1024:.2f}",
+                     f"{r['dev_loss']:.4f}" if r["dev_loss"] is not None else "-", f"{r['flops_per_s'] / 1e12:.4f}",
+                     f"{100 * r['mfu_fp32']:.1f}%", f"{100 * r['mfu_bf16']:.1f}%", _ratio(r, "speedup_vs_trl_bf16"),
+                     _ratio(r, "rss_vs_trl_bf16")])
+    return head + table(header, rows)
+
+
+def generate_markdown(results: dict) -> str:
+    s = results["settings"]
+    head = (f"Greedy generation, model `{s['model']}`, {s['prompts']} prompts, max {s['max_new_tokens']} new tokens; "
+            f"tokens = new tokens up to the first stop token.\n\n")
+    rows = [[r["method"], r["batch_size"], f"{r['tokens_per_s']:.1f}", f"{r['seconds']:.1f}", r["tokens"]]
+            for r in results["runs"]]
+    foot = (f"\nSpeed-up: {results['speedup']:.2f}x; greedy outputs identical for "
+            f"{results['prompts'] - results['mismatches']}/{results['prompts']} prompts "
+            f"({results['mismatches']} differ).\n")
+    return head + table(["method", "batch", "tokens/s", "seconds", "tokens"], rows) + foot

@@ -1,0 +1,277 @@
+"""``loraforge bench train``: the same LoRA job with TRL's SFTTrainer + PEFT and with loraforge.
+
+Same model, LoRA (r=16, alpha=32, all linear layers), the same token sequences (one epoch of
+``steps * batch_size`` Kubernetes en->zh examples after a fixed seeded shuffle), the same batch,
+learning rate, schedule and number of steps. TRL keeps its own defaults otherwise (gradient
+checkpointing on, full logits, completion-only loss from a ``completion_mask``). Each job runs in its
+own subprocess, so peak RSS is that job's. Throughput skips the first ``WARMUP`` steps; dev loss is
+computed the same way for both (``loraforge.train.loop.dev_loss`` on the final model).
+
+TRL sees the batches loraforge would form with ``train.length_grouping=false`` (sequential sampler);
+with grouping on (loraforge's default) loraforge batches the same examples by length instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+WARMUP = 2  # steps excluded from throughput (first calls allocate and pick kernels)
+
+
+@dataclass
+class BenchSpec:
+    model: str = "gemma3-270m"
+    steps: int = 20
+    batch_size: int = 8
+    max_length: int = 256
+    n_dev: int = 32
+    seed: int = 0
+    lr: float = 2e-4
+    warmup_steps: int = 2
+    data: str = "k8s:train"
+    dev_data: str = "k8s:dev"
+    matmul_size: int = 2048
+    # per job (filled in by ``jobs``)
+    job: str = "loraforge"
+    kind: str = "loraforge"  # "loraforge" | "trl"
+    dtype: str = "auto"  # loraforge: model.dtype; TRL: weights fp32, bf16 autocast when trl_bf16
+    trl_bf16: bool = False
+    overrides: dict = field(default_factory=dict)  # TrainConfig fields (the ablation levers)
+
+
+def jobs(spec: BenchSpec, only: str = "both", ablation: bool = False) -> list[BenchSpec]:
+    """The jobs of one invocation: TRL bf16 (the issue's baseline) and fp32, loraforge, its ablations."""
+    from dataclasses import replace
+
+    out = []
+    if only in ("trl", "both"):
+        out += [replace(spec, job="trl-bf16", kind="trl", dtype="fp32", trl_bf16=True),
+                replace(spec, job="trl-fp32", kind="trl", dtype="fp32", trl_bf16=False)]
+    if only in ("loraforge", "both"):
+        out.append(replace(spec, job="loraforge", kind="loraforge"))
+        if ablation:
+            out += [replace(spec, job="loraforge-no-target-only-logits", overrides={"target_only_logits": False}),
+                    replace(spec, job="loraforge-no-length-grouping", overrides={"length_grouping": False})]
+    return out
+
+
+def train_config(spec: BenchSpec):
+    from loraforge.config import TrainConfig
+
+    return TrainConfig(steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr, warmup_steps=spec.warmup_steps,
+                       eval_every=0, save_every=0, seed=spec.seed, **spec.overrides)
+
+
+def bench_examples(spec: BenchSpec, tokenizer):
+    """(train, dev) encoded examples: the first steps*batch_size that fit max_length after a seeded shuffle."""
+    from loraforge.config import DataConfig
+    from loraforge.data.formats import DataError, load_examples
+    from loraforge.data.templates import encode_examples
+
+    data_cfg = DataConfig(max_length=spec.max_length)
+    need = spec.steps * spec.batch_size
+    examples = load_examples(spec.data, None, None, data_cfg.src_lang, data_cfg.tgt_lang)
+    random.Random(spec.seed).shuffle(examples)
+    train = []
+    for s in range(0, len(examples), 4 * need):  # encode in slices: the split has 30k+ pairs
+        train += [e for e in encode_examples(tokenizer, examples[s:s + 4 * need], data_cfg) if not e.too_long]
+        if len(train) >= need:
+            break
+    if len(train) < need:
+        raise DataError(f"{spec.data}: only {len(train)} examples fit max_length={spec.max_length}; need {need}")
+    dev = load_examples(spec.dev_data, None, None, data_cfg.src_lang, data_cfg.tgt_lang)
+    dev = [e for e in encode_examples(tokenizer, dev[:4 * spec.n_dev], data_cfg) if not e.too_long][:spec.n_dev]
+    return train[:need], dev
+
+
+def _targets(e) -> int:
+    return sum(1 for y in e.labels[1:] if y != -100)
+
+
+# --- the jobs (run in a child process) ------------------------------------------------------------
+
+
+def _run_loraforge(spec: BenchSpec, loaded, train_set, dev_set, work: Path) -> tuple[list, list[float], object]:
+    import torch
+
+    from loraforge.adapters import apply_adapter
+    from loraforge.config import AdapterConfig
+    from loraforge.train.batching import BatchStream
+    from loraforge.train.loop import train
+
+    cfg = train_config(spec)
+    torch.manual_seed(spec.seed)
+    model = apply_adapter(loaded.model, AdapterConfig(r=16, alpha=32), "causal")
+    result = train(model, train_set, [], cfg, work, loaded.tokenizer.pad_token_id, "causal", progress=False)
+    stream = BatchStream(train_set, cfg.batch_size, cfg.seed, cfg.length_grouping)
+    batches = [[train_set[i] for i in stream.indices(g)] for g in range(cfg.steps)]
+    seconds = [sum(len(e.input_ids) for e in b) / row["tokens_per_s"] for b, row in zip(batches, result.history)]
+    return batches, seconds, model
+
+
+def _run_trl(spec: BenchSpec, loaded, train_set, dev_set, work: Path) -> tuple[list, list[float], object]:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from loraforge.train.batching import epoch_batches
+
+    order = [i for b in epoch_batches([len(e.input_ids) for e in train_set], spec.batch_size, spec.seed, 0, False)
+             for i in b]
+    ordered = [train_set[i] for i in order]
+    ds = Dataset.from_list([{"input_ids": e.input_ids, "completion_mask": [int(y != -100) for y in e.labels]}
+                            for e in ordered])
+    stamps: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            stamps.append(time.perf_counter())
+
+        def on_step_end(self, args, state, control, **kw):
+            stamps.append(time.perf_counter())
+
+    args = SFTConfig(output_dir=str(work), max_steps=spec.steps, per_device_train_batch_size=spec.batch_size,
+                     gradient_accumulation_steps=1, learning_rate=spec.lr, lr_scheduler_type="cosine",
+                     warmup_steps=spec.warmup_steps, weight_decay=0.0, max_grad_norm=1.0, seed=spec.seed,
+                     bf16=spec.trl_bf16, completion_only_loss=True, train_sampling_strategy="sequential",
+                     report_to="none", save_strategy="no", eval_strategy="no", disable_tqdm=True,
+                     use_cpu=not torch.cuda.is_available())
+    peft_cfg = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    torch.manual_seed(spec.seed)
+    trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=ds, processing_class=loaded.tokenizer,
+                         peft_config=peft_cfg, callbacks=[Clock()])
+    trainer.train()
+    batches = [ordered[s:s + spec.batch_size] for s in range(0, spec.steps * spec.batch_size, spec.batch_size)]
+    seconds = [b - a for a, b in zip(stamps, stamps[1:])]
+    return batches, seconds, trainer.model
+
+
+def run_job(spec: BenchSpec) -> dict:
+    """One job in this process: train, then measure; returns the result row."""
+    import torch
+
+    from loraforge.bench.flops import model_shape, train_flops
+    from loraforge.models.load import load_model
+    from loraforge.train.loop import TrainStep, dev_loss, peak_rss_mb
+
+    loaded = load_model(spec.model, spec.dtype)
+    train_set, dev_set = bench_examples(spec, loaded.tokenizer)
+    with tempfile.TemporaryDirectory(prefix="loraforge-bench-") as work:
+        runner = _run_trl if spec.kind == "trl" else _run_loraforge
+        batches, seconds, model = runner(spec, loaded, train_set, dev_set, Path(work))
+    if len(seconds) != spec.steps:
+        raise RuntimeError(f"{spec.job}: timed {len(seconds)} steps, expected {spec.steps}")
+    target_only = spec.kind == "loraforge" and spec.overrides.get("target_only_logits", True)
+    shape = model_shape(model)
+    measured = slice(WARMUP if spec.steps > WARMUP else 0, None)
+    tokens = sum(len(e.input_ids) for b in batches[measured] for e in b)
+    targets = sum(_targets(e) for b in batches[measured] for e in b)
+    flops = sum(train_flops(shape, [len(e.input_ids) for e in b], sum(_targets(e) for e in b) if target_only
+                            else sum(len(e.input_ids) for e in b)) for b in batches[measured])
+    secs = sum(seconds[measured])
+    from loraforge.config import TrainConfig
+
+    dev = dev_loss(TrainStep(model, "causal", TrainConfig()), dev_set, loaded.tokenizer.pad_token_id,
+                   spec.batch_size) if dev_set else None
+    weights = str(next(loaded.model.parameters()).dtype).replace("torch.", "")
+    return {
+        "job": spec.job, "kind": spec.kind,
+        "precision": f"{weights} weights, bf16 autocast" if spec.trl_bf16 else weights,
+        "overrides": spec.overrides, "steps": spec.steps, "measured_steps": len(seconds[measured]),
+        "seconds": round(secs, 3), "tokens": tokens, "target_tokens": targets,
+        "tokens_per_s": tokens / secs, "target_tokens_per_s": targets / secs,
+        "peak_rss_mb": round(peak_rss_mb(), 1), "dev_loss": dev, "dev_examples": len(dev_set),
+        "flops": flops, "flops_per_s": flops / secs, "lm_head_positions": "target" if target_only else "all",
+        "model_shape": shape.as_dict(), "torch_threads": torch.get_num_threads(),
+    }
+
+
+# --- the invocation ------------------------------------------------------------------------------
+
+
+def _child(spec: BenchSpec, log) -> dict:
+    with tempfile.TemporaryDirectory(prefix="loraforge-bench-job-") as tmp:
+        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
+        spec_path.write_text(json.dumps(asdict(spec)))
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "loraforge.bench.train", str(spec_path), str(out_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"bench job {spec.job} failed:\n{proc.stdout[-4000:]}")
+        row = json.loads(out_path.read_text())
+        row["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        log(f"{spec.job}: {row['target_tokens_per_s']:.1f} target tok/s, {row['tokens_per_s']:.1f} tok/s, "
+            f"peak RSS {row['peak_rss_mb']:.0f} MB, dev loss {row['dev_loss']}, {row['wall_seconds']} s")
+        return row
+
+
+def bench_train(spec: BenchSpec, out: str | Path = "bench/results", only: str = "both", ablation: bool = False,
+                log=print) -> dict:
+    """Run the jobs, add MFU against the measured matmul peaks, write ``train.json`` and ``train.md``."""
+    import platform
+
+    import torch
+
+    from loraforge.bench.flops import matmul_peak
+    from loraforge.bench.report import train_markdown, write_results
+
+    peaks = {"fp32": matmul_peak(torch.float32, spec.matmul_size), "bf16": matmul_peak(torch.bfloat16, spec.matmul_size)}
+    log(f"matmul peak ({spec.matmul_size}^2): fp32 {peaks['fp32'] / 1e12:.3f} TFLOP/s, "
+        f"bf16 {peaks['bf16'] / 1e12:.3f} TFLOP/s")
+    rows = [_child(job, log) for job in jobs(spec, only, ablation)]
+    for row in rows:
+        row["mfu_fp32"] = row["flops_per_s"] / peaks["fp32"]
+        row["mfu_bf16"] = row["flops_per_s"] / peaks["bf16"]
+    base = {r["job"]: r for r in rows}.get("trl-bf16")
+    for row in rows:
+        if base:
+            row["speedup_vs_trl_bf16"] = row["target_tokens_per_s"] / base["target_tokens_per_s"]
+            row["rss_vs_trl_bf16"] = row["peak_rss_mb"] / base["peak_rss_mb"]
+    from loraforge.models.load import has_fast_bf16
+
+    results = {
+        "bench": "train", "settings": {k: v for k, v in asdict(spec).items()
+                                       if k not in ("job", "kind", "dtype", "trl_bf16", "overrides")},
+        "warmup_steps_skipped": WARMUP, "matmul_peak_flops": peaks, "fast_bf16": has_fast_bf16(),
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
+                    "python": platform.python_version(), "threads": torch.get_num_threads()},
+        "jobs": rows,
+    }
+    write_results(out, "train", results, train_markdown(results))
+    return results
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
+
+
+def _main(argv: list[str]) -> int:
+    """Child entry point: ``python -m loraforge.bench.train SPEC.json RESULT.json``."""
+    spec = BenchSpec(**json.loads(Path(argv[0]).read_text()))
+    row = run_job(spec)
+    tmp = Path(argv[1]).with_suffix(".tmp")
+    tmp.write_text(json.dumps(row))
+    os.replace(tmp, argv[1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
