@@ -84,3 +84,16 @@ def test_train_eval_translate_end_to_end(tiny_seq2seq_dirs, tmp_path):
     assert again["chrf"] == pytest.approx(metrics["after"]["chrf"])  # reload gives the same outputs
     out = translate_texts(["A Pod is the smallest unit."], adapter=str(run), max_new_tokens=6)
     assert len(out) == 1 and isinstance(out[0], str)
+
+
+def test_hub_id_without_a_hub_is_a_clear_error():
+    """A hub id goes straight to from_pretrained (the same call as a local folder); offline it must say so."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from loraforge.models.load import ModelError, load_model\n"
+            "try:\n    load_model('Helsinki-NLP/opus-mt-en-zh')\nexcept ModelError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"}).stdout
+    assert "cannot load model 'Helsinki-NLP/opus-mt-en-zh'" in out
