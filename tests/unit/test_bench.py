@@ -1,0 +1,122 @@
+"""loraforge bench train / bench generate on the tiny random-weight model (a few steps, batch 2)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from loraforge.bench import train as bench
+from loraforge.bench.flops import ModelShape, model_shape, train_flops
+from loraforge.bench.generate import GenerateSpec, _new_tokens, bench_generate
+
+JOB_FIELDS = {"job", "kind", "precision", "steps", "measured_steps", "seconds", "tokens", "target_tokens",
+              "tokens_per_s", "target_tokens_per_s", "peak_rss_mb", "dev_loss", "flops", "flops_per_s",
+              "lm_head_positions", "model_shape"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture
+def spec(tiny_model_dir):
+    return bench.BenchSpec(model=str(tiny_model_dir), steps=3, batch_size=2, n_dev=2, matmul_size=64,
+                           lr=1e-2, warmup_steps=0)
+
+
+def test_jobs_and_ablation_levers(spec):
+    names = [j.job for j in bench.jobs(spec, "both", ablation=True)]
+    assert names == ["trl-bf16", "trl-fp32", "loraforge", "loraforge-no-target-only-logits",
+                     "loraforge-no-length-grouping"]
+    assert [j.job for j in bench.jobs(spec, "trl")] == ["trl-bf16", "trl-fp32"]
+    assert [j.trl_bf16 for j in bench.jobs(spec, "trl")] == [True, False]
+    assert [j.job for j in bench.jobs(spec, "loraforge")] == ["loraforge"]
+
+
+def test_ablation_flags_reach_the_training_loop(spec, monkeypatch):
+    """Each ablation job hands train() a config with exactly its lever switched off."""
+    import loraforge.train.loop as loop
+
+    seen = []
+
+    def fake_train(model, train_set, dev_set, cfg, run_dir, pad_id, family, progress):
+        seen.append(cfg)
+        return loop.TrainResult(history=[{"tokens_per_s": 1000.0}] * cfg.steps)
+
+    monkeypatch.setattr(loop, "train", fake_train)
+    rows = [bench.run_job(j) for j in bench.jobs(spec, "loraforge", ablation=True)]
+    assert [(c.target_only_logits, c.length_grouping) for c in seen] == [(True, True), (False, True), (True, False)]
+    assert all(c.steps == 3 and c.batch_size == 2 for c in seen)
+    assert [r["lm_head_positions"] for r in rows] == ["target", "all", "target"]
+    # the same tokens, more FLOPs when the LM head runs at every position
+    assert rows[0]["tokens"] == rows[1]["tokens"] and rows[1]["flops"] > rows[0]["flops"]
+
+
+def test_trl_and_loraforge_run_the_same_job(spec):
+    """With length grouping off, loraforge sees TRL's batches: same tokens, and (fp32) the same dev loss."""
+    trl = bench.run_job(replace(spec, job="trl-fp32", kind="trl", dtype="fp32"))
+    ours = bench.run_job(replace(spec, overrides={"length_grouping": False}))
+    untrained = bench.run_job(replace(spec, lr=1e-9, overrides={"length_grouping": False}))
+    for row in (trl, ours):
+        assert JOB_FIELDS <= row.keys()
+        assert row["measured_steps"] == spec.steps - bench.WARMUP and row["seconds"] > 0
+    assert (trl["tokens"], trl["target_tokens"]) == (ours["tokens"], ours["target_tokens"])
+    assert trl["lm_head_positions"] == "all" and ours["lm_head_positions"] == "target"
+    assert abs(untrained["dev_loss"] - ours["dev_loss"]) > 1e-3  # training moved the model...
+    assert ours["dev_loss"] == pytest.approx(trl["dev_loss"], rel=1e-3)  # ...the same way in both
+
+
+def test_bench_train_cli_writes_json_and_markdown(tiny_model_dir, tmp_path):
+    from loraforge.cli import main
+
+    out = tmp_path / "results"
+    assert main(["bench", "train", "--model", str(tiny_model_dir), "--steps", "3", "--batch-size", "2",
+                 "--dev-examples", "2", "--matmul-size", "64", "--only", "loraforge", "--out", str(out)]) == 0
+    results = json.loads((out / "train.json").read_text())
+    assert results["settings"]["steps"] == 3 and set(results["matmul_peak_flops"]) == {"fp32", "bf16"}
+    (row,) = results["jobs"]
+    assert JOB_FIELDS | {"mfu_fp32", "mfu_bf16", "wall_seconds"} <= row.keys()
+    assert 0 < row["mfu_fp32"] and row["peak_rss_mb"] > 100
+    md = (out / "train.md").read_text()
+    lines = [line for line in md.splitlines() if line.startswith("|")]
+    assert len(lines) == 3 and lines[2].startswith("| loraforge |")
+    assert all(line.count("|") == lines[0].count("|") for line in lines)
+
+
+def test_train_flops_formula():
+    shape = ModelShape(n_body=10, n_lora=2, d_model=3, vocab=5, layers=1, attn_width=2)
+    # body 4*10*2 + attention 3*4*1*2*(1+2) + head 4*3*5*1 + lora 6*2*2
+    assert train_flops(shape, [2], head_positions=1) == 80 + 72 + 60 + 24
+    assert train_flops(shape, [2], 2) - train_flops(shape, [2], 1) == 60
+
+
+def test_model_shape_counts_lora_and_frozen_weights(tiny_gemma):
+    from loraforge.adapters import apply_adapter, trainable_parameters
+    from loraforge.config import AdapterConfig
+
+    model = apply_adapter(tiny_gemma, AdapterConfig(r=4, alpha=8), "causal")
+    shape = model_shape(model)
+    assert shape.n_lora == trainable_parameters(model)[0]
+    assert shape.n_body == sum(p.numel() for n, p in model.named_parameters() if n.endswith("base_layer.weight"))
+    assert (shape.vocab, shape.d_model, shape.layers) == (512, 32, 2)
+
+
+def test_new_tokens_stop_at_the_first_stop_token():
+    out = torch.tensor([[7, 7, 5, 1, 0, 0], [7, 7, 5, 6, 8, 9]])
+    assert _new_tokens(out, 2, stops=[1]) == [2, 4]
+
+
+def test_bench_generate(tiny_model_dir, tmp_path):
+    spec = GenerateSpec(model=str(tiny_model_dir), prompts=4, max_new_tokens=6, batch_size=4)
+    res = bench_generate(spec, tmp_path, log=lambda _: None)
+    assert res["prompts"] == 4 and [r["batch_size"] for r in res["runs"]] == [1, 4]
+    assert all(r["tokens"] > 0 and r["tokens_per_s"] > 0 for r in res["runs"])
+    assert res["mismatches"] == len(res["mismatched_prompts"]) <= 4
+    if res["mismatches"] == 0:  # identical outputs have identical token counts
+        assert res["runs"][0]["tokens"] == res["runs"][1]["tokens"]
+    assert json.loads((tmp_path / "generate.json").read_text())["speedup"] == res["speedup"]
+    assert "| loraforge generate | 4 |" in (tmp_path / "generate.md").read_text()
