@@ -129,9 +129,17 @@ def _nf4_kwargs(device: str, torch_dtype: torch.dtype) -> dict:
     return {"quantization_config": quant, "device_map": {"": str(device)}}
 
 
-def load_model(name: str = DEFAULT_MODEL, dtype: str = "auto", family: str = "auto", device: str = "cpu",
+def default_device() -> str:
+    """The GPU of this process when there is one (LOCAL_RANK under torchrun), else the CPU."""
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return "cpu"
+
+
+def load_model(name: str = DEFAULT_MODEL, dtype: str = "auto", family: str = "auto", device: str | None = None,
                quantize: str | None = None) -> LoadedModel:
     """``quantize='nf4'`` loads the weights in 4 bits for QLoRA (CUDA only)."""
+    device = device or default_device()
     path = resolve_model_path(name)
     try:
         config = AutoConfig.from_pretrained(path)

@@ -99,7 +99,7 @@ def dev_loss(step_fn: TrainStep, dev: list[Encoded], pad_id: int, batch_size: in
     was_training = step_fn.training
     step_fn.eval()
     for s in range(0, len(dev), batch_size):
-        batch = collate(dev[s:s + batch_size], pad_id, step_fn.family)
+        batch = _to(collate(dev[s:s + batch_size], pad_id, step_fn.family), step_fn.model)
         loss, count = step_fn(**batch)
         total, n = total + float(loss), n + int(count)
     step_fn.train(was_training)
@@ -133,7 +133,7 @@ def train(model, train_set: list[Encoded], dev_set: list[Encoded], cfg: TrainCon
     with dist.graceful_interrupt() as stop:
         for step in range(start + 1, cfg.steps + 1):
             t0 = time.perf_counter()
-            micro = [stream.batch(((step - 1) * cfg.grad_accum + a) * world + rank, pad_id, family)
+            micro = [_to(stream.batch(((step - 1) * cfg.grad_accum + a) * world + rank, pad_id, family), model)
                      for a in range(cfg.grad_accum)]
             # Normalise by the target tokens of the whole global batch (all ranks, all micro-batches),
             # so N processes compute exactly the step one process with N-fold accumulation would.
@@ -177,6 +177,11 @@ def train(model, train_set: list[Encoded], dev_set: list[Encoded], cfg: TrainCon
     result.steps = cfg.steps
     result.peak_rss_mb = peak_rss_mb()
     return result
+
+
+def _to(batch: dict, model: torch.nn.Module) -> dict:
+    device = next(model.parameters()).device
+    return batch if device.type == "cpu" else {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def _count_targets(batch: dict, family: str) -> int:
