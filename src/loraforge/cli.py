@@ -430,7 +430,7 @@ def _cmd_bench_train(args) -> int:
 
     spec = BenchSpec(model=args.model, steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
                      n_dev=args.dev_examples, matmul_size=args.matmul_size)
-    bench_train(spec, args.out, only=args.only, ablation=args.ablation)
+    bench_train(spec, args.out, only=args.only, ablation=args.ablation, bf16_steps=args.trl_bf16_steps)
     print(f"wrote {Path(args.out) / 'train.json'} and train.md")
     return 0
 
@@ -455,6 +455,8 @@ def _add_bench_commands(sub) -> None:
     p.add_argument("--matmul-size", type=int, default=2048, help="square matmul that measures the FLOP/s peak")
     p.add_argument("--only", choices=["trl", "loraforge", "both"], default="both")
     p.add_argument("--ablation", action="store_true", help="also run loraforge with each speed lever off")
+    p.add_argument("--trl-bf16-steps", type=int, help="steps of the TRL bf16 job only (default: --steps; 0 skips "
+                   "it): for CPUs where bf16 is emulated and a step takes minutes")
     p.add_argument("--out", default="bench/results", help="directory for train.json and train.md")
     p.set_defaults(func=_cmd_bench_train)
 

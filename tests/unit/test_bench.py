@@ -35,6 +35,9 @@ def test_jobs_and_ablation_levers(spec):
     assert [j.job for j in bench.jobs(spec, "trl")] == ["trl-bf16", "trl-fp32"]
     assert [j.trl_bf16 for j in bench.jobs(spec, "trl")] == [True, False]
     assert [j.job for j in bench.jobs(spec, "loraforge")] == ["loraforge"]
+    # emulated bf16: the TRL bf16 job alone can be shortened or skipped
+    assert [(j.job, j.steps) for j in bench.jobs(spec, "trl", bf16_steps=2)] == [("trl-bf16", 2), ("trl-fp32", 3)]
+    assert [j.job for j in bench.jobs(spec, "both", bf16_steps=0)] == ["trl-fp32", "loraforge"]
 
 
 def test_ablation_flags_reach_the_training_loop(spec, monkeypatch):
@@ -79,12 +82,19 @@ def test_bench_train_cli_writes_json_and_markdown(tiny_model_dir, tmp_path):
     results = json.loads((out / "train.json").read_text())
     assert results["settings"]["steps"] == 3 and set(results["matmul_peak_flops"]) == {"fp32", "bf16"}
     (row,) = results["jobs"]
-    assert JOB_FIELDS | {"mfu_fp32", "mfu_bf16", "wall_seconds"} <= row.keys()
-    assert 0 < row["mfu_fp32"] and row["peak_rss_mb"] > 100
+    assert JOB_FIELDS | {"mfu", "mfu_fp32", "mfu_bf16", "wall_seconds"} <= row.keys()
+    assert 0 < row["mfu"] == min(row["mfu_fp32"], row["mfu_bf16"]) and row["peak_rss_mb"] > 100
     md = (out / "train.md").read_text()
     lines = [line for line in md.splitlines() if line.startswith("|")]
     assert len(lines) == 3 and lines[2].startswith("| loraforge |")
     assert all(line.count("|") == lines[0].count("|") for line in lines)
+    # a TRL row with fewer steps (--trl-bf16-steps): ratios name their baseline, the dev loss its steps
+    from loraforge.bench.report import train_markdown
+
+    trl = dict(row, job="trl-bf16", kind="trl", steps=2, speedup_vs_trl=1.0, rss_vs_trl=1.0)
+    md = train_markdown(dict(results, jobs=[trl, dict(row, speedup_vs_trl=2.5, rss_vs_trl=0.5)],
+                             trl_baseline="trl-bf16"))
+    assert "(after 2 steps)" in md and "| 2.50x | 0.50x |" in md and "(`trl-bf16`)" in md
 
 
 def test_train_flops_formula():

@@ -11,7 +11,9 @@ counted), for T real tokens, P positions that go through the LM head and sequenc
 
 N_body counts the frozen decoder linear weights (not embeddings or the LM head). P is the number of
 target positions when logits are computed only there (loraforge's default), else every real token
-(TRL, and loraforge with ``train.target_only_logits=false``).
+(loraforge with ``train.target_only_logits=false``, and TRL: its fused LM head scores every position,
+padding included, on devices without Triton; only real tokens are counted here). MFU is reported
+against the best measured peak (bf16 on AMX, fp32 where bf16 is emulated) and the bf16 peak.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import torch
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, seconds: float = 1.0) -> float:
-    """Best observed FLOP/s of a square ``size`` matmul in ``dtype`` (at least 3 runs, about ``seconds``)."""
+    """Best observed FLOP/s of a square ``size`` matmul in ``dtype``, over about ``seconds`` (at least one
+    timed run: emulated bf16 on a CPU without AVX512-BF16/AMX takes seconds per 2048^2 matmul)."""
     a = torch.randn(size, size).to(dtype)
     b = torch.randn(size, size).to(dtype)
     a @ b  # warm-up: first call pays allocation and kernel selection
     best, start, runs = float("inf"), time.perf_counter(), 0
-    while runs < 3 or time.perf_counter() - start < seconds:
+    while runs < 1 or time.perf_counter() - start < seconds:
         t0 = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - t0)

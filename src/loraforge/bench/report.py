@@ -28,6 +28,12 @@ def _ratio(row: dict, key: str) -> str:
     return f"{row[key]:.2f}x" if key in row else "-"
 
 
+def _dev_loss(row: dict, steps: int) -> str:
+    if row["dev_loss"] is None:
+        return "-"
+    return f"{row['dev_loss']:.4f}" + (f" (after {row['steps']} steps)" if row["steps"] != steps else "")
+
+
 def train_markdown(results: dict) -> str:
     s, peaks = results["settings"], results["matmul_peak_flops"]
     machine = results["machine"]
@@ -36,16 +42,22 @@ def train_markdown(results: dict) -> str:
             f"{machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}. Measured matmul peak: "
             f"fp32 {peaks['fp32'] / 1e12:.3f} TFLOP/s, bf16 {peaks['bf16'] / 1e12:.3f} TFLOP/s "
             f"(fast bf16: {results['fast_bf16']}).\n\n")
+    best = max(peaks, key=peaks.get)
     header = ["job", "precision", "LM head at", "target tok/s", "total tok/s", "peak RSS (GB)", "dev loss",
-              "TFLOP/s", "MFU fp32", "MFU bf16", "speed vs TRL bf16", "RSS vs TRL bf16"]
+              "TFLOP/s", f"MFU ({best} peak)", "MFU (bf16 peak)", "speed vs TRL", "RSS vs TRL"]
     rows = []
     for r in results["jobs"]:
         rows.append([r["job"], r["precision"], r["lm_head_positions"], f"{r['target_tokens_per_s']:.1f}",
                      f"{r['tokens_per_s']:.1f}", f"{r['peak_rss_mb'] / 1024:.2f}",
-                     f"{r['dev_loss']:.4f}" if r["dev_loss"] is not None else "-", f"{r['flops_per_s'] / 1e12:.4f}",
-                     f"{100 * r['mfu_fp32']:.1f}%", f"{100 * r['mfu_bf16']:.1f}%", _ratio(r, "speedup_vs_trl_bf16"),
-                     _ratio(r, "rss_vs_trl_bf16")])
-    return head + table(header, rows)
+                     _dev_loss(r, s["steps"]), f"{r['flops_per_s'] / 1e12:.4f}",
+                     f"{100 * r['mfu']:.1f}%", f"{100 * r['mfu_bf16']:.1f}%", _ratio(r, "speedup_vs_trl"),
+                     _ratio(r, "rss_vs_trl")])
+    foot = ""
+    if results.get("trl_baseline"):
+        foot += f"\nRatios are against the faster TRL row (`{results['trl_baseline']}`) on this machine.\n"
+    if results.get("trl_bf16_steps") == 0:
+        foot += "TRL with bf16 was not run (`--trl-bf16-steps 0`).\n"
+    return head + table(header, rows) + foot
 
 
 def generate_markdown(results: dict) -> str:
