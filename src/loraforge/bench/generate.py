@@ -81,6 +81,9 @@ def bench_generate(spec: GenerateSpec, out="bench/results", log=print) -> dict:
     runs, outputs = [], []
     with merged_for_inference(model):
         model.eval()
+        # untimed warm-up of both paths (first calls allocate and pick kernels)
+        _plain_loop(model, tok, prompts[:1], [4], stops)
+        generate(model, tok, prompts[:spec.batch_size], 4, spec.batch_size, "causal", stop_ids=stops, progress=False)
         for method, batch in (("plain model.generate loop", 1), ("loraforge generate", spec.batch_size)):
             counter = model.generate = _Counting(model, stops)
             t0 = time.perf_counter()
