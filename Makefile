@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 
-.PHONY: venv demo test test-unit test-integration bench clean
+.PHONY: venv demo test test-unit test-integration bench bench-serve clean
 
 venv: $(VENV)/.installed
 
@@ -32,6 +32,13 @@ test-integration: venv
 bench: venv
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/loraforge bench train
+
+# Load test behind the README's serving numbers: the real Gemma 3 270M with the demo adapter.
+bench-serve: venv
+	$(BIN)/loraforge serve --base gemma3-270m --adapter k8s=runs/demo --port 8765 & SERVER=$$!; \
+	for i in $$(seq 1 120); do curl -sf http://127.0.0.1:8765/health >/dev/null && break; sleep 1; done; \
+	$(BIN)/loraforge bench serve --url http://127.0.0.1:8765 --requests 200 --concurrency 16 --max-tokens 64 \
+	  --models k8s,gemma3-270m --out bench/results/serve.json; kill $$SERVER
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info
