@@ -74,11 +74,12 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def source_budget(tokenizer, source: str, cap: int) -> int:
-    """New-token budget for one output. Translations and masked texts are about as long as their
-    source (on k8s:dev every Chinese reference fits in 1.2x the English tokens + 16), so a model that
-    never stops costs a bounded amount instead of ``eval.max_new_tokens`` on every row."""
-    return min(cap, int(1.25 * len(tokenizer.encode(source, add_special_tokens=False))) + 16)
+def source_budgets(tokenizer, sources: list[str], cap: int) -> list[int]:
+    """New-token budget per output. Translations and masked texts are about as long as their source
+    (on k8s:dev every Chinese reference fits in 1.2x the English tokens + 16), so a model that never
+    stops costs a bounded amount instead of ``eval.max_new_tokens`` on every row."""
+    ids = tokenizer(sources, add_special_tokens=False)["input_ids"] if sources else []
+    return [min(cap, int(1.25 * len(x)) + 16) for x in ids]
 
 
 def evaluate(loaded, model, cfg: RunConfig, examples: list[Example], progress: bool = True) -> tuple[dict, list[str]]:
@@ -94,7 +95,7 @@ def evaluate(loaded, model, cfg: RunConfig, examples: list[Example], progress: b
     else:
         prompts = [f"{cfg.data.task_prefix or ''}{e.source}" for e in examples]
         stops = None
-    budgets = [source_budget(tok, e.source, cfg.eval.max_new_tokens) for e in examples]
+    budgets = source_budgets(tok, [e.source for e in examples], cfg.eval.max_new_tokens)
     with merged_for_inference(model):
         hyps = generate(model, tok, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size, loaded.family,
                         stop_ids=stops, budgets=budgets, progress=progress, **_seq2seq_kwargs(loaded, cfg))
@@ -324,7 +325,7 @@ def translate_texts(texts: list[str], adapter: str | None = None, model: str | N
         stops = stop_token_ids(tok, cfg.data.template)
     else:
         prompts, stops = [f"{cfg.data.task_prefix or ''}{t}" for t in texts], None
-    budgets = [source_budget(tok, t, max_new_tokens) for t in texts]
+    budgets = source_budgets(tok, texts, max_new_tokens)
     with merged_for_inference(net):
         return generate(net, tok, prompts, max_new_tokens, batch_size, loaded.family, stop_ids=stops,
                         budgets=budgets, progress=len(texts) > batch_size, **_seq2seq_kwargs(loaded, cfg))

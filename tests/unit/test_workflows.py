@@ -110,7 +110,7 @@ def test_data_check_passes_good_data_and_fails_a_broken_template(tiny_model_dir,
 
     broken = templates.Template("chatml", "")  # forgets the end-of-turn
     monkeypatch.setitem(templates.BUILTIN, "chatml", broken)
-    monkeypatch.setattr(templates, "_FACTS", {})
+    monkeypatch.setattr(templates, "_FACTS", __import__("weakref").WeakKeyDictionary())
     monkeypatch.setattr(templates, "_stop_token_ids", lambda tok, name: [tok.convert_tokens_to_ids("<|im_end|>")])
     out = io.StringIO()
     assert not check_data(load_config(None, overrides(tiny_model_dir, tmp_path / "x", "data.template=chatml")),
@@ -168,8 +168,13 @@ def test_translate_cli_reads_args_file_and_stdin(tiny_model_dir, tmp_path, capsy
 
     run = train_run(load_config(None, overrides(tiny_model_dir, tmp_path / "run", "train.steps=2", "train.eval_every=0",
                                                 "data.test=null", "eval.before=false")), progress=False)
+    from loraforge.workflows import translate_texts
+
+    expected = translate_texts(["A Pod.", "A Service."], adapter=str(run), max_new_tokens=4)
+    assert len(expected) == 2
+    capsys.readouterr()
     assert main(["translate", "--adapter", str(run), "--max-new-tokens", "4", "A Pod.", "A Service."]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) <= 2
+    assert capsys.readouterr().out == "".join(f"{t}\n" for t in expected)
     texts = tmp_path / "in.txt"
     texts.write_text("A Pod.\n\nA Service.\n", encoding="utf-8")
     assert main(["translate", "--adapter", str(run), "--max-new-tokens", "4", "--file", str(texts)]) == 0

@@ -66,7 +66,7 @@ def bench_generate(spec: GenerateSpec, out="bench/results", log=print) -> dict:
     from loraforge.data.templates import prompt_text, stop_token_ids
     from loraforge.eval.generate import generate
     from loraforge.models.load import load_model
-    from loraforge.workflows import merged_for_inference, source_budget
+    from loraforge.workflows import merged_for_inference, source_budgets
 
     loaded = load_model(spec.model)
     tok, model, data_cfg = loaded.tokenizer, loaded.model, DataConfig()
@@ -76,7 +76,7 @@ def bench_generate(spec: GenerateSpec, out="bench/results", log=print) -> dict:
         model = load_adapter(model, spec.adapter)
     examples = load_examples(spec.data, None, None, data_cfg.src_lang, data_cfg.tgt_lang, limit=spec.prompts)
     prompts = [prompt_text(tok, e.source, data_cfg, e.system) for e in examples]
-    budgets = [source_budget(tok, e.source, spec.max_new_tokens) for e in examples]
+    budgets = source_budgets(tok, [e.source for e in examples], spec.max_new_tokens)
     stops = stop_token_ids(tok, data_cfg.template)
     runs, outputs = [], []
     with merged_for_inference(model):

@@ -9,6 +9,7 @@ target teaches the model to stop mid-sentence.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 from loraforge.config import ConfigError, DataConfig
@@ -41,17 +42,18 @@ BUILTIN = {
 }
 
 
-_FACTS: dict = {}
+_FACTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _facts(tokenizer, template: str) -> tuple[str, list[int], list[int]]:
-    """(resolved template, stop ids, BOS prefix), computed once per tokenizer: looking at a 262k
-    vocabulary for every example would dominate data preparation."""
-    key = (id(tokenizer), len(tokenizer), tokenizer.eos_token_id, template, getattr(tokenizer, "chat_template", None))
-    if key not in _FACTS:
+    """(resolved template, stop ids, BOS prefix), computed once per tokenizer and template: looking
+    at a 262k vocabulary for every example would dominate data preparation."""
+    per_tokenizer = _FACTS.setdefault(tokenizer, {})
+    key = (template, getattr(tokenizer, "chat_template", None))
+    if key not in per_tokenizer:
         name = _resolve_template(tokenizer, template)
-        _FACTS[key] = (name, _stop_token_ids(tokenizer, name), _bos(tokenizer, ""))
-    return _FACTS[key]
+        per_tokenizer[key] = (name, _stop_token_ids(tokenizer, name), _bos(tokenizer, ""))
+    return per_tokenizer[key]
 
 
 def resolve_template(tokenizer, name: str) -> str:

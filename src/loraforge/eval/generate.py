@@ -25,7 +25,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 256, ba
         return []
     model.eval()
     budgets = budgets or [max_new_tokens] * len(prompts)
-    lengths = [len(tokenizer.encode(p, add_special_tokens=family == "seq2seq")) for p in prompts]
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=family == "seq2seq")["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     outputs: list[str] = [""] * len(prompts)
     side = tokenizer.padding_side
