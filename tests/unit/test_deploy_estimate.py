@@ -52,6 +52,13 @@ def test_full_logits_cost_more_than_target_only_chunks():
     assert smaller_chunk.logits_mb < chunked.logits_mb
 
 
+def test_activation_checkpointing_shrinks_only_activations():
+    plain = estimate(RunConfig(), "cpu", 8, GEMMA)
+    ckpt = estimate(load_config(None, ["train.activation_checkpointing=true"]), "cpu", 8, GEMMA)
+    assert ckpt.activations_mb < plain.activations_mb / 4
+    assert (ckpt.weights_mb, ckpt.logits_mb, ckpt.optimizer_mb) == (plain.weights_mb, plain.logits_mb, plain.optimizer_mb)
+
+
 def test_precision_and_method_change_the_right_terms():
     fp32 = estimate(load_config(None, ["model.dtype=fp32"]), "cpu", 8, GEMMA)
     bf16 = estimate(load_config(None, ["model.dtype=bf16"]), "cpu", 8, GEMMA)

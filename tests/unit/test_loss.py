@@ -18,9 +18,10 @@ def _case(seed=0, vocab=97, dim=16, trainable_weight=False):
 
 @pytest.mark.parametrize("chunk", [1, 4, 1024])
 @pytest.mark.parametrize("softcap", [None, 5.0])
-def test_matches_full_logits_loss_and_gradients(chunk, softcap):
+@pytest.mark.parametrize("compile", [False, True])
+def test_matches_full_logits_loss_and_gradients(chunk, softcap, compile):
     hidden, head, labels = _case(trainable_weight=True)
-    loss, n = target_only_ce(hidden, head, labels, chunk=chunk, softcap=softcap)
+    loss, n = target_only_ce(hidden, head, labels, chunk=chunk, softcap=softcap, compile=compile)
     (2 * loss).backward()
     gh, gw = hidden.grad.clone(), head.weight.grad.clone()
     hidden.grad, head.weight.grad = None, None
@@ -30,7 +31,7 @@ def test_matches_full_logits_loss_and_gradients(chunk, softcap):
     ref, n_ref = full_logits_ce(logits, labels)
     (2 * ref).backward()
     assert n == n_ref == int((labels[:, 1:] != IGNORE).sum())
-    torch.testing.assert_close(loss.double(), ref.double())
+    torch.testing.assert_close(loss.double(), ref.double(), rtol=1e-6, atol=0)  # the reference sums in fp32
     torch.testing.assert_close(gh, hidden.grad, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(gw, head.weight.grad, rtol=1e-5, atol=1e-6)
 
@@ -40,3 +41,38 @@ def test_no_labels_gives_zero_loss_and_zero_count():
     labels[:] = IGNORE
     loss, n = target_only_ce(hidden, head, labels)
     assert n == 0 and float(loss.detach()) == 0.0
+
+
+def test_compiled_kernel_matches_eager_in_bf16():
+    """The fused (torch.compile) softmax/gradient kernel gives eager's numbers on bf16 logits."""
+    from loraforge.train import loss as loss_mod
+
+    g = torch.Generator().manual_seed(1)
+    z = (3 * torch.randn(37, 1000, generator=g)).bfloat16()
+    y = torch.randint(0, 1000, (37,), generator=g)
+    eager = loss_mod.softmax_xent(z, y)
+    fused = loss_mod._xent(z, y, None, compile=True)
+    assert loss_mod._compiled not in (None, False)  # it really compiled
+    torch.testing.assert_close(fused[0], eager[0], rtol=1e-5, atol=1e-3)
+    assert fused[1].dtype == torch.bfloat16
+    torch.testing.assert_close(fused[1].float(), eager[1].float(), rtol=0, atol=2e-3)
+    # the gradient rows sum to 0 (softmax minus one-hot)
+    assert eager[1].float().sum(-1).abs().max() < 0.05
+
+
+def test_a_failing_compiler_falls_back_to_eager_with_a_warning(monkeypatch):
+    from loraforge.train import loss as loss_mod
+
+    def broken(fn, **kw):
+        def run(*a, **k):
+            raise RuntimeError("no C++ compiler")
+        return run
+
+    monkeypatch.setattr(loss_mod, "_compiled", None)
+    monkeypatch.setattr(torch, "compile", broken)
+    hidden, head, labels = _case()
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler"):
+        loss, _ = target_only_ce(hidden, head, labels, compile=True)
+    assert loss_mod._compiled is False
+    ref, _ = target_only_ce(hidden, head, labels, compile=False)
+    torch.testing.assert_close(loss, ref)

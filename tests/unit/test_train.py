@@ -45,6 +45,92 @@ def test_fast_path_matches_full_logits(arch, tiny_tokenizer):
         torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-3, atol=1e-4)
 
 
+def _lora_grads(model, batch, cfg):
+    model.zero_grad()
+    loss, n = TrainStep(model, "causal", cfg)(**batch)
+    loss.backward()
+    return float(loss) / int(n), {k: p.grad.float().clone() for k, p in model.named_parameters() if p.requires_grad}
+
+
+def _nonzero_lora(model):
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.02)
+    return model
+
+
+def test_bf16_base_with_fp32_adapter_computes_in_bf16_and_matches_fp32(tiny_tokenizer):
+    """Mixed precision: frozen bf16 weights, fp32 LoRA weights (for the optimizer), bf16 matmuls.
+    Loss and gradients agree with the all-fp32 model to bf16 accuracy."""
+    from loraforge.train.loop import mixed_precision_dtype
+
+    base = tiny_causal("gemma3", vocab_size=len(tiny_tokenizer))
+    batch = collate(encoded(tiny_tokenizer)[:4], tiny_tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    ref_model = _nonzero_lora(apply_adapter(copy.deepcopy(base), AdapterConfig(r=4)))
+    torch.manual_seed(0)
+    mixed = _nonzero_lora(apply_adapter(copy.deepcopy(base).to(torch.bfloat16), AdapterConfig(r=4)))
+    assert {p.dtype for p in mixed.parameters() if p.requires_grad} == {torch.float32}  # PEFT upcasts them
+    assert mixed_precision_dtype(mixed) == torch.bfloat16 and mixed_precision_dtype(ref_model) is None
+    seen = []
+    hooks = [m.register_forward_pre_hook(lambda mod, args: seen.append(args[0].dtype))
+             for n, m in mixed.named_modules() if n.endswith("lora_A.default")]
+    loss, grads = _lora_grads(mixed, batch, TrainConfig(logits_chunk=16))
+    for h in hooks:
+        h.remove()
+    assert seen and set(seen) == {torch.bfloat16}  # PEFT's cast of LoRA inputs to fp32 is off
+    ref_loss, ref_grads = _lora_grads(ref_model, batch, TrainConfig(logits_chunk=16))
+    assert loss == pytest.approx(ref_loss, rel=2e-2)
+    for k in ref_grads:
+        cos = torch.nn.functional.cosine_similarity(grads[k].flatten(), ref_grads[k].flatten(), dim=0)
+        assert cos > 0.98, k
+    # after the step, the model works outside autocast again (PEFT's casting restored)
+    assert all(m.cast_input_dtype_enabled for n, m in mixed.named_modules() if hasattr(m, "cast_input_dtype_enabled"))
+
+
+def test_activation_checkpointing_gives_the_same_gradients(tiny_tokenizer, tmp_path):
+    from loraforge.train.loop import activation_checkpointing
+
+    model = _nonzero_lora(apply_adapter(tiny_causal("gemma3", vocab_size=len(tiny_tokenizer)), AdapterConfig(r=4)))
+    batch = collate(encoded(tiny_tokenizer)[:4], tiny_tokenizer.pad_token_id)
+    model.train()
+    plain = _lora_grads(model, batch, TrainConfig())
+    with activation_checkpointing(model, True):
+        assert model.get_base_model().is_gradient_checkpointing
+        recomputed = _lora_grads(model, batch, TrainConfig())
+    assert not model.get_base_model().is_gradient_checkpointing  # switched off again afterwards
+    assert recomputed[0] == pytest.approx(plain[0], rel=1e-6)
+    for k in plain[1]:
+        torch.testing.assert_close(recomputed[1][k], plain[1][k], rtol=1e-5, atol=1e-7)
+    cfg = TrainConfig(steps=2, batch_size=4, eval_every=0, save_every=0, activation_checkpointing=True)
+    result = train(model, encoded(tiny_tokenizer, 1), [], cfg, tmp_path, tiny_tokenizer.pad_token_id, progress=False)
+    assert result.steps == 2 and not model.get_base_model().is_gradient_checkpointing
+
+
+def test_compiled_decoder_stack_matches_eager(tiny_tokenizer):
+    """train.compile_model: the same loss and gradients as eager; evaluation stays eager."""
+    model = _nonzero_lora(apply_adapter(tiny_causal("gemma3", vocab_size=len(tiny_tokenizer)), AdapterConfig(r=4)))
+    batch = collate(encoded(tiny_tokenizer)[:4], tiny_tokenizer.pad_token_id)
+    model.train()
+    eager = _lora_grads(model, batch, TrainConfig())
+    step = TrainStep(model, "causal", TrainConfig(compile_model=True))
+    assert step.compiled_stack is not None
+    calls = []
+    step.compiled_stack.register_forward_pre_hook(lambda *a: calls.append(1))
+    model.zero_grad()
+    loss, n = step(**batch)
+    loss.backward()
+    assert calls == [1]  # the step went through the compiled stack
+    assert float(loss) / int(n) == pytest.approx(eager[0], rel=1e-5)
+    for k, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, eager[1][k], rtol=1e-4, atol=1e-6)
+    with torch.no_grad():
+        step(**batch)
+    assert calls == [1]  # no-grad evaluation took the eager stack
+
+
 @pytest.mark.parametrize("arch", ["gemma3", "qwen2", "llama"])
 def test_loss_decreases_on_a_repeated_batch(arch, tiny_tokenizer, tmp_path):
     model = apply_adapter(tiny_causal(arch, vocab_size=len(tiny_tokenizer)), AdapterConfig(r=8))

@@ -170,7 +170,10 @@ def estimate(run: RunConfig, device: str = "cpu", batch_size: int | None = None,
     # their normed/rotated copies (~2 (heads + 2 kv) hd), the MLP's gate/up/activation/product (4 inter),
     # and the attention probabilities (heads x seq, eager attention on CPU).
     per_token_layer = 10 * h + 2 * (heads + 2 * kv) * hd + 4 * inter + (2 * heads * s if device == "cpu" else 0)
-    activations = b * s * layers * per_token_layer * nbytes / MB
+    if run.train.activation_checkpointing:  # each layer's input is kept; one layer at a time is recomputed
+        activations = b * s * (layers * h + per_token_layer) * nbytes / MB
+    else:
+        activations = b * s * layers * per_token_layer * nbytes / MB
     vocab = c["vocab_size"]
     if run.train.target_only_logits:
         rows = min(run.train.logits_chunk, math.ceil(b * s * TARGET_FRACTION))

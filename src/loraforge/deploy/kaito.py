@@ -38,7 +38,7 @@ def training_config(cfg: RunConfig) -> dict:
         "output_dir": KAITO_RESULTS, "max_steps": t.steps, "per_device_train_batch_size": t.batch_size,
         "gradient_accumulation_steps": t.grad_accum, "learning_rate": t.lr, "weight_decay": t.weight_decay,
         "warmup_steps": t.warmup_steps, "lr_scheduler_type": _SCHEDULES[t.schedule], "seed": t.seed,
-        "group_by_length": t.length_grouping, "torch_compile": t.compile,
+        "group_by_length": t.length_grouping, "gradient_checkpointing": t.activation_checkpointing,
         "save_strategy": "steps" if t.save_every else "no", "logging_steps": 10,
         "ddp_find_unused_parameters": False,
     }

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import resource
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from loraforge.config import TrainConfig
+from loraforge.config import ConfigError, TrainConfig
 from loraforge.data.templates import Encoded
 from loraforge.train import distributed as dist
 from loraforge.train.batching import BatchStream, collate
@@ -34,13 +35,31 @@ class TrainStep(torch.nn.Module):
         super().__init__()
         self.model, self.family, self.cfg = model, family, cfg
         self.fast = family == "causal" and cfg.target_only_logits and _backbone(model) is not None
+        self.compute_dtype = mixed_precision_dtype(model)
+        self.device_type = next(model.parameters()).device.type
+        # Training steps only: evaluation (no grad) would compile a second graph for little use.
+        self.compiled_stack = (torch.compile(_backbone(model), dynamic=True)
+                               if self.fast and cfg.compile_model else None)
 
     def forward(self, input_ids, attention_mask, labels):
+        if self.compute_dtype is None:
+            return self._loss(input_ids, attention_mask, labels)
+        # bf16 base weights, fp32 adapter weights (PEFT upcasts them so AdamW updates are not lost):
+        # compute in bf16. PEFT would otherwise cast every LoRA input to fp32 and run those matmuls
+        # at fp32 speed; autocast casts the small adapter weights instead (once per forward).
+        from peft.helpers import disable_input_dtype_casting
+
+        with torch.autocast(self.device_type, dtype=self.compute_dtype), disable_input_dtype_casting(self.model):
+            return self._loss(input_ids, attention_mask, labels)
+
+    def _loss(self, input_ids, attention_mask, labels):
         if self.fast:
-            hidden = _backbone(self.model)(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            training = self.training and torch.is_grad_enabled() and self.compiled_stack is not None
+            stack = self.compiled_stack if training else _backbone(self.model)
+            hidden = stack(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             lm_head = self.model.get_output_embeddings()
             softcap = getattr(self.model.config, "final_logit_softcapping", None)
-            loss, n = target_only_ce(hidden, lm_head, labels, self.cfg.logits_chunk, softcap)
+            loss, n = target_only_ce(hidden, lm_head, labels, self.cfg.logits_chunk, softcap, self.cfg.compile)
             return loss, torch.tensor(n)
         if self.family == "seq2seq":
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).logits
@@ -52,6 +71,14 @@ class TrainStep(torch.nn.Module):
         logits = logits[:, -labels.shape[1]:]  # prompt tuning prepends virtual-token positions
         loss, n = full_logits_ce(logits, labels)
         return loss, torch.tensor(n)
+
+
+def mixed_precision_dtype(model: torch.nn.Module) -> torch.dtype | None:
+    """The half-precision dtype of frozen weights when trainable ones are fp32 (else None)."""
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+    trainable = {p.dtype for p in model.parameters() if p.requires_grad}
+    half = frozen & {torch.bfloat16, torch.float16}
+    return next(iter(half)) if len(half) == 1 and torch.float32 in trainable else None
 
 
 def _backbone(model: torch.nn.Module):
@@ -130,7 +157,7 @@ def train(model, train_set: list[Encoded], dev_set: list[Encoded], cfg: TrainCon
     bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not progress or rank != 0,
                dynamic_ncols=True)
     step_fn.train()
-    with dist.graceful_interrupt() as stop:
+    with dist.graceful_interrupt() as stop, activation_checkpointing(model, cfg.activation_checkpointing):
         for step in range(start + 1, cfg.steps + 1):
             t0 = time.perf_counter()
             micro = [_to(stream.batch(((step - 1) * cfg.grad_accum + a) * world + rank, pad_id, family), model)
@@ -177,6 +204,23 @@ def train(model, train_set: list[Encoded], dev_set: list[Encoded], cfg: TrainCon
     result.steps = cfg.steps
     result.peak_rss_mb = peak_rss_mb()
     return result
+
+
+@contextmanager
+def activation_checkpointing(model: torch.nn.Module, enabled: bool):
+    """Keep only each decoder layer's input for the backward pass and recompute the rest (the
+    transformers implementation; non-reentrant, so frozen embeddings need no grad hooks)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not enabled:
+        yield
+        return
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise ConfigError(f"train.activation_checkpointing: {type(base).__name__} does not support it")
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    try:
+        yield
+    finally:
+        base.gradient_checkpointing_disable()
 
 
 def _to(batch: dict, model: torch.nn.Module) -> dict:
