@@ -439,7 +439,7 @@ def _cmd_bench_generate(args) -> int:
     from loraforge.bench.generate import GenerateSpec, bench_generate
 
     spec = GenerateSpec(model=args.model, adapter=args.adapter, prompts=args.prompts,
-                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, dtype=args.dtype)
     bench_generate(spec, args.out)
     print(f"wrote {Path(args.out) / 'generate.json'} and generate.md")
     return 0
@@ -466,6 +466,8 @@ def _add_bench_commands(sub) -> None:
     p.add_argument("--prompts", type=int, default=32, help="first N k8s:dev sources")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--dtype", default="fp32", choices=["auto", "bf16", "fp32"],
+                   help="model weights (default: %(default)s, what eval.exact generates in)")
     p.add_argument("--out", default="bench/results", help="directory for generate.json and generate.md")
     p.set_defaults(func=_cmd_bench_generate)
 

@@ -85,7 +85,7 @@ def source_budgets(tokenizer, sources: list[str], cap: int) -> list[int]:
 def evaluate(loaded, model, cfg: RunConfig, examples: list[Example], progress: bool = True) -> tuple[dict, list[str]]:
     """Generate on ``examples`` and score against their targets."""
     from loraforge.data.templates import prompt_text, stop_token_ids
-    from loraforge.eval.generate import generate
+    from loraforge.eval.generate import full_precision, generate
     from loraforge.eval.metrics import task_metrics
 
     tok = loaded.tokenizer
@@ -96,9 +96,10 @@ def evaluate(loaded, model, cfg: RunConfig, examples: list[Example], progress: b
         prompts = [f"{cfg.data.task_prefix or ''}{e.source}" for e in examples]
         stops = None
     budgets = source_budgets(tok, [e.source for e in examples], cfg.eval.max_new_tokens)
-    with merged_for_inference(model):
+    with full_precision(model, cfg.eval.exact), merged_for_inference(model):
         hyps = generate(model, tok, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size, loaded.family,
-                        stop_ids=stops, budgets=budgets, progress=progress, **_seq2seq_kwargs(loaded, cfg))
+                        stop_ids=stops, budgets=budgets, progress=progress, **_seq2seq_kwargs(loaded, cfg),
+                        tie_margin="auto" if cfg.eval.exact else None)
     metrics = task_metrics(cfg.data.task, [e.source for e in examples], hyps, [e.target for e in examples],
                            cfg.data.tgt_lang)
     return metrics, hyps
@@ -307,8 +308,8 @@ def eval_run(cfg: RunConfig, adapter: str | None = None, out_path: str | None = 
 def translate_texts(texts: list[str], adapter: str | None = None, model: str | None = None,
                     config_path: str | None = None, batch_size: int = 16, max_new_tokens: int = 256) -> list[str]:
     """Translate (or, for other tasks, transform) texts with the base model or a trained adapter."""
-    from loraforge.eval.generate import generate
     from loraforge.data.templates import prompt_text, stop_token_ids
+    from loraforge.eval.generate import full_precision, generate
 
     if config_path:
         cfg = load_config(config_path)
@@ -326,9 +327,10 @@ def translate_texts(texts: list[str], adapter: str | None = None, model: str | N
     else:
         prompts, stops = [f"{cfg.data.task_prefix or ''}{t}" for t in texts], None
     budgets = source_budgets(tok, texts, max_new_tokens)
-    with merged_for_inference(net):
+    with full_precision(net, cfg.eval.exact), merged_for_inference(net):
         return generate(net, tok, prompts, max_new_tokens, batch_size, loaded.family, stop_ids=stops,
-                        budgets=budgets, progress=len(texts) > batch_size, **_seq2seq_kwargs(loaded, cfg))
+                        budgets=budgets, progress=len(texts) > batch_size, **_seq2seq_kwargs(loaded, cfg),
+                        tie_margin="auto" if cfg.eval.exact else None)
 
 
 def check_data(cfg: RunConfig, n: int = 3, out=None) -> bool:

@@ -10,7 +10,7 @@ import torch
 
 from loraforge.bench import train as bench
 from loraforge.bench.flops import ModelShape, model_shape, train_flops
-from loraforge.bench.generate import GenerateSpec, _new_tokens, bench_generate
+from loraforge.bench.generate import GenerateSpec, bench_generate
 
 JOB_FIELDS = {"job", "kind", "precision", "steps", "measured_steps", "seconds", "tokens", "target_tokens",
               "tokens_per_s", "target_tokens_per_s", "peak_rss_mb", "dev_loss", "flops", "flops_per_s",
@@ -30,8 +30,11 @@ def spec(tiny_model_dir):
 
 def test_jobs_and_ablation_levers(spec):
     names = [j.job for j in bench.jobs(spec, "both", ablation=True)]
-    assert names == ["trl-bf16", "trl-fp32", "loraforge", "loraforge-no-target-only-logits",
-                     "loraforge-no-length-grouping"]
+    from loraforge.models.load import has_fast_bf16
+
+    assert names == ["trl-bf16", "trl-fp32", "loraforge", "loraforge-no-compile", "loraforge-no-target-only-logits",
+                     "loraforge-no-length-grouping"] + ["loraforge-fp32-weights"] * has_fast_bf16() + [
+                     "loraforge-activation-checkpointing", "loraforge-compile-model"]
     assert [j.job for j in bench.jobs(spec, "trl")] == ["trl-bf16", "trl-fp32"]
     assert [j.trl_bf16 for j in bench.jobs(spec, "trl")] == [True, False]
     assert [j.job for j in bench.jobs(spec, "loraforge")] == ["loraforge"]
@@ -52,11 +55,21 @@ def test_ablation_flags_reach_the_training_loop(spec, monkeypatch):
 
     monkeypatch.setattr(loop, "train", fake_train)
     rows = [bench.run_job(j) for j in bench.jobs(spec, "loraforge", ablation=True)]
-    assert [(c.target_only_logits, c.length_grouping) for c in seen] == [(True, True), (False, True), (True, False)]
+    assert [c.compile_model for c in seen] == [False] * (len(seen) - 1) + [True]
+    seen = seen[:-1]
+    levers = [(c.compile, c.target_only_logits, c.length_grouping, c.activation_checkpointing) for c in seen]
+    from loraforge.models.load import has_fast_bf16
+
+    assert levers == [(True, True, True, False), (False, True, True, False), (True, False, True, False),
+                      (True, True, False, False)] + [(True, True, True, False)] * has_fast_bf16() + [
+                      (True, True, True, True)]
+    assert seen[-1].logits_chunk == 128
     assert all(c.steps == 3 and c.batch_size == 2 for c in seen)
-    assert [r["lm_head_positions"] for r in rows] == ["target", "all", "target"]
+    assert [r["lm_head_positions"] for r in rows][:4] == ["target", "target", "all", "target"]
     # the same tokens, more FLOPs when the LM head runs at every position
-    assert rows[0]["tokens"] == rows[1]["tokens"] and rows[1]["flops"] > rows[0]["flops"]
+    assert rows[0]["tokens"] == rows[2]["tokens"] and rows[2]["flops"] > rows[0]["flops"]
+    if has_fast_bf16():  # the fp32-weights job really loads fp32 weights
+        assert rows[0]["precision"] == "bfloat16" and rows[4]["precision"] == "float32"
 
 
 def test_trl_and_loraforge_run_the_same_job(spec):
@@ -115,18 +128,13 @@ def test_model_shape_counts_lora_and_frozen_weights(tiny_gemma):
     assert (shape.vocab, shape.d_model, shape.layers) == (512, 32, 2)
 
 
-def test_new_tokens_stop_at_the_first_stop_token():
-    out = torch.tensor([[7, 7, 5, 1, 0, 0], [7, 7, 5, 6, 8, 9]])
-    assert _new_tokens(out, 2, stops=[1]) == [2, 4]
-
-
 def test_bench_generate(tiny_model_dir, tmp_path):
     spec = GenerateSpec(model=str(tiny_model_dir), prompts=4, max_new_tokens=6, batch_size=4)
     res = bench_generate(spec, tmp_path, log=lambda _: None)
-    assert res["prompts"] == 4 and [r["batch_size"] for r in res["runs"]] == [1, 4]
+    assert res["prompts"] == 4 and [r["batch_size"] for r in res["runs"]] == [1, 4, 4]
+    assert [r["tie_margin"] is None for r in res["runs"]] == [True, False, True]
     assert all(r["tokens"] > 0 and r["tokens_per_s"] > 0 for r in res["runs"])
-    assert res["mismatches"] == len(res["mismatched_prompts"]) <= 4
-    if res["mismatches"] == 0:  # identical outputs have identical token counts
-        assert res["runs"][0]["tokens"] == res["runs"][1]["tokens"]
+    assert res["mismatches"] == len(res["mismatched_prompts"]) == res["runs"][1]["differ_from_batch1"] == 0
+    assert res["runs"][0]["tokens"] == res["runs"][1]["tokens"]  # identical outputs, identical counts
     assert json.loads((tmp_path / "generate.json").read_text())["speedup"] == res["speedup"]
     assert "| loraforge generate | 4 |" in (tmp_path / "generate.md").read_text()

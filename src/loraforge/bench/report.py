@@ -42,17 +42,17 @@ def train_markdown(results: dict) -> str:
             f"{machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}. Measured matmul peak: "
             f"fp32 {peaks['fp32'] / 1e12:.3f} TFLOP/s, bf16 {peaks['bf16'] / 1e12:.3f} TFLOP/s "
             f"(fast bf16: {results['fast_bf16']}).\n\n")
-    best = max(peaks, key=peaks.get)
     header = ["job", "precision", "LM head at", "target tok/s", "total tok/s", "peak RSS (GB)", "dev loss",
-              "TFLOP/s", f"MFU ({best} peak)", "MFU (bf16 peak)", "speed vs TRL", "RSS vs TRL"]
+              "TFLOP/s", "MFU (bf16 peak)", "MFU (fp32 peak)", "speed vs TRL", "RSS vs TRL", "job wall (s)"]
     rows = []
     for r in results["jobs"]:
         rows.append([r["job"], r["precision"], r["lm_head_positions"], f"{r['target_tokens_per_s']:.1f}",
                      f"{r['tokens_per_s']:.1f}", f"{r['peak_rss_mb'] / 1024:.2f}",
                      _dev_loss(r, s["steps"]), f"{r['flops_per_s'] / 1e12:.4f}",
-                     f"{100 * r['mfu']:.1f}%", f"{100 * r['mfu_bf16']:.1f}%", _ratio(r, "speedup_vs_trl"),
-                     _ratio(r, "rss_vs_trl")])
-    foot = ""
+                     f"{100 * r['mfu_bf16']:.1f}%", f"{100 * r['mfu_fp32']:.1f}%", _ratio(r, "speedup_vs_trl"),
+                     _ratio(r, "rss_vs_trl"), r.get("wall_seconds", "-")])
+    foot = ("\nA job's wall time includes loading the model, data, compiling and the warm-up steps; "
+            "the rates exclude them.\n")
     if results.get("trl_baseline"):
         foot += f"\nRatios are against the faster TRL row (`{results['trl_baseline']}`) on this machine.\n"
     if results.get("trl_bf16_steps") == 0:
@@ -64,9 +64,11 @@ def generate_markdown(results: dict) -> str:
     s = results["settings"]
     head = (f"Greedy generation, model `{s['model']}`, {s['prompts']} prompts, max {s['max_new_tokens']} new tokens; "
             f"tokens = new tokens up to the first stop token.\n\n")
-    rows = [[r["method"], r["batch_size"], f"{r['tokens_per_s']:.1f}", f"{r['seconds']:.1f}", r["tokens"]]
-            for r in results["runs"]]
-    foot = (f"\nSpeed-up: {results['speedup']:.2f}x; greedy outputs identical for "
+    rows = [[r["method"], r["batch_size"], "-" if r.get("tie_margin") is None else r["tie_margin"],
+             f"{r['tokens_per_s']:.1f}", f"{r['seconds']:.1f}", r["tokens"], r.get("redecoded", 0),
+             r.get("differ_from_batch1", 0)] for r in results["runs"]]
+    foot = (f"\nSpeed-up: {results['speedup']:.2f}x; greedy outputs identical to batch 1 for "
             f"{results['prompts'] - results['mismatches']}/{results['prompts']} prompts "
             f"({results['mismatches']} differ).\n")
-    return head + table(["method", "batch", "tokens/s", "seconds", "tokens"], rows) + foot
+    header = ["method", "batch", "tie margin", "tokens/s", "seconds", "tokens", "re-decoded rows", "outputs ≠ batch 1"]
+    return head + table(header, rows) + foot

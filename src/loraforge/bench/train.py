@@ -65,8 +65,15 @@ def jobs(spec: BenchSpec, only: str = "both", ablation: bool = False, bf16_steps
     if only in ("loraforge", "both"):
         out.append(replace(spec, job="loraforge", kind="loraforge"))
         if ablation:
-            out += [replace(spec, job="loraforge-no-target-only-logits", overrides={"target_only_logits": False}),
-                    replace(spec, job="loraforge-no-length-grouping", overrides={"length_grouping": False})]
+            out += [replace(spec, job=f"loraforge-no-{lever.replace('_', '-')}", overrides={lever: False})
+                    for lever in ("compile", "target_only_logits", "length_grouping")]
+            from loraforge.models.load import has_fast_bf16
+
+            if spec.dtype == "auto" and has_fast_bf16():  # elsewhere auto already means fp32
+                out.append(replace(spec, job="loraforge-fp32-weights", dtype="fp32"))
+            out.append(replace(spec, job="loraforge-activation-checkpointing",
+                               overrides={"activation_checkpointing": True, "logits_chunk": 128}))
+            out.append(replace(spec, job="loraforge-compile-model", overrides={"compile_model": True}))
     return out
 
 

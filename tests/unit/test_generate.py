@@ -1,0 +1,75 @@
+"""Batched greedy generation: per-row budgets, stop tokens, and re-decoding of near ties."""
+
+import torch
+
+from conftest import tiny_causal
+from loraforge.eval.generate import _cut, _TieTracker, generate, generate_ids
+
+PROMPTS = ["A Pod is", "Use kubectl to list all the pods in the default namespace", "Kubernetes", "A Service"]
+
+
+def _batch1(model, tok, prompts, budgets, stops):
+    out = []
+    for p, b in zip(prompts, budgets):
+        enc = tok(p, return_tensors="pt", add_special_tokens=False)
+        ids = model.generate(**enc, max_new_tokens=b, do_sample=False, eos_token_id=stops, pad_token_id=tok.pad_token_id)
+        out.append(_cut(ids[0, enc["input_ids"].shape[1]:].tolist(), b, stops))
+    return out
+
+
+def test_cut_keeps_the_budget_and_the_first_stop_token():
+    assert _cut([7, 7, 5, 1, 0, 0], 10, [1]) == [7, 7, 5, 1]
+    assert _cut([7, 7, 5, 6, 8, 9], 4, [1]) == [7, 7, 5, 6]
+    assert _cut([7, 1, 5], 1, [1]) == [7] and _cut([7, 7], 5, None) == [7, 7]
+
+
+def test_tie_tracker_records_the_smallest_gap_while_a_row_is_live():
+    t = _TieTracker(budgets=[3, 1], stop_ids=[9])
+    steps = [torch.tensor([[0.0, 5.0, 1.0] + [0.0] * 7, [0.0, 4.0, 3.9] + [0.0] * 7]),   # row 1 near-tied
+             torch.tensor([[0.0] * 9 + [6.0], [0.0, 1.0, 1.0] + [0.0] * 7]),            # row 0 stops; row 1 over budget
+             torch.tensor([[0.0, 1.0, 1.0] + [0.0] * 7, [0.0, 1.0, 1.0] + [0.0] * 7])]  # nobody is live
+    for s in steps:
+        assert torch.equal(t(None, s), s)  # the scores are untouched
+    torch.testing.assert_close(t.gap, torch.tensor([4.0, 0.1]))
+
+
+def test_batched_greedy_equals_batch_one_with_per_row_budgets(tiny_tokenizer):
+    model = tiny_causal("gemma3", vocab_size=len(tiny_tokenizer)).eval()
+    budgets, stops = [3, 9, 5, 1], [tiny_tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    ref = _batch1(model, tiny_tokenizer, PROMPTS, budgets, stops)
+    stats = {}
+    # an infinite margin re-decodes every row alone: the batch-1 result by construction
+    assert generate_ids(model, tiny_tokenizer, PROMPTS, 16, 4, stop_ids=stops, budgets=budgets, progress=False,
+                        tie_margin=float("inf"), stats=stats) == ref
+    assert stats["redecoded"] == 4
+    fast = generate_ids(model, tiny_tokenizer, PROMPTS, 16, 4, stop_ids=stops, budgets=budgets, progress=False,
+                        stats=stats)
+    assert [len(x) <= b for x, b in zip(fast, budgets)] == [True] * 4  # each row stops at its own budget
+    assert fast == ref and stats["redecoded"] < 4
+    texts = generate(model, tiny_tokenizer, PROMPTS, 16, 2, stop_ids=stops, budgets=budgets, progress=False)
+    assert texts == [tiny_tokenizer.decode(x, skip_special_tokens=True).strip() for x in ref]
+
+
+def test_full_precision_generates_in_fp32_and_restores_every_dtype_exactly(tiny_tokenizer):
+    from loraforge.adapters import apply_adapter
+    from loraforge.config import AdapterConfig
+    from loraforge.eval.generate import full_precision
+    from loraforge.workflows import merged_for_inference
+
+    model = apply_adapter(tiny_causal("gemma3", vocab_size=len(tiny_tokenizer)).to(torch.bfloat16), AdapterConfig(r=4))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    before = {n: t.clone() for n, t in list(model.named_parameters()) + list(model.named_buffers())}
+    seen = []
+    with full_precision(model), merged_for_inference(model):
+        seen = {p.dtype for p in model.parameters()}
+        out = generate(model, tiny_tokenizer, PROMPTS[:2], 4, 2, progress=False)
+    assert seen == {torch.float32} and len(out) == 2
+    after = dict(list(model.named_parameters()) + list(model.named_buffers()))
+    for n, t in before.items():
+        assert after[n].dtype == t.dtype and torch.equal(after[n], t), n  # LoRA stays fp32, base bf16, exact
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # still tied
+    with full_precision(model, enabled=False):
+        assert {p.dtype for p in model.parameters() if not p.requires_grad} == {torch.bfloat16}
