@@ -100,7 +100,7 @@ class TrainConfig(_Section):
     compile_model: bool = False
     """torch.compile the decoder stack too: faster steps after minutes of compiling (long runs)."""
     activation_checkpointing: bool = False
-    """Recompute each decoder layer in the backward pass: far less memory, ~20% slower steps."""
+    """Recompute each decoder layer in the backward pass: far less memory, slower steps."""
 
 
 class EvalConfig(_Section):
@@ -112,7 +112,7 @@ class EvalConfig(_Section):
     samples_in_report: int = Field(8, ge=0)
     exact: bool = True
     """Outputs equal a batch-1 greedy loop's: generate in fp32 and re-decode near-tied rows alone.
-    false: the model's dtype (bf16 on AMX; ~2x faster there) and no re-decoding."""
+    false: the model's dtype (bf16 on AMX, faster there) and no re-decoding."""
 
 
 class OutputConfig(_Section):

@@ -85,7 +85,7 @@ def source_budgets(tokenizer, sources: list[str], cap: int) -> list[int]:
 def evaluate(loaded, model, cfg: RunConfig, examples: list[Example], progress: bool = True) -> tuple[dict, list[str]]:
     """Generate on ``examples`` and score against their targets."""
     from loraforge.data.templates import prompt_text, stop_token_ids
-    from loraforge.eval.generate import full_precision, generate
+    from loraforge.eval.generate import generate
     from loraforge.eval.metrics import task_metrics
 
     tok = loaded.tokenizer
@@ -96,10 +96,10 @@ def evaluate(loaded, model, cfg: RunConfig, examples: list[Example], progress: b
         prompts = [f"{cfg.data.task_prefix or ''}{e.source}" for e in examples]
         stops = None
     budgets = source_budgets(tok, [e.source for e in examples], cfg.eval.max_new_tokens)
-    with full_precision(model, cfg.eval.exact), merged_for_inference(model):
+    with prepared_for_generation(model, cfg.eval.exact) as tie_margin:
         hyps = generate(model, tok, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size, loaded.family,
-                        stop_ids=stops, budgets=budgets, progress=progress, **_seq2seq_kwargs(loaded, cfg),
-                        tie_margin="auto" if cfg.eval.exact else None)
+                        stop_ids=stops, budgets=budgets, progress=progress, tie_margin=tie_margin,
+                        **_seq2seq_kwargs(loaded, cfg))
     metrics = task_metrics(cfg.data.task, [e.source for e in examples], hyps, [e.target for e in examples],
                            cfg.data.tgt_lang)
     return metrics, hyps
@@ -118,6 +118,16 @@ def merged_for_inference(model):
     finally:
         if mergeable:
             model.unmerge_adapter()
+
+
+@contextlib.contextmanager
+def prepared_for_generation(model, exact: bool):
+    """fp32 weights when ``exact`` (eval.exact), then the adapter merged (in that order, so the merge
+    round-trips exactly); yields the ``tie_margin`` that ``generate`` should use."""
+    from loraforge.eval.generate import full_precision
+
+    with full_precision(model, exact), merged_for_inference(model):
+        yield "auto" if exact else None
 
 
 def _seq2seq_kwargs(loaded, cfg: RunConfig) -> dict:
@@ -309,7 +319,7 @@ def translate_texts(texts: list[str], adapter: str | None = None, model: str | N
                     config_path: str | None = None, batch_size: int = 16, max_new_tokens: int = 256) -> list[str]:
     """Translate (or, for other tasks, transform) texts with the base model or a trained adapter."""
     from loraforge.data.templates import prompt_text, stop_token_ids
-    from loraforge.eval.generate import full_precision, generate
+    from loraforge.eval.generate import generate
 
     if config_path:
         cfg = load_config(config_path)
@@ -327,10 +337,10 @@ def translate_texts(texts: list[str], adapter: str | None = None, model: str | N
     else:
         prompts, stops = [f"{cfg.data.task_prefix or ''}{t}" for t in texts], None
     budgets = source_budgets(tok, texts, max_new_tokens)
-    with full_precision(net, cfg.eval.exact), merged_for_inference(net):
+    with prepared_for_generation(net, cfg.eval.exact) as tie_margin:
         return generate(net, tok, prompts, max_new_tokens, batch_size, loaded.family, stop_ids=stops,
-                        budgets=budgets, progress=len(texts) > batch_size, **_seq2seq_kwargs(loaded, cfg),
-                        tie_margin="auto" if cfg.eval.exact else None)
+                        budgets=budgets, progress=len(texts) > batch_size, tie_margin=tie_margin,
+                        **_seq2seq_kwargs(loaded, cfg))
 
 
 def check_data(cfg: RunConfig, n: int = 3, out=None) -> bool:

@@ -136,5 +136,8 @@ def test_bench_generate(tiny_model_dir, tmp_path):
     assert all(r["tokens"] > 0 and r["tokens_per_s"] > 0 for r in res["runs"])
     assert res["mismatches"] == len(res["mismatched_prompts"]) == res["runs"][1]["differ_from_batch1"] == 0
     assert res["runs"][0]["tokens"] == res["runs"][1]["tokens"]  # identical outputs, identical counts
+    noise = res["gap_noise"]
+    assert noise["steps"] > 0 and 0 <= noise["median"] <= noise["p99"] <= noise["max"]
+    assert "Gap noise" in (tmp_path / "generate.md").read_text()
     assert json.loads((tmp_path / "generate.json").read_text())["speedup"] == res["speedup"]
     assert "| loraforge generate | 4 |" in (tmp_path / "generate.md").read_text()

@@ -3,7 +3,7 @@
 import torch
 
 from conftest import tiny_causal
-from loraforge.eval.generate import _cut, _TieTracker, generate, generate_ids
+from loraforge.eval.generate import _cut, TieTracker, generate, generate_ids
 
 PROMPTS = ["A Pod is", "Use kubectl to list all the pods in the default namespace", "Kubernetes", "A Service"]
 
@@ -24,13 +24,23 @@ def test_cut_keeps_the_budget_and_the_first_stop_token():
 
 
 def test_tie_tracker_records_the_smallest_gap_while_a_row_is_live():
-    t = _TieTracker(budgets=[3, 1], stop_ids=[9])
+    t = TieTracker(budgets=[3, 1], stop_ids=[9])
     steps = [torch.tensor([[0.0, 5.0, 1.0] + [0.0] * 7, [0.0, 4.0, 3.9] + [0.0] * 7]),   # row 1 near-tied
              torch.tensor([[0.0] * 9 + [6.0], [0.0, 1.0, 1.0] + [0.0] * 7]),            # row 0 stops; row 1 over budget
              torch.tensor([[0.0, 1.0, 1.0] + [0.0] * 7, [0.0, 1.0, 1.0] + [0.0] * 7])]  # nobody is live
     for s in steps:
         assert torch.equal(t(None, s), s)  # the scores are untouched
     torch.testing.assert_close(t.gap, torch.tensor([4.0, 0.1]))
+    torch.testing.assert_close(torch.tensor(t.row_gaps(1)), torch.tensor([0.1, 0.0, 0.0]))  # every step, live or not
+
+
+def test_gap_noise_compares_only_steps_with_a_shared_prefix():
+    from loraforge.bench.generate import gap_noise
+
+    single, batched = [[1.0, 2.0, 3.0], [0.5, 0.5]], {0: [1.25, 2.0, 9.0], 1: [0.5, 0.75]}
+    # prompt 0 diverges at its second token: step 2 (prefix [5, 6] vs [5, 7]) is not comparable
+    assert gap_noise(single, [[5, 6, 1], [4, 1]], batched, [[5, 7, 1], [4, 1]]) == [0.25, 0.0, 0.0, 0.25]
+    assert gap_noise(single, [[5, 6, 1]], {}, [[5, 6, 1]]) == []  # untracked rows give nothing
 
 
 def test_batched_greedy_equals_batch_one_with_per_row_budgets(tiny_tokenizer):

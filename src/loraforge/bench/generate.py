@@ -10,9 +10,9 @@ with the batch-1 loop's; a third run without tie re-decoding shows what the re-d
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
-from dataclasses import dataclass
 
 
 @dataclass
@@ -26,18 +26,26 @@ class GenerateSpec:
     dtype: str = "fp32"  # what evaluation generates in (eval.exact)
 
 
-def _plain_loop(model, tok, prompts: list[str], budgets: list[int], stops: list[int]) -> list[list[int]]:
+def _plain_loop(model, tok, prompts: list[str], budgets: list[int], stops: list[int], trackers=None) -> list[list[int]]:
     """The reference: one ``model.generate`` call per prompt, no padding."""
-    from loraforge.eval.generate import _cut
+    from loraforge.eval.generate import decode_alone
 
-    outs = []
     with torch.no_grad():
-        for prompt, budget in zip(prompts, budgets):
-            enc = tok(prompt, return_tensors="pt", add_special_tokens=False)
-            ids = model.generate(**enc, max_new_tokens=budget, do_sample=False, eos_token_id=stops,
-                                 pad_token_id=tok.pad_token_id)
-            outs.append(_cut(ids[0, enc["input_ids"].shape[1]:].tolist(), budget, stops))
-    return outs
+        return [decode_alone(model, tok, p, b, stops, logits_processor=[trackers[i]] if trackers else None)
+                for i, (p, b) in enumerate(zip(prompts, budgets))]
+
+
+def gap_noise(single: list[list[float]], single_ids: list[list[int]], batched: dict[int, list[float]],
+              batched_ids: list[list[int]]) -> list[float]:
+    """|change of the top-1 vs top-2 gap| between batch 1 and the batch, at each decode step whose
+    prefix both runs share (the quantity a tie margin has to exceed)."""
+    out = []
+    for i, (a, b) in enumerate(zip(single_ids, batched_ids)):
+        for k in range(min(len(single[i]), len(batched.get(i, [])), len(a) + 1)):
+            if a[:k] != b[:k]:
+                break
+            out.append(abs(single[i][k] - batched[i][k]))
+    return out
 
 
 def bench_generate(spec: GenerateSpec, out="bench/results", log=print) -> dict:
@@ -47,7 +55,7 @@ def bench_generate(spec: GenerateSpec, out="bench/results", log=print) -> dict:
     from loraforge.config import DataConfig
     from loraforge.data.formats import load_examples
     from loraforge.data.templates import prompt_text, stop_token_ids
-    from loraforge.eval.generate import TIE_MARGINS, generate_ids
+    from loraforge.eval.generate import TIE_MARGINS, TieTracker, generate_ids
     from loraforge.models.load import load_model
     from loraforge.workflows import merged_for_inference, source_budgets
 
@@ -71,23 +79,35 @@ def bench_generate(spec: GenerateSpec, out="bench/results", log=print) -> dict:
         methods = [("plain model.generate loop", 1, None), ("loraforge generate", spec.batch_size, margin)]
         if margin is not None:
             methods.append(("loraforge generate, no tie re-decoding", spec.batch_size, None))
-        for method, batch, margin in methods:
+        for method, batch, tie in methods:
             stats: dict = {}
             t0 = time.perf_counter()
             if batch == 1:
                 ids = _plain_loop(model, tok, prompts, budgets, stops)
             else:
                 ids = generate_ids(model, tok, prompts, spec.max_new_tokens, batch, "causal", stop_ids=stops,
-                                   budgets=budgets, progress=False, tie_margin=margin, stats=stats)
+                                   budgets=budgets, progress=False, tie_margin=tie, stats=stats)
             seconds = time.perf_counter() - t0
             tokens = sum(len(x) for x in ids)
             differ = [i for i, (a, b) in enumerate(zip(outputs[0], ids)) if a != b] if outputs else []
-            runs.append({"method": method, "batch_size": batch, "tie_margin": margin, "seconds": seconds,
+            runs.append({"method": method, "batch_size": batch, "tie_margin": tie, "seconds": seconds,
                          "tokens": tokens, "tokens_per_s": tokens / seconds, "redecoded": stats.get("redecoded", 0),
                          "differ_from_batch1": len(differ), "differing_prompts": differ})
             outputs.append(ids)
             log(f"{method}: {tokens / seconds:.1f} tokens/s ({seconds:.1f} s), {len(differ)} outputs differ")
+        # Untimed: how far batch-shape rounding moves the top-2 gap (trackers would slow the timed runs).
+        trackers = [TieTracker([b], stops) for b in budgets]
+        single_ids = _plain_loop(model, tok, prompts, budgets, stops, trackers)
+        stats = {}
+        batched_ids = generate_ids(model, tok, prompts, spec.max_new_tokens, spec.batch_size, stop_ids=stops,
+                                   budgets=budgets, progress=False, tie_margin=0.0, stats=stats)
+        noise = sorted(gap_noise([t.row_gaps(0) for t in trackers], single_ids, stats["gaps"], batched_ids))
+    summary = {"steps": len(noise), "max": noise[-1], "median": noise[len(noise) // 2],
+               "p99": noise[int(0.99 * (len(noise) - 1))]} if noise else None
+    if summary:
+        log(f"gap noise over {len(noise)} shared decode steps: max {summary['max']:.3g}, median {summary['median']:.3g}")
     results = {"bench": "generate", "settings": asdict(spec), "prompts": len(prompts), "runs": runs,
+               "gap_noise": summary,
                "speedup": runs[1]["tokens_per_s"] / max(runs[0]["tokens_per_s"], 1e-9),
                "mismatches": runs[1]["differ_from_batch1"], "mismatched_prompts": runs[1]["differing_prompts"]}
     write_results(out, "generate", results, generate_markdown(results))

@@ -70,5 +70,9 @@ def generate_markdown(results: dict) -> str:
     foot = (f"\nSpeed-up: {results['speedup']:.2f}x; greedy outputs identical to batch 1 for "
             f"{results['prompts'] - results['mismatches']}/{results['prompts']} prompts "
             f"({results['mismatches']} differ).\n")
+    if results.get("gap_noise"):
+        n = results["gap_noise"]
+        foot += (f"Gap noise (how far batching moved the top-1 vs top-2 logit gap, over {n['steps']} decode steps "
+                 f"with shared prefixes): max {n['max']:.3g}, p99 {n['p99']:.3g}, median {n['median']:.3g}.\n")
     header = ["method", "batch", "tie margin", "tokens/s", "seconds", "tokens", "re-decoded rows", "outputs ≠ batch 1"]
     return head + table(header, rows) + foot

@@ -20,56 +20,69 @@ import torch
 from tqdm.auto import tqdm
 
 # How close (in logits) the two best tokens of a step may come before a row is re-decoded alone.
-# Measured on the tuned demo model (782 decode steps, batch 16 vs batch 1, same prefixes): fp32
-# logits moved by at most 1.4e-4, so a gap moves by at most ~3e-4; the margin leaves 3x headroom.
-# In bf16 they moved by up to 1.25 (median 0.375), as much as common gaps: no margin makes bf16
-# exact cheaply, so "auto" re-decodes nothing there; exactness needs fp32 (``full_precision``).
+# It must exceed how far batch-shape rounding moves that gap: ``loraforge bench generate`` measures
+# this ("gap noise") and the README shows it. In fp32 the noise is far below 1e-3. In bf16 it is as
+# large as common gaps, so no margin makes bf16 exact cheaply: "auto" re-decodes nothing there, and
+# exactness needs fp32 (``full_precision``).
 TIE_MARGINS = {torch.float32: 1e-3}
 TIE_MARGIN = "auto"  # by the model's weight dtype, from TIE_MARGINS
 
 
-class _TieTracker:
-    """A logits processor that records, per row, the smallest top-1 vs top-2 logit gap while the row
-    is still generating (before its stop token and within its budget). It changes no scores."""
+class TieTracker:
+    """A logits processor that records, per row and step, the top-1 vs top-2 logit gap, and the
+    smallest gap while the row is still generating (before its stop token, within its budget).
+    It changes no scores."""
 
     def __init__(self, budgets: list[int], stop_ids: list[int] | None):
         self.budgets = torch.tensor(budgets)
         self.stops = torch.tensor(stop_ids or [], dtype=torch.long)
         self.gap = torch.full((len(budgets),), float("inf"))
         self.done = torch.zeros(len(budgets), dtype=torch.bool)
-        self.step = 0
+        self.steps: list[torch.Tensor] = []  # per step: every row's gap
 
     def __call__(self, input_ids, scores):
-        top = scores.float().topk(2, dim=-1).values.cpu()
-        live = ~self.done & (self.step < self.budgets)
-        self.gap = torch.where(live, torch.minimum(self.gap, top[:, 0] - top[:, 1]), self.gap)
-        if self.stops.numel():
-            self.done |= torch.isin(scores.argmax(-1).cpu(), self.stops)
-        self.step += 1
+        top = scores.topk(2, dim=-1)
+        values, best = top.values.float().cpu(), top.indices[:, 0].cpu()  # best = the greedy pick
+        gap = values[:, 0] - values[:, 1]
+        live = ~self.done & (len(self.steps) < self.budgets)
+        self.gap = torch.where(live, torch.minimum(self.gap, gap), self.gap)
+        self.done |= torch.isin(best, self.stops)
+        self.steps.append(gap)
         return scores
+
+    def row_gaps(self, row: int) -> list[float]:
+        return [float(g[row]) for g in self.steps]
 
 
 @contextmanager
 def full_precision(model, enabled: bool = True):
     """fp32 weights while generating, each parameter and buffer back to its own dtype afterwards.
 
-    Why: bf16 logits are spaced ~0.1 apart, so near ties are common and batch-shape rounding decides
+    Why: bf16 logits are coarse, so near ties are common and batch-shape rounding decides
     them; in fp32 they are rare, and the few are re-decoded (``eval.exact``). Enter it before merging
     an adapter, so the merge and unmerge also happen in fp32 and restore the base weights exactly.
     """
-    tensors = list(model.parameters()) + list(model.buffers())
-    dtypes = [t.dtype for t in tensors]
-    if not enabled or all(d in (torch.float32, torch.float64) or not d.is_floating_point for d in dtypes):
-        yield model
-        return
-    for t in tensors:
-        if t.dtype.is_floating_point:
-            t.data = t.data.float()
+    tensors = list(model.parameters()) + list(model.buffers()) if enabled else []
+    half = [(t, t.dtype) for t in tensors if t.dtype in (torch.bfloat16, torch.float16)]
+    for t, _ in half:
+        t.data = t.data.float()
     try:
         yield model
     finally:
-        for t, d in zip(tensors, dtypes):
-            t.data = t.data.to(d)
+        for t, dtype in half:
+            t.data = t.data.to(dtype)
+
+
+def decode_alone(model, tokenizer, prompt: str, budget: int, stop_ids: list[int] | None, family: str = "causal",
+                 logits_processor: list | None = None, **kwargs) -> list[int]:
+    """One prompt, batch 1, no padding: the reference a batched greedy result must equal."""
+    enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=family == "seq2seq").to(model.device)
+    if stop_ids:
+        kwargs["eos_token_id"] = stop_ids
+    out = model.generate(**enc, max_new_tokens=budget, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                         **({"logits_processor": logits_processor} if logits_processor else {}), **kwargs)[0]
+    new = out[enc["input_ids"].shape[1]:] if family == "causal" else out[1:]  # seq2seq: after the start token
+    return _cut(new.tolist(), budget, stop_ids)
 
 
 def _cut(ids: list[int], budget: int, stop_ids: list[int] | None) -> list[int]:
@@ -101,26 +114,25 @@ def generate_ids(model, tokenizer, prompts: list[str], max_new_tokens: int = 256
     ``budgets`` caps new tokens per prompt (e.g. twice the source length). ``tie_margin``: "auto"
     (by dtype; none in bf16), a number of logits, or None to skip re-decoding near ties (faster,
     not always identical to batch 1).
-    ``stats``, when given, receives how many rows were re-decoded.
+    ``stats``, when given, receives how many rows were re-decoded and, where ties were tracked, each
+    row's per-step gaps of the batched run (``loraforge bench generate`` measures rounding noise).
     """
     if not prompts:
         return []
     model.eval()
     budgets = [min(b, max_new_tokens) for b in (budgets or [max_new_tokens] * len(prompts))]
     add_special = family == "seq2seq"
-    start = 0 if family == "causal" else 1  # seq2seq outputs begin with the decoder start token
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=add_special)["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     new_ids: list[list[int]] = [[] for _ in prompts]
-    kwargs = dict(do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    extra = {} if forced_bos_token_id is None else {"forced_bos_token_id": forced_bos_token_id}
+    kwargs = dict(do_sample=False, pad_token_id=tokenizer.pad_token_id, **extra)
     if stop_ids:
         kwargs["eos_token_id"] = stop_ids
-    if forced_bos_token_id is not None:
-        kwargs["forced_bos_token_id"] = forced_bos_token_id
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     if tie_margin == "auto":
-        tie_margin = TIE_MARGINS.get(dtype)
+        tie_margin = TIE_MARGINS.get(next(model.parameters()).dtype)
     redo: list[int] = []
+    gaps: dict[int, list[float]] = {}
     side = tokenizer.padding_side
     tokenizer.padding_side = "left" if family == "causal" else "right"
     try:
@@ -128,25 +140,23 @@ def generate_ids(model, tokenizer, prompts: list[str], max_new_tokens: int = 256
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
             batch = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                              add_special_tokens=add_special).to(device)
-            ties = _TieTracker([budgets[i] for i in idx], stop_ids) if tie_margin is not None and len(idx) > 1 else None
+                              add_special_tokens=add_special).to(model.device)
+            ties = TieTracker([budgets[i] for i in idx], stop_ids) if tie_margin is not None and len(idx) > 1 else None
             out = model.generate(**batch, max_new_tokens=max(budgets[i] for i in idx), **kwargs,
                                  **({"logits_processor": [ties]} if ties else {}))
-            out = out[:, batch["input_ids"].shape[1]:] if family == "causal" else out[:, start:]
+            out = out[:, batch["input_ids"].shape[1]:] if family == "causal" else out[:, 1:]
             for row, i in enumerate(idx):
                 new_ids[i] = _cut(out[row].tolist(), budgets[i], stop_ids)
                 if ties is not None and ties.gap[row] < tie_margin:
                     redo.append(i)
+                if ties is not None and stats is not None:
+                    gaps[i] = ties.row_gaps(row)
             bar.update(len(idx))
         bar.close()
     finally:
         tokenizer.padding_side = side
-    for i in tqdm(redo, desc="re-decode near ties", unit="ex", disable=not progress or not redo,
-                  dynamic_ncols=True):  # decode alone, exactly as a batch-1 loop does
-        enc = tokenizer(prompts[i], return_tensors="pt", add_special_tokens=add_special).to(device)
-        out = model.generate(**enc, max_new_tokens=budgets[i], **kwargs)[0]
-        new_ids[i] = _cut((out[enc["input_ids"].shape[1]:] if family == "causal" else out[start:]).tolist(),
-                          budgets[i], stop_ids)
+    for i in tqdm(redo, desc="re-decode near ties", unit="ex", disable=not progress or not redo, dynamic_ncols=True):
+        new_ids[i] = decode_alone(model, tokenizer, prompts[i], budgets[i], stop_ids, family, **extra)
     if stats is not None:
-        stats["redecoded"] = len(redo)
+        stats.update(redecoded=len(redo), gaps=gaps)
     return new_ids

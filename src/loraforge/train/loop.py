@@ -54,8 +54,8 @@ class TrainStep(torch.nn.Module):
 
     def _loss(self, input_ids, attention_mask, labels):
         if self.fast:
-            training = self.training and torch.is_grad_enabled() and self.compiled_stack is not None
-            stack = self.compiled_stack if training else _backbone(self.model)
+            use_compiled = self.compiled_stack is not None and self.training and torch.is_grad_enabled()
+            stack = self.compiled_stack if use_compiled else _backbone(self.model)
             hidden = stack(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             lm_head = self.model.get_output_embeddings()
             softcap = getattr(self.model.config, "final_logit_softcapping", None)
@@ -210,10 +210,10 @@ def train(model, train_set: list[Encoded], dev_set: list[Encoded], cfg: TrainCon
 def activation_checkpointing(model: torch.nn.Module, enabled: bool):
     """Keep only each decoder layer's input for the backward pass and recompute the rest (the
     transformers implementation; non-reentrant, so frozen embeddings need no grad hooks)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if not enabled:
         yield
         return
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if not getattr(base, "supports_gradient_checkpointing", False):
         raise ConfigError(f"train.activation_checkpointing: {type(base).__name__} does not support it")
     base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -7,9 +7,9 @@ the backward pass is computed in the same sweep (the gradient of softmax-CE is `
 so peak memory is one chunk of logits instead of all of them, and nothing is recomputed.
 
 The elementwise part (softmax, log-sum-exp, the gradient) reads a chunk of logits several times in
-eager PyTorch; ``torch.compile`` fuses it into two passes, which on a 2-core CPU is 4-5x faster than
-eager for that part (``loraforge bench train --ablation`` shows it). Without a working compiler it
-falls back to eager with a warning: same numbers, slower.
+eager PyTorch; ``torch.compile`` fuses those passes (``loraforge bench train --ablation``, row
+``loraforge-no-compile``, shows what it buys). Without a working compiler it falls back to eager with
+a warning: same numbers, slower.
 """
 
 from __future__ import annotations
@@ -41,26 +41,18 @@ def softmax_xent(z: torch.Tensor, y: torch.Tensor, softcap: float | None = None)
 _compiled = None  # torch.compile(softmax_xent), made on first use; False once compiling has failed
 
 
-def _xent_kernel(compile: bool):
-    global _compiled
-    if not compile or _compiled is False:
-        return softmax_xent
-    if _compiled is None:
-        _compiled = torch.compile(softmax_xent, dynamic=True)
-    return _compiled
-
-
 def _xent(z, y, softcap, compile: bool):
     global _compiled
-    try:
-        return _xent_kernel(compile)(z, y, softcap)
-    except Exception as e:  # no C++ compiler, unsupported platform: eager gives the same numbers
-        if not compile or _compiled is False:
-            raise
-        warnings.warn(f"torch.compile of the loss failed ({type(e).__name__}: {str(e)[:200]}); "
-                      "using eager PyTorch (slower). train.compile=false silences this.", stacklevel=2)
-        _compiled = False
-        return softmax_xent(z, y, softcap)
+    if compile and _compiled is not False:
+        if _compiled is None:
+            _compiled = torch.compile(softmax_xent, dynamic=True)
+        try:
+            return _compiled(z, y, softcap)
+        except Exception as e:  # no C++ compiler, unsupported platform: eager gives the same numbers
+            warnings.warn(f"torch.compile of the loss failed ({type(e).__name__}: {str(e)[:200]}); "
+                          "using eager PyTorch (slower). train.compile=false silences this.", stacklevel=2)
+            _compiled = False
+    return softmax_xent(z, y, softcap)
 
 
 class _ChunkedLinearCE(torch.autograd.Function):
@@ -98,7 +90,7 @@ def target_only_ce(hidden: torch.Tensor, lm_head: torch.nn.Linear, labels: torch
 
     ``hidden`` is the final hidden state (batch, seq, dim); ``labels`` (batch, seq) holds IGNORE where
     nothing is trained. Position t predicts labels[t + 1]. ``chunk`` rows of logits exist at a time
-    (256 x 262k fp32 = 256 MiB for Gemma 3; larger chunks are slower here, not faster).
+    (256 x 262k fp32 = 256 MiB for Gemma 3).
     """
     shifted = labels[:, 1:]
     mask = shifted != IGNORE
