@@ -33,15 +33,16 @@ def tiny_tokenizer():
     return build_tokenizer()
 
 
-def tiny_causal(arch: str = "gemma3", vocab_size: int = 512, seed: int = 0):
+def tiny_causal(arch: str = "gemma3", vocab_size: int = 512, seed: int = 0, **config_overrides):
     from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig, Qwen2Config
 
     common = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                   pad_token_id=0, eos_token_id=1, bos_token_id=2,
                   initializer_range=0.5)  # large enough that a rank-4 adapter can move the logits
+    common.update(config_overrides)
     if arch == "gemma3":
-        config = Gemma3TextConfig(head_dim=8, sliding_window=64, tie_word_embeddings=True, **common)
+        config = Gemma3TextConfig(**{"head_dim": 8, "sliding_window": 64, "tie_word_embeddings": True, **common})
     elif arch == "qwen2":
         config = Qwen2Config(tie_word_embeddings=True, **common)
     elif arch == "llama":

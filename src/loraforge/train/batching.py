@@ -30,8 +30,8 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, gr
 class BatchStream:
     """Micro-batch number g of an endless sequence of epochs; rank r of w takes g = k*w + r."""
 
-    def __init__(self, examples: list[Encoded], batch_size: int, seed: int, grouping: bool):
-        self.examples = examples
+    def __init__(self, examples: list[Encoded], batch_size: int, seed: int, grouping: bool, packed: bool = False):
+        self.examples, self.packed = examples, packed
         self.lengths = [len(e.input_ids) for e in examples]
         self.batch_size, self.seed, self.grouping = batch_size, seed, grouping
         self._cache: dict[int, list[list[int]]] = {}
@@ -43,8 +43,13 @@ class BatchStream:
             self._cache = {epoch: epoch_batches(self.lengths, self.batch_size, self.seed, epoch, self.grouping)}
         return self._cache[epoch][i]
 
-    def batch(self, g: int, pad_id: int, family: str) -> dict[str, torch.Tensor]:
-        return collate([self.examples[i] for i in self.indices(g)], pad_id, family)
+    def batch(self, g: int, pad_id: int, family: str) -> dict:
+        examples = [self.examples[i] for i in self.indices(g)]
+        if self.packed:
+            from loraforge.train.packing import collate_packed
+
+            return collate_packed(examples)
+        return collate(examples, pad_id, family)
 
 
 def collate(examples: list[Encoded], pad_id: int, family: str = "causal") -> dict[str, torch.Tensor]:

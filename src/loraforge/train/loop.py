@@ -22,6 +22,7 @@ from loraforge.train import distributed as dist
 from loraforge.train.batching import BatchStream, collate
 from loraforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from loraforge.train.loss import full_logits_ce, target_only_ce
+from loraforge.train.packing import packed_attention
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -41,22 +42,23 @@ class TrainStep(torch.nn.Module):
         self.compiled_stack = (torch.compile(_backbone(model), dynamic=True)
                                if self.fast and cfg.compile_model else None)
 
-    def forward(self, input_ids, attention_mask, labels):
+    def forward(self, input_ids, attention_mask, labels, **packed):
+        """``packed``: position_ids and sequence boundaries of a packed row (``collate_packed``)."""
         if self.compute_dtype is None:
-            return self._loss(input_ids, attention_mask, labels)
+            return self._loss(input_ids, attention_mask, labels, packed)
         # bf16 base weights, fp32 adapter weights (PEFT upcasts them so AdamW updates are not lost):
         # compute in bf16. PEFT would otherwise cast every LoRA input to fp32 and run those matmuls
         # at fp32 speed; autocast casts the small adapter weights instead (once per forward).
         from peft.helpers import disable_input_dtype_casting
 
         with torch.autocast(self.device_type, dtype=self.compute_dtype), disable_input_dtype_casting(self.model):
-            return self._loss(input_ids, attention_mask, labels)
+            return self._loss(input_ids, attention_mask, labels, packed)
 
-    def _loss(self, input_ids, attention_mask, labels):
+    def _loss(self, input_ids, attention_mask, labels, packed):
         if self.fast:
             use_compiled = self.compiled_stack is not None and self.training and torch.is_grad_enabled()
             stack = self.compiled_stack if use_compiled else _backbone(self.model)
-            hidden = stack(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            hidden = stack(input_ids=input_ids, attention_mask=attention_mask, **packed).last_hidden_state
             lm_head = self.model.get_output_embeddings()
             softcap = getattr(self.model.config, "final_logit_softcapping", None)
             loss, n = target_only_ce(hidden, lm_head, labels, self.cfg.logits_chunk, softcap, self.cfg.compile)
@@ -67,7 +69,7 @@ class TrainStep(torch.nn.Module):
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), flat,
                                                      ignore_index=-100, reduction="sum")
             return loss, (flat != -100).sum()
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, **packed).logits
         logits = logits[:, -labels.shape[1]:]  # prompt tuning prepends virtual-token positions
         loss, n = full_logits_ce(logits, labels)
         return loss, torch.tensor(n)
@@ -138,9 +140,12 @@ def train(model, train_set: list[Encoded], dev_set: list[Encoded], cfg: TrainCon
     rank, world = dist.rank(), dist.world_size()
     torch.manual_seed(cfg.seed)
     step_fn = TrainStep(model, family, cfg)
+    if cfg.packing and (family != "causal" or _backbone(model) is None):
+        raise ConfigError("train.packing needs a causal model with adapters inside its layers (LoRA, DoRA, IA3, "
+                          "bottleneck, full); seq2seq models and prefix/prompt tuning take padded batches")
     ddp_step = dist.wrap(step_fn)
     optimizer, scheduler = build_optimizer(model, cfg, cfg.steps)
-    stream = BatchStream(train_set, cfg.batch_size, cfg.seed, cfg.length_grouping)
+    stream = BatchStream(train_set, cfg.batch_size, cfg.seed, cfg.length_grouping, cfg.packing)
     result, start = TrainResult(), 0
     if resume and (ckpt := latest_checkpoint(run_dir)) is not None:
         state = load_checkpoint(ckpt, model, optimizer, scheduler)
@@ -157,7 +162,8 @@ def train(model, train_set: list[Encoded], dev_set: list[Encoded], cfg: TrainCon
     bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not progress or rank != 0,
                dynamic_ncols=True)
     step_fn.train()
-    with dist.graceful_interrupt() as stop, activation_checkpointing(model, cfg.activation_checkpointing):
+    with (dist.graceful_interrupt() as stop, activation_checkpointing(model, cfg.activation_checkpointing),
+          packed_attention(model, cfg.packing)):
         for step in range(start + 1, cfg.steps + 1):
             t0 = time.perf_counter()
             micro = [_to(stream.batch(((step - 1) * cfg.grad_accum + a) * world + rank, pad_id, family), model)
@@ -177,8 +183,10 @@ def train(model, train_set: list[Encoded], dev_set: list[Encoded], cfg: TrainCon
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
 
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()  # GPU work is asynchronous: time the step, not its launch
             seconds = time.perf_counter() - t0
-            tokens = dist.all_reduce_sum(sum(int(b["attention_mask"].sum()) for b in micro))
+            tokens = dist.all_reduce_sum(sum(_count_tokens(b) for b in micro))
             loss_sum = dist.all_reduce_sum(loss_sum)
             result.tokens += tokens
             result.target_tokens += n_target
@@ -225,7 +233,15 @@ def activation_checkpointing(model: torch.nn.Module, enabled: bool):
 
 def _to(batch: dict, model: torch.nn.Module) -> dict:
     device = next(model.parameters()).device
-    return batch if device.type == "cpu" else {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    if device.type == "cpu":
+        return batch
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _count_tokens(batch: dict) -> int:
+    """Real (non-pad) tokens; a packed row has no padding."""
+    mask = batch["attention_mask"]
+    return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
 
 
 def _count_targets(batch: dict, family: str) -> int:
