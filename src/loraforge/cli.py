@@ -429,9 +429,13 @@ def _cmd_bench_train(args) -> int:
     from loraforge.bench.train import BenchSpec, bench_train
 
     spec = BenchSpec(model=args.model, steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
-                     n_dev=args.dev_examples, matmul_size=args.matmul_size)
-    bench_train(spec, args.out, only=args.only, ablation=args.ablation, bf16_steps=args.trl_bf16_steps)
-    print(f"wrote {Path(args.out) / 'train.json'} and train.md")
+                     n_dev=args.dev_examples, matmul_size=args.matmul_size, random_weights=args.random_weights)
+    results = bench_train(spec, args.out, only=args.only, ablation=args.ablation, bf16_steps=args.trl_bf16_steps,
+                          select=args.jobs.split(",") if args.jobs else None, name=args.name)
+    print(f"wrote {Path(args.out) / args.name}.json and {args.name}.md")
+    if results["failed"]:
+        print(f"failed jobs: {', '.join(results['failed'])}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -457,7 +461,11 @@ def _add_bench_commands(sub) -> None:
     p.add_argument("--ablation", action="store_true", help="also run loraforge with each speed lever off")
     p.add_argument("--trl-bf16-steps", type=int, help="steps of the TRL bf16 job only (default: --steps; 0 skips "
                    "it): for CPUs where bf16 is emulated and a step takes minutes")
-    p.add_argument("--out", default="bench/results", help="directory for train.json and train.md")
+    p.add_argument("--jobs", help="comma-separated job names to run (e.g. trl-bf16,loraforge); default: all")
+    p.add_argument("--random-weights", action="store_true", help="build the model from its config.json, no weights "
+                   "(throughput and memory only: for a machine the weights cannot be copied to)")
+    p.add_argument("--out", default="bench/results", help="results directory")
+    p.add_argument("--name", default="train", help="file name of the results: NAME.json and NAME.md")
     p.set_defaults(func=_cmd_bench_train)
 
     p = bench_subparsers(sub).add_parser("generate", help="batched eval generator vs a plain batch-1 generate loop")

@@ -33,8 +33,15 @@ def test_jobs_and_ablation_levers(spec):
     from loraforge.models.load import has_fast_bf16
 
     assert names == ["trl-bf16", "trl-fp32", "loraforge", "loraforge-no-compile", "loraforge-no-target-only-logits",
-                     "loraforge-no-length-grouping"] + ["loraforge-fp32-weights"] * has_fast_bf16() + [
+                     "loraforge-no-length-grouping", "loraforge-packing"] + ["loraforge-fp32-weights"] * has_fast_bf16() + [
                      "loraforge-activation-checkpointing", "loraforge-compile-model"]
+    # on a GPU: TRL in bf16 with and without Liger kernels, no fp32 TRL
+    gpu = bench.jobs(spec, "trl", cuda=True)
+    assert [(j.job, j.trl_bf16, j.trl_liger) for j in gpu] == [("trl-bf16", True, False), ("trl-bf16-liger", True, True)]
+    assert [j.job for j in bench.jobs(spec, "both", ablation=True, select=["loraforge-packing", "trl-bf16"])] == [
+        "trl-bf16", "loraforge-packing"]
+    with pytest.raises(ValueError, match="no such job"):
+        bench.jobs(spec, "both", select=["loraforge-warp-drive"])
     assert [j.job for j in bench.jobs(spec, "trl")] == ["trl-bf16", "trl-fp32"]
     assert [j.trl_bf16 for j in bench.jobs(spec, "trl")] == [True, False]
     assert [j.job for j in bench.jobs(spec, "loraforge")] == ["loraforge"]
@@ -57,19 +64,21 @@ def test_ablation_flags_reach_the_training_loop(spec, monkeypatch):
     rows = [bench.run_job(j) for j in bench.jobs(spec, "loraforge", ablation=True)]
     assert [c.compile_model for c in seen] == [False] * (len(seen) - 1) + [True]
     seen = seen[:-1]
-    levers = [(c.compile, c.target_only_logits, c.length_grouping, c.activation_checkpointing) for c in seen]
+    levers = [(c.compile, c.target_only_logits, c.length_grouping, c.packing, c.activation_checkpointing)
+              for c in seen]
     from loraforge.models.load import has_fast_bf16
 
-    assert levers == [(True, True, True, False), (False, True, True, False), (True, False, True, False),
-                      (True, True, False, False)] + [(True, True, True, False)] * has_fast_bf16() + [
-                      (True, True, True, True)]
+    assert levers == [(True, True, True, False, False), (False, True, True, False, False),
+                      (True, False, True, False, False), (True, True, False, False, False),
+                      (True, True, True, True, False)] + [(True, True, True, False, False)] * has_fast_bf16() + [
+                      (True, True, True, False, True)]
     assert seen[-1].logits_chunk == 128
     assert all(c.steps == 3 and c.batch_size == 2 for c in seen)
     assert [r["lm_head_positions"] for r in rows][:4] == ["target", "target", "all", "target"]
     # the same tokens, more FLOPs when the LM head runs at every position
     assert rows[0]["tokens"] == rows[2]["tokens"] and rows[2]["flops"] > rows[0]["flops"]
     if has_fast_bf16():  # the fp32-weights job really loads fp32 weights
-        assert rows[0]["precision"] == "bfloat16" and rows[4]["precision"] == "float32"
+        assert rows[0]["precision"] == "bfloat16" and rows[5]["precision"] == "float32"
 
 
 def test_trl_and_loraforge_run_the_same_job(spec):
@@ -91,7 +100,7 @@ def test_bench_train_cli_writes_json_and_markdown(tiny_model_dir, tmp_path):
 
     out = tmp_path / "results"
     assert main(["bench", "train", "--model", str(tiny_model_dir), "--steps", "3", "--batch-size", "2",
-                 "--dev-examples", "2", "--matmul-size", "64", "--only", "loraforge", "--out", str(out)]) == 0
+                 "--dev-examples", "2", "--matmul-size", "64", "--jobs", "loraforge", "--out", str(out)]) == 0
     results = json.loads((out / "train.json").read_text())
     assert results["settings"]["steps"] == 3 and set(results["matmul_peak_flops"]) == {"fp32", "bf16"}
     (row,) = results["jobs"]
@@ -108,6 +117,14 @@ def test_bench_train_cli_writes_json_and_markdown(tiny_model_dir, tmp_path):
     md = train_markdown(dict(results, jobs=[trl, dict(row, speedup_vs_trl=2.5, rss_vs_trl=0.5)],
                              trl_baseline="trl-bf16"))
     assert "(after 2 steps)" in md and "| 2.50x | 0.50x |" in md and "(`trl-bf16`)" in md
+    assert "VRAM" not in md
+    # a GPU run: peak VRAM columns, the GPU named, which attention kernel the packed job used
+    gpu = dict(results, machine=dict(results["machine"], gpu="NVIDIA H200"),
+               jobs=[dict(trl, peak_vram_mb=4096.0), dict(row, job="loraforge-packing", peak_vram_mb=1024.0,
+                                                          vram_vs_trl=0.25, attention={"varlen": 36})])
+    md = train_markdown(gpu)
+    assert "peak VRAM (GB)" in md and "| 4.00 |" in md and "| 1.00 | 0.25x |" in md and "NVIDIA H200" in md
+    assert "`loraforge-packing` attention calls: varlen 36" in md
 
 
 def test_train_flops_formula():

@@ -46,3 +46,23 @@ def test_qlora_needs_a_gpu(tiny_gemma):
         pytest.skip("a GPU is present")
     with pytest.raises(AdapterError, match="CUDA"):
         apply_adapter(tiny_gemma, AdapterConfig(method="qlora"))
+
+
+def test_random_weights_need_only_the_config(tiny_model_dir, tmp_path):
+    """A folder without weights (what a benchmark machine gets): the same architecture, seeded weights."""
+    import shutil
+
+    import torch
+
+    folder = tmp_path / "config-only"
+    shutil.copytree(tiny_model_dir, folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    with pytest.raises(Exception):
+        load_model(str(folder), dtype="fp32")
+    a = load_model(str(folder), dtype="fp32", random_weights=True)
+    b = load_model(str(folder), dtype="bf16", random_weights=True)
+    real = load_model(str(tiny_model_dir), dtype="fp32")
+    shapes = {k: v.shape for k, v in real.model.state_dict().items()}
+    assert {k: v.shape for k, v in a.model.state_dict().items()} == shapes
+    assert next(b.model.parameters()).dtype == torch.bfloat16
+    w = "model.embed_tokens.weight"
+    assert torch.equal(a.model.state_dict()[w], load_model(str(folder), dtype="fp32", random_weights=True).model.state_dict()[w])

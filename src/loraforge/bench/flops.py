@@ -24,16 +24,19 @@ from dataclasses import asdict, dataclass
 import torch
 
 
-def matmul_peak(dtype: torch.dtype, size: int = 2048, seconds: float = 1.0) -> float:
+def matmul_peak(dtype: torch.dtype, size: int = 2048, seconds: float = 1.0, device: str = "cpu") -> float:
     """Best observed FLOP/s of a square ``size`` matmul in ``dtype``, over about ``seconds`` (at least one
     timed run: emulated bf16 on a CPU without AVX512-BF16/AMX takes seconds per 2048^2 matmul)."""
-    a = torch.randn(size, size).to(dtype)
-    b = torch.randn(size, size).to(dtype)
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    sync = torch.cuda.synchronize if a.is_cuda else (lambda: None)
     a @ b  # warm-up: first call pays allocation and kernel selection
+    sync()
     best, start, runs = float("inf"), time.perf_counter(), 0
     while runs < 1 or time.perf_counter() - start < seconds:
         t0 = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - t0)
         runs += 1
     return 2 * size**3 / best

@@ -37,24 +37,36 @@ def _dev_loss(row: dict, steps: int) -> str:
 def train_markdown(results: dict) -> str:
     s, peaks = results["settings"], results["matmul_peak_flops"]
     machine = results["machine"]
-    head = (f"LoRA r=16 alpha=32 all-linear, model `{s['model']}`, {s['steps']} steps x batch {s['batch_size']} "
+    where = f"{machine['gpu']} (host: {machine['cpu']})" if machine.get("gpu") else f"{machine['cpu']}, {machine['cores']} cores"
+    head = (f"LoRA r=16 alpha=32 all-linear, model `{s['model']}`"
+            f"{' with random weights (same architecture; the weights could not be copied there)' if s.get('random_weights') else ''}, "
+            f"{s['steps']} steps x batch {s['batch_size']} "
             f"(max length {s['max_length']}), throughput after {results['warmup_steps_skipped']} warm-up steps; "
-            f"{machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}. Measured matmul peak: "
+            f"{where}, torch {machine['torch']}. Measured matmul peak: "
             f"fp32 {peaks['fp32'] / 1e12:.3f} TFLOP/s, bf16 {peaks['bf16'] / 1e12:.3f} TFLOP/s "
             f"(fast bf16: {results['fast_bf16']}).\n\n")
-    header = ["job", "precision", "LM head at", "target tok/s", "total tok/s", "peak RSS (GB)", "dev loss",
-              "TFLOP/s", "MFU (bf16 peak)", "MFU (fp32 peak)", "speed vs TRL", "RSS vs TRL", "job wall (s)"]
+    gpu = any(r.get("peak_vram_mb") for r in results["jobs"])
+    header = ["job", "precision", "LM head at", "target tok/s", "total tok/s", "peak RSS (GB)"]
+    header += ["peak VRAM (GB)", "VRAM vs TRL"] if gpu else []
+    header += ["dev loss", "TFLOP/s", "MFU (bf16 peak)", "MFU (fp32 peak)", "speed vs TRL", "RSS vs TRL", "job wall (s)"]
     rows = []
     for r in results["jobs"]:
-        rows.append([r["job"], r["precision"], r["lm_head_positions"], f"{r['target_tokens_per_s']:.1f}",
-                     f"{r['tokens_per_s']:.1f}", f"{r['peak_rss_mb'] / 1024:.2f}",
-                     _dev_loss(r, s["steps"]), f"{r['flops_per_s'] / 1e12:.4f}",
-                     f"{100 * r['mfu_bf16']:.1f}%", f"{100 * r['mfu_fp32']:.1f}%", _ratio(r, "speedup_vs_trl"),
-                     _ratio(r, "rss_vs_trl"), r.get("wall_seconds", "-")])
+        row = [r["job"], r["precision"], r["lm_head_positions"], f"{r['target_tokens_per_s']:.1f}",
+               f"{r['tokens_per_s']:.1f}", f"{r['peak_rss_mb'] / 1024:.2f}"]
+        row += [f"{r['peak_vram_mb'] / 1024:.2f}", _ratio(r, "vram_vs_trl")] if gpu else []
+        row += [_dev_loss(r, s["steps"]), f"{r['flops_per_s'] / 1e12:.4f}",
+                f"{100 * r['mfu_bf16']:.1f}%", f"{100 * r['mfu_fp32']:.1f}%", _ratio(r, "speedup_vs_trl"),
+                _ratio(r, "rss_vs_trl"), r.get("wall_seconds", "-")]
+        rows.append(row)
     foot = ("\nA job's wall time includes loading the model, data, compiling and the warm-up steps; "
             "the rates exclude them.\n")
     if results.get("trl_baseline"):
         foot += f"\nRatios are against the faster TRL row (`{results['trl_baseline']}`) on this machine.\n"
+    attention = {r["job"]: r["attention"] for r in results["jobs"] if r.get("attention")}
+    for job, paths in attention.items():
+        foot += f"`{job}` attention calls: " + ", ".join(f"{k} {v}" for k, v in sorted(paths.items())) + ".\n"
+    if results.get("failed"):
+        foot += f"Failed jobs (their errors are in the run's log): {', '.join(results['failed'])}.\n"
     if results.get("trl_bf16_steps") == 0:
         foot += "TRL with bf16 was not run (`--trl-bf16-steps 0`).\n"
     return head + table(header, rows) + foot

@@ -9,6 +9,11 @@ computed the same way for both (``loraforge.train.loop.dev_loss`` on the final m
 
 TRL sees the batches loraforge would form with ``train.length_grouping=false`` (sequential sampler);
 with grouping on (loraforge's default) loraforge batches the same examples by length instead.
+
+On a CUDA GPU the jobs run there (TRL in bf16 with and without Liger kernels, no fp32 TRL), peak VRAM
+is reported, and the matmul peak is the GPU's. ``random_weights`` builds the model from its
+config.json alone, for a machine the weights cannot be copied to: throughput and memory do not depend
+on the weights' values; dev loss then only compares the jobs with each other.
 """
 
 from __future__ import annotations
@@ -44,11 +49,15 @@ class BenchSpec:
     kind: str = "loraforge"  # "loraforge" | "trl"
     dtype: str = "auto"  # loraforge: model.dtype; TRL: weights fp32, bf16 autocast when trl_bf16
     trl_bf16: bool = False
+    trl_liger: bool = False  # TRL with use_liger_kernel (Triton kernels: CUDA only)
+    random_weights: bool = False
     overrides: dict = field(default_factory=dict)  # TrainConfig fields (the ablation levers)
 
 
-def jobs(spec: BenchSpec, only: str = "both", ablation: bool = False, bf16_steps: int | None = None) -> list[BenchSpec]:
-    """The jobs of one invocation: TRL bf16 (the issue's baseline) and fp32, loraforge, its ablations.
+def jobs(spec: BenchSpec, only: str = "both", ablation: bool = False, bf16_steps: int | None = None,
+         cuda: bool | None = None, select: list[str] | None = None) -> list[BenchSpec]:
+    """The jobs of one invocation: TRL bf16 (the issue's baseline) and fp32 (CPU) or with Liger (CUDA),
+    loraforge, its ablations; ``select`` keeps the named jobs only.
 
     ``bf16_steps`` shortens the TRL bf16 job alone (0 skips it): on a CPU without AMX/AVX512-BF16,
     bf16 is emulated and a step takes minutes; its throughput after warm-up is still measured, its dev
@@ -56,24 +65,36 @@ def jobs(spec: BenchSpec, only: str = "both", ablation: bool = False, bf16_steps
     """
     from dataclasses import replace
 
+    import torch
+
+    cuda = torch.cuda.is_available() if cuda is None else cuda
     out = []
     if only in ("trl", "both"):
         if bf16_steps != 0:
             out.append(replace(spec, job="trl-bf16", kind="trl", dtype="fp32", trl_bf16=True,
                                steps=bf16_steps or spec.steps))
-        out.append(replace(spec, job="trl-fp32", kind="trl", dtype="fp32", trl_bf16=False))
+        if cuda:
+            out.append(replace(spec, job="trl-bf16-liger", kind="trl", dtype="fp32", trl_bf16=True, trl_liger=True))
+        else:
+            out.append(replace(spec, job="trl-fp32", kind="trl", dtype="fp32", trl_bf16=False))
     if only in ("loraforge", "both"):
         out.append(replace(spec, job="loraforge", kind="loraforge"))
         if ablation:
             out += [replace(spec, job=f"loraforge-no-{lever.replace('_', '-')}", overrides={lever: False})
                     for lever in ("compile", "target_only_logits", "length_grouping")]
+            out.append(replace(spec, job="loraforge-packing", overrides={"packing": True}))
             from loraforge.models.load import has_fast_bf16
 
-            if spec.dtype == "auto" and has_fast_bf16():  # elsewhere auto already means fp32
+            if spec.dtype == "auto" and has_fast_bf16("cuda" if cuda else "cpu"):  # elsewhere auto already means fp32
                 out.append(replace(spec, job="loraforge-fp32-weights", dtype="fp32"))
             out.append(replace(spec, job="loraforge-activation-checkpointing",
                                overrides={"activation_checkpointing": True, "logits_chunk": 128}))
             out.append(replace(spec, job="loraforge-compile-model", overrides={"compile_model": True}))
+    if select:
+        unknown = set(select) - {j.job for j in out}
+        if unknown:
+            raise ValueError(f"--jobs: no such job {sorted(unknown)}; this run has {[j.job for j in out]}")
+        out = [j for j in out if j.job in select]
     return out
 
 
@@ -152,6 +173,8 @@ def _run_trl(spec: BenchSpec, loaded, train_set, dev_set, work: Path) -> tuple[l
             stamps.append(time.perf_counter())
 
         def on_step_end(self, args, state, control, **kw):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
             stamps.append(time.perf_counter())
             print(f"{spec.job}: step {state.global_step}/{spec.steps} {stamps[-1] - stamps[-2]:.1f} s",
                   file=sys.stderr, flush=True)
@@ -161,7 +184,7 @@ def _run_trl(spec: BenchSpec, loaded, train_set, dev_set, work: Path) -> tuple[l
                      warmup_steps=spec.warmup_steps, weight_decay=0.0, max_grad_norm=1.0, seed=spec.seed,
                      bf16=spec.trl_bf16, completion_only_loss=True, train_sampling_strategy="sequential",
                      report_to="none", save_strategy="no", eval_strategy="no", disable_tqdm=True,
-                     use_cpu=not torch.cuda.is_available())
+                     use_cpu=not torch.cuda.is_available(), use_liger_kernel=spec.trl_liger)
     peft_cfg = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     torch.manual_seed(spec.seed)
     trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=ds, processing_class=loaded.tokenizer,
@@ -179,8 +202,11 @@ def run_job(spec: BenchSpec) -> dict:
     from loraforge.bench.flops import model_shape, train_flops
     from loraforge.models.load import load_model
     from loraforge.train.loop import TrainStep, dev_loss, peak_rss_mb
+    from loraforge.train.packing import attention_paths
 
-    loaded = load_model(spec.model, spec.dtype)
+    loaded = load_model(spec.model, spec.dtype, random_weights=spec.random_weights)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     train_set, dev_set = bench_examples(spec, loaded.tokenizer)
     with tempfile.TemporaryDirectory(prefix="loraforge-bench-") as work:
         runner = _run_trl if spec.kind == "trl" else _run_loraforge
@@ -209,6 +235,8 @@ def run_job(spec: BenchSpec) -> dict:
         "peak_rss_mb": round(peak_rss_mb(), 1), "dev_loss": dev, "dev_examples": len(dev_set),
         "flops": flops, "flops_per_s": flops / secs, "lm_head_positions": "target" if target_only else "all",
         "model_shape": shape.as_dict(), "torch_threads": torch.get_num_threads(),
+        "peak_vram_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
+        "attention": dict(attention_paths) or None,  # packed runs: which kernel attended
     }
 
 
@@ -232,8 +260,9 @@ def _child(spec: BenchSpec, log) -> dict:
 
 
 def bench_train(spec: BenchSpec, out: str | Path = "bench/results", only: str = "both", ablation: bool = False,
-                bf16_steps: int | None = None, log=print) -> dict:
-    """Run the jobs, add MFU against the measured matmul peaks, write ``train.json`` and ``train.md``."""
+                bf16_steps: int | None = None, select: list[str] | None = None, name: str = "train",
+                log=print) -> dict:
+    """Run the jobs, add MFU against the measured matmul peaks, write ``<name>.json`` and ``<name>.md``."""
     import platform
 
     import torch
@@ -241,32 +270,54 @@ def bench_train(spec: BenchSpec, out: str | Path = "bench/results", only: str = 
     from loraforge.bench.flops import matmul_peak
     from loraforge.bench.report import train_markdown, write_results
 
-    peaks = {"fp32": matmul_peak(torch.float32, spec.matmul_size), "bf16": matmul_peak(torch.bfloat16, spec.matmul_size)}
-    log(f"matmul peak ({spec.matmul_size}^2): fp32 {peaks['fp32'] / 1e12:.3f} TFLOP/s, "
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cuda.matmul.allow_tf32 = False  # the fp32 peak is plain fp32, as on the CPU
+    peaks = {"fp32": matmul_peak(torch.float32, spec.matmul_size, device=device),
+             "bf16": matmul_peak(torch.bfloat16, spec.matmul_size, device=device)}
+    log(f"matmul peak ({spec.matmul_size}^2, {device}): fp32 {peaks['fp32'] / 1e12:.3f} TFLOP/s, "
         f"bf16 {peaks['bf16'] / 1e12:.3f} TFLOP/s")
-    rows = [_child(job, log) for job in jobs(spec, only, ablation, bf16_steps)]
-    for row in rows:
-        row["mfu_fp32"] = row["flops_per_s"] / peaks["fp32"]
-        row["mfu_bf16"] = row["flops_per_s"] / peaks["bf16"]
-        row["mfu"] = row["flops_per_s"] / max(peaks.values())  # the bf16 peak on AMX machines, fp32 where emulated
-    trl = [r for r in rows if r["kind"] == "trl"]
-    base = max(trl, key=lambda r: r["target_tokens_per_s"]) if trl else None  # TRL at its best on this machine
-    for row in rows:
-        if base:
-            row["speedup_vs_trl"] = row["target_tokens_per_s"] / base["target_tokens_per_s"]
-            row["rss_vs_trl"] = row["peak_rss_mb"] / base["peak_rss_mb"]
+    selected = jobs(spec, only, ablation, bf16_steps, select=select)
     from loraforge.models.load import has_fast_bf16
 
     results = {
         "bench": "train", "settings": {k: v for k, v in asdict(spec).items()
-                                       if k not in ("job", "kind", "dtype", "trl_bf16", "overrides")},
-        "trl_baseline": base["job"] if base else None, "trl_bf16_steps": bf16_steps, "warmup_steps_skipped": WARMUP, "matmul_peak_flops": peaks, "fast_bf16": has_fast_bf16(),
+                                       if k not in ("job", "kind", "dtype", "trl_bf16", "trl_liger", "overrides")},
+        "trl_baseline": None, "trl_bf16_steps": bf16_steps, "warmup_steps_skipped": WARMUP,
+        "matmul_peak_flops": peaks, "fast_bf16": has_fast_bf16(device),
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
-                    "python": platform.python_version(), "threads": torch.get_num_threads()},
-        "jobs": rows,
+                    "python": platform.python_version(), "threads": torch.get_num_threads(),
+                    "gpu": torch.cuda.get_device_name() if device == "cuda" else None},
+        "jobs": [], "failed": [],
     }
-    write_results(out, "train", results, train_markdown(results))
+    for job in selected:  # results are rewritten after every job: a cut-short run keeps what it measured
+        try:
+            row = _child(job, log)
+        except RuntimeError as e:
+            log(str(e))
+            results["failed"].append(job.job)
+        else:
+            row["mfu_fp32"] = row["flops_per_s"] / peaks["fp32"]
+            row["mfu_bf16"] = row["flops_per_s"] / peaks["bf16"]
+            row["mfu"] = row["flops_per_s"] / max(peaks.values())  # bf16 peak on AMX/GPU, fp32 where emulated
+            results["jobs"].append(row)
+        _compare_with_trl(results)
+        write_results(out, name, results, train_markdown(results))
     return results
+
+
+def _compare_with_trl(results: dict) -> None:
+    """Ratios against TRL at its best on this machine (the fastest TRL row)."""
+    rows = results["jobs"]
+    trl = [r for r in rows if r["kind"] == "trl"]
+    if not trl:
+        return
+    base = max(trl, key=lambda r: r["target_tokens_per_s"])
+    results["trl_baseline"] = base["job"]
+    for row in rows:
+        row["speedup_vs_trl"] = row["target_tokens_per_s"] / base["target_tokens_per_s"]
+        row["rss_vs_trl"] = row["peak_rss_mb"] / base["peak_rss_mb"]
+        if row.get("peak_vram_mb") and base.get("peak_vram_mb"):
+            row["vram_vs_trl"] = row["peak_vram_mb"] / base["peak_vram_mb"]
 
 
 def _cpu_name() -> str:

@@ -137,8 +137,9 @@ def default_device() -> str:
 
 
 def load_model(name: str = DEFAULT_MODEL, dtype: str = "auto", family: str = "auto", device: str | None = None,
-               quantize: str | None = None) -> LoadedModel:
-    """``quantize='nf4'`` loads the weights in 4 bits for QLoRA (CUDA only)."""
+               quantize: str | None = None, random_weights: bool = False) -> LoadedModel:
+    """``quantize='nf4'`` loads the weights in 4 bits for QLoRA (CUDA only). ``random_weights`` builds
+    the architecture from config.json alone (seeded): for benchmarks on machines the weights cannot reach."""
     device = device or default_device()
     path = resolve_model_path(name)
     try:
@@ -152,7 +153,11 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str = "auto", family: str = "au
     torch_dtype = resolve_dtype(dtype, device)
     try:
         extra = _nf4_kwargs(device, torch_dtype) if quantize == "nf4" else {}
-        model = cls.from_pretrained(path, dtype=torch_dtype, **extra)
+        if random_weights:
+            torch.manual_seed(0)
+            model = cls.from_config(config, dtype=torch_dtype)
+        else:
+            model = cls.from_pretrained(path, dtype=torch_dtype, **extra)
     except ValueError as e:  # transformers says "Unrecognized configuration class ..." for unsupported archs
         raise ModelError(f"unsupported architecture for {name!r} ({type(config).__name__}): {e}") from None
     if quantize is None:
