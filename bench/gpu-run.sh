@@ -23,4 +23,4 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 python3 -c "import torch, transformers, peft, trl; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'trl', trl.__version__)"
 python3 -m loraforge.cli bench train --model .gpu/model --random-weights --ablation \
   --steps "${STEPS:-20}" --batch-size "${BATCH:-16}" --max-length "${MAXLEN:-512}" --matmul-size "${MATMUL:-8192}" \
-  --jobs "${JOBS:-trl-bf16,trl-bf16-liger,loraforge,loraforge-packing,loraforge-no-compile}" --out "$OUT" --name train-gpu
+  --jobs "${JOBS:-trl-bf16,trl-bf16-liger,loraforge,loraforge-no-packing,loraforge-no-compile}" --out "$OUT" --name train-gpu

@@ -95,9 +95,10 @@ class TrainConfig(_Section):
     """Rows of logits that exist at once in the target-only loss."""
     length_grouping: bool = True
     """Batch examples of similar length together (less padding)."""
-    packing: bool = False
+    packing: bool | Literal["auto"] = "auto"
     """Concatenate each micro-batch into one row with no padding; attention runs per sequence
-    (FlashAttention varlen on CUDA, per-sequence SDPA elsewhere). Causal models, LoRA-style adapters."""
+    (FlashAttention varlen on CUDA, per-sequence SDPA elsewhere). Needs a causal model with adapters
+    inside its layers; auto: packed where possible, padded batches for seq2seq and prefix/prompt tuning."""
     compile: bool = True
     """torch.compile the loss's softmax/gradient kernel (falls back to eager if compiling fails)."""
     compile_model: bool = False

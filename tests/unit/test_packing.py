@@ -83,23 +83,35 @@ def test_training_with_packing_matches_padded_training_and_checkpointing(tiny_to
     attention in the backward pass), and dev loss inside a packed run still takes padded batches."""
     examples = encoded(tiny_tokenizer) * 2
     runs = {}
-    for name, extra in {"padded": {}, "packed": {"packing": True},
-                        "packed+ckpt": {"packing": True, "activation_checkpointing": True}}.items():
+    for name, extra in {"padded": {"packing": False}, "packed": {"packing": True},
+                        "packed+ckpt": {"activation_checkpointing": True}}.items():  # auto: packed
         model = apply_adapter(tiny_causal("gemma3", vocab_size=len(tiny_tokenizer)), AdapterConfig(r=4))
         cfg = TrainConfig(steps=3, batch_size=4, eval_every=2, save_every=0, lr=1e-2, **extra)
+        packing.attention_paths.clear()
         result = train(model, examples, examples[:2], cfg, tmp_path / name, tiny_tokenizer.pad_token_id, progress=False)
+        assert bool(packing.attention_paths["sdpa-per-sequence"]) == (name != "padded")
         runs[name] = [row.get("loss", row.get("dev_loss")) for row in result.history] + [result.tokens]
     assert len(runs["padded"]) == 5  # 3 steps, 2 dev losses, real tokens (padding not counted)
     for name in ("packed", "packed+ckpt"):
         assert runs[name] == pytest.approx(runs["padded"], rel=1e-4)
 
 
-def test_packing_refuses_prompt_tuning(tiny_tokenizer, tmp_path):
+def test_packing_true_refuses_prompt_tuning_and_auto_pads_it(tiny_tokenizer, tmp_path):
+    from loraforge.train.loop import packs
+
     model = apply_adapter(tiny_causal("gemma3", vocab_size=len(tiny_tokenizer)),
                           AdapterConfig(method="prompt", num_virtual_tokens=4))
     with pytest.raises(ConfigError, match="train.packing"):
         train(model, encoded(tiny_tokenizer), [], TrainConfig(steps=1, batch_size=2, packing=True), tmp_path,
               tiny_tokenizer.pad_token_id, progress=False)
+    assert packs(model, "causal", "auto") is False and packs(model, "causal", False) is False
+    result = train(model, encoded(tiny_tokenizer), [], TrainConfig(steps=1, batch_size=2), tmp_path / "auto",
+                   tiny_tokenizer.pad_token_id, progress=False)
+    assert result.steps == 1
+    lora = apply_adapter(tiny_causal("gemma3", vocab_size=len(tiny_tokenizer)), AdapterConfig(r=4))
+    assert packs(lora, "causal", "auto") is True and packs(lora, "causal", False) is False
+    with pytest.raises(ConfigError, match="train.packing"):
+        packs(lora, "seq2seq", True)
 
 
 def test_batch_stream_packs_the_same_examples(tiny_tokenizer):

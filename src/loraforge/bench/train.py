@@ -82,13 +82,14 @@ def jobs(spec: BenchSpec, only: str = "both", ablation: bool = False, bf16_steps
         if ablation:
             out += [replace(spec, job=f"loraforge-no-{lever.replace('_', '-')}", overrides={lever: False})
                     for lever in ("compile", "target_only_logits", "length_grouping")]
-            out.append(replace(spec, job="loraforge-packing", overrides={"packing": True}))
+            out.append(replace(spec, job="loraforge-no-packing", overrides={"packing": False}))
             from loraforge.models.load import has_fast_bf16
 
             if spec.dtype == "auto" and has_fast_bf16("cuda" if cuda else "cpu"):  # elsewhere auto already means fp32
                 out.append(replace(spec, job="loraforge-fp32-weights", dtype="fp32"))
-            out.append(replace(spec, job="loraforge-activation-checkpointing",
-                               overrides={"activation_checkpointing": True, "logits_chunk": 128}))
+            # not one lever: the memory-lean setting (recompute layers, smaller logits chunks)
+            out.append(replace(spec, job="loraforge-low-memory",
+                               overrides={"activation_checkpointing": True, "logits_chunk": 64}))
             out.append(replace(spec, job="loraforge-compile-model", overrides={"compile_model": True}))
     if select:
         unknown = set(select) - {j.job for j in out}
@@ -223,7 +224,8 @@ def run_job(spec: BenchSpec) -> dict:
     secs = sum(seconds[measured])
     from loraforge.config import TrainConfig
 
-    dev = dev_loss(TrainStep(model, "causal", TrainConfig()), dev_set, loaded.tokenizer.pad_token_id,
+    cfg = train_config(spec) if spec.kind == "loraforge" else TrainConfig()  # the job's memory levers apply
+    dev = dev_loss(TrainStep(model, "causal", cfg), dev_set, loaded.tokenizer.pad_token_id,
                    spec.batch_size) if dev_set else None
     weights = str(next(loaded.model.parameters()).dtype).replace("torch.", "")
     return {

@@ -81,6 +81,8 @@ def not_expressible(cfg: RunConfig) -> list[str]:
                     "run `loraforge eval` on the adapter image")
     if d.max_train_examples:
         lost.append(f"data.max_train_examples={d.max_train_examples}")
+    if t.packing is not False:
+        lost.append("train.packing: KAITO's Trainer pads each batch")
     lost.append("train.target_only_logits / logits_chunk: KAITO's Trainer computes full logits "
                     "(memory: see `loraforge estimate` with train.target_only_logits=false)")
     if a.method not in ("lora", "qlora"):

@@ -75,6 +75,17 @@ class TrainStep(torch.nn.Module):
         return loss, torch.tensor(n)
 
 
+def packs(model: torch.nn.Module, family: str, packing: bool | str) -> bool:
+    """Whether this run trains on packed rows (``train.packing``); an explicit true that cannot be honoured
+    is an error, not a silent fallback."""
+    possible = family == "causal" and _backbone(model) is not None
+    if packing is True and not possible:
+        raise ConfigError("train.packing needs a causal model with adapters inside its layers (LoRA, DoRA, IA3, "
+                          "bottleneck, full); seq2seq models and prefix/prompt tuning take padded batches "
+                          "(train.packing=auto chooses)")
+    return possible if packing == "auto" else bool(packing)
+
+
 def mixed_precision_dtype(model: torch.nn.Module) -> torch.dtype | None:
     """The half-precision dtype of frozen weights when trainable ones are fp32 (else None)."""
     frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
@@ -140,12 +151,10 @@ def train(model, train_set: list[Encoded], dev_set: list[Encoded], cfg: TrainCon
     rank, world = dist.rank(), dist.world_size()
     torch.manual_seed(cfg.seed)
     step_fn = TrainStep(model, family, cfg)
-    if cfg.packing and (family != "causal" or _backbone(model) is None):
-        raise ConfigError("train.packing needs a causal model with adapters inside its layers (LoRA, DoRA, IA3, "
-                          "bottleneck, full); seq2seq models and prefix/prompt tuning take padded batches")
+    packed = packs(model, family, cfg.packing)
     ddp_step = dist.wrap(step_fn)
     optimizer, scheduler = build_optimizer(model, cfg, cfg.steps)
-    stream = BatchStream(train_set, cfg.batch_size, cfg.seed, cfg.length_grouping, cfg.packing)
+    stream = BatchStream(train_set, cfg.batch_size, cfg.seed, cfg.length_grouping, packed)
     result, start = TrainResult(), 0
     if resume and (ckpt := latest_checkpoint(run_dir)) is not None:
         state = load_checkpoint(ckpt, model, optimizer, scheduler)
@@ -163,7 +172,7 @@ def train(model, train_set: list[Encoded], dev_set: list[Encoded], cfg: TrainCon
                dynamic_ncols=True)
     step_fn.train()
     with (dist.graceful_interrupt() as stop, activation_checkpointing(model, cfg.activation_checkpointing),
-          packed_attention(model, cfg.packing)):
+          packed_attention(model, packed)):
         for step in range(start + 1, cfg.steps + 1):
             t0 = time.perf_counter()
             micro = [_to(stream.batch(((step - 1) * cfg.grad_accum + a) * world + rank, pad_id, family), model)
