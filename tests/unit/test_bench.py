@@ -33,13 +33,14 @@ def test_jobs_and_ablation_levers(spec):
     from loraforge.models.load import has_fast_bf16
 
     assert names == ["trl-bf16", "trl-fp32", "loraforge", "loraforge-no-compile", "loraforge-no-target-only-logits",
-                     "loraforge-no-length-grouping", "loraforge-no-packing"] + ["loraforge-fp32-weights"] * has_fast_bf16() + [
+                     "loraforge-no-length-grouping", "loraforge-packing"] + ["loraforge-fp32-weights"] * has_fast_bf16() + [
                      "loraforge-low-memory", "loraforge-compile-model"]
     # on a GPU: TRL in bf16 with and without Liger kernels, no fp32 TRL
     gpu = bench.jobs(spec, "trl", cuda=True)
     assert [(j.job, j.trl_bf16, j.trl_liger) for j in gpu] == [("trl-bf16", True, False), ("trl-bf16-liger", True, True)]
-    assert [j.job for j in bench.jobs(spec, "both", ablation=True, select=["loraforge-no-packing", "trl-bf16"])] == [
-        "trl-bf16", "loraforge-no-packing"]
+    assert [j.job for j in bench.jobs(spec, "both", ablation=True, select=["loraforge-packing", "trl-bf16"])] == [
+        "trl-bf16", "loraforge-packing"]
+    assert "loraforge-no-packing" in [j.job for j in bench.jobs(spec, "loraforge", ablation=True, cuda=True)]
     with pytest.raises(ValueError, match="no such job"):
         bench.jobs(spec, "both", select=["loraforge-warp-drive"])
     assert [j.job for j in bench.jobs(spec, "trl")] == ["trl-bf16", "trl-fp32"]
@@ -70,8 +71,8 @@ def test_ablation_flags_reach_the_training_loop(spec, monkeypatch):
 
     assert levers == [(True, True, True, "auto", False), (False, True, True, "auto", False),
                       (True, False, True, "auto", False), (True, True, False, "auto", False),
-                      (True, True, True, False, False)] + [(True, True, True, "auto", False)] * has_fast_bf16() + [
-                      (True, True, True, "auto", True)]
+                      (True, True, True, True, False)] + [(True, True, True, "auto", False)] * has_fast_bf16() + [
+                      (True, True, True, True, True)]
     assert seen[-1].logits_chunk == 64
     assert all(c.steps == 3 and c.batch_size == 2 for c in seen)
     assert [r["lm_head_positions"] for r in rows][:4] == ["target", "target", "all", "target"]

@@ -83,8 +83,8 @@ def test_training_with_packing_matches_padded_training_and_checkpointing(tiny_to
     attention in the backward pass), and dev loss inside a packed run still takes padded batches."""
     examples = encoded(tiny_tokenizer) * 2
     runs = {}
-    for name, extra in {"padded": {"packing": False}, "packed": {"packing": True},
-                        "packed+ckpt": {"activation_checkpointing": True}}.items():  # auto: packed
+    for name, extra in {"padded": {}, "packed": {"packing": True},  # auto: padded on the CPU
+                        "packed+ckpt": {"packing": True, "activation_checkpointing": True}}.items():
         model = apply_adapter(tiny_causal("gemma3", vocab_size=len(tiny_tokenizer)), AdapterConfig(r=4))
         cfg = TrainConfig(steps=3, batch_size=4, eval_every=2, save_every=0, lr=1e-2, **extra)
         packing.attention_paths.clear()
@@ -109,7 +109,9 @@ def test_packing_true_refuses_prompt_tuning_and_auto_pads_it(tiny_tokenizer, tmp
                    tiny_tokenizer.pad_token_id, progress=False)
     assert result.steps == 1
     lora = apply_adapter(tiny_causal("gemma3", vocab_size=len(tiny_tokenizer)), AdapterConfig(r=4))
-    assert packs(lora, "causal", "auto") is True and packs(lora, "causal", False) is False
+    assert packs(lora, "causal", True) is True and packs(lora, "causal", False) is False
+    assert packs(lora, "causal", "auto", "cpu") is False  # packed rows pay on CUDA only
+    assert packs(lora, "causal", "auto", "cuda") is True and packs(model, "causal", "auto", "cuda") is False
     with pytest.raises(ConfigError, match="train.packing"):
         packs(lora, "seq2seq", True)
 
