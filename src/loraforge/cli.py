@@ -110,7 +110,7 @@ def _add_train_commands(sub) -> None:
     p.add_argument("--model", help="base model (default: the adapter's base, or the embedded Gemma 3 270M)")
     p.add_argument("--config", help="config whose template/system prompt to use")
     p.add_argument("--file", help="one text per line; '-' for stdin")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.set_defaults(func=_cmd_translate)
 
@@ -473,7 +473,7 @@ def _add_bench_commands(sub) -> None:
     p.add_argument("--adapter", help="adapter or run directory to merge in")
     p.add_argument("--prompts", type=int, default=32, help="first N k8s:dev sources")
     p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--dtype", default="fp32", choices=["auto", "bf16", "fp32"],
                    help="model weights (default: %(default)s, what eval.exact generates in)")
     p.add_argument("--out", default="bench/results", help="directory for generate.json and generate.md")

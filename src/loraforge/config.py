@@ -110,7 +110,7 @@ class TrainConfig(_Section):
 
 class EvalConfig(_Section):
     max_examples: int | None = Field(100, ge=1)
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(32, ge=1)
     max_new_tokens: int = Field(256, ge=1)
     before: bool = True
     """Also evaluate the base model, for the before/after table."""

@@ -83,3 +83,24 @@ def test_full_precision_generates_in_fp32_and_restores_every_dtype_exactly(tiny_
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # still tied
     with full_precision(model, enabled=False):
         assert {p.dtype for p in model.parameters() if not p.requires_grad} == {torch.bfloat16}
+
+
+def test_rows_leave_the_batch_when_done_and_match_batch_one(tiny_tokenizer):
+    """shrinking_greedy: a row that has its budget (or stop token) leaves the batch and the KV cache;
+    the rest continue with the same tokens batch 1 gives them, and the tie tracker sees only live rows."""
+    from loraforge.eval.generate import shrinking_greedy
+
+    model = tiny_causal("gemma3", vocab_size=len(tiny_tokenizer)).eval()
+    prompts, budgets = PROMPTS[:3], [1, 3, 5]
+    side, tiny_tokenizer.padding_side = tiny_tokenizer.padding_side, "left"
+    batch = tiny_tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    tiny_tokenizer.padding_side = side
+    widths = []
+    model.register_forward_pre_hook(lambda m, args, kw: widths.append(kw["input_ids"].shape[0]), with_kwargs=True)
+    ties = TieTracker(budgets, [])
+    out = shrinking_greedy(model, batch["input_ids"], batch["attention_mask"], budgets, [], ties)
+    assert widths == [3, 2, 2, 1, 1]  # prefill, then rows 0 and 1 leave after their budgets
+    assert [len(x) for x in out] == budgets
+    assert out == _batch1(model, tiny_tokenizer, prompts, budgets, [])
+    assert [len(ties.row_gaps(r)) for r in range(3)] == [5, 5, 5]
+    assert all(g != g for g in ties.row_gaps(0)[1:]) and ties.gap[0] == ties.row_gaps(0)[0]  # NaN once gone

@@ -21,7 +21,7 @@ class GenerateSpec:
     adapter: str | None = None
     prompts: int = 32
     max_new_tokens: int = 128
-    batch_size: int = 16
+    batch_size: int = 32
     data: str = "k8s:dev"
     dtype: str = "fp32"  # what evaluation generates in (eval.exact)
 

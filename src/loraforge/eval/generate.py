@@ -1,9 +1,10 @@
 """Batched greedy generation for evaluation and translation.
 
 Prompts are sorted by length so each batch pads little, left-padded so every row's next token sits at
-the same position, and decoded with the KV cache by ``model.generate``. Each batch stops as soon as
-all its rows have produced a stop token, and every row is cut at its own budget: a base model that
-never stops would otherwise cost ``max_new_tokens`` on every row.
+the same position, and decoded with the KV cache: causal models by ``shrinking_greedy``, where a row
+leaves the batch once it has its stop token or its own budget; seq2seq models by ``model.generate``,
+each row cut at its budget afterwards. A base model that never stops would otherwise cost
+``max_new_tokens`` on every row.
 
 Exactness: a batched matmul rounds differently from a batch-1 one, so where the two best logits of a
 step are nearly tied, batched greedy decoding can pick another token than a batch-1 loop would, and
@@ -41,14 +42,19 @@ class TieTracker:
         self.steps: list[torch.Tensor] = []  # per step: every row's gap
 
     def __call__(self, input_ids, scores):
+        self.update(torch.arange(len(self.budgets)), scores)
+        return scores
+
+    def update(self, rows: torch.Tensor, scores: torch.Tensor) -> None:
+        """Scores of the batch rows ``rows`` (the others have left the batch: their gap is NaN)."""
         top = scores.topk(2, dim=-1)
         values, best = top.values.float().cpu(), top.indices[:, 0].cpu()  # best = the greedy pick
-        gap = values[:, 0] - values[:, 1]
-        live = ~self.done & (len(self.steps) < self.budgets)
+        gap = torch.full((len(self.budgets),), float("nan"))
+        gap[rows] = values[:, 0] - values[:, 1]
+        live = ~self.done & (len(self.steps) < self.budgets) & ~gap.isnan()
         self.gap = torch.where(live, torch.minimum(self.gap, gap), self.gap)
-        self.done |= torch.isin(best, self.stops)
+        self.done[rows] |= torch.isin(best, self.stops)
         self.steps.append(gap)
-        return scores
 
     def row_gaps(self, row: int) -> list[float]:
         return [float(g[row]) for g in self.steps]
@@ -85,6 +91,48 @@ def decode_alone(model, tokenizer, prompt: str, budget: int, stop_ids: list[int]
     return _cut(new.tolist(), budget, stop_ids)
 
 
+@torch.no_grad()
+def shrinking_greedy(model, input_ids, attention_mask, budgets: list[int], stop_ids: list[int] | None,
+                     ties: TieTracker | None = None) -> list[list[int]]:
+    """Greedy decoding of a left-padded causal batch in which each row leaves the batch (and the KV
+    cache) as soon as it has its stop token or its budget.
+
+    Why not ``model.generate``: it keeps finished rows to the end of the batch's longest row, and on
+    a CPU the LM head's matmul costs more per step the more rows it carries. The result is the same
+    tokens as ``generate``; rows are cut exactly where ``_cut`` would cut them.
+    """
+    from transformers import DynamicCache
+
+    stops = torch.tensor(stop_ids or [], dtype=torch.long, device=input_ids.device)
+    budget = torch.tensor(budgets, device=input_ids.device)
+    rows = torch.arange(len(budgets), device=input_ids.device)  # original row of each live row
+    out: list[list[int]] = [[] for _ in budgets]
+    cache = DynamicCache(config=model.config)
+    mask = attention_mask
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                   use_cache=True, logits_to_keep=1).logits[:, -1]
+    positions = positions[:, -1:]
+    while True:
+        if ties is not None:
+            ties.update(rows.cpu(), logits)
+        nxt = logits.argmax(-1)
+        for r, t in zip(rows.tolist(), nxt.tolist()):
+            out[r].append(t)
+        made = torch.tensor([len(out[r]) for r in rows.tolist()], device=input_ids.device)
+        keep = ~torch.isin(nxt, stops) & (made < budget[rows])
+        if not keep.any():
+            return out
+        if not keep.all():
+            kept = keep.nonzero().squeeze(1)
+            cache.batch_select_indices(kept)
+            rows, nxt, mask, positions = rows[kept], nxt[kept], mask[kept], positions[kept]
+        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+        positions = positions + 1
+        logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions, past_key_values=cache,
+                       use_cache=True).logits[:, -1]
+
+
 def _cut(ids: list[int], budget: int, stop_ids: list[int] | None) -> list[int]:
     """A row's new tokens up to its own budget and its first stop token (as batch 1 would end)."""
     ids = ids[:budget]
@@ -94,7 +142,7 @@ def _cut(ids: list[int], budget: int, stop_ids: list[int] | None) -> list[int]:
     return ids
 
 
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 256, batch_size: int = 16,
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 256, batch_size: int = 32,
              family: str = "causal", stop_ids: list[int] | None = None, budgets: list[int] | None = None,
              progress: bool = True, forced_bos_token_id: int | None = None,
              tie_margin: float | str | None = TIE_MARGIN) -> list[str]:
@@ -105,7 +153,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 256, ba
 
 
 @torch.no_grad()
-def generate_ids(model, tokenizer, prompts: list[str], max_new_tokens: int = 256, batch_size: int = 16,
+def generate_ids(model, tokenizer, prompts: list[str], max_new_tokens: int = 256, batch_size: int = 32,
                  family: str = "causal", stop_ids: list[int] | None = None, budgets: list[int] | None = None,
                  progress: bool = True, forced_bos_token_id: int | None = None,
                  tie_margin: float | str | None = TIE_MARGIN, stats: dict | None = None) -> list[list[int]]:
@@ -142,11 +190,14 @@ def generate_ids(model, tokenizer, prompts: list[str], max_new_tokens: int = 256
             batch = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
                               add_special_tokens=add_special).to(model.device)
             ties = TieTracker([budgets[i] for i in idx], stop_ids) if tie_margin is not None and len(idx) > 1 else None
-            out = model.generate(**batch, max_new_tokens=max(budgets[i] for i in idx), **kwargs,
-                                 **({"logits_processor": [ties]} if ties else {}))
-            out = out[:, batch["input_ids"].shape[1]:] if family == "causal" else out[:, 1:]
+            if family == "causal":
+                out = shrinking_greedy(model, batch["input_ids"], batch["attention_mask"], [budgets[i] for i in idx],
+                                       stop_ids, ties)
+            else:
+                out = model.generate(**batch, max_new_tokens=max(budgets[i] for i in idx), **kwargs,
+                                     **({"logits_processor": [ties]} if ties else {}))[:, 1:].tolist()
             for row, i in enumerate(idx):
-                new_ids[i] = _cut(out[row].tolist(), budgets[i], stop_ids)
+                new_ids[i] = _cut(out[row], budgets[i], stop_ids)
                 if ties is not None and ties.gap[row] < tie_margin:
                     redo.append(i)
                 if ties is not None and stats is not None:
