@@ -195,7 +195,7 @@ def train(model, train_set: list[Encoded], dev_set: list[Encoded], cfg: TrainCon
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
 
-            if torch.cuda.is_available():
+            if step_fn.device_type == "cuda":
                 torch.cuda.synchronize()  # GPU work is asynchronous: time the step, not its launch
             seconds = time.perf_counter() - t0
             tokens = dist.all_reduce_sum(sum(_count_tokens(b) for b in micro))
