@@ -19,7 +19,7 @@ from loraforge.bench.train import BenchSpec, bench_examples
 from loraforge.config import AdapterConfig, TrainConfig
 from loraforge.models.load import load_model
 from loraforge.train.batching import BatchStream
-from loraforge.train.loop import TrainStep, _to
+from loraforge.train.loop import TrainStep, to_model_device
 from loraforge.train.packing import packed_attention
 
 batch = int(sys.argv[1]) if len(sys.argv) > 1 else 16
@@ -37,7 +37,7 @@ for name, cfg in [("padded", TrainConfig()), ("packed", TrainConfig(packing=True
     stream = BatchStream(train_set, batch, 0, True, cfg.packing)
 
     def run(g):
-        loss, _ = step(**_to(stream.batch(g, 0, "causal"), model))
+        loss, _ = step(**to_model_device(stream.batch(g, 0, "causal"), model))
         loss.backward()
         model.zero_grad(set_to_none=True)
 

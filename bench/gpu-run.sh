@@ -7,8 +7,8 @@
 #   mkdir -p .gpu/model && cp ~/.cache/loraforge/models/gemma-3-270m*/{config,generation_config,tokenizer_config}.json .gpu/model/
 #   xz -9 -c ~/.cache/loraforge/models/gemma-3-270m*/tokenizer.json > .gpu/model/tokenizer.json.xz
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl transformers==5.23.0 peft==0.21.2 \
-#     trl==1.16.0 datasets dill multiprocess liger-kernel pydantic==2.14.3 pydantic-core==2.50.4 \
-#     annotated-types typing-inspection typing-extensions
+#     trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 liger-kernel==0.8.5 pydantic==2.14.3 \
+#     pydantic-core==2.50.4 annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0
 # Usage: OUT=dir bash bench/gpu-run.sh   (JOBS, STEPS, BATCH, MAXLEN override the defaults below)
 set -uo pipefail
 OUT=${OUT:-bench/results}
@@ -20,7 +20,14 @@ fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/src PYTHONUNBUFFERED=1
 [ -f .gpu/model/tokenizer.json ] || python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('.gpu/model/tokenizer.json.xz'), open('.gpu/model/tokenizer.json', 'wb'))"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
-python3 -c "import torch, transformers, peft, trl; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'trl', trl.__version__)"
+python3 - <<'PY'
+from importlib.metadata import PackageNotFoundError, version
+for name in ("torch", "transformers", "peft", "trl", "liger-kernel"):
+    try:
+        print(name, version(name))
+    except PackageNotFoundError:
+        print(name, "absent")
+PY
 python3 -m loraforge.cli bench train --model .gpu/model --random-weights --ablation \
   --steps "${STEPS:-20}" --batch-size "${BATCH:-16}" --max-length "${MAXLEN:-512}" --matmul-size "${MATMUL:-8192}" \
   --jobs "${JOBS:-trl-bf16,trl-bf16-liger,loraforge,loraforge-no-packing,loraforge-no-compile}" --out "$OUT" --name train-gpu

@@ -316,7 +316,7 @@ def eval_run(cfg: RunConfig, adapter: str | None = None, out_path: str | None = 
 
 
 def translate_texts(texts: list[str], adapter: str | None = None, model: str | None = None,
-                    config_path: str | None = None, batch_size: int = 16, max_new_tokens: int = 256) -> list[str]:
+                    config_path: str | None = None, batch_size: int = 32, max_new_tokens: int = 256) -> list[str]:
     """Translate (or, for other tasks, transform) texts with the base model or a trained adapter."""
     from loraforge.data.templates import prompt_text, stop_token_ids
     from loraforge.eval.generate import generate

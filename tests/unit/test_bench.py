@@ -159,3 +159,37 @@ def test_bench_generate(tiny_model_dir, tmp_path):
     assert "Gap noise" in (tmp_path / "generate.md").read_text()
     assert json.loads((tmp_path / "generate.json").read_text())["speedup"] == res["speedup"]
     assert "| loraforge generate | 4 |" in (tmp_path / "generate.md").read_text()
+
+
+def test_a_failed_job_is_listed_and_every_finished_job_is_written(spec, tmp_path, monkeypatch):
+    """Results are rewritten after each job, a failing job does not end the run, and the CLI then exits 1."""
+    seen_on_disk = []
+
+    def fake_child(job, log):
+        seen_on_disk.append(len(json.loads((tmp_path / "t.json").read_text())["jobs"])
+                            if (tmp_path / "t.json").exists() else None)
+        if job.job == "loraforge-no-compile":
+            raise RuntimeError(f"bench job {job.job} failed (exit 1); its error is above")
+        return {"job": job.job, "kind": job.kind, "precision": "bfloat16", "lm_head_positions": "target",
+                "steps": job.steps, "target_tokens_per_s": 10.0, "tokens_per_s": 30.0, "peak_rss_mb": 1000.0,
+                "dev_loss": 1.0, "flops_per_s": 1e9, "wall_seconds": 1.0}
+
+    monkeypatch.setattr(bench, "_child", fake_child)
+    results = bench.bench_train(spec, tmp_path, only="loraforge", ablation=True, name="t", log=lambda *a: None,
+                                select=["loraforge", "loraforge-no-compile", "loraforge-packing"])
+    assert seen_on_disk == [None, 1, 1]  # the first row was on disk before the second job started
+    assert [r["job"] for r in results["jobs"]] == ["loraforge", "loraforge-packing"]
+    assert results["failed"] == ["loraforge-no-compile"]
+    assert "Failed jobs (their errors are in the run's log): loraforge-no-compile." in (tmp_path / "t.md").read_text()
+    from loraforge.cli import main
+
+    assert main(["bench", "train", "--model", spec.model, "--matmul-size", "64", "--only", "loraforge",
+                 "--ablation", "--jobs", "loraforge-no-compile", "--out", str(tmp_path)]) == 1
+
+
+def test_attention_counts_belong_to_their_own_job(spec):
+    """Jobs run in one process (as here) report only their own packed attention calls."""
+    packed = bench.run_job(replace(spec, job="loraforge-packing", overrides={"packing": True}))
+    padded = bench.run_job(spec)
+    assert packed["attention"] == {"sdpa-per-sequence": spec.steps * 2}  # 2 layers per forward
+    assert padded["attention"] is None

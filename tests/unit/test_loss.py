@@ -51,7 +51,7 @@ def test_compiled_kernel_matches_eager_in_bf16():
     z = (3 * torch.randn(37, 1000, generator=g)).bfloat16()
     y = torch.randint(0, 1000, (37,), generator=g)
     eager = loss_mod.softmax_xent(z, y)
-    fused = loss_mod._xent(z, y, None, compile=True)
+    fused = loss_mod._xent(z, y, None, compile=True, grad=True)
     assert loss_mod._compiled not in (None, False)  # it really compiled
     torch.testing.assert_close(fused[0], eager[0], rtol=1e-5, atol=1e-3)
     assert fused[1].dtype == torch.bfloat16
@@ -76,3 +76,20 @@ def test_a_failing_compiler_falls_back_to_eager_with_a_warning(monkeypatch):
     assert loss_mod._compiled is False
     ref, _ = target_only_ce(hidden, head, labels, compile=False)
     torch.testing.assert_close(loss, ref)
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_without_gradients_the_loss_is_the_same_and_no_gradient_is_made(compile, monkeypatch):
+    """Evaluation (nothing needs a gradient): the same loss, and the kernel is asked for none."""
+    from loraforge.train import loss as loss_mod
+
+    hidden, head, labels = _case()
+    with_grad, n = target_only_ce(hidden, head, labels, chunk=4, compile=compile)
+    asked = []
+    real = loss_mod._xent
+    monkeypatch.setattr(loss_mod, "_xent", lambda *a: asked.append(a[-1]) or real(*a))
+    with torch.no_grad():
+        without, n2 = target_only_ce(hidden, head, labels, chunk=4, compile=compile)
+    assert asked and not any(asked) and n2 == n
+    torch.testing.assert_close(without, with_grad.detach())
+    assert loss_mod.softmax_xent(torch.randn(2, 5), torch.tensor([0, 3]), grad=False)[1] is None

@@ -37,9 +37,11 @@ def _dev_loss(row: dict, steps: int) -> str:
 def train_markdown(results: dict) -> str:
     s, peaks = results["settings"], results["matmul_peak_flops"]
     machine = results["machine"]
-    where = f"{machine['gpu']} (host: {machine['cpu']})" if machine.get("gpu") else f"{machine['cpu']}, {machine['cores']} cores"
-    head = (f"LoRA r=16 alpha=32 all-linear, model `{s['model']}`"
-            f"{' with random weights (same architecture; the weights could not be copied there)' if s.get('random_weights') else ''}, "
+    where = (f"{machine['gpu']} (host: {machine['cpu']})" if machine.get("gpu")
+             else f"{machine['cpu']}, {machine['cores']} cores")
+    weights = " with random weights (same architecture; the weights could not be copied there)" \
+        if s.get("random_weights") else ""
+    head = (f"LoRA r=16 alpha=32 all-linear, model `{s['model']}`{weights}, "
             f"{s['steps']} steps x batch {s['batch_size']} "
             f"(max length {s['max_length']}), throughput after {results['warmup_steps_skipped']} warm-up steps; "
             f"{where}, torch {machine['torch']}. Measured matmul peak: "

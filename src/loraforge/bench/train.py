@@ -207,6 +207,7 @@ def run_job(spec: BenchSpec) -> dict:
     from loraforge.train.loop import TrainStep, dev_loss, peak_rss_mb
     from loraforge.train.packing import attention_paths
 
+    attention_paths.clear()  # counts this job's packed attention calls only
     loaded = load_model(spec.model, spec.dtype, random_weights=spec.random_weights)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -275,7 +276,6 @@ def bench_train(spec: BenchSpec, out: str | Path = "bench/results", only: str = 
     from loraforge.bench.report import train_markdown, write_results
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.backends.cuda.matmul.allow_tf32 = False  # the fp32 peak is plain fp32, as on the CPU
     peaks = {"fp32": matmul_peak(torch.float32, spec.matmul_size, device=device),
              "bf16": matmul_peak(torch.bfloat16, spec.matmul_size, device=device)}
     log(f"matmul peak ({spec.matmul_size}^2, {device}): fp32 {peaks['fp32'] / 1e12:.3f} TFLOP/s, "

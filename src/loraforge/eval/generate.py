@@ -107,6 +107,7 @@ def shrinking_greedy(model, input_ids, attention_mask, budgets: list[int], stop_
     budget = torch.tensor(budgets, device=input_ids.device)
     rows = torch.arange(len(budgets), device=input_ids.device)  # original row of each live row
     out: list[list[int]] = [[] for _ in budgets]
+    made = 0  # tokens each live row has: rows start together and leave when done
     cache = DynamicCache(config=model.config)
     mask = attention_mask
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -119,7 +120,7 @@ def shrinking_greedy(model, input_ids, attention_mask, budgets: list[int], stop_
         nxt = logits.argmax(-1)
         for r, t in zip(rows.tolist(), nxt.tolist()):
             out[r].append(t)
-        made = torch.tensor([len(out[r]) for r in rows.tolist()], device=input_ids.device)
+        made += 1
         keep = ~torch.isin(nxt, stops) & (made < budget[rows])
         if not keep.any():
             return out

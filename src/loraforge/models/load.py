@@ -154,8 +154,9 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str = "auto", family: str = "au
     try:
         extra = _nf4_kwargs(device, torch_dtype) if quantize == "nf4" else {}
         if random_weights:
-            torch.manual_seed(0)
-            model = cls.from_config(config, dtype=torch_dtype)
+            with torch.random.fork_rng(devices=[]):  # seeded, without resetting the caller's generator
+                torch.manual_seed(0)
+                model = cls.from_config(config, dtype=torch_dtype)
         else:
             model = cls.from_pretrained(path, dtype=torch_dtype, **extra)
     except ValueError as e:  # transformers says "Unrecognized configuration class ..." for unsupported archs

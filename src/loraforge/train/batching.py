@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from loraforge.data.templates import IGNORE, Encoded
+from loraforge.train.packing import collate_packed
 
 GROUP_SPAN = 64  # length grouping sorts within windows of this many batches, so order stays random
 
@@ -46,8 +47,6 @@ class BatchStream:
     def batch(self, g: int, pad_id: int, family: str) -> dict:
         examples = [self.examples[i] for i in self.indices(g)]
         if self.packed:
-            from loraforge.train.packing import collate_packed
-
             return collate_packed(examples)
         return collate(examples, pad_id, family)
 

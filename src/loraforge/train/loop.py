@@ -142,7 +142,7 @@ def dev_loss(step_fn: TrainStep, dev: list[Encoded], pad_id: int, batch_size: in
     was_training = step_fn.training
     step_fn.eval()
     for s in range(0, len(dev), batch_size):
-        batch = _to(collate(dev[s:s + batch_size], pad_id, step_fn.family), step_fn.model)
+        batch = to_model_device(collate(dev[s:s + batch_size], pad_id, step_fn.family), step_fn.model)
         loss, count = step_fn(**batch)
         total, n = total + float(loss), n + int(count)
     step_fn.train(was_training)
@@ -178,8 +178,8 @@ def train(model, train_set: list[Encoded], dev_set: list[Encoded], cfg: TrainCon
           packed_attention(model, packed)):
         for step in range(start + 1, cfg.steps + 1):
             t0 = time.perf_counter()
-            micro = [_to(stream.batch(((step - 1) * cfg.grad_accum + a) * world + rank, pad_id, family), model)
-                     for a in range(cfg.grad_accum)]
+            micro = [to_model_device(stream.batch(((step - 1) * cfg.grad_accum + a) * world + rank, pad_id, family),
+                                     model) for a in range(cfg.grad_accum)]
             # Normalise by the target tokens of the whole global batch (all ranks, all micro-batches),
             # so N processes compute exactly the step one process with N-fold accumulation would.
             n_target = dist.all_reduce_sum(sum(_count_targets(b, family) for b in micro))
@@ -243,7 +243,7 @@ def activation_checkpointing(model: torch.nn.Module, enabled: bool):
         base.gradient_checkpointing_disable()
 
 
-def _to(batch: dict, model: torch.nn.Module) -> dict:
+def to_model_device(batch: dict, model: torch.nn.Module) -> dict:
     device = next(model.parameters()).device
     if device.type == "cpu":
         return batch

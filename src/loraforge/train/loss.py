@@ -21,8 +21,10 @@ import torch
 from loraforge.data.templates import IGNORE
 
 
-def softmax_xent(z: torch.Tensor, y: torch.Tensor, softcap: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed CE of logits ``z`` (rows, vocab) against ``y``, d loss / d z in z's dtype), in fp32 or wider."""
+def softmax_xent(z: torch.Tensor, y: torch.Tensor, softcap: float | None = None,
+                 grad: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(summed CE of logits ``z`` (rows, vocab) against ``y``, d loss / d z in z's dtype or None when
+    ``grad`` is false), in fp32 or wider."""
     zf = z.to(torch.promote_types(z.dtype, torch.float32))
     if softcap:
         t = torch.tanh(zf / softcap)
@@ -31,6 +33,8 @@ def softmax_xent(z: torch.Tensor, y: torch.Tensor, softcap: float | None = None)
     e = torch.exp(zf - m)
     s = e.sum(-1, keepdim=True)
     loss = (torch.log(s) + m).squeeze(1) - zf.gather(1, y[:, None]).squeeze(1)
+    if not grad:  # evaluation: the gradient would be a second full pass over the logits, unused
+        return loss.sum(), None
     g = e / s
     g = torch.where(torch.arange(z.shape[1], device=z.device)[None, :] == y[:, None], g - 1, g)
     if softcap:
@@ -41,18 +45,18 @@ def softmax_xent(z: torch.Tensor, y: torch.Tensor, softcap: float | None = None)
 _compiled = None  # torch.compile(softmax_xent), made on first use; False once compiling has failed
 
 
-def _xent(z, y, softcap, compile: bool):
+def _xent(z, y, softcap, compile: bool, grad: bool):
     global _compiled
     if compile and _compiled is not False:
         if _compiled is None:
             _compiled = torch.compile(softmax_xent, dynamic=True)
         try:
-            return _compiled(z, y, softcap)
+            return _compiled(z, y, softcap, grad)
         except Exception as e:  # no C++ compiler, unsupported platform: eager gives the same numbers
             warnings.warn(f"torch.compile of the loss failed ({type(e).__name__}: {str(e)[:200]}); "
                           "using eager PyTorch (slower). train.compile=false silences this.", stacklevel=2)
             _compiled = False
-    return softmax_xent(z, y, softcap)
+    return softmax_xent(z, y, softcap, grad)
 
 
 class _ChunkedLinearCE(torch.autograd.Function):
@@ -66,7 +70,8 @@ class _ChunkedLinearCE(torch.autograd.Function):
                   if weight.requires_grad else None)
         for start in range(0, hidden.shape[0], chunk):
             h = hidden[start:start + chunk]
-            part, g = _xent(h @ weight.T, targets[start:start + chunk], softcap, compile)
+            part, g = _xent(h @ weight.T, targets[start:start + chunk], softcap, compile,
+                            grad_h is not None or grad_w is not None)
             loss += part
             if grad_h is not None:
                 grad_h[start:start + chunk] = g @ weight

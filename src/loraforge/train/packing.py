@@ -11,6 +11,7 @@ elsewhere. ``attention_paths`` counts which ran, so a benchmark can say so.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import warnings
 from collections import Counter
@@ -89,7 +90,13 @@ def _sdpa_per_sequence(query, key, value, cu, scaling, sliding_window):
     return torch.cat(parts, dim=2).transpose(1, 2).contiguous()
 
 
-_varlen_state = {"usable": None}  # None: not tried yet; then True/False for this process
+_varlen_state = {"usable": None}
+
+
+@functools.lru_cache(maxsize=None)
+def _parameters(fn) -> frozenset:
+    """Once per process, not once per layer call: the names ``fn`` accepts."""
+    return frozenset(inspect.signature(fn).parameters)  # None: not tried yet; then True/False for this process
 
 
 def _cuda_varlen(query, key, value, cu, max_len, scaling, sliding_window):
@@ -106,7 +113,7 @@ def _cuda_varlen(query, key, value, cu, max_len, scaling, sliding_window):
     except ImportError:
         _varlen_state["usable"] = False
         return None
-    params = inspect.signature(varlen_attn).parameters
+    params = _parameters(varlen_attn)
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (T, heads, D)
     if q.shape[1] != k.shape[1] and "enable_gqa" not in params:
         k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], dim=1) for t in (k, v))
