@@ -106,6 +106,10 @@ class TrainConfig(_Section):
     """torch.compile the decoder stack too: faster steps after minutes of compiling (long runs)."""
     activation_checkpointing: bool = False
     """Recompute each decoder layer in the backward pass: far less memory, slower steps."""
+    freed_memory: Literal["keep", "release", "default"] = "keep"
+    """What training does with freed memory (glibc malloc; no-op elsewhere). keep: large blocks stay
+    in the heap for reuse, not page-faulted in anew each step (fastest). release: returned to the
+    kernel after every step (least RSS). default: glibc's own policy. See train/heap.py."""
 
 
 class EvalConfig(_Section):

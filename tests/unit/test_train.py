@@ -125,7 +125,8 @@ def test_compiled_decoder_stack_matches_eager(tiny_tokenizer):
     assert float(loss) / int(n) == pytest.approx(eager[0], rel=1e-5)
     for k, p in model.named_parameters():
         if p.requires_grad:
-            torch.testing.assert_close(p.grad, eager[1][k], rtol=1e-4, atol=1e-6)
+            # fused kernels round in another order (on the AMD kind a 2e-6 element of a 1e-2 gradient)
+            torch.testing.assert_close(p.grad, eager[1][k], rtol=1e-4, atol=1e-4 * float(eager[1][k].abs().max()))
     with torch.no_grad():
         step(**batch)
     assert calls == [1]  # no-grad evaluation took the eager stack

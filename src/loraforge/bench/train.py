@@ -82,6 +82,7 @@ def jobs(spec: BenchSpec, only: str = "both", ablation: bool = False, bf16_steps
         if ablation:
             out += [replace(spec, job=f"loraforge-no-{lever.replace('_', '-')}", overrides={lever: False})
                     for lever in ("compile", "target_only_logits", "length_grouping")]
+            out.append(replace(spec, job="loraforge-freed-memory-default", overrides={"freed_memory": "default"}))
             # train.packing=auto packs on CUDA only: the row flips it the other way
             out.append(replace(spec, job="loraforge-no-packing", overrides={"packing": False}) if cuda
                        else replace(spec, job="loraforge-packing", overrides={"packing": True}))
@@ -91,7 +92,8 @@ def jobs(spec: BenchSpec, only: str = "both", ablation: bool = False, bf16_steps
                 out.append(replace(spec, job="loraforge-fp32-weights", dtype="fp32"))
             # not one lever: the memory-lean setting (recompute layers, smaller logits chunks)
             out.append(replace(spec, job="loraforge-low-memory",
-                               overrides={"activation_checkpointing": True, "logits_chunk": 64, "packing": True}))
+                               overrides={"activation_checkpointing": True, "logits_chunk": 64, "packing": True,
+                                          "freed_memory": "release"}))
             out.append(replace(spec, job="loraforge-compile-model", overrides={"compile_model": True}))
     if select:
         unknown = set(select) - {j.job for j in out}

@@ -21,6 +21,7 @@ from loraforge.data.templates import Encoded
 from loraforge.train import distributed as dist
 from loraforge.train.batching import BatchStream, collate
 from loraforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from loraforge.train.heap import freed_memory_policy
 from loraforge.train.loss import full_logits_ce, target_only_ce
 from loraforge.train.packing import packed_attention
 
@@ -175,7 +176,7 @@ def train(model, train_set: list[Encoded], dev_set: list[Encoded], cfg: TrainCon
                dynamic_ncols=True)
     step_fn.train()
     with (dist.graceful_interrupt() as stop, activation_checkpointing(model, cfg.activation_checkpointing),
-          packed_attention(model, packed)):
+          packed_attention(model, packed), freed_memory_policy(cfg.freed_memory) as after_step):
         for step in range(start + 1, cfg.steps + 1):
             t0 = time.perf_counter()
             micro = [to_model_device(stream.batch(((step - 1) * cfg.grad_accum + a) * world + rank, pad_id, family),
@@ -194,6 +195,7 @@ def train(model, train_set: list[Encoded], dev_set: list[Encoded], cfg: TrainCon
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            after_step()
 
             if step_fn.device_type == "cuda":
                 torch.cuda.synchronize()  # GPU work is asynchronous: time the step, not its launch
