@@ -100,10 +100,14 @@ class TrainConfig(_Section):
     (FlashAttention varlen on CUDA, per-sequence SDPA elsewhere). Needs a causal model with adapters
     inside its layers. auto: packed on CUDA where possible; padded on CPU, where length-grouped padded
     batches measured faster (`loraforge bench train --ablation`)."""
+    matmul_attention: bool = True
+    """On the CPU, attend short sequences through two batched matmuls instead of SDPA's CPU kernel
+    (several times faster there for bf16); CUDA and long sequences keep SDPA. See train/attention.py."""
     compile: bool = True
     """torch.compile the loss's softmax/gradient kernel (falls back to eager if compiling fails)."""
     compile_model: bool = False
-    """torch.compile the decoder stack too: faster steps after minutes of compiling (long runs)."""
+    """torch.compile each decoder layer too (one shared graph per layer type): faster steps after
+    seconds of compiling."""
     activation_checkpointing: bool = False
     """Recompute each decoder layer in the backward pass: far less memory, slower steps."""
     freed_memory: Literal["keep", "release", "default"] = "keep"

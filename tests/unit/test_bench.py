@@ -33,7 +33,8 @@ def test_jobs_and_ablation_levers(spec):
     from loraforge.models.load import has_fast_bf16
 
     assert names == ["trl-bf16", "trl-fp32", "loraforge", "loraforge-no-compile", "loraforge-no-target-only-logits",
-                     "loraforge-no-length-grouping", "loraforge-freed-memory-default", "loraforge-packing"] + [
+                     "loraforge-no-length-grouping", "loraforge-no-matmul-attention", "loraforge-freed-memory-default",
+                     "loraforge-packing"] + [
                      "loraforge-fp32-weights"] * has_fast_bf16() + [
                      "loraforge-low-memory", "loraforge-compile-model"]
     # on a GPU: TRL in bf16 with and without Liger kernels, no fp32 TRL
@@ -66,22 +67,23 @@ def test_ablation_flags_reach_the_training_loop(spec, monkeypatch):
     rows = [bench.run_job(j) for j in bench.jobs(spec, "loraforge", ablation=True)]
     assert [c.compile_model for c in seen] == [False] * (len(seen) - 1) + [True]
     seen = seen[:-1]
-    levers = [(c.compile, c.target_only_logits, c.length_grouping, c.freed_memory, c.packing,
+    levers = [(c.compile, c.target_only_logits, c.length_grouping, c.matmul_attention, c.freed_memory, c.packing,
                c.activation_checkpointing) for c in seen]
     from loraforge.models.load import has_fast_bf16
 
-    assert levers == [(True, True, True, "keep", "auto", False), (False, True, True, "keep", "auto", False),
-                      (True, False, True, "keep", "auto", False), (True, True, False, "keep", "auto", False),
-                      (True, True, True, "default", "auto", False), (True, True, True, "keep", True, False)] + [
-                      (True, True, True, "keep", "auto", False)] * has_fast_bf16() + [
-                      (True, True, True, "release", True, True)]
+    default = (True, True, True, True, "keep", "auto", False)
+    assert levers == [default, (False, True, True, True, "keep", "auto", False),
+                      (True, False, True, True, "keep", "auto", False), (True, True, False, True, "keep", "auto", False),
+                      (True, True, True, False, "keep", "auto", False), (True, True, True, True, "default", "auto", False),
+                      (True, True, True, True, "keep", True, False)] + [default] * has_fast_bf16() + [
+                      (True, True, True, True, "release", True, True)]
     assert seen[-1].logits_chunk == 64
     assert all(c.steps == 3 and c.batch_size == 2 for c in seen)
     assert [r["lm_head_positions"] for r in rows][:4] == ["target", "target", "all", "target"]
     # the same tokens, more FLOPs when the LM head runs at every position
     assert rows[0]["tokens"] == rows[2]["tokens"] and rows[2]["flops"] > rows[0]["flops"]
     if has_fast_bf16():  # the fp32-weights job really loads fp32 weights
-        assert rows[0]["precision"] == "bfloat16" and rows[6]["precision"] == "float32"
+        assert rows[0]["precision"] == "bfloat16" and rows[7]["precision"] == "float32"
 
 
 def test_trl_and_loraforge_run_the_same_job(spec):
@@ -190,8 +192,10 @@ def test_a_failed_job_is_listed_and_every_finished_job_is_written(spec, tmp_path
 
 
 def test_attention_counts_belong_to_their_own_job(spec):
-    """Jobs run in one process (as here) report only their own packed attention calls."""
+    """Jobs run in one process (as here) report only their own attention calls."""
     packed = bench.run_job(replace(spec, job="loraforge-packing", overrides={"packing": True}))
     padded = bench.run_job(spec)
+    sdpa = bench.run_job(replace(spec, overrides={"matmul_attention": False}))
     assert packed["attention"] == {"sdpa-per-sequence": spec.steps * 2}  # 2 layers per forward
-    assert padded["attention"] is None
+    assert padded["attention"] == {"matmul": spec.steps * 2}
+    assert sdpa["attention"] is None

@@ -113,11 +113,12 @@ def test_compiled_decoder_stack_matches_eager(tiny_tokenizer):
     model = _nonzero_lora(apply_adapter(tiny_causal("gemma3", vocab_size=len(tiny_tokenizer)), AdapterConfig(r=4)))
     batch = collate(encoded(tiny_tokenizer)[:4], tiny_tokenizer.pad_token_id)
     model.train()
+    keys_before = list(model.state_dict())
     eager = _lora_grads(model, batch, TrainConfig())
     step = TrainStep(model, "causal", TrainConfig(compile_model=True))
-    assert step.compiled_stack is not None
+    assert step.compiled_layers is not None
     calls = []
-    step.compiled_stack.register_forward_pre_hook(lambda *a: calls.append(1))
+    step.compiled_layers[0].register_forward_pre_hook(lambda *a: calls.append(1))
     model.zero_grad()
     loss, n = step(**batch)
     loss.backward()
@@ -130,6 +131,22 @@ def test_compiled_decoder_stack_matches_eager(tiny_tokenizer):
     with torch.no_grad():
         step(**batch)
     assert calls == [1]  # no-grad evaluation took the eager stack
+    assert all(not isinstance(m, torch._dynamo.eval_frame.OptimizedModule) for m in model.modules())
+    assert list(model.state_dict()) == keys_before  # the wrappers never stay in the model
+
+
+@pytest.mark.parametrize("extra", [{"activation_checkpointing": True}, {"packing": True}])
+def test_compiled_layers_train_like_eager_with_checkpointing_and_packing(extra, tiny_tokenizer, tmp_path):
+    """Compiled layers inside HF's checkpointing, and around packed attention (which stays eager)."""
+    losses = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = apply_adapter(tiny_causal("gemma3", vocab_size=len(tiny_tokenizer)), AdapterConfig(r=4))
+        cfg = TrainConfig(steps=3, batch_size=4, eval_every=2, save_every=0, lr=1e-2, compile_model=compiled, **extra)
+        result = train(model, encoded(tiny_tokenizer), encoded(tiny_tokenizer)[:2], cfg, tmp_path / str(compiled),
+                       tiny_tokenizer.pad_token_id, progress=False)
+        losses[compiled] = [row.get("loss", row.get("dev_loss")) for row in result.history]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
 
 
 @pytest.mark.parametrize("arch", ["gemma3", "qwen2", "llama"])

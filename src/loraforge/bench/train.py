@@ -81,7 +81,7 @@ def jobs(spec: BenchSpec, only: str = "both", ablation: bool = False, bf16_steps
         out.append(replace(spec, job="loraforge", kind="loraforge"))
         if ablation:
             out += [replace(spec, job=f"loraforge-no-{lever.replace('_', '-')}", overrides={lever: False})
-                    for lever in ("compile", "target_only_logits", "length_grouping")]
+                    for lever in ("compile", "target_only_logits", "length_grouping", "matmul_attention")]
             out.append(replace(spec, job="loraforge-freed-memory-default", overrides={"freed_memory": "default"}))
             # train.packing=auto packs on CUDA only: the row flips it the other way
             out.append(replace(spec, job="loraforge-no-packing", overrides={"packing": False}) if cuda

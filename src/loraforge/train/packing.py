@@ -22,7 +22,8 @@ import torch
 from loraforge.data.templates import IGNORE, Encoded
 
 ATTENTION = "loraforge_packed"
-attention_paths: Counter = Counter()  # "varlen" | "sdpa-per-sequence" | "sdpa-padded", per layer call
+# per layer call: "varlen" | "sdpa-per-sequence" | "sdpa-padded" here, "matmul" | "sdpa" in train/attention.py
+attention_paths: Counter = Counter()
 
 
 def collate_packed(examples: list[Encoded]) -> dict:
@@ -45,6 +46,7 @@ def collate_packed(examples: list[Encoded]) -> dict:
             "max_length_q": longest, "max_length_k": longest}
 
 
+@torch.compiler.disable  # per-sequence Python over cu_seq_lens: compiled layers call it eagerly
 def packed_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
                              scaling: float | None = None, sliding_window: int | None = None, **kwargs):
     """transformers' attention interface: (1, H, T, D) query, (1, Hkv, T, D) key/value -> (1, T, H, D)."""

@@ -1,0 +1,76 @@
+"""Attention as two batched matmuls, for short sequences on the CPU (``train.matmul_attention``).
+
+Why our own: PyTorch's CPU SDPA kernels (flash and math) run bf16 attention far below matmul speed.
+For Gemma 3 270M (4 query heads of 256 dims sharing one KV head) and a batch of 8 x 256 tokens, one
+layer's forward and backward took about 40 ms there and about 14 ms as batched matmuls, since the
+query heads of a KV head form one large matmul. The scores are materialized in fp32 (and the
+probabilities kept for the backward pass), so this path is taken only while they are small; longer
+sequences, CUDA, dropout and logit softcapping go to SDPA. `loraforge bench train --ablation`, row
+``loraforge-no-matmul-attention``, measures what it buys.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+from loraforge.train.packing import attention_paths
+
+ATTENTION = "loraforge_matmul"
+MAX_SCORES = 2**24  # batch x heads x queries x keys of one call: 64 MiB of fp32 scores
+
+
+def matmul_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
+                             scaling: float | None = None, **kwargs):
+    """transformers' attention interface: (B, H, Lq, D) query, (B, Hkv, Lk, D) key/value, a boolean
+    mask (B, 1, Lq, Lk) where True attends -> (B, Lq, H, D)."""
+    b, h, lq, d = query.shape
+    hkv, lk = key.shape[1], key.shape[2]
+    if (query.is_cuda or dropout or kwargs.get("softcap") or attention_mask is None
+            or attention_mask.dtype != torch.bool or attention_mask.shape[1] != 1 or b * h * lq * lk > MAX_SCORES):
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        attention_paths["sdpa"] += 1
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    attention_paths["matmul"] += 1
+    g = h // hkv  # query heads [j*g, (j+1)*g) read KV head j (transformers' repeat_kv order)
+    scale = scaling if scaling is not None else d**-0.5
+    q = query.reshape(b * hkv, g * lq, d)
+    k, v = key.reshape(b * hkv, lk, d), value.reshape(b * hkv, lk, d)
+    wide = torch.promote_types(query.dtype, torch.float32)  # softmax in fp32 or wider
+    scores = torch.bmm(q, k.transpose(1, 2)).view(b, hkv, g, lq, lk).to(wide) * scale
+    # a finite floor, not -inf: a query row with no visible key (left padding) gets uniform weights, not NaN
+    scores = scores.masked_fill(~attention_mask[:, :, None], torch.finfo(wide).min)
+    probs = torch.softmax(scores, dim=-1).to(value.dtype).view(b * hkv, g * lq, lk)
+    out = torch.bmm(probs, v).view(b, h, lq, d)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _materialized_mask(*args, **kwargs):
+    """SDPA's boolean mask, always built (SDPA may skip it for is_causal; the matmuls need it)."""
+    from transformers.masking_utils import sdpa_mask
+
+    kwargs["allow_is_causal_skip"] = False
+    return sdpa_mask(*args, **kwargs)
+
+
+@contextmanager
+def matmul_attention(model: torch.nn.Module, enabled: bool):
+    """Switch the model's attention to the matmul implementation for a training run, then back."""
+    if not enabled:
+        yield
+        return
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(ATTENTION, matmul_attention_forward)
+    AttentionMaskInterface.register(ATTENTION, _materialized_mask)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    before = base.config._attn_implementation
+    base.set_attn_implementation(ATTENTION)
+    try:
+        yield
+    finally:
+        base.set_attn_implementation(before)
