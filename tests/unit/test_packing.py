@@ -71,6 +71,17 @@ def test_packed_row_matches_padded_batch(arch, target_only, tiny_tokenizer):
         torch.testing.assert_close(packed[2][k], padded[2][k], rtol=1e-3, atol=1e-4 * float(padded[2][k].abs().max()))
 
 
+def test_a_padded_batch_without_padding_still_attends_in_a_packed_run(tiny_tokenizer):
+    """Dev loss in a packed run: a batch of one example has no padding; it attends like the plain model."""
+    model = tiny_causal("gemma3", vocab_size=len(tiny_tokenizer))
+    batch = collate(encoded(tiny_tokenizer)[:1], tiny_tokenizer.pad_token_id)
+    with torch.no_grad():
+        plain = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        with packed_attention(model, True):
+            packed = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    torch.testing.assert_close(packed, plain)
+
+
 def test_packed_attention_without_boundaries_or_mask_is_an_error(tiny_tokenizer):
     model = tiny_causal("gemma3", vocab_size=len(tiny_tokenizer))
     ids = torch.tensor([encoded(tiny_tokenizer)[0].input_ids])

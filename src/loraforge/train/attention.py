@@ -1,26 +1,27 @@
 """Attention as two batched matmuls, for short sequences on the CPU (``train.matmul_attention``).
 
-Why our own: PyTorch's CPU SDPA kernels (flash and math) run bf16 attention far below matmul speed.
-For Gemma 3 270M (4 query heads of 256 dims sharing one KV head) and a batch of 8 x 256 tokens, one
-layer's forward and backward took about 40 ms there and about 14 ms as batched matmuls, since the
-query heads of a KV head form one large matmul. The scores are materialized in fp32 (and the
-probabilities kept for the backward pass), so this path is taken only while they are small; longer
-sequences, CUDA, dropout and logit softcapping go to SDPA. `loraforge bench train --ablation`, row
-``loraforge-no-matmul-attention``, measures what it buys.
+Why our own: PyTorch's CPU SDPA kernels (flash and math) run bf16 attention far below matmul speed,
+while here the query heads that share a KV head form one large matmul (Gemma 3 270M: 4 heads of 256
+dims over one KV head; `bench/attention-micro.py` times one layer both ways, `bench/interleaved-ab.py`
+whole steps). The scores are materialized in fp32 (and the probabilities kept for the backward
+pass), so this path is taken only while they are small; longer sequences, CUDA, dropout and logit
+softcapping go to SDPA.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from contextlib import contextmanager
 
 import torch
 
-from loraforge.train.packing import attention_paths
-
 ATTENTION = "loraforge_matmul"
+# per layer call: "matmul" | "sdpa" here, "varlen" | "sdpa-per-sequence" | "sdpa-padded" in train/packing.py
+attention_paths: Counter = Counter()
 MAX_SCORES = 2**24  # batch x heads x queries x keys of one call: 64 MiB of fp32 scores
 
 
+@torch.compiler.disable  # inside compiled layers (train.compile_model) it runs eagerly: tracing it costs minutes
 def matmul_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
                              scaling: float | None = None, **kwargs):
     """transformers' attention interface: (B, H, Lq, D) query, (B, Hkv, Lk, D) key/value, a boolean
@@ -57,20 +58,26 @@ def _materialized_mask(*args, **kwargs):
 
 
 @contextmanager
-def matmul_attention(model: torch.nn.Module, enabled: bool):
-    """Switch the model's attention to the matmul implementation for a training run, then back."""
+def attention_implementation(model: torch.nn.Module, name: str, forward, mask, enabled: bool = True):
+    """Register ``forward`` and its ``mask`` builder with transformers as ``name`` and switch the
+    model's attention to it for the block (a training run), then back."""
     if not enabled:
         yield
         return
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 
-    AttentionInterface.register(ATTENTION, matmul_attention_forward)
-    AttentionMaskInterface.register(ATTENTION, _materialized_mask)
+    AttentionInterface.register(name, forward)
+    AttentionMaskInterface.register(name, mask)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     before = base.config._attn_implementation
-    base.set_attn_implementation(ATTENTION)
+    base.set_attn_implementation(name)
     try:
         yield
     finally:
         base.set_attn_implementation(before)
+
+
+def matmul_attention(model: torch.nn.Module, enabled: bool):
+    """The model attends through ``matmul_attention_forward`` for a training run."""
+    return attention_implementation(model, ATTENTION, matmul_attention_forward, _materialized_mask, enabled)

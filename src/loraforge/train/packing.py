@@ -14,16 +14,13 @@ from __future__ import annotations
 import functools
 import inspect
 import warnings
-from collections import Counter
-from contextlib import contextmanager
 
 import torch
 
 from loraforge.data.templates import IGNORE, Encoded
+from loraforge.train.attention import attention_implementation, attention_paths
 
 ATTENTION = "loraforge_packed"
-# per layer call: "varlen" | "sdpa-per-sequence" | "sdpa-padded" here, "matmul" | "sdpa" in train/attention.py
-attention_paths: Counter = Counter()
 
 
 def collate_packed(examples: list[Encoded]) -> dict:
@@ -160,28 +157,9 @@ def _packed_mask(*args, attention_mask=None, **kwargs):
     return sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
 
 
-def _register() -> None:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
-
-    AttentionInterface.register(ATTENTION, packed_attention_forward)
-    AttentionMaskInterface.register(ATTENTION, _packed_mask)
-
-
-@contextmanager
 def packed_attention(model: torch.nn.Module, enabled: bool):
     """Switch the model's attention to the packed implementation for a training run, then back.
 
     For the whole run, not per step: activation checkpointing re-runs attention in the backward pass.
     """
-    if not enabled:
-        yield
-        return
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    _register()
-    before = base.config._attn_implementation
-    base.set_attn_implementation(ATTENTION)
-    try:
-        yield
-    finally:
-        base.set_attn_implementation(before)
+    return attention_implementation(model, ATTENTION, packed_attention_forward, _packed_mask, enabled)
