@@ -6,8 +6,8 @@ whose pages fault in again, step after step; in a VM that is a large share of a 
 loop allocates the same sizes over and over:
 
 - ``keep``: large blocks come from the heap and the heap is never trimmed, so freed blocks are
-  reused without faults. Fastest; the peak RSS is some hundred MB above glibc's own policy, since
-  the heap keeps what fragmentation leaves over.
+  reused without faults. Fastest; the peak RSS rises by what fragmentation leaves in the heap (a
+  few hundred MB for the default job, GBs when full logits make the blocks huge).
 - ``release``: glibc's policy, plus ``malloc_trim`` after every optimizer step, so memory freed in a
   step does not stay resident into the next. Least RSS, slightly slower steps.
 - ``default``: glibc's policy as it is.
