@@ -196,6 +196,6 @@ def test_attention_counts_belong_to_their_own_job(spec):
     packed = bench.run_job(replace(spec, job="loraforge-packing", overrides={"packing": True}))
     padded = bench.run_job(spec)
     sdpa = bench.run_job(replace(spec, overrides={"matmul_attention": False}))
-    assert packed["attention"] == {"sdpa-per-sequence": spec.steps * 2}  # 2 layers per forward
+    assert packed["attention"] == {"matmul-per-sequence": spec.steps * 2}  # 2 layers per forward
     assert padded["attention"] == {"matmul": spec.steps * 2}
     assert sdpa["attention"] is None

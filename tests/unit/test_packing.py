@@ -47,7 +47,8 @@ def _step(model, batch, cfg):
 
 @pytest.mark.parametrize("arch", ["gemma3", "qwen2"])
 @pytest.mark.parametrize("target_only", [True, False])
-def test_packed_row_matches_padded_batch(arch, target_only, tiny_tokenizer):
+@pytest.mark.parametrize("matmul", [False, True])  # per-sequence SDPA, or batched matmuls (train.matmul_attention)
+def test_packed_row_matches_padded_batch(arch, target_only, matmul, tiny_tokenizer):
     """Same loss, target count and LoRA gradients; Gemma's sliding window (8 here, shorter than the
     examples) is kept inside each sequence."""
     extra = {"sliding_window": 8, "layer_types": ["sliding_attention", "full_attention"]} if arch == "gemma3" else {}
@@ -61,9 +62,9 @@ def test_packed_row_matches_padded_batch(arch, target_only, tiny_tokenizer):
     cfg = TrainConfig(target_only_logits=target_only, logits_chunk=16)
     padded = _step(model, collate(examples, tiny_tokenizer.pad_token_id), cfg)
     packing.attention_paths.clear()
-    with packed_attention(model, True):
+    with packed_attention(model, True, matmul):
         packed = _step(model, collate_packed(examples), cfg)
-    assert packing.attention_paths["sdpa-per-sequence"] == 2  # both layers, once per forward
+    assert packing.attention_paths["matmul-per-sequence" if matmul else "sdpa-per-sequence"] == 2  # both layers
     assert model.get_base_model().config._attn_implementation != packing.ATTENTION  # restored
     assert packed[1] == padded[1] > 0
     assert packed[0] == pytest.approx(padded[0], rel=1e-5)
@@ -100,7 +101,7 @@ def test_training_with_packing_matches_padded_training_and_checkpointing(tiny_to
         cfg = TrainConfig(steps=3, batch_size=4, eval_every=2, save_every=0, lr=1e-2, **extra)
         packing.attention_paths.clear()
         result = train(model, examples, examples[:2], cfg, tmp_path / name, tiny_tokenizer.pad_token_id, progress=False)
-        assert bool(packing.attention_paths["sdpa-per-sequence"]) == (name != "padded")
+        assert bool(packing.attention_paths["matmul-per-sequence"]) == (name != "padded")  # the CPU default
         runs[name] = [row.get("loss", row.get("dev_loss")) for row in result.history] + [result.tokens]
     assert len(runs["padded"]) == 5  # 3 steps, 2 dev losses, real tokens (padding not counted)
     for name in ("packed", "packed+ckpt"):

@@ -36,6 +36,13 @@ def matmul_attention_forward(module, query, key, value, attention_mask, dropout:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     attention_paths["matmul"] += 1
+    return attend_by_matmuls(query, key, value, attention_mask, scaling), None
+
+
+def attend_by_matmuls(query, key, value, mask, scaling: float | None = None) -> torch.Tensor:
+    """(B, H, Lq, D) query, (B, Hkv, Lk, D) key/value, boolean mask (B or 1, 1, Lq, Lk) -> (B, Lq, H, D)."""
+    b, h, lq, d = query.shape
+    hkv, lk = key.shape[1], key.shape[2]
     g = h // hkv  # query heads [j*g, (j+1)*g) read KV head j (transformers' repeat_kv order)
     scale = scaling if scaling is not None else d**-0.5
     q = query.reshape(b * hkv, g * lq, d)
@@ -43,10 +50,10 @@ def matmul_attention_forward(module, query, key, value, attention_mask, dropout:
     wide = torch.promote_types(query.dtype, torch.float32)  # softmax in fp32 or wider
     scores = torch.bmm(q, k.transpose(1, 2)).view(b, hkv, g, lq, lk).to(wide) * scale
     # a finite floor, not -inf: a query row with no visible key (left padding) gets uniform weights, not NaN
-    scores = scores.masked_fill(~attention_mask[:, :, None], torch.finfo(wide).min)
+    scores = scores.masked_fill(~mask[:, :, None], torch.finfo(wide).min)
     probs = torch.softmax(scores, dim=-1).to(value.dtype).view(b * hkv, g * lq, lk)
     out = torch.bmm(probs, v).view(b, h, lq, d)
-    return out.transpose(1, 2).contiguous(), None
+    return out.transpose(1, 2).contiguous()
 
 
 def _materialized_mask(*args, **kwargs):

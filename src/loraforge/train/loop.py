@@ -184,7 +184,7 @@ def train(model, train_set: list[Encoded], dev_set: list[Encoded], cfg: TrainCon
     # matmul attention on the CPU (on CUDA its materialized mask would keep SDPA off its causal kernels),
     # where the model's own layers attend their own tokens: no prefix/prompt KV, no encoder
     matmul = (cfg.matmul_attention and step_fn.device_type == "cpu" and family == "causal"
-              and _backbone(model) is not None and not packed)
+              and _backbone(model) is not None)
     ddp_step = dist.wrap(step_fn)
     optimizer, scheduler = build_optimizer(model, cfg, cfg.steps)
     stream = BatchStream(train_set, cfg.batch_size, cfg.seed, cfg.length_grouping, packed)
@@ -205,7 +205,7 @@ def train(model, train_set: list[Encoded], dev_set: list[Encoded], cfg: TrainCon
                dynamic_ncols=True)
     step_fn.train()
     with (dist.graceful_interrupt() as stop, activation_checkpointing(model, cfg.activation_checkpointing),
-          packed_attention(model, packed), matmul_attention(model, matmul),
+          packed_attention(model, packed, matmul), matmul_attention(model, matmul and not packed),
           freed_memory_policy(cfg.freed_memory) as after_step):
         for step in range(start + 1, cfg.steps + 1):
             t0 = time.perf_counter()

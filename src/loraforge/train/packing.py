@@ -18,7 +18,7 @@ import warnings
 import torch
 
 from loraforge.data.templates import IGNORE, Encoded
-from loraforge.train.attention import attention_implementation, attention_paths
+from loraforge.train.attention import MAX_SCORES, attend_by_matmuls, attention_implementation, attention_paths
 
 ATTENTION = "loraforge_packed"
 
@@ -45,8 +45,10 @@ def collate_packed(examples: list[Encoded]) -> dict:
 
 @torch.compiler.disable  # per-sequence Python over cu_seq_lens: compiled layers call it eagerly
 def packed_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
-                             scaling: float | None = None, sliding_window: int | None = None, **kwargs):
-    """transformers' attention interface: (1, H, T, D) query, (1, Hkv, T, D) key/value -> (1, T, H, D)."""
+                             scaling: float | None = None, sliding_window: int | None = None,
+                             matmul: bool = False, **kwargs):
+    """transformers' attention interface: (1, H, T, D) query, (1, Hkv, T, D) key/value -> (1, T, H, D).
+    ``matmul``: on the CPU, each sequence attends through batched matmuls (``train.matmul_attention``)."""
     cu = kwargs.get("cu_seq_lens_q")
     if cu is None:  # an ordinary padded batch (dev loss inside a packed run): plain SDPA
         if attention_mask is None and query.shape[2] > 1:
@@ -64,29 +66,36 @@ def packed_attention_forward(module, query, key, value, attention_mask, dropout:
     if query.is_cuda and query.dtype in (torch.float16, torch.bfloat16):
         out = _cuda_varlen(query, key, value, cu, int(kwargs["max_length_q"]), scaling, sliding_window)
     if out is None:
-        out = _sdpa_per_sequence(query, key, value, cu, scaling, sliding_window)
-        attention_paths["sdpa-per-sequence"] += 1
+        use_matmul = matmul and not query.is_cuda
+        out = _sdpa_per_sequence(query, key, value, cu, scaling, sliding_window, use_matmul)
+        attention_paths["matmul-per-sequence" if use_matmul else "sdpa-per-sequence"] += 1
     else:
         attention_paths["varlen"] += 1
     return out, None
 
 
-def _sdpa_per_sequence(query, key, value, cu, scaling, sliding_window):
-    """One causal SDPA call per sequence: exact, no masked pairs computed; the CPU path."""
+def _sdpa_per_sequence(query, key, value, cu, scaling, sliding_window, matmul: bool = False):
+    """One causal attention call per sequence: exact, no masked pairs across sequences; the CPU path.
+    ``matmul``: batched matmuls (``train/attention.py``) for sequences whose scores are small."""
     bounds = cu.tolist()
     gqa = query.shape[1] != key.shape[1]
     parts = []
     for s, e in zip(bounds, bounds[1:]):
         q, k, v = query[:, :, s:e], key[:, :, s:e], value[:, :, s:e]
         n = e - s
+        i = torch.arange(n, device=q.device)
+        band = i[None, :] <= i[:, None]
         if sliding_window and n > sliding_window:  # causal band of `sliding_window` keys, self included
-            i = torch.arange(n, device=q.device)
-            band = (i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - sliding_window)
+            band &= i[None, :] > i[:, None] - sliding_window
+        if matmul and q.shape[1] * n * n <= MAX_SCORES:
+            parts.append(attend_by_matmuls(q, k, v, band[None, None], scaling))
+            continue
+        if sliding_window and n > sliding_window:
             o = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=band, scale=scaling, enable_gqa=gqa)
         else:
             o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=gqa)
-        parts.append(o)
-    return torch.cat(parts, dim=2).transpose(1, 2).contiguous()
+        parts.append(o.transpose(1, 2))
+    return torch.cat(parts, dim=1).contiguous()
 
 
 _varlen_state = {"usable": None}
@@ -157,9 +166,11 @@ def _packed_mask(*args, attention_mask=None, **kwargs):
     return sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
 
 
-def packed_attention(model: torch.nn.Module, enabled: bool):
-    """Switch the model's attention to the packed implementation for a training run, then back.
+def packed_attention(model: torch.nn.Module, enabled: bool, matmul: bool = False):
+    """Switch the model's attention to the packed implementation for a training run, then back;
+    ``matmul``: sequences attend through batched matmuls on the CPU.
 
     For the whole run, not per step: activation checkpointing re-runs attention in the backward pass.
     """
-    return attention_implementation(model, ATTENTION, packed_attention_forward, _packed_mask, enabled)
+    forward = functools.partial(packed_attention_forward, matmul=matmul)
+    return attention_implementation(model, ATTENTION, forward, _packed_mask, enabled)
