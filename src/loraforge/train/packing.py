@@ -5,8 +5,9 @@ attention must not cross example boundaries. transformers can do that through a 
 (SDPA then scores every pair in the row, most of them masked) or through the ``flash-attn`` package
 (a separate CUDA build). Here the boundaries travel as ``cu_seq_lens`` (the FlashAttention
 convention, which transformers passes down to each attention layer) and each sequence is attended
-on its own: PyTorch's own FlashAttention varlen kernel on CUDA, one causal SDPA call per sequence
-elsewhere. ``attention_paths`` counts which ran, so a benchmark can say so.
+on its own: PyTorch's own FlashAttention varlen kernel on CUDA, elsewhere one call per sequence
+(batched matmuls with ``train.matmul_attention``, else SDPA). ``attention_paths`` counts which ran,
+so a benchmark can say so.
 """
 
 from __future__ import annotations
