@@ -16,7 +16,8 @@ from contextlib import contextmanager
 import torch
 
 ATTENTION = "loraforge_matmul"
-# per layer call: "matmul" | "sdpa" here, "varlen" | "sdpa-per-sequence" | "sdpa-padded" in train/packing.py
+# per layer call: "matmul" | "sdpa" here; "varlen" | "matmul-per-sequence" | "sdpa-per-sequence" |
+# "sdpa-padded" in train/packing.py
 attention_paths: Counter = Counter()
 MAX_SCORES = 2**24  # batch x heads x queries x keys of one call: 64 MiB of fp32 scores
 
