@@ -5,6 +5,7 @@ Interleaving cancels the drift between processes that makes separate bench rows 
     .venv/bin/python bench/interleaved-ab.py "{'sdpa': {'matmul_attention': False}, 'matmul': {}}" 3
 """
 
+import ast
 import sys
 import time
 
@@ -19,11 +20,12 @@ from loraforge.train.batching import BatchStream
 from loraforge.train.heap import freed_memory_policy
 from loraforge.train.loop import TrainStep
 
-variants, cycles = eval(sys.argv[1]), int(sys.argv[2])  # {name: TrainConfig fields}, cycles measured
+variants, cycles = ast.literal_eval(sys.argv[1]), int(sys.argv[2])  # {name: TrainConfig fields}, cycles measured
 spec = BenchSpec(steps=12, batch_size=8)
 loaded = load_model(spec.model, spec.dtype)
 train_set, _ = bench_examples(spec, loaded.tokenizer)
 model = apply_adapter(loaded.model, AdapterConfig(r=16, alpha=32), "causal")
+# one adapter and optimizer for all variants: they train on in turn (throughput does not depend on the values)
 optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 steps = {name: TrainStep(model, "causal", TrainConfig(**kw)) for name, kw in variants.items()}
 rates = {name: [] for name in variants}

@@ -97,7 +97,7 @@ class TrainConfig(_Section):
     """Batch examples of similar length together (less padding)."""
     packing: bool | Literal["auto"] = "auto"
     """Concatenate each micro-batch into one row with no padding; attention runs per sequence
-    (FlashAttention varlen on CUDA, per-sequence SDPA elsewhere). Needs a causal model with adapters
+    (FlashAttention varlen on CUDA, one call per sequence elsewhere). Needs a causal model with adapters
     inside its layers. auto: packed on CUDA where possible; padded on CPU, where length-grouped padded
     batches measured faster (`loraforge bench train --ablation`)."""
     matmul_attention: bool = True

@@ -91,3 +91,14 @@ def test_training_step_is_the_sdpa_one(arch, tiny_tokenizer):
     assert results[1][0] == pytest.approx(results[0][0], rel=1e-5)
     for k, ref in results[0][1].items():
         torch.testing.assert_close(results[1][1][k], ref, rtol=1e-3, atol=1e-4 * float(ref.abs().max()))
+
+
+def test_the_mask_is_materialized_for_cpu_tensors_only(monkeypatch):
+    """On the CPU the matmuls need the mask; elsewhere SDPA keeps its is_causal skip."""
+    import transformers.masking_utils as masking
+
+    seen = []
+    monkeypatch.setattr(masking, "sdpa_mask", lambda *a, **kw: seen.append(kw.get("allow_is_causal_skip", True)))
+    for device in (torch.device("cpu"), None, torch.device("cuda")):
+        attention._materialized_mask(batch_size=1, device=device, allow_is_causal_skip=True)
+    assert seen == [False, False, True]

@@ -170,6 +170,6 @@ def test_cuda_varlen_adapts_to_an_older_signature_and_is_checked_once(monkeypatc
         assert packing._cuda_varlen(q, k, v, cu, 7, 0.2, None) is None and len(calls) == 1  # not asked again
         return
     out = packing._cuda_varlen(q, k, v, cu, 7, 0.2, None)
-    torch.testing.assert_close(out, packing._sdpa_per_sequence(q, k, v, cu, 0.2, None), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, packing._attend_per_sequence(q, k, v, cu, 0.2, None), rtol=1e-5, atol=1e-5)
     assert calls == [{"is_causal": True}] and packing._varlen_state["usable"] is True
     assert packing._cuda_varlen(q, k, v, cu, 7, 0.2, 4) is None  # a window the old kernel cannot apply

@@ -58,10 +58,12 @@ def attend_by_matmuls(query, key, value, mask, scaling: float | None = None) -> 
 
 
 def _materialized_mask(*args, **kwargs):
-    """SDPA's boolean mask, always built (SDPA may skip it for is_causal; the matmuls need it)."""
+    """SDPA's boolean mask, always built on the CPU (SDPA may skip it for is_causal; the matmuls need
+    it). Elsewhere SDPA attends, and keeps the skip that lets it run its causal kernels."""
     from transformers.masking_utils import sdpa_mask
 
-    kwargs["allow_is_causal_skip"] = False
+    if torch.device(kwargs.get("device") or "cpu").type == "cpu":
+        kwargs["allow_is_causal_skip"] = False
     return sdpa_mask(*args, **kwargs)
 
 

@@ -6,8 +6,8 @@ whose pages fault in again, step after step; in a VM that is a large share of a 
 loop allocates the same sizes over and over:
 
 - ``keep``: large blocks come from the heap and the heap is never trimmed, so freed blocks are
-  reused without faults. Fastest; the peak RSS rises by what fragmentation leaves in the heap (a
-  few hundred MB for the default job, GBs when full logits make the blocks huge).
+  reused without faults. Fastest; the peak RSS rises by what fragmentation leaves in the heap
+  (compare the bench rows ``loraforge`` and ``loraforge-freed-memory-default``).
 - ``release``: glibc's policy, plus ``malloc_trim`` after every optimizer step, so memory freed in a
   step does not stay resident into the next. Least RSS, slightly slower steps.
 - ``default``: glibc's policy as it is.
@@ -25,6 +25,7 @@ from contextlib import contextmanager
 M_TRIM_THRESHOLD = -1  # glibc's <malloc.h>
 M_MMAP_MAX = -4
 DEFAULT_MMAP_MAX = 65536
+DEFAULT_TRIM_THRESHOLD = 128 * 1024  # glibc's defaults, restored after training
 KEEP_TRIM_THRESHOLD = 2**31 - 1  # bytes (mallopt takes an int): in effect, never trim
 
 
@@ -39,8 +40,9 @@ def _glibc():
 @contextmanager
 def freed_memory_policy(policy: str = "keep"):
     """Applies ``policy`` for the block and yields the function to call after each optimizer step.
-    On leaving, glibc's mmap use is restored and free pages go back to the kernel, so evaluation
-    after training starts lean."""
+    On leaving, glibc's mmap use and trim threshold are back at their defaults and free pages go back
+    to the kernel, so evaluation after training starts lean (glibc's dynamic mmap threshold stays
+    off once set: a process that trained keeps a 128 KiB one)."""
     libc = _glibc() if policy != "default" else None
     if libc is None:
         yield lambda: None
@@ -51,5 +53,7 @@ def freed_memory_policy(policy: str = "keep"):
     try:
         yield (lambda: libc.malloc_trim(0)) if policy == "release" else (lambda: None)
     finally:
-        libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+        if policy == "keep":
+            libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+            libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
         libc.malloc_trim(0)

@@ -181,8 +181,9 @@ def train(model, train_set: list[Encoded], dev_set: list[Encoded], cfg: TrainCon
     torch.manual_seed(cfg.seed)
     step_fn = TrainStep(model, family, cfg)
     packed = packs(model, family, cfg.packing, step_fn.device_type)
-    # matmul attention on the CPU (on CUDA its materialized mask would keep SDPA off its causal kernels),
-    # where the model's own layers attend their own tokens: no prefix/prompt KV, no encoder
+    # matmul attention on the CPU (elsewhere it would only hand over to SDPA, in place of the model's
+    # own attention implementation), where the model's own layers attend their own tokens: no
+    # prefix/prompt KV, no encoder
     matmul = (cfg.matmul_attention and step_fn.device_type == "cpu" and family == "causal"
               and _backbone(model) is not None)
     ddp_step = dist.wrap(step_fn)

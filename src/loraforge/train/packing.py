@@ -68,34 +68,37 @@ def packed_attention_forward(module, query, key, value, attention_mask, dropout:
         out = _cuda_varlen(query, key, value, cu, int(kwargs["max_length_q"]), scaling, sliding_window)
     if out is None:
         use_matmul = matmul and not query.is_cuda
-        out = _sdpa_per_sequence(query, key, value, cu, scaling, sliding_window, use_matmul)
+        out = _attend_per_sequence(query, key, value, cu, scaling, sliding_window, use_matmul)
         attention_paths["matmul-per-sequence" if use_matmul else "sdpa-per-sequence"] += 1
     else:
         attention_paths["varlen"] += 1
     return out, None
 
 
-def _sdpa_per_sequence(query, key, value, cu, scaling, sliding_window, matmul: bool = False):
+def _attend_per_sequence(query, key, value, cu, scaling, sliding_window, matmul: bool = False):
     """One causal attention call per sequence: exact, no masked pairs across sequences; the CPU path.
-    ``matmul``: batched matmuls (``train/attention.py``) for sequences whose scores are small."""
+    ``matmul``: batched matmuls (``train/attention.py``) for sequences whose scores are small, else SDPA."""
     bounds = cu.tolist()
     gqa = query.shape[1] != key.shape[1]
     parts = []
     for s, e in zip(bounds, bounds[1:]):
         q, k, v = query[:, :, s:e], key[:, :, s:e], value[:, :, s:e]
         n = e - s
+        windowed = bool(sliding_window) and n > sliding_window
+        by_matmul = matmul and q.shape[1] * n * n <= MAX_SCORES
+        if not (windowed or by_matmul):
+            o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=gqa)
+            parts.append(o.transpose(1, 2))
+            continue
         i = torch.arange(n, device=q.device)
         band = i[None, :] <= i[:, None]
-        if sliding_window and n > sliding_window:  # causal band of `sliding_window` keys, self included
+        if windowed:  # causal band of `sliding_window` keys, self included
             band &= i[None, :] > i[:, None] - sliding_window
-        if matmul and q.shape[1] * n * n <= MAX_SCORES:
+        if by_matmul:
             parts.append(attend_by_matmuls(q, k, v, band[None, None], scaling))
-            continue
-        if sliding_window and n > sliding_window:
-            o = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=band, scale=scaling, enable_gqa=gqa)
         else:
-            o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=gqa)
-        parts.append(o.transpose(1, 2))
+            o = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=band, scale=scaling, enable_gqa=gqa)
+            parts.append(o.transpose(1, 2))
     return torch.cat(parts, dim=1).contiguous()
 
 
@@ -147,7 +150,7 @@ def _cuda_varlen(query, key, value, cu, max_len, scaling, sliding_window):
         return None
     if _varlen_state["usable"] is None:
         with torch.no_grad():
-            ref = _sdpa_per_sequence(query, key, value, cu, scaling, sliding_window)
+            ref = _attend_per_sequence(query, key, value, cu, scaling, sliding_window)
             err = float((out.float() - ref.float()).abs().max())
             scale = float(ref.float().abs().max()) + 1e-6
         _varlen_state["usable"] = err <= 2e-2 * scale  # bf16 rounding is ~4e-3 relative
