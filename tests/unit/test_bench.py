@@ -34,9 +34,15 @@ def test_jobs_and_ablation_levers(spec):
 
     assert names == ["trl-bf16", "trl-fp32", "loraforge", "loraforge-no-compile", "loraforge-no-target-only-logits",
                      "loraforge-no-length-grouping", "loraforge-no-matmul-attention", "loraforge-freed-memory-default",
-                     "loraforge-packing"] + [
+                     "loraforge-kernel-caches-default", "loraforge-packing"] + [
                      "loraforge-fp32-weights"] * has_fast_bf16() + [
                      "loraforge-low-memory", "loraforge-compile-model"]
+    # process-wide levers go in the job's environment: PyTorch's own kernel-cache sizes for one row only
+    from loraforge.models.load import KERNEL_CACHE_VARS
+
+    envs = {j.job: j.env for j in bench.jobs(spec, "both", ablation=True)}
+    assert envs.pop("loraforge-kernel-caches-default") == {v: "1024" for v in KERNEL_CACHE_VARS}
+    assert all(env == {} for env in envs.values())
     # on a GPU: TRL in bf16 with and without Liger kernels, no fp32 TRL
     gpu = bench.jobs(spec, "trl", cuda=True)
     assert [(j.job, j.trl_bf16, j.trl_liger) for j in gpu] == [("trl-bf16", True, False), ("trl-bf16-liger", True, True)]
@@ -69,21 +75,28 @@ def test_ablation_flags_reach_the_training_loop(spec, monkeypatch):
     seen = seen[:-1]
     levers = [(c.compile, c.target_only_logits, c.length_grouping, c.matmul_attention, c.freed_memory, c.packing,
                c.activation_checkpointing) for c in seen]
-    from loraforge.models.load import has_fast_bf16
+    from loraforge.models.load import has_fast_bf16, load_model
 
     default = (True, True, True, True, "keep", "auto", False)
     assert levers == [default, (False, True, True, True, "keep", "auto", False),
                       (True, False, True, True, "keep", "auto", False), (True, True, False, True, "keep", "auto", False),
                       (True, True, True, False, "keep", "auto", False), (True, True, True, True, "default", "auto", False),
-                      (True, True, True, True, "keep", True, False)] + [default] * has_fast_bf16() + [
+                      default, (True, True, True, True, "keep", True, False)] + [default] * has_fast_bf16() + [
                       (True, True, True, True, "release", True, True)]
-    assert seen[-1].logits_chunk == 64
-    assert all(c.steps == 3 and c.batch_size == 2 for c in seen)
+    low_memory = seen[-1]  # the same examples per optimizer step, in two micro-batches
+    assert (low_memory.logits_chunk, low_memory.batch_size, low_memory.grad_accum) == (32, 1, 2)
+    assert all(c.steps == 3 and c.batch_size * c.grad_accum == 2 for c in seen)
     assert [r["lm_head_positions"] for r in rows][:4] == ["target", "target", "all", "target"]
     # the same tokens, more FLOPs when the LM head runs at every position
     assert rows[0]["tokens"] == rows[2]["tokens"] and rows[2]["flops"] > rows[0]["flops"]
     if has_fast_bf16():  # the fp32-weights job really loads fp32 weights
-        assert rows[0]["precision"] == "bfloat16" and rows[7]["precision"] == "float32"
+        assert rows[0]["precision"] == "bfloat16" and rows[8]["precision"] == "float32"
+    # micro-batches: the low-memory job's steps cover the same examples, each once
+    train_set, _ = bench.bench_examples(spec, load_model(spec.model).tokenizer)
+    for cfg in (seen[0], low_memory):
+        covered = [e.input_ids for b in bench.step_batches(train_set, cfg) for e in b]
+        assert sorted(covered) == sorted(e.input_ids for e in train_set)
+        assert all(len(b) == spec.batch_size for b in bench.step_batches(train_set, cfg))
 
 
 def test_trl_and_loraforge_run_the_same_job(spec):
@@ -199,3 +212,25 @@ def test_attention_counts_belong_to_their_own_job(spec):
     assert packed["attention"] == {"matmul-per-sequence": spec.steps * 2}  # 2 layers per forward
     assert padded["attention"] == {"matmul": spec.steps * 2}
     assert sdpa["attention"] is None
+
+
+def test_a_job_process_gets_its_environment(spec, monkeypatch):
+    """Levers read at a process's first matmul (kernel-cache sizes) travel in the child's environment."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    seen = []
+
+    def fake_run(cmd, env, **kw):
+        seen.append(env)
+        Path(cmd[-1]).write_text(json.dumps({"target_tokens_per_s": 1.0, "tokens_per_s": 2.0, "peak_rss_mb": 3.0,
+                                             "dev_loss": None}))
+        return subprocess.CompletedProcess(cmd, 0, "", None)
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    monkeypatch.setenv("LORAFORGE_TEST_MARK", "kept")
+    bench._child(replace(spec, env={"LRU_CACHE_CAPACITY": "1024"}), log=lambda m: None)
+    bench._child(spec, log=lambda m: None)
+    assert seen[0]["LRU_CACHE_CAPACITY"] == "1024" and seen[0]["LORAFORGE_TEST_MARK"] == "kept"
+    assert seen[1].get("LRU_CACHE_CAPACITY") == os.environ.get("LRU_CACHE_CAPACITY")

@@ -1,8 +1,10 @@
+import os
+
 import pytest
 
 from loraforge.adapters import AdapterError, apply_adapter
 from loraforge.config import AdapterConfig
-from loraforge.models.load import ModelError, load_model, resolve_model_path
+from loraforge.models.load import ModelError, has_fast_bf16, load_model, resolve_model_path
 
 
 def test_unknown_model_lists_what_is_available():
@@ -66,3 +68,90 @@ def test_random_weights_need_only_the_config(tiny_model_dir, tmp_path):
     assert next(b.model.parameters()).dtype == torch.bfloat16
     w = "model.embed_tokens.weight"
     assert torch.equal(a.model.state_dict()[w], load_model(str(folder), dtype="fp32", random_weights=True).model.state_dict()[w])
+
+
+def _gemma_style_tokenizer():
+    """A transformers 5 GemmaTokenizer (Python copies of vocab and merges) on a tiny vocabulary."""
+    from transformers import GemmaTokenizer
+
+    from conftest import CORPUS
+
+    chars = sorted({c for line in CORPUS for c in line.replace(" ", "▁")})
+    vocab = {t: i for i, t in enumerate(["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"] + chars)}
+    merges = []
+    for word in ("Kubernetes", "kubectl", "deployment"):
+        for n in range(2, len(word) + 1):
+            if word[:n] not in vocab:
+                merges.append((word[:n - 1], word[n - 1]))
+                vocab[word[:n]] = len(vocab)
+    return GemmaTokenizer(vocab=vocab, merges=merges)
+
+
+def test_slim_tokenizer_drops_python_copies_and_keeps_behaviour(tmp_path):
+    from transformers import AutoTokenizer
+
+    from conftest import CORPUS, save_tiny_model
+
+    path = save_tiny_model(tmp_path / "model", _gemma_style_tokenizer())
+    full = AutoTokenizer.from_pretrained(path)
+    assert isinstance(full._vocab, dict) and len(full._merges) > 0  # what transformers keeps
+    slim = load_model(str(path)).tokenizer
+    assert slim._vocab is None and slim._merges is None
+    for text in CORPUS:
+        assert slim(text).input_ids == full(text).input_ids
+        assert slim.decode(slim(text).input_ids) == full.decode(full(text).input_ids)
+    slim.save_pretrained(tmp_path / "saved")
+    again = AutoTokenizer.from_pretrained(tmp_path / "saved")
+    assert [again(t).input_ids for t in CORPUS] == [full(t).input_ids for t in CORPUS]
+    assert again.get_vocab() == full.get_vocab()
+
+
+def test_load_model_bounds_the_kernel_caches_unless_the_environment_sets_them(tiny_model_dir, monkeypatch):
+    from loraforge.models.load import KERNEL_CACHE_CAPACITY, KERNEL_CACHE_VARS
+
+    for var in KERNEL_CACHE_VARS:
+        monkeypatch.delenv(var, raising=False)
+    load_model(str(tiny_model_dir))
+    assert [os.environ[v] for v in KERNEL_CACHE_VARS] == [str(KERNEL_CACHE_CAPACITY)] * 2
+    monkeypatch.setenv(KERNEL_CACHE_VARS[0], "7")
+    load_model(str(tiny_model_dir))
+    assert os.environ[KERNEL_CACHE_VARS[0]] == "7"
+
+
+GROWTH = """
+import ctypes, sys, torch
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+w = torch.randn(1024, 256, dtype=torch.bfloat16)
+before = libc.mallinfo2().uordblks
+for rows in range(32, 32 + 8 * 120, 8):  # 120 distinct shapes
+    x = torch.randn(rows, 256, dtype=torch.bfloat16, requires_grad=True)
+    torch.nn.functional.linear(x, w).sum().backward()
+print(libc.mallinfo2().uordblks - before)
+"""
+
+
+@pytest.mark.skipif(not has_fast_bf16("cpu"), reason="bf16 matmuls take oneDNN only where bf16 is native")
+def test_bounded_kernel_caches_stop_growing_with_new_shapes():
+    """The lever itself: if PyTorch stopped reading these variables, the bound would be a no-op."""
+    import subprocess
+    import sys
+
+    from loraforge.models.load import KERNEL_CACHE_VARS
+
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        pytest.skip("needs glibc >= 2.33 (mallinfo2)")
+
+    def grown(capacity: int) -> int:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", **{v: str(capacity) for v in KERNEL_CACHE_VARS}}
+        out = subprocess.run([sys.executable, "-c", GROWTH], env=env, capture_output=True, text=True, check=True)
+        return int(out.stdout)
+
+    unbounded, bounded = grown(1024), grown(8)
+    assert unbounded > 20 * 2**20 and bounded < unbounded / 4, (unbounded, bounded)

