@@ -32,7 +32,7 @@ def test_jobs_and_ablation_levers(spec):
     names = [j.job for j in bench.jobs(spec, "both", ablation=True)]
     from loraforge.models.load import has_fast_bf16
 
-    assert names == ["trl-bf16", "trl-fp32", "loraforge", "loraforge-no-compile", "loraforge-no-target-only-logits",
+    assert names == ["trl-bf16", "trl-bf16-lean-loading", "trl-fp32", "loraforge", "loraforge-no-compile", "loraforge-no-target-only-logits",
                      "loraforge-no-length-grouping", "loraforge-no-matmul-attention", "loraforge-freed-memory-default",
                      "loraforge-kernel-caches-default", "loraforge-packing"] + [
                      "loraforge-fp32-weights"] * has_fast_bf16() + [
@@ -40,9 +40,12 @@ def test_jobs_and_ablation_levers(spec):
     # process-wide levers go in the job's environment: PyTorch's own kernel-cache sizes for one row only
     from loraforge.models.load import KERNEL_CACHE_VARS
 
-    envs = {j.job: j.env for j in bench.jobs(spec, "both", ablation=True)}
-    assert envs.pop("loraforge-kernel-caches-default") == {v: "1024" for v in KERNEL_CACHE_VARS}
-    assert all(env == {} for env in envs.values())
+    # TRL as it comes (PyTorch's caches, transformers' tokenizer), except the row that loads like loraforge
+    torch_caches = {v: "1024" for v in KERNEL_CACHE_VARS}
+    setups = {j.job: (j.env, j.lean_loading) for j in bench.jobs(spec, "both", ablation=True)}
+    assert setups.pop("loraforge-kernel-caches-default") == (torch_caches, True)
+    assert setups.pop("trl-bf16") == setups.pop("trl-fp32") == (torch_caches, False)
+    assert all(setup == ({}, True) for setup in setups.values())  # trl-bf16-lean-loading and loraforge-*
     # on a GPU: TRL in bf16 with and without Liger kernels, no fp32 TRL
     gpu = bench.jobs(spec, "trl", cuda=True)
     assert [(j.job, j.trl_bf16, j.trl_liger) for j in gpu] == [("trl-bf16", True, False), ("trl-bf16-liger", True, True)]
@@ -234,3 +237,16 @@ def test_a_job_process_gets_its_environment(spec, monkeypatch):
     bench._child(spec, log=lambda m: None)
     assert seen[0]["LRU_CACHE_CAPACITY"] == "1024" and seen[0]["LORAFORGE_TEST_MARK"] == "kept"
     assert seen[1].get("LRU_CACHE_CAPACITY") == os.environ.get("LRU_CACHE_CAPACITY")
+
+
+def test_ratios_are_against_trl_as_it_comes():
+    """The TRL row that loads through loraforge's load_model is shown, never the baseline."""
+    rows = [{"job": "trl-bf16", "kind": "trl", "lean_loading": False, "target_tokens_per_s": 10.0, "peak_rss_mb": 1000.0},
+            {"job": "trl-bf16-lean-loading", "kind": "trl", "lean_loading": True, "target_tokens_per_s": 12.0,
+             "peak_rss_mb": 800.0},
+            {"job": "loraforge", "kind": "loraforge", "lean_loading": True, "target_tokens_per_s": 100.0,
+             "peak_rss_mb": 300.0}]
+    results = {"jobs": rows}
+    bench._compare_with_trl(results)
+    assert results["trl_baseline"] == "trl-bf16"
+    assert [(r["speedup_vs_trl"], r["rss_vs_trl"]) for r in rows] == [(1.0, 1.0), (1.2, 0.8), (10.0, 0.3)]

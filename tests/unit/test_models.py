@@ -97,6 +97,7 @@ def test_slim_tokenizer_drops_python_copies_and_keeps_behaviour(tmp_path):
     assert isinstance(full._vocab, dict) and len(full._merges) > 0  # what transformers keeps
     slim = load_model(str(path)).tokenizer
     assert slim._vocab is None and slim._merges is None
+    assert isinstance(load_model(str(path), lean=False).tokenizer._vocab, dict)  # as transformers builds it
     for text in CORPUS:
         assert slim(text).input_ids == full(text).input_ids
         assert slim.decode(slim(text).input_ids) == full.decode(full(text).input_ids)
@@ -113,6 +114,10 @@ def test_load_model_bounds_the_kernel_caches_unless_the_environment_sets_them(ti
         monkeypatch.delenv(var, raising=False)
     load_model(str(tiny_model_dir))
     assert [os.environ[v] for v in KERNEL_CACHE_VARS] == [str(KERNEL_CACHE_CAPACITY)] * 2
+    for var in KERNEL_CACHE_VARS:
+        monkeypatch.delenv(var)
+    load_model(str(tiny_model_dir), lean=False)  # a baseline that loads like plain transformers
+    assert not any(v in os.environ for v in KERNEL_CACHE_VARS)
     monkeypatch.setenv(KERNEL_CACHE_VARS[0], "7")
     load_model(str(tiny_model_dir))
     assert os.environ[KERNEL_CACHE_VARS[0]] == "7"

@@ -167,11 +167,14 @@ def default_device() -> str:
 
 
 def load_model(name: str = DEFAULT_MODEL, dtype: str = "auto", family: str = "auto", device: str | None = None,
-               quantize: str | None = None, random_weights: bool = False) -> LoadedModel:
+               quantize: str | None = None, random_weights: bool = False, lean: bool = True) -> LoadedModel:
     """``quantize='nf4'`` loads the weights in 4 bits for QLoRA (CUDA only). ``random_weights`` builds
-    the architecture from config.json alone (seeded): for benchmarks on machines the weights cannot reach."""
+    the architecture from config.json alone (seeded): for benchmarks on machines the weights cannot reach.
+    ``lean=False`` keeps the tokenizer as transformers builds it and leaves the kernel caches alone (for
+    a baseline that loads the way a plain transformers script does)."""
     device = device or default_device()
-    bound_kernel_caches()  # before this process's first matmul, which is the one that reads it
+    if lean:
+        bound_kernel_caches()  # before this process's first matmul, which is the one that reads it
     path = resolve_model_path(name)
     try:
         config = AutoConfig.from_pretrained(path)
@@ -195,7 +198,8 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str = "auto", family: str = "au
     if quantize is None:
         model.to(device)  # a quantized model is placed by device_map and cannot be moved
     tokenizer = AutoTokenizer.from_pretrained(path)
-    slim_tokenizer(tokenizer)
+    if lean:
+        slim_tokenizer(tokenizer)
     if tokenizer.pad_token_id is None:
         # Pad must not be EOS for a causal LM: EOS is a trained label, pad is masked out. Fall back
         # to EOS only as a token *id* for padding; labels are masked by position, never by id.
