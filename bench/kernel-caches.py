@@ -6,28 +6,23 @@ setting runs in its own process: the caches read their capacity at the first mat
     .venv/bin/python bench/kernel-caches.py [N]
 """
 
-import ctypes
 import os
 import subprocess
 import sys
 
 from loraforge.models.load import KERNEL_CACHE_CAPACITY, KERNEL_CACHE_VARS
+from loraforge.train.heap import malloc_in_use
 
 CHILD = """
-import ctypes, sys, torch
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
-libc = ctypes.CDLL("libc.so.6")
-libc.mallinfo2.restype = MallInfo2
-in_use = lambda: libc.mallinfo2().uordblks + libc.mallinfo2().hblkhd
+import sys, torch
+from loraforge.train.heap import malloc_in_use
 w = torch.randn(2048, 640, dtype=torch.bfloat16)
-before = in_use()
+before = malloc_in_use()
 for rows in range(100, 100 + 16 * int(sys.argv[1]), 16):
     x = torch.randn(rows, 640, dtype=torch.bfloat16, requires_grad=True)
     torch.nn.functional.linear(x, w).sum().backward()
 del x
-print((in_use() - before) / 2**20)
+print((malloc_in_use() - before) / 2**20)
 """
 
 
@@ -39,7 +34,8 @@ def grown_mb(shapes: int, capacity: int) -> float:
 
 
 if __name__ == "__main__":
-    ctypes.CDLL("libc.so.6").mallinfo2  # glibc >= 2.33 only
+    if malloc_in_use() is None:
+        sys.exit("needs glibc >= 2.33 (mallinfo2)")
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     for capacity in (1024, KERNEL_CACHE_CAPACITY):
         print(f"capacity {capacity:5d}: malloc'd memory grew {grown_mb(n, capacity):7.1f} MB over {n} shapes")

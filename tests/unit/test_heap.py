@@ -81,3 +81,15 @@ def test_each_policy_trains_to_the_same_numbers(policy, tiny_tokenizer, tmp_path
 def test_an_unknown_policy_is_a_config_error():
     with pytest.raises(ConfigError, match="train.freed_memory"):
         load_config(None, ["train.freed_memory=hoard"])
+
+
+def test_malloc_in_use_counts_what_is_held():
+    from loraforge.train.heap import malloc_in_use
+
+    if malloc_in_use() is None:
+        pytest.skip("needs glibc >= 2.33 (mallinfo2)")
+    before = malloc_in_use()
+    block = bytearray(64 * 2**20)  # one malloc'd block (mmapped at this size)
+    held = malloc_in_use()
+    del block
+    assert held - before >= 64 * 2**20 > malloc_in_use() - before

@@ -124,18 +124,14 @@ def test_load_model_bounds_the_kernel_caches_unless_the_environment_sets_them(ti
 
 
 GROWTH = """
-import ctypes, sys, torch
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
-libc = ctypes.CDLL("libc.so.6")
-libc.mallinfo2.restype = MallInfo2
+import torch
+from loraforge.train.heap import malloc_in_use
 w = torch.randn(1024, 256, dtype=torch.bfloat16)
-before = libc.mallinfo2().uordblks
+before = malloc_in_use()
 for rows in range(32, 32 + 8 * 120, 8):  # 120 distinct shapes
     x = torch.randn(rows, 256, dtype=torch.bfloat16, requires_grad=True)
     torch.nn.functional.linear(x, w).sum().backward()
-print(libc.mallinfo2().uordblks - before)
+print(malloc_in_use() - before)
 """
 
 
@@ -147,10 +143,9 @@ def test_bounded_kernel_caches_stop_growing_with_new_shapes():
 
     from loraforge.models.load import KERNEL_CACHE_VARS
 
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6").mallinfo2
-    except (OSError, AttributeError):
+    from loraforge.train.heap import malloc_in_use
+
+    if malloc_in_use() is None:
         pytest.skip("needs glibc >= 2.33 (mallinfo2)")
 
     def grown(capacity: int) -> int:

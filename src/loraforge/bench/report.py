@@ -63,7 +63,8 @@ def train_markdown(results: dict) -> str:
     foot = ("\nA job's wall time includes loading the model, data, compiling and the warm-up steps; "
             "the rates exclude them.\n")
     if results.get("trl_baseline"):
-        foot += f"\nRatios are against the faster TRL row (`{results['trl_baseline']}`) on this machine.\n"
+        foot += (f"\nRatios are against the faster TRL row as it comes (`{results['trl_baseline']}`) on this "
+                 "machine; a `-lean-loading` TRL row loads through loraforge's `load_model` instead.\n")
     attention = {r["job"]: r["attention"] for r in results["jobs"] if r.get("attention")}
     for job, paths in attention.items():
         foot += f"`{job}` attention calls: " + ", ".join(f"{k} {v}" for k, v in sorted(paths.items())) + ".\n"
