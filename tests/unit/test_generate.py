@@ -104,3 +104,38 @@ def test_rows_leave_the_batch_when_done_and_match_batch_one(tiny_tokenizer):
     assert out == _batch1(model, tiny_tokenizer, prompts, budgets, [])
     assert [len(ties.row_gaps(r)) for r in range(3)] == [5, 5, 5]
     assert all(g != g for g in ties.row_gaps(0)[1:]) and ties.gap[0] == ties.row_gaps(0)[0]  # NaN once gone
+
+
+def test_grouped_prefill_gives_the_one_call_cache_and_batch_one_outputs(tiny_tokenizer, monkeypatch):
+    """Prefilling a few rows at a time, each group cut to its longest prompt, gives the KV cache and
+    logits of one padded call (pad slots zero), and the same tokens as batch 1."""
+    import loraforge.eval.generate as gen
+
+    model = tiny_causal("gemma3", vocab_size=len(tiny_tokenizer)).eval()
+    prompts = sorted(PROMPTS + ["Pods", "A Deployment manages a replicated set of Pods in the cluster"], key=len,
+                     reverse=True)
+    side, tiny_tokenizer.padding_side = tiny_tokenizer.padding_side, "left"
+    batch = tiny_tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    tiny_tokenizer.padding_side = side
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    widths = []
+    hook = model.register_forward_pre_hook(lambda m, a, kw: widths.append(tuple(kw["input_ids"].shape)),
+                                           with_kwargs=True)
+    with torch.no_grad():
+        one_logits, one_cache = gen._prefill(model, ids, mask, positions)
+        monkeypatch.setattr(gen, "PREFILL_ROWS", 2)
+        logits, cache = gen._prefill(model, ids, mask, positions)
+    hook.remove()
+    lengths = mask.sum(1).tolist()
+    assert widths == [tuple(ids.shape)] + [(2, max(lengths[s:s + 2])) for s in range(0, 6, 2)]
+    assert widths[2][1] < ids.shape[1]  # later groups are narrower than the batch
+    torch.testing.assert_close(logits, one_logits, rtol=1e-5, atol=1e-5)
+    real = mask.bool()[:, None, :, None]
+    for ours, one in zip(cache.layers, one_cache.layers):
+        assert ours.keys.shape == one.keys.shape and ours.get_seq_length() == one.get_seq_length()
+        torch.testing.assert_close(ours.keys * real, one.keys * real, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ours.values * real, one.values * real, rtol=1e-5, atol=1e-5)
+    budgets = [6, 2, 5, 4, 3, 6]
+    out = gen.shrinking_greedy(model, ids, mask, budgets, [])
+    assert out == _batch1(model, tiny_tokenizer, prompts, budgets, [])

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 # exactness needs fp32 (``full_precision``).
 TIE_MARGINS = {torch.float32: 1e-3}
 TIE_MARGIN = "auto"  # by the model's weight dtype, from TIE_MARGINS
+PREFILL_ROWS = 8  # rows prefilled together (``_prefill``)
 
 
 class TieTracker:
@@ -101,18 +102,14 @@ def shrinking_greedy(model, input_ids, attention_mask, budgets: list[int], stop_
     a CPU the LM head's matmul costs more per step the more rows it carries. The result is the same
     tokens as ``generate``; rows are cut exactly where ``_cut`` would cut them.
     """
-    from transformers import DynamicCache
-
     stops = torch.tensor(stop_ids or [], dtype=torch.long, device=input_ids.device)
     budget = torch.tensor(budgets, device=input_ids.device)
     rows = torch.arange(len(budgets), device=input_ids.device)  # original row of each live row
     out: list[list[int]] = [[] for _ in budgets]
     made = 0  # tokens each live row has: rows start together and leave when done
-    cache = DynamicCache(config=model.config)
     mask = attention_mask
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                   use_cache=True, logits_to_keep=1).logits[:, -1]
+    logits, cache = _prefill(model, input_ids, mask, positions)
     positions = positions[:, -1:]
     while True:
         if ties is not None:
@@ -132,6 +129,39 @@ def shrinking_greedy(model, input_ids, attention_mask, budgets: list[int], stop_
         positions = positions + 1
         logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions, past_key_values=cache,
                        use_cache=True).logits[:, -1]
+
+
+def _prefill(model, input_ids, mask, positions):
+    """The last position's logits and the KV cache of a left-padded batch, prefilled ``PREFILL_ROWS``
+    rows at a time, each group cut to its own longest prompt.
+
+    Why: a batch is as wide as its longest prompt, so one prefill call spends FLOPs on every pad
+    column. Rows arrive sorted by length (``generate_ids``), so groups pad little. Their caches are padded back to the batch's
+    width with zeros, in slots the attention mask hides, as pad slots always were. One call where the
+    batch is small, or a sliding-window layer would crop a group's cache.
+    """
+    from transformers import DynamicCache
+
+    def run(rows: slice, width: int):
+        cache = DynamicCache(config=model.config)
+        logits = model(input_ids=input_ids[rows, -width:], attention_mask=mask[rows, -width:],
+                       position_ids=positions[rows, -width:], past_key_values=cache, use_cache=True,
+                       logits_to_keep=1).logits[:, -1]
+        return logits, cache
+
+    width = input_ids.shape[1]
+    window = getattr(model.config, "sliding_window", None)
+    if len(input_ids) <= PREFILL_ROWS or (window and width >= window - 1):
+        return run(slice(None), width)
+    groups = [run(slice(s, s + PREFILL_ROWS), int(mask[s:s + PREFILL_ROWS].sum(1).max()))
+              for s in range(0, len(input_ids), PREFILL_ROWS)]
+    cache = DynamicCache(config=model.config)
+    for layer in range(len(groups[0][1].layers)):
+        def padded(part: str) -> torch.Tensor:
+            states = [getattr(c.layers[layer], part) for _, c in groups]
+            return torch.cat([torch.nn.functional.pad(t, (0, 0, width - t.shape[-2], 0)) for t in states])
+        cache.update(padded("keys"), padded("values"), layer)
+    return torch.cat([logits for logits, _ in groups]), cache
 
 
 def _cut(ids: list[int], budget: int, stop_ids: list[int] | None) -> list[int]:
