@@ -139,3 +139,10 @@ def test_grouped_prefill_gives_the_one_call_cache_and_batch_one_outputs(tiny_tok
     budgets = [6, 2, 5, 4, 3, 6]
     out = gen.shrinking_greedy(model, ids, mask, budgets, [])
     assert out == _batch1(model, tiny_tokenizer, prompts, budgets, [])
+    # a sliding window the batch reaches would crop the groups' caches differently: one call
+    narrow = tiny_causal("gemma3", vocab_size=len(tiny_tokenizer), sliding_window=4).eval()
+    calls = []
+    narrow.register_forward_pre_hook(lambda m, a, kw: calls.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+    with torch.no_grad():
+        gen._prefill(narrow, ids, mask, positions)
+    assert calls == [tuple(ids.shape)]

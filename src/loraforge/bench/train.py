@@ -8,8 +8,8 @@ plain transformers script does: PyTorch's kernel-cache sizes and the tokenizer a
 it. With ``ablation`` a second TRL bf16 job (``trl-bf16-lean-loading``, CPU only) loads through
 loraforge's ``load_model`` instead (bounded oneDNN caches, no Python copy of the vocabulary), to show
 how much of the memory gap that loading alone closes; ratios stay against TRL as it comes. Each job
-runs in its own subprocess, so peak RSS is that job's. Throughput skips the first ``WARMUP`` steps; dev loss is
-computed the same way for both (``loraforge.train.loop.dev_loss`` on the final model).
+runs in its own subprocess, so peak RSS is that job's. Throughput skips the first ``WARMUP`` steps;
+dev loss is computed the same way for both (``loraforge.train.loop.dev_loss`` on the final model).
 
 TRL sees the batches loraforge would form with ``train.length_grouping=false`` (sequential sampler);
 with grouping on (loraforge's default) loraforge batches the same examples by length instead.
@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 WARMUP = 2  # steps excluded from throughput (first calls allocate and pick kernels)
+PER_JOB_FIELDS = ("job", "kind", "dtype", "trl_bf16", "trl_liger", "lean_loading", "overrides", "env")
 
 
 @dataclass
@@ -279,8 +280,9 @@ def _child(spec: BenchSpec, log) -> dict:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
         spec_path.write_text(json.dumps(asdict(spec)))
         t0 = time.perf_counter()
+        # stderr (progress, errors) passes through
         proc = subprocess.run([sys.executable, "-m", "loraforge.bench.train", str(spec_path), str(out_path)],
-                              stdout=subprocess.PIPE, text=True, env={**os.environ, **spec.env})  # stderr (progress, errors) passes through
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, **spec.env})
         if proc.returncode != 0:
             raise RuntimeError(f"bench job {spec.job} failed (exit {proc.returncode}); its error is above")
         row = json.loads(out_path.read_text())
@@ -310,9 +312,7 @@ def bench_train(spec: BenchSpec, out: str | Path = "bench/results", only: str = 
     from loraforge.models.load import has_fast_bf16
 
     results = {
-        "bench": "train", "settings": {k: v for k, v in asdict(spec).items()
-                                       if k not in ("job", "kind", "dtype", "trl_bf16", "trl_liger", "overrides", "lean_loading",
-                                                    "env")},
+        "bench": "train", "settings": {k: v for k, v in asdict(spec).items() if k not in PER_JOB_FIELDS},
         "trl_baseline": None, "trl_bf16_steps": bf16_steps, "warmup_steps_skipped": WARMUP,
         "matmul_peak_flops": peaks, "fast_bf16": has_fast_bf16(device),
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,

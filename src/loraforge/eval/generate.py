@@ -136,11 +136,13 @@ def _prefill(model, input_ids, mask, positions):
     rows at a time, each group cut to its own longest prompt.
 
     Why: a batch is as wide as its longest prompt, so one prefill call spends FLOPs on every pad
-    column. Rows arrive sorted by length (``generate_ids``), so groups pad little. Their caches are padded back to the batch's
-    width with zeros, in slots the attention mask hides, as pad slots always were. One call where the
-    batch is small, or a sliding-window layer would crop a group's cache.
+    column. Rows arrive sorted by length (``generate_ids``), so groups pad little. Their caches are
+    padded back to the batch's width with zeros, in slots the attention mask hides, as pad slots
+    always were. One call where the batch is small, where a sliding-window layer would crop a group's
+    cache, or where a layer's cache is not plain keys and values.
     """
     from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
 
     def run(rows: slice, width: int):
         cache = DynamicCache(config=model.config)
@@ -151,17 +153,22 @@ def _prefill(model, input_ids, mask, positions):
 
     width = input_ids.shape[1]
     window = getattr(model.config, "sliding_window", None)
-    if len(input_ids) <= PREFILL_ROWS or (window and width >= window - 1):
+    plain = all(isinstance(layer, DynamicLayer) for layer in DynamicCache(config=model.config).layers)
+    if len(input_ids) <= PREFILL_ROWS or (window and width >= window - 1) or not plain:
         return run(slice(None), width)
     groups = [run(slice(s, s + PREFILL_ROWS), int(mask[s:s + PREFILL_ROWS].sum(1).max()))
               for s in range(0, len(input_ids), PREFILL_ROWS)]
     cache = DynamicCache(config=model.config)
-    for layer in range(len(groups[0][1].layers)):
-        def padded(part: str) -> torch.Tensor:
-            states = [getattr(c.layers[layer], part) for _, c in groups]
-            return torch.cat([torch.nn.functional.pad(t, (0, 0, width - t.shape[-2], 0)) for t in states])
-        cache.update(padded("keys"), padded("values"), layer)
+    for i in range(len(cache.layers)):
+        keys, values = (torch.cat([_left_pad(getattr(c.layers[i], part), width) for _, c in groups])
+                        for part in ("keys", "values"))
+        cache.update(keys, values, i)
     return torch.cat([logits for logits, _ in groups]), cache
+
+
+def _left_pad(states: torch.Tensor, width: int) -> torch.Tensor:
+    """(batch, heads, length, dim) KV states with zeros in front, to ``width`` positions."""
+    return torch.nn.functional.pad(states, (0, 0, width - states.shape[-2], 0))
 
 
 def _cut(ids: list[int], budget: int, stop_ids: list[int] | None) -> list[int]:
