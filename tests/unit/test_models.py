@@ -154,4 +154,4 @@ def test_bounded_kernel_caches_stop_growing_with_new_shapes():
         return int(out.stdout)
 
     unbounded, bounded = grown(1024), grown(8)
-    assert unbounded > 20 * 2**20 and bounded < unbounded / 4, (unbounded, bounded)
+    assert unbounded > 5 * 2**20 and bounded < unbounded / 4, (unbounded, bounded)  # here: 129 vs 5 MB
