@@ -146,3 +146,16 @@ def test_grouped_prefill_gives_the_one_call_cache_and_batch_one_outputs(tiny_tok
     with torch.no_grad():
         gen._prefill(narrow, ids, mask, positions)
     assert calls == [tuple(ids.shape)]
+
+
+def test_prefix_tuned_models_prefill_in_one_call(tiny_tokenizer, monkeypatch):
+    """PEFT's prefix tuning builds the inputs and cache itself: grouped prefill steps aside."""
+    import loraforge.eval.generate as gen
+    from loraforge.adapters import apply_adapter
+    from loraforge.config import AdapterConfig
+
+    model = apply_adapter(tiny_causal("gemma3", vocab_size=len(tiny_tokenizer)),
+                          AdapterConfig(method="prefix", num_virtual_tokens=4), "causal").eval()
+    one = generate_ids(model, tiny_tokenizer, PROMPTS, 5, 4, progress=False, tie_margin=None)
+    monkeypatch.setattr(gen, "PREFILL_ROWS", 2)
+    assert generate_ids(model, tiny_tokenizer, PROMPTS, 5, 4, progress=False, tie_margin=None) == one

@@ -139,7 +139,8 @@ def _prefill(model, input_ids, mask, positions):
     column. Rows arrive sorted by length (``generate_ids``), so groups pad little. Their caches are
     padded back to the batch's width with zeros, in slots the attention mask hides, as pad slots
     always were. One call where the batch is small, where a sliding-window layer would crop a group's
-    cache, or where a layer's cache is not plain keys and values.
+    cache, where a layer's cache is not plain keys and values, or where PEFT's prompt learning
+    (prefix/prompt tuning) builds the inputs and cache itself.
     """
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
@@ -154,7 +155,8 @@ def _prefill(model, input_ids, mask, positions):
     width = input_ids.shape[1]
     window = getattr(model.config, "sliding_window", None)
     plain = all(isinstance(layer, DynamicLayer) for layer in DynamicCache(config=model.config).layers)
-    if len(input_ids) <= PREFILL_ROWS or (window and width >= window - 1) or not plain:
+    prompt_learning = getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False)
+    if len(input_ids) <= PREFILL_ROWS or (window and width >= window - 1) or not plain or prompt_learning:
         return run(slice(None), width)
     groups = [run(slice(s, s + PREFILL_ROWS), int(mask[s:s + PREFILL_ROWS].sum(1).max()))
               for s in range(0, len(input_ids), PREFILL_ROWS)]
