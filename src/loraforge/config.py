@@ -106,8 +106,8 @@ class TrainConfig(_Section):
     compile: bool = True
     """torch.compile the loss's softmax/gradient kernel (falls back to eager if compiling fails)."""
     compile_model: bool = False
-    """torch.compile each decoder layer too (one shared graph per layer type): faster steps after
-    about a minute of compiling (Gemma 3 270M on 2 CPU cores)."""
+    """torch.compile each decoder layer too (one shared graph per layer type): faster steps after a
+    compiling first step (19 to 67 s for Gemma 3 270M on 2 CPU cores; see the README's bench notes)."""
     activation_checkpointing: bool = False
     """Recompute each decoder layer in the backward pass: far less memory, slower steps."""
     freed_memory: Literal["keep", "release", "default"] = "keep"

@@ -236,6 +236,7 @@ def test_a_job_process_gets_its_environment(spec, monkeypatch):
     bench._child(replace(spec, env={"LRU_CACHE_CAPACITY": "1024"}), log=lambda m: None)
     bench._child(spec, log=lambda m: None)
     assert seen[0]["LRU_CACHE_CAPACITY"] == "1024" and seen[0]["LORAFORGE_TEST_MARK"] == "kept"
+    assert seen[1]["LORAFORGE_TEST_MARK"] == "kept"  # no job env: the parent's, unchanged
     assert seen[1].get("LRU_CACHE_CAPACITY") == os.environ.get("LRU_CACHE_CAPACITY")
 
 

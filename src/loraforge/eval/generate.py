@@ -154,9 +154,9 @@ def _prefill(model, input_ids, mask, positions):
 
     width = input_ids.shape[1]
     window = getattr(model.config, "sliding_window", None)
-    plain = all(isinstance(layer, DynamicLayer) for layer in DynamicCache(config=model.config).layers)
     prompt_learning = getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False)
-    if len(input_ids) <= PREFILL_ROWS or (window and width >= window - 1) or not plain or prompt_learning:
+    if (len(input_ids) <= PREFILL_ROWS or (window and width >= window - 1) or prompt_learning
+            or not all(isinstance(layer, DynamicLayer) for layer in DynamicCache(config=model.config).layers)):
         return run(slice(None), width)
     groups = [run(slice(s, s + PREFILL_ROWS), int(mask[s:s + PREFILL_ROWS].sum(1).max()))
               for s in range(0, len(input_ids), PREFILL_ROWS)]
