@@ -1,0 +1,12 @@
+"""Runs: the run directory's layout (``RunDir``), its typed ``metrics.json`` (``RunMetrics``), adapter
+resolution (``resolve_adapter``) and the one atomic-write helper (``atomic_write``, ``atomic_dir``).
+
+Imports only ``config`` (no torch), so deploy, export and serve can all use it.
+"""
+
+from loraforge.runs.files import atomic_dir, atomic_write, make_readable
+from loraforge.runs.metrics import RunMetrics, TaskScores, TrainStats
+from loraforge.runs.rundir import AdapterRef, RunDir, RunDirError, resolve_adapter
+
+__all__ = ["AdapterRef", "RunDir", "RunDirError", "RunMetrics", "TaskScores", "TrainStats", "atomic_dir",
+           "atomic_write", "make_readable", "resolve_adapter"]

@@ -1,0 +1,53 @@
+"""``metrics.json``: the typed record every writer and reader of a run's results shares.
+
+Train writes it; eval, report, compare, export (model card), estimate (``--check``) and serve read
+it through ``RunMetrics``, never by string keys into a plain dict. Task metrics (chrF, leak rate,
+...) differ per task, so they stay a mapping of metric name to number; everything else is typed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+TaskScores = dict[str, Any]
+"""One evaluation's metrics, e.g. {"chrf": 45.6, "bleu": 30.1, "markup": 52.4, "n": 100}."""
+
+
+class _Record(BaseModel):
+    # Unknown keys are kept (a newer loraforge may add fields) but every known one is typed.
+    model_config = ConfigDict(extra="allow")
+
+
+class TrainStats(_Record):
+    steps: int
+    seconds: float
+    tokens_per_s: float
+    target_tokens_per_s: float
+    final_dev_loss: float | None = None
+    trainable_params: int
+    total_params: int
+    peak_rss_mb: float
+    dtype: str
+    world_size: int = 1
+    ranks_identical: bool = True
+
+    @property
+    def trainable_pct(self) -> float:
+        return 100 * self.trainable_params / max(self.total_params, 1)
+
+
+class RunMetrics(_Record):
+    task: str
+    before: TaskScores | None = None
+    """The base model on the test split (None when eval.before is off or there is no test split)."""
+    after: TaskScores = {}
+    """The tuned model on the test split."""
+    train: TrainStats | None = None
+    wall_seconds: float | None = None
+    baseline: TaskScores | None = None
+    """PII: the rule-based masker on the same rows."""
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2, exclude_none=False)
