@@ -114,8 +114,8 @@ def markdown_table(cfg: RunConfig, rows: list[dict]) -> str:
             lines.append(f"| {r['method']} | failed: {error} |" + " |" * 8)
             continue
         lines.append(
-            f"| {r['method']} | {r['lr']:g} | {r['trainable_params']:,} | {r['trainable_pct']:.3f} | {r['adapter_mb']:.2f} "
-            f"| {r['tokens_per_s']:.0f} | {r['peak_rss_mb']:.0f} | {_fmt(r['dev_loss'], '.3f')} "
+            f"| {r['method']} | {r['lr']:g} | {r['trainable_params']:,} | {r['trainable_pct']:.3f} "
+            f"| {r['adapter_mb']:.2f} | {r['tokens_per_s']:.0f} | {r['peak_rss_mb']:.0f} | {_fmt(r['dev_loss'], '.3f')} "
             f"| {_fmt(r['bleu'], '.2f')} | {_fmt(r['chrf'], '.2f')} |")
     return head + "\n".join(lines) + "\n"
 
