@@ -140,3 +140,23 @@ def test_cli_with_embedded_gemma_tokenizer(capsys):
     assert main(["data", "stats", "k8s:test", "--tokenizer", "gemma3-270m"]) == 0
     out = capsys.readouterr().out
     assert "length in tokens (gemma3-270m)" in out
+
+
+def test_wrong_csv_columns_suggest_the_commands_own_flags(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("question,answer\nWhat is a Pod?,The smallest unit.\n", encoding="utf-8")
+    with pytest.raises(DataError, match="--source-field and --target-field") as err:
+        data_stats(path)
+    assert "data.source_field" not in str(err.value)
+    with pytest.raises(DataError, match="--source-field and --target-field must be set together"):
+        data_stats(path, source_field="question")
+
+
+def test_data_stats_and_example_problems_share_one_definition(tmp_path):
+    from loraforge.data.formats import Example, example_problems
+
+    assert example_problems(Example("A Pod.", "  ")) == ["empty target"]
+    assert example_problems(Example("", "一个 Pod。")) == ["empty source"]
+    assert example_problems(Example("A Pod.", "一个 Pod。")) == []
+    stats = data_stats(jsonl(tmp_path / "d.jsonl", [*GOOD[:3], {"en": "A Pod.", "zh": " "}]))
+    assert stats["problems"]["empty target"]["count"] == 1

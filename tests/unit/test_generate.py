@@ -64,7 +64,7 @@ def test_full_precision_generates_in_fp32_and_restores_every_dtype_exactly(tiny_
     from loraforge.adapters import apply_adapter
     from loraforge.config import AdapterConfig
     from loraforge.eval.generate import full_precision
-    from loraforge.workflows import merged_for_inference
+    from loraforge.eval.inference import merged_for_inference
 
     model = apply_adapter(tiny_causal("gemma3", vocab_size=len(tiny_tokenizer)).to(torch.bfloat16), AdapterConfig(r=4))
     with torch.no_grad():
@@ -159,3 +159,60 @@ def test_prefix_tuned_models_prefill_in_one_call(tiny_tokenizer, monkeypatch):
     one = generate_ids(model, tiny_tokenizer, PROMPTS, 5, 4, progress=False, tie_margin=None)
     monkeypatch.setattr(gen, "PREFILL_ROWS", 2)
     assert generate_ids(model, tiny_tokenizer, PROMPTS, 5, 4, progress=False, tie_margin=None) == one
+
+
+def _sft_cfg(task: str, cap: int):
+    from loraforge.config import load_config
+
+    return load_config(None, [f"data.task={task}", "data.template=chatml", f"eval.max_new_tokens={cap}",
+                              "eval.batch_size=1"])
+
+
+def test_output_budgets_come_from_the_task(tiny_tokenizer):
+    from loraforge.eval.inference import output_budgets
+
+    sources = ["A Pod is the smallest deployable unit. Use kubectl get pods to list them."]
+    n = len(tiny_tokenizer(sources[0], add_special_tokens=False)["input_ids"])
+    assert output_budgets(tiny_tokenizer, sources, 500, "sft") == [500]  # an answer may be far longer
+    assert output_budgets(tiny_tokenizer, sources, 500, "translate") == [int(1.25 * n) + 16]
+    assert output_budgets(tiny_tokenizer, sources, 500, "pii") == [int(1.25 * n) + 16]
+    assert output_budgets(tiny_tokenizer, sources, 10, "translate") == [10]  # the cap still caps
+
+
+def test_an_sft_answer_three_times_its_prompt_is_generated_whole(tiny_tokenizer):
+    """An sft answer 3x the source's length comes out whole; a translation budget (1.25x + 16) would
+    have cut it, which is what evaluation did to every task before."""
+    from loraforge.data.formats import Example
+    from loraforge.eval.inference import evaluate, generate_answers
+    from scripted_model import scripted_model
+
+    source = "A Pod is the smallest deployable unit. Use kubectl get pods to list them."
+    n_source = len(tiny_tokenizer(source, add_special_tokens=False)["input_ids"])
+    token = tiny_tokenizer.convert_tokens_to_ids("Pod")
+    n = 3 * n_source
+    assert n > int(1.25 * n_source) + 16  # the old budget would cut this answer
+    answer = tiny_tokenizer.decode([token] * n).strip()
+    loaded = scripted_model(tiny_tokenizer, token, n)
+    metrics, hyps = evaluate(loaded, loaded.model, _sft_cfg("sft", 256), [Example(source, answer)], progress=False)
+    assert hyps == [answer] and metrics["n"] == 1
+    out = generate_answers(loaded, loaded.model, _sft_cfg("translate", 256), [source], progress=False)
+    assert out.cut == [0] and len(tiny_tokenizer(out.texts[0], add_special_tokens=False)["input_ids"]) < n
+
+
+def test_cut_outputs_are_reported_and_widened_to_the_cap(tiny_tokenizer):
+    from loraforge.eval.inference import generate_answers
+    from scripted_model import scripted_model
+
+    source = "A Pod is the smallest deployable unit."
+    token = tiny_tokenizer.convert_tokens_to_ids("Pod")
+    n_source = len(tiny_tokenizer(source, add_special_tokens=False)["input_ids"])
+    ratio_budget = int(1.25 * n_source) + 16
+    cfg = _sft_cfg("translate", 64)
+    finishes = scripted_model(tiny_tokenizer, token, ratio_budget + 5)  # longer than its task budget, under the cap
+    out = generate_answers(finishes, finishes.model, cfg, [source], progress=False)
+    assert out.cut == [0] and out.budgets == [ratio_budget]
+    out = generate_answers(finishes, finishes.model, cfg, [source], progress=False, widen_cut=True)
+    assert out.cut == [] and out.texts == [tiny_tokenizer.decode([token] * (ratio_budget + 5)).strip()]
+    endless = scripted_model(tiny_tokenizer, token, None)
+    out = generate_answers(endless, endless.model, cfg, [source], progress=False, widen_cut=True)
+    assert out.cut == [0] and out.budgets == [64]

@@ -155,3 +155,15 @@ def test_bounded_kernel_caches_stop_growing_with_new_shapes():
 
     unbounded, bounded = grown(1024), grown(8)
     assert unbounded > 5 * 2**20 and bounded < unbounded / 4, (unbounded, bounded)  # here: 129 vs 5 MB
+
+
+def test_library_deprecation_noise_is_silenced_and_nothing_else(tiny_model_dir):
+    """PEFT reads a property transformers deprecated: the user cannot act on that FutureWarning."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        loaded = load_model(str(tiny_model_dir))
+        loaded.model.is_gradient_checkpointing  # what PEFT does on every adapter build and load
+        warnings.warn("a deprecation of ours", FutureWarning)
+    assert [str(w.message) for w in seen if issubclass(w.category, FutureWarning)] == ["a deprecation of ours"]

@@ -105,3 +105,34 @@ def test_resolve_adapter_forms_and_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(RunDirError, match="not an adapter folder"):
         resolve_adapter(tmp_path / "empty")
+
+
+def test_run_dir_stands_where_a_path_did(tmp_path):
+    run = RunDir(tmp_path / "r")
+    assert str(run) == os.fspath(run) == str(tmp_path / "r") and run / "metrics.json" == tmp_path / "r" / "metrics.json"
+    assert run.metrics_before() is None
+    run.write_metrics_before({"chrf": 1.5, "n": 2})
+    assert RunDir(run).metrics_before() == {"chrf": 1.5, "n": 2}
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def test_run_isolated_runs_a_function_in_a_fresh_process(tmp_path):
+    import io
+    import sys
+
+    from loraforge.runs.isolated import run_isolated
+
+    out = tmp_path / "out.txt"
+    # a fresh interpreter: this test's pid differs from the child's
+    assert run_isolated("loraforge.runs.files:atomic_write", {"path": str(out), "data": "hi"}) is None
+    assert out.read_text() == "hi"
+    echo = io.StringIO()
+    error = run_isolated("test_runs:_fail", {"message": "the reason"}, echo=echo,
+                         env={"PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), *sys.path])})
+    assert error == "ValueError: the reason"  # the last line of the child's stderr
+    assert "Traceback" in echo.getvalue()  # streamed to the caller's stderr as it came
+    with pytest.raises(ValueError, match="module:function"):
+        run_isolated("no_colon", {})

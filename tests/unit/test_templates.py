@@ -47,7 +47,10 @@ def test_auto_prefers_the_models_own_chat_template(tiny_tokenizer):
 
 
 def test_model_template_without_one_is_a_clear_error(tiny_tokenizer):
-    with pytest.raises(ValueError, match="no chat template"):
+    from loraforge.config import ConfigError
+
+    # a ConfigError (the CLI prints it as one line, exit 2), naming the fix
+    with pytest.raises(ConfigError, match=r"no chat template.*data\.template=auto.*chatml"):
         encode_example(tiny_tokenizer, EX, DataConfig(template="model"))
 
 

@@ -13,7 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from loraforge.config import load_config
+from loraforge.config import ConfigError, load_config
+from loraforge.data.formats import DataError
+from loraforge.runs import RunDir, RunDirError
 from loraforge.workflows import check_data, train_run
 
 PAIRS = Path(__file__).parents[1] / "fixtures" / "core" / "pairs.jsonl"
@@ -32,7 +34,8 @@ def adapter_weights(run_dir):
 def test_train_run_writes_a_complete_run_directory(tiny_model_dir, tmp_path):
     cfg = load_config(None, overrides(tiny_model_dir, tmp_path / "run", "train.steps=6", "train.eval_every=3"))
     run = train_run(cfg, progress=False)
-    names = {p.name for p in run.iterdir()}
+    assert isinstance(run, RunDir)
+    names = {p.name for p in run.path.iterdir()}
     assert {"adapter", "config.yaml", "metrics.json", "report.md", "report.html", "loss.png", "history.jsonl",
             "outputs_before.jsonl", "outputs_after.jsonl"} <= names
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (run / "adapter").iterdir()}
@@ -48,9 +51,11 @@ def test_train_run_writes_a_complete_run_directory(tiny_model_dir, tmp_path):
     from loraforge.workflows import rebuild_report
 
     assert rebuild_report(run).read_text() == report
-    # an existing run is never overwritten silently
-    with pytest.raises(FileExistsError, match="--resume"):
+    # an existing run is never overwritten silently, and a finished one is not "resumed" (retrained)
+    with pytest.raises(RunDirError, match="--resume"):
         train_run(cfg, progress=False)
+    with pytest.raises(RunDirError, match="finished run"):
+        train_run(cfg, resume=True, progress=False)
 
 
 def _cli(*args, env_extra=None):
@@ -92,10 +97,67 @@ def test_interrupted_run_resumes_to_the_same_adapter(tiny_model_dir, tmp_path, h
     assert [r["step"] for r in history if "loss" in r] == list(range(1, 401))
 
 
-def test_resume_without_a_run_is_an_error(tmp_path):
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fail the test if anything loads a model: input errors must come first."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the input was checked")
+
+    monkeypatch.setattr("loraforge.models.load.load_model", refuse)
+
+
+def test_resume_without_a_checkpoint_is_an_error(tmp_path, no_model_load):
     cfg = load_config(None, [f"output.dir={tmp_path / 'none'}"])
-    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+    with pytest.raises(RunDirError, match="no checkpoint"):
         train_run(cfg, resume=True)
+    RunDir(tmp_path / "started").write_config(cfg)  # killed before its first checkpoint: not silently from step 0
+    with pytest.raises(RunDirError, match="no checkpoint"):
+        train_run(cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": str(tmp_path / "started")})}),
+                  resume=True)
+
+
+def _interrupted_run(tmp_path, *extra):
+    """A run directory as a killed run leaves it: config.yaml and a checkpoint, no metrics."""
+    cfg = load_config(None, [f"output.dir={tmp_path / 'run'}", *extra])
+    RunDir(tmp_path / "run").write_config(cfg)
+    (tmp_path / "run" / "checkpoints" / "step-000010").mkdir(parents=True)
+    return cfg
+
+
+def test_resume_refuses_changes_that_would_make_another_run(tmp_path, no_model_load):
+    from loraforge.workflows.train import check_resume_changes, config_for_resume
+
+    saved = _interrupted_run(tmp_path, "train.steps=100")
+    changed = load_config(None, [f"output.dir={tmp_path / 'run'}", "train.steps=100", "adapter.r=64"])
+    with pytest.raises(ConfigError, match=r"adapter\.r: 16 -> 64.*only output\.\*, eval\.\*, train\.steps"):
+        train_run(changed, resume=True)
+    shorter = load_config(None, [f"output.dir={tmp_path / 'run'}", "train.steps=50"])
+    with pytest.raises(ConfigError, match="may only grow"):
+        check_resume_changes(saved, shorter)
+    allowed = load_config(None, [f"output.dir={tmp_path / 'elsewhere'}", "train.steps=200", "eval.max_new_tokens=9",
+                                 "train.save_every=5"])
+    assert check_resume_changes(saved, allowed) is allowed
+    # --resume with no config file: the saved config, plus the overrides that may change
+    assert config_for_resume(str(tmp_path / "run"), ["train.steps=300"]).train.steps == 300
+    with pytest.raises(ConfigError, match="data.train"):
+        config_for_resume(str(tmp_path / "run"), ["data.train=other.jsonl"])
+
+
+def test_a_malformed_data_line_fails_before_the_model_loads(tmp_path, no_model_load):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"en": "A Pod.", "zh": "一个 Pod。"}\n{"en": "broken\n', encoding="utf-8")
+    for split in ("train", "dev", "test"):
+        cfg = load_config(None, [f"data.{split}={bad}", f"output.dir={tmp_path / split}"])
+        with pytest.raises(DataError, match=f"{bad}:2"):
+            train_run(cfg, progress=False)
+
+
+def test_eval_with_a_missing_adapter_fails_before_the_model_loads(tmp_path, no_model_load):
+    from loraforge.workflows import eval_run
+
+    cfg = load_config(None, [f"data.test={PAIRS}"])
+    with pytest.raises(RunDirError, match="adapter not found"):
+        eval_run(cfg, adapter=str(tmp_path / "nope"))
 
 
 def test_data_check_passes_good_data_and_fails_a_broken_template(tiny_model_dir, tmp_path, monkeypatch):
@@ -105,6 +167,10 @@ def test_data_check_passes_good_data_and_fails_a_broken_template(tiny_model_dir,
     out = io.StringIO()
     assert check_data(cfg, n=1, out=out)
     assert "OK" in out.getvalue()
+    # not a terminal: no colour, so the trained tokens are bracketed, and the legend says so
+    first = json.loads(PAIRS.read_text(encoding="utf-8").splitlines()[0])
+    assert f"⟦{first['zh']}<|im_end|>⟧" in out.getvalue() or f"⟦{first['zh']}" in out.getvalue()
+    assert "(between ⟦ ⟧)" in out.getvalue() and "(green)" not in out.getvalue()
 
     from loraforge.data import templates
 
@@ -181,3 +247,49 @@ def test_translate_cli_reads_args_file_and_stdin(tiny_model_dir, tmp_path, capsy
     monkeypatch.setattr("sys.stdin", io.StringIO("A Pod.\n"))
     assert main(["translate", "--adapter", str(run), "--max-new-tokens", "4", "--file", "-"]) == 0
     assert main(["translate", "--adapter", str(tmp_path / "missing"), "x"]) == 2
+
+
+def test_data_check_and_data_stats_agree_on_an_empty_target(tiny_model_dir, tmp_path):
+    import io
+
+    from loraforge.data.stats import data_stats
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(PAIRS.read_text(encoding="utf-8") + json.dumps({"en": "A Pod.", "zh": ""}) + "\n",
+                    encoding="utf-8")
+    cfg = load_config(None, [f"model.name={tiny_model_dir}", f"data.train={data}", "data.dev=null"])
+    out = io.StringIO()
+    assert not check_data(cfg, n=0, out=out)
+    assert "1 with problems" in out.getvalue() and "problem: empty target" in out.getvalue()
+    assert data_stats(data)["problems"]["empty target"]["count"] == 1
+
+
+def test_data_check_with_template_model_and_no_chat_template_says_what_to_use(tiny_model_dir):
+    import io
+
+    cfg = load_config(None, [f"model.name={tiny_model_dir}", f"data.train={PAIRS}", "data.template=model"])
+    with pytest.raises(ConfigError, match="no chat template.*data.template=auto"):
+        check_data(cfg, out=io.StringIO())
+
+
+def test_translate_reports_outputs_cut_by_their_budget(tiny_tokenizer, monkeypatch, capsys):
+    from scripted_model import scripted_model
+
+    from loraforge.workflows import translate, translate_texts
+
+    token = tiny_tokenizer.convert_tokens_to_ids("Pod")
+    scripts = iter([5, None, None])  # one script per model load: ends after 5 tokens, then never ends
+    monkeypatch.setattr("loraforge.eval.inference.load_for_inference",
+                        lambda cfg, adapter: (loaded := scripted_model(tiny_tokenizer, token, next(scripts)),
+                                              loaded.model))
+    texts = ["A Pod.", "A Service."]
+    cut = []
+    outputs = translate_texts(texts, batch_size=1, max_new_tokens=30, on_cut=lambda i, budget: cut.append((i, budget)))
+    assert cut == [] and outputs == [tiny_tokenizer.decode([token] * 5).strip()] * 2
+    result = translate(texts, batch_size=1, max_new_tokens=30)
+    assert result.cut == [0, 1] and result.budget == 30
+    assert result.outputs == [tiny_tokenizer.decode([token] * 30).strip()] * 2  # widened to the whole budget
+    capsys.readouterr()
+    translate_texts(texts, batch_size=1, max_new_tokens=8)  # the default on_cut: a warning on stderr
+    err = capsys.readouterr().err
+    assert "segment 1 was cut" in err and "segment 2 was cut" in err and "--max-new-tokens" in err

@@ -31,6 +31,17 @@ class Example:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def example_problems(example: Example) -> list[str]:
+    """What makes an example bad whatever the model: the one definition ``data check`` and ``data
+    stats`` share (an empty target trains the model to say nothing; an empty source, to answer nothing)."""
+    problems = []
+    if not example.source.strip():
+        problems.append("empty source")
+    if not example.target.strip():
+        problems.append("empty target")
+    return problems
+
+
 # Common field shapes, tried in order when the config names no fields.
 FIELD_SHAPES: list[tuple[str, str]] = [
     ("source", "target"),
@@ -39,6 +50,9 @@ FIELD_SHAPES: list[tuple[str, str]] = [
     ("text", "masked"),  # PII records: raw text -> masked text
     ("instruction", "response"),
 ]
+
+FIELD_HINT = "data.source_field and data.target_field"
+"""How a caller names the field settings in errors: config keys here, flags for ``data stats``."""
 
 PACKAGED_PREFIX = "k8s:"
 PACKAGED = {"k8s:": "k8s-en-zh", "pii:": "pii"}  # prefix -> folder under loraforge/datasets
@@ -144,11 +158,13 @@ def _from_messages(rec: dict, where: str) -> Example:
 
 
 def record_to_example(
-    rec: dict, where: str, source_field: str | None, target_field: str | None, src_lang: str, tgt_lang: str
+    rec: dict, where: str, source_field: str | None, target_field: str | None, src_lang: str, tgt_lang: str,
+    field_hint: str = FIELD_HINT,
 ) -> Example:
+    """``field_hint`` names the settings that choose the fields, as the caller's user sets them."""
     if source_field or target_field:
         if not (source_field and target_field):
-            raise DataError("data.source_field and data.target_field must be set together")
+            raise DataError(f"{field_hint} must be set together")
         shape = (source_field, target_field)
     elif "messages" in rec:
         ex = _from_messages(rec, where)
@@ -161,7 +177,7 @@ def record_to_example(
             tried = ", ".join(f"{a}/{b}" for a, b in shapes)
             raise DataError(
                 f"{where}: no known field pair in record with keys {sorted(rec)}; tried {tried} and 'messages'. "
-                "Set data.source_field and data.target_field."
+                f"Set {field_hint}."
             )
     for key in shape:
         if key not in rec:
@@ -184,10 +200,11 @@ def iter_examples(
     target_field: str | None = None,
     src_lang: str = "en",
     tgt_lang: str = "zh",
+    field_hint: str = FIELD_HINT,
 ) -> Iterator[tuple[str, Example]]:
     """Yield (where, Example) from a file or packaged split; ``where`` names file and line."""
     for where, rec in read_records(resolve_spec(spec)):
-        yield where, record_to_example(rec, where, source_field, target_field, src_lang, tgt_lang)
+        yield where, record_to_example(rec, where, source_field, target_field, src_lang, tgt_lang, field_hint)
 
 
 def load_examples(

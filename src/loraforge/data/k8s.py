@@ -17,7 +17,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from loraforge.data.formats import DataError, decode_utf8
+from loraforge.runs.files import atomic_write
 
 # Longer segments are generated option lists (feature gates of the command-line reference), not
 # prose: thousands of tokens each, useless for training and slow to evaluate.
@@ -448,9 +448,7 @@ def write_jsonl_gz(path: Path, records: list[dict]) -> None:
     with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=9) as gz:
         for rec in records:
             gz.write((json.dumps(rec, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8"))
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write(path, buf.getvalue())
 
 
 def build(source: str | Path, out: str | Path, lang: str = "zh-cn", section: str = "docs",

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import os
 import random
 import re
 import string
@@ -23,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from loraforge.data.pii_templates import SLOT_TYPES, TEMPLATES, Template
+from loraforge.runs.files import atomic_write
 
 LOCALES = {  # locale -> weight; English-speaking locales dominate like the prose does
     "en_US": 8, "en_GB": 4, "en_IN": 2, "en_AU": 1, "en_CA": 1, "de_DE": 2, "fr_FR": 2, "es_ES": 2,
@@ -268,10 +268,7 @@ def write_jsonl(records: list[dict], path: str | Path) -> Path:
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
     if path.name.endswith(".gz"):
         data = gzip.compress(data, mtime=0)  # mtime=0: the same records give the same bytes
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, data)
 
 
 def build_packaged(out_dir: str | Path, n_train: int, n_dev: int, n_test: int, seed: int = 0) -> dict[str, int]:

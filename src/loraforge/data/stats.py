@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-from loraforge.data.formats import DataError, iter_examples, resolve_spec
+from loraforge.data.formats import DataError, example_problems, iter_examples, resolve_spec
 
 CJK_CHARS = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 APPROX_TOKEN = re.compile(f"[{CJK_CHARS}]|[^\\s{CJK_CHARS}]+")
@@ -21,6 +21,7 @@ PERCENTILES = (50, 90, 95, 99)
 MAX_LOCATIONS = 5  # locations listed per problem; the count is always complete
 RATIO_FACTOR = 4.0  # a pair whose length ratio is this far from the file's median is suspect
 RATIO_MIN_CHARS = 20  # ratios of very short pairs (headings) say nothing
+STATS_FIELD_HINT = "--source-field and --target-field"  # what `loraforge data stats` takes
 
 
 def approx_tokens(text: str) -> int:
@@ -67,10 +68,12 @@ def data_stats(
     target_field: str | None = None,
     src_lang: str = "en",
     tgt_lang: str = "zh",
+    field_hint: str = STATS_FIELD_HINT,
 ) -> dict:
     """Counts, length percentiles and problems (with locations) of one dataset file or packaged
-    split. Malformed records stop with a ``DataError`` naming the line, as in training."""
-    rows = list(iter_examples(path, source_field, target_field, src_lang, tgt_lang))
+    split. Malformed records stop with a ``DataError`` naming the line, as in training; errors about
+    which fields to read name ``field_hint`` (the command's own flags by default)."""
+    rows = list(iter_examples(path, source_field, target_field, src_lang, tgt_lang, field_hint))
     if not rows:
         raise DataError(f"{resolve_spec(path)}: no examples found (empty file?)")
     count, unit = token_counter(tokenizer)
@@ -83,10 +86,8 @@ def data_stats(
 
     seen_pairs: dict[tuple[str, str], str] = {}
     for where, ex in rows:
-        if not ex.source.strip():
-            flag("empty source", where)
-        if not ex.target.strip():
-            flag("empty target", where)
+        for problem in example_problems(ex):
+            flag(problem, where)
         key = (ex.source, ex.target)
         if key in seen_pairs:
             flag("duplicate pair", f"{where} (same as {seen_pairs[key]})")

@@ -63,7 +63,10 @@ def resolve_template(tokenizer, name: str) -> str:
 def _resolve_template(tokenizer, name: str) -> str:
     """'auto' = the model's own chat template if it has one, Gemma turns for Gemma vocabularies, else ChatML."""
     if name == "model" and not getattr(tokenizer, "chat_template", None):
-        raise ValueError("data.template is 'model' but the tokenizer has no chat template; use chatml, gemma or plain")
+        name_or_path = getattr(tokenizer, "name_or_path", "") or "this model"
+        raise ConfigError(f"data.template=model: the tokenizer of {name_or_path} has no chat template of its own; "
+                          "use data.template=auto (the model's template where there is one, else Gemma turns or "
+                          "ChatML) or name one: chatml, gemma, plain")
     if name != "auto":
         return name
     if getattr(tokenizer, "chat_template", None):
@@ -117,6 +120,20 @@ def prompt_text(tokenizer, source: str, cfg: DataConfig, system: str | None = No
     if name == "model":
         return _with_bos(tokenizer, _model_template_parts(tokenizer, _source_text(example, cfg), system or None, None)[0])
     return _with_bos(tokenizer, BUILTIN[name].prompt(_source_text(example, cfg), system or None))
+
+
+def generation_prompts(tokenizer, sources: list[str], cfg: DataConfig, family: str = "causal",
+                       systems: list[str | None] | None = None) -> tuple[list[str], list[int] | None]:
+    """(prompts, stop ids) to generate answers to ``sources`` exactly as training framed them.
+
+    Causal models: the template's prompt (``systems[i]`` or data.system_prompt) and its stop tokens.
+    Seq2seq models: the source (with data.task_prefix) goes to the encoder; the model's EOS stops.
+    """
+    if family != "causal":
+        return [_source_text(Example(source=s, target=""), cfg) for s in sources], None
+    systems = systems or [None] * len(sources)
+    prompts = [prompt_text(tokenizer, s, cfg, system) for s, system in zip(sources, systems)]
+    return prompts, stop_token_ids(tokenizer, cfg.template)
 
 
 def chat_prompt(tokenizer, messages: list[dict], template: str = "auto") -> str:

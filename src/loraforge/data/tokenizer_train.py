@@ -13,13 +13,13 @@ Both also keep the raw ``spm.model``. No torch here: this runs on a machine with
 from __future__ import annotations
 
 import io
-import os
 import shutil
 from pathlib import Path
 
 from loraforge.config import ConfigError
 from loraforge.data.formats import load_examples
 from loraforge.data.templates import lang_code
+from loraforge.runs.files import atomic_dir
 
 FORMATS = ("marian", "mbart50")
 SPECIALS = {"unk": "<unk>", "bos": "<s>", "eos": "</s>", "pad": "<pad>"}  # ids 0..3 in the spm model
@@ -103,11 +103,7 @@ def train_tokenizer(data: str, vocab_size: int, out_dir: str | Path, model_type:
         _mbart_codes(src_lang, tgt_lang)  # fail before the slow part
     lines = _corpus(data, src_lang, tgt_lang, max_examples)
     out = Path(out_dir)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    (tmp / "spm.model").write_bytes(train_spm(lines, vocab_size, model_type))
-    (_save_marian if fmt == "marian" else _save_mbart50)(tmp / "spm.model", tmp, src_lang, tgt_lang)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    with atomic_dir(out) as tmp:
+        (tmp / "spm.model").write_bytes(train_spm(lines, vocab_size, model_type))
+        (_save_marian if fmt == "marian" else _save_mbart50)(tmp / "spm.model", tmp, src_lang, tgt_lang)
     return out

@@ -117,18 +117,14 @@ def baseline_eval(cfg, out_path: str | None = None) -> dict:
     """Baseline metrics on a run config's test split (``eval.max_examples`` rows), scored exactly as
     ``loraforge eval`` scores a model, so the numbers sit in one table."""
     import json
-    from pathlib import Path
 
-    from loraforge.data.formats import DataError, load_examples
+    from loraforge.data.splits import test_examples
     from loraforge.eval.pii import pii_metrics
-    from loraforge.eval.report import atomic_write
+    from loraforge.runs.files import atomic_write
 
-    d = cfg.data
-    if not d.test:
-        raise DataError("data.test is not set: nothing to evaluate")
-    examples = load_examples(d.test, d.source_field, d.target_field, d.src_lang, d.tgt_lang, limit=cfg.eval.max_examples)
+    examples = test_examples(cfg)
     sources = [e.source for e in examples]
     metrics = pii_metrics(sources, [baseline_mask(s) for s in sources], [e.target for e in examples])
     if out_path:
-        atomic_write(Path(out_path), json.dumps(metrics, indent=2))
+        atomic_write(out_path, json.dumps(metrics, indent=2))
     return metrics

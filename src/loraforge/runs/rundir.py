@@ -16,6 +16,7 @@ Every path is a property here, and ``resolve_adapter`` is the only code that tur
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,18 @@ class RunDirError(ConfigError):
 class RunDir:
     path: Path
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | os.PathLike):
         object.__setattr__(self, "path", Path(path))
+
+    # A RunDir stands wherever a path to the run directory did: open(), Path(run), str(run), run / "x".
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
 
     # --- layout ---------------------------------------------------------------------------------
     @property
@@ -115,6 +126,15 @@ class RunDir:
 
     def write_metrics(self, metrics: RunMetrics) -> Path:
         return atomic_write(self.metrics_path, metrics.to_json())
+
+    def metrics_before(self) -> dict | None:
+        """The base model's scores saved by an earlier attempt of this run (None when absent)."""
+        if not self.metrics_before_path.is_file():
+            return None
+        return json.loads(self.metrics_before_path.read_text(encoding="utf-8"))
+
+    def write_metrics_before(self, scores: dict) -> Path:
+        return atomic_write(self.metrics_before_path, json.dumps(scores, indent=2))
 
     def history(self) -> list[dict]:
         if not self.history_path.is_file():

@@ -1,18 +1,20 @@
 """Checkpoints that resume exactly: trainable weights, optimizer, scheduler, RNG and data position.
 
 Everything is safetensors or JSON (never pickle), written to a temporary folder and renamed into
-place, so a crash mid-write leaves the previous checkpoint intact and never a half one.
+place (``runs.atomic_dir``), so a crash mid-write leaves the previous checkpoint intact and never a
+half one.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from loraforge.runs.files import atomic_dir
 
 KEEP = 2  # checkpoints kept on disk; older ones are deleted after a newer one is complete
 
@@ -36,17 +38,13 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, meta: dict) -> Path:
     root = run_dir / "checkpoints"
     final = root / f"step-{step:06d}"
-    tmp = root / f".step-{step:06d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-    opt_tensors, opt_meta = _optimizer_tensors(optimizer)
-    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-    save_file({"torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
-    state = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), **meta}
-    (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    with atomic_dir(final) as tmp:
+        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        save_file({"torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+        state = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), **meta}
+        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
     for old in sorted(root.glob("step-*"))[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return final

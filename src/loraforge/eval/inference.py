@@ -1,0 +1,152 @@
+"""Running a trained (or base) model on texts the way its run was trained, and scoring it.
+
+Prompts and stop tokens come from the data template (``data.templates.generation_prompts``), output
+budgets from the task (``output_budgets``), and the adapter is merged into the base weights while
+generating. The evaluate, train and translate workflows and the generation bench all call this, so
+none of them builds prompts or budgets itself. No torch at import time: the CLI's fast paths import it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loraforge.config import RunConfig
+from loraforge.data.formats import Example
+
+RATIO_TASKS = ("translate", "pii")
+"""Tasks whose output is about as long as its input: a translation, a masked copy of the text."""
+SOURCE_RATIO, SOURCE_SLACK = 1.25, 16
+"""Their budget: on k8s:dev every Chinese reference fits in 1.2x the English tokens + 16."""
+
+
+def source_budgets(tokenizer, sources: list[str], cap: int) -> list[int]:
+    """New-token budget per output for a ``RATIO_TASKS`` task: ``SOURCE_RATIO`` x the source's tokens +
+    ``SOURCE_SLACK``, at most ``cap``. A model that never stops then costs a bounded amount per row
+    instead of ``cap``. Only for outputs as long as their source; other tasks: ``output_budgets``."""
+    ids = tokenizer(sources, add_special_tokens=False)["input_ids"] if sources else []
+    return [min(cap, int(SOURCE_RATIO * len(x)) + SOURCE_SLACK) for x in ids]
+
+
+def output_budgets(tokenizer, sources: list[str], cap: int, task: str) -> list[int]:
+    """New-token budget per output, by task: translation and PII masking from the source's length,
+    anything else (``sft``: an answer can be far longer than its question) the whole ``cap``."""
+    if task in RATIO_TASKS:
+        return source_budgets(tokenizer, sources, cap)
+    return [cap] * len(sources)
+
+
+def _can_merge(model) -> bool:
+    """Whether the adapter is a weight delta PEFT can fold in and out (LoRA, DoRA, IA3)."""
+    if not hasattr(model, "merge_adapter"):
+        return False
+    try:
+        from loraforge.adapters.registry import can_merge_model
+    except ImportError:  # the method registry lands in parallel; this fallback goes at merge
+        config = getattr(model, "active_peft_config", None)
+        return config is not None and not getattr(config, "is_prompt_learning", False)
+    return can_merge_model(model)
+
+
+@contextlib.contextmanager
+def merged_for_inference(model):
+    """LoRA/DoRA/IA3 weights folded into the base weights while generating: every decode step then
+    runs one matmul per layer instead of three (PEFT's merge_adapter/unmerge_adapter)."""
+    mergeable = _can_merge(model)
+    if mergeable:
+        model.merge_adapter()
+    try:
+        yield model
+    finally:
+        if mergeable:
+            model.unmerge_adapter()
+
+
+@contextlib.contextmanager
+def prepared_for_generation(model, exact: bool):
+    """fp32 weights when ``exact`` (eval.exact), then the adapter merged (in that order, so the merge
+    round-trips exactly); yields the ``tie_margin`` that ``generate`` should use."""
+    from loraforge.eval.generate import full_precision
+
+    with full_precision(model, exact), merged_for_inference(model):
+        yield "auto" if exact else None
+
+
+def seq2seq_kwargs(tokenizer, family: str, data_cfg) -> dict:
+    """mBART-50 needs the target language code as the first generated token (and the source code on
+    the encoder side, which ``set_seq2seq_langs`` sets on the tokenizer)."""
+    from loraforge.data.templates import set_seq2seq_langs
+
+    if family != "seq2seq":
+        return {}
+    forced = set_seq2seq_langs(tokenizer, data_cfg)
+    return {} if forced is None else {"forced_bos_token_id": forced}
+
+
+@dataclass
+class Generated:
+    """Outputs in input order, each row's new-token budget, and the rows cut by their budget."""
+
+    texts: list[str]
+    budgets: list[int]
+    cut: list[int] = field(default_factory=list)
+    """Indices of outputs that reached their budget before the model ended them (text is cut short)."""
+
+
+def _cut_rows(ids: list[list[int]], budgets: list[int], stops: set[int]) -> list[int]:
+    return [i for i, (row, budget) in enumerate(zip(ids, budgets)) if len(row) >= budget and not stops & set(row)]
+
+
+def generate_answers(loaded, model, cfg: RunConfig, sources: list[str], systems: list[str | None] | None = None,
+                     max_new_tokens: int | None = None, batch_size: int | None = None, progress: bool = True,
+                     widen_cut: bool = False) -> Generated:
+    """Greedy outputs for ``sources`` under the run's template, task budgets and ``eval.exact``.
+
+    ``max_new_tokens`` (default eval.max_new_tokens) caps every budget. ``widen_cut``: rows cut by
+    their task budget (below the cap) are generated again with the whole cap, for callers that want
+    whole outputs more than a bounded cost (``translate``); rows still cut are in ``Generated.cut``.
+    """
+    from loraforge.data.templates import generation_prompts
+    from loraforge.eval.generate import generate_ids
+
+    tok, family = loaded.tokenizer, loaded.family
+    cap = max_new_tokens or cfg.eval.max_new_tokens
+    prompts, stop_ids = generation_prompts(tok, sources, cfg.data, family, systems)
+    budgets = output_budgets(tok, sources, cap, cfg.data.task)
+    stops = set(stop_ids or []) | ({tok.eos_token_id} if tok.eos_token_id is not None else set())
+    kwargs = dict(max_new_tokens=cap, batch_size=batch_size or cfg.eval.batch_size, family=family, stop_ids=stop_ids,
+                  progress=progress, **seq2seq_kwargs(tok, family, cfg.data))
+    with prepared_for_generation(model, cfg.eval.exact) as tie_margin:
+        ids = generate_ids(model, tok, prompts, budgets=budgets, tie_margin=tie_margin, **kwargs)
+        short = [i for i in _cut_rows(ids, budgets, stops) if budgets[i] < cap] if widen_cut else []
+        if short:
+            again = generate_ids(model, tok, [prompts[i] for i in short], budgets=[cap] * len(short),
+                                 tie_margin=tie_margin, **kwargs)
+            for i, row in zip(short, again):
+                ids[i], budgets[i] = row, cap
+    texts = [tok.decode(row, skip_special_tokens=True).strip() for row in ids]
+    return Generated(texts, budgets, _cut_rows(ids, budgets, stops))
+
+
+def evaluate(loaded, model, cfg: RunConfig, examples: list[Example], progress: bool = True) -> tuple[dict, list[str]]:
+    """Generate on ``examples`` and score against their targets: (metrics, outputs)."""
+    from loraforge.eval.metrics import task_metrics
+
+    sources = [e.source for e in examples]
+    out = generate_answers(loaded, model, cfg, sources, [e.system for e in examples], progress=progress)
+    metrics = task_metrics(cfg.data.task, sources, out.texts, [e.target for e in examples], cfg.data.tgt_lang)
+    return metrics, out.texts
+
+
+def load_for_inference(cfg: RunConfig, adapter: str | Path | None):
+    """(loaded base, model to run). The adapter path is resolved before the (slow) model load, so a
+    wrong path fails at once."""
+    from loraforge.adapters import load_adapter
+    from loraforge.models.load import load_model
+    from loraforge.runs import resolve_adapter
+
+    ref = None if adapter is None else resolve_adapter(adapter)
+    loaded = load_model(cfg.model.name, cfg.model.dtype, cfg.model.family)
+    model = loaded.model if ref is None else load_adapter(loaded.model, ref.dir)
+    return loaded, model

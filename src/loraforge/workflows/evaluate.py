@@ -1,0 +1,46 @@
+"""``loraforge eval`` and ``loraforge report``: score a base model or an adapter on the test split,
+and rebuild a finished run's report from its own files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from loraforge.config import RunConfig
+from loraforge.data.splits import test_examples
+from loraforge.eval.inference import evaluate, load_for_inference
+from loraforge.runs import RunDir, atomic_write
+
+__all__ = ["eval_run", "evaluate", "rebuild_report"]
+
+
+def eval_run(cfg: RunConfig, adapter: str | Path | None = None, out_path: str | Path | None = None,
+             show_examples: bool = False) -> dict:
+    """Evaluate the base model (or an adapter) on the config's test split; returns the metrics.
+    The test data and the adapter path are checked before the model loads."""
+    test = test_examples(cfg)
+    loaded, model = load_for_inference(cfg, adapter)
+    metrics, hyps = evaluate(loaded, model, cfg, test)
+    if show_examples:
+        for e, h in list(zip(test, hyps))[: cfg.eval.samples_in_report]:
+            print(json.dumps({"source": e.source, "reference": e.target, "output": h}, ensure_ascii=False))
+    if out_path:
+        atomic_write(out_path, json.dumps(metrics, indent=2))
+    return metrics
+
+
+def rebuild_report(run_dir: str | Path | RunDir) -> Path:
+    """Re-write a finished run's report (and, for PII, its baseline column) from the run's own files."""
+    from loraforge.eval.report import write_run_report
+
+    run = RunDir(run_dir)
+    metrics = run.metrics()  # a clear error when the run is not finished
+    cfg = run.config()
+    test = test_examples(cfg) if cfg.data.test else []
+    if cfg.data.task == "pii" and test and metrics.baseline is None:
+        from loraforge.eval.pii_baseline import baseline_eval
+
+        metrics.baseline = baseline_eval(cfg)
+        run.write_metrics(metrics)
+    outputs = run.outputs("after")
+    return write_run_report(run, cfg, metrics, test, [outputs.get(e.id, "") for e in test])
