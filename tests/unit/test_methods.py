@@ -65,6 +65,10 @@ def test_method_trains_saves_reloads_and_merges(arch, method, model_dirs, tmp_pa
     tuned = _logits(model, batch)
     assert not torch.allclose(tuned, base_logits, atol=1e-4)  # training changed what the model computes
     save_adapter(model, tmp_path / "adapter")
+    # readable by a serving container under another uid (the serve image runs as uid 1000)
+    assert (tmp_path / "adapter").stat().st_mode & 0o777 == 0o755
+    assert {f.name: f.stat().st_mode & 0o777 for f in (tmp_path / "adapter").iterdir()} == \
+        {f.name: 0o644 for f in (tmp_path / "adapter").iterdir()}
     reloaded = load_adapter(_load(model_dirs[arch]).model, tmp_path / "adapter")
     torch.testing.assert_close(_logits(reloaded, batch), tuned, rtol=0, atol=1e-5)
 

@@ -63,6 +63,8 @@ class MethodSpec:
     """``peft_type`` values of the adapter_config.json it saves ('FULL'/'BOTTLENECK' for our own kinds)."""
     saved_match: Callable[[dict], bool] | None = None
     """Tells it apart from another method saved under the same peft_type (dora: ``use_dora``)."""
+    peft_format: bool = True
+    """Saved as a PEFT adapter folder that PEFT (and export --format adapter) can load."""
     trains_base: bool = False
     """Every base weight is trained (full fine-tuning): the saved result is a whole model."""
     quantize: str | None = None

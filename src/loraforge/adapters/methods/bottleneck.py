@@ -19,4 +19,5 @@ def build(model, cfg, family: str = "causal"):
 
 
 SPECS = [MethodSpec("adapter", "bottleneck MLPs after every attention and feed-forward block (Houlsby)",
-                    ("bottleneck_size",), f"{__name__}:build", count, merges=False, peft_types=("BOTTLENECK",))]
+                    ("bottleneck_size",), f"{__name__}:build", count, merges=False, peft_types=("BOTTLENECK",),
+                    peft_format=False)]
