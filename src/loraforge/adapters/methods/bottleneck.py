@@ -9,7 +9,7 @@ from loraforge.adapters.registry import MethodSpec, ModelShape
 
 def count(shape: ModelShape, a) -> int:
     # per sub-layer (attention and FFN of every layer): LayerNorm (2h) + down (h*b + b) + up (b*h + h)
-    return shape.layers * 2 * (2 * shape.hidden * a.bottleneck_size + a.bottleneck_size + shape.hidden)
+    return shape.layers * 2 * (2 * shape.hidden * a.bottleneck_size + a.bottleneck_size + 3 * shape.hidden)
 
 
 def build(model, cfg, family: str = "causal"):
