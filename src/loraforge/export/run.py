@@ -15,7 +15,7 @@ from pathlib import Path
 from loraforge.adapters.registry import MethodSpec, spec_for_saved
 from loraforge.config import ConfigError, RunConfig
 from loraforge.export.card import model_card as render_card
-from loraforge.runs import RunDir, RunDirError, atomic_dir, atomic_write, resolve_adapter
+from loraforge.runs import RunDir, RunDirError, atomic_dir, resolve_adapter
 
 FORMATS = ("adapter", "merged", "gguf", "oci")
 DTYPES = ("bf16", "fp16", "fp32")
