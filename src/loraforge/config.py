@@ -2,7 +2,12 @@
 
 The config knows nothing about torch: it is imported by the CLI, by ``deploy`` (which renders
 Kubernetes manifests without ML dependencies) and by every workflow. Unknown keys are errors,
-never silently ignored, because a typo in a hyper-parameter is the most expensive bug there is.
+never silently ignored, because a typo in a hyper-parameter is the most expensive bug there is;
+so is a key the chosen method does not read (``adapter.r`` with ``adapter.method=prefix``).
+
+The one module of ours it imports is ``loraforge.adapters.registry`` (torch-free; it imports nothing
+of ours at module level): the allowed ``adapter.method`` values and the keys each method reads come
+from there, so adding a method never edits this file.
 """
 
 from __future__ import annotations
@@ -11,7 +16,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError,
+                      ValidatorFunctionWrapHandler, field_validator, model_serializer, model_validator)
+from pydantic_core import PydanticCustomError
+
+from loraforge.adapters import registry
 
 DEFAULT_MODEL = "gemma3-270m"  # the embedded default: Gemma 3 270M from the PyPI package
 DEFAULT_SYSTEM_PROMPT = (
@@ -62,16 +71,49 @@ class DataConfig(_Section):
 
 
 class AdapterConfig(_Section):
-    method: Literal["lora", "dora", "qlora", "ia3", "prefix", "prompt", "adapter", "full"] = "lora"
+    method: Literal[registry.names()] = "lora"  # type: ignore[valid-type]  # the registry's methods
+    """The fine-tuning method (adapters/registry.py); each reads only its own keys below."""
     r: int = Field(16, ge=1)
+    """LoRA/DoRA/QLoRA rank."""
     alpha: float = Field(32, gt=0)
+    """LoRA/DoRA/QLoRA scale numerator (the delta is scaled by alpha / r)."""
     dropout: float = Field(0.0, ge=0, lt=1)
+    """LoRA/DoRA/QLoRA dropout on the adapter's input."""
     target_modules: str | list[str] = "all-linear"
-    """'all-linear', or module-name suffixes such as ['q_proj', 'v_proj']."""
+    """LoRA/DoRA/QLoRA/IA3: 'all-linear', or module-name suffixes such as ['q_proj', 'v_proj']."""
     num_virtual_tokens: int = Field(20, ge=1)
     """Prefix and prompt tuning."""
     bottleneck_size: int = Field(64, ge=1)
     """Bottleneck (Houlsby) adapters."""
+
+    @field_validator("method", mode="wrap")
+    @classmethod
+    def _registered(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> str:
+        """Methods registered after this module was imported (plugins, tests) are valid too."""
+        if isinstance(value, str) and value in registry.names():
+            return value
+        return handler(value)
+
+    @model_serializer(mode="wrap")
+    def _only_used_keys(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """Dump only the keys the method reads: a saved config.yaml must load back under the
+        unused-key check, and says what the run really used."""
+        data = handler(self)
+        if self.method not in registry.names():
+            return data
+        used = set(registry.get(self.method).fields) | {"method"}
+        return {k: v for k, v in data.items() if k in used}
+
+    def unused_keys(self) -> list[str]:
+        """Keys set explicitly (YAML or override) that the method does not read; a key set to its
+        default value is accepted (configs written before 0.2 list every key)."""
+        return registry.unused_fields(self)
+
+    def for_method(self, method: str) -> AdapterConfig:
+        """This config with another method: the keys the new method does not read go back to their
+        defaults (``compare`` runs one config under every method)."""
+        keep = {k: getattr(self, k) for k in self.model_fields_set if k in registry.get(method).fields}
+        return AdapterConfig(method=method, **keep)
 
 
 class TrainConfig(_Section):
@@ -145,12 +187,28 @@ class RunConfig(_Section):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
+    @model_validator(mode="after")
+    def _method_reads_every_key(self) -> RunConfig:
+        """A key the method does not read would be silently ignored: an error naming key and method."""
+        unused = self.adapter.unused_keys()
+        if unused:
+            spec = registry.get(self.adapter.method)
+            keys = ", ".join(f"adapter.{k}" for k in unused)
+            verb = "is" if len(unused) == 1 else "are"
+            uses = ", ".join(spec.fields) or "no other adapter keys"
+            raise PydanticCustomError("unused_key", f"{keys} {verb} not used by method {spec.name} (it uses: {uses}); "
+                                      "remove it or choose a method that reads it")
+        return self
+
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid config ({source}):"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
         msg = e["msg"]
+        if not key:  # a check across keys (e.g. adapter.r with adapter.method=prefix): the message names them
+            lines.append(f"  {msg}")
+            continue
         if e["type"] == "extra_forbidden":
             section = e["loc"][:-1]
             allowed = _allowed_keys(section)

@@ -30,7 +30,7 @@ def run(tmp_path_factory):
     run = tmp_path_factory.mktemp("gemma-run")
     model.save_pretrained(run / "adapter")
     (run / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "gemma3-270m"}}))
-    (run / "metrics.json").write_text(json.dumps({"after": {"bleu": 1.0}}))
+    (run / "metrics.json").write_text(json.dumps({"task": "translate", "after": {"bleu": 1.0}}))
     ids = loaded.tokenizer(TEXTS, return_tensors="pt", padding=True)
     with torch.no_grad():
         want = model(**ids).logits
@@ -46,7 +46,12 @@ def test_merged_equals_unmerged(run, tmp_path):
 
     from loraforge.export.run import export_run
 
-    export_run(run["dir"], "merged", tmp_path / "merged")
+    res = export_run(run["dir"], "merged", tmp_path / "merged")
+    assert res["dtype"] == "fp32"  # no training dtype recorded and model.dtype=auto: fp32
+    card = (tmp_path / "merged" / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert meta["base_model"] == "google/gemma-3-270m" and ".cache" not in card  # portable, not a cache path
+    assert (tmp_path / "merged" / "generation_config.json").is_file()
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval()
     with torch.no_grad():
         got = merged(**run["ids"]).logits

@@ -30,3 +30,34 @@ def test_bad_value_lists_allowed_values():
     with pytest.raises(ConfigError) as e:
         load_config(None, ["adapter.method=lorax"])
     assert "adapter.method" in str(e.value) and "'dora'" in str(e.value)
+
+
+def test_a_key_the_method_does_not_read_is_an_error(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["adapter.r=64", "adapter.method=prefix"])
+    assert "adapter.r is not used by method prefix (it uses: num_virtual_tokens)" in str(e.value)
+    path = tmp_path / "run.yaml"
+    path.write_text("adapter:\n  method: adapter\n  r: 8\n  alpha: 16\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(path) in str(e.value) and "adapter.alpha, adapter.r are not used by method adapter" in str(e.value)
+    assert load_config(None, ["adapter.method=prefix", "adapter.num_virtual_tokens=8"]).adapter.num_virtual_tokens == 8
+
+
+def test_saved_configs_load_back_under_the_check(tmp_path):
+    cfg = load_config(None, ["adapter.method=prompt", "adapter.num_virtual_tokens=12"])
+    assert "r:" not in cfg.to_yaml().split("adapter:")[1].split("train:")[0]  # only the keys the method reads
+    path = tmp_path / "config.yaml"
+    path.write_text(cfg.to_yaml())
+    assert load_config(path) == cfg
+    # a config.yaml written before the check lists every key at its default: still loads
+    path.write_text("adapter:\n  method: prefix\n  r: 16\n  alpha: 32.0\n  dropout: 0.0\n  target_modules: all-linear\n"
+                    "  num_virtual_tokens: 20\n  bottleneck_size: 64\n")
+    assert load_config(path).adapter.method == "prefix"
+
+
+def test_for_method_keeps_only_what_the_new_method_reads():
+    lora = load_config(None, ["adapter.r=4"]).adapter
+    assert lora.for_method("dora").r == 4
+    prefix = lora.for_method("prefix")
+    assert prefix.method == "prefix" and prefix.unused_keys() == []

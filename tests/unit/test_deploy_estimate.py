@@ -7,8 +7,8 @@ import json
 import pytest
 
 from loraforge.config import ConfigError, RunConfig, load_config
-from loraforge.deploy.estimate import (KNOWN_CONFIGS, compare_with_run, estimate, kaito_instance_type,
-                                       model_config, parameter_counts, suggest_batch_size)
+from loraforge.deploy.estimate import (KNOWN_CONFIGS, compare_with_run, estimate, format_check, format_estimate,
+                                       kaito_instance_type, model_config, parameter_counts, suggest_batch_size)
 
 GEMMA = KNOWN_CONFIGS["gemma3-270m"]
 
@@ -33,6 +33,21 @@ def test_counts_match_real_peft_on_tiny_models(arch, targets):
     run = load_config(None, ["adapter.r=4", f"adapter.target_modules={targets}"])
     trainable, total = trainable_parameters(apply_adapter(model, run.adapter))
     assert parameter_counts(cfg, run) == (total, trainable)
+
+
+@pytest.mark.parametrize("method,keys", [("dora", ["adapter.r=4"]), ("ia3", []), ("prefix", ["adapter.num_virtual_tokens=5"]),
+                                         ("prompt", ["adapter.num_virtual_tokens=5"]),
+                                         ("adapter", ["adapter.bottleneck_size=8"]), ("full", [])])
+def test_every_methods_count_matches_the_built_model(method, keys):
+    """The registry's per-method count (MethodSpec.count) against the model the method really builds."""
+    from conftest import tiny_causal
+
+    from loraforge.adapters.build import apply_adapter, trainable_parameters
+
+    model = tiny_causal("gemma3")
+    run = load_config(None, [f"adapter.method={method}", *keys])
+    trainable, total = trainable_parameters(apply_adapter(model, run.adapter))
+    assert parameter_counts(model.config.to_dict(), run) == (total, trainable)
 
 
 def test_memory_is_monotonic_in_batch_size_and_sequence_length():
@@ -84,11 +99,13 @@ def test_model_config_sources(tmp_path):
         model_config("no/such-model")
 
 
-def _fake_run(tmp_path, peak, trainable=None):
+def _fake_run(tmp_path, peak, trainable=1):
     run = load_config(None, ["data.max_length=128"])
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "config.yaml").write_text(run.to_yaml())
-    train = {"peak_rss_mb": peak, "dtype": "float32", "trainable_params": trainable}
-    (tmp_path / "metrics.json").write_text(json.dumps({"train": train}))
+    train = {"peak_rss_mb": peak, "dtype": "float32", "trainable_params": trainable, "total_params": 2, "steps": 1,
+             "seconds": 1.0, "tokens_per_s": 1.0, "target_tokens_per_s": 1.0}
+    (tmp_path / "metrics.json").write_text(json.dumps({"task": "translate", "after": {}, "train": train}))
     return tmp_path
 
 
@@ -96,8 +113,45 @@ def test_compare_with_run_reads_metrics(tmp_path):
     est = estimate(load_config(None, ["data.max_length=128", "model.dtype=fp32"]), "cpu")
     res = compare_with_run(_fake_run(tmp_path, est.peak_mb / 2))
     assert res["ratio"] == pytest.approx(2.0, rel=0.01) and res["measured_mb"] == est.peak_mb / 2
-    with pytest.raises(FileNotFoundError):
-        compare_with_run(tmp_path / "missing")
+    assert res["within_tolerance"] is False
+
+
+def test_check_prints_a_verdict(tmp_path):
+    est = estimate(load_config(None, ["data.max_length=128", "model.dtype=fp32"]), "cpu")
+    close = format_check(_fake_run(tmp_path / "a", est.peak_mb * 1.1, trainable=est.trainable_params))
+    assert ": OK (within 25%)" in close and "9% under" in close
+    far = format_check(_fake_run(tmp_path / "b", est.peak_mb / 2, trainable=est.trainable_params))
+    assert "100% over: OFF by more than 25%" in far
+
+
+@pytest.mark.parametrize("make", [lambda p: p / "missing", lambda p: p])
+def test_check_on_a_bad_path_says_what_to_pass(tmp_path, make):
+    (tmp_path / "config.yaml").write_text("{}\n")  # an interrupted run: config but no metrics
+    with pytest.raises(ConfigError) as e:
+        compare_with_run(make(tmp_path))
+    assert "RUN must be a finished run directory (with metrics.json and config.yaml)" in str(e.value)
+    assert "compare_with_run" not in str(e.value)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_auto_dtype_is_what_this_machine_will_use(monkeypatch, fast):
+    import loraforge.deploy.estimate as est_mod
+
+    monkeypatch.setattr(est_mod, "cpu_has_fast_bf16", lambda: fast)
+    want = "bf16" if fast else "fp32"
+    assert estimate(RunConfig(), "cpu", model_cfg=GEMMA).dtype == want
+    assert estimate(RunConfig(), "gpu", model_cfg=GEMMA).dtype == "bf16"
+    assert estimate(load_config(None, ["model.dtype=fp32"]), "cpu", model_cfg=GEMMA).dtype == "fp32"
+    report = format_estimate(RunConfig(), 24)
+    assert f"CPU, {want}" in report and f"-> {want} on this machine's CPU" in report
+
+
+def test_cpu_bf16_detection_reads_the_flags():
+    from loraforge.hardware import cpu_has_fast_bf16
+
+    assert cpu_has_fast_bf16("flags : fpu avx2 avx512f amx_bf16 amx_tile")
+    assert cpu_has_fast_bf16("flags : fpu avx2 avx512_bf16")
+    assert not cpu_has_fast_bf16("flags : fpu avx2 avx512f")
 
 
 def test_estimate_within_25_percent_of_measured_runs(request):

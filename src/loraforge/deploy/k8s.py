@@ -11,18 +11,31 @@ output volume must be shared (ReadWriteMany) across nodes.
 from __future__ import annotations
 
 import copy
-import re
-from dataclasses import dataclass, field
+import shlex
 from pathlib import Path
 
 import yaml
 
 from loraforge.config import ConfigError, RunConfig
-from loraforge.deploy.validate import crd_text, validate_docs
+from loraforge.deploy.docker import IMAGES
+from loraforge.deploy.kaito import render_kaito
+from loraforge.deploy.manifest import Options, Rendered, dump_docs, metadata, pvc, resource_name
+from loraforge.deploy.validate import crd_text
 
-TARGETS = ("kaito", "pytorchjob", "trainjob", "job", "serve")
-DEFAULT_IMAGE = "ghcr.io/loraforge/loraforge-train:0.1.0"
-DEFAULT_SERVE_IMAGE = "ghcr.io/loraforge/loraforge-serve:0.1.0"
+__all__ = ["TARGETS", "Options", "Rendered", "dump_docs", "render", "resource_name", "torchrun_command"]
+
+TARGETS = {
+    "job": "one pod runs `loraforge train` (batch/v1 Job; retries resume from the last checkpoint)",
+    "pytorchjob": "multi-node DDP with the Kubeflow Training Operator v1 (PyTorchJob, torchrun)",
+    "trainjob": "multi-node DDP with Kubeflow Trainer v2 (TrainJob on the torch-distributed runtime)",
+    "kaito": "KAITO tuning + inference Workspaces (KAITO's own trainer; preset models only)",
+    "serve": "Deployment + Service running `loraforge serve` on the adapter the job target trained",
+}
+"""Every deploy target, with one line of help (the CLI's --target choices and help come from here)."""
+# The images `loraforge deploy docker` writes Dockerfiles for, under the tags the README builds them with.
+DEFAULT_IMAGE = IMAGES["train-cpu"]["tag"]
+DEFAULT_GPU_IMAGE = IMAGES["train-cuda"]["tag"]
+DEFAULT_SERVE_IMAGE = IMAGES["serve"]["tag"]
 CONFIG_DIR = "/etc/loraforge"
 RUNS_DIR = "/workspace/runs"
 DATA_DIR = "/data"
@@ -31,58 +44,13 @@ SERVE_PORT = 8000
 UID = 1000  # the non-root user of our images
 
 
-class _Dumper(yaml.SafeDumper):
-    """Multi-line strings (the ConfigMaps' YAML files) as readable block literals."""
-
-
-_Dumper.add_representer(str, lambda d, s: d.represent_scalar("tag:yaml.org,2002:str", s, style="|" if "\n" in s else None))
-
-
-def dump_docs(docs: list[dict]) -> str:
-    return "---\n".join(yaml.dump(d, Dumper=_Dumper, sort_keys=False, allow_unicode=True) for d in docs)
-
-
-@dataclass
-class Rendered:
-    """Resources for one target, and what a human must know (or do) before applying them."""
-
-    target: str
-    docs: list[dict]
-    notes: list[str] = field(default_factory=list)
-
-    def to_yaml(self) -> str:
-        head = [f"# loraforge deploy k8s --target {self.target}"] + [f"# NOTE: {n}" for n in self.notes]
-        return "\n".join(head) + "\n---\n" + dump_docs(self.docs)
-
-    def validate(self) -> list[str]:
-        return validate_docs(self.docs, f"{self.target} manifest")
-
-
-@dataclass
-class Options:
-    name: str | None = None
-    image: str | None = None
-    nodes: int = 1
-    procs: int = 1
-    gpus: int = 0
-    """GPUs per node (nvidia.com/gpu); 0 = CPU training."""
-    namespace: str | None = None
-    storage: str = "20Gi"
-    storage_class: str | None = None
-    kaito_preset: str | None = None
-    kaito_instance_type: str | None = None
-    adapter_image: str | None = None
-    """KAITO: where tuning pushes the adapter image, and where inference pulls it."""
-    push_secret: str | None = None
-
-
-def resource_name(cfg: RunConfig, name: str | None = None) -> str:
-    """A DNS-1123 label from --name or the run directory's name ('runs/demo' -> 'loraforge-demo')."""
-    raw = name or f"loraforge-{Path(cfg.output.dir).name}"
-    label = re.sub(r"[^a-z0-9-]+", "-", raw.lower()).strip("-")[:52].strip("-")
-    if not label:
-        raise ConfigError(f"cannot make a Kubernetes name from {raw!r}; pass --name")
-    return label
+def image_note(image: str, default: bool) -> str:
+    """How --image works, for the notes the CLI prints."""
+    if default:
+        return (f"image {image} is the local tag the README builds (`loraforge deploy docker`, then docker build "
+                f"-t {image}); push it to a registry the cluster can pull from and pass --image "
+                f"REGISTRY/{image}, or load it into the nodes (kind load docker-image {image})")
+    return f"image {image} (--image): every node must be able to pull it"
 
 
 def _is_local_path(spec: str | None) -> bool:
@@ -106,25 +74,9 @@ def cluster_config(cfg: RunConfig, name: str) -> tuple[RunConfig, list[str]]:
     return inside, notes
 
 
-def _meta(name: str, opts: Options, **labels) -> dict:
-    meta = {"name": name, "labels": {"app.kubernetes.io/name": "loraforge", "app.kubernetes.io/instance": name,
-                                     **labels}}
-    if opts.namespace:
-        meta["namespace"] = opts.namespace
-    return meta
-
-
 def config_map(cfg: RunConfig, name: str, opts: Options) -> dict:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(f"{name}-config", opts),
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(f"{name}-config", opts),
             "data": {"config.yaml": cfg.to_yaml()}}
-
-
-def pvc(name: str, opts: Options, shared: bool) -> dict:
-    spec = {"accessModes": ["ReadWriteMany" if shared else "ReadWriteOnce"],
-            "resources": {"requests": {"storage": opts.storage}}}
-    if opts.storage_class:
-        spec["storageClassName"] = opts.storage_class
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _meta(name, opts), "spec": spec}
 
 
 def _resources(cfg: RunConfig, opts: Options, procs: int) -> dict:
@@ -169,22 +121,37 @@ def _env(extra: dict | None = None) -> list[dict]:
     return [{"name": k, "value": v} for k, v in env.items()]
 
 
-def train_args() -> list[str]:
-    return ["loraforge", "train", f"{CONFIG_DIR}/config.yaml"]
+def train_script(run_dir: str) -> str:
+    """The container's shell command: a retry (backoffLimit) resumes from the last checkpoint, or starts
+    over when the crash came before the first one; a finished run is never trained again."""
+    run = shlex.quote(run_dir)
+    train = f"loraforge train {CONFIG_DIR}/config.yaml"
+    return (f'if [ -f {run}/metrics.json ]; then echo "loraforge: {run_dir} is finished (metrics.json); '
+            f'delete it to train again" >&2; exit 1; fi; '
+            f"if ls {run}/checkpoints/step-* >/dev/null 2>&1; then exec {train} --resume; fi; "
+            f"exec {train} --overwrite")
 
 
-def torchrun_command(nodes: int, procs: int, master_from_env: bool) -> list[str]:
-    """torchrun runs `loraforge train` M times per node; PET_* variables give it the node rank."""
+def train_args(run_dir: str) -> list[str]:
+    return ["sh", "-c", train_script(run_dir)]
+
+
+def torchrun_command(nodes: int, procs: int, master_from_env: bool, run_dir: str = f"{RUNS_DIR}/run") -> list[str]:
+    """torchrun runs the train script M times per node; PET_* variables give it the node rank."""
     cmd = ["torchrun", f"--nnodes={nodes}", f"--nproc-per-node={procs}"]
     if master_from_env:  # Training Operator v1 sets MASTER_ADDR/PORT, not PET_MASTER_*
         cmd += ["--master-addr=$(MASTER_ADDR)", "--master-port=$(MASTER_PORT)"]
-    return cmd + ["--no-python"] + train_args()
+    return cmd + ["--no-python"] + train_args(run_dir)
+
+
+def default_image(opts: Options) -> str:
+    return opts.image or (DEFAULT_GPU_IMAGE if opts.gpus else DEFAULT_IMAGE)
 
 
 def _pod(cfg, name, opts, command, claim, cache_on_claim, procs, restart="Never", container_name="trainer"):
     pod_sec, c_sec = _security()
     volumes, mounts = _volumes(name, claim, cache_on_claim)
-    container = {"name": container_name, "image": opts.image or DEFAULT_IMAGE, "command": command,
+    container = {"name": container_name, "image": default_image(opts), "command": command,
                  "env": _env({"OMP_NUM_THREADS": "2"} if not opts.gpus else None),
                  "resources": _resources(cfg, opts, procs), "volumeMounts": mounts, "securityContext": c_sec}
     return {"metadata": {"labels": {"app.kubernetes.io/instance": name}},
@@ -196,11 +163,12 @@ def render_job(cfg: RunConfig, opts: Options) -> Rendered:
     name = resource_name(cfg, opts.name)
     inside, notes = cluster_config(cfg, name)
     claim = f"{name}-work"
-    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": _meta(name, opts),
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata(name, opts),
            "spec": {"backoffLimit": 2,
-                    "template": _pod(inside, name, opts, train_args(), claim, True, 1, "OnFailure")}}
-    notes.append(f"outputs land in the PVC {claim} under runs/{name}; a rerun resumes nothing unless you "
-                 "add train --resume (the run directory is kept)")
+                    "template": _pod(inside, name, opts, train_args(inside.output.dir), claim, True, 1,
+                                     "OnFailure")}}
+    notes.append(f"outputs land in the PVC {claim} under runs/{name}; a retry (backoffLimit 2) resumes from the "
+                 "last checkpoint")
     return Rendered("job", [pvc(claim, opts, shared=False), config_map(inside, name, opts), job], notes)
 
 
@@ -208,13 +176,13 @@ def render_pytorchjob(cfg: RunConfig, opts: Options) -> Rendered:
     name = resource_name(cfg, opts.name)
     inside, notes = cluster_config(cfg, name)
     claim = f"{name}-shared"
-    template = _pod(inside, name, opts, torchrun_command(opts.nodes, opts.procs, True), claim, False,
+    template = _pod(inside, name, opts, torchrun_command(opts.nodes, opts.procs, True, inside.output.dir), claim, False,
                     opts.procs, container_name="pytorch")  # the operator requires this container name
     replicas = {"Master": {"replicas": 1, "restartPolicy": "OnFailure", "template": template}}
     if opts.nodes > 1:
         replicas["Worker"] = {"replicas": opts.nodes - 1, "restartPolicy": "OnFailure",
                               "template": copy.deepcopy(template)}
-    job = {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": _meta(name, opts),
+    job = {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": metadata(name, opts),
            "spec": {"nprocPerNode": str(opts.procs), "runPolicy": {"cleanPodPolicy": "None", "backoffLimit": 2},
                     "pytorchReplicaSpecs": replicas}}
     notes.append(f"{opts.nodes} node(s) x {opts.procs} process(es): global batch = "
@@ -238,10 +206,11 @@ def render_trainjob(cfg: RunConfig, opts: Options) -> Rendered:
     runtime, target_job, container = _runtime()
     pod = _pod(inside, name, opts, [], claim, False, opts.procs)["spec"]
     c = pod["containers"][0]
-    trainer = {"image": opts.image or DEFAULT_IMAGE, "command": torchrun_command(opts.nodes, opts.procs, False),
+    trainer = {"image": default_image(opts), "command": torchrun_command(opts.nodes, opts.procs, False,
+                                                                          inside.output.dir),
                "numNodes": opts.nodes, "numProcPerNode": opts.procs, "env": c["env"],
                "resourcesPerNode": c["resources"]}
-    job = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "metadata": _meta(name, opts),
+    job = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "metadata": metadata(name, opts),
            "spec": {"runtimeRef": {"name": runtime, "apiGroup": "trainer.kubeflow.org",
                                    "kind": "ClusterTrainingRuntime"},
                     "trainer": trainer,
@@ -275,9 +244,9 @@ def render_serve(cfg: RunConfig, opts: Options) -> Rendered:
     c["readinessProbe"] = {**probe, "initialDelaySeconds": 20}
     c["livenessProbe"] = {**probe, "initialDelaySeconds": 120, "failureThreshold": 6}
     labels = {"app.kubernetes.io/instance": f"{name}-serve"}
-    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(f"{name}-serve", opts),
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata(f"{name}-serve", opts),
                   "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": template}}
-    service = {"apiVersion": "v1", "kind": "Service", "metadata": _meta(f"{name}-serve", opts),
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": metadata(f"{name}-serve", opts),
                "spec": {"selector": labels, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}
     notes.append(f"serves the adapter trained by --target job from PVC {claim} ({adapter}) as model '{name}'; "
                  f"OpenAI API at http://{name}-serve/v1")
@@ -286,8 +255,6 @@ def render_serve(cfg: RunConfig, opts: Options) -> Rendered:
 
 def render(cfg: RunConfig, target: str, opts: Options | None = None) -> Rendered:
     """Render ``target`` for ``cfg``; the result is validated before it is returned."""
-    from loraforge.deploy.kaito import render_kaito
-
     opts = opts or Options()
     if opts.nodes < 1 or opts.procs < 1 or opts.gpus < 0:
         raise ConfigError("--nodes and --procs must be >= 1, --gpus >= 0")
@@ -298,5 +265,8 @@ def render(cfg: RunConfig, target: str, opts: Options | None = None) -> Rendered
     if target in ("job", "serve", "kaito") and (opts.nodes > 1):
         raise ConfigError(f"--target {target} runs on one node; use pytorchjob or trainjob for --nodes {opts.nodes}")
     rendered = renderers[target](cfg, opts)
+    if target != "kaito":  # KAITO runs its own images; --image is the trainer's or server's
+        image = opts.image or (DEFAULT_SERVE_IMAGE if target == "serve" else default_image(opts))
+        rendered.notes.insert(0, image_note(image, default=opts.image is None))
     rendered.validate()
     return rendered

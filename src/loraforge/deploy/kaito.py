@@ -3,15 +3,18 @@
 KAITO tunes its own preset models with its own Trainer script, configured by a ``training_config.yaml``
 in a ConfigMap (sections ModelConfig, QuantizationConfig, LoraConfig, TrainingArguments, DataCollator,
 DatasetConfig, as in KAITO's ``lora-params-template``). We translate what it can express and list,
-in the rendered file's header, every setting of ours that it cannot: those runs will differ.
+in the rendered file's header (and on the terminal), every setting of ours that it cannot: those runs
+will differ. A manifest that cannot work (a model KAITO has no tuning preset for, no registry for the
+adapter image) is an error, not a note.
 """
 
 from __future__ import annotations
 
 import yaml
 
-from loraforge.config import RunConfig
-from loraforge.deploy.k8s import Options, Rendered, _meta, pvc, resource_name
+from loraforge.adapters import registry
+from loraforge.config import ConfigError, RunConfig
+from loraforge.deploy.manifest import Options, Rendered, metadata, pvc, resource_name
 
 # Hugging Face ids of models KAITO can tune -> KAITO preset names (presets/workspace/models/*).
 KAITO_TUNING_PRESETS = {
@@ -31,8 +34,9 @@ _SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with
 def training_config(cfg: RunConfig) -> dict:
     """KAITO's training_config.yaml content for ``cfg`` (lora or qlora)."""
     a, t, d = cfg.adapter, cfg.train, cfg.data
-    quant = {"load_in_4bit": a.method == "qlora"}
-    if a.method == "qlora":
+    quantized = registry.get(a.method).kaito == "qlora"
+    quant = {"load_in_4bit": quantized}
+    if quantized:
         quant.update(bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype="bfloat16", bnb_4bit_use_double_quant=True)
     training_args = {
         "output_dir": KAITO_RESULTS, "max_steps": t.steps, "per_device_train_batch_size": t.batch_size,
@@ -85,29 +89,36 @@ def not_expressible(cfg: RunConfig) -> list[str]:
         lost.append("train.packing: KAITO's Trainer pads each batch")
     lost.append("train.target_only_logits / logits_chunk: KAITO's Trainer computes full logits "
                     "(memory: see `loraforge estimate` with train.target_only_logits=false)")
-    if a.method not in ("lora", "qlora"):
-        lost.append(f"adapter.method={a.method!r}: KAITO tunes lora or qlora only; rendered as lora")
+    if registry.get(a.method).kaito is None:
+        kaito = [s for s in registry.names() if registry.get(s).kaito]
+        lost.append(f"adapter.method={a.method!r}: KAITO tunes {' or '.join(kaito)} only; rendered as lora")
     if cfg.model.dtype == "auto":
         lost.append("model.dtype=auto: rendered as bfloat16 (KAITO GPUs)")
     return lost
 
 
-def _preset(cfg: RunConfig, opts: Options) -> tuple[str, list[str]]:
+def _preset(cfg: RunConfig, opts: Options) -> str:
     if opts.kaito_preset:
-        return opts.kaito_preset, []
+        return opts.kaito_preset
     if cfg.model.name in KAITO_TUNING_PRESETS:
-        return KAITO_TUNING_PRESETS[cfg.model.name], []
-    name = resource_name(cfg, cfg.model.name.rsplit("/", 1)[-1])
-    return name, [f"model {cfg.model.name!r} is not a KAITO tuning preset (KAITO tunes: "
-                  f"{', '.join(sorted(KAITO_TUNING_PRESETS.values()))}); KAITO will reject preset {name!r}. "
-                  "Pass --kaito-preset, or use --target pytorchjob/trainjob/job, which run loraforge itself"]
+        return KAITO_TUNING_PRESETS[cfg.model.name]
+    raise ConfigError(f"--target kaito: model {cfg.model.name!r} is not a KAITO tuning preset, so KAITO would reject "
+                      f"the Workspace. Pass --kaito-preset (KAITO tunes: {', '.join(sorted(KAITO_TUNING_PRESETS.values()))}) "
+                      "with a matching model.name, or use --target job/pytorchjob/trainjob, which run loraforge itself")
+
+
+def _adapter_image(opts: Options) -> str:
+    if not opts.adapter_image:
+        raise ConfigError("--target kaito: pass --adapter-image REGISTRY/REPO:TAG, where KAITO's tuning job pushes the "
+                          "adapter and its inference Workspace pulls it (add --push-secret for a private registry)")
+    return opts.adapter_image
 
 
 def render_kaito(cfg: RunConfig, opts: Options) -> Rendered:
     from loraforge.deploy.estimate import estimate, kaito_instance_type
 
     name = resource_name(cfg, opts.name)
-    preset, notes = _preset(cfg, opts)
+    preset, image, notes = _preset(cfg, opts), _adapter_image(opts), []
     if opts.kaito_instance_type:
         instance = opts.kaito_instance_type
     else:
@@ -116,22 +127,21 @@ def render_kaito(cfg: RunConfig, opts: Options) -> Rendered:
             gpu_cfg.train.target_only_logits = False  # KAITO's Trainer keeps full logits
             instance, why = kaito_instance_type(estimate(gpu_cfg, "gpu").peak_mb)
             notes.append(f"instance type {instance} ({why}) from `loraforge estimate`; override with --instance-type")
-        except Exception:  # a model we cannot size offline
+        except ConfigError:  # a model we cannot size offline
             instance = "Standard_NC24ads_A100_v4"
-    image = opts.adapter_image or f"registry.example.com/{name}-adapter:0.1.0"
-    if not opts.adapter_image:
-        notes.append(f"set --adapter-image to your registry; {image} is a placeholder")
+            notes.append(f"instance type {instance}: a default (cannot size {cfg.model.name!r} offline); "
+                         "override with --instance-type")
     labels = {"apps": name}
     config_name = f"{name}-tuning"
     cm_data = training_config(cfg)
-    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(config_name, opts),
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(config_name, opts),
           "data": {"training_config.yaml": yaml.safe_dump(cm_data, sort_keys=False)}}
     output = {"image": image}
     if opts.push_secret:
         output["imagePushSecret"] = opts.push_secret
-    tuning = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": _meta(name, opts),
+    tuning = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": metadata(name, opts),
               "resource": {"instanceType": instance, "labelSelector": {"matchLabels": labels}},
-              "tuning": {"preset": {"name": preset}, "method": "qlora" if cfg.adapter.method == "qlora" else "lora",
+              "tuning": {"preset": {"name": preset}, "method": registry.get(cfg.adapter.method).kaito or "lora",
                          "config": config_name,
                          "input": {"name": "data", "volumeSource": {"persistentVolumeClaim": {
                              "claimName": f"{name}-data"}}},
@@ -139,7 +149,7 @@ def render_kaito(cfg: RunConfig, opts: Options) -> Rendered:
     columns = cm_data["training_config"]["DatasetConfig"]
     notes.append(f"input: KAITO reads the dataset files from the PVC {name}-data (columns "
                  f"{columns['context_column']!r} -> {columns['response_column']!r}); copy {cfg.data.train} there as jsonl")
-    inference = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": _meta(f"{name}-infer", opts),
+    inference = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": metadata(f"{name}-infer", opts),
                  "resource": {"instanceType": instance, "labelSelector": {"matchLabels": {"apps": f"{name}-infer"}}},
                  "inference": {"preset": {"name": preset},
                                "adapters": [{"source": {"name": name, "image": image}, "strength": "1.0"}]}}

@@ -126,8 +126,10 @@ def mixed_precision_dtype(model: torch.nn.Module) -> torch.dtype | None:
 def _backbone(model: torch.nn.Module):
     """The decoder stack under the LM head, when adapters live inside its layers (LoRA, DoRA, IA3,
     bottleneck, full); prefix/prompt tuning change the inputs, so they take the plain forward."""
-    peft_type = getattr(getattr(model, "active_peft_config", None), "peft_type", None)
-    if peft_type is not None and str(getattr(peft_type, "value", peft_type)) in ("PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING"):
+    from loraforge.adapters.registry import spec_for_model
+
+    spec = spec_for_model(model)
+    if spec is not None and spec.prompt_learning:
         return None
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     inner = getattr(base, "model", None)
