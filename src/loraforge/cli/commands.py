@@ -61,8 +61,9 @@ def _translate(text: list[str], file: str | None, max_new_tokens: int, **kw) -> 
                 on_truncated=on_truncated)
 
 
-def show_report(report: Path) -> int:
-    """``report`` says what it wrote."""
+def show_report(result) -> int:
+    """``report`` says what it wrote. ``result``: the report.md path, or the run directory (any path-like)."""
+    report = Path(result) / "report.md" if Path(result).is_dir() else Path(result)
     written = [p for p in (report, report.with_suffix(".html"), report.parent / "loss.png") if p.is_file()]
     print("wrote " + ", ".join(map(str, written)))
     return 0
