@@ -15,6 +15,7 @@ import re
 import shlex
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -229,11 +230,13 @@ def test_a_bad_config_key_is_one_line(capsys):
 
 
 def _leaf_keys(model, prefix=""):
+    """Every leaf key; a section that is a union of models (one per method, say) has the keys of each."""
     for name, info in model.model_fields.items():
-        if isinstance(info.annotation, type) and hasattr(info.annotation, "model_fields"):
-            yield from _leaf_keys(info.annotation, f"{prefix}{name}.")
-        else:
+        sections = [t for t in (info.annotation, *typing.get_args(info.annotation)) if hasattr(t, "model_fields")]
+        if not sections:
             yield f"{prefix}{name}"
+        for section in sections:
+            yield from _leaf_keys(section, f"{prefix}{name}.")
 
 
 def test_config_show_lists_every_key_with_type_default_help_and_resolved_value(capsys):
@@ -257,13 +260,12 @@ def test_config_show_lists_every_key_with_type_default_help_and_resolved_value(c
 def translate_calls(monkeypatch):
     calls = []
 
-    def fake(texts, adapter=None, model=None, config_path=None, batch_size=32, max_new_tokens=256,
-             on_truncated=None):
+    def fake(texts, adapter=None, model=None, config_path=None, batch_size=32, max_new_tokens=256, on_cut=None):
         calls.append({"texts": texts, "adapter": adapter, "model": model, "config_path": config_path,
                       "batch_size": batch_size, "max_new_tokens": max_new_tokens})
         for i, t in enumerate(texts):
-            if "long" in t and on_truncated:
-                on_truncated(i)
+            if "long" in t and on_cut:
+                on_cut(i, max_new_tokens - 1)  # the workflow's budget for a text may be under the flag's
         return [t.upper() for t in texts]
 
     monkeypatch.setattr("loraforge.workflows.translate_texts", fake)
@@ -318,7 +320,7 @@ def test_translate_warns_once_per_segment_cut_at_its_budget(translate_calls, cap
     assert main(["translate", "short", "a long one", "short", "long again", "--max-new-tokens", "7"]) == 0
     warnings = capsys.readouterr().err.splitlines()
     assert len(warnings) == 2
-    assert "segment 2 " in warnings[0] and "segment 4 " in warnings[1]
+    assert "segment 2 " in warnings[0] and "segment 4 " in warnings[1] and "budget of 6 new tokens" in warnings[0]
     assert all("raise --max-new-tokens (now 7)" in w for w in warnings)
 
 

@@ -54,11 +54,12 @@ def read_texts(text: list[str], file: str | None) -> list[str]:
 def _translate(text: list[str], file: str | None, max_new_tokens: int, **kw) -> list[str]:
     texts = read_texts(text, file)
 
-    def on_truncated(index: int) -> None:  # index into texts, 0-based
-        _warn(f"segment {index + 1} was cut at its token budget; raise --max-new-tokens (now {max_new_tokens})")
+    def on_cut(index: int, budget: int) -> None:  # index into texts, 0-based; budget in new tokens
+        _warn(f"segment {index + 1} was cut at its budget of {budget} new tokens; raise --max-new-tokens "
+              f"(now {max_new_tokens})")
 
     return call(resolve("loraforge.workflows:translate_texts"), kw, texts=texts, max_new_tokens=max_new_tokens,
-                on_truncated=on_truncated)
+                on_cut=on_cut)
 
 
 def show_report(result) -> int:
