@@ -16,8 +16,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # The main job: LoRA on the embedded Gemma 3 270M, Kubernetes docs en->zh, before/after report.
+# An earlier runs/demo is kept, moved aside to runs/demo.prev-<time>, never replaced silently.
 demo: venv
-	$(BIN)/loraforge train configs/demo.yaml --overwrite
+	@if [ -e runs/demo ]; then prev=runs/demo.prev-$$(date +%Y%m%d-%H%M%S); mv runs/demo $$prev; \
+	  echo "keeping the previous runs/demo as $$prev"; fi
+	$(BIN)/loraforge train configs/demo.yaml
 	@echo "report: runs/demo/report.md  (HTML: runs/demo/report.html)"
 
 test: venv
