@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from loraforge.runs import atomic_write
 
 
 def write_results(out: str | Path, name: str, results: dict, markdown: str) -> tuple[Path, Path]:
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     paths = out / f"{name}.json", out / f"{name}.md"
     for path, text in zip(paths, (json.dumps(results, indent=2, ensure_ascii=False) + "\n", markdown)):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, text)
     return paths
 
 

@@ -366,10 +366,10 @@ def _cpu_name() -> str:
 def _main(argv: list[str]) -> int:
     """Child entry point: ``python -m loraforge.bench.train SPEC.json RESULT.json``."""
     spec = BenchSpec(**json.loads(Path(argv[0]).read_text()))
+    from loraforge.runs import atomic_write
+
     row = run_job(spec)
-    tmp = Path(argv[1]).with_suffix(".tmp")
-    tmp.write_text(json.dumps(row))
-    os.replace(tmp, argv[1])
+    atomic_write(argv[1], json.dumps(row))
     return 0
 
 
