@@ -9,7 +9,8 @@
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl transformers==5.23.0 peft==0.21.2 \
 #     trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 liger-kernel==0.8.5 pydantic==2.14.3 \
 #     pydantic-core==2.50.4 annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0
-# Usage: OUT=dir bash bench/gpu-run.sh   (JOBS, STEPS, BATCH, MAXLEN override the defaults below)
+# Usage: OUT=dir bash bench/gpu-run.sh   (JOBS, STEPS, BATCH, MAXLEN override the defaults below;
+#   PROFILE=1 then also runs `python3 -m loraforge.bench.gpu_profile 16 5` into $OUT/gpu-profile.txt)
 set -uo pipefail
 OUT=${OUT:-bench/results}
 WHEELS=${WHEELS-.whl}
@@ -30,4 +31,10 @@ for name in ("torch", "transformers", "peft", "trl", "liger-kernel"):
 PY
 python3 -m loraforge.cli bench train --model .gpu/model --random-weights --ablation \
   --steps "${STEPS:-20}" --batch-size "${BATCH:-16}" --max-length "${MAXLEN:-512}" --matmul-size "${MATMUL:-8192}" \
-  --jobs "${JOBS:-trl-bf16,trl-bf16-liger,loraforge,loraforge-no-packing,loraforge-no-compile}" --out "$OUT" --name train-gpu
+  --jobs "${JOBS:-trl-bf16,trl-bf16-liger,trl-bf16-weights,trl-bf16-weights-liger,trl-bf16-weights-padding-free,trl-bf16-weights-packing,trl-bf16-weights-no-checkpointing,trl-bf16-weights-liger-packing-no-checkpointing,loraforge,loraforge-no-packing,loraforge-no-compile}" \
+  --out "$OUT" --name train-gpu
+status=$?
+if [ -n "${PROFILE:-}" ]; then
+  python3 -m loraforge.bench.gpu_profile --model .gpu/model "${BATCH:-16}" 5 > "$OUT/gpu-profile.txt" || status=1
+fi
+exit $status

@@ -28,11 +28,19 @@ def spec(tiny_model_dir):
                            lr=1e-2, warmup_steps=0)
 
 
+TRL_CPU_ABLATION = ["trl-bf16", "trl-bf16-lean-loading", "trl-bf16-weights", "trl-bf16-weights-no-checkpointing",
+                    "trl-bf16-weights-padding-free", "trl-bf16-weights-packing",
+                    "trl-bf16-weights-packing-no-checkpointing", "trl-fp32"]
+TRL_FP32_TUNED = ["trl-fp32-no-checkpointing", "trl-fp32-padding-free", "trl-fp32-packing",
+                  "trl-fp32-packing-no-checkpointing"]  # where bf16 is emulated, a speed-minded user stays in fp32
+
+
 def test_jobs_and_ablation_levers(spec):
     names = [j.job for j in bench.jobs(spec, "both", ablation=True)]
     from loraforge.models.load import has_fast_bf16
 
-    assert names == ["trl-bf16", "trl-bf16-lean-loading", "trl-fp32", "loraforge", "loraforge-no-compile", "loraforge-no-target-only-logits",
+    assert names == TRL_CPU_ABLATION + TRL_FP32_TUNED * (not has_fast_bf16()) + [
+                     "loraforge", "loraforge-no-compile", "loraforge-no-target-only-logits",
                      "loraforge-no-length-grouping", "loraforge-no-matmul-attention", "loraforge-freed-memory-default",
                      "loraforge-kernel-caches-default", "loraforge-packing"] + [
                      "loraforge-fp32-weights"] * has_fast_bf16() + [
@@ -44,22 +52,55 @@ def test_jobs_and_ablation_levers(spec):
     torch_caches = {v: "1024" for v in KERNEL_CACHE_VARS}
     setups = {j.job: (j.env, j.lean_loading) for j in bench.jobs(spec, "both", ablation=True)}
     assert setups.pop("loraforge-kernel-caches-default") == (torch_caches, True)
-    assert setups.pop("trl-bf16") == setups.pop("trl-fp32") == (torch_caches, False)
-    assert all(setup == ({}, True) for setup in setups.values())  # trl-bf16-lean-loading and loraforge-*
-    # on a GPU: TRL in bf16 with and without Liger kernels, no fp32 TRL
-    gpu = bench.jobs(spec, "trl", cuda=True)
-    assert [(j.job, j.trl_bf16, j.trl_liger) for j in gpu] == [("trl-bf16", True, False), ("trl-bf16-liger", True, True)]
-    assert [j.job for j in bench.jobs(spec, "both", ablation=True, select=["loraforge-packing", "trl-bf16"])] == [
-        "trl-bf16", "loraforge-packing"]
-    assert "loraforge-no-packing" in [j.job for j in bench.jobs(spec, "loraforge", ablation=True, cuda=True)]
-    with pytest.raises(ValueError, match="no such job"):
-        bench.jobs(spec, "both", select=["loraforge-warp-drive"])
-    assert [j.job for j in bench.jobs(spec, "trl")] == ["trl-bf16", "trl-fp32"]
-    assert [j.trl_bf16 for j in bench.jobs(spec, "trl")] == [True, False]
+    assert setups.pop("trl-bf16-lean-loading") == ({}, True)
+    trl = [job for job in setups if job.startswith("trl-")]
+    assert [setups.pop(job) for job in trl] == [(torch_caches, False)] * len(trl)
+    assert all(setup == ({}, True) for setup in setups.values())  # loraforge-*
     assert [j.job for j in bench.jobs(spec, "loraforge")] == ["loraforge"]
-    # emulated bf16: the TRL bf16 job alone can be shortened or skipped
-    assert [(j.job, j.steps) for j in bench.jobs(spec, "trl", bf16_steps=2)] == [("trl-bf16", 2), ("trl-fp32", 3)]
-    assert [j.job for j in bench.jobs(spec, "both", bf16_steps=0)] == ["trl-fp32", "loraforge"]
+    assert "loraforge-no-packing" in [j.job for j in bench.jobs(spec, "loraforge", ablation=True, cuda=True)]
+
+
+def test_trl_rows_as_it_comes_and_at_its_best(spec):
+    from loraforge.bench.trl_job import TRL_LEVERS
+
+    # without --ablation: TRL as it comes, bf16 weights, and all its speed options together
+    cpu = {j.job: j for j in bench.jobs(spec, "trl", fast_bf16=True)}
+    assert list(cpu) == ["trl-bf16", "trl-bf16-weights", "trl-bf16-weights-packing-no-checkpointing", "trl-fp32"]
+    assert [(j.dtype, j.trl_bf16, j.trl_args) for j in cpu.values()] == [
+        ("fp32", True, {}), ("bf16", True, {}),
+        ("bf16", True, {**TRL_LEVERS["packing"], **TRL_LEVERS["no-checkpointing"]}),
+        ("fp32", False, {})]
+    assert [bench.trl_as_it_comes(j) for j in cpu.values()] == [True, False, False, True]
+    emulated = [j.job for j in bench.jobs(spec, "trl", fast_bf16=False)]
+    assert emulated == list(cpu) + ["trl-fp32-packing-no-checkpointing"]
+    # --ablation: each option alone on bf16 weights (and fp32 where bf16 is emulated)
+    assert [j.job for j in bench.jobs(spec, "trl", ablation=True, fast_bf16=False)] == TRL_CPU_ABLATION + TRL_FP32_TUNED
+    args = {j.job: (j.dtype, j.trl_args) for j in bench.jobs(spec, "trl", ablation=True, fast_bf16=True)}
+    assert [args[f"trl-bf16-weights-{name}"] for name in TRL_LEVERS] == [("bf16", a) for a in TRL_LEVERS.values()]
+    # on a GPU: TRL in bf16 only, Liger kernels as one more option
+    gpu = bench.jobs(spec, "trl", cuda=True)
+    assert [(j.job, j.dtype, j.trl_liger) for j in gpu] == [
+        ("trl-bf16", "fp32", False), ("trl-bf16-liger", "fp32", True), ("trl-bf16-weights", "bf16", False),
+        ("trl-bf16-weights-liger-packing-no-checkpointing", "bf16", True)]
+    assert "trl-bf16-weights-liger" in [j.job for j in bench.jobs(spec, "trl", cuda=True, ablation=True)]
+    # emulated bf16: --trl-bf16-steps shortens (0 skips) every bf16 row, fp32 rows keep --steps
+    short = bench.jobs(spec, "trl", bf16_steps=2, fast_bf16=False)
+    assert {j.job: j.steps for j in short} == {"trl-bf16": 2, "trl-bf16-weights": 2,
+                                                "trl-bf16-weights-packing-no-checkpointing": 2, "trl-fp32": 3,
+                                                "trl-fp32-packing-no-checkpointing": 3}
+    assert [j.job for j in bench.jobs(spec, "both", bf16_steps=0, fast_bf16=True)] == ["trl-fp32", "loraforge"]
+    assert all(j.steps == 2 for j in bench.jobs(spec, "trl", bf16_steps=2, cuda=True))
+
+
+def test_selecting_jobs_implies_ablation_and_names_the_valid_ones(spec):
+    from loraforge.config import ConfigError
+
+    assert [j.job for j in bench.jobs(spec, "both", select=["loraforge-low-memory", "trl-bf16"])] == [
+        "trl-bf16", "loraforge-low-memory"]  # without ablation=True: --jobs implies it
+    with pytest.raises(ConfigError, match="no such job loraforge-warp-drive; choose from trl-bf16, .*loraforge-low"):
+        bench.jobs(spec, "both", select=["loraforge-warp-drive", "loraforge"])
+    with pytest.raises(ConfigError, match="no such job trl-bf16 with --only loraforge"):
+        bench.jobs(spec, "loraforge", select=["trl-bf16"])
 
 
 def test_ablation_flags_reach_the_training_loop(spec, monkeypatch):
@@ -137,7 +178,7 @@ def test_bench_train_cli_writes_json_and_markdown(tiny_model_dir, tmp_path):
     trl = dict(row, job="trl-bf16", kind="trl", steps=2, speedup_vs_trl=1.0, rss_vs_trl=1.0)
     md = train_markdown(dict(results, jobs=[trl, dict(row, speedup_vs_trl=2.5, rss_vs_trl=0.5)],
                              trl_baseline="trl-bf16"))
-    assert "(after 2 steps)" in md and "| 2.50x | 0.50x |" in md and "(`trl-bf16`)" in md
+    assert "(after 2 steps)" in md and "| 2.50x | 0.50x |" in md and "of this run (`trl-bf16`" in md
     assert "VRAM" not in md
     # a GPU run: peak VRAM columns, the GPU named, which attention kernel the packed job used
     gpu = dict(results, machine=dict(results["machine"], gpu="NVIDIA H200"),
@@ -189,7 +230,7 @@ def test_a_failed_job_is_listed_and_every_finished_job_is_written(spec, tmp_path
         seen_on_disk.append(len(json.loads((tmp_path / "t.json").read_text())["jobs"])
                             if (tmp_path / "t.json").exists() else None)
         if job.job == "loraforge-no-compile":
-            raise RuntimeError(f"bench job {job.job} failed (exit 1); its error is above")
+            raise bench.JobFailed(job.job, "ValueError: no flash attention")
         return {"job": job.job, "kind": job.kind, "precision": "bfloat16", "lm_head_positions": "target",
                 "steps": job.steps, "target_tokens_per_s": 10.0, "tokens_per_s": 30.0, "peak_rss_mb": 1000.0,
                 "dev_loss": 1.0, "flops_per_s": 1e9, "wall_seconds": 1.0}
@@ -200,7 +241,8 @@ def test_a_failed_job_is_listed_and_every_finished_job_is_written(spec, tmp_path
     assert seen_on_disk == [None, 1, 1]  # the first row was on disk before the second job started
     assert [r["job"] for r in results["jobs"]] == ["loraforge", "loraforge-packing"]
     assert results["failed"] == ["loraforge-no-compile"]
-    assert "Failed jobs (their errors are in the run's log): loraforge-no-compile." in (tmp_path / "t.md").read_text()
+    assert results["failures"] == {"loraforge-no-compile": "ValueError: no flash attention"}
+    assert "Failed jobs: `loraforge-no-compile` (ValueError: no flash attention)." in (tmp_path / "t.md").read_text()
     from loraforge.cli import main
 
     assert main(["bench", "train", "--model", spec.model, "--matmul-size", "64", "--only", "loraforge",
@@ -240,14 +282,107 @@ def test_a_job_process_gets_its_environment(spec, monkeypatch):
     assert seen[1].get("LRU_CACHE_CAPACITY") == os.environ.get("LRU_CACHE_CAPACITY")
 
 
-def test_ratios_are_against_trl_as_it_comes():
-    """The TRL row that loads through loraforge's load_model is shown, never the baseline."""
-    rows = [{"job": "trl-bf16", "kind": "trl", "lean_loading": False, "target_tokens_per_s": 10.0, "peak_rss_mb": 1000.0},
-            {"job": "trl-bf16-lean-loading", "kind": "trl", "lean_loading": True, "target_tokens_per_s": 12.0,
-             "peak_rss_mb": 800.0},
-            {"job": "loraforge", "kind": "loraforge", "lean_loading": True, "target_tokens_per_s": 100.0,
-             "peak_rss_mb": 300.0}]
+def _row(job, kind, rate, rss, as_it_comes=False, lean=False):
+    return {"job": job, "kind": kind, "lean_loading": lean, "trl_as_it_comes": as_it_comes,
+            "target_tokens_per_s": rate, "peak_rss_mb": rss}
+
+
+def test_ratios_are_against_the_fastest_trl_row_and_trl_as_it_comes():
+    """The headline is against the fastest TRL row; the as-it-comes ratios stay; lean loading is never a baseline."""
+    rows = [_row("trl-bf16", "trl", 10.0, 1000.0, as_it_comes=True),
+            _row("trl-fp32", "trl", 16.0, 2000.0, as_it_comes=True),
+            _row("trl-bf16-lean-loading", "trl", 50.0, 800.0, lean=True),
+            _row("trl-bf16-weights-packing-no-checkpointing", "trl", 20.0, 500.0),
+            _row("trl-bf16-weights", "trl", 12.0, 600.0),
+            _row("loraforge", "loraforge", 100.0, 250.0)]
     results = {"jobs": rows}
     bench._compare_with_trl(results)
-    assert results["trl_baseline"] == "trl-bf16"
-    assert [(r["speedup_vs_trl"], r["rss_vs_trl"]) for r in rows] == [(1.0, 1.0), (1.2, 0.8), (10.0, 0.3)]
+    assert (results["trl_baseline"], results["trl_as_it_comes"]) == ("trl-bf16-weights-packing-no-checkpointing",
+                                                                      "trl-fp32")
+    assert [(r["speedup_vs_trl"], r["rss_vs_trl"]) for r in rows][-1] == (5.0, 0.5)
+    assert [(r["speedup_vs_trl_as_it_comes"], r["rss_vs_trl_as_it_comes"]) for r in rows][-1] == (6.25, 0.125)
+    # only TRL as it comes in the run: both baselines are that row
+    results = {"jobs": [dict(r) for r in rows[:3] + rows[-1:]]}
+    bench._compare_with_trl(results)
+    assert results["trl_baseline"] == results["trl_as_it_comes"] == "trl-fp32"
+    # no TRL row as it comes (e.g. --jobs picked tuned rows only): no as-it-comes ratios
+    results = {"jobs": [dict(r) for r in rows[3:]]}  # copies that still carry the ratios computed above
+    bench._compare_with_trl(results)
+    assert results["trl_as_it_comes"] is None and "speedup_vs_trl_as_it_comes" not in results["jobs"][-1]
+    assert results["jobs"][-1]["speedup_vs_trl"] == 5.0
+
+
+def test_the_table_names_its_baselines_and_the_trl_options(spec, tmp_path):
+    from loraforge.bench.report import train_markdown
+
+    common = {"precision": "float32", "lm_head_positions": "all", "steps": 3, "tokens_per_s": 1.0, "dev_loss": None,
+              "flops_per_s": 1e9, "mfu_bf16": 0.1, "mfu_fp32": 0.2}
+    rows = [dict(_row("trl-fp32", "trl", 10.0, 1000.0, as_it_comes=True), **common, trl_options={}),
+            dict(_row("trl-fp32-packing-no-checkpointing", "trl", 20.0, 1000.0), **common, train_examples=40,
+                 trl_options={"packing": True, "gradient_checkpointing": False}),
+            dict(_row("loraforge", "loraforge", 100.0, 500.0), **common)]
+    results = {"settings": {"model": "m", "steps": 3, "batch_size": 2, "max_length": 64}, "jobs": rows,
+               "matmul_peak_flops": {"fp32": 1e12, "bf16": 1e12}, "fast_bf16": False, "warmup_steps_skipped": 2,
+               "machine": {"cpu": "cpu", "cores": 2, "torch": "2"}}
+    bench._compare_with_trl(results)
+    md = train_markdown(results)
+    header = next(line for line in md.splitlines() if line.startswith("| job"))
+    assert "speed vs `trl-fp32-packing-no-checkpointing` | RSS vs `trl-fp32-packing-no-checkpointing` | " \
+           "speed vs `trl-fp32` | RSS vs `trl-fp32`" in header
+    assert "| 5.00x | 0.50x | 10.00x | 0.50x |" in md  # loraforge against both
+    assert "`trl-fp32-packing-no-checkpointing` packing=True, gradient_checkpointing=False" in md
+    assert "`trl-fp32-packing-no-checkpointing` packs: it was given 40 examples" in md
+    lines = [line for line in md.splitlines() if line.startswith("|")]
+    assert all(line.count("|") == lines[0].count("|") for line in lines)
+    # the fastest TRL row is the as-it-comes one: one pair of ratio columns
+    results["jobs"] = [rows[0], rows[2]]
+    bench._compare_with_trl(results)
+    assert "speed vs `trl-fp32` | RSS vs `trl-fp32` | job wall" in train_markdown(results)
+
+
+def test_trl_at_its_best_rows_run_on_the_tiny_model(spec):
+    """bf16 weights, padding-free and packing without checkpointing: each row trains with what it says."""
+    rows = {j.job: bench.run_job(j) for j in bench.jobs(spec, "trl", select=[
+        "trl-bf16-weights", "trl-bf16-weights-padding-free", "trl-bf16-weights-packing-no-checkpointing"])}
+    padded, free, best = rows.values()
+    assert {r["precision"] for r in rows.values()} == {"bfloat16 weights, bf16 autocast"}
+    assert [(r["trl_ran_with"]["gradient_checkpointing"], r["trl_ran_with"]["padding_free"],
+             r["trl_ran_with"]["packing"]) for r in rows.values()] == [(True, False, False), (True, True, False),
+                                                                       (False, True, True)]
+    assert free["trl_options"] == {"bf16": True, "padding_free": True, "max_length": None}
+    # padding-free changes how the batch is laid out, not what it trains on
+    assert (free["tokens"], free["target_tokens"]) == (padded["tokens"], padded["target_tokens"])
+    assert free["dev_loss"] == pytest.approx(padded["dev_loss"], rel=1e-2)
+    # packing fills rows of max_length: its steps hold more examples, so it was given more
+    assert best["train_examples"] > spec.steps * spec.batch_size == padded["train_examples"]
+    assert best["tokens"] > 0 and best["measured_steps"] == padded["measured_steps"]
+    assert not any(r["trl_as_it_comes"] for r in rows.values())
+
+
+def test_a_job_that_fails_in_its_process_reports_why(spec):
+    with pytest.raises(bench.JobFailed) as e:
+        bench._child(replace(spec, job="trl-bf16-weights", kind="trl", model="/nonexistent/model"), log=lambda m: None)
+    assert e.value.job == "trl-bf16-weights"
+    assert e.value.reason.startswith("ModelError: unknown model '/nonexistent/model'")
+
+
+def test_bench_train_cli_runs_an_ablation_job_without_ablation_and_refuses_unknown_jobs(spec, tmp_path, monkeypatch,
+                                                                                         capsys):
+    from loraforge.cli import main
+
+    ran = []
+
+    def fake_child(job, log):
+        ran.append(job.job)
+        return {"job": job.job, "kind": job.kind, "precision": "float32", "lm_head_positions": "all",
+                "steps": job.steps, "target_tokens_per_s": 10.0, "tokens_per_s": 30.0, "peak_rss_mb": 1000.0,
+                "dev_loss": None, "flops_per_s": 1e9, "trl_as_it_comes": bench.trl_as_it_comes(job)}
+
+    monkeypatch.setattr(bench, "_child", fake_child)
+    args = ["bench", "train", "--model", spec.model, "--matmul-size", "64", "--out", str(tmp_path)]
+    assert main(args + ["--jobs", "trl-bf16,loraforge-low-memory"]) == 0
+    assert ran == ["trl-bf16", "loraforge-low-memory"]
+    assert main(args + ["--jobs", "trl-bf16,warp-drive"]) == 2
+    err = capsys.readouterr().err
+    assert "no such job warp-drive; choose from trl-bf16," in err and "Traceback" not in err
+    assert ran == ["trl-bf16", "loraforge-low-memory"]  # nothing ran

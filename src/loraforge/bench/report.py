@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from loraforge.runs import atomic_write
 
 
 def write_results(out: str | Path, name: str, results: dict, markdown: str) -> tuple[Path, Path]:
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     paths = out / f"{name}.json", out / f"{name}.md"
     for path, text in zip(paths, (json.dumps(results, indent=2, ensure_ascii=False) + "\n", markdown)):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, text)
     return paths
 
 
@@ -48,9 +46,14 @@ def train_markdown(results: dict) -> str:
             f"fp32 {peaks['fp32'] / 1e12:.3f} TFLOP/s, bf16 {peaks['bf16'] / 1e12:.3f} TFLOP/s "
             f"(fast bf16: {results['fast_bf16']}).\n\n")
     gpu = any(r.get("peak_vram_mb") for r in results["jobs"])
+    best, plain = results.get("trl_baseline"), results.get("trl_as_it_comes")
+    vs = f" `{best}`" if best else " TRL"
+    also = plain is not None and plain != best  # the as-it-comes ratios get their own columns
     header = ["job", "precision", "LM head at", "target tok/s", "total tok/s", "peak RSS (GB)"]
-    header += ["peak VRAM (GB)", "VRAM vs TRL"] if gpu else []
-    header += ["dev loss", "TFLOP/s", "MFU (bf16 peak)", "MFU (fp32 peak)", "speed vs TRL", "RSS vs TRL", "job wall (s)"]
+    header += ["peak VRAM (GB)", f"VRAM vs{vs}"] if gpu else []
+    header += ["dev loss", "TFLOP/s", "MFU (bf16 peak)", "MFU (fp32 peak)", f"speed vs{vs}", f"RSS vs{vs}"]
+    header += [f"speed vs `{plain}`", f"RSS vs `{plain}`"] if also else []
+    header += ["job wall (s)"]
     rows = []
     for r in results["jobs"]:
         row = [r["job"], r["precision"], r["lm_head_positions"], f"{r['target_tokens_per_s']:.1f}",
@@ -58,18 +61,31 @@ def train_markdown(results: dict) -> str:
         row += [f"{r['peak_vram_mb'] / 1024:.2f}", _ratio(r, "vram_vs_trl")] if gpu else []
         row += [_dev_loss(r, s["steps"]), f"{r['flops_per_s'] / 1e12:.4f}",
                 f"{100 * r['mfu_bf16']:.1f}%", f"{100 * r['mfu_fp32']:.1f}%", _ratio(r, "speedup_vs_trl"),
-                _ratio(r, "rss_vs_trl"), r.get("wall_seconds", "-")]
+                _ratio(r, "rss_vs_trl")]
+        row += [_ratio(r, "speedup_vs_trl_as_it_comes"), _ratio(r, "rss_vs_trl_as_it_comes")] if also else []
+        row += [r.get("wall_seconds", "-")]
         rows.append(row)
     foot = ("\nA job's wall time includes loading the model, data, compiling and the warm-up steps; "
             "the rates exclude them.\n")
-    if results.get("trl_baseline"):
-        foot += (f"\nRatios are against the faster TRL row as it comes (`{results['trl_baseline']}`) on this "
-                 "machine; a `-lean-loading` TRL row loads through loraforge's `load_model` instead.\n")
+    if best:
+        foot += (f"\nThe ratios are against the fastest TRL row of this run (`{best}`, TRL at its best here)"
+                 + (f" and against the fastest TRL row as it comes (`{plain}`)" if also else "")
+                 + "; a `-lean-loading` TRL row loads through loraforge's `load_model` and is never a baseline.\n")
+    options = {r["job"]: r["trl_options"] for r in results["jobs"] if r.get("trl_options")}
+    if options:
+        foot += "TRL rows' SFTConfig options beyond the shared settings: " + "; ".join(
+            f"`{job}` " + ", ".join(f"{k}={v}" for k, v in opts.items()) for job, opts in options.items()) + ".\n"
+    packed = [r for r in results["jobs"] if r.get("train_examples", 0) > s["steps"] * s["batch_size"]]
+    for r in packed:
+        foot += (f"`{r['job']}` packs: it was given {r['train_examples']} examples, so that its {r['steps']} steps of "
+                 f"packed rows need no second pass.\n")
     attention = {r["job"]: r["attention"] for r in results["jobs"] if r.get("attention")}
     for job, paths in attention.items():
         foot += f"`{job}` attention calls: " + ", ".join(f"{k} {v}" for k, v in sorted(paths.items())) + ".\n"
     if results.get("failed"):
-        foot += f"Failed jobs (their errors are in the run's log): {', '.join(results['failed'])}.\n"
+        reasons = results.get("failures", {})
+        foot += "Failed jobs: " + "; ".join(f"`{job}` ({reasons[job]})" if reasons.get(job) else f"`{job}`"
+                                            for job in results["failed"]) + ".\n"
     if results.get("trl_bf16_steps") == 0:
         foot += "TRL with bf16 was not run (`--trl-bf16-steps 0`).\n"
     return head + table(header, rows) + foot

@@ -1,0 +1,117 @@
+"""The stand-alone benchmarks (``python -m loraforge.bench.<name>``) run on tiny inputs and the tiny model."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and glibc's mallinfo2")
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def test_attention_micro_times_both_kernels_on_the_same_inputs(capsys):
+    from loraforge.bench.attention_micro import main, time_attention
+
+    sdpa, matmul = time_attention(batch=2, heads=4, kv_heads=1, length=16, head_dim=8, dtype="fp32", repeats=1,
+                                  warmup=0)
+    assert (sdpa.name, matmul.name) == ("sdpa", "matmul")
+    assert sdpa.max_abs_diff == 0 and matmul.max_abs_diff < 1e-5  # the same attention, two kernels
+    assert main(["--batch", "2", "--length", "16", "--head-dim", "8", "--repeats", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["sdpa", "matmul"]
+    assert all("ms per layer" in line for line in lines)
+
+
+@linux_only
+def test_tokenizer_memory_runs_on_the_tiny_model(tiny_model_dir, capsys):
+    from loraforge.bench.tokenizer_memory import main, measure
+
+    from transformers import AutoTokenizer
+
+    r = measure(str(tiny_model_dir))
+    assert r.tokenizer == type(AutoTokenizer.from_pretrained(tiny_model_dir)).__name__
+    assert isinstance(r.loaded_mb, float) and isinstance(r.slim_mb, float)
+    assert main(["--model", str(tiny_model_dir)]) == 0
+    assert "MB as loaded" in capsys.readouterr().out
+
+
+@linux_only
+def test_kernel_caches_measures_in_a_process_with_the_given_capacity(monkeypatch, capsys):
+    from loraforge.bench import kernel_caches
+    from loraforge.models.load import KERNEL_CACHE_VARS
+    from loraforge.train.heap import malloc_in_use
+
+    if malloc_in_use() is None:
+        pytest.skip("needs glibc >= 2.33 (mallinfo2)")
+    # the child mode measures in this process and prints one number
+    assert kernel_caches.main(["--child", "--in-features", "16", "--out-features", "32", "2"]) == 0
+    float(capsys.readouterr().out)
+    # the parent runs one real child per capacity, with the capacity in the child's environment
+    assert kernel_caches.grown_mb(2, 64, in_features=16, out_features=32) >= -1.0
+    seen = []
+    real_run = kernel_caches.subprocess.run
+
+    def spy(cmd, env, **kw):
+        seen.append({var: env[var] for var in KERNEL_CACHE_VARS})
+        return real_run(cmd, env=env, **kw)
+
+    monkeypatch.setattr(kernel_caches.subprocess, "run", spy)
+    assert kernel_caches.main(["--in-features", "16", "--out-features", "32", "2"]) == 0
+    from loraforge.models.load import KERNEL_CACHE_CAPACITY
+
+    assert seen == [{var: str(c) for var in KERNEL_CACHE_VARS} for c in (1024, KERNEL_CACHE_CAPACITY)]
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out] == ["capacity  1024", f"capacity {KERNEL_CACHE_CAPACITY:5d}"]
+
+
+def test_gpu_profile_runs_on_the_cpu_with_the_tiny_model(tiny_model_dir):
+    from loraforge.bench.gpu_profile import profile_steps
+
+    rows = profile_steps(str(tiny_model_dir), batch=2, steps=1, max_length=256, warmup=1,
+                         variants={"padded": {}, "packed": {"packing": True}}, log=lambda s: None)
+    assert [r.variant for r in rows] == ["padded", "packed"]
+    for r in rows:
+        assert r.tokens > 0 and r.step_s > 0
+        assert "aten::" in r.table  # the profiler saw the step's operators
+        if not torch.cuda.is_available():
+            assert r.kernels == 0 and r.gpu_busy_s == 0
+
+
+def test_gpu_profile_refuses_an_unknown_variant_before_loading(capsys):
+    from loraforge.bench.gpu_profile import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--model", "/nonexistent", "--variants", "padded,warp-drive"])
+    assert e.value.code == 2 and "warp-drive" in capsys.readouterr().err
+
+
+def test_interleaved_ab_runs_the_training_loop_with_each_variants_levers(tiny_model_dir, capsys):
+    from loraforge.bench.interleaved_ab import interleaved_ab, main
+
+    logged = []
+    res = interleaved_ab({"sdpa": {"matmul_attention": False}, "matmul": {}}, cycles=1, model=str(tiny_model_dir),
+                         steps=2, batch_size=2, log=logged.append)
+    assert [line.split(":")[0] for line in logged] == ["cycle 0 sdpa", "cycle 0 matmul", "cycle 1 sdpa",
+                                                      "cycle 1 matmul"]
+    assert [len(r.rates) for r in res.values()] == [1, 1]  # cycle 0 is warm-up
+    assert all(r.mean > 0 for r in res.values())
+    # each variant's TrainConfig reached the loop: only the matmul variant attended through the matmuls
+    assert res["matmul"].attention == {"matmul": 2 * 2 * 2}  # 2 cycles x 2 steps x 2 layers
+    assert res["sdpa"].attention == {}
+    assert main(["{'a': {}}", "0", "--model", str(tiny_model_dir), "--steps", "1", "--batch-size", "2"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("a: 0.0 tok/s (cycles: )")
+
+
+def test_interleaved_ab_rejects_a_bad_lever_before_loading_the_model():
+    from pydantic import ValidationError
+
+    from loraforge.bench.interleaved_ab import interleaved_ab
+
+    with pytest.raises(ValidationError, match="warp_drive"):
+        interleaved_ab({"x": {"warp_drive": True}}, cycles=1, model="/nonexistent")
