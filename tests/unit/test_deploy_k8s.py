@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loraforge.config import RunConfig, load_config
+from loraforge.config import ConfigError, RunConfig, load_config
 from loraforge.deploy.k8s import TARGETS, Options, render, torchrun_command
 from loraforge.deploy.kaito import not_expressible, training_config
 from loraforge.deploy.validate import ManifestError, validate_doc, validate_file
@@ -116,7 +116,7 @@ def test_validation_rejects_typos_in_core_kinds_and_custom_resources():
         validate_doc(job)
     job = copy.deepcopy(next(d for d in _job_docs() if d["kind"] == "Job"))
     job["spec"]["backofLimit"] = 1  # typo: strict schemas refuse unknown fields
-    with pytest.raises(ManifestError):
+    with pytest.raises(ManifestError, match="'backofLimit' was unexpected"):
         validate_doc(job)
     ws = copy.deepcopy(next(d for d in render(RunConfig(), "kaito").docs if d["kind"] == "Workspace"))
     ws["tuning"]["mehtod"] = "lora"  # the API server would prune this silently
@@ -143,7 +143,7 @@ def test_validate_file_errors_name_the_file(tmp_path):
 
 
 def test_multi_node_only_where_supported():
-    with pytest.raises(Exception, match="pytorchjob or trainjob"):
+    with pytest.raises(ConfigError, match="pytorchjob or trainjob"):
         render(RunConfig(), "job", Options(nodes=2))
 
 
