@@ -178,6 +178,9 @@ def test_translate_cli_reads_args_file_and_stdin(tiny_model_dir, tmp_path, capsy
     texts = tmp_path / "in.txt"
     texts.write_text("A Pod.\n\nA Service.\n", encoding="utf-8")
     assert main(["translate", "--adapter", str(run), "--max-new-tokens", "4", "--file", str(texts)]) == 0
-    monkeypatch.setattr("sys.stdin", io.StringIO("A Pod.\n"))
+    assert capsys.readouterr().out == "".join(f"{t}\n" for t in expected)  # one line per input, blank skipped
+    monkeypatch.setattr("sys.stdin", io.StringIO("A Service.\n"))
     assert main(["translate", "--adapter", str(run), "--max-new-tokens", "4", "--file", "-"]) == 0
+    assert capsys.readouterr().out == "".join(f"{t}\n" for t in translate_texts(["A Service."], adapter=str(run),
+                                                                                 max_new_tokens=4))
     assert main(["translate", "--adapter", str(tmp_path / "missing"), "x"]) == 2
