@@ -184,7 +184,8 @@ def test_bench_generate(tiny_model_dir, tmp_path):
     assert res["mismatches"] == len(res["mismatched_prompts"]) == res["runs"][1]["differ_from_batch1"] == 0
     assert res["runs"][0]["tokens"] == res["runs"][1]["tokens"]  # identical outputs, identical counts
     noise = res["gap_noise"]
-    assert noise["steps"] > 0 and 0 <= noise["median"] <= noise["p99"] <= noise["max"]
+    # identical outputs: every decode step is compared, and fp32 batching moves a gap by float noise only
+    assert noise["steps"] == res["runs"][0]["tokens"] and noise["max"] < 1e-3
     assert "Gap noise" in (tmp_path / "generate.md").read_text()
     assert json.loads((tmp_path / "generate.json").read_text())["speedup"] == res["speedup"]
     assert "| loraforge generate | 4 |" in (tmp_path / "generate.md").read_text()
