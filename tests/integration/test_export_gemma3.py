@@ -38,7 +38,9 @@ def run(tmp_path_factory):
             base = model(**ids).logits
     mask = ids["attention_mask"].bool()
     assert (want[mask] - base[mask]).abs().max() > 0.5, "the adapter must change the logits"
-    return {"dir": run, "tokenizer": loaded.tokenizer, "ids": ids, "want": want}
+    from gguf_checks import lora_weights
+
+    return {"dir": run, "tokenizer": loaded.tokenizer, "ids": ids, "want": want, "weights": lora_weights(model)}
 
 
 def test_merged_equals_unmerged(run, tmp_path):
@@ -77,3 +79,7 @@ def test_gguf_q8_0_round_trip(run, tmp_path):
     agree = (got[mask].argmax(-1) == want.argmax(-1)).float().mean().item()
     rel = ((got[mask] - want).abs().max() / want.abs().max()).item()
     assert agree > 0.9 and rel < 0.1, (agree, rel)
+    # the logits above would agree as well without the adapter: its weights must be the merged ones
+    from gguf_checks import assert_adapter_merged
+
+    assert_adapter_merged(model, run["weights"])

@@ -157,9 +157,17 @@ def test_trl_and_loraforge_run_the_same_job(spec):
     assert ours["dev_loss"] == pytest.approx(trl["dev_loss"], rel=1e-3)  # ...the same way in both
 
 
-def test_bench_train_cli_writes_json_and_markdown(tiny_model_dir, tmp_path):
+def test_bench_train_cli_writes_json_and_markdown(tiny_model_dir, tmp_path, monkeypatch):
+    import os
+    import resource
+
     from loraforge.cli import main
 
+    # each job process touches a 1.5 GiB buffer as it starts (more than a tiny job's own peak): its
+    # reported peak RSS must count it, and must be no more than what the OS reports for our children
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text("bytearray(b'x') * (1536 << 20)\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]))
     out = tmp_path / "results"
     assert main(["bench", "train", "--model", str(tiny_model_dir), "--steps", "3", "--batch-size", "2",
                  "--dev-examples", "2", "--matmul-size", "64", "--jobs", "loraforge", "--out", str(out)]) == 0
@@ -167,7 +175,8 @@ def test_bench_train_cli_writes_json_and_markdown(tiny_model_dir, tmp_path):
     assert results["settings"]["steps"] == 3 and set(results["matmul_peak_flops"]) == {"fp32", "bf16"}
     (row,) = results["jobs"]
     assert JOB_FIELDS | {"mfu", "mfu_fp32", "mfu_bf16", "wall_seconds"} <= row.keys()
-    assert 0 < row["mfu"] == min(row["mfu_fp32"], row["mfu_bf16"]) and row["peak_rss_mb"] > 100
+    assert 0 < row["mfu"] == min(row["mfu_fp32"], row["mfu_bf16"])
+    assert 1536 <= row["peak_rss_mb"] <= resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 + 0.1
     md = (out / "train.md").read_text()
     lines = [line for line in md.splitlines() if line.startswith("|")]
     assert len(lines) == 3 and lines[2].startswith("| loraforge |")
@@ -216,7 +225,8 @@ def test_bench_generate(tiny_model_dir, tmp_path):
     assert res["mismatches"] == len(res["mismatched_prompts"]) == res["runs"][1]["differ_from_batch1"] == 0
     assert res["runs"][0]["tokens"] == res["runs"][1]["tokens"]  # identical outputs, identical counts
     noise = res["gap_noise"]
-    assert noise["steps"] > 0 and 0 <= noise["median"] <= noise["p99"] <= noise["max"]
+    # identical outputs: every decode step is compared, and fp32 batching moves a gap by float noise only
+    assert noise["steps"] == res["runs"][0]["tokens"] and noise["max"] < 1e-3
     assert "Gap noise" in (tmp_path / "generate.md").read_text()
     assert json.loads((tmp_path / "generate.json").read_text())["speedup"] == res["speedup"]
     assert "| loraforge generate | 4 |" in (tmp_path / "generate.md").read_text()

@@ -185,7 +185,7 @@ def test_validation_rejects_typos_in_core_kinds_and_custom_resources():
         validate_doc(job)
     job = copy.deepcopy(next(d for d in _job_docs() if d["kind"] == "Job"))
     job["spec"]["backofLimit"] = 1  # typo: strict schemas refuse unknown fields
-    with pytest.raises(ManifestError):
+    with pytest.raises(ManifestError, match="'backofLimit' was unexpected"):
         validate_doc(job)
     ws = copy.deepcopy(next(d for d in render(RunConfig(), "kaito", Options(**KAITO)).docs if d["kind"] == "Workspace"))
     ws["tuning"]["mehtod"] = "lora"  # the API server would prune this silently
@@ -212,7 +212,7 @@ def test_validate_file_errors_name_the_file(tmp_path):
 
 
 def test_multi_node_only_where_supported():
-    with pytest.raises(Exception, match="pytorchjob or trainjob"):
+    with pytest.raises(ConfigError, match="pytorchjob or trainjob"):
         render(RunConfig(), "job", Options(nodes=2))
 
 

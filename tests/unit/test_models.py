@@ -58,7 +58,7 @@ def test_random_weights_need_only_the_config(tiny_model_dir, tmp_path):
 
     folder = tmp_path / "config-only"
     shutil.copytree(tiny_model_dir, folder, ignore=shutil.ignore_patterns("*.safetensors"))
-    with pytest.raises(Exception):
+    with pytest.raises(OSError, match="no file named model.safetensors"):
         load_model(str(folder), dtype="fp32")
     a = load_model(str(folder), dtype="fp32", random_weights=True)
     b = load_model(str(folder), dtype="bf16", random_weights=True)

@@ -69,19 +69,25 @@ def test_seq2seq_loss_is_over_target_tokens(tiny_seq2seq_dirs):
     assert float(loss) / int(n) == pytest.approx(float(reference), rel=1e-5)
 
 
-def test_train_eval_translate_end_to_end(tiny_seq2seq_dirs, tmp_path):
+def test_train_eval_translate_end_to_end(tiny_seq2seq_dirs, tmp_path, capsys):
     from loraforge.workflows import eval_run, train_run, translate_texts
 
     cfg = load_config(None, [f"model.name={tiny_seq2seq_dirs['mbart']}", f"data.train={FIXTURE}", f"data.dev={FIXTURE}",
-                             f"data.test={FIXTURE}", "train.steps=3", "train.batch_size=4", "eval.max_examples=3",
+                             f"data.test={FIXTURE}", "train.steps=8", "train.lr=3e-2", "train.batch_size=4",
+                             "eval.max_examples=3",
                              "eval.max_new_tokens=6", "model.dtype=fp32", "adapter.method=adapter",
                              "adapter.bottleneck_size=8", f"output.dir={tmp_path / 'run'}"])
     run = train_run(cfg, progress=False)
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"bleu", "chrf", "ter"} <= set(metrics["after"]) and {"bleu", "chrf"} <= set(metrics["before"])
     assert metrics["train"]["trainable_params"] < metrics["train"]["total_params"]
-    again = eval_run(cfg, adapter=str(run))
+    outputs = {k: [json.loads(x)["output"] for x in (run / f"outputs_{k}.jsonl").read_text().splitlines()]
+               for k in ("before", "after")}
+    assert outputs["after"] != outputs["before"], "the adapter must change the outputs, or the reload proves nothing"
+    capsys.readouterr()
+    again = eval_run(cfg, adapter=str(run), show_examples=True)
     assert again["chrf"] == pytest.approx(metrics["after"]["chrf"])  # reload gives the same outputs
+    assert [json.loads(x)["output"] for x in capsys.readouterr().out.splitlines()] == outputs["after"]
     from loraforge.adapters import load_adapter
 
     loaded = load_model(cfg.model.name, dtype="fp32")
@@ -93,7 +99,7 @@ def test_train_eval_translate_end_to_end(tiny_seq2seq_dirs, tmp_path):
     # the up-projections start at zero, so equal logits would mean the trained weights never loaded
     assert not torch.equal(base, tuned)
     out = translate_texts(["A Pod is the smallest unit."], adapter=str(run), max_new_tokens=6)
-    assert len(out) == 1 and isinstance(out[0], str)
+    assert out == outputs["after"][:1]  # the first test example's source: translate gives what eval gave
 
 
 def test_hub_id_without_a_hub_is_a_clear_error():

@@ -207,14 +207,29 @@ def test_admin_add_remove_and_path_safety(server):
     assert complete(server, "alpha").status_code == 200
 
 
-def test_bench_serve_reports_latency(server, tmp_path):
+def test_bench_serve_reports_latency(server, tmp_path, monkeypatch):
+    import statistics
+
+    import numpy as np
+
+    from loraforge.bench import serve as bench
     from loraforge.bench.serve import bench_serve
 
+    measured, run = [], bench._run
+
+    async def recorded(*args):  # the per-request latencies the report is computed from
+        lat, *rest = await run(*args)
+        measured.extend(lat)
+        return (lat, *rest)
+
+    monkeypatch.setattr(bench, "_run", recorded)
     out = tmp_path / "bench.json"
     res = bench_serve(server["url"], models=["alpha", "beta", "base"], requests=12, concurrency=4, max_tokens=4,
                       out=out)
-    assert res["failures"] == 0 and res["requests"] == 12
-    assert 0 < res["latency_p50_s"] <= res["latency_p95_s"]
+    assert res["failures"] == 0 and res["requests"] == 12 and len(measured) == 12
+    assert res["latency_p50_s"] == round(statistics.median(measured), 4)
+    assert res["latency_p95_s"] == round(float(np.percentile(measured, 95)), 4)
+    assert res["latency_mean_s"] == round(statistics.fmean(measured), 4)
     assert res["completion_tokens"] > 0 and res["tokens_per_s"] > 0
     assert json.loads(out.read_text())["requests"] == 12
 

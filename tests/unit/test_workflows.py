@@ -71,9 +71,23 @@ def _wait_for(path: Path, proc, timeout=120):
         time.sleep(0.05)
 
 
+# `loraforge ...` that reports on exit how many optimizer steps this process ran
+COUNTING_CLI = """
+import atexit, sys
+from torch.optim.optimizer import register_optimizer_step_post_hook
+steps = []
+register_optimizer_step_post_hook(lambda *args: steps.append(1))
+atexit.register(lambda: print(f"optimizer steps in this process: {len(steps)}", file=sys.stderr))
+from loraforge.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 @pytest.mark.parametrize("how", ["sigkill", "sigint"])
 def test_interrupted_run_resumes_to_the_same_adapter(tiny_model_dir, tmp_path, how):
-    common = ["train.steps=400", "train.save_every=10", "train.eval_every=0", "data.test=null", "eval.before=false"]
+    # dropout on: the adapter only matches if the resumed process restored the RNG state too
+    common = ["train.steps=400", "train.save_every=10", "train.eval_every=0", "data.test=null", "eval.before=false",
+              "adapter.dropout=0.1"]
     reference = train_run(load_config(None, overrides(tiny_model_dir, tmp_path / "ref", *common)), progress=False)
 
     run = tmp_path / "run"
@@ -87,8 +101,11 @@ def test_interrupted_run_resumes_to_the_same_adapter(tiny_model_dir, tmp_path, h
         assert proc.returncode == 130 and "checkpoint saved" in err
     assert list((run / "checkpoints").glob("step-*"))
 
+    saved = int(sorted((run / "checkpoints").glob("step-*"))[-1].name.split("-")[1])
     cmd, env = _cli("train", *overrides(tiny_model_dir, run, *common), "--resume")
-    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    cmd[1:3] = ["-c", COUNTING_CLI]
+    err = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stderr
+    assert f"optimizer steps in this process: {400 - saved}\n" in err  # only the remaining steps, not a restart
     ref, got = adapter_weights(reference), adapter_weights(run)
     assert ref.keys() == got.keys()
     for k in ref:
@@ -244,8 +261,11 @@ def test_translate_cli_reads_args_file_and_stdin(tiny_model_dir, tmp_path, capsy
     texts = tmp_path / "in.txt"
     texts.write_text("A Pod.\n\nA Service.\n", encoding="utf-8")
     assert main(["translate", "--adapter", str(run), "--max-new-tokens", "4", "--file", str(texts)]) == 0
-    monkeypatch.setattr("sys.stdin", io.StringIO("A Pod.\n"))
+    assert capsys.readouterr().out == "".join(f"{t}\n" for t in expected)  # one line per input, blank skipped
+    monkeypatch.setattr("sys.stdin", io.StringIO("A Service.\n"))
     assert main(["translate", "--adapter", str(run), "--max-new-tokens", "4", "--file", "-"]) == 0
+    assert capsys.readouterr().out == "".join(f"{t}\n" for t in translate_texts(["A Service."], adapter=str(run),
+                                                                                 max_new_tokens=4))
     assert main(["translate", "--adapter", str(tmp_path / "missing"), "x"]) == 2
 
 
