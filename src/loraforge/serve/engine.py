@@ -85,7 +85,8 @@ class Engine:
 
     def __init__(self, loaded, adapter_root: str | Path | None = None, max_batch: int = 16, batch_wait_ms: float = 5,
                  default_max_tokens: int = 256, max_prompt_tokens: int | None = None, prefill_tokens: int = 2048,
-                 merge_lora: bool = True):
+                 merge_lora: bool = True, kv_columns: int = 256):
+        self.kv_columns = kv_columns  # initial KV capacity per slot; doubles when live rows need more
         self.tokenizer = loaded.tokenizer
         self.config = loaded.model.config
         self.router = AdapterRouter(loaded.model.eval(), merge=merge_lora)
@@ -273,7 +274,7 @@ class Engine:
 
     def _reset_slots(self) -> None:
         s = self.max_batch
-        self.cache = SlotCache(self.config, slots=s, device=self.device)
+        self.cache = SlotCache(self.config, slots=s, capacity=self.kv_columns, device=self.device)
         self.last = torch.zeros(s, dtype=torch.long, device=self.device)  # token each row feeds next
         self.pos = torch.zeros(s, dtype=torch.long, device=self.device)  # its position
         self.count = torch.zeros(s, dtype=torch.long, device=self.device)  # tokens generated
@@ -365,7 +366,7 @@ class Engine:
         for i, r in enumerate(group):
             self._open(first + i, r)
         self.rows.extend(group)
-        ctx, kwargs = self.router.context(adapters, self._worth_merging())
+        ctx, kwargs = self.router.context([r.adapter for r in group], self._worth_merging(), running=adapters)
         with ctx:
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask,
                                 position_ids=positions.to(self.device), past_key_values=self.cache, use_cache=True,

@@ -31,11 +31,13 @@ class AdapterRouter:
 
         return isinstance(self.model, PeftModel)
 
-    def context(self, adapters: list[str], worth_merging: bool):
-        """A context for one forward of rows using ``adapters``; returns (context, forward kwargs)."""
+    def context(self, adapters: list[str], worth_merging: bool, running: list[str] | None = None):
+        """A context for one forward of rows using ``adapters``; returns (context, forward kwargs).
+        ``running``: the adapters of every row in the batch this iteration (the merge decision is
+        theirs; a prefill forward covers only the new rows)."""
         if not self.is_peft:
             return contextlib.nullcontext(), {}
-        names = set(adapters)
+        names = set(running or adapters)
         if names == {BASE}:
             self.unmerge()
             return self.model.disable_adapter(), {}
