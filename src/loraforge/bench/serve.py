@@ -80,9 +80,7 @@ def bench_serve(url: str, models: list[str] | None = None, requests: int = 200, 
         "requests_per_s": round(len(lat) / wall, 3) if wall > 0 else 0.0,
     }
     if out:
-        from loraforge.eval.report import atomic_write
+        from loraforge.runs import atomic_write
 
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(out, json.dumps(result, indent=2))
     return result
