@@ -240,3 +240,25 @@ def test_one_adapter_batch_runs_merged_and_restores_the_base_exactly(lora_llama)
     for n, p in lora_llama.named_parameters():
         if n in weights:
             assert torch.equal(p, weights[n]), n
+
+
+def test_int8_lm_head_is_swapped_in_and_close_to_fp32():
+    """Opt-in: the output layer becomes a dynamic int8 Linear whose logits stay close to fp32's."""
+    from conftest import tiny_causal
+
+    model = tiny_causal("llama", vocab_size=400).eval()
+    hidden = torch.randn(3, 1, 32)
+    with torch.no_grad():
+        ref = model.lm_head(hidden)
+    engine = make_engine(model, int8_lm_head=True)
+    try:
+        assert type(model.lm_head) is not torch.nn.Linear, "not swapped"
+        with torch.no_grad():
+            got = model.lm_head(hidden)
+        assert not torch.equal(got, ref)
+        assert (got - ref).abs().max() < 0.05 * ref.abs().max()
+        r, c = request(prompts(1)[0], 5)
+        engine.submit(r)
+        assert wait(c).error is None and len(c.tokens) >= 1
+    finally:
+        engine.close()

@@ -79,10 +79,11 @@ def serve(base: str, adapters: list[str], host: str = "127.0.0.1", port: int = 8
 def build_app(base: str, adapters: list[str], admin_token: str | None = None, adapter_dir: str | None = None,
               dtype: str = "auto", max_batch: int = 16, batch_wait_ms: float = 5,
               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_prompt_tokens: int | None = None,
-              prefill_tokens: int = 2048, merge_lora: bool = True) -> FastAPI:
+              prefill_tokens: int = 2048, merge_lora: bool = True, int8_lm_head: bool = False) -> FastAPI:
     """``max_prompt_tokens``: default 4096 on a CPU, the model's context on a GPU. ``prefill_tokens``:
     padded prompt tokens prefilled per engine iteration (bounds how long running rows wait for new
-    ones). ``merge_lora``: merge the adapter into the weights while every running row uses it."""
+    ones). ``merge_lora``: merge the adapter into the weights while every running row uses it.
+    ``int8_lm_head``: CPU only, the output layer in dynamic int8 (faster, slightly different logits)."""
     import torch
 
     from loraforge.config import ConfigError
@@ -96,7 +97,8 @@ def build_app(base: str, adapters: list[str], admin_token: str | None = None, ad
         max_prompt_tokens = CPU_MAX_PROMPT_TOKENS
     try:
         engine = Engine(loaded, adapter_root=adapter_dir, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
-                        max_prompt_tokens=max_prompt_tokens, prefill_tokens=prefill_tokens, merge_lora=merge_lora)
+                        max_prompt_tokens=max_prompt_tokens, prefill_tokens=prefill_tokens, merge_lora=merge_lora,
+                        int8_lm_head=int8_lm_head)
     except ValueError as e:  # an attention layout the engine does not know
         raise ConfigError(f"serve: {base!r}: {e}") from None
     for spec in adapters:

@@ -85,8 +85,12 @@ class Engine:
 
     def __init__(self, loaded, adapter_root: str | Path | None = None, max_batch: int = 16, batch_wait_ms: float = 5,
                  default_max_tokens: int = 256, max_prompt_tokens: int | None = None, prefill_tokens: int = 2048,
-                 merge_lora: bool = True, kv_columns: int = 256):
+                 merge_lora: bool = True, kv_columns: int = 256, int8_lm_head: bool = False):
         self.kv_columns = kv_columns  # initial KV capacity per slot; doubles when live rows need more
+        if int8_lm_head and self._on_cpu(loaded.model):
+            from loraforge.serve.quant import int8_lm_head as quantize_head
+
+            quantize_head(loaded.model)
         self.tokenizer = loaded.tokenizer
         self.config = loaded.model.config
         self.router = AdapterRouter(loaded.model.eval(), merge=merge_lora)
@@ -106,6 +110,10 @@ class Engine:
         self._reset_slots()
         self._thread = threading.Thread(target=self._loop, name="loraforge-generate", daemon=True)
         self._thread.start()
+
+    @staticmethod
+    def _on_cpu(model) -> bool:
+        return next(model.parameters()).device.type == "cpu"
 
     @property
     def model(self):
@@ -326,6 +334,8 @@ class Engine:
         new: list[Request] = []
         while self.waiting and len(self.rows) + len(new) < self.max_batch:
             req = self.waiting.popleft()
+            if req.cancelled:
+                continue
             if req.adapter != BASE and req.adapter not in self.adapters:
                 _emit(req, "error", ServeError(f"model {req.adapter!r} was removed", 404, "model_not_found"))
                 continue
