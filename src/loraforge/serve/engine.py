@@ -1,9 +1,13 @@
-"""One base model, many LoRA adapters, one generation thread that batches across adapters.
+"""Continuous batching on one generation thread: token ids in, token ids out (text lives in ``text.py``).
 
-Requests wait in a queue for a few milliseconds so that concurrent ones share a forward pass; PEFT
-routes each row of a mixed batch through its own adapter (``adapter_names=``, '__base__' for the plain
-model). A per-row ``StoppingCriteria`` streams new tokens to each request and ends rows at their own
-stop token or ``max_tokens``, so one long request does not hold the short ones' answers back.
+Every iteration of the loop (1) applies model changes queued by the admin API, (2) frees the rows of
+cancelled requests, (3) admits waiting requests into free slots: their prompts are prefilled (a few
+at a time, up to ``prefill_tokens`` padded tokens per iteration, so running rows are never stalled
+for long) straight into the slot KV cache, and (4) runs one decoding step for every live row. Rows
+join and leave at every step; nobody waits for a batch to end. Per step, sampling and the stop and
+length checks are single tensor operations over the batch; the only per-row Python is handing each
+request its new token. LoRA: ``AdapterRouter`` merges the adapter when all live rows share it and
+routes per row when they mix (see ``lora.py``); the KV layout is in ``kv.py``.
 """
 
 from __future__ import annotations
@@ -13,16 +17,20 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
 
+from loraforge.serve.kv import SlotCache
+from loraforge.serve.lora import BASE, AdapterRouter
 from loraforge.serve.metrics import Metrics
+from loraforge.serve.sampling import sample
 
-BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MERGE_MIN_STEPS = 16  # merging costs about one decoding step: only when the rows have this much left
 
 
 class ServeError(Exception):
@@ -42,62 +50,83 @@ def check_name(name: str) -> str:
 
 @dataclass
 class Request:
+    """One generation. ``emit(kind, payload)`` is called from the generation thread with
+    ("token", id), then ("done", finish_reason) or ("error", ServeError)."""
+
     adapter: str  # adapter name or BASE
     prompt_ids: list[int]
     max_tokens: int
     stop_ids: list[int]
-    stop_strings: list[str] = field(default_factory=list)
+    stop_strings: list[str] = field(default_factory=list)  # for the text side (the engine sees ids only)
     temperature: float = 0.0
     top_p: float = 1.0
-    emit: object = None  # callable(kind, payload), called from the generation thread
-    # filled in by the engine
-    tokens: list[int] = field(default_factory=list)
-    text: str = ""
+    emit: Callable[[str, object], None] | None = None
+    cancelled: bool = False
     finish_reason: str | None = None
     enqueued: float = field(default_factory=time.perf_counter)
 
 
-class _RowStopper(StoppingCriteria):
-    """Called once per decoding step with the whole batch: streams each row's new token, ends rows."""
+class _Task:
+    """A model change (add/remove adapter) run by the generation thread between two steps."""
 
-    def __init__(self, engine: "Engine", reqs: list[Request], prompt_len: int):
-        self.engine, self.reqs, self.prompt_len = engine, reqs, prompt_len
+    def __init__(self, fn: Callable[[], object]):
+        self.fn, self.future = fn, Future()
 
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        last = input_ids[:, -1].tolist()
-        for row, req in enumerate(self.reqs):
-            if req.finish_reason is not None:
-                done[row] = True
-                continue
-            self.engine.step_row(req, last[row])
-            done[row] = req.finish_reason is not None
-        return done
+
+def _emit(req: Request, kind: str, payload: object) -> None:
+    try:
+        req.emit(kind, payload)
+    except RuntimeError:  # the client's event loop is gone (server shutting down)
+        pass
 
 
 class Engine:
-    """Owns the model; ``submit`` from any thread, generation happens on one worker thread."""
+    """Owns the model; ``submit``/``cancel`` from any thread, generation happens on one worker thread."""
 
     def __init__(self, loaded, adapter_root: str | Path | None = None, max_batch: int = 16, batch_wait_ms: float = 5,
-                 default_max_tokens: int = 256):
-        self.loaded = loaded
+                 default_max_tokens: int = 256, max_prompt_tokens: int | None = None, prefill_tokens: int = 2048,
+                 merge_lora: bool = True, kv_columns: int = 256, int8_lm_head: bool = False):
+        self.kv_columns = kv_columns  # initial KV capacity per slot; doubles when live rows need more
+        if int8_lm_head and self._on_cpu(loaded.model):
+            from loraforge.serve.quant import int8_lm_head as quantize_head
+
+            quantize_head(loaded.model)
         self.tokenizer = loaded.tokenizer
-        self.model = loaded.model.eval()
+        self.config = loaded.model.config
+        self.router = AdapterRouter(loaded.model.eval(), merge=merge_lora)
+        self.device = next(loaded.model.parameters()).device
         self.adapter_root = Path(adapter_root).resolve() if adapter_root else None
-        self.adapters: dict[str, dict] = {}  # name -> {"path", "template", "system_prompt"}
+        self.adapters: dict[str, dict] = {}  # name -> {"path", "template", "system_prompt", "created"}
         self.max_batch, self.batch_wait = max_batch, batch_wait_ms / 1000
-        self.default_max_tokens = default_max_tokens
-        self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self.default_max_tokens, self.prefill_tokens = default_max_tokens, prefill_tokens
+        self.context_length = int(getattr(self.config, "max_position_embeddings", 2048))
+        self.max_prompt_tokens = min(max_prompt_tokens or self.context_length, self.context_length - 1)
         self.metrics = Metrics()
-        self.batches: deque[list[str]] = deque(maxlen=256)  # adapter names of recent batches (tests, debugging)
-        self.queue: queue.Queue[Request | None] = queue.Queue()
-        self.lock = threading.Lock()  # model mutation (add/remove adapter) vs. generation
-        bos = self.tokenizer.bos_token_id
-        self.bos = [bos] if bos is not None and self.tokenizer.encode("a")[:1] == [bos] else []
+        self.batches: deque[list[str]] = deque(maxlen=256)  # adapters of the running batch, at each change
+        self.inbox: queue.Queue[Request | _Task | None] = queue.Queue()
+        self.waiting: deque[Request] = deque()
+        self._cancelled: deque[Request] = deque()
+        self.rows: list[Request] = []  # live rows; rows[i] owns slot i
+        self._reset_slots()
         self._thread = threading.Thread(target=self._loop, name="loraforge-generate", daemon=True)
         self._thread.start()
 
-    # --- adapters ---------------------------------------------------------------------------
+    @staticmethod
+    def _on_cpu(model) -> bool:
+        return next(model.parameters()).device.type == "cpu"
+
+    @property
+    def model(self):
+        return self.router.model
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def queue_depth(self) -> int:
+        return self.inbox.qsize() + len(self.waiting)
+
+    # --- adapters (resolved on the caller's thread, applied on the generation thread) --------
 
     def resolve_adapter_path(self, name: str, path: str | None) -> Path:
         """Runtime additions must stay inside ``adapter_root``: a name or path never escapes it."""
@@ -126,145 +155,271 @@ class Engine:
             raise ServeError(f"{name}: only LoRA adapters can share batches (this one is {info.method})")
         meta = {"path": str(info.adapter_dir), "template": info.cfg.data.template if info.run_dir else "auto",
                 "system_prompt": info.cfg.data.system_prompt if info.run_dir else None, "created": int(time.time())}
-        with self.lock:
-            from peft import PeftModel
-
-            try:
-                if isinstance(self.model, PeftModel):
-                    self.model.load_adapter(str(info.adapter_dir), adapter_name=name)
-                else:
-                    self.model = PeftModel.from_pretrained(self.model, str(info.adapter_dir), adapter_name=name).eval()
-            except (ValueError, RuntimeError, KeyError, OSError) as e:  # e.g. trained on another base model
-                if isinstance(self.model, PeftModel) and name in self.model.peft_config:
-                    self.model.delete_adapter(name)  # PEFT may have registered it half-way
-                raise ServeError(f"adapter {name!r} does not fit the base model: {str(e)[:300]}") from None
-            self.adapters[name] = meta
-        self.metrics.set_gauge("loraforge_adapters_loaded", len(self.adapters))
+        self._call(lambda: self._load(name, str(info.adapter_dir), meta))
         return meta
 
     def remove_adapter(self, name: str) -> None:
         if name not in self.adapters:
             raise ServeError(f"adapter {name!r} is not loaded", status=404, code="model_not_found")
-        with self.lock:
-            if len(self.adapters) == 1:  # PEFT keeps at least one adapter: unwrap to the plain base
-                self.model = self.model.unload().eval()
+        self._call(lambda: self._unload(name))
+
+    def _load(self, name: str, adapter_dir: str, meta: dict) -> None:
+        from peft import PeftModel
+
+        self.router.unmerge()
+        model = self.router.model
+        try:
+            if isinstance(model, PeftModel):
+                model.load_adapter(adapter_dir, adapter_name=name)
             else:
-                self.model.delete_adapter(name)
-            del self.adapters[name]
+                self.router.model = PeftModel.from_pretrained(model, adapter_dir, adapter_name=name).eval()
+        except (ValueError, RuntimeError, KeyError, OSError) as e:  # e.g. trained on another base model
+            if isinstance(model, PeftModel) and name in model.peft_config:
+                model.delete_adapter(name)  # PEFT may have registered it half-way
+            raise ServeError(f"adapter {name!r} does not fit the base model: {str(e)[:300]}") from None
+        self.adapters[name] = meta
         self.metrics.set_gauge("loraforge_adapters_loaded", len(self.adapters))
+
+    def _unload(self, name: str) -> None:
+        if name not in self.adapters:
+            raise ServeError(f"adapter {name!r} is not loaded", status=404, code="model_not_found")
+        gone = ServeError(f"model {name!r} was removed", 404, "model_not_found")
+        self._release([i for i, r in enumerate(self.rows) if r.adapter == name], error=gone)
+        for r in [r for r in self.waiting if r.adapter == name]:
+            self.waiting.remove(r)
+            _emit(r, "error", gone)
+        self.router.unmerge()
+        if len(self.adapters) == 1:  # PEFT keeps at least one adapter: unwrap to the plain base
+            self.router.model = self.router.model.unload().eval()
+        else:
+            self.router.model.delete_adapter(name)
+        del self.adapters[name]
+        self.metrics.set_gauge("loraforge_adapters_loaded", len(self.adapters))
+
+    def _call(self, fn: Callable[[], object]):
+        """Run ``fn`` on the generation thread (model changes never race a forward) and wait for it."""
+        if threading.current_thread() is self._thread:
+            return fn()
+        if not self.alive:
+            raise ServeError("the generation thread has stopped", 503, "server_error")
+        task = _Task(fn)
+        self.inbox.put(task)
+        return task.future.result()
 
     # --- requests ---------------------------------------------------------------------------
 
-    def encode(self, prompt: str) -> list[int]:
-        ids = self.tokenizer.encode(prompt, add_special_tokens=False)
-        return ids if self.bos and ids[:1] == self.bos else self.bos + ids
-
     def submit(self, req: Request) -> None:
-        self.queue.put(req)
-        self.metrics.set_gauge("loraforge_queue_depth", self.queue.qsize())
+        self.inbox.put(req)
+        self.metrics.set_gauge("loraforge_queue_depth", self.queue_depth())
+
+    def cancel(self, req: Request) -> None:
+        """The client went away: its row is freed before the next decoding step."""
+        if req.finish_reason is None:
+            req.cancelled = True
+            self._cancelled.append(req)
 
     def close(self) -> None:
-        self.queue.put(None)
+        self.inbox.put(None)
         self._thread.join(timeout=10)
 
-    def step_row(self, req: Request, token: int) -> None:
-        """Append one generated token to a request; decide whether it is finished."""
-        if token in req.stop_ids:
-            req.finish_reason = "stop"
-            return
-        req.tokens.append(token)
-        text = self.tokenizer.decode(req.tokens, skip_special_tokens=True)
-        for s in req.stop_strings:
-            cut = text.find(s)
-            if cut >= 0:
-                text, req.finish_reason = text[:cut], "stop"
-        if req.finish_reason is None and len(req.tokens) >= req.max_tokens:
-            req.finish_reason = "length"
-        if not text.endswith("\ufffd") or req.finish_reason:  # hold back half a UTF-8 character
-            delta, req.text = text[len(req.text):], text
-            if delta:
-                req.emit("delta", delta)
-
-    def _collect(self, first: Request) -> list[Request]:
-        batch, deadline = [first], time.perf_counter() + self.batch_wait
-        while len(batch) < self.max_batch:
-            timeout = deadline - time.perf_counter()
-            if timeout <= 0:
-                break
-            try:
-                nxt = self.queue.get(timeout=timeout)
-            except queue.Empty:
-                break
-            if nxt is None:
-                self.queue.put(None)
-                break
-            batch.append(nxt)
-        return batch
+    # --- the loop ---------------------------------------------------------------------------
 
     def _loop(self) -> None:
         while True:
-            first = self.queue.get()
-            if first is None:
+            if not self._drain(block=not self.rows and not self.waiting):
                 return
-            batch = self._collect(first)
-            self.metrics.set_gauge("loraforge_queue_depth", self.queue.qsize())
-            # rows with different sampling settings cannot share one generate() call
-            groups: dict[tuple, list[Request]] = {}
-            for r in batch:
-                groups.setdefault((r.temperature, r.top_p), []).append(r)
-            for reqs in groups.values():
-                self._run(reqs)
+            try:
+                self._apply_cancels()
+                self._admit()
+                if self.rows:
+                    self._decode()
+            except Exception as e:  # a failing step answers its rows with 500s; the server keeps serving
+                err = ServeError(f"generation failed: {type(e).__name__}: {e}", 500, "server_error")
+                self._release(list(range(len(self.rows))), error=err)
+                self.router.unmerge()
+                self._reset_slots()
 
-    def _run(self, reqs: list[Request]) -> None:
+    def _drain(self, block: bool) -> bool:
+        """Move the inbox into ``waiting`` and run queued tasks; False once closed. When idle, wait for
+        work, then up to ``batch_wait`` more for requests that arrive together."""
+        deadline = None
+        while True:
+            try:
+                if block:
+                    item = self.inbox.get() if deadline is None else self.inbox.get(
+                        timeout=max(deadline - time.perf_counter(), 0))
+                else:
+                    item = self.inbox.get_nowait()
+            except queue.Empty:
+                return True
+            if item is None:
+                return False
+            if isinstance(item, _Task):
+                self._run_task(item)
+                continue
+            self.waiting.append(item)
+            if block and deadline is None:
+                deadline = time.perf_counter() + self.batch_wait
+            if deadline is not None and (time.perf_counter() >= deadline or
+                                         len(self.waiting) >= self.max_batch):
+                block = False
+
+    def _run_task(self, task: _Task) -> None:
         try:
-            with self.lock:
-                reqs = [r for r in reqs if self._still_valid(r)]
-                if reqs:
-                    self._generate(reqs)
-        except Exception as e:  # a failing batch answers its requests with 500s; the server keeps serving
-            for r in reqs:
-                if r.finish_reason is None:
-                    r.emit("error", ServeError(f"generation failed: {type(e).__name__}: {e}", 500, "server_error"))
-            return
-        for r in reqs:
-            r.emit("done", None)
+            task.future.set_result(task.fn())
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting caller
+            task.future.set_exception(e)
 
-    def _still_valid(self, r: Request) -> bool:
-        if r.adapter == BASE or r.adapter in self.adapters:
-            return True
-        r.emit("error", ServeError(f"model {r.adapter!r} was removed", 404, "model_not_found"))
-        return False
+    def _apply_cancels(self) -> None:
+        cancelled = set()
+        while self._cancelled:
+            cancelled.add(id(self._cancelled.popleft()))
+        if cancelled:
+            self.waiting = deque(r for r in self.waiting if id(r) not in cancelled)
+            self._release([i for i, r in enumerate(self.rows) if id(r) in cancelled], reason="cancelled")
+
+    # --- slots ------------------------------------------------------------------------------
+
+    def _reset_slots(self) -> None:
+        s = self.max_batch
+        self.cache = SlotCache(self.config, slots=s, capacity=self.kv_columns, device=self.device)
+        self.last = torch.zeros(s, dtype=torch.long, device=self.device)  # token each row feeds next
+        self.pos = torch.zeros(s, dtype=torch.long, device=self.device)  # its position
+        self.count = torch.zeros(s, dtype=torch.long, device=self.device)  # tokens generated
+        self.budget = torch.zeros(s, dtype=torch.long, device=self.device)  # max_tokens
+        self.temp = torch.zeros(s, device=self.device)
+        self.top_p = torch.ones(s, device=self.device)
+        self.stops = torch.full((s, 4), -1, dtype=torch.long, device=self.device)
+        self.rows = []
+
+    def _open(self, slot: int, req: Request) -> None:
+        if len(req.stop_ids) > self.stops.shape[1]:
+            extra = len(req.stop_ids) - self.stops.shape[1]
+            self.stops = torch.nn.functional.pad(self.stops, (0, extra), value=-1)
+        self.pos[slot], self.count[slot], self.budget[slot] = len(req.prompt_ids), 0, req.max_tokens
+        self.temp[slot], self.top_p[slot] = req.temperature, req.top_p
+        self.stops[slot] = -1
+        self.stops[slot, :len(req.stop_ids)] = torch.tensor(req.stop_ids, dtype=torch.long)
+
+    def _release(self, slots: list[int], reason: str | None = None, error: ServeError | None = None) -> None:
+        """End rows (telling their requests) and swap the last live rows into the freed slots."""
+        if not slots:
+            return
+        for i in slots:
+            req = self.rows[i]
+            req.finish_reason = req.finish_reason or reason or "error"
+            _emit(req, "error", error) if error else _emit(req, "done", req.finish_reason)
+        done, n = set(slots), len(self.rows)
+        keep = n - len(done)
+        holes = [i for i in sorted(done) if i < keep]
+        movers = [i for i in range(keep, n) if i not in done]
+        if holes:
+            self.cache.move_rows(holes, movers)
+            h, m = torch.tensor(holes, device=self.device), torch.tensor(movers, device=self.device)
+            for t in (self.last, self.pos, self.count, self.budget, self.temp, self.top_p, self.stops):
+                t[h] = t[m]
+            for a, b in zip(holes, movers):
+                self.rows[a] = self.rows[b]
+        del self.rows[keep:]
+        self._record_batch()
+
+    def _record_batch(self) -> None:
+        if self.rows:
+            self.batches.append([r.adapter for r in self.rows])
+
+    # --- admission and prefill ----------------------------------------------------------------
+
+    def _admit(self) -> None:
+        """Prefill waiting requests into free slots, shortest first, within this iteration's budget."""
+        new: list[Request] = []
+        while self.waiting and len(self.rows) + len(new) < self.max_batch:
+            req = self.waiting.popleft()
+            if req.cancelled:
+                continue
+            if req.adapter != BASE and req.adapter not in self.adapters:
+                _emit(req, "error", ServeError(f"model {req.adapter!r} was removed", 404, "model_not_found"))
+                continue
+            new.append(req)
+        if not new:
+            return
+        new.sort(key=lambda r: len(r.prompt_ids))
+        spent, groups, group = 0, [], []  # padded prompt tokens; rows sorted, so the newest row is the widest
+        for k, req in enumerate(new):
+            n, before = len(req.prompt_ids), len(group[-1].prompt_ids) * len(group) if group else 0
+            if spent - before + n * (len(group) + 1) <= self.prefill_tokens or not (groups or group):
+                spent += n * (len(group) + 1) - before
+                group.append(req)
+            elif spent + n <= self.prefill_tokens:
+                groups.append(group)
+                group, spent = [req], spent + n
+            else:  # next iteration, after a decoding step
+                self.waiting.extendleft(reversed(new[k:]))
+                break
+        groups.append(group)
+        adapters = [r.adapter for r in self.rows] + [r.adapter for g in groups for r in g]
+        for group in groups:
+            self._prefill(group, adapters)
+        self._record_batch()
 
     @torch.no_grad()
-    def _generate(self, reqs: list[Request]) -> None:
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        width = max(len(r.prompt_ids) for r in reqs)
-        device = next(self.model.parameters()).device
-        ids = torch.full((len(reqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(reqs), width), dtype=torch.long)
-        for i, r in enumerate(reqs):  # left padding: every row's next token at the same position
-            ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
-            mask[i, width - len(r.prompt_ids):] = 1
-        kwargs = dict(max_new_tokens=max(r.max_tokens for r in reqs), pad_token_id=pad,
-                      stopping_criteria=StoppingCriteriaList([_RowStopper(self, reqs, width)]))
-        common = set.intersection(*(set(r.stop_ids) for r in reqs))
-        kwargs["eos_token_id"] = sorted(common) or None  # only ids that end every row; the rest end per row
-        if reqs[0].temperature > 0:
-            kwargs.update(do_sample=True, temperature=reqs[0].temperature, top_p=reqs[0].top_p)
-        else:
-            kwargs.update(do_sample=False)
-        if self.adapters:
-            kwargs["adapter_names"] = [r.adapter for r in reqs]
-        self.batches.append([r.adapter for r in reqs])
-        self.metrics.observe("loraforge_batch_size", len(reqs))
-        start = time.perf_counter()
-        out = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
-        for r in reqs:
-            if r.finish_reason is None:  # generate() stopped on its own budget
-                r.finish_reason = "length"
-        new = int(sum(len(r.tokens) for r in reqs))
-        self.metrics.inc("loraforge_generated_tokens_total", new)
-        self.metrics.inc("loraforge_prompt_tokens_total", sum(len(r.prompt_ids) for r in reqs))
-        self.metrics.observe("loraforge_batch_seconds", time.perf_counter() - start)
-        del out
+    def _prefill(self, group: list[Request], adapters: list[str]) -> None:
+        first, lengths = len(self.rows), [len(r.prompt_ids) for r in group]
+        width = max(lengths)
+        self.cache.make_room(width, first)
+        mask = self.cache.prefill_view(first, lengths)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.full((len(group), width), pad, dtype=torch.long)
+        for i, r in enumerate(group):
+            ids[i, width - lengths[i]:] = torch.tensor(r.prompt_ids)
+        shift = torch.tensor([width - n for n in lengths])[:, None]
+        positions = (torch.arange(width)[None] - shift).clamp(min=0)
+        for i, r in enumerate(group):
+            self._open(first + i, r)
+        self.rows.extend(group)
+        ctx, kwargs = self.router.context([r.adapter for r in group], self._worth_merging(), running=adapters)
+        with ctx:
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask,
+                                position_ids=positions.to(self.device), past_key_values=self.cache, use_cache=True,
+                                logits_to_keep=1, **kwargs).logits[:, -1]
+        self.metrics.inc("loraforge_prompt_tokens_total", sum(lengths))
+        end = first + len(group)
+        self._accept(first, end, sample(logits, self.temp[first:end], self.top_p[first:end]))
 
+    def _worth_merging(self) -> bool:
+        n = len(self.rows)
+        return n > 0 and int((self.budget[:n] - self.count[:n]).max()) >= MERGE_MIN_STEPS
+
+    # --- decoding ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _decode(self) -> None:
+        start, n = time.perf_counter(), len(self.rows)
+        mask = self.cache.decode_view(n)
+        ctx, kwargs = self.router.context([r.adapter for r in self.rows], self._worth_merging())
+        with ctx:
+            logits = self.model(input_ids=self.last[:n, None], attention_mask=mask, position_ids=self.pos[:n, None],
+                                past_key_values=self.cache, use_cache=True, **kwargs).logits[:, -1]
+        self.cache.advance()
+        self.pos[:n] += 1
+        self._accept(0, n, sample(logits, self.temp[:n], self.top_p[:n]))
+        self.metrics.observe("loraforge_batch_size", n)
+        self.metrics.observe("loraforge_batch_seconds", time.perf_counter() - start)
+        self.metrics.set_gauge("loraforge_queue_depth", self.queue_depth())
+
+    def _accept(self, first: int, end: int, tokens: torch.Tensor) -> None:
+        """Rows [first, end) got ``tokens``: stop and length checks over the batch at once, then hand
+        each request its token and free the finished rows."""
+        stop = (self.stops[first:end] == tokens[:, None]).any(1)
+        self.count[first:end] += (~stop).long()
+        full = self.count[first:end] >= self.budget[first:end]
+        self.last[first:end] = tokens
+        done = []
+        for i, (tok, is_stop, is_full) in enumerate(zip(tokens.tolist(), stop.tolist(), full.tolist())):
+            req = self.rows[first + i]
+            if not is_stop:
+                _emit(req, "token", tok)
+            if is_stop or is_full:
+                req.finish_reason = "stop" if is_stop else "length"
+                done.append(first + i)
+        self.metrics.inc("loraforge_generated_tokens_total", int((~stop).sum()))
+        self._release(done)

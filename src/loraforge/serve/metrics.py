@@ -17,8 +17,8 @@ HELP = {
     "loraforge_adapters_loaded": "adapters currently loaded",
     "loraforge_queue_depth": "requests waiting for the generation thread",
     "loraforge_request_seconds": "completion request latency",
-    "loraforge_batch_seconds": "time of one batched generate() call",
-    "loraforge_batch_size": "requests per batched generate() call",
+    "loraforge_batch_seconds": "time of one decoding step of the running batch",
+    "loraforge_batch_size": "rows in the running batch at each decoding step",
 }
 
 

@@ -1,0 +1,264 @@
+"""The continuous-batching engine, without HTTP: rows joining, leaving and mixing adapters give the
+same greedy tokens as each request generated alone by transformers' ``generate`` (fp32, tiny models)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from loraforge.serve.engine import Engine, Request
+from loraforge.serve.lora import BASE
+
+STOP = [1]  # the tiny models' EOS
+
+
+class Collector:
+    """A request's emit(): tokens in order, then its end."""
+
+    def __init__(self):
+        self.tokens: list[int] = []
+        self.reason: str | None = None
+        self.error = None
+        self.done = threading.Event()
+
+    def __call__(self, kind, payload):
+        if kind == "token":
+            self.tokens.append(payload)
+        elif kind == "done":
+            self.reason = payload
+            self.done.set()
+        else:
+            self.error = payload
+            self.done.set()
+
+
+def request(ids, max_tokens, adapter=BASE, **kw) -> tuple[Request, Collector]:
+    c = Collector()
+    return Request(adapter=adapter, prompt_ids=list(ids), max_tokens=max_tokens, stop_ids=STOP, emit=c, **kw), c
+
+
+def wait(c: Collector, timeout: float = 120) -> Collector:
+    assert c.done.wait(timeout), "request did not finish"
+    return c
+
+
+@torch.no_grad()
+def alone(model, ids, max_tokens) -> list[int]:
+    """transformers' own greedy decoding of one prompt (no batch, no padding)."""
+    out = model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                         max_new_tokens=max_tokens, do_sample=False, eos_token_id=STOP, pad_token_id=0)[0, len(ids):]
+    toks = out.tolist()
+    return toks[:toks.index(1)] if 1 in toks else toks
+
+
+def prompts(n: int, seed: int = 0, vocab: int = 400) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = [3, 17, 6, 29, 11, 2, 23, 9][:n]
+    return [torch.randint(10, vocab, (k,), generator=g).tolist() for k in lengths]
+
+
+@pytest.fixture(scope="module")
+def gemma():
+    """Tiny Gemma 3 with a sliding window of 8, shorter than the rows: the sliding layers' view is tested."""
+    from conftest import tiny_causal
+
+    model = tiny_causal("gemma3", vocab_size=400, sliding_window=8, tie_word_embeddings=False).eval()
+    return model
+
+
+def make_engine(model, **kw) -> Engine:
+    tok = SimpleNamespace(pad_token_id=0)
+    return Engine(SimpleNamespace(model=model, tokenizer=tok), **kw)
+
+
+def test_rows_joining_a_running_batch_match_alone(gemma):
+    """A long row runs; others join while it decodes (one with a prompt longer than everything so far,
+    so the live rows slide right; a small KV capacity so they also slide left and the cache grows);
+    rows with short budgets leave early. Every row's greedy tokens equal generate() alone."""
+    ps = prompts(6)
+    budgets = [40, 5, 12, 30, 3, 20]
+    expected = [alone(gemma, p, b) for p, b in zip(ps, budgets)]
+    engine = make_engine(gemma, max_batch=4, batch_wait_ms=0, kv_columns=16)
+    try:
+        first, c0 = request(ps[0], budgets[0])
+        engine.submit(first)
+        for _ in range(2000):
+            if len(c0.tokens) >= 4:
+                break
+            time.sleep(0.005)
+        assert not c0.done.is_set(), "the first row must still be running when the others join"
+        collectors = [c0]
+        for p, b in zip(ps[1:], budgets[1:]):
+            r, c = request(p, b)
+            engine.submit(r)
+            collectors.append(c)
+        got = [wait(c).tokens for c in collectors]
+        assert max(len(b) for b in engine.batches) > 1, "rows never shared a step"
+        assert engine.cache.capacity > 16, "the KV capacity never grew"
+    finally:
+        engine.close()
+    for i, (g, e) in enumerate(zip(got, expected)):
+        assert g == e, f"row {i}"
+    assert [c.reason for c in collectors] == ["stop" if len(e) < b else "length" for e, b in zip(expected, budgets)]
+
+
+def test_a_finished_row_leaves_the_others_unaffected(gemma):
+    """Rows submitted together finish at different steps (swap-removal moves live rows between slots)."""
+    ps = prompts(5, seed=3)
+    budgets = [2, 25, 1, 18, 7]
+    expected = [alone(gemma, p, b) for p, b in zip(ps, budgets)]
+    engine = make_engine(gemma, max_batch=8, batch_wait_ms=200)
+    try:
+        pairs = [request(p, b) for p, b in zip(ps, budgets)]
+        for r, _ in pairs:
+            engine.submit(r)
+        got = [wait(c).tokens for _, c in pairs]
+        assert max(len(b) for b in engine.batches) >= len(ps) - 1, "the rows did not start together"
+    finally:
+        engine.close()
+    assert got == expected
+
+
+def test_cancellation_frees_the_slot(gemma):
+    """With one slot, a cancelled long row makes room for the waiting one at the next step."""
+    engine = make_engine(gemma, max_batch=1, batch_wait_ms=0)
+    try:
+        ps = prompts(2, seed=5)
+        long_req, c_long = request(ps[0], 400)
+        engine.submit(long_req)
+        for _ in range(2000):
+            if len(c_long.tokens) >= 2:
+                break
+            time.sleep(0.005)
+        short_req, c_short = request(ps[1], 4)
+        engine.submit(short_req)
+        time.sleep(0.05)
+        assert not c_short.done.is_set(), "the only slot is busy"
+        engine.cancel(long_req)
+        assert wait(c_long).reason == "cancelled"
+        assert wait(c_short).tokens == alone(gemma, ps[1], 4)
+        assert len(c_long.tokens) < 400
+        for _ in range(200):
+            if not engine.rows:
+                break
+            time.sleep(0.01)
+        assert engine.rows == []
+    finally:
+        engine.close()
+
+
+@pytest.fixture(scope="module")
+def lora_llama(tmp_path_factory):
+    """Tiny Llama with two LoRA adapters whose B is random, so they change the answers."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from conftest import tiny_causal
+
+    root = tmp_path_factory.mktemp("engine-lora")
+    for seed, name in ((1, "alpha"), (2, "beta")):
+        base = tiny_causal("llama", vocab_size=400)
+        torch.manual_seed(seed)
+        peft = get_peft_model(base, LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=16,
+                                               target_modules="all-linear", init_lora_weights=False))
+        with torch.no_grad():
+            for n, p in peft.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 2.0)
+        peft.save_pretrained(root / name)
+    model = PeftModel.from_pretrained(tiny_causal("llama", vocab_size=400), root / "alpha", adapter_name="alpha")
+    model.load_adapter(root / "beta", adapter_name="beta")
+    return model.eval()
+
+
+def expected_for(model, adapter, ids, budget):
+    if adapter == BASE:
+        with model.disable_adapter():
+            return alone(model, ids, budget)
+    model.set_adapter(adapter)
+    return alone(model, ids, budget)
+
+
+def engine_with_adapters(model, **kw) -> Engine:
+    engine = make_engine(model, **kw)
+    engine.adapters.update({"alpha": {"template": "auto"}, "beta": {"template": "auto"}})
+    return engine
+
+
+def test_mixed_adapters_in_one_continuous_batch_match_alone(lora_llama):
+    ps = prompts(6, seed=7)
+    adapters = ["alpha", "beta", BASE, "beta", "alpha", BASE]
+    budgets = [20, 8, 14, 3, 11, 6]
+    expected = [expected_for(lora_llama, a, p, b) for a, p, b in zip(adapters, ps, budgets)]
+    assert expected[0] != expected_for(lora_llama, "beta", ps[0], budgets[0]), "the adapters must differ"
+    engine = engine_with_adapters(lora_llama, max_batch=4, batch_wait_ms=0)
+    try:
+        pairs = [request(p, b, adapter=a) for a, p, b in zip(adapters, ps, budgets)]
+        for r, _ in pairs:  # staggered: four start, the rest join as rows leave
+            engine.submit(r)
+        got = [wait(c).tokens for _, c in pairs]
+        assert [c.error for _, c in pairs] == [None] * len(pairs)
+        assert any(len(set(b)) == 3 for b in engine.batches), f"no step mixed all three: {list(engine.batches)}"
+    finally:
+        engine.close()
+    assert got == expected
+
+
+def test_one_adapter_batch_runs_merged_and_restores_the_base_exactly(lora_llama):
+    """All rows on one adapter: merged into the weights (same tokens); afterwards the base weights are
+    bit for bit the originals."""
+    weights = {n: p.detach().clone() for n, p in lora_llama.named_parameters() if "base_layer" in n}
+    ps = prompts(3, seed=11)
+    budgets = [20, 18, 25]
+    expected = [expected_for(lora_llama, "beta", p, b) for p, b in zip(ps, budgets)]
+    engine = engine_with_adapters(lora_llama, max_batch=4, batch_wait_ms=200)
+    merged_seen = []
+    original = engine.router.context
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        merged_seen.append(engine.router.merged)
+        return out
+
+    engine.router.context = spy
+    try:
+        pairs = [request(p, b, adapter="beta") for p, b in zip(ps, budgets)]
+        for r, _ in pairs:
+            engine.submit(r)
+        got = [wait(c).tokens for _, c in pairs]
+        base_req, c_base = request(ps[0], 10)
+        engine.submit(base_req)
+        base_got = wait(c_base).tokens
+    finally:
+        engine.close()
+    assert "beta" in merged_seen, merged_seen
+    assert got == expected
+    assert merged_seen[-1] is None and base_got == expected_for(lora_llama, BASE, ps[0], 10)
+    for n, p in lora_llama.named_parameters():
+        if n in weights:
+            assert torch.equal(p, weights[n]), n
+
+
+def test_int8_lm_head_is_swapped_in_and_close_to_fp32():
+    """Opt-in: the output layer becomes a dynamic int8 Linear whose logits stay close to fp32's."""
+    from conftest import tiny_causal
+
+    model = tiny_causal("llama", vocab_size=400).eval()
+    hidden = torch.randn(3, 1, 32)
+    with torch.no_grad():
+        ref = model.lm_head(hidden)
+    engine = make_engine(model, int8_lm_head=True)
+    try:
+        assert type(model.lm_head) is not torch.nn.Linear, "not swapped"
+        with torch.no_grad():
+            got = model.lm_head(hidden)
+        assert not torch.equal(got, ref)
+        assert (got - ref).abs().max() < 0.05 * ref.abs().max()
+        r, c = request(prompts(1)[0], 5)
+        engine.submit(r)
+        assert wait(c).error is None and len(c.tokens) >= 1
+    finally:
+        engine.close()
