@@ -258,7 +258,8 @@ def restore_batch(protecteds: Sequence[Protected], outputs: Sequence[str], conti
     Repair, in order: (1) with ``continue_fn``, one batched re-decode of the broken segments
     whose output is forced up to and including the first missing placeholder (at its aligned
     position); (2) ``fallback="insert"``: drop repeats and insert what is still missing at its
-    aligned position, unless more than half is missing (the model ignored the markup), then (3)
+    aligned position, unless more than one and more than half are missing (the model ignored the
+    markup), then (3)
     the segment falls back to its source text, as does every broken segment with
     ``fallback="source"``. Both counts are in the returned ``RepairStats``.
     """
@@ -289,7 +290,7 @@ def restore_batch(protecteds: Sequence[Protected], outputs: Sequence[str], conti
         r = check(o, p)
         if r.ok:
             res = restore(o, p)
-        elif fallback == "insert" and len(r.missing) * 2 <= len(p.pieces):
+        elif fallback == "insert" and (len(r.missing) <= 1 or len(r.missing) * 2 <= len(p.pieces)):
             res = restore(insert_missing(o, p, r.missing), p)
             res.repaired = len(r.missing) + sum(o.count(placeholder(j)) - 1 for j in r.repeated) + len(r.unknown)
         else:

@@ -16,15 +16,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import yaml
 
 from loraforge.data.markup import ContinueFn, Protected, RepairStats, protect, restore_batch
 from loraforge.localize.glossary import Glossary
 from loraforge.data.markup import SHORTCODE
-from loraforge.localize.page import (Leaf, Page, PageError, Unit, front_matter_regions, parse_page, read_page,
-                                     rewrite_links)
+from loraforge.localize.page import Leaf, Page, PageError, Unit, front_matter_regions, parse_page, rewrite_links
 
 TranslateFn = Callable[[list[str]], list[str]]
 FRONT_KEYS = ("title", "description")  # the only front matter the guide translates
