@@ -279,3 +279,10 @@ def test_term_accuracy():
     out = ["控制面运行 Pod。", "这里没有。", "一个豆荚。"]
     assert term_accuracy(src, out, g) == {"term_accuracy": round(100 * 2 / 3, 2), "terms": 3}
     assert term_accuracy(["nothing"], ["无"], g)["term_accuracy"] is None
+
+
+def test_inline_shortcodes_may_move_block_shortcodes_may_not(good):
+    a = '{{< glossary_tooltip text="POD" term_id="pod" >}} RUNS ON A NODE THAT THE {{< glossary_tooltip text="CONTROL PLANE" term_id="control-plane" >}}'
+    b = '{{< glossary_tooltip text="CONTROL PLANE" term_id="control-plane" >}} RUNS ON A NODE THAT THE {{< glossary_tooltip text="POD" term_id="pod" >}}'
+    assert a in good
+    assert check_page_structure(PAGE, good.replace(a, b), path="page.md") == []

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from markdown_it.token import Token
 
-from loraforge.localize.page import (CODE_COMMENT, PageError, markdown, mask_shortcodes, parse_page,
+from loraforge.localize.page import (CODE_COMMENT, INLINE_SHORTCODES, PageError, markdown, mask_shortcodes, parse_page,
                                     rewrite_links, shortcodes)
 
 _PROSE_PARAM = re.compile(r"\b(text|title|alt)=\"[^\"]*\"")
@@ -115,13 +115,20 @@ def check_page_structure(en_text: str, zh_text: str, lang: str = "zh-cn", code_c
         bad = next((i for i, (a, b) in enumerate(zip(en_code, zh_code)) if a != b), min(len(en_code), len(zh_code)))
         problems.append(Problem("code", f"code blocks differ ({len(en_code)} in English, {len(zh_code)} translated; "
                                         f"first difference at block {bad + 1})"))
+    # block shortcodes keep their order; inline ones (glossary_tooltip, param) may move with the word order
     en_sc = [rewrite_links(sc, lang) for sc in _shortcode_seq(en_page, en_tokens)]
     zh_sc = _shortcode_seq(zh_page, zh_tokens)
-    if en_sc != zh_sc:
-        bad = next((i for i, (a, b) in enumerate(zip(en_sc, zh_sc)) if a != b), min(len(en_sc), len(zh_sc)))
-        problems.append(Problem("shortcodes", f"shortcode sequence differs at #{bad + 1}: "
-                                              f"{en_sc[bad] if bad < len(en_sc) else 'end'!r} vs "
-                                              f"{zh_sc[bad] if bad < len(zh_sc) else 'end'!r}"))
+    inline = lambda sc: sc.lstrip("/").split(" ")[0] in INLINE_SHORTCODES  # noqa: E731
+    en_block, zh_block = [x for x in en_sc if not inline(x)], [x for x in zh_sc if not inline(x)]
+    if en_block != zh_block:
+        bad = next((i for i, (a, b) in enumerate(zip(en_block, zh_block)) if a != b), min(len(en_block), len(zh_block)))
+        problems.append(Problem("shortcodes", f"block shortcode sequence differs at #{bad + 1}: "
+                                              f"{en_block[bad] if bad < len(en_block) else 'end'!r} vs "
+                                              f"{zh_block[bad] if bad < len(zh_block) else 'end'!r}"))
+    en_inline, zh_inline = Counter(x for x in en_sc if inline(x)), Counter(x for x in zh_sc if inline(x))
+    if en_inline != zh_inline:
+        problems.append(Problem("shortcodes", f"inline shortcodes differ: missing {sorted((en_inline - zh_inline).elements())[:3]}, "
+                                              f"extra {sorted((zh_inline - en_inline).elements())[:3]}"))
     want = _links(en_tokens, lang, en_page.code)
     have = _links(zh_tokens)
     if want != have:
