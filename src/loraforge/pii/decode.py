@@ -12,9 +12,10 @@ are not allowed. Candidates come from indexes (``vocab.VocabIndex``), never from
 Ambiguity (the source already holds ``[NAME]``; where exactly the copy resumed) is kept as several
 live states and resolved as later tokens arrive, preferring the reading with fewer spans.
 
-The recall knob ``bias`` is added to the logits of every token that opens a placeholder: positive
-masks more (fewer leaks, more over-masking), negative less. Each span's ``score`` is the model's
-probability (over the allowed tokens, before the bias) of opening a placeholder where it did.
+The recall knob ``bias`` is added to the logits of every token that commits to one more placeholder
+(``_Row.candidates``): positive masks more (fewer leaks, more over-masking), negative less. Each
+span's ``score`` is the model's probability (over the allowed tokens, before the bias) of committing
+to a placeholder at the step where it did.
 """
 
 from __future__ import annotations
@@ -31,13 +32,24 @@ _LB = ord("[")
 _C, _P, _R = 0, 1, 2  # copying at pos / writing a placeholder opened at pos / closed, resume pending
 
 
+@dataclass
+class Decoded:
+    spans: list[Span]  # trimmed of surrounding whitespace: what masking uses
+    raw: list[Span]  # exactly what the model skipped: ``render(text, raw) == output``
+    output: str  # the text the model wrote (for checks; equal to the source with ``raw`` replaced)
+
+
 @dataclass(frozen=True)
 class _State:
     kind: int
     pos: int  # _C: next source byte; _P/_R: where the masked span starts
     ph: bytes  # _P: the placeholder so far; _R: the whole placeholder
     spans: tuple  # ((start, end, type, score), ...) in bytes; score None until the step's p_open is known
-    score: float | None = None  # _P/_R: p_open of the step that opened the placeholder
+    score: float | None = None  # _P/_R: p_open of the step that committed to the placeholder
+
+
+def _placeholders(st: _State) -> int:
+    return len(st.spans) + (st.kind != _C)
 
 
 class _Row:
@@ -57,16 +69,17 @@ class _Row:
                 self.at.setdefault(b, []).append(q)
         self.states = [_State(_C, 0, b"", ())]
         self.result: tuple | None = None
+        self.emitted = bytearray()
 
     # --- the automaton ----------------------------------------------------------------------
-    def _advance(self, st: _State, tb: bytes, i: int, opened: bool, out: list) -> None:
+    def _advance(self, st: _State, tb: bytes, i: int, out: list) -> None:
         kind, pos, ph, spans, sc = st.kind, st.pos, st.ph, st.spans, st.score
         src, n = self.src, self.n
         while i < len(tb):
             b = tb[i]
             if kind == _C:
                 if b == _LB and pos < n and self.boundary[pos]:
-                    self._advance(_State(_P, pos, b"[", spans, None), tb, i + 1, True, out)
+                    self._advance(_State(_P, pos, b"[", spans, None), tb, i + 1, out)
                 if pos < n and src[pos] == b:
                     pos += 1
                     i += 1
@@ -86,23 +99,21 @@ class _Row:
             hi = bisect.bisect_right(qs, min(n - 1, pos + self.window))
             for q in qs[lo:hi]:
                 done = spans + ((pos, q, self.full[ph], sc),)
-                self._advance(_State(_C, q + 1, b"", done), tb, i + 1, opened, out)
+                self._advance(_State(_C, q + 1, b"", done), tb, i + 1, out)
             return
-        out.append((_State(kind, pos, ph, spans, sc), opened))
+        out.append(_State(kind, pos, ph, spans, sc))
 
-    def advance(self, tb: bytes) -> tuple[list[_State], bool]:
-        """States after ``tb`` (deduplicated, fewer spans first) and whether it opens a placeholder."""
-        raw: list = []
+    def advance(self, tb: bytes) -> list[_State]:
+        """States after ``tb``, deduplicated (the reading with fewer placeholders kept)."""
+        raw: list[_State] = []
         for st in self.states:
-            self._advance(st, tb, 0, False, raw)
+            self._advance(st, tb, 0, raw)
         best: dict[tuple, _State] = {}
-        opens = False
-        for st, opened in raw:
-            opens |= opened
+        for st in raw:
             key = (st.kind, st.pos, st.ph)
             if key not in best or len(st.spans) < len(best[key].spans):
                 best[key] = st
-        return list(best.values()), opens
+        return list(best.values())
 
     def stop_spans(self) -> tuple | None:
         """The spans if the text may end here (fewest spans first), else None."""
@@ -126,6 +137,10 @@ class _Row:
             ids.update(idx.by_open.get(b"", ()))
 
     def candidates(self) -> dict[int, tuple[list[_State], bool]]:
+        """token -> (states after it, whether it commits to one more placeholder than any reading so far).
+
+        "Commits" is what the bias acts on: ``[`` where the source has ``[`` commits to nothing yet
+        (it may be copied); ``EMAIL`` after it, where the source says ``NAME``, does."""
         ids: set[int] = set()
         idx = self.index
         for st in self.states:
@@ -142,11 +157,12 @@ class _Row:
                 for q in range(st.pos + 1, min(self.n - 1, st.pos + self.window) + 1):
                     if self.boundary[q]:
                         self._lookup(q, ids, True)
+        base = min(_placeholders(s) for s in self.states)
         out = {}
         for i in ids:
-            states, opens = self.advance(idx.token_bytes[i])
+            states = self.advance(idx.token_bytes[i])
             if states:
-                out[i] = (states, opens)
+                out[i] = (states, min(_placeholders(s) for s in states) > base)
         return out
 
     # --- finishing ----------------------------------------------------------------------------
@@ -158,7 +174,7 @@ class _Row:
         ptype = self.full.get(st.ph) or next(t for p, t in self.full.items() if p.startswith(st.ph))
         return st.spans + ((st.pos, self.n, ptype, st.score if st.score is not None else 0.0),)
 
-    def char_spans(self, spans: tuple, source: str = "model") -> list[Span]:
+    def char_spans(self, spans: tuple, source: str = "model", strip: bool = True) -> list[Span]:
         starts = [0] * (self.n + 1)
         c = -1
         for i in range(self.n):
@@ -168,7 +184,8 @@ class _Row:
         starts[self.n] = len(self.text)
         out = []
         for a, b, t, sc in spans:
-            s = trim(self.text, Span(starts[a], starts[b], t, float(sc if sc is not None else 0.0), source))
+            s = Span(starts[a], starts[b], t, float(sc if sc is not None else 0.0), source)
+            s = trim(self.text, s) if strip else s
             if s is not None:
                 out.append(s)
         return out
@@ -203,13 +220,17 @@ class ConstrainedMasker:
 
     def find_spans(self, texts: list[str]) -> list[list[Span]]:
         """The model's spans per text, in character offsets of that text."""
-        out: list[list[Span]] = [[] for _ in texts]
+        return [d.spans for d in self.decode(texts)]
+
+    def decode(self, texts: list[str]) -> list[Decoded]:
+        """Spans and the model's own output per text, in batches of similar length."""
+        out = [Decoded([], [], t) for t in texts]
         todo = [i for i, t in enumerate(texts) if t.strip()]
         todo.sort(key=lambda i: -len(texts[i]))
         for s in range(0, len(todo), self.batch_size):
             idx = todo[s:s + self.batch_size]
-            for i, spans in zip(idx, self._decode([texts[i] for i in idx])):
-                out[i] = spans
+            for i, d in zip(idx, self._decode([texts[i] for i in idx])):
+                out[i] = d
         return out
 
     def _choose(self, row: _Row, logits) -> int | None:
@@ -229,12 +250,15 @@ class ConstrainedMasker:
         if pick not in cands:  # the stop token
             row.result = stop
             return None
-        states, _ = cands[pick]
-        row.states = [_State(s.kind, s.pos, s.ph, tuple((a, b, t, p_open if sc is None else sc) for a, b, t, sc in s.spans),
+        states, commits = cands[pick]
+        row.emitted += self.index.token_bytes[pick]
+        if commits:  # the placeholders this token decided get the step's probability of deciding one
+            states = [_State(s.kind, s.pos, s.ph, tuple((a, b, t, p_open if sc is None else sc) for a, b, t, sc in s.spans),
                              p_open if s.kind != _C and s.score is None else s.score) for s in states]
+        row.states = states
         return pick
 
-    def _decode(self, texts: list[str]) -> list[list[Span]]:
+    def _decode(self, texts: list[str]) -> list[Decoded]:
         import torch
         from transformers import DynamicCache
 
@@ -284,4 +308,5 @@ class ConstrainedMasker:
                                    position_ids=positions, past_key_values=cache, use_cache=True).logits[:, -1]
         finally:
             model.train(was_training)
-        return [r.char_spans(r.result or ()) for r in rows]
+        return [Decoded(r.char_spans(r.result or ()), r.char_spans(r.result or (), strip=False),
+                        r.emitted.decode("utf-8", errors="replace")) for r in rows]
