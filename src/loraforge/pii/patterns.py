@@ -19,6 +19,7 @@ from loraforge.pii.spans import Span
 _VERSION_CONTEXT = re.compile(r"(?i)(?:version|\bver\.?|kernel|driver|build|release|firmware|upgrade from|"
                               r"_version|\bv)\s*[:=]?\s*\"?$")
 _PHONE_SEPARATED = re.compile(r"^(?:\+|00|\()|\d[ .()-]+\d")
+_NOT_PHONE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}|\d{3}-\d{2}-\d{4}")  # IP-shaped, SSN-shaped
 
 
 def ssn_ok(value: str) -> bool:
@@ -33,10 +34,10 @@ def ip_ok(text: str, start: int, value: str) -> bool:
 
 
 def phone_ok(text: str, start: int, value: str) -> bool:
-    """8-15 digits, not a date, and written like a phone number: a leading + / 00 / parenthesis or
+    """8-15 digits, not a date, an IP or an SSN shape, and written like a phone number: a leading + / 00 / parenthesis or
     separators between digit groups; a bare run of digits (an order number) needs 10 or more."""
     digits = sum(c.isdigit() for c in value)
-    if not 8 <= digits <= 15 or rules.DATE_LIKE.fullmatch(value.strip("()")):
+    if not 8 <= digits <= 15 or rules.DATE_LIKE.fullmatch(value.strip("()")) or _NOT_PHONE.fullmatch(value):
         return False
     if _VERSION_CONTEXT.search(text[max(0, start - 24):start]):
         return False
