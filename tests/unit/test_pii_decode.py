@@ -40,7 +40,10 @@ def test_batched_equals_one_by_one(tiny_tokenizer):
     model = tiny_causal(vocab_size=len(tiny_tokenizer), seed=3)
     batched = _masker(model, tiny_tokenizer, batch_size=4).find_spans(TEXTS)
     alone = [_masker(model, tiny_tokenizer, batch_size=1).find_spans([t])[0] for t in TEXTS]
-    assert [[(s.start, s.end, s.type) for s in x] for x in batched] == [[(s.start, s.end, s.type) for s in x] for x in alone]
+    def key(xs):
+        return [[(s.start, s.end, s.type) for s in x] for x in xs]
+
+    assert key(batched) == key(alone)
 
 
 def test_bias_is_the_recall_knob(tiny_tokenizer):
@@ -74,7 +77,8 @@ class _Steer(torch.nn.Module):
 @pytest.mark.parametrize("source,target,expected", [
     ("Hi John Smith, mail john@x.com now.", "Hi [NAME], mail [EMAIL] now.",
      [("John Smith", "NAME"), ("john@x.com", "EMAIL")]),
-    ("联系 张伟 电话 13812345678。", "联系 [NAME] 电话 [PHONE]。", [("张伟", "NAME"), ("13812345678", "PHONE")]),
+    ("联系 张伟 电话 13812345678。", "联系 [NAME] 电话 [PHONE]。",
+     [("张伟", "NAME"), ("13812345678", "PHONE")]),
     ("Use [NAME] for Pod names, John.", "Use [NAME] for Pod names, [NAME].", [("John", "NAME")]),
 ])
 def test_spans_follow_the_model_in_character_offsets(tiny_tokenizer, source, target, expected):
@@ -92,6 +96,7 @@ def test_a_model_that_drops_text_cannot(tiny_tokenizer):
     from loraforge.pii.vocab import vocab_index
 
     source = "Keep this. Drop this? No."
-    steer = _Steer(tiny_causal(vocab_size=len(tiny_tokenizer)), vocab_index(tiny_tokenizer).token_bytes, "Keep this. No.")
+    tb = vocab_index(tiny_tokenizer).token_bytes
+    steer = _Steer(tiny_causal(vocab_size=len(tiny_tokenizer)), tb, "Keep this. No.")
     d = _masker(steer, tiny_tokenizer, bias=-1e4, batch_size=1).decode([source])[0]
     assert d.output == source and d.spans == []

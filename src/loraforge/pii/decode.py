@@ -253,7 +253,8 @@ class ConstrainedMasker:
         states, commits = cands[pick]
         row.emitted += self.index.token_bytes[pick]
         if commits:  # the placeholders this token decided get the step's probability of deciding one
-            states = [_State(s.kind, s.pos, s.ph, tuple((a, b, t, p_open if sc is None else sc) for a, b, t, sc in s.spans),
+            states = [_State(s.kind, s.pos, s.ph,
+                             tuple((a, b, t, p_open if sc is None else sc) for a, b, t, sc in s.spans),
                              p_open if s.kind != _C and s.score is None else s.score) for s in states]
         row.states = states
         return pick

@@ -40,7 +40,8 @@ def sha256(text: str) -> str:
 @dataclass
 class Mapping:
     masked_sha256: str
-    entries: list[dict] = field(default_factory=list)  # {"start", "end" (in the masked text), "type", "replacement", "value"}
+    # {"start", "end" (offsets in the masked text), "type", "replacement", "value"}
+    entries: list[dict] = field(default_factory=list)
     style: str = "placeholder"
 
     def to_dict(self) -> dict:

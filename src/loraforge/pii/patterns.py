@@ -34,8 +34,8 @@ def ip_ok(text: str, start: int, value: str) -> bool:
 
 
 def phone_ok(text: str, start: int, value: str) -> bool:
-    """8-15 digits, not a date, an IP or an SSN shape, and written like a phone number: a leading + / 00 / parenthesis or
-    separators between digit groups; a bare run of digits (an order number) needs 10 or more."""
+    """8-15 digits, not a date, an IP or an SSN shape, and written like a phone number: a leading
+    + / 00 / parenthesis or separators between digit groups; a bare run of digits (an order number) needs 10 or more."""
     digits = sum(c.isdigit() for c in value)
     if not 8 <= digits <= 15 or rules.DATE_LIKE.fullmatch(value.strip("()")) or _NOT_PHONE.fullmatch(value):
         return False

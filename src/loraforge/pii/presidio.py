@@ -55,7 +55,8 @@ class PresidioFinder:
             self.mode = f"spaCy {model} + pattern recognizers"
         else:
             nlp = NoOpNlpEngine(models=[{"lang_code": language, "model_name": "none"}])
-            self.mode = "pattern recognizers only (" + ("spaCy not used)" if use_spacy is False else "no spaCy model installed)")
+            why = "spaCy not used" if use_spacy is False else "no spaCy model installed"
+            self.mode = f"pattern recognizers only ({why})"
         registry = RecognizerRegistry(supported_languages=[language])
         registry.load_predefined_recognizers(languages=[language], nlp_engine=nlp)
         self.engine = AnalyzerEngine(registry=registry, nlp_engine=nlp, supported_languages=[language])
