@@ -215,6 +215,32 @@ id,name,email,phone,city
 «num»,«NAME2»,«EMAIL2»,«PHONE2»,«city»"""),
     _t("form/medical", "test", """
 Patient: «NAME» | DOB: «DOB» | Insurance ID: «SSN» | Address: «ADDRESS» | Appointment: «date» at «time» with «NAME2»"""),
+    # --- code, CSV and documents with many entities -------------------------------------------
+    _t("code/python_fixture", "train", """
+def test_signup():
+    user = create_user(name="«NAME»", email="«EMAIL»", phone="«PHONE»")
+    assert user.plan == "«plan»\""""),
+    _t("code/sql_insert", "train", """
+INSERT INTO customers (id, full_name, email, iban) VALUES
+  («num», '«NAME»', '«EMAIL»', '«IBAN»'),
+  («num2», '«NAME2»', '«EMAIL2»', '«IBAN2»');"""),
+    _t("csv/audit", "train", """
+timestamp,user,action,ip
+«iso_time»,«USERNAME»,login,«IP»
+«iso_time»,«USERNAME»,export,«IP»
+«iso_time»,system,rotate-keys,127.0.0.1"""),
+    _t("doc/meeting_notes", "train", """
+Meeting notes - «company» vendor review («date»)
+Attendees: «NAME», «NAME2», «NAME3»
+1. «product» renewal: «pct»% discount quoted for «num» seats.
+2. «FIRST2» sends the signed contract to «EMAIL2» by «date».
+3. «FIRST3» shares a number for the on-site visit in «city»: «PHONE3»."""),
+    _t("code/git_author", "test", """
+git commit -m "fix: «service» retries (#«num»)" --author="«NAME» <«EMAIL»>\""""),
+    _t("csv/payroll", "test", """
+employee_id,full_name,date_of_birth,iban
+«empid»,«NAME»,«DOB»,«IBAN»
+«empid2»,«NAME2»,«DOB2»,«IBAN2»"""),
     # --- hard negatives (no personal data) -------------------------------------------------------
     _t("neg/release", "train", """
 «product» «version» released on «date». Upgrade from «ipver» is supported; see the changelog for commit «hash»."""),
@@ -264,6 +290,17 @@ Q: Where do I find my «product» license key?
 A: In Settings → Billing. Cards ending in «last4» expire on «date»; «company» will email you 30 days before."""),
     _t("neg/versions", "test", """
 Tested on kernel «ipver» with driver «ipver2» and «product» «version». Regression first seen in build «hash» («date»)."""),
+    _t("neg/code_loop", "train", """
+for attempt in range(«num»):
+    resp = client.get("«url»", timeout=«port»)
+    if resp.ok:
+        break"""),
+    _t("neg/csv_products", "train", """
+sku,product,price,updated
+A-«num»,«product» licence,«amount»,«date»
+B-«num2»,«product2» support,«amount»,«date»"""),
+    _t("neg/sql_select", "test", """
+SELECT order_id, status FROM orders WHERE created_at > '«date»' AND status = 'SHIPPED' LIMIT «num»;"""),
     _t("neg/zh_notice", "train", """
 «company»将于«date»在«city»举行发布会，介绍«product» «version»的新功能。""", ZH),
 ]

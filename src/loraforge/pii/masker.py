@@ -1,0 +1,137 @@
+"""The masker users call: model spans (chunked for long texts) + validated patterns, merged, then
+rendered as placeholders, numbered identities or pseudonyms, optionally with a reversible mapping.
+
+    masker = Masker.from_model(model, tokenizer, cfg.data, bias=2.0)   # or Masker() for patterns only
+    result = masker.mask_text("Mail john@example.com")                  # MaskResult(text, spans)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from loraforge.pii import patterns as pat
+from loraforge.pii.chunking import DEFAULT_CHUNK_CHARS, DEFAULT_OVERLAP_CHARS, find_chunked
+from loraforge.pii.identities import IdentityTable
+from loraforge.pii.io import check_text
+from loraforge.pii.mapping import build_mapping
+from loraforge.pii.pseudonym import Pseudonymizer
+from loraforge.pii.spans import MERGE_MODES, MaskResult, Span, merge_spans
+
+STYLES = ("placeholder", "numbered", "pseudonym")
+
+
+@dataclass
+class MaskOptions:
+    merge: str = "union"
+    """union (model + patterns) | model | patterns."""
+    patterns: tuple[str, ...] | None = None
+    """Validated patterns to use (``patterns.PATTERN_NAMES``); None = all."""
+    style: str = "placeholder"
+    """placeholder ([NAME]) | numbered ([NAME_1], same identity = same number) | pseudonym (Faker values)."""
+    locale: str = "en_US"
+    seed: int = 0
+    chunk_chars: int = DEFAULT_CHUNK_CHARS
+    overlap_chars: int = DEFAULT_OVERLAP_CHARS
+    across_batch: bool = False
+    """Numbers and pseudonyms consistent across all texts masked by this Masker (else per text)."""
+
+    def __post_init__(self) -> None:
+        if self.merge not in MERGE_MODES:
+            raise ValueError(f"pii merge must be one of {MERGE_MODES}, got {self.merge!r}")
+        if self.style not in STYLES:
+            raise ValueError(f"pii style must be one of {STYLES}, got {self.style!r}")
+        pat.select(self.patterns)  # unknown names fail now, not mid-file
+
+
+class Masker:
+    """``model``: a ``decode.ConstrainedMasker`` (or anything with ``find_spans(texts)``); None = patterns only."""
+
+    def __init__(self, model=None, options: MaskOptions | None = None):
+        self.model = model
+        self.options = options or MaskOptions()
+        if self.model is None and self.options.merge == "model":
+            raise ValueError("pii merge 'model' needs a model; use 'patterns' or give one")
+        self.patterns = pat.select(self.options.patterns)
+        self._table = IdentityTable()
+        self._pseudo = Pseudonymizer(self.options.locale, self.options.seed)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, data_cfg, options: MaskOptions | None = None, **decode_kwargs) -> "Masker":
+        """A masker over a tuned causal model, prompted as training prompted it (``data_cfg``:
+        the run's ``DataConfig``); ``decode_kwargs``: ``bias``, ``window``, ``batch_size``."""
+        from loraforge.pii.decode import ConstrainedMasker
+
+        return cls(ConstrainedMasker.from_config(model, tokenizer, data_cfg, **decode_kwargs), options)
+
+    @property
+    def bias(self) -> float | None:
+        return getattr(self.model, "bias", None)
+
+    @bias.setter
+    def bias(self, value: float) -> None:
+        self.model.bias = value
+
+    # --- finding --------------------------------------------------------------------------------
+    def model_spans(self, texts: list[str]) -> list[list[Span]]:
+        o = self.options
+        if self.model is None or o.merge == "patterns":
+            return [[] for _ in texts]
+        short = [i for i, t in enumerate(texts) if len(t) <= o.chunk_chars]
+        out: list[list[Span]] = [[] for _ in texts]
+        for i, spans in zip(short, self.model.find_spans([texts[i] for i in short])):
+            out[i] = spans
+        for i, t in enumerate(texts):
+            if len(t) > o.chunk_chars:
+                out[i] = find_chunked(t, self.model.find_spans, o.chunk_chars, o.overlap_chars)
+        return out
+
+    def find_spans(self, texts: list[str]) -> list[list[Span]]:
+        """Merged, non-overlapping spans per text (character offsets)."""
+        o = self.options
+        model = self.model_spans(texts)
+        return [merge_spans(m, pat.find(t, self.patterns) if o.merge != "model" else [], o.merge)
+                for t, m in zip(texts, model)]
+
+    # --- rendering ------------------------------------------------------------------------------
+    def _replacements(self, text: str, spans: list[Span]) -> list[str]:
+        o = self.options
+        if o.style == "placeholder":
+            return [f"[{s.type}]" for s in spans]
+        if o.style == "numbered":
+            table = self._table if o.across_batch else IdentityTable()
+            return [table.placeholder(s.type, text[s.start:s.end]) for s in spans]
+        pseudo = self._pseudo if o.across_batch else Pseudonymizer(o.locale, o.seed)
+        return [pseudo.fake(s.type, text[s.start:s.end]) for s in spans]
+
+    def render(self, text: str, spans: list[Span], with_mapping: bool = False) -> MaskResult:
+        reps = self._replacements(text, spans)
+        masked, mapping = build_mapping(text, spans, reps, self.options.style)
+        return MaskResult(masked, spans, reps, mapping if with_mapping else None)
+
+    def mask(self, texts: list[str], with_mapping: bool = False, where: str = "text") -> list[MaskResult]:
+        """Masked texts; ``with_mapping`` attaches the reversible mapping (personal data: see ``mapping``)."""
+        for i, t in enumerate(texts):
+            check_text(t, where if len(texts) == 1 else f"{where} {i + 1}")
+        return [self.render(t, s, with_mapping) for t, s in zip(texts, self.find_spans(texts))]
+
+    def mask_text(self, text: str, with_mapping: bool = False) -> MaskResult:
+        return self.mask([text], with_mapping)[0]
+
+    def mask_stream(self, items: Iterable[tuple[str, dict]], field: str = "text", batch_size: int = 16,
+                    with_mapping: bool = False) -> Iterator[tuple[str, dict, MaskResult]]:
+        """(where, record, result) per input item, ``batch_size`` records in memory at a time
+        (``items``: e.g. ``io.iter_jsonl(path)``)."""
+        batch: list[tuple[str, dict]] = []
+        for item in items:
+            batch.append(item)
+            if len(batch) >= batch_size:
+                yield from self._mask_batch(batch, field, with_mapping)
+                batch = []
+        if batch:
+            yield from self._mask_batch(batch, field, with_mapping)
+
+    def _mask_batch(self, batch, field, with_mapping):
+        texts = [check_text(rec[field], f"{where}: field {field!r}") for where, rec in batch]
+        for (where, rec), t, spans in zip(batch, texts, self.find_spans(texts)):
+            yield where, rec, self.render(t, spans, with_mapping)

@@ -1,0 +1,92 @@
+"""Validated patterns: the structured types that must never leak, found without the model.
+
+A regular expression proposes, a check disposes: card numbers must pass Luhn, IBANs mod-97, IP
+addresses must parse, US SSNs must use an issued area. The expressions and checks are the rule
+baseline's (``eval.pii_baseline``), imported so both stay one implementation; what is added here is
+the validation that keeps hard negatives (order numbers, versions such as ``10.4.2.1``, dates)
+unmasked. Names, addresses, usernames and passwords in prose need context: that is the model's job.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from loraforge.eval import pii_baseline as rules
+from loraforge.pii.spans import Span
+
+_VERSION_CONTEXT = re.compile(r"(?i)(?:version|\bver\.?|kernel|driver|build|release|firmware|upgrade from|"
+                              r"_version|\bv)\s*[:=]?\s*\"?$")
+_PHONE_SEPARATED = re.compile(r"^(?:\+|00|\()|\d[ .()-]+\d")
+_NOT_PHONE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}|\d{3}-\d{2}-\d{4}")  # IP-shaped, SSN-shaped
+
+
+def ssn_ok(value: str) -> bool:
+    """An SSN the US could have issued (area not 000, 666 or 9xx; group and serial not zero)."""
+    area, group, serial = value.split("-")
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+def ip_ok(text: str, start: int, value: str) -> bool:
+    """Parses as an IP address and is not a version number (``kernel 5.10.0.1``)."""
+    return rules._valid_ip(value) and not _VERSION_CONTEXT.search(text[max(0, start - 24):start])
+
+
+def phone_ok(text: str, start: int, value: str) -> bool:
+    """8-15 digits, not a date, an IP or an SSN shape, and written like a phone number: a leading
+    + / 00 / parenthesis or separators between digit groups; a bare run of digits (an order number) needs 10 or more."""
+    digits = sum(c.isdigit() for c in value)
+    if not 8 <= digits <= 15 or rules.DATE_LIKE.fullmatch(value.strip("()")) or _NOT_PHONE.fullmatch(value):
+        return False
+    if _VERSION_CONTEXT.search(text[max(0, start - 24):start]):
+        return False
+    return bool(_PHONE_SEPARATED.search(value)) or digits >= 10
+
+
+@dataclass(frozen=True)
+class Pattern:
+    name: str
+    type: str
+    regex: re.Pattern
+    check: Callable[[str, int, str], bool]  # (text, start, value) -> valid?
+    group: int = 0
+
+
+PATTERNS: tuple[Pattern, ...] = (  # most specific first: an earlier pattern wins an overlap
+    Pattern("url_user", "USERNAME", rules.URL_CREDENTIALS, lambda t, s, v: True, group=1),
+    Pattern("url_password", "PASSWORD", rules.URL_CREDENTIALS, lambda t, s, v: True, group=2),
+    Pattern("email", "EMAIL", rules.EMAIL, lambda t, s, v: True),
+    Pattern("token", "PASSWORD", rules.TOKEN, lambda t, s, v: True),
+    Pattern("iban", "IBAN", rules.IBAN, lambda t, s, v: rules.iban_ok(v)),
+    Pattern("card", "CREDIT_CARD", rules.CARD, lambda t, s, v: rules.luhn_ok(v)),
+    Pattern("ssn_us", "SSN", rules.SSN_US, lambda t, s, v: ssn_ok(v)),
+    Pattern("ipv4", "IP_ADDRESS", rules.IPV4, ip_ok),
+    Pattern("ipv6", "IP_ADDRESS", rules.IPV6, ip_ok),
+    Pattern("phone", "PHONE", rules.PHONE, phone_ok),
+)
+PATTERN_NAMES = tuple(p.name for p in PATTERNS)
+
+
+def select(names: Iterable[str] | None = None) -> tuple[Pattern, ...]:
+    """The patterns named (all when None); an unknown name is an error that lists the known ones."""
+    if names is None:
+        return PATTERNS
+    names = list(names)
+    unknown = [n for n in names if n not in PATTERN_NAMES]
+    if unknown:
+        raise ValueError(f"unknown PII pattern(s) {unknown}; known: {', '.join(PATTERN_NAMES)}")
+    return tuple(p for p in PATTERNS if p.name in names)
+
+
+def find(text: str, patterns: Iterable[Pattern] | None = None) -> list[Span]:
+    """Validated pattern spans in ``text``, sorted, non-overlapping (earlier patterns win)."""
+    found: list[Span] = []
+    for p in (PATTERNS if patterns is None else patterns):
+        for m in p.regex.finditer(text):
+            start, end = m.start(p.group), m.end(p.group)
+            if start >= end or any(start < s.end and s.start < end for s in found):
+                continue
+            if p.check(text, start, m.group(p.group)):
+                found.append(Span(start, end, p.type, 1.0, "patterns"))
+    return sorted(found)

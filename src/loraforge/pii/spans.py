@@ -1,0 +1,100 @@
+"""Spans: the one currency of masking. Every finder (the model, the patterns, Presidio) returns
+spans in the input's character offsets; merging, numbering, pseudonyms and rendering work on spans,
+so the output can differ from the input only where a span is replaced (faithful by construction).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from loraforge.data.pii_templates import PLACEHOLDER_TYPES
+
+TYPES = PLACEHOLDER_TYPES
+MERGE_MODES = ("union", "model", "patterns")
+
+
+@dataclass(frozen=True, order=True)
+class Span:
+    """``text[start:end]`` is personal data of ``type``; ``source`` says who found it."""
+
+    start: int
+    end: int
+    type: str
+    score: float = 1.0
+    source: str = field(default="model", compare=False)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class MaskResult:
+    """The masked text and the spans (in the *input's* offsets) it replaced."""
+
+    text: str
+    spans: list[Span]
+    replacements: list[str] = field(default_factory=list)  # what each span became, same order
+    mapping: object | None = None  # a ``mapping.Mapping`` when reversible masking was asked for
+
+    def to_record(self, **extra) -> dict:
+        """A jsonl-ready record: no raw values, only offsets into the input."""
+        spans = [{"start": s.start, "end": s.end, "type": s.type, "score": round(s.score, 4), "source": s.source}
+                 for s in self.spans]
+        return {**extra, "masked": self.text, "spans": spans}
+
+
+def trim(text: str, span: Span) -> Span | None:
+    """The span without surrounding whitespace (None when nothing is left)."""
+    start, end = span.start, span.end
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    if start >= end:
+        return None
+    return Span(start, end, span.type, span.score, span.source)
+
+
+def merge_spans(model: list[Span], patterns: list[Span], mode: str = "union") -> list[Span]:
+    """One non-overlapping, sorted span list from the model's and the patterns' spans.
+
+    ``union`` keeps both; overlapping spans become one span covering all of them (nothing they
+    cover can leak), typed by the longest member (a checksum-validated pattern wins a tie, then the
+    type name), scored by the highest. ``model`` / ``patterns`` keep only one side (still merged).
+    """
+    if mode not in MERGE_MODES:
+        raise ValueError(f"merge mode must be one of {MERGE_MODES}, got {mode!r}")
+    chosen = (model if mode != "patterns" else []) + (patterns if mode != "model" else [])
+    return coalesce(chosen)
+
+
+def coalesce(spans: list[Span]) -> list[Span]:
+    """Overlapping spans merged into one (see ``merge_spans``); deterministic whatever the input order."""
+    groups: list[list[Span]] = []
+    for s in sorted(spans, key=lambda s: (s.start, -s.end, s.type, s.source)):
+        if groups and s.start < max(g.end for g in groups[-1]):
+            groups[-1].append(s)
+        else:
+            groups.append([s])
+    out = []
+    for g in groups:
+        best = max(g, key=lambda s: (s.end - s.start, s.source == "patterns", s.type))
+        out.append(Span(min(s.start for s in g), max(s.end for s in g), best.type, max(s.score for s in g),
+                        best.source if len({s.source for s in g}) == 1 else "+".join(sorted({s.source for s in g}))))
+    return out
+
+
+def render(text: str, spans: list[Span], replacements: list[str] | None = None) -> str:
+    """``text`` with each span replaced by its replacement (default ``[TYPE]``)."""
+    reps = replacements if replacements is not None else [f"[{s.type}]" for s in spans]
+    out, last = [], 0
+    for s, r in sorted(zip(spans, reps), key=lambda x: x[0].start):
+        if s.start < last:
+            raise ValueError(f"overlapping spans at {s.start}: merge them first (coalesce)")
+        out += [text[last:s.start], r]
+        last = s.end
+    return "".join(out) + text[last:]
+
+
+def shift(spans: list[Span], offset: int) -> list[Span]:
+    return [Span(s.start + offset, s.end + offset, s.type, s.score, s.source) for s in spans]

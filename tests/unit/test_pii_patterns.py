@@ -1,0 +1,73 @@
+"""Validated patterns reject what fails their checks; merging is a union without leaks, deterministic."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from loraforge.pii import patterns
+from loraforge.pii.spans import Span, merge_spans, render
+
+
+def _found(text):
+    return [(text[s.start:s.end], s.type) for s in patterns.find(text)]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("card 4111 1111 1111 1111 ok", [("4111 1111 1111 1111", "CREDIT_CARD")]),
+    ("card 4111 1111 1111 1112 ok", []),  # fails Luhn
+    ("IBAN DE89 3704 0044 0532 0130 00.", [("DE89 3704 0044 0532 0130 00", "IBAN")]),
+    ("IBAN DE88 3704 0044 0532 0130 00.", []),  # fails mod-97
+    ("from 192.168.1.20 and 2001:db8:85a3:0:0:8a2e:370:7334", [("192.168.1.20", "IP_ADDRESS"),
+                                                              ("2001:db8:85a3:0:0:8a2e:370:7334", "IP_ADDRESS")]),
+    ("from 999.168.1.20", []),  # not an IP
+    ("kernel 5.10.0.1 and version 10.4.2.1", []),  # versions, not IPs
+    ("ssn 123-45-6789, not 000-12-3456 or 666-12-3456", [("123-45-6789", "SSN")]),
+    ("call +49 30 1234567 or (555) 123-4567", [("+49 30 1234567", "PHONE"), ("(555) 123-4567", "PHONE")]),
+    ("order 12345678 on 2024-03-01", []),  # an order number and a date are not phones
+    ("mail a.b+tag@mail.example.org!", [("a.b+tag@mail.example.org", "EMAIL")]),
+    ("postgres://admin:s3cr3t@db:5432/x", [("admin", "USERNAME"), ("s3cr3t", "PASSWORD")]),
+    ("key ghp_" + "a1B2" * 9, [("ghp_" + "a1B2" * 9, "PASSWORD")]),
+])
+def test_patterns_find_only_valid_values(text, expected):
+    assert _found(text) == expected
+
+
+def test_select_rejects_unknown_names():
+    with pytest.raises(ValueError, match="known: url_user"):
+        patterns.select(["email", "passport"])
+    assert [p.name for p in patterns.select(["iban", "email"])] == ["email", "iban"]
+
+
+M = [Span(5, 15, "NAME", 0.9, "model"), Span(30, 40, "EMAIL", 0.8, "model")]
+P = [Span(12, 20, "PHONE", 1.0, "patterns"), Span(50, 60, "IBAN", 1.0, "patterns")]
+
+
+def test_union_covers_everything_either_side_found():
+    merged = merge_spans(M, P, "union")
+    assert [(s.start, s.end) for s in merged] == [(5, 20), (30, 40), (50, 60)]
+    assert merged[0].type == "NAME" and merged[0].score == 1.0  # the longer member's type, the higher score
+    covered = {i for s in merged for i in range(s.start, s.end)}
+    assert all(i in covered for s in M + P for i in range(s.start, s.end))
+
+
+def test_model_only_and_patterns_only():
+    assert merge_spans(M, P, "model") == sorted(M)
+    assert merge_spans(M, P, "patterns") == sorted(P)
+    with pytest.raises(ValueError):
+        merge_spans(M, P, "intersection")
+
+
+def test_merge_is_deterministic_and_pattern_wins_a_tie():
+    a, b = Span(0, 10, "NAME", 0.5, "model"), Span(0, 10, "EMAIL", 1.0, "patterns")
+    for _ in range(5):
+        xs = [a, b, Span(8, 12, "PHONE", 0.1, "model")]
+        random.shuffle(xs)
+        merged = merge_spans([x for x in xs if x.source == "model"], [x for x in xs if x.source == "patterns"])
+        assert [(s.start, s.end, s.type) for s in merged] == [(0, 12, "EMAIL")]
+
+
+def test_render_refuses_overlaps():
+    with pytest.raises(ValueError, match="overlapping"):
+        render("abcdefghij", [Span(0, 5, "NAME"), Span(3, 8, "NAME")])
