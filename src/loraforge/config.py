@@ -5,7 +5,7 @@ Kubernetes manifests without ML dependencies) and by every workflow. Unknown key
 never silently ignored, because a typo in a hyper-parameter is the most expensive bug there is;
 so is a key the chosen method does not read (``adapter.r`` with ``adapter.method=prefix``).
 
-The one module of ours it imports is ``loraforge.adapters.registry`` (torch-free; it imports nothing
+The one module of ours it imports is ``loraforge.methods.registry`` (torch-free; it imports nothing
 of ours at module level): the allowed ``adapter.method`` values and the keys each method reads come
 from there, so adding a method never edits this file.
 """
@@ -20,7 +20,8 @@ from pydantic import (BaseModel, ConfigDict, Field, SerializerFunctionWrapHandle
                       ValidatorFunctionWrapHandler, field_validator, model_serializer, model_validator)
 from pydantic_core import PydanticCustomError
 
-from loraforge.adapters import registry
+from loraforge.methods import registry
+from loraforge.errors import ConfigError  # noqa: F401  (defined low, so the registry can raise it too)
 
 DEFAULT_MODEL = "gemma3-270m"  # the embedded default: Gemma 3 270M from the PyPI package
 DEFAULT_SYSTEM_PROMPT = (
@@ -29,8 +30,7 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
-class ConfigError(ValueError):
-    """A config problem, phrased for the user: names the file and the key."""
+
 
 
 class _Section(BaseModel):
@@ -68,11 +68,15 @@ class DataConfig(_Section):
     max_train_examples: int | None = Field(None, ge=1)
     max_dev_examples: int | None = Field(64, ge=1)
     seed: int = 0
+    protect_markup: bool = False
+    """Translate: replace inline code, link targets, URLs, HTML tags and shortcode syntax by {n}
+    placeholders before the model sees them, in training data and at generation, and put them back
+    after (loraforge.data.markup). Pairs whose target lost some markup are dropped from training."""
 
 
 class AdapterConfig(_Section):
     method: Literal[registry.names()] = "lora"  # type: ignore[valid-type]  # the registry's methods
-    """The fine-tuning method (adapters/registry.py); each reads only its own keys below."""
+    """The fine-tuning method (methods/registry.py); each reads only its own keys below."""
     r: int = Field(16, ge=1)
     """LoRA/DoRA/QLoRA rank."""
     alpha: float = Field(32, gt=0)

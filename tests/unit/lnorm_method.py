@@ -6,7 +6,7 @@ in test_registry.py registers it and trains, estimates and exports through the r
 
 from __future__ import annotations
 
-from loraforge.adapters.registry import MethodSpec, ModelShape
+from loraforge.methods.registry import MethodSpec, ModelShape
 
 
 def count(shape: ModelShape, a) -> int:

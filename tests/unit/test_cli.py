@@ -195,9 +195,9 @@ def test_console_script_train_without_config_is_one_line_and_exit_2(tmp_path):
 
 def test_bench_train_unknown_job_is_a_user_error_before_anything_runs(monkeypatch, capsys):
     monkeypatch.setattr("loraforge.bench.train.bench_train", lambda *a, **k: pytest.fail("the bench started"))
-    assert main(["bench", "train", "--jobs", "trl-bf16,loraforge-low-memory"]) == 2
+    assert main(["bench", "train", "--jobs", "trl-bf16,loraforge-low-memorry"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "loraforge-low-memory" in err and "--ablation" in err
+    assert err.count("\n") == 1 and "loraforge-low-memorry" in err and "loraforge-low-memory" in err
 
 
 @pytest.mark.parametrize("error", [FileNotFoundError("runs/x: no metrics.json"), PermissionError("runs/x")])

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from loraforge.adapters import AdapterError, apply_adapter, load_adapter, trainable_parameters
-from loraforge.adapters import registry
+from loraforge.methods import registry
 from loraforge.adapters.bottleneck import target_sublayers
 from loraforge.adapters.build import merge_adapter, save_adapter
 from loraforge.config import AdapterConfig, ConfigError, DataConfig, TrainConfig, load_config
@@ -128,7 +128,7 @@ def test_target_modules_matching_nothing(method, model_dirs):
 
 
 def test_compare_writes_the_method_table(model_dirs, tmp_path, capsys):
-    from loraforge.compare import compare_run, parse_lrs, parse_methods
+    from loraforge.workflows.compare import compare_run, parse_lrs, parse_methods
 
     with pytest.raises(ConfigError, match="allowed"):
         parse_methods("lora,lorra")

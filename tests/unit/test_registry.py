@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from conftest import tiny_causal
-from loraforge.adapters import apply_adapter, registry, trainable_parameters
+from loraforge.adapters import apply_adapter, trainable_parameters
+from loraforge.methods import registry
 from loraforge.config import AdapterConfig, ConfigError, DataConfig, TrainConfig, load_config
 
 BUILTIN = ["lora", "dora", "ia3", "prefix", "prompt", "adapter", "full"]  # qlora needs CUDA
@@ -26,7 +27,7 @@ def lnorm():
 
 
 def test_registry_and_config_import_no_torch():
-    code = ("import sys, loraforge.config, loraforge.adapters.registry, loraforge.deploy.estimate; "
+    code = ("import sys, loraforge.config, loraforge.methods.registry, loraforge.deploy.estimate; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

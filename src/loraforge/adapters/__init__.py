@@ -2,7 +2,7 @@
 
 ``registry`` says what each method is (config keys, build, merge, packing, KAITO, estimate);
 ``methods/`` holds one module per method family; ``build`` applies, saves, loads and merges them.
-Imports are lazy so ``loraforge.adapters.registry`` stays torch-free (config and deploy use it).
+Imports are lazy so ``loraforge.methods.registry`` stays torch-free (config and deploy use it).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ __all__ = ["AdapterError", "apply_adapter", "load_adapter", "trainable_parameter
 
 def __getattr__(name: str) -> Any:
     if name == "AdapterError":
-        from loraforge.adapters.errors import AdapterError
+        from loraforge.errors import AdapterError
 
         return AdapterError
     if name in __all__:

@@ -88,6 +88,12 @@ def _attach(model: torch.nn.Module, names: list[str], hidden: int, size: int, ac
                                          "hidden_size": hidden, "sublayers": names}
 
 
+def build(model, cfg: AdapterConfig, family: str = "causal"):
+    """The registry's build function for method ``adapter`` (named by string, so the registry that
+    ``config`` imports never imports this torch module)."""
+    return add_bottleneck_adapters(model, cfg)
+
+
 def add_bottleneck_adapters(model: torch.nn.Module, cfg: AdapterConfig, activation: str = "gelu") -> torch.nn.Module:
     """Freeze ``model`` and add a trainable bottleneck adapter after every attention and FFN sub-layer."""
     names = target_sublayers(model)

@@ -1,5 +1,5 @@
 """Apply, save, load and merge adapters. What each method is and how it is built lives in the
-registry (``adapters/registry.py``) and its module under ``adapters/methods/``; this module only
+registry (``methods/registry.py``) and its module under ``methods/``; this module only
 dispatches and handles the saved folders."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from loraforge.adapters import registry
-from loraforge.adapters.errors import AdapterError
-from loraforge.adapters.methods._peft import linear_module_names
+from loraforge.methods import registry
+from loraforge.errors import AdapterError
+from loraforge.methods._peft import linear_module_names
 from loraforge.config import AdapterConfig
 
 __all__ = ["AdapterError", "apply_adapter", "linear_module_names", "load_adapter", "merge_adapter",

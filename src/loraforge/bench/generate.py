@@ -57,7 +57,7 @@ def bench_generate(spec: GenerateSpec, out="bench/results", log=print) -> dict:
     from loraforge.data.templates import prompt_text, stop_token_ids
     from loraforge.eval.generate import TIE_MARGINS, TieTracker, generate_ids
     from loraforge.models.load import load_model
-    from loraforge.workflows import merged_for_inference, source_budgets
+    from loraforge.eval.inference import merged_for_inference, source_budgets
 
     loaded = load_model(spec.model, spec.dtype)
     tok, model, data_cfg = loaded.tokenizer, loaded.model, DataConfig()

@@ -120,8 +120,8 @@ def _deploy_k8s(cfg, target: str, out: str | None, **kw) -> int:
     else:
         print(text, end="")
     if out or not sys.stdout.isatty():  # on a terminal the YAML's own NOTE lines are in view
-        for note in rendered.notes:
-            print(f"note: {note}", file=sys.stderr)
+        for line in rendered.terminal_notes():
+            print(line, file=sys.stderr)
     return 0
 
 
@@ -132,34 +132,64 @@ def _deploy_validate(files: list[str]) -> list[str]:
 
 
 def _estimate(cfg, gpu_gb: float, check: str | None):
-    from loraforge.deploy.estimate import compare_with_run, format_estimate
+    from loraforge.deploy.estimate import format_check, format_estimate
 
     if check:
-        return show_json(compare_with_run(check))
+        return show_text(format_check(check))
     return show_text(format_estimate(cfg, gpu_gb))
 
 
 def _compare(cfg, methods: str, lr: str | None):
-    from loraforge.compare import compare_run, parse_lrs, parse_methods
+    from loraforge.workflows.compare import compare_run, parse_lrs, parse_methods
 
     chosen = parse_methods(methods)
     return compare_run(cfg, chosen, parse_lrs(lr, chosen))
 
 
+def show_pages(result: dict) -> int:
+    """translate-page: the counts; exit 2 when a page failed (it was reported, not written)."""
+    show_json(result)
+    return 2 if result.get("failed") else 0
+
+
+def show_stream(items) -> int:
+    """Outputs as they come (a large jsonl is masked in bounded memory); no newline added twice."""
+    for item in items:
+        sys.stdout.write(item if item.endswith("\n") else item + "\n")
+        sys.stdout.flush()
+    return 0
+
+
+def show_unmasked(text: str) -> int:
+    sys.stdout.write(text)
+    return 0
+
+
+def _bench_serve(compare_gguf: str | None = None, soak: int = 0, base: str = "gemma3-270m",
+                 llama_threads: int | None = None, out_dir: str = "bench/results/serve-compare", **kw):
+    """Against a running server (--url), or, with --compare-gguf, loraforge serve and llama.cpp's server
+    started one after the other on this machine with the same requests."""
+    if compare_gguf:
+        from loraforge.bench.serve_compare import side_by_side
+
+        return side_by_side(compare_gguf, base, requests=kw["requests"], concurrency=kw["concurrency"],
+                            max_tokens=kw["max_tokens"], soak=soak, out=out_dir, threads=llama_threads)
+    return call(resolve("loraforge.bench.serve:bench_serve"), kw)
+
+
 def show_bench_serve(results: dict) -> int:
     show_json(results)
-    return 1 if results["failures"] else 0
+    failures = results.get("failures")
+    if failures is None:  # side by side: one entry per engine
+        failures = sum(e.get("failures", 0) or 0 for e in results.get("engines", []))
+    return 1 if failures else 0
 
 
 def _bench_train(**kw) -> int:
     from loraforge.bench.train import BenchSpec, bench_train, jobs
 
     spec = call(BenchSpec, kw)
-    try:  # check --jobs against this run's jobs before anything is measured
-        call(jobs, kw, spec=spec)
-    except ValueError as e:
-        hint = "" if kw.get("ablation") else " (--ablation adds the ablation jobs)"
-        raise UsageError(f"{e}{hint}") from None
+    call(jobs, kw, spec=spec)  # an unknown --jobs name is a ConfigError naming the valid ones, before any job runs
     results = call(bench_train, kw, spec=spec)
     print(f"wrote {Path(kw['out']) / kw['name']}.json and {kw['name']}.md")
     if results["failed"]:
@@ -229,6 +259,70 @@ def commands() -> list[Command]:
                     arg("--max-new-tokens", type=int, default=256,
                         help="most tokens generated per text; a text cut at this budget is warned about"),
                 )),
+        Command(("translate-page",), "translate English Markdown/Hugo doc pages into zh-cn pages, as the "
+                "localization team ships them", "loraforge.workflows.localize:translate_page_run", show=show_pages,
+                args=(
+                    arg("src", help="an English page (.md) or a folder of pages"),
+                    arg("out", help="the zh-cn page (for a page) or folder (for a folder)"),
+                    arg("--adapter", help="tuned translation run or adapter folder"),
+                    arg("--model", help="base model (default: the adapter's base, or the embedded Gemma 3 270M)"),
+                    arg("--config", dest="config_path", help="config whose template/system prompt to use"),
+                    arg("--previous", help="update mode: the existing zh-cn page/folder; blocks whose English is "
+                        "unchanged are reused"),
+                    arg("--overwrite", action="store_true", help="replace existing output pages"),
+                    arg("--no-comments", dest="comments", action="store_false",
+                        help="do not keep the English of each block above it as an HTML comment"),
+                    arg("--code-comments", action="store_true", help="also translate '#' comments in code blocks"),
+                    arg("--glossary", help="tsv/yaml glossary (en -> zh, keep-English terms); default: the one "
+                        "built from the docs' glossary pages"),
+                    arg("--fragment", action="store_true", help="accept pages without front matter (includes)"),
+                    arg("--batch-size", type=int, default=32, help="segments generated together"),
+                    arg("--max-new-tokens", type=int, default=256, help="most tokens generated per segment"),
+                )),
+        Command(("eval-pages",), "translate the test-split doc pages and score them against the real zh-cn pages",
+                "loraforge.workflows.localize:eval_pages_run", show=show_json, args=(
+                    arg("--data", required=True, help="folder holding content/en and content/zh-cn "
+                        "(e.g. ../shared/data/k8s-zh-cn or a kubernetes/website checkout)"),
+                    arg("--adapter", help="tuned translation run or adapter folder"),
+                    arg("--model", help="base model (default: the adapter's base, or the embedded Gemma 3 270M)"),
+                    arg("--config", dest="config_path", help="config whose template/system prompt to use"),
+                    arg("--split", default="test", choices=["train", "dev", "test"], help="which documents"),
+                    arg("--limit", type=int, help="first N pages only (default: all)"),
+                    arg("--hugo", action="store_true", help="also build the pages with Hugo and compare code "
+                        "blocks and links with the English pages"),
+                    arg("--glossary", help="glossary for term accuracy (default: the docs' own)"),
+                    arg("--out", help="also write per-page results (JSON) here"),
+                    arg("--batch-size", type=int, default=32, help="segments generated together"),
+                    arg("--max-new-tokens", type=int, default=256, help="most tokens generated per segment"),
+                )),
+        Command(("mask",), "mask personal data in texts, files, folders or jsonl (patterns, or a tuned PII run)",
+                "loraforge.workflows.mask:mask_run", show=show_stream, args=(
+                    arg("text", nargs="*", help="texts to mask (or --file, --jsonl, --folder, or stdin)"),
+                    arg("--file", help="a text file, masked whole ('-': stdin)"),
+                    arg("--jsonl", help="a .jsonl(.gz) file: each record's --field is masked, streamed"),
+                    arg("--folder", help="every text file under this folder, written to --out"),
+                    arg("--out", help="with --folder: output folder"),
+                    arg("--field", default="text", help="with --jsonl: the field holding the text"),
+                    arg("--format", dest="fmt", default="text", choices=["text", "spans", "both"],
+                        help="text: the masked text; spans: jsonl with type/start/end; both"),
+                    arg("--adapter", help="a tuned PII run (default: validated patterns only)"),
+                    arg("--merge", choices=["union", "model", "patterns"],
+                        help="how model and pattern spans combine (default: union with --adapter, else patterns)"),
+                    arg("--style", default="placeholder", choices=["placeholder", "numbered", "pseudonym"],
+                        help="[NAME], [NAME_1] per identity, or realistic fake values"),
+                    arg("--bias", type=float, help="recall knob: added to the model's log-odds of starting a "
+                        "placeholder (higher: fewer leaks, more over-masking; default: 2.0)"),
+                    arg("--locale", default="en_US", help="pseudonym locale (Faker)"),
+                    arg("--across-batch", action="store_true", help="same numbers/pseudonyms across all texts"),
+                    arg("--mapping", help="write the reversible mapping here (0600; it is personal data!)"),
+                )),
+        Command(("unmask",), "restore the original text from a masked text and its mapping",
+                "loraforge.workflows.mask:unmask_run", show=show_unmasked, args=(
+                    arg("file", help="the masked text file ('-': stdin)"),
+                    arg("--mapping", required=True, help="the mapping `loraforge mask --mapping` wrote"),
+                    arg("--derived", action="store_true", help="the text was derived from the masked text "
+                        "(e.g. an LLM reply): replace placeholders wherever they occur"),
+                )),
         Command(("report",), "rebuild a finished run's report from its files", "loraforge.workflows:rebuild_report",
                 show=show_report, args=(arg("run_dir", metavar="RUN", help="run directory"),)),
         Command(("data", "check"), "render examples with trained tokens highlighted; fail on silent bugs",
@@ -276,6 +370,8 @@ def commands() -> list[Command]:
                     arg("--push", metavar="REF", help="oci: push to REGISTRY/REPO[:TAG] and verify by pulling back"),
                     arg("--plain-http", action="store_true",
                         help="oci: talk HTTP to the registry (default for localhost)"),
+                    arg("--dtype", choices=["bf16", "fp16", "fp32"],
+                        help="merged: dtype of the saved weights (default: the dtype the run trained in)"),
                 )),
         Command(("serve",), "OpenAI-compatible server for a base model and many LoRA adapters",
                 "loraforge.serve.app:serve", args=(
@@ -288,8 +384,19 @@ def commands() -> list[Command]:
                     arg("--port", type=int, default=8000, help="port to listen on"),
                     arg("--dtype", default="auto", choices=DTYPES,
                         help="weights' dtype; auto: bf16 where the hardware is fast at it, else fp32"),
-                    arg("--max-batch", type=int, default=16, help="requests per batched generate() call"),
+                    arg("--max-batch", type=int, default=16, help="rows decoded together at most (continuous batch)"),
                     arg("--batch-wait-ms", type=float, default=5, help="how long to collect requests into a batch"),
+                    arg("--max-body-bytes", type=int, default=1 << 20,
+                        help="larger request bodies get 413 before any parsing"),
+                    arg("--max-prompt-tokens", type=int,
+                        help="longer prompts get 400 before any model work (default: 4096 on a CPU, the model's "
+                             "context on a GPU)"),
+                    arg("--prefill-tokens", type=int, default=2048,
+                        help="padded prompt tokens prefilled per engine step (how long running rows wait)"),
+                    arg("--no-merge-lora", dest="merge_lora", action="store_false",
+                        help="never merge an adapter into the weights, even when every running row uses it"),
+                    arg("--int8-lm-head", action="store_true",
+                        help="output layer in int8: about 5x faster per step on a CPU, but greedy outputs change"),
                 )),
         Command(("deploy", "docker"), "write Dockerfiles: train-cpu, train-cuda, serve",
                 "loraforge.deploy.docker:write_dockerfiles", show=show_lines, args=(
@@ -344,8 +451,8 @@ def commands() -> list[Command]:
                 )),
         Command(("config", "show"), "every config key with its type, default and help; given a config, its "
                 "resolved values", "loraforge.cli.config_show:show_config", config="optional", show=show_text),
-        Command(("bench", "serve"), "bounded load test against a running server", "loraforge.bench.serve:bench_serve",
-                show=show_bench_serve, args=(
+        Command(("bench", "serve"), "bounded load test against a running server, or side by side with llama.cpp",
+                _bench_serve, show=show_bench_serve, args=(
                     arg("--url", default="http://127.0.0.1:8000", help="server to load"),
                     arg("--models", type=_csv, help="comma-separated model names to cycle (default: all the "
                         "server lists)"),
@@ -353,6 +460,14 @@ def commands() -> list[Command]:
                     arg("--concurrency", type=int, default=16, help="requests in flight at once"),
                     arg("--max-tokens", type=int, default=64, help="max_tokens of each request"),
                     arg("--out", default="bench-serve.json", help="results JSON"),
+                    arg("--compare-gguf", metavar="FILE", help="start loraforge serve, then llama.cpp's server on "
+                        "this GGUF (`loraforge export --format gguf`), and send both the same requests"),
+                    arg("--base", default="gemma3-270m", help="with --compare-gguf: loraforge's base model"),
+                    arg("--soak", type=int, default=0, help="with --compare-gguf: requests of a memory soak after "
+                        "the load test (start and end RSS)"),
+                    arg("--llama-threads", type=int, help="with --compare-gguf: llama.cpp threads (default: all)"),
+                    arg("--out-dir", default="bench/results/serve-compare",
+                        help="with --compare-gguf: where the JSON and Markdown go"),
                 )),
         Command(("bench", "train"), "the same LoRA job with TRL SFTTrainer+PEFT and loraforge", _bench_train, args=(
             arg("--model", default="gemma3-270m", help="base model"),
@@ -362,11 +477,12 @@ def commands() -> list[Command]:
             arg("--dev-examples", dest="n_dev", type=int, default=32, help="k8s:dev examples for the final dev loss"),
             arg("--matmul-size", type=int, default=2048, help="square matmul that measures the FLOP/s peak"),
             arg("--only", choices=["trl", "loraforge", "both"], default="both", help="which side to run"),
-            arg("--ablation", action="store_true", help="also run loraforge with each speed lever off"),
-            arg("--trl-bf16-steps", dest="bf16_steps", type=int, help="steps of the TRL bf16 job only (default: "
-                "--steps; 0 skips it): for CPUs where bf16 is emulated and a step takes minutes"),
+            arg("--ablation", action="store_true", help="also run loraforge with each speed lever switched, and "
+                "TRL with each of its speed options alone"),
+            arg("--trl-bf16-steps", dest="bf16_steps", type=int, help="steps of every TRL bf16 job (default: "
+                "--steps; 0 skips them): for CPUs where bf16 is emulated and a step takes minutes"),
             arg("--jobs", dest="select", type=_csv, help="comma-separated job names to run (e.g. "
-                "trl-bf16,loraforge; --ablation adds its jobs to the choice); default: all"),
+                "trl-bf16,loraforge-low-memory; any job, ablation ones included); default: all"),
             arg("--random-weights", action="store_true", help="build the model from its config.json, no weights "
                 "(throughput and memory only: for a machine the weights cannot be copied to)"),
             arg("--out", default="bench/results", help="results directory"),

@@ -45,10 +45,19 @@ def test_examples(cfg: RunConfig) -> list[Example]:
 
 
 def load_splits(cfg: RunConfig) -> Splits:
-    """Every split the config names, read whole: a bad line anywhere fails here, naming file:line."""
+    """Every split the config names, read whole: a bad line anywhere fails here, naming file:line.
+    With ``data.protect_markup`` train and dev carry placeholders; test stays raw (generation
+    protects and restores it, so it is scored against the real references)."""
     d = cfg.data
-    return Splits(split_examples(cfg, d.train, d.max_train_examples), split_examples(cfg, d.dev, d.max_dev_examples),
-                  split_examples(cfg, d.test, cfg.eval.max_examples))
+    train, dev = split_examples(cfg, d.train, d.max_train_examples), split_examples(cfg, d.dev, d.max_dev_examples)
+    if d.protect_markup:
+        from loraforge.data.markup import protect_examples
+
+        train, _ = protect_examples(train)
+        dev, _ = protect_examples(dev)
+        if not train:
+            raise DataError(f"{d.train}: no example left after data.protect_markup (every target lost markup)")
+    return Splits(train, dev, split_examples(cfg, d.test, cfg.eval.max_examples))
 
 
 def encode_splits(cfg: RunConfig, splits: Splits, tokenizer, family: str) -> Datasets:

@@ -17,8 +17,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from loraforge.adapters import registry
-from loraforge.adapters.registry import ModelShape
+from loraforge.methods import registry
+from loraforge.methods.registry import ModelShape
 from loraforge.config import ConfigError, RunConfig
 from loraforge.hardware import cpu_has_fast_bf16
 from loraforge.runs import RunDir, RunDirError

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import yaml
 
-from loraforge.adapters import registry
+from loraforge.methods import registry
 from loraforge.config import ConfigError, RunConfig
 from loraforge.deploy.manifest import Options, Rendered, metadata, pvc, resource_name
 

@@ -42,7 +42,7 @@ def _can_merge(model) -> bool:
     if not hasattr(model, "merge_adapter"):
         return False
     try:
-        from loraforge.adapters.registry import can_merge_model
+        from loraforge.methods.registry import can_merge_model
     except ImportError:  # the method registry lands in parallel; this fallback goes at merge
         config = getattr(model, "active_peft_config", None)
         return config is not None and not getattr(config, "is_prompt_learning", False)
@@ -129,13 +129,33 @@ def generate_answers(loaded, model, cfg: RunConfig, sources: list[str], systems:
     return Generated(texts, budgets, _cut_rows(ids, budgets, stops))
 
 
+def generate_restored(loaded, model, cfg: RunConfig, sources: list[str], systems: list[str | None] | None = None,
+                      **kwargs) -> tuple[Generated, dict | None]:
+    """``generate_answers``, with markup protected and restored when ``data.protect_markup`` is on:
+    the model sees {n} placeholders, the caller gets the real markup back, and every placeholder that
+    did not come back exactly once is repaired and counted (the second value; None when off)."""
+    if not cfg.data.protect_markup:
+        return generate_answers(loaded, model, cfg, sources, systems, **kwargs), None
+    from loraforge.data.markup import protect, restore_batch
+
+    protected = [protect(s) for s in sources]
+    out = generate_answers(loaded, model, cfg, [p.text for p in protected], systems, **kwargs)
+    restored, stats = restore_batch(protected, out.texts)
+    out.texts = [r.text for r in restored]
+    return out, stats.as_dict()
+
+
 def evaluate(loaded, model, cfg: RunConfig, examples: list[Example], progress: bool = True) -> tuple[dict, list[str]]:
-    """Generate on ``examples`` and score against their targets: (metrics, outputs)."""
+    """Generate on ``examples`` and score against their targets: (metrics, outputs). With markup
+    protection, the metrics also count placeholders repaired and segments that fell back."""
     from loraforge.eval.metrics import task_metrics
 
     sources = [e.source for e in examples]
-    out = generate_answers(loaded, model, cfg, sources, [e.system for e in examples], progress=progress)
+    out, repair = generate_restored(loaded, model, cfg, sources, [e.system for e in examples], progress=progress)
     metrics = task_metrics(cfg.data.task, sources, out.texts, [e.target for e in examples], cfg.data.tgt_lang)
+    if repair is not None:
+        metrics.update(placeholders=repair["placeholders"], placeholders_repaired=repair["placeholders_repaired"],
+                       segments_repaired=repair["segments_repaired"], segments_fallback=repair["segments_fallback"])
     return metrics, out.texts
 
 

@@ -11,8 +11,7 @@ from loraforge.config import RunConfig
 from loraforge.data.formats import Example
 from loraforge.eval.metrics import HIGHER_IS_BETTER
 from loraforge.runs import RunDir, RunMetrics
-# bench/serve.py still imports atomic_write from here; it moves to loraforge.runs (the bench helper switches)
-from loraforge.runs.files import atomic_write
+from loraforge.runs import atomic_write
 
 
 def plot_loss(history: list[dict], path: Path) -> None:

@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from loraforge.adapters.registry import MethodSpec, spec_for_saved
+from loraforge.methods.registry import MethodSpec, spec_for_saved
 from loraforge.config import ConfigError, RunConfig
 from loraforge.export.card import model_card as render_card
 from loraforge.runs import RunDir, RunDirError, atomic_dir, resolve_adapter
@@ -32,7 +32,7 @@ class RunInfo:
     run_dir: Path | None
     cfg: RunConfig
     adapter_config: dict  # adapter_config.json as written by PEFT ({"peft_type": "FULL"} for a whole model)
-    spec: MethodSpec  # the method that wrote it (adapters.registry)
+    spec: MethodSpec  # the method that wrote it (methods.registry)
 
     @property
     def peft_type(self) -> str:

@@ -79,7 +79,7 @@ def bound_kernel_caches(capacity: int = KERNEL_CACHE_CAPACITY) -> None:
 
     Why: a bf16 matmul on the CPU goes through oneDNN, and oneDNN's primitive cache and ideep's LRU
     cache keep what they built for every distinct shape, up to 1,024 shapes each: together about
-    1.1 MB per shape of a Gemma 3 270M linear (``bench/kernel-caches.py``: 227 MB over 200 shapes,
+    1.1 MB per shape of a Gemma 3 270M linear (``python -m loraforge.bench.kernel_caches``: 227 MB over 200 shapes,
     37 MB bounded). Fine-tuning meets new shapes at every step (batch widths, packed rows,
     per-sequence attention), so the process grows for the whole run. Both caches read their capacity
     once, at the process's first oneDNN matmul: later calls change nothing. The bench row
@@ -92,7 +92,7 @@ def bound_kernel_caches(capacity: int = KERNEL_CACHE_CAPACITY) -> None:
 def slim_tokenizer(tokenizer) -> None:
     """Drop the Python copies of the vocabulary and merges that some transformers 5 tokenizers keep
     after building their Rust tokenizer from them (Gemma 3: 262k entries and 515k merges, about 150 MB
-    of Python objects, measured by ``bench/tokenizer-memory.py``). Encoding, decoding and saving use
+    of Python objects, measured by ``python -m loraforge.bench.tokenizer_memory``). Encoding, decoding and saving use
     the Rust tokenizer only."""
     if type(tokenizer).__name__ in SLIMMABLE_TOKENIZERS and getattr(tokenizer, "_tokenizer", None) is not None:
         for attr in ("_vocab", "_merges"):

@@ -67,12 +67,14 @@ def create_app(engine: Engine, base_name: str, admin_token: str | None = None,
 
 def serve(base: str, adapters: list[str], host: str = "127.0.0.1", port: int = 8000, admin_token: str | None = None,
           adapter_dir: str | None = None, dtype: str = "auto", max_batch: int = 16, batch_wait_ms: float = 5,
-          **options) -> None:
-    """Load the base model and the ``name=DIR`` adapters, then run uvicorn until interrupted.
-    ``options``: see ``build_app``."""
+          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_prompt_tokens: int | None = None,
+          prefill_tokens: int = 2048, merge_lora: bool = True, int8_lm_head: bool = False) -> None:
+    """Load the base model and the ``name=DIR`` adapters, then run uvicorn until interrupted
+    (the engine options: see ``build_app``)."""
     import uvicorn
 
-    app = build_app(base, adapters, admin_token, adapter_dir, dtype, max_batch, batch_wait_ms, **options)
+    app = build_app(base, adapters, admin_token, adapter_dir, dtype, max_batch, batch_wait_ms, max_body_bytes,
+                    max_prompt_tokens, prefill_tokens, merge_lora, int8_lm_head)
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 

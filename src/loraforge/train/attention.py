@@ -2,7 +2,7 @@
 
 Why our own: PyTorch's CPU SDPA kernels (flash and math) run bf16 attention far below matmul speed,
 while here the query heads that share a KV head form one large matmul (Gemma 3 270M: 4 heads of 256
-dims over one KV head; `bench/attention-micro.py` times one layer both ways, `bench/interleaved-ab.py`
+dims over one KV head; `python -m loraforge.bench.attention_micro` times one layer both ways, `python -m loraforge.bench.interleaved_ab`
 whole steps). The scores are materialized in fp32 (and the probabilities kept for the backward
 pass), so this path is taken only while they are small; longer sequences, CUDA, dropout and logit
 softcapping go to SDPA.

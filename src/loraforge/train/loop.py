@@ -126,7 +126,7 @@ def mixed_precision_dtype(model: torch.nn.Module) -> torch.dtype | None:
 def _backbone(model: torch.nn.Module):
     """The decoder stack under the LM head, when adapters live inside its layers (LoRA, DoRA, IA3,
     bottleneck, full); prefix/prompt tuning change the inputs, so they take the plain forward."""
-    from loraforge.adapters.registry import spec_for_model
+    from loraforge.methods.registry import spec_for_model
 
     spec = spec_for_model(model)
     if spec is not None and spec.prompt_learning:

@@ -18,10 +18,7 @@ from loraforge.workflows.inspect import check_data
 from loraforge.workflows.train import MAY_CHANGE_ON_RESUME, config_for_resume, train_run
 from loraforge.workflows.translate import Translation, translate, translate_texts, warn_cut
 
-# bench/generate.py still imports these two from here; their home is loraforge.eval.inference
-from loraforge.eval.inference import merged_for_inference, source_budgets  # noqa: E402  isort: skip
-
 __all__ = ["MAY_CHANGE_ON_RESUME", "Datasets", "Translation", "check_data", "compare_run", "config_for_resume",
-           "eval_run", "evaluate", "load_for_inference", "merged_for_inference", "parse_lrs", "parse_methods",
-           "prepare_datasets", "rebuild_report", "source_budgets", "train_run", "translate", "translate_texts",
+           "eval_run", "evaluate", "load_for_inference", "parse_lrs", "parse_methods",
+           "prepare_datasets", "rebuild_report", "train_run", "translate", "translate_texts",
            "warn_cut"]

@@ -14,7 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from loraforge.config import AdapterConfig, ConfigError, RunConfig
+from loraforge.config import ConfigError, RunConfig
+from loraforge.methods import registry
 from loraforge.runs import RunDir, RunDirError, atomic_write
 from loraforge.runs.isolated import run_isolated
 
@@ -23,7 +24,7 @@ TRAIN_ENTRY = "loraforge.workflows.train:train_config_file"  # what each method'
 
 
 def parse_methods(text: str) -> list[str]:
-    allowed = AdapterConfig.model_fields["method"].annotation.__args__
+    allowed = registry.names()
     methods = [m.strip() for m in text.split(",") if m.strip()]
     bad = [m for m in methods if m not in allowed]
     if bad or not methods:
@@ -54,7 +55,8 @@ def _dir_bytes(path: Path) -> int:
 
 def _method_config(cfg: RunConfig, method: str, run: RunDir, first: bool, lr: float | None) -> RunConfig:
     c = cfg.model_copy(deep=True)
-    c.adapter.method, c.output.dir, c.output.overwrite = method, str(run), True
+    c.adapter = cfg.adapter.for_method(method)  # keys the new method does not read are dropped, not errors
+    c.output.dir, c.output.overwrite = str(run), True
     c.train.lr = lr or cfg.train.lr
     c.eval.before = cfg.eval.before and first  # the base model is the same for every method: score it once
     return c

@@ -77,8 +77,11 @@ def _open_run(cfg: RunConfig, resume: bool, is_main: bool) -> tuple[RunDir, RunC
 def _load_base(cfg: RunConfig):
     from loraforge.models.load import load_model
 
-    qlora = {"device": "cuda", "quantize": "nf4"} if cfg.adapter.method == "qlora" else {}  # CPU: a clear error
-    return load_model(cfg.model.name, cfg.model.dtype, cfg.model.family, **qlora)
+    from loraforge.methods import registry
+
+    quantize = registry.get(cfg.adapter.method).quantize  # qlora: nf4 on CUDA; on a CPU a clear error
+    extra = {"device": "cuda", "quantize": quantize} if quantize else {}
+    return load_model(cfg.model.name, cfg.model.dtype, cfg.model.family, **extra)
 
 
 def _score_base(run: RunDir, cfg: RunConfig, loaded, data: Datasets, progress: bool) -> dict | None:

@@ -55,14 +55,14 @@ def translate(texts: list[str], adapter: str | Path | None = None, model: str | 
     """Outputs for ``texts`` in order, and which were cut. An output cut by its task budget (about
     the source's length, for translation) is generated again with the whole ``max_new_tokens``, so
     only outputs longer than ``max_new_tokens`` come back cut."""
-    from loraforge.eval.inference import generate_answers, load_for_inference
+    from loraforge.eval.inference import generate_restored, load_for_inference
 
     cfg = _config(adapter, model, config_path)
     if not texts:
         return Translation([], [], max_new_tokens)
     loaded, net = load_for_inference(cfg, adapter)
-    out = generate_answers(loaded, net, cfg, texts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                           progress=len(texts) > batch_size, widen_cut=True)
+    out, _ = generate_restored(loaded, net, cfg, texts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                               progress=len(texts) > batch_size, widen_cut=True)
     return Translation(out.texts, out.cut, max_new_tokens)
 
 

@@ -4,7 +4,7 @@ loraforge loads it."""
 
 from __future__ import annotations
 
-from loraforge.adapters.registry import MethodSpec, ModelShape
+from loraforge.methods.spec import MethodSpec, ModelShape
 
 
 def count(shape: ModelShape, a) -> int:
@@ -12,12 +12,6 @@ def count(shape: ModelShape, a) -> int:
     return shape.layers * 2 * (2 * shape.hidden * a.bottleneck_size + a.bottleneck_size + 3 * shape.hidden)
 
 
-def build(model, cfg, family: str = "causal"):
-    from loraforge.adapters.bottleneck import add_bottleneck_adapters
-
-    return add_bottleneck_adapters(model, cfg)
-
-
 SPECS = [MethodSpec("adapter", "bottleneck MLPs after every attention and feed-forward block (Houlsby)",
-                    ("bottleneck_size",), f"{__name__}:build", count, merges=False, peft_types=("BOTTLENECK",),
+                    ("bottleneck_size",), "loraforge.adapters.bottleneck:build", count, merges=False, peft_types=("BOTTLENECK",),
                     peft_format=False)]

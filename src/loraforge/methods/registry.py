@@ -3,7 +3,7 @@ asks about a method (which config keys it reads, how it is built, whether it mer
 KAITO, how many parameters it trains).
 
 Why one place: the answer to "can this method merge?" used to be written in four files; adding a
-method meant editing eight. Now a method is one module under ``adapters/methods/`` that declares its
+method meant editing eight. Now a method is one module under ``methods/`` that declares its
 ``MethodSpec`` and its build function, plus one ``register()`` call (the built-ins are registered
 below). Torch-free at import time: ``config`` validates ``adapter.method`` against it and ``deploy``
 sizes runs with it, neither of which may import torch. Build functions are named as
@@ -12,75 +12,14 @@ sizes runs with it, neither of which may import torch. Build functions are named
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from loraforge.config import AdapterConfig
 
 
-@dataclass(frozen=True)
-class ModelShape:
-    """What the estimate knows of a decoder model without loading it (from config.json)."""
-
-    hidden: int
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    base_params: int
-    targets: dict[str, tuple[int, int]]
-    """(in, out) of each linear layer of one block that ``adapter.target_modules`` selects."""
-
-    @property
-    def kv_dim(self) -> int:
-        return self.kv_heads * self.head_dim
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    name: str
-    summary: str
-    """One line for help texts and the README's method table."""
-    fields: tuple[str, ...]
-    """The ``adapter.*`` keys this method reads (besides ``method``); any other key set is an error."""
-    build: str | Callable[..., Any]
-    """Takes (model, AdapterConfig, family) and returns the model to train; a 'module:function'
-    string is imported on first use (keeps this registry torch-free)."""
-    count: Callable[[ModelShape, AdapterConfig], int]
-    """Trainable parameters it adds (the estimate; a test checks it against the built model)."""
-    merges: bool
-    """Its weights fold into the base weights (export merged/gguf, merged evaluation)."""
-    prompt_learning: bool = False
-    """It changes the inputs (virtual tokens), not the layers: padded batches only, nothing to merge."""
-    kaito: str | None = None
-    """KAITO's tuning method for it ('lora', 'qlora'); None: KAITO cannot tune it."""
-    serves_as_adapter: bool = False
-    """vLLM/KAITO (and loraforge serve's shared batches) serve its saved adapter: export oci takes it."""
-    peft_types: tuple[str, ...] = ()
-    """``peft_type`` values of the adapter_config.json it saves ('FULL'/'BOTTLENECK' for our own kinds)."""
-    saved_match: Callable[[dict], bool] | None = None
-    """Tells it apart from another method saved under the same peft_type (dora: ``use_dora``)."""
-    peft_format: bool = True
-    """Saved as a PEFT adapter folder that PEFT (and export --format adapter) can load."""
-    trains_base: bool = False
-    """Every base weight is trained (full fine-tuning): the saved result is a whole model."""
-    quantize: str | None = None
-    """How the base model is loaded for it ('nf4' for QLoRA); None: at the configured dtype."""
-
-    @property
-    def packs(self) -> bool:
-        """Can train on packed rows: the adapter lives inside the layers, the inputs are untouched."""
-        return not self.prompt_learning
-
-    def builder(self) -> Callable[..., Any]:
-        if callable(self.build):
-            return self.build
-        module, _, func = self.build.partition(":")
-        return getattr(importlib.import_module(module), func)
-
+from loraforge.methods.spec import MethodSpec, ModelShape  # noqa: F401  (re-exported)
+from loraforge.errors import ConfigError
 
 _REGISTRY: dict[str, MethodSpec] = {}
 
@@ -105,7 +44,6 @@ def get(method: str) -> MethodSpec:
     try:
         return _REGISTRY[method]
     except KeyError:
-        from loraforge.config import ConfigError
 
         raise ConfigError(f"adapter.method={method!r}: unknown method; choose one of: {', '.join(_REGISTRY)}") from None
 
@@ -128,7 +66,6 @@ def spec_for_saved(adapter_config: dict) -> MethodSpec:
     plain = [s for s in candidates if s.saved_match is None]
     if plain:
         return plain[0]
-    from loraforge.config import ConfigError
 
     known = sorted({t for s in _REGISTRY.values() for t in s.peft_types})
     raise ConfigError(f"adapter type {ptype or '(none)'!r} was not written by a loraforge method; "
@@ -165,7 +102,7 @@ def unused_fields(adapter: AdapterConfig) -> list[str]:
 
 
 def _register_builtins() -> None:
-    from loraforge.adapters.methods import bottleneck, full, ia3, lora, prompt_learning
+    from loraforge.methods import bottleneck, full, ia3, lora, prompt_learning
 
     for module in (lora, ia3, prompt_learning, bottleneck, full):
         for spec in module.SPECS:

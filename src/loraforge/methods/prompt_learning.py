@@ -4,7 +4,7 @@ layers: nothing to merge, and rows cannot be packed."""
 
 from __future__ import annotations
 
-from loraforge.adapters.registry import MethodSpec, ModelShape
+from loraforge.methods.spec import MethodSpec, ModelShape
 
 
 def count_prefix(shape: ModelShape, a) -> int:
@@ -18,7 +18,7 @@ def count_prompt(shape: ModelShape, a) -> int:
 def build(model, cfg, family: str = "causal"):
     import peft
 
-    from loraforge.adapters.methods._peft import task_type, wrap
+    from loraforge.methods._peft import task_type, wrap
 
     cls = peft.PrefixTuningConfig if cfg.method == "prefix" else peft.PromptTuningConfig
     return wrap(model, cfg.method, cls(task_type=task_type(family), num_virtual_tokens=cfg.num_virtual_tokens))

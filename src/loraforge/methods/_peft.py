@@ -18,7 +18,7 @@ def linear_module_names(model: torch.nn.Module) -> list[str]:
 
 
 def check_targets(model: torch.nn.Module, targets) -> None:
-    from loraforge.adapters.errors import AdapterError
+    from loraforge.errors import AdapterError
 
     if targets == "all-linear":
         return
@@ -41,7 +41,7 @@ def wrap(model: torch.nn.Module, method: str, peft_config) -> torch.nn.Module:
     """``peft.get_peft_model``, its ValueErrors as AdapterErrors naming the method."""
     import peft
 
-    from loraforge.adapters.errors import AdapterError
+    from loraforge.errors import AdapterError
 
     try:
         return peft.get_peft_model(model, peft_config)

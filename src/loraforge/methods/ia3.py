@@ -3,7 +3,7 @@ A diagonal weight delta, so it merges."""
 
 from __future__ import annotations
 
-from loraforge.adapters.registry import MethodSpec, ModelShape
+from loraforge.methods.spec import MethodSpec, ModelShape
 
 
 def count(shape: ModelShape, a) -> int:
@@ -13,7 +13,7 @@ def count(shape: ModelShape, a) -> int:
 def build(model, cfg, family: str = "causal"):
     import peft
 
-    from loraforge.adapters.methods._peft import check_targets, task_type, wrap
+    from loraforge.methods._peft import check_targets, task_type, wrap
 
     check_targets(model, cfg.target_modules)
     config = peft.IA3Config(task_type=task_type(family), target_modules=cfg.target_modules, feedforward_modules=[])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loraforge.adapters.registry import MethodSpec, ModelShape
+from loraforge.methods.spec import MethodSpec, ModelShape
 
 
 def count(shape: ModelShape, a) -> int:

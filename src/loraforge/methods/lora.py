@@ -4,7 +4,7 @@ magnitude per output row; QLoRA trains LoRA on a 4-bit (nf4) base and saves a pl
 
 from __future__ import annotations
 
-from loraforge.adapters.registry import MethodSpec, ModelShape
+from loraforge.methods.spec import MethodSpec, ModelShape
 
 FIELDS = ("r", "alpha", "dropout", "target_modules")
 
@@ -19,8 +19,8 @@ def build(model, cfg, family: str = "causal"):
     import peft
     import torch
 
-    from loraforge.adapters.errors import AdapterError
-    from loraforge.adapters.methods._peft import check_targets, task_type, wrap
+    from loraforge.errors import AdapterError
+    from loraforge.methods._peft import check_targets, task_type, wrap
 
     if cfg.method == "qlora":
         if not torch.cuda.is_available():

@@ -1,0 +1,91 @@
+"""``loraforge translate-page`` and ``loraforge eval-pages``: whole Kubernetes doc pages, as the zh-cn
+localization team ships them (``loraforge.localize`` does the page work; this module only supplies
+the model as a batched segment translator).
+
+The model loads on the first batch of segments, after every page has been parsed and checked, so a
+bad page is reported in a second, not after a model load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from loraforge.config import RunConfig, load_config
+from loraforge.runs import atomic_write, resolve_adapter
+
+
+def run_config(adapter: str | Path | None, model: str | None, config_path: str | Path | None) -> RunConfig:
+    """The config whose template and system prompt translate: --config, else the adapter's run, else defaults."""
+    if config_path:
+        cfg = load_config(config_path)
+    else:
+        ref = resolve_adapter(adapter) if adapter else None
+        cfg = ref.run.config() if ref and ref.run else RunConfig()
+    if model:
+        cfg.model.name = model
+    return cfg
+
+
+def segment_translator(adapter: str | Path | None = None, model: str | None = None,
+                       config_path: str | Path | None = None, batch_size: int = 32,
+                       max_new_tokens: int = 256) -> Callable[[list[str]], list[str]]:
+    """``translate_fn(segments) -> translations`` over loraforge's batched generator (progress bar
+    included); the model loads on the first call."""
+    cfg = run_config(adapter, model, config_path)
+    if adapter:
+        resolve_adapter(adapter)  # a bad path fails now, before any page work
+    state: dict = {}
+
+    def translate_fn(segments: list[str]) -> list[str]:
+        from loraforge.eval.inference import generate_answers, load_for_inference
+
+        if not segments:
+            return []
+        if "model" not in state:
+            state["model"] = load_for_inference(cfg, adapter)
+        loaded, net = state["model"]
+        return generate_answers(loaded, net, cfg, segments, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                progress=True, widen_cut=True).texts
+
+    return translate_fn
+
+
+def _options(comments: bool, code_comments: bool, glossary: str | None, fragment: bool):
+    from loraforge.localize import PageOptions, default_glossary, load_glossary
+
+    return PageOptions(comments=comments, code_comments=code_comments, fragments=fragment,
+                       glossary=load_glossary(glossary) if glossary else default_glossary())
+
+
+def translate_page_run(src: str, out: str, adapter: str | None = None, model: str | None = None,
+                       config_path: str | None = None, previous: str | None = None, overwrite: bool = False,
+                       comments: bool = True, code_comments: bool = False, glossary: str | None = None,
+                       fragment: bool = False, batch_size: int = 32, max_new_tokens: int = 256) -> dict:
+    """Translate an English page (or a folder of pages) into zh-cn; with ``previous`` (an existing
+    zh-cn page or folder built the same way), reuse every block whose English is unchanged."""
+    from loraforge.localize import translate_pages
+
+    fn = segment_translator(adapter, model, config_path, batch_size, max_new_tokens)
+    result = translate_pages(src, out, fn, _options(comments, code_comments, glossary, fragment),
+                             previous=previous, overwrite=overwrite)
+    return result.as_dict()
+
+
+def eval_pages_run(data: str, adapter: str | None = None, model: str | None = None, config_path: str | None = None,
+                   split: str = "test", limit: int | None = None, hugo: bool = False, glossary: str | None = None,
+                   out: str | None = None, batch_size: int = 32, max_new_tokens: int = 256) -> dict:
+    """Translate every English page of the ``split`` documents under ``data`` (a kubernetes/website
+    checkout's content folder parent) and score them against the real zh-cn pages: page chrF,
+    structure checks, glossary term accuracy, and (``hugo``) a real Hugo build."""
+    from loraforge.localize import eval_pages
+
+    fn = segment_translator(adapter, model, config_path, batch_size, max_new_tokens)
+    options = _options(True, False, glossary, fragment=True)  # generated includes have no front matter
+    result = eval_pages(Path(data), fn, options, split=split, limit=limit, hugo=hugo, glossary=options.glossary)
+    metrics = result.metrics()
+    if out:
+        import json
+
+        atomic_write(out, json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+    return metrics
