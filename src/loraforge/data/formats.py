@@ -108,15 +108,8 @@ def read_records(path: str | Path) -> Iterator[tuple[str, dict]]:
     if name.endswith(".jsonl"):
         # split on "\n" only: str.splitlines() would also split on U+2028 etc. inside JSON strings
         for i, line in enumerate(text.split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{path}:{i}: expected a JSON object, got {type(rec).__name__}")
-            yield f"{path}:{i}", rec
+            if line.strip():
+                yield f"{path}:{i}", json_record(line, f"{path}:{i}")
     elif name.endswith(".json"):
         try:
             data = json.loads(text)
@@ -186,6 +179,17 @@ def record_to_example(
             raise DataError(f"{where}: field {key!r} must be a string, got {type(rec[key]).__name__}")
     meta = {k: v for k, v in rec.items() if k not in shape and k != "id"}
     return Example(source=rec[shape[0]], target=rec[shape[1]], id=str(rec.get("id", "")), meta=meta)
+
+
+def json_record(line: str, where: str) -> dict:
+    """One jsonl line as a JSON object; errors name ``where`` (file:line)."""
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: not valid JSON ({e.msg})") from None
+    if not isinstance(rec, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    return rec
 
 
 def resolve_spec(spec: str | Path) -> Path:

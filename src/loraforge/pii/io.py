@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from loraforge.data.formats import DataError, decode_utf8
+from loraforge.data.formats import DataError, decode_utf8, json_record
 
 FORMATS = ("text", "spans", "both")
 
@@ -73,12 +73,7 @@ def iter_jsonl(path: str | Path, field: str = "text", progress: bool = False) ->
                     raise DataError(f"{where}: not valid UTF-8 (byte {e.start} of the line)") from None
                 if not line.strip():
                     continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{where}: not valid JSON ({e.msg})") from None
-                if not isinstance(rec, dict):
-                    raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+                rec = json_record(line, where)
                 if field not in rec:
                     raise DataError(f"{where}: no {field!r} field (choose the text field with --field)")
                 check_text(rec[field], f"{where}: field {field!r}")
