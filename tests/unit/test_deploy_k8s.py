@@ -36,7 +36,7 @@ def test_every_target_renders_and_validates(cfg, target, tmp_path):
     kinds = {d["kind"] for d in rendered.docs}
     expected = {"kaito": {"Workspace", "ConfigMap"}, "pytorchjob": {"PyTorchJob", "ConfigMap"},
                 "trainjob": {"TrainJob", "ConfigMap"}, "job": {"Job", "PersistentVolumeClaim"},
-                "serve": {"Deployment", "Service"}}[target]
+                "serve": {"Deployment", "Service"}, "vllm": {"Deployment", "Service"}}[target]
     assert expected <= kinds
 
 
@@ -160,7 +160,7 @@ def test_default_image_is_the_one_the_readme_builds_and_the_notes_say_how_to_cha
 
 
 def test_targets_have_help():
-    assert set(TARGETS) == {"kaito", "pytorchjob", "trainjob", "job", "serve"}
+    assert set(TARGETS) == {"kaito", "pytorchjob", "trainjob", "job", "serve", "vllm"}
     assert all(isinstance(h, str) and h for h in TARGETS.values())
 
 

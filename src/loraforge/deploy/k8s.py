@@ -21,6 +21,8 @@ from loraforge.deploy.docker import IMAGES
 from loraforge.deploy.kaito import render_kaito
 from loraforge.deploy.manifest import Options, Rendered, dump_docs, metadata, pvc, resource_name
 from loraforge.deploy.validate import crd_text
+from loraforge.deploy.vllm import VLLM_IMAGE
+from loraforge.deploy.vllm import render_vllm as _render_vllm
 
 __all__ = ["TARGETS", "Options", "Rendered", "dump_docs", "render", "resource_name", "torchrun_command"]
 
@@ -30,6 +32,8 @@ TARGETS = {
     "trainjob": "multi-node DDP with Kubeflow Trainer v2 (TrainJob on the torch-distributed runtime)",
     "kaito": "KAITO tuning + inference Workspaces (KAITO's own trainer; preset models only)",
     "serve": "Deployment + Service running `loraforge serve` on the adapter the job target trained",
+    "vllm": "Deployment + Service running vLLM's OpenAI server (--enable-lora) on GPUs, adapter from PVC or "
+            "--adapter-image",
 }
 """Every deploy target, with one line of help (the CLI's --target choices and help come from here)."""
 # The images `loraforge deploy docker` writes Dockerfiles for, under the tags the README builds them with.
@@ -253,20 +257,30 @@ def render_serve(cfg: RunConfig, opts: Options) -> Rendered:
     return Rendered("serve", [deployment, service], notes)
 
 
+def render_vllm(cfg: RunConfig, opts: Options) -> Rendered:
+    """vLLM with the run's adapter; the base model as the pod sees it (the same PVC layout as job)."""
+    inside, notes = cluster_config(cfg, resource_name(cfg, opts.name))
+    rendered = _render_vllm(cfg, inside.model.name, opts)
+    rendered.notes[:0] = [n for n in notes if n.startswith("model.name")]
+    return rendered
+
+
 def render(cfg: RunConfig, target: str, opts: Options | None = None) -> Rendered:
     """Render ``target`` for ``cfg``; the result is validated before it is returned."""
     opts = opts or Options()
     if opts.nodes < 1 or opts.procs < 1 or opts.gpus < 0:
         raise ConfigError("--nodes and --procs must be >= 1, --gpus >= 0")
     renderers = {"kaito": render_kaito, "pytorchjob": render_pytorchjob, "trainjob": render_trainjob,
-                 "job": render_job, "serve": render_serve}
+                 "job": render_job, "serve": render_serve, "vllm": render_vllm}
     if target not in renderers:
         raise ConfigError(f"unknown target {target!r}; choose one of: {', '.join(TARGETS)}")
-    if target in ("job", "serve", "kaito") and (opts.nodes > 1):
+    if target in ("job", "serve", "kaito", "vllm") and (opts.nodes > 1):
         raise ConfigError(f"--target {target} runs on one node; use pytorchjob or trainjob for --nodes {opts.nodes}")
     rendered = renderers[target](cfg, opts)
     if target != "kaito":  # KAITO runs its own images; --image is the trainer's or server's
-        image = opts.image or (DEFAULT_SERVE_IMAGE if target == "serve" else default_image(opts))
-        rendered.notes.insert(0, image_note(image, default=opts.image is None))
+        image = opts.image or {"serve": DEFAULT_SERVE_IMAGE, "vllm": VLLM_IMAGE}.get(target) or default_image(opts)
+        note = (f"image {image}: vLLM's official image, pinned (--image to change)"
+                if target == "vllm" and opts.image is None else image_note(image, default=opts.image is None))
+        rendered.notes.insert(0, note)
     rendered.validate()
     return rendered
