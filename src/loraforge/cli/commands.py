@@ -361,7 +361,7 @@ def commands() -> list[Command]:
         Command(("export",), "export a run: PEFT adapter + card, merged model, GGUF, or OCI image",
                 "loraforge.export.run:export_run", show=show_json, args=(
                     arg("run", help="run directory (or an adapter folder)"),
-                    arg("--format", dest="fmt", required=True, choices=["adapter", "merged", "gguf", "oci"],
+                    arg("--format", dest="fmt", required=True, choices=["adapter", "merged", "gguf", "oci", "gguf-lora", "docker-model"],
                         help="adapter: PEFT folder + model card; merged: full model; gguf: llama.cpp file; "
                              "oci: adapter as an OCI image"),
                     arg("--out", required=True, help="output directory"),

@@ -17,7 +17,7 @@ from loraforge.config import ConfigError, RunConfig
 from loraforge.export.card import model_card as render_card
 from loraforge.runs import RunDir, RunDirError, atomic_dir, resolve_adapter
 
-FORMATS = ("adapter", "merged", "gguf", "oci")
+FORMATS = ("adapter", "merged", "gguf", "oci", "gguf-lora", "docker-model")
 DTYPES = ("bf16", "fp16", "fp32")
 _TORCH_NAMES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
@@ -101,9 +101,13 @@ def check_target(info: RunInfo, fmt: str) -> None:
                           "export --format adapter instead")
     if fmt == "oci" and not spec.serves_as_adapter:
         raise ExportError(f"KAITO serves LoRA adapters only (vLLM/transformers runtimes); this run is {spec.name}")
-    if fmt == "gguf" and info.family == "seq2seq":
-        raise ExportError("GGUF export supports decoder-only models; this is a seq2seq run: use --format merged")
-    if fmt in ("oci", "gguf") and info.adapter_config.get("modules_to_save"):
+    if fmt == "gguf-lora" and spec.name != "lora":
+        raise ExportError(f"GGUF LoRA adapters (llama.cpp --lora, Ollama ADAPTER) carry plain LoRA only; this run "
+                          f"is {spec.name}: use --format gguf (merged)")
+    if fmt in ("gguf", "gguf-lora", "docker-model") and info.family == "seq2seq":
+        raise ExportError(f"--format {fmt} supports decoder-only models (llama.cpp); this is a seq2seq run: "
+                          "use --format merged")
+    if fmt in ("oci", "gguf", "gguf-lora", "docker-model") and info.adapter_config.get("modules_to_save"):
         raise ExportError(f"the adapter trains whole modules {info.adapter_config['modules_to_save']} "
                           f"(e.g. new tokens); --format {fmt} cannot carry them: use --format merged")
 
@@ -195,6 +199,56 @@ def export_gguf(info: RunInfo, out: Path, gguf_type: str) -> Path:
     return out / name
 
 
+def export_gguf_lora(info: RunInfo, out: Path, gguf_type: str = "f16", base_gguf: str | None = None) -> Path:
+    """``adapter.gguf`` for llama.cpp ``--lora`` / Ollama ``ADAPTER``, with a Modelfile and a README beside it."""
+    from loraforge.export.gguf_lora import write_gguf_lora
+
+    config, tokenizer = base_config_and_tokenizer(info)
+    base_gguf = base_gguf or base_gguf_path(info.cfg.model.name)
+    with atomic_dir(out) as tmp:
+        write_gguf_lora(info.adapter_dir, config, tmp / "adapter.gguf", gguf_type,
+                        name=info.run_dir.name if info.run_dir else info.adapter_dir.name)
+        (tmp / "Modelfile").write_text(ollama_modelfile(info, tokenizer, base_gguf or "./base.gguf"), encoding="utf-8")
+        (tmp / "README.md").write_text(gguf_lora_readme(info, base_gguf), encoding="utf-8")
+    return out / "adapter.gguf"
+
+
+def base_config_and_tokenizer(info: RunInfo):
+    from transformers import AutoConfig, AutoTokenizer
+
+    from loraforge.models.load import resolve_model_path
+
+    path = resolve_model_path(info.cfg.model.name)
+    return AutoConfig.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+def base_gguf_path(model: str) -> str | None:
+    """The base model's GGUF when the run trained on one (the embedded model or a .gguf file), else None."""
+    from loraforge.models.load import EMBEDDED_MODELS, _embedded_gguf
+
+    if model in EMBEDDED_MODELS:
+        return str(_embedded_gguf(model).resolve())
+    return str(Path(model).resolve()) if model.endswith(".gguf") else None
+
+
+def ollama_modelfile(info: RunInfo, tokenizer, base_gguf: str) -> str:
+    from loraforge.data.templates import resolve_template, stop_token_ids
+    from loraforge.export.gguf_lora import OLLAMA_TEMPLATES, modelfile
+
+    name = resolve_template(tokenizer, info.cfg.data.template)
+    stops = [tokenizer.decode([t]) for t in stop_token_ids(tokenizer, info.cfg.data.template)]
+    return modelfile(base_gguf, "adapter.gguf", OLLAMA_TEMPLATES.get(name), stops, info.cfg.data.system_prompt)
+
+
+def gguf_lora_readme(info: RunInfo, base_gguf: str | None) -> str:
+    title = info.run_dir.name if info.run_dir else info.adapter_dir.name
+    base = base_gguf or f"a GGUF of {info.cfg.model.name} (llama.cpp's convert_hf_to_gguf.py), saved as ./base.gguf"
+    return (f"# {title} (GGUF LoRA adapter)\n\nThe {info.method} adapter of this run, applied at load time over "
+            f"the base model's GGUF: {base}.\n\n"
+            f"- llama.cpp: `llama-cli -m BASE.gguf --lora adapter.gguf` (or `llama-server ... --lora adapter.gguf`)\n"
+            f"- Ollama: `ollama create {title} -f Modelfile && ollama run {title}`\n")
+
+
 def export_run(run: str | Path, fmt: str, out: str | Path, push: str | None = None, gguf_type: str = "f16",
                plain_http: bool = False, dtype: str | None = None) -> dict:
     """Export a run in one format; returns what was written (paths, digest) for the CLI to print.
@@ -214,6 +268,12 @@ def export_run(run: str | Path, fmt: str, out: str | Path, push: str | None = No
         return {"format": fmt, "path": str(export_merged(info, out, dtype)), "dtype": dtype}
     if fmt == "gguf":
         return {"format": fmt, "path": str(export_gguf(info, out, gguf_type))}
+    if fmt == "gguf-lora":
+        return {"format": fmt, "path": str(export_gguf_lora(info, out, gguf_type))}
+    if fmt == "docker-model":
+        from loraforge.export.docker_model import export_docker_model
+
+        return export_docker_model(export_gguf(info, out, gguf_type), push, plain_http=plain_http)
     from loraforge.export.oci import build_layout, push_layout
 
     layout = build_layout(info.adapter_dir, out, readme=model_card(info, "oci"))
