@@ -41,7 +41,7 @@ def test_args_enable_lora_with_the_adapter_from_the_pvc():
     c = pod["containers"][0]
     assert c["image"] == VLLM_IMAGE and c["command"] == ["vllm", "serve"]
     args = c["args"]
-    assert args[0] == cfg.model.name
+    assert args[0] == "google/gemma-3-270m"  # the default embedded model, as the hub model vLLM can load
     assert "--enable-lora" in args
     assert args[args.index("--lora-modules") + 1] == "loraforge-demo=/workspace/runs/loraforge-demo/adapter"
     assert args[args.index("--port") + 1] == "8000"
@@ -118,3 +118,19 @@ def test_init_container_script_unpacks_an_oci_adapter_layer(tmp_path):
 def test_one_node_only():
     with pytest.raises(ConfigError, match="one node"):
         render(_cfg(), "vllm", Options(nodes=2))
+
+
+def test_embedded_base_model_is_served_from_its_hub_id():
+    from loraforge.export.card import hub_base_model
+
+    cfg = _cfg()
+    cfg.model.name = "gemma3-270m"
+    args = _deployment(render(cfg, "vllm"))["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == hub_base_model("gemma3-270m") and "/" in args[0]
+
+
+def test_gguf_base_is_refused(tmp_path):
+    cfg = _cfg()
+    cfg.model.name = str(tmp_path / "base.gguf")
+    with pytest.raises(ConfigError, match="GGUF"):
+        render(cfg, "vllm")

@@ -259,8 +259,16 @@ def render_serve(cfg: RunConfig, opts: Options) -> Rendered:
 
 def render_vllm(cfg: RunConfig, opts: Options) -> Rendered:
     """vLLM with the run's adapter; the base model as the pod sees it (the same PVC layout as job)."""
+    from loraforge.export.card import hub_base_model  # no torch: the card's table of embedded models
+
     inside, notes = cluster_config(cfg, resource_name(cfg, opts.name))
-    rendered = _render_vllm(cfg, inside.model.name, opts)
+    base = inside.model.name
+    if not Path(cfg.model.name).is_dir():
+        base = hub_base_model(cfg.model.name) or base  # vLLM loads the hub model our embedded GGUF quantizes
+    if base.endswith(".gguf"):
+        raise ConfigError(f"--target vllm: model.name {cfg.model.name} is a GGUF file; vLLM applies LoRA over Hugging "
+                          "Face weights: set model.name to the hub id or a model folder")
+    rendered = _render_vllm(cfg, base, opts)
     rendered.notes[:0] = [n for n in notes if n.startswith("model.name")]
     return rendered
 

@@ -75,16 +75,29 @@ def build_layout(adapter_dir: str | Path, out: str | Path, readme: str | None = 
     annotations = {"org.opencontainers.image.title": adapter_dir.name,
                    "org.opencontainers.image.description": "LoRA adapter (PEFT) packaged by loraforge",
                    "loraforge.base_model": str(adapter_cfg.get("base_model_name_or_path") or "")}
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": MANIFEST,
-        "config": {"mediaType": CONFIG, "digest": _digest(config), "size": len(config)},
-        "layers": [{"mediaType": LAYER, "digest": _digest(gz), "size": len(gz)}],
-        "annotations": annotations,
-    }, sort_keys=True).encode()
+    return write_layout(out, CONFIG, config, [(LAYER, gz, None)], annotations)
+
+
+def write_layout(out: str | Path, config_type: str, config: bytes, layers: list[tuple[str, bytes, dict | None]],
+                 annotations: dict | None = None) -> Layout:
+    """An OCI image layout of one manifest: ``config`` and ``layers`` ((media type, bytes, annotations)),
+    written beside ``out`` and moved into place, so a failed export leaves no half layout."""
+    out = Path(out)
+    descs = []
+    for media, data, notes in layers:
+        desc = {"mediaType": media, "digest": _digest(data), "size": len(data)}
+        if notes:
+            desc["annotations"] = notes
+        descs.append(desc)
+    body = {"schemaVersion": 2, "mediaType": MANIFEST,
+            "config": {"mediaType": config_type, "digest": _digest(config), "size": len(config)}, "layers": descs}
+    if annotations:
+        body["annotations"] = annotations
+    manifest = json.dumps(body, sort_keys=True).encode()
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     blobs_dir = tmp / "blobs" / "sha256"
     blobs_dir.mkdir(parents=True, exist_ok=True)
-    for data in (gz, config, manifest):
+    for data in (*(d for _, d, _ in layers), config, manifest):
         (blobs_dir / _digest(data).split(":")[1]).write_bytes(data)
     (tmp / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
@@ -97,8 +110,9 @@ def build_layout(adapter_dir: str | Path, out: str | Path, readme: str | None = 
         shutil.rmtree(out)
     os.replace(tmp, out)
     blob = lambda d: out / "blobs" / "sha256" / d.split(":")[1]  # noqa: E731
-    return Layout(out, _digest(manifest), manifest,
-                  {_digest(gz): (LAYER, blob(_digest(gz))), _digest(config): (CONFIG, blob(_digest(config)))})
+    blobs = {d["digest"]: (d["mediaType"], blob(d["digest"])) for d in descs}
+    blobs[_digest(config)] = (config_type, blob(_digest(config)))
+    return Layout(out, _digest(manifest), manifest, blobs)
 
 
 REF_RE = re.compile(r"^(?P<host>[^/]+)/(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*)(?::(?P<tag>[\w][\w.-]{0,127}))?$")
@@ -143,15 +157,18 @@ def push_layout(layout: Layout, ref: str, plain_http: bool = False, timeout: flo
         remote = r.headers.get("docker-content-digest")
         if remote and remote != layout.manifest_digest:
             raise RegistryError(f"registry stored manifest {remote}, expected {layout.manifest_digest}")
-    pulled = pull(ref, plain_http=plain_http, timeout=timeout)
+    pulled = pull_verified(ref, plain_http=plain_http, timeout=timeout)
     if pulled["manifest_digest"] != layout.manifest_digest:
         raise RegistryError(f"pulled manifest {pulled['manifest_digest']} != pushed {layout.manifest_digest}")
     return {"ref": f"{host}/{repo}:{tag}", "digest": layout.manifest_digest,
             "pinned": f"{host}/{repo}@{layout.manifest_digest}"}
 
 
-def pull(ref: str, out: str | Path | None = None, plain_http: bool = False, timeout: float = 120) -> dict:
-    """Fetch manifest and blobs, verify every digest; with ``out``, unpack ``data/`` there like KAITO's puller."""
+def pull_verified(ref: str, plain_http: bool = False, timeout: float = 120) -> dict:
+    """Manifest and blobs of ``ref``, every blob checked against its digest and size.
+
+    Returns {'manifest_digest', 'manifest' (parsed), 'blobs' (digest -> bytes)}.
+    """
     import httpx
 
     host, repo, tag = parse_ref(ref)
@@ -159,7 +176,6 @@ def pull(ref: str, out: str | Path | None = None, plain_http: bool = False, time
     with httpx.Client(timeout=timeout) as client:
         r = client.get(f"{base}/manifests/{tag}", headers={"accept": MANIFEST})
         _check(r, f"get manifest {repo}:{tag}", ok=(200,))
-        manifest_digest = _digest(r.content)
         manifest = json.loads(r.content)
         blobs = {}
         for desc in [manifest["config"], *manifest["layers"]]:
@@ -168,6 +184,13 @@ def pull(ref: str, out: str | Path | None = None, plain_http: bool = False, time
             if _digest(b.content) != desc["digest"] or len(b.content) != desc["size"]:
                 raise RegistryError(f"blob {desc['digest']}: content does not match its digest/size")
             blobs[desc["digest"]] = b.content
+    return {"manifest_digest": _digest(r.content), "manifest": manifest, "blobs": blobs}
+
+
+def pull(ref: str, out: str | Path | None = None, plain_http: bool = False, timeout: float = 120) -> dict:
+    """Fetch manifest and blobs, verify every digest; with ``out``, unpack ``data/`` there like KAITO's puller."""
+    pulled = pull_verified(ref, plain_http=plain_http, timeout=timeout)
+    manifest, blobs = pulled["manifest"], pulled["blobs"]
     files = {}
     for desc in manifest["layers"]:
         with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blobs[desc["digest"]]))) as tar:
@@ -179,5 +202,5 @@ def pull(ref: str, out: str | Path | None = None, plain_http: bool = False, time
         out.mkdir(parents=True, exist_ok=True)
         for name, data in files.items():
             (out / name).write_bytes(data)
-    return {"manifest_digest": manifest_digest, "files": sorted(files),
+    return {"manifest_digest": pulled["manifest_digest"], "files": sorted(files),
             "sha256": {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}}

@@ -95,7 +95,7 @@ def check_target(info: RunInfo, fmt: str) -> None:
     if not spec.trains_base and not spec.peft_format:
         raise ExportError(f"{info.adapter_dir}: {spec.name} adapters are loraforge-only (not PEFT format); no "
                           "export target can take them: serve them with `loraforge serve --adapter`, or retrain with lora")
-    if fmt in ("merged", "gguf") and not spec.merges:
+    if fmt in ("merged", "gguf", "docker-model") and not spec.merges:
         why = "it adds virtual tokens, not weight deltas" if spec.prompt_learning else "it adds non-linear layers"
         raise ExportError(f"{spec.name} adapters cannot be merged into the weights ({why}); "
                           "export --format adapter instead")
