@@ -361,15 +361,19 @@ def commands() -> list[Command]:
         Command(("export",), "export a run: PEFT adapter + card, merged model, GGUF, or OCI image",
                 "loraforge.export.run:export_run", show=show_json, args=(
                     arg("run", help="run directory (or an adapter folder)"),
-                    arg("--format", dest="fmt", required=True, choices=["adapter", "merged", "gguf", "oci", "gguf-lora", "docker-model"],
+                    arg("--format", dest="fmt", required=True,
+                        choices=["adapter", "merged", "gguf", "gguf-lora", "oci", "docker-model"],
                         help="adapter: PEFT folder + model card; merged: full model; gguf: llama.cpp file; "
-                             "oci: adapter as an OCI image"),
+                             "gguf-lora: the adapter alone for llama.cpp --lora / Ollama ADAPTER (+ Modelfile); "
+                             "oci: adapter as KAITO's OCI image; docker-model: the GGUF as a Docker Model Runner "
+                             "artifact"),
                     arg("--out", required=True, help="output directory"),
                     arg("--gguf-type", default="f16", choices=["f16", "bf16", "q8_0", "f32"],
                         help="gguf: weight type of the written file"),
-                    arg("--push", metavar="REF", help="oci: push to REGISTRY/REPO[:TAG] and verify by pulling back"),
+                    arg("--push", metavar="REF", help="oci, docker-model: push to REGISTRY/REPO[:TAG] and verify by pulling "
+                        "back"),
                     arg("--plain-http", action="store_true",
-                        help="oci: talk HTTP to the registry (default for localhost)"),
+                        help="oci, docker-model: talk HTTP to the registry (default for localhost)"),
                     arg("--dtype", choices=["bf16", "fp16", "fp32"],
                         help="merged: dtype of the saved weights (default: the dtype the run trained in)"),
                 )),
@@ -417,7 +421,8 @@ def commands() -> list[Command]:
                     arg("--kaito-preset", help="kaito: KAITO preset name of the base model"),
                     arg("--instance-type", dest="kaito_instance_type",
                         help="kaito: node SKU (default: from `loraforge estimate`)"),
-                    arg("--adapter-image", help="kaito: image the tuning pushes and inference pulls"),
+                    arg("--adapter-image", help="kaito: image the tuning pushes and inference pulls; vllm: adapter OCI "
+                        "image to serve (default: the adapter on the PVC)"),
                     arg("--push-secret", help="kaito: imagePushSecret for --adapter-image"),
                     arg("--out", help="file (.yaml) or directory (writes <target>.yaml); default: stdout"),
                 )),
