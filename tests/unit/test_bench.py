@@ -344,6 +344,9 @@ def test_the_table_names_its_baselines_and_the_trl_options(spec, tmp_path):
     assert "`trl-fp32-packing-no-checkpointing` packs: it was given 40 examples" in md
     lines = [line for line in md.splitlines() if line.startswith("|")]
     assert all(line.count("|") == lines[0].count("|") for line in lines)
+    # MFU against an emulated bf16 peak means nothing: shown as '-', and as a share where bf16 is fast
+    assert "| 0.0010 | - | 20.0% |" in md
+    assert "| 0.0010 | 10.0% | 20.0% |" in train_markdown(dict(results, fast_bf16=True))
     # the fastest TRL row is the as-it-comes one: one pair of ratio columns
     results["jobs"] = [rows[0], rows[2]]
     bench._compare_with_trl(results)

@@ -22,6 +22,11 @@ def table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _mfu(share: float, fast_bf16: bool) -> str:
+    """MFU against the bf16 peak, or '-' where bf16 is emulated (a near-zero peak makes it meaningless)."""
+    return f"{100 * share:.1f}%" if fast_bf16 else "-"
+
+
 def _ratio(row: dict, key: str) -> str:
     return f"{row[key]:.2f}x" if key in row else "-"
 
@@ -60,7 +65,7 @@ def train_markdown(results: dict) -> str:
                f"{r['tokens_per_s']:.1f}", f"{r['peak_rss_mb'] / 1024:.2f}"]
         row += [f"{r['peak_vram_mb'] / 1024:.2f}", _ratio(r, "vram_vs_trl")] if gpu else []
         row += [_dev_loss(r, s["steps"]), f"{r['flops_per_s'] / 1e12:.4f}",
-                f"{100 * r['mfu_bf16']:.1f}%", f"{100 * r['mfu_fp32']:.1f}%", _ratio(r, "speedup_vs_trl"),
+                _mfu(r["mfu_bf16"], results["fast_bf16"]), f"{100 * r['mfu_fp32']:.1f}%", _ratio(r, "speedup_vs_trl"),
                 _ratio(r, "rss_vs_trl")]
         row += [_ratio(r, "speedup_vs_trl_as_it_comes"), _ratio(r, "rss_vs_trl_as_it_comes")] if also else []
         row += [r.get("wall_seconds", "-")]
