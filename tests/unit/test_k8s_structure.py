@@ -147,15 +147,22 @@ def test_mismatched_structure_is_refused_only_where_it_differs(tmp_path):
     assert report.dropped["structure_mismatch"] == 2
 
 
-def test_paragraphs_are_not_paired_across_a_missing_anchor_by_position(tmp_path):
+def test_paragraphs_are_not_paired_across_a_missing_anchor_by_position():
     """A heading without {#id} only pairs by level inside its segment; a page that dropped a whole
-    section must not pair the next section's text with the wrong English."""
-    en = "---\ntitle: A\n---\n## One\n\nFirst `a` text.\n\n## Two\n\nSecond `b` text.\n"
-    ja = "---\ntitle: エー\n---\n## 二\n\n二番目の`b`テキスト。\n"
-    en_blocks = page_blocks(en, "en", own_ids=True)[1]
-    ja_blocks = page_blocks(ja, "ja", own_ids=False)[1]
-    pairs, dropped = align_blocks(en_blocks, ja_blocks)
+    section must not pair the next section's text with the wrong English. A block whose code span
+    is unique on both sides is itself an anchor, and pairs with its own English."""
+    en = "---\ntitle: A\n---\n## One\n\nFirst text.\n\n## Two\n\nSecond text{}.\n"
+    ja = "---\ntitle: エー\n---\n## 二\n\n二番目の{}テキスト。\n"
+
+    def align(code: str):
+        return align_blocks(page_blocks(en.format(code), "en", own_ids=True)[1],
+                            page_blocks(ja.format(code), "ja", own_ids=False)[1])
+
+    pairs, dropped = align("")
     assert pairs == [] and dropped["structure_mismatch"] == 2
+    pairs, dropped = align(" `b`")
+    assert pairs == [("paragraph", "Second text `b`.", "二番目の `b`テキスト。")]
+    assert dropped["structure_mismatch"] == 1
 
 
 def test_fingerprint_mismatch_is_dropped():
@@ -228,7 +235,7 @@ def test_mono_excludes_held_out_docs_and_aligned_blocks(tmp_path):
         write(tmp_path, "zh-cn", rel, zh_page(0, f"这是没有注释的{tag}段落，无法对齐。"))
         write(tmp_path, "en", rel, f"---\ntitle: Page\n---\nThe aligned paragraph 0 is here.\n\n"
                                   f"A newer English paragraph about {rel}.\n")
-    write(tmp_path, "en", "concepts/new-page.md", "---\ntitle: New\n---\nA page nobody translated yet.\n")
+    write(tmp_path, "en", pages_in("train", 2)[1], "---\ntitle: New\n---\nA page nobody translated yet.\n")
     counts = build_mono(tmp_path, tmp_path / "out", dev_pct=30, test_pct=30)
     zh = [r["text"] for r in read(tmp_path / "out", "mono-zh")]
     en = [r["text"] for r in read(tmp_path / "out", "mono-en")]

@@ -16,6 +16,7 @@ from loraforge.data.k8s import (CJK, MAX_CHARS, SCRIPTS, align_page, blocks, nor
                                 split_front_matter, split_of, target_key, tokenize, write_jsonl_gz)
 
 MIN_CHARS = 8  # shorter blocks are labels ("是", "v1") that teach nothing
+MARKUP = re.compile(r"<[^>]+>|`[^`]*`|\{\{[<%].*?[%>]\}\}|&\w+;|https?://\S+")
 
 
 def page_texts(path: Path) -> list[tuple[str, str]]:
@@ -38,13 +39,17 @@ def _paired_sides(pairs: list[tuple[str, str, str]]) -> tuple[set[str], set[str]
 
 
 def _keep(text: str, script: str, share: float) -> bool:
-    """Long enough, not over-long, and mostly in the wanted script (a Chinese label in an English
-    option list is not Chinese text)."""
-    if not MIN_CHARS <= len(text) <= MAX_CHARS:
+    """Long enough, not over-long, no leftover comment label, and enough of the wanted script
+    (Chinese docs keep English terms, so a sentence can be mostly Latin letters; a lone Chinese
+    word in an English option list is not Chinese text)."""
+    if not MIN_CHARS <= len(text) <= MAX_CHARS or "<!--" in text:
         return False
-    letters = re.findall(r"[A-Za-z]|[" + SCRIPTS["zh"] + "]", text)
-    wanted = re.findall(f"[{script}]", text)
-    return bool(letters) and len(wanted) / len(letters) >= share
+    prose = MARKUP.sub(" ", text)  # generated reference tables are tags around a word or two
+    if len(prose.strip()) < 0.5 * len(text) or (script == "A-Za-z" and len(prose.split()) < 4):
+        return False
+    letters = re.findall(r"[A-Za-z]|[" + SCRIPTS["zh"] + "]", prose)
+    wanted = re.findall(f"[{script}]", prose)
+    return len(wanted) >= 4 and len(wanted) / len(letters) >= share
 
 
 def build_mono(source: str | Path, out: str | Path, lang: str = "zh-cn", section: str = "docs",
@@ -71,7 +76,7 @@ def build_mono(source: str | Path, out: str | Path, lang: str = "zh-cn", section
             if en_path.is_file():
                 held_en |= {x for _, x in page_texts(en_path)}
     key = target_key(lang)
-    tg_recs = _mono_records(pages, root, paired_tg | held_tg, SCRIPTS[key], 0.3, dev_pct, test_pct)
+    tg_recs = _mono_records(pages, root, paired_tg | held_tg, SCRIPTS[key], 0.1, dev_pct, test_pct)
     en_recs = _mono_records(sorted(en_root.rglob("*.md")), en_root, paired_en | held_en, "A-Za-z", 0.9,
                             dev_pct, test_pct)
     out.mkdir(parents=True, exist_ok=True)

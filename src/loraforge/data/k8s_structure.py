@@ -119,8 +119,8 @@ class _Reader:
             elif t.type == "paragraph_open" and t.map:
                 self.paragraph(t, toks[i + 1], "list" if in_list else "paragraph")
             elif t.type in ("fence", "code_block") and t.map:
-                body = [ln.strip() for ln in t.content.split("\n")]
-                body = [ln for ln in body if ln and not ln.startswith(("#", "//"))]  # comments get translated
+                body = [re.sub(r"(^|\s)(#|//)\s.*$", "", ln).strip() for ln in t.content.split("\n")]
+                body = [ln for ln in body if ln]  # code comments get translated, the code does not
                 digest = hashlib.sha1("\n".join(body).encode("utf-8")).hexdigest()[:12]
                 self.add("code", ("code", digest), ("code",), line=t.map[0])
             elif t.type == "tr_open" and t.map:
