@@ -236,12 +236,13 @@ def test_mono_excludes_held_out_docs_and_aligned_blocks(tmp_path):
         write(tmp_path, "en", rel, f"---\ntitle: Page\n---\nThe aligned paragraph 0 is here.\n\n"
                                   f"A newer English paragraph about {rel}.\n")
     write(tmp_path, "en", pages_in("train", 2)[1], "---\ntitle: New\n---\nA page nobody translated yet.\n")
+    write(tmp_path, "en", pages_in("test", 2)[1], "---\ntitle: New\n---\nAn untranslated page of the test split.\n")
     counts = build_mono(tmp_path, tmp_path / "out", dev_pct=30, test_pct=30)
     zh = [r["text"] for r in read(tmp_path / "out", "mono-zh")]
     en = [r["text"] for r in read(tmp_path / "out", "mono-en")]
     assert zh == ["这是没有注释的训练段落，无法对齐。"]
     assert "A page nobody translated yet." in en and f"A newer English paragraph about {train}." in en
-    assert not any(test in t or dev in t for t in en)
+    assert not any(test in t or dev in t or "test split" in t for t in en)
     assert "The aligned paragraph 0 is here." not in en
     assert counts == {"mono-zh": 1, "mono-en": len(en)}
 
