@@ -298,3 +298,15 @@ def test_snapshot_rebuild_of_ja_matches_shipped_files(tmp_path):
         got = hashlib.sha256((tmp_path / f"{name}.jsonl.gz").read_bytes()).hexdigest()
         want = hashlib.sha256((DATASETS / "k8s-en-ja" / f"{name}.jsonl.gz").read_bytes()).hexdigest()
         assert got == want, f"{name}: rebuild with the command in k8s-en-ja/README.md"
+
+
+def test_numbers_must_survive_translation(tmp_path):
+    """An older English behind the translation shows in its numbers: the pair is dropped."""
+    en = "---\ntitle: F\n---\n## Status {#status}\n\nThe field is beta and enabled by default in 1.27.\n\nThere are two ways.\n"
+    ja = "---\ntitle: エフ\n---\n## 状態 {#status}\n\nこのフィールドは1.25で追加されたアルファ機能です。\n\n2つの方法があります。\n"
+    write(tmp_path, "en", "f.md", en)
+    write(tmp_path, "ja", "f.md", ja)
+    report = build_structure(tmp_path, tmp_path / "out", "ja")
+    got = {r["en"] for r in read_pairs(tmp_path / "out")}
+    assert "There are two ways." in got  # a count the translation adds is fine
+    assert not any("1.27" in e for e in got) and report.dropped["number_mismatch"] == 1

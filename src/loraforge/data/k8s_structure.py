@@ -350,4 +350,13 @@ def _plausible(en: str, tgt: str) -> str | None:
     ratio = len(tgt) / len(en)
     if len(en) >= 40 and not 0.2 <= ratio <= 1.6:
         return "length_ratio"
+    n_en, n_tg = _numbers(en), _numbers(tgt)
+    if n_en - n_tg or {n for n in n_tg - n_en if "." in n}:
+        return "number_mismatch"  # "beta since 1.27" translated from "alpha in 1.25": an older English
     return None
+
+
+def _numbers(text: str) -> set[str]:
+    """Numbers and versions of the prose (not of link targets or shortcode parameters). A
+    translation keeps them; it may add counts ("2つ" for "two"), but not versions."""
+    return set(re.findall(r"\d+(?:\.\d+)*", re.sub(r"\]\([^)]*\)|\{\{.*?\}\}|<[^>]*>", "", text)))
