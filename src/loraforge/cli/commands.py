@@ -329,7 +329,7 @@ def commands() -> list[Command]:
                 "loraforge.workflows:check_data", config="optional",
                 args=(arg("-n", type=int, default=3, help="examples to render"),)),
         Command(("data", "k8s"), "align English/translated pairs from a kubernetes/website checkout",
-                "loraforge.data.k8s:build_command", show=lambda report: show_json(report.as_dict()), args=(
+                "loraforge.data.k8s_build:build_command", show=lambda report: show_json(report.as_dict()), args=(
                     arg("--source", required=True, help="checkout (or snapshot) holding content/<lang>/<section>"),
                     arg("--out", required=True, help="output directory for train/dev/test.jsonl.gz"),
                     arg("--lang", default="zh-cn", help="localization to pair with English (zh-cn, ja, ko, ...)"),

@@ -518,34 +518,3 @@ def review_sample(out: str | Path, n: int = 100, seed: str = "review") -> list[d
         return hashlib.sha256(f"{seed}\t{r['en']}\t{tgt}".encode("utf-8")).hexdigest()
     return sorted(recs, key=key)[:n]
 
-
-def held_out_english(name: str = "k8s-en-zh") -> set[str]:
-    """English of a packaged dataset's dev and test splits."""
-    from importlib import resources
-
-    base = Path(str(resources.files("loraforge") / "datasets" / name))
-    out: set[str] = set()
-    for split in ("dev", "test"):
-        path = base / f"{split}.jsonl.gz"
-        if not path.is_file():
-            raise DataError(f"{path}: not found (needed to hold its English out of train; or pass --no-holdout)")
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            out |= {json.loads(line)["en"] for line in f}
-    return out
-
-
-def build_command(source: str | Path, out: str | Path, lang: str = "zh-cn", section: str = "docs",
-                  align: str = "comments", mono: bool = False, holdout: bool = True) -> Report:
-    """``loraforge data k8s``: pairs by comments (zh-cn) or by structure (ja, ko: no English
-    comments), and with ``mono`` the monolingual splits next to them."""
-    if align == "structure":
-        from loraforge.data.k8s_structure import build_structure
-
-        report = build_structure(source, out, lang, section, holdout_en=held_out_english() if holdout else None)
-    else:
-        report = build(source, out, lang, section)
-    if mono:
-        from loraforge.data.k8s_mono import build_mono
-
-        report.mono = build_mono(source, out, lang, section)
-    return report
