@@ -329,11 +329,18 @@ def commands() -> list[Command]:
                 "loraforge.workflows:check_data", config="optional",
                 args=(arg("-n", type=int, default=3, help="examples to render"),)),
         Command(("data", "k8s"), "align English/translated pairs from a kubernetes/website checkout",
-                "loraforge.data.k8s:build", show=lambda report: show_json(report.as_dict()), args=(
+                "loraforge.data.k8s_build:build_command", show=lambda report: show_json(report.as_dict()), args=(
                     arg("--source", required=True, help="checkout (or snapshot) holding content/<lang>/<section>"),
                     arg("--out", required=True, help="output directory for train/dev/test.jsonl.gz"),
                     arg("--lang", default="zh-cn", help="localization to pair with English (zh-cn, ja, ko, ...)"),
                     arg("--section", default="docs", help="content section (docs, blog, ...)"),
+                    arg("--align", default="comments", choices=["comments", "structure"],
+                        help="comments: the English kept in <!-- --> before each block (zh-cn); structure: pair "
+                        "with content/en by headings, code and block order (ja, ko)"),
+                    arg("--mono", action="store_true", help="also write mono-<lang> and mono-en.jsonl.gz: "
+                        "blocks no pair holds, from train-split pages only (for back-translation)"),
+                    arg("--no-holdout", dest="holdout", action="store_false", help="with --align structure: do "
+                        "not drop train pairs whose English is in the packaged k8s-en-zh dev/test"),
                 )),
         Command(("data", "stats"), "counts, length percentiles and problems of a dataset file", _data_stats,
                 show=show_text, args=(

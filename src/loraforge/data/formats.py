@@ -55,7 +55,7 @@ FIELD_HINT = "data.source_field and data.target_field"
 """How a caller names the field settings in errors: config keys here, flags for ``data stats``."""
 
 PACKAGED_PREFIX = "k8s:"
-PACKAGED = {"k8s:": "k8s-en-zh", "pii:": "pii"}  # prefix -> folder under loraforge/datasets
+PACKAGED = {"k8s:": "k8s-en-zh", "k8s-ja:": "k8s-en-ja", "k8s-ko:": "k8s-en-ko", "pii:": "pii"}  # prefix -> folder under loraforge/datasets
 
 
 def _packaged_split_path(spec: str) -> Path:

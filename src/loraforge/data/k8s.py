@@ -73,10 +73,13 @@ class Report:
     pairs: dict[str, int] = field(default_factory=dict)
     kinds: Counter = field(default_factory=Counter)
     dropped: Counter = field(default_factory=Counter)
+    coverage: dict = field(default_factory=dict)  # structure alignment: pages, blocks, aligned
+    mono: dict = field(default_factory=dict)  # monolingual splits written: name -> records
 
     def as_dict(self) -> dict:
-        return {"files": self.files, "pairs": self.pairs, "kinds": dict(sorted(self.kinds.items())),
-                "dropped": dict(sorted(self.dropped.items()))}
+        out = {"files": self.files, "pairs": self.pairs, "kinds": dict(sorted(self.kinds.items())),
+               "dropped": dict(sorted(self.dropped.items()))}
+        return out | {k: v for k, v in (("coverage", self.coverage), ("mono", self.mono)) if v}
 
 
 # --- parsing ------------------------------------------------------------------------------------
@@ -514,3 +517,4 @@ def review_sample(out: str | Path, n: int = 100, seed: str = "review") -> list[d
         tgt = next(v for k, v in r.items() if k not in ("id", "en", "source", "kind"))
         return hashlib.sha256(f"{seed}\t{r['en']}\t{tgt}".encode("utf-8")).hexdigest()
     return sorted(recs, key=key)[:n]
+
