@@ -140,7 +140,7 @@ class VerifiedHead:
         """(rows, hidden) -> (tokens, fell_back, candidate counts): the fp32 head's argmax per row."""
         mask = self.candidates(hidden)
         counts = mask.sum(1)
-        fell_back = counts > self.max_candidates
+        fell_back = (counts > self.max_candidates) | (counts == 0)  # none: NaN hidden states, let fp32 say
         tokens = torch.empty(hidden.shape[0], dtype=torch.long, device=hidden.device)
         if bool(fell_back.any()):
             rows = fell_back.nonzero().squeeze(1)
