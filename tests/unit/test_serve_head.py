@@ -47,12 +47,13 @@ def near_ties(dim: int = 64, rows: int = 16, group: int = 6, seed: int = 2):
 def test_bound_holds_against_float64():
     w, x = weights(), hidden(12)
     head = VerifiedHead(w)
-    approx, slack, scale = head.approx(x)
+    approx, a, c, scale = head.approx(x)
     truth = (x.double() @ w.double().T) * scale.double()[:, None]
     err = (approx.double() - truth).abs()
-    assert (err <= slack.double()[:, None]).all(), (err.amax(1) / slack).max()
+    slack = head.slack(a, c).double()
+    assert (err <= slack).all(), (err / slack).max()
     spread = approx.amax(1) - approx.amin(1)
-    assert (slack < spread).all(), "a bound this loose excludes nothing"
+    assert (slack.median(1).values < spread.double() / 20).all(), "a bound this loose excludes nothing"
     assert head.ok
 
 

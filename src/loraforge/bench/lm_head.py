@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -149,12 +150,14 @@ def run(batches: tuple[int, ...] = (1, 8, 16), new_tokens: int = 32, out: str | 
 
     from loraforge.models.load import load_model
 
-    loaded = load_model(model, dtype="float32", device="cpu")
+    loaded = load_model(model, dtype="fp32", device="cpu")
     states = decode_states(loaded, PROMPTS, new_tokens)
     weight = loaded.model.get_output_embeddings().weight.detach()
+    load_before = os.getloadavg()[0]  # other work on the machine shows up here
+    by_batch = measure(weight, states, batches)
     result = {"model": model, "weight": list(weight.shape), "dtype": "float32", "cpu": cpu_name(),
               "torch": torch.__version__, "threads": torch.get_num_threads(), "states": len(states),
-              "prompts": len(PROMPTS), "new_tokens": new_tokens, "by_batch": measure(weight, states, batches)}
+              "prompts": len(PROMPTS), "new_tokens": new_tokens, "load_average_before": load_before, "by_batch": by_batch}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "lm-head.json").write_text(json.dumps(result, indent=2) + "\n")

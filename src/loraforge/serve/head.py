@@ -37,6 +37,8 @@ import torch
 
 U = 2.0 ** -24
 SAFETY = 1.001
+STEP = 2.0 ** -7  # activation grid of the first level: 128 steps over [-0.5, 0.5) (fbgemm's 7-bit range)
+LEVELS, LEVEL_RATIO = 3, 32.0  # each level refines the previous one's residual 32x
 
 
 class TapHead(torch.nn.Linear):
@@ -83,21 +85,22 @@ class VerifiedHead:
                                                            0)
         self.packed = torch.ops.quantized.linear_prepack(qweight, None)
         d = w.shape[1]
-        gamma = d * U / (1 - d * U)
-        err, deq_l1, norm = self._row_norms(w, q, scale)
-        self.p_max = float((err + gamma * norm).max()) * SAFETY  # per unit of ||x||_2
-        self.l1_max = float(deq_l1.max()) * SAFETY  # per unit of h
-        self.ok = self._self_check()
+        self.gamma = d * U / (1 - d * U)
+        err, norm = self._row_norms(w, q, scale)
+        self.err = (err * SAFETY).float()  # ||w_i - ŵ_i||_2, per token
+        self.err_max, self.norm_max = float(self.err.max()), float(norm.max()) * SAFETY
+        self.dummy = torch.zeros(1, d)
+        self.dummy[0, 0], self.dummy[0, 1] = -64 * STEP, 63 * STEP  # pins the kernel's grid to STEP
+        self.ok = self._self_check(q, scale)
 
     @staticmethod
     def _row_norms(w: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, chunk: int = 16384):
-        """||w_i - ŵ_i||_2, ||ŵ_i||_1, ||w_i||_2 in float64, chunked (the full float64 copy would be 1.3 GB)."""
-        out = [torch.empty(w.shape[0], dtype=torch.float64) for _ in range(3)]
+        """||w_i - ŵ_i||_2 and ||w_i||_2 in float64, chunked (the full float64 copy would be 1.3 GB)."""
+        out = [torch.empty(w.shape[0], dtype=torch.float64) for _ in range(2)]
         for s in range(0, w.shape[0], chunk):
-            wc, deq = w[s:s + chunk].double(), q[s:s + chunk].double() * scale[s:s + chunk, None].double()
-            out[0][s:s + chunk] = (wc - deq).norm(dim=1)
-            out[1][s:s + chunk] = deq.abs().sum(1)
-            out[2][s:s + chunk] = wc.norm(dim=1)
+            wc = w[s:s + chunk].double()
+            out[0][s:s + chunk] = (wc - q[s:s + chunk].double() * scale[s:s + chunk, None].double()).norm(dim=1)
+            out[1][s:s + chunk] = wc.norm(dim=1)
         return out
 
     @property
@@ -107,28 +110,60 @@ class VerifiedHead:
 
     # --- the approximation and its bound ----------------------------------------------------------
 
-    def approx(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(rows, hidden) fp32 -> (int8 logits of the scaled rows, per-row slack, per-row power-of-two scale).
-        For every token i: |approx[r, i] - scale[r] * fp32_logit[r, i]| <= slack[r]."""
+    def levels(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rows scaled by a power of two (largest |x| in [0.25, 0.5)) and split exactly into LEVELS int7
+        grids of step STEP / 32^k plus a residual: returns (kernel input: the levels stacked, each scaled
+        back onto the STEP grid, then the pinning row; residual; scale)."""
         _, exp = torch.frexp(hidden.abs().amax(1))
-        x = torch.ldexp(hidden, -exp[:, None].float())  # exact: a power of two
-        approx = torch.ops.quantized.linear_dynamic(x, self.packed, reduce_range=True)
-        h = float(x.max().clamp_min(0) - x.min().clamp_max(0)) / 254 * SAFETY
-        lo, hi = torch.aminmax(approx, dim=1)
-        slack = (x.norm(dim=1) * SAFETY * self.p_max + h * self.l1_max
-                 + 16 * U * torch.maximum(hi, -lo)) * SAFETY
-        return approx, slack, torch.ldexp(torch.ones_like(exp, dtype=torch.float32), -exp.float())
+        scale = torch.ldexp(torch.ones_like(exp, dtype=torch.float32), (-exp - 1).float())
+        rest = hidden * scale[:, None]  # exact: a power of two
+        parts, f = [], 1.0
+        for _ in range(LEVELS):
+            z = torch.round(rest * (f / STEP)).clamp_(-64, 63)
+            parts.append(z * STEP)
+            rest = rest - z * (STEP / f)  # exact: both on fine grids, |difference| <= one step
+            f *= LEVEL_RATIO
+        return torch.cat(parts + [self.dummy]), rest, scale
 
-    def candidates(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(rows, vocab) bool: the tokens that can be each row's fp32 argmax (after softcapping)."""
-        approx, slack, scale = self.approx(hidden)
-        best = approx.amax(1)
+    def approx(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rows, hidden) fp32 -> (int8 logits of the scaled rows, a, c, scale) where for every token i
+        |approx[r, i] - scale[r] * fp32_logit[r, i]| <= a[r] * err[i] + c[r] (``slack``)."""
+        n = hidden.shape[0]
+        stacked, rest, scale = self.levels(hidden)
+        y = torch.ops.quantized.linear_dynamic(stacked, self.packed, reduce_range=True)
+        approx, f, size = y[:n].clone(), 1.0, y[:n].abs().amax(1)
+        for k in range(1, LEVELS):
+            f *= LEVEL_RATIO
+            approx.add_(y[k * n:(k + 1) * n], alpha=1 / f)
+            size += y[k * n:(k + 1) * n].abs().amax(1) / f
+        xn = (hidden * scale[:, None]).norm(dim=1)
+        a = (xn + rest.norm(dim=1)) * SAFETY
+        c = ((rest.norm(dim=1) + self.gamma * xn) * self.norm_max + 16 * U * size) * SAFETY
+        return approx, a, c, scale
+
+    def slack(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """(rows, vocab): the bound of ``approx`` for every token (tests; selection never builds it)."""
+        return a[:, None] * self.err[None] + c[:, None]
+
+    def candidates(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, token) index pairs, sorted by row then token: the tokens that can be the row's fp32
+        argmax (after softcapping). A uniform per-row threshold (the largest err) prefilters; the
+        per-token bound decides among the survivors."""
+        approx, a, c, scale = self.approx(hidden)
+        best, widest = approx.amax(1), a * self.err_max + c
         if self.cap is None:
-            return approx >= (best - 2 * slack)[:, None]
-        # softcapping is monotone: compare upper bounds with the best lower bound after capping; the scale
-        # factor is undone first (capping is not scale-invariant)
-        upper = softcap((approx + slack[:, None]) / scale[:, None], self.cap)
-        return upper >= softcap((best - slack) / scale, self.cap)[:, None]
+            pre = approx >= (best - 2 * widest)[:, None]
+        else:  # far-apart logits can tie once capped (saturation): prefilter on capped bounds too
+            pre = (softcap((approx + widest[:, None]) / scale[:, None], self.cap)
+                   >= softcap((best - widest) / scale, self.cap)[:, None])
+        rows, toks = pre.nonzero(as_tuple=True)
+        v, b = approx[rows, toks], a[rows] * self.err[toks] + c[rows]
+        lower, upper = v - b, v + b
+        if self.cap is not None:  # monotone: compare capped bounds of the unscaled logits
+            lower, upper = softcap(lower / scale[rows], self.cap), softcap(upper / scale[rows], self.cap)
+        low = torch.full_like(best, float("-inf")).scatter_reduce(0, rows, lower, "amax")
+        keep = upper >= low[rows]
+        return rows[keep], toks[keep]
 
     # --- decisions ---------------------------------------------------------------------------------
 
@@ -138,20 +173,23 @@ class VerifiedHead:
 
     def greedy(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(rows, hidden) -> (tokens, fell_back, candidate counts): the fp32 head's argmax per row."""
-        mask = self.candidates(hidden)
-        counts = mask.sum(1)
+        n = hidden.shape[0]
+        rows, toks = self.candidates(hidden)
+        counts = torch.bincount(rows, minlength=n)
         fell_back = (counts > self.max_candidates) | (counts == 0)  # none: NaN hidden states, let fp32 say
-        tokens = torch.empty(hidden.shape[0], dtype=torch.long, device=hidden.device)
+        tokens = torch.empty(n, dtype=torch.long, device=hidden.device)
         if bool(fell_back.any()):
-            rows = fell_back.nonzero().squeeze(1)
-            tokens[rows] = self.logits(hidden[rows]).argmax(-1)
-            mask[rows] = False
-        keep = (~fell_back).nonzero().squeeze(1)
-        if keep.numel():
-            union = mask.any(0).nonzero().squeeze(1)  # ascending: ties go to the lowest index, as argmax does
-            exact = softcap(torch.nn.functional.linear(hidden[keep], self.weight[union]), self.cap)
-            exact = exact.masked_fill(~mask[keep][:, union], float("-inf"))
-            tokens[keep] = union[exact.argmax(-1)]
+            back = fell_back.nonzero().squeeze(1)
+            tokens[back] = self.logits(hidden[back]).argmax(-1)
+            sel = ~fell_back[rows]
+            rows, toks = rows[sel], toks[sel]
+        if rows.numel():
+            union, col = torch.unique(toks, return_inverse=True)  # ascending: ties go to the lowest index
+            allowed = torch.zeros(n, union.numel(), dtype=torch.bool, device=hidden.device)
+            allowed[rows, col] = True
+            exact = softcap(torch.nn.functional.linear(hidden, self.weight[union]), self.cap)
+            best = union[exact.masked_fill_(~allowed, float("-inf")).argmax(-1)]
+            tokens = torch.where(fell_back, tokens, best)
         return tokens, fell_back, counts
 
     def next_tokens(self, hidden: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor,
@@ -173,13 +211,20 @@ class VerifiedHead:
             tokens[rows] = sample(self.logits(hidden[rows]), temperature[rows], top_p[rows], generator)
         return tokens, stats
 
-    def _self_check(self, rows: int = 8, tokens: int = 2048) -> bool:
-        """The bound holds against float64 on probes (normal rows and rows with outlier features) for a
-        sample of vocabulary rows: False (head unused) where the int8 kernel quantizes differently."""
+    def _self_check(self, q: torch.Tensor, scale: torch.Tensor, rows: int = 8, tokens: int = 4096) -> bool:
+        """On probes (plain rows and rows with outlier features) and a sample of tokens: the int8 logits
+        are the exact products of the levels and ŵ up to fp32 rescaling (the kernel took the pinned grid),
+        and the bound holds against float64. False (head unused) where the kernel quantizes otherwise."""
         g = torch.Generator().manual_seed(0)
         x = torch.randn(rows, self.weight.shape[1], generator=g)
         x[rows // 2:, :3] *= 50
-        approx, slack, scale = self.approx(x)
+        x[1] *= 1e-3
+        approx, a, c, sc = self.approx(x)
         idx = torch.randperm(self.weight.shape[0], generator=g)[:tokens]
-        truth = (x.double() @ self.weight.detach()[idx].double().T) * scale.double()[:, None]
-        return bool(((approx[:, idx].double() - truth).abs() <= slack.double()[:, None]).all())
+        stacked, _, _ = self.levels(x)
+        n, deq = x.shape[0], (q[idx].double() * scale[idx, None].double()).T
+        exact_levels = sum(stacked[k * n:(k + 1) * n].double() @ deq / LEVEL_RATIO ** k for k in range(LEVELS))
+        took_grid = (approx[:, idx].double() - exact_levels).abs() <= 1e-5 * exact_levels.abs().amax(1, keepdim=True)
+        truth = (x.double() @ self.weight.detach()[idx].double().T) * sc.double()[:, None]
+        bounded = (approx[:, idx].double() - truth).abs() <= self.slack(a, c)[:, idx].double()
+        return bool(took_grid.all() and bounded.all())
