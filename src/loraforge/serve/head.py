@@ -38,7 +38,7 @@ import torch
 U = 2.0 ** -24
 SAFETY = 1.001
 STEP = 2.0 ** -7  # activation grid of the first level: 128 steps over [-0.5, 0.5) (fbgemm's 7-bit range)
-LEVELS, LEVEL_RATIO = 3, 32.0  # each level refines the previous one's residual 32x
+LEVELS, LEVEL_RATIO = 2, 128.0  # the second level refines the first one's residual 128x
 
 
 class TapHead(torch.nn.Linear):
@@ -112,16 +112,16 @@ class VerifiedHead:
 
     def levels(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Rows scaled by a power of two (largest |x| in [0.25, 0.5)) and split exactly into LEVELS int7
-        grids of step STEP / 32^k plus a residual: returns (kernel input: the levels stacked, each scaled
+        grids of step STEP / LEVEL_RATIO^k plus a residual: returns (kernel input: the levels stacked, each scaled
         back onto the STEP grid, then the pinning row; residual; scale)."""
         _, exp = torch.frexp(hidden.abs().amax(1))
         scale = torch.ldexp(torch.ones_like(exp, dtype=torch.float32), (-exp - 1).float())
-        rest = hidden * scale[:, None]  # exact: a power of two
+        rest = hidden.double() * scale[:, None]  # exact: a power of two; float64 keeps every difference exact
         parts, f = [], 1.0
         for _ in range(LEVELS):
             z = torch.round(rest * (f / STEP)).clamp_(-64, 63)
-            parts.append(z * STEP)
-            rest = rest - z * (STEP / f)  # exact: both on fine grids, |difference| <= one step
+            parts.append((z * STEP).float())  # exact: at most 7 significant bits
+            rest = rest - z * (STEP / f)
             f *= LEVEL_RATIO
         return torch.cat(parts + [self.dummy]), rest, scale
 
@@ -131,14 +131,15 @@ class VerifiedHead:
         n = hidden.shape[0]
         stacked, rest, scale = self.levels(hidden)
         y = torch.ops.quantized.linear_dynamic(stacked, self.packed, reduce_range=True)
-        approx, f, size = y[:n].clone(), 1.0, y[:n].abs().amax(1)
+        lo, hi = torch.aminmax(y[:LEVELS * n], dim=1)
+        big = torch.maximum(hi, -lo).view(LEVELS, n)
+        approx, size = y[:n], big[0].clone()
         for k in range(1, LEVELS):
-            f *= LEVEL_RATIO
-            approx.add_(y[k * n:(k + 1) * n], alpha=1 / f)
-            size += y[k * n:(k + 1) * n].abs().amax(1) / f
-        xn = (hidden * scale[:, None]).norm(dim=1)
-        a = (xn + rest.norm(dim=1)) * SAFETY
-        c = ((rest.norm(dim=1) + self.gamma * xn) * self.norm_max + 16 * U * size) * SAFETY
+            approx = torch.add(approx, y[k * n:(k + 1) * n], alpha=LEVEL_RATIO ** -k)
+            size += big[k] * LEVEL_RATIO ** -k
+        xn, rn = (hidden * scale[:, None]).norm(dim=1), rest.norm(dim=1).float()
+        a = (xn + rn) * SAFETY  # >= ||levels||_2
+        c = ((rn + self.gamma * xn) * self.norm_max + 16 * U * size) * SAFETY
         return approx, a, c, scale
 
     def slack(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
