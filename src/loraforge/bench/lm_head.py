@@ -157,7 +157,8 @@ def run(batches: tuple[int, ...] = (1, 8, 16), new_tokens: int = 32, out: str | 
     by_batch = measure(weight, states, batches)
     result = {"model": model, "weight": list(weight.shape), "dtype": "float32", "cpu": cpu_name(),
               "torch": torch.__version__, "threads": torch.get_num_threads(), "states": len(states),
-              "prompts": len(PROMPTS), "new_tokens": new_tokens, "load_average_before": load_before, "by_batch": by_batch}
+              "prompts": len(PROMPTS), "new_tokens": new_tokens, "load_average_before": load_before,
+              "by_batch": by_batch}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "lm-head.json").write_text(json.dumps(result, indent=2) + "\n")
