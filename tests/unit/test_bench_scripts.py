@@ -115,3 +115,19 @@ def test_interleaved_ab_rejects_a_bad_lever_before_loading_the_model():
 
     with pytest.raises(ValidationError, match="warp_drive"):
         interleaved_ab({"x": {"warp_drive": True}}, cycles=1, model="/nonexistent")
+
+
+def test_lm_head_bench_runs_on_the_tiny_model(tiny_model_dir, tmp_path):
+    """The three heads on hidden states from real decoding; the verified head agrees with fp32 everywhere."""
+    import json
+
+    from loraforge.bench.lm_head import run
+
+    if "fbgemm" not in torch.backends.quantized.supported_engines:
+        pytest.skip("no fbgemm")
+    r = run(batches=(1, 4), new_tokens=4, out=tmp_path, model=str(tiny_model_dir))
+    assert r["states"] > 0 and json.loads((tmp_path / "lm-head.json").read_text())["by_batch"].keys() == {"1", "4"}
+    for row in r["by_batch"].values():
+        assert row["verified"]["greedy_agreement"] == 1.0 and 0 <= row["verified"]["fallback_share"] <= 1
+        assert row["fp32"]["seconds_per_call"] > 0 and 0 <= row["int8"]["greedy_agreement"] <= 1
+    assert "| 4 |" in (tmp_path / "lm-head.md").read_text()

@@ -408,6 +408,9 @@ def commands() -> list[Command]:
                         help="never merge an adapter into the weights, even when every running row uses it"),
                     arg("--int8-lm-head", action="store_true",
                         help="output layer in int8: about 5x faster per step on a CPU, but greedy outputs change"),
+                    arg("--no-verified-lm-head", dest="verified_lm_head", action="store_false",
+                        help="plain fp32 output layer (default on a CPU in fp32: int8 proposes candidate tokens, "
+                             "fp32 decides among them, same tokens as fp32)"),
                 )),
         Command(("deploy", "docker"), "write Dockerfiles: train-cpu, train-cuda, serve",
                 "loraforge.deploy.docker:write_dockerfiles", show=show_lines, args=(

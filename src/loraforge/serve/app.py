@@ -68,24 +68,27 @@ def create_app(engine: Engine, base_name: str, admin_token: str | None = None,
 def serve(base: str, adapters: list[str], host: str = "127.0.0.1", port: int = 8000, admin_token: str | None = None,
           adapter_dir: str | None = None, dtype: str = "auto", max_batch: int = 16, batch_wait_ms: float = 5,
           max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_prompt_tokens: int | None = None,
-          prefill_tokens: int = 2048, merge_lora: bool = True, int8_lm_head: bool = False) -> None:
+          prefill_tokens: int = 2048, merge_lora: bool = True, int8_lm_head: bool = False,
+          verified_lm_head: bool = True) -> None:
     """Load the base model and the ``name=DIR`` adapters, then run uvicorn until interrupted
     (the engine options: see ``build_app``)."""
     import uvicorn
 
     app = build_app(base, adapters, admin_token, adapter_dir, dtype, max_batch, batch_wait_ms, max_body_bytes,
-                    max_prompt_tokens, prefill_tokens, merge_lora, int8_lm_head)
+                    max_prompt_tokens, prefill_tokens, merge_lora, int8_lm_head, verified_lm_head)
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 def build_app(base: str, adapters: list[str], admin_token: str | None = None, adapter_dir: str | None = None,
               dtype: str = "auto", max_batch: int = 16, batch_wait_ms: float = 5,
               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_prompt_tokens: int | None = None,
-              prefill_tokens: int = 2048, merge_lora: bool = True, int8_lm_head: bool = False) -> FastAPI:
+              prefill_tokens: int = 2048, merge_lora: bool = True, int8_lm_head: bool = False,
+              verified_lm_head: bool = True) -> FastAPI:
     """``max_prompt_tokens``: default 4096 on a CPU, the model's context on a GPU. ``prefill_tokens``:
     padded prompt tokens prefilled per engine iteration (bounds how long running rows wait for new
     ones). ``merge_lora``: merge the adapter into the weights while every running row uses it.
-    ``int8_lm_head``: CPU only, the output layer in dynamic int8 (faster, slightly different logits)."""
+    ``int8_lm_head``: CPU only, the output layer in dynamic int8 (faster, slightly different logits).
+    ``verified_lm_head``: CPU fp32, int8 proposes and fp32 decides (same tokens as fp32; see ``head.py``)."""
     import torch
 
     from loraforge.config import ConfigError
@@ -100,7 +103,7 @@ def build_app(base: str, adapters: list[str], admin_token: str | None = None, ad
     try:
         engine = Engine(loaded, adapter_root=adapter_dir, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
                         max_prompt_tokens=max_prompt_tokens, prefill_tokens=prefill_tokens, merge_lora=merge_lora,
-                        int8_lm_head=int8_lm_head)
+                        int8_lm_head=int8_lm_head, verified_lm_head=verified_lm_head)
     except ValueError as e:  # an attention layout the engine does not know
         raise ConfigError(f"serve: {base!r}: {e}") from None
     for spec in adapters:

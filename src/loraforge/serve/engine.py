@@ -12,6 +12,7 @@ routes per row when they mix (see ``lora.py``); the KV layout is in ``kv.py``.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import re
 import threading
@@ -85,12 +86,16 @@ class Engine:
 
     def __init__(self, loaded, adapter_root: str | Path | None = None, max_batch: int = 16, batch_wait_ms: float = 5,
                  default_max_tokens: int = 256, max_prompt_tokens: int | None = None, prefill_tokens: int = 2048,
-                 merge_lora: bool = True, kv_columns: int = 256, int8_lm_head: bool = False):
+                 merge_lora: bool = True, kv_columns: int = 256, int8_lm_head: bool = False,
+                 verified_lm_head: bool = True):
         self.kv_columns = kv_columns  # initial KV capacity per slot; doubles when live rows need more
+        self.tap, self.head = None, None  # the verified int8 head (``head.py``), where it applies
         if int8_lm_head and self._on_cpu(loaded.model):
             from loraforge.serve.quant import int8_lm_head as quantize_head
 
             quantize_head(loaded.model)
+        elif verified_lm_head and self._on_cpu(loaded.model):
+            self._install_head(loaded.model)
         self.tokenizer = loaded.tokenizer
         self.config = loaded.model.config
         self.router = AdapterRouter(loaded.model.eval(), merge=merge_lora)
@@ -110,6 +115,19 @@ class Engine:
         self._reset_slots()
         self._thread = threading.Thread(target=self._loop, name="loraforge-generate", daemon=True)
         self._thread.start()
+
+    def _install_head(self, model) -> None:
+        """int8-proposed, fp32-decided output layer: same tokens as fp32, ~4x less head time on a CPU."""
+        from loraforge.serve.head import TapHead, VerifiedHead
+
+        if "fbgemm" not in torch.backends.quantized.supported_engines:
+            return
+        tap = TapHead.install(model)
+        if tap is None:
+            return
+        head = VerifiedHead(tap.weight, cap=getattr(model.config, "final_logit_softcapping", None))
+        if head.ok:
+            self.tap, self.head = tap, head
 
     @staticmethod
     def _on_cpu(model) -> bool:
@@ -377,13 +395,13 @@ class Engine:
             self._open(first + i, r)
         self.rows.extend(group)
         ctx, kwargs = self.router.context([r.adapter for r in group], self._worth_merging(), running=adapters)
-        with ctx:
+        with ctx, self._tapping() as tapped:
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask,
                                 position_ids=positions.to(self.device), past_key_values=self.cache, use_cache=True,
-                                logits_to_keep=1, **kwargs).logits[:, -1]
+                                logits_to_keep=1, **kwargs).logits
         self.metrics.inc("loraforge_prompt_tokens_total", sum(lengths))
         end = first + len(group)
-        self._accept(first, end, sample(logits, self.temp[first:end], self.top_p[first:end]))
+        self._accept(first, end, self._next_tokens(logits, tapped, first, end))
 
     def _worth_merging(self) -> bool:
         n = len(self.rows)
@@ -396,15 +414,39 @@ class Engine:
         start, n = time.perf_counter(), len(self.rows)
         mask = self.cache.decode_view(n)
         ctx, kwargs = self.router.context([r.adapter for r in self.rows], self._worth_merging())
-        with ctx:
+        with ctx, self._tapping() as tapped:
             logits = self.model(input_ids=self.last[:n, None], attention_mask=mask, position_ids=self.pos[:n, None],
-                                past_key_values=self.cache, use_cache=True, **kwargs).logits[:, -1]
+                                past_key_values=self.cache, use_cache=True, **kwargs).logits
         self.cache.advance()
         self.pos[:n] += 1
-        self._accept(0, n, sample(logits, self.temp[:n], self.top_p[:n]))
+        self._accept(0, n, self._next_tokens(logits, tapped, 0, n))
         self.metrics.observe("loraforge_batch_size", n)
         self.metrics.observe("loraforge_batch_seconds", time.perf_counter() - start)
         self.metrics.set_gauge("loraforge_queue_depth", self.queue_depth())
+
+    @contextlib.contextmanager
+    def _tapping(self):
+        """Let the verified head replace the model's output layer for one forward, unless a LoRA wraps
+        the head or changed its (tied) weight: then the model's own fp32 head runs."""
+        tapped = self.tap is not None and not self.head.stale and self.model.get_output_embeddings() is self.tap
+        if tapped:
+            self.tap.tap = True
+        try:
+            yield tapped
+        finally:
+            if tapped:
+                self.tap.tap = False
+
+    def _next_tokens(self, logits: torch.Tensor, tapped: bool, first: int, end: int) -> torch.Tensor:
+        temp, top_p = self.temp[first:end], self.top_p[first:end]
+        if not tapped:
+            return sample(logits[:, -1], temp, top_p)
+        hidden, self.tap.hidden = self.tap.hidden[:, -1], None
+        tokens, rows = self.head.next_tokens(hidden, temp, top_p)
+        for kind, count in rows.items():
+            if count:
+                self.metrics.inc("loraforge_lm_head_rows_total", count, path=kind)
+        return tokens
 
     def _accept(self, first: int, end: int, tokens: torch.Tensor) -> None:
         """Rows [first, end) got ``tokens``: stop and length checks over the batch at once, then hand
