@@ -132,8 +132,12 @@ class MaskService:
             from loraforge.pii import ConstrainedMasker
 
             self._loaded = None  # free the previous model before loading another
-            loaded = load_model(self.base_name, dtype="fp32", device=str(self.device))
-            model = load_adapter(loaded.model, path).eval()
+            try:
+                loaded = load_model(self.base_name, dtype="fp32", device=str(self.device))
+                model = load_adapter(loaded.model, path).eval()
+            except Exception as e:  # noqa: BLE001 - the engine loaded them, so this is the server's fault
+                raise ServeError(f"could not load the PII model ({type(e).__name__}: {str(e)[:200]})", 500,
+                                 "server_error") from None
             if hasattr(model, "merge_and_unload"):  # folded in for good: this copy serves one adapter
                 model = model.merge_and_unload()
             self._loaded = (path, ConstrainedMasker.from_config(model, loaded.tokenizer, cfg.data))
