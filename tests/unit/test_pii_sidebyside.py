@@ -4,7 +4,6 @@ hand-written set)."""
 
 from __future__ import annotations
 
-import functools
 import json
 
 import pytest
@@ -96,7 +95,8 @@ def pii_run(tmp_path, tiny_model_dir):
 def test_eval_of_a_pii_adapter_shows_the_table_and_stores_it_in_the_run(pii_run, monkeypatch, capsys):
     from loraforge.cli import main
 
-    monkeypatch.setattr(sidebyside, "eval_sets", functools.partial(sidebyside.eval_sets, handwritten_limit=2))
+    real = sidebyside.eval_sets
+    monkeypatch.setattr(sidebyside, "eval_sets", lambda cfg, limit=None: real(cfg, 2))  # 2 hand-written rows
     assert main(["eval", str(pii_run.config_path), "--adapter", str(pii_run)]) == 0
     out, err = capsys.readouterr()
     result = json.loads(out)
