@@ -32,6 +32,17 @@ def _eval(baseline: bool = False, **kw):
     return call(resolve(target), kw)
 
 
+def show_eval(result: dict) -> int:
+    """The metrics as JSON; for a PII adapter, the maskers' side-by-side table first (on stderr, so
+    stdout stays one JSON document)."""
+    if isinstance(result, dict) and result.get("pii_compare"):
+        from loraforge.eval.report import comparison_markdown
+        from loraforge.runs import PiiComparison
+
+        print(comparison_markdown(PiiComparison.model_validate(result["pii_compare"])), file=sys.stderr)
+    return show_json(result)
+
+
 def read_texts(text: list[str], file: str | None) -> list[str]:
     """The texts to translate: arguments, a file, or stdin; empty input is an error before any model loads."""
     if text and file:
@@ -240,7 +251,7 @@ def commands() -> list[Command]:
                         help="replace an existing run directory (sets output.overwrite)"),
                 )),
         Command(("eval",), "evaluate a base model or an adapter on the test split", _eval, config="optional",
-                show=show_json, args=(
+                show=show_eval, args=(
                     arg("--adapter", help="adapter directory (a run directory or its adapter/ folder)"),
                     arg("--metrics-out", dest="out_path", help="also write the metrics JSON to this file"),
                     arg("--show-examples", action="store_true", help="print sample outputs (PII: raw data!)"),
@@ -391,6 +402,8 @@ def commands() -> list[Command]:
                         help="adapter to serve as model NAME (repeat the flag for more)"),
                     arg("--adapter-dir", help="directory the admin API may load adapters from at run time"),
                     arg("--admin-token", help="bearer token for /admin/adapters (admin API off without it)"),
+                    arg("--api-key", help="bearer key every /v1 route requires (default: $LORAFORGE_API_KEY; "
+                        "none: open)"),
                     arg("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)"),
                     arg("--port", type=int, default=8000, help="port to listen on"),
                     arg("--dtype", default="auto", choices=DTYPES,

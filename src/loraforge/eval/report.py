@@ -10,7 +10,7 @@ from pathlib import Path
 from loraforge.config import RunConfig
 from loraforge.data.formats import Example
 from loraforge.eval.metrics import HIGHER_IS_BETTER
-from loraforge.runs import RunDir, RunMetrics
+from loraforge.runs import PiiComparison, RunDir, RunMetrics
 from loraforge.runs import atomic_write
 
 
@@ -53,6 +53,26 @@ def metrics_rows(before: dict | None, after: dict, baseline: dict | None = None)
     return rows
 
 
+COMPARE_COLUMNS = {"leak_rate": "leak %", "typed_f1": "typed F1", "entity_f1": "entity F1",
+                   "over_masking": "over-masking %", "no_pii_unchanged": "no-PII unchanged %",
+                   "faithfulness": "faithfulness", "texts_per_s": "texts/s", "n": "n"}
+
+
+def comparison_table(cmp: PiiComparison) -> tuple[list[str], list[list[str]], str]:
+    """(header, rows, note) of the PII side-by-side table: every masker on the same rows of each set."""
+    header = ["set", "masker", *COMPARE_COLUMNS.values()]
+    rows = [[r.set, r.masker, *("" if getattr(r, k) is None else f"{getattr(r, k):g}" for k in COMPARE_COLUMNS)]
+            for r in cmp.rows]
+    note = (f"Model operating point: bias {cmp.bias:g} (logits added to starting a placeholder). " if cmp.bias is not
+            None else "") + f"Presidio: {cmp.presidio}. Leak and over-masking: lower is better."
+    return header, rows, note
+
+
+def comparison_markdown(cmp: PiiComparison) -> str:
+    header, rows, note = comparison_table(cmp)
+    return _md_table(header, rows) + "\n\n" + note + "\n"
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in rows]
@@ -60,9 +80,11 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def write_report(run_dir: Path | RunDir, title: str, summary: dict, before: dict | None, after: dict,
-                 samples: list[dict], history: list[dict], baseline: dict | None = None) -> None:
+                 samples: list[dict], history: list[dict], baseline: dict | None = None,
+                 pii_compare: PiiComparison | None = None) -> None:
     """report.md + report.html + loss.png in ``run_dir``. ``samples``: dicts of source/reference/before/after;
-    ``baseline``: a non-model reference (the rule-based PII masker) shown as its own column."""
+    ``baseline``: a non-model reference (the rule-based PII masker) shown as its own column;
+    ``pii_compare``: the PII maskers side by side (its own section)."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     plot_loss(history, run.loss_png)
     header = ["metric"] + (["rule baseline"] if baseline is not None else []) + ["base", "tuned", "change"]
@@ -71,6 +93,8 @@ def write_report(run_dir: Path | RunDir, title: str, summary: dict, before: dict
           "## Metrics (test split)", "", _md_table(header, rows), "",
           "Higher is better except " + ", ".join(k for k, v in HIGHER_IS_BETTER.items() if not v) + ".", "",
           "## Loss", "", "![loss curve](loss.png)", ""]
+    if pii_compare is not None:
+        md[-4:-4] = ["## PII maskers side by side (same rows)", "", comparison_markdown(pii_compare)]
     if samples:
         md += ["## Samples", ""]
         for i, s in enumerate(samples, 1):
@@ -83,7 +107,11 @@ def write_report(run_dir: Path | RunDir, title: str, summary: dict, before: dict
         return f"<table><tr>{th}</tr>{trs}</table>"
 
     parts = [f"<h1>{html.escape(title)}</h1>", table(["setting", "value"], [[k, str(v)] for k, v in summary.items()]),
-             "<h2>Metrics (test split)</h2>", table(header, rows), "<h2>Loss</h2>", '<img src="loss.png" alt="loss curve">']
+             "<h2>Metrics (test split)</h2>", table(header, rows)]
+    if pii_compare is not None:
+        c_head, c_rows, note = comparison_table(pii_compare)
+        parts += ["<h2>PII maskers side by side (same rows)</h2>", table(c_head, c_rows), f"<p>{html.escape(note)}</p>"]
+    parts += ["<h2>Loss</h2>", '<img src="loss.png" alt="loss curve">']
     if samples:
         parts.append("<h2>Samples</h2>")
         parts += ["<dl>" + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in s.items())
@@ -112,5 +140,5 @@ def write_run_report(run: RunDir, cfg: RunConfig, metrics: RunMetrics, test: lis
                         "train time": f"{t.seconds} s", "tokens/s": t.tokens_per_s,
                         "peak RSS": f"{t.peak_rss_mb:g} MB", "dtype": t.dtype})
     write_report(run, f"loraforge run: {run.name}", summary, metrics.before, metrics.after, samples, run.history(),
-                 baseline=metrics.baseline)
+                 baseline=metrics.baseline, pii_compare=metrics.pii_compare)
     return run.report_md

@@ -28,21 +28,31 @@ def rule_finder(texts: list[str]) -> list[list[Span]]:
     return [[Span(a, b, t, 1.0, "rules") for a, b, t in find_pii(text)] for text in texts]
 
 
-def score(find: Finder, records: list[dict], batch_size: int = 32) -> dict:
-    """Metrics of one finder over records ``{"text", "masked", "spans"?}`` and its throughput."""
-    texts = [r["text"] for r in records]
+def timed(find: Finder, texts: list[str], batch_size: int = 32) -> tuple[list[list[Span]], float]:
+    """(spans per text, seconds) of one finder over ``texts``, ``batch_size`` texts per call."""
     start = time.perf_counter()
     spans: list[list[Span]] = []
     for i in range(0, len(texts), batch_size):
         spans += find(texts[i:i + batch_size])
-    seconds = time.perf_counter() - start
+    return spans, time.perf_counter() - start
+
+
+def score_spans(records: list[dict], spans: list[list[Span]], seconds: float | None = None) -> dict:
+    """Metrics of spans found in records ``{"text", "masked", "spans"?}`` (+ texts/s over ``seconds``)."""
+    texts = [r["text"] for r in records]
     hyps = [render(t, s) for t, s in zip(texts, spans)]
     gold = [r["spans"] for r in records] if all("spans" in r for r in records) else None
     m = pii_metrics(texts, hyps, [r["masked"] for r in records], gold)
     negatives = [(t, h) for r, t, h in zip(records, texts, hyps) if t == r["masked"]]
     m["no_pii_unchanged"] = round(100 * sum(t == h for t, h in negatives) / len(negatives), 2) if negatives else None
-    m["texts_per_s"] = round(len(texts) / seconds, 2) if seconds > 0 else None
+    m["texts_per_s"] = round(len(texts) / seconds, 2) if seconds else None
     return m
+
+
+def score(find: Finder, records: list[dict], batch_size: int = 32) -> dict:
+    """Metrics of one finder over records ``{"text", "masked", "spans"?}`` and its throughput."""
+    spans, seconds = timed(find, [r["text"] for r in records], batch_size)
+    return score_spans(records, spans, seconds)
 
 
 def compare(records: list[dict], finders: dict[str, Finder], batch_size: int = 32) -> dict[str, dict]:

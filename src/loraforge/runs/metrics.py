@@ -38,6 +38,34 @@ class TrainStats(_Record):
         return 100 * self.trainable_params / max(self.total_params, 1)
 
 
+class MaskerScores(_Record):
+    """One masker on one evaluation set: a row of the PII side-by-side table (percentages)."""
+
+    set: str
+    """The rows scored, e.g. "pii:test" or "pii-handwritten"."""
+    masker: str
+    """e.g. "tuned model", "model + patterns", "validated patterns", "rule baseline", "presidio"."""
+    n: int
+    leak_rate: float
+    typed_f1: float
+    entity_f1: float
+    over_masking: float
+    faithfulness: float
+    no_pii_unchanged: float | None = None
+    """Texts without PII returned unchanged (None when the set has none)."""
+    texts_per_s: float | None = None
+
+
+class PiiComparison(_Record):
+    """PII: every masker on the same rows of every set, with the operating point the model used."""
+
+    rows: list[MaskerScores]
+    bias: float | None = None
+    """The model's recall knob (logits added to starting a placeholder)."""
+    presidio: str
+    """How Presidio ran (spaCy model or pattern recognizers only), or why it did not."""
+
+
 class RunMetrics(_Record):
     task: str
     before: TaskScores | None = None
@@ -48,6 +76,8 @@ class RunMetrics(_Record):
     wall_seconds: float | None = None
     baseline: TaskScores | None = None
     """PII: the rule-based masker on the same rows."""
+    pii_compare: PiiComparison | None = None
+    """PII: tuned model, model + patterns, rules and Presidio side by side (``pii.sidebyside``)."""
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, exclude_none=False)

@@ -1,17 +1,19 @@
 """The OpenAI-compatible HTTP server (``loraforge serve``): wiring of the engine, the routes and the limits.
 
 Every refusal is a 4xx with OpenAI's error shape; the generation thread never sees a bad request.
-Routes live in ``api.py`` (OpenAI endpoints) and ``admin.py`` (health, metrics, adapter API); the
-generation engine in ``engine.py``.
+Routes live in ``api.py`` (OpenAI endpoints), ``mask.py`` (PII masking) and ``admin.py`` (health,
+metrics, adapter API); the generation engine in ``engine.py``. ``auth.py``: the optional API key of
+the ``/v1`` routes.
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request as HttpRequest
+from fastapi import Depends, FastAPI, Request as HttpRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from loraforge.serve import admin, api
+from loraforge.serve import admin, api, mask
+from loraforge.serve.auth import api_key_from, require_api_key
 from loraforge.serve.engine import Engine, ServeError
 from loraforge.serve.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit, BodyTooLarge
 from loraforge.serve.text import Codec
@@ -53,14 +55,17 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(engine: Engine, base_name: str, admin_token: str | None = None,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, api_key: str | None = None) -> FastAPI:
     app = FastAPI(title="loraforge", version="1")
     app.state.engine = engine
+    app.state.api_key = api_key
     app.state.server = api.Server(engine=engine, codec=Codec(engine.tokenizer), base_name=base_name,
                                   admin_token=admin_token)
     _add_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    app.include_router(api.router)
+    keyed = [Depends(require_api_key)]
+    app.include_router(api.router, dependencies=keyed)
+    app.include_router(mask.router, dependencies=keyed)
     app.include_router(admin.router)
     return app
 
@@ -69,13 +74,14 @@ def serve(base: str, adapters: list[str], host: str = "127.0.0.1", port: int = 8
           adapter_dir: str | None = None, dtype: str = "auto", max_batch: int = 16, batch_wait_ms: float = 5,
           max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_prompt_tokens: int | None = None,
           prefill_tokens: int = 2048, merge_lora: bool = True, int8_lm_head: bool = False,
-          verified_lm_head: bool = True) -> None:
+          verified_lm_head: bool = True, api_key: str | None = None) -> None:
     """Load the base model and the ``name=DIR`` adapters, then run uvicorn until interrupted
-    (the engine options: see ``build_app``)."""
+    (the engine options: see ``build_app``; ``api_key``: else ``$LORAFORGE_API_KEY``)."""
     import uvicorn
 
     app = build_app(base, adapters, admin_token, adapter_dir, dtype, max_batch, batch_wait_ms, max_body_bytes,
-                    max_prompt_tokens, prefill_tokens, merge_lora, int8_lm_head, verified_lm_head)
+                    max_prompt_tokens, prefill_tokens, merge_lora, int8_lm_head, verified_lm_head,
+                    api_key_from(api_key))
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
@@ -83,12 +89,13 @@ def build_app(base: str, adapters: list[str], admin_token: str | None = None, ad
               dtype: str = "auto", max_batch: int = 16, batch_wait_ms: float = 5,
               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_prompt_tokens: int | None = None,
               prefill_tokens: int = 2048, merge_lora: bool = True, int8_lm_head: bool = False,
-              verified_lm_head: bool = True) -> FastAPI:
+              verified_lm_head: bool = True, api_key: str | None = None) -> FastAPI:
     """``max_prompt_tokens``: default 4096 on a CPU, the model's context on a GPU. ``prefill_tokens``:
     padded prompt tokens prefilled per engine iteration (bounds how long running rows wait for new
     ones). ``merge_lora``: merge the adapter into the weights while every running row uses it.
     ``int8_lm_head``: CPU only, the output layer in dynamic int8 (faster, slightly different logits).
-    ``verified_lm_head``: CPU fp32, int8 proposes and fp32 decides (same tokens as fp32; see ``head.py``)."""
+    ``verified_lm_head``: CPU fp32, int8 proposes and fp32 decides (same tokens as fp32; see ``head.py``).
+    ``api_key``: required as a bearer token on every ``/v1`` route (None: open)."""
     import torch
 
     from loraforge.config import ConfigError
@@ -114,4 +121,5 @@ def build_app(base: str, adapters: list[str], admin_token: str | None = None, ad
             engine.add_adapter(name, path)
         except ServeError as e:
             raise ConfigError(f"--adapter {spec}: {e}") from None
-    return create_app(engine, base_name=base, admin_token=admin_token, max_body_bytes=max_body_bytes)
+    return create_app(engine, base_name=base, admin_token=admin_token, max_body_bytes=max_body_bytes,
+                      api_key=api_key)

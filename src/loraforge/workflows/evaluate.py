@@ -9,7 +9,7 @@ from pathlib import Path
 from loraforge.config import RunConfig
 from loraforge.data.splits import test_examples
 from loraforge.eval.inference import evaluate, load_for_inference
-from loraforge.runs import RunDir, atomic_write
+from loraforge.runs import RunDir, atomic_write, resolve_adapter
 
 __all__ = ["eval_run", "evaluate", "rebuild_report"]
 
@@ -21,6 +21,8 @@ def eval_run(cfg: RunConfig, adapter: str | Path | None = None, out_path: str | 
     test = test_examples(cfg)
     loaded, model = load_for_inference(cfg, adapter)
     metrics, hyps = evaluate(loaded, model, cfg, test)
+    if cfg.data.task == "pii" and adapter is not None:
+        metrics["pii_compare"] = pii_side_by_side(cfg, loaded, model, adapter).model_dump()
     if show_examples:
         for e, h in list(zip(test, hyps))[: cfg.eval.samples_in_report]:
             print(json.dumps({"source": e.source, "reference": e.target, "output": h}, ensure_ascii=False))
@@ -44,3 +46,20 @@ def rebuild_report(run_dir: str | Path | RunDir) -> Path:
         run.write_metrics(metrics)
     outputs = run.outputs("after")
     return write_run_report(run, cfg, metrics, test, [outputs.get(e.id, "") for e in test])
+
+
+def pii_side_by_side(cfg: RunConfig, loaded, model, adapter: str | Path):
+    """The PII maskers side by side (``pii.sidebyside``); stored in the adapter's run (metrics.json and
+    report) when it is a finished run, so its report shows the table too."""
+    import sys
+
+    from loraforge.pii.sidebyside import compare_run
+
+    table = compare_run(cfg, model, loaded.tokenizer)
+    run = resolve_adapter(adapter).run
+    if run is not None and run.is_finished():
+        metrics = run.metrics()
+        metrics.pii_compare = table
+        run.write_metrics(metrics)
+        print(f"loraforge: updated {run.metrics_path} and {rebuild_report(run)}", file=sys.stderr)
+    return table

@@ -180,6 +180,14 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Ru
     metrics = RunMetrics(task=cfg.data.task, before=before, after=after,
                          train=_train_stats(model, loaded, result, identical),
                          wall_seconds=round(time.perf_counter() - t_start, 1))
+    if cfg.data.task == "pii" and data.test:  # every masker on the same rows, hand-written set too
+        from loraforge.pii.sidebyside import compare_run
+
+        _log("scoring the PII maskers side by side (tuned, + patterns, rules, Presidio)")
+        try:  # never lose a finished run to the extra table (e.g. a method decoding cannot drive)
+            metrics.pii_compare = compare_run(cfg, model, loaded.tokenizer)
+        except Exception as e:  # noqa: BLE001
+            _log(f"PII side-by-side table skipped: {type(e).__name__}: {str(e)[:200]}")
     _write_results(run, cfg, metrics, data, hyps_after)
     _log(f"done: {run}  " + "  ".join(f"{k}={v}" for k, v in after.items() if k != "n"))
     return run

@@ -1,0 +1,91 @@
+"""Every PII masker on the same rows of the test split and of the hand-written set: the table
+``loraforge eval`` prints and the run report shows (``runs.PiiComparison`` in metrics.json).
+
+Rows per set: the tuned model alone (copy-or-mask decoding, ``merge=model``), the model with the
+validated patterns merged (``union``, what ``loraforge mask`` runs), the validated patterns alone,
+the rule baseline (``eval.pii_baseline``) and Presidio's analyzer when it is installed (``presidio``
+says whether with a spaCy model or its pattern recognizers only, or why it did not run). The model
+decodes each set once: the union row reuses its spans, and its texts/s counts the model's time plus
+the patterns'. Scores only, never the texts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from loraforge.pii.evaluate import rule_finder, score_spans, timed
+from loraforge.pii.masker import Masker, MaskOptions
+from loraforge.pii.spans import merge_spans
+from loraforge.runs.metrics import MaskerScores, PiiComparison
+
+HANDWRITTEN = "pii-handwritten"
+MODEL, UNION, PATTERNS, RULES, PRESIDIO = "tuned model", "model + patterns", "validated patterns", "rule baseline", \
+    "presidio"
+
+
+def records(examples) -> list[dict]:
+    """``Example``s as scoring records; gold ``spans`` kept when the data has them."""
+    return [{"text": e.source, "masked": e.target, **({"spans": e.meta["spans"]} if "spans" in e.meta else {})}
+            for e in examples]
+
+
+def eval_sets(cfg, handwritten_limit: int | None = None) -> dict[str, list[dict]]:
+    """name -> records: the config's test split (``eval.max_examples`` rows) and the hand-written set
+    (whole unless ``handwritten_limit``)."""
+    from loraforge.data.formats import load_examples
+    from loraforge.data.splits import test_examples
+    from loraforge.pii.handwritten import folder
+
+    return {cfg.data.test: records(test_examples(cfg)),
+            HANDWRITTEN: records(load_examples(str(folder() / "eval.jsonl.gz"), limit=handwritten_limit))}
+
+
+def presidio_finder(enabled: bool = True) -> tuple[Callable | None, str]:
+    """(finder or None, how it runs or why not)."""
+    from loraforge.pii.presidio import PresidioFinder, unavailable
+
+    reason = "not asked for" if not enabled else unavailable()
+    if reason:
+        return None, f"not run: {reason}"
+    finder = PresidioFinder()
+    return finder.find_spans, finder.mode
+
+
+def _row(name: str, masker: str, scores: dict) -> MaskerScores:
+    return MaskerScores(set=name, masker=masker, **{k: v for k, v in scores.items() if k in MaskerScores.model_fields})
+
+
+def compare_sets(sets: dict[str, list[dict]], model=None, bias: float | None = None,
+                 presidio: bool = True) -> PiiComparison:
+    """The table over ``sets`` (name -> records). ``model``: a ``ConstrainedMasker`` (anything with
+    ``find_spans``) for the two model rows, None to leave them out."""
+    find_presidio, mode = presidio_finder(presidio)
+    patterns = Masker(options=MaskOptions(merge="patterns")).find_spans
+    rows = []
+    for name, recs in sets.items():
+        texts = [r["text"] for r in recs]
+        whole = max(1, len(texts))  # one call: the decoder batches by length itself
+        pat_spans, pat_s = timed(patterns, texts, whole)
+        if model is not None:
+            model_spans, model_s = timed(Masker(model, MaskOptions(merge="model")).find_spans, texts, whole)
+            union = [merge_spans(m, p, "union") for m, p in zip(model_spans, pat_spans)]
+            rows += [_row(name, MODEL, score_spans(recs, model_spans, model_s)),
+                     _row(name, UNION, score_spans(recs, union, model_s + pat_s))]
+        rows.append(_row(name, PATTERNS, score_spans(recs, pat_spans, pat_s)))
+        rows.append(_row(name, RULES, score_spans(recs, *timed(rule_finder, texts, whole))))
+        if find_presidio is not None:
+            rows.append(_row(name, PRESIDIO, score_spans(recs, *timed(find_presidio, texts, whole))))
+    return PiiComparison(rows=rows, bias=bias if model is not None else None, presidio=mode)
+
+
+def compare_run(cfg, model, tokenizer, bias: float | None = None, handwritten_limit: int | None = None,
+                presidio: bool = True, batch_size: int = 8) -> PiiComparison:
+    """The table for a tuned PII model (its adapter merged while decoding), prompted as it was trained."""
+    from loraforge.eval.inference import merged_for_inference
+    from loraforge.pii.decode import DEFAULT_BIAS, ConstrainedMasker
+
+    bias = DEFAULT_BIAS if bias is None else bias
+    sets = eval_sets(cfg, handwritten_limit)
+    with merged_for_inference(model):
+        masker = ConstrainedMasker.from_config(model, tokenizer, cfg.data, bias=bias, batch_size=batch_size)
+        return compare_sets(sets, masker, bias, presidio)
