@@ -67,11 +67,16 @@ class Mixture:
     def draw(self, g: int) -> tuple[str, int]:
         """The task and example index at position g. Within a task, the k-th draw of it takes the
         k-th item of its seeded permutation of epoch k // n."""
+        task, _, index = self.locate(g)
+        return task, index
+
+    def locate(self, g: int) -> tuple[str, int, int]:
+        """(task, epoch within that task, example index) at position g: the epoch is what per-epoch
+        source noise is drawn for."""
         self._extend(g + 1)
         task, k = self._tasks[g], self._ranks[g]
-        n = self.sizes[task]
-        epoch, i = divmod(k, n)
-        return task, self._perm(task, epoch)[i]
+        epoch, i = divmod(k, self.sizes[task])
+        return task, epoch, self._perm(task, epoch)[i]
 
     def _extend(self, n: int) -> None:
         """Tasks and per-task ranks of positions [0, n): computed once, in order (still a pure function
