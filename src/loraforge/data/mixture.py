@@ -90,13 +90,16 @@ class Mixture:
             self._seen[task] += 1
 
     def _perm(self, task: str, epoch: int) -> list[int]:
-        """The task's permutation for ``epoch`` (one cached per task: draws move forward in epochs)."""
-        cache = self.__dict__.setdefault("_perms", {})
-        if task not in cache or cache[task][0] != epoch:
+        """The task's permutation for ``epoch``; the last two epochs' are cached per task (draws move
+        forward in epochs, but a length-sorted window may straddle an epoch boundary)."""
+        cache = self.__dict__.setdefault("_perms", {}).setdefault(task, {})
+        if epoch not in cache:
             perm = list(range(self.sizes[task]))
             random.Random(f"{self.seed}:{task}:{epoch}").shuffle(perm)
-            cache[task] = (epoch, perm)
-        return cache[task][1]
+            for old in [e for e in cache if e < epoch - 1]:
+                del cache[old]
+            cache[epoch] = perm
+        return cache[epoch]
 
     def sampled_mix(self, n: int) -> dict[str, float]:
         """The share of each task among the first n positions: what the report shows as 'actually

@@ -109,7 +109,8 @@ def task_sections(metrics: RunMetrics) -> list[Section]:
     sections: list[Section] = []
     for name, t in (metrics.tasks or {}).items():
         header = ["metric"] + (["rule baseline"] if t.baseline is not None else []) + ["base", "tuned", "change"]
-        sections.append((f"Task {name} ({t.task}, its test split)", header, metrics_rows(t.before, t.after, t.baseline)))
+        rows = metrics_rows(t.before, t.after, t.baseline)
+        sections.append((f"Task {name} ({t.task}, its test split)", header, rows))
     total = sum(t.sampled or 0 for t in (metrics.tasks or {}).values())
     mix = [[name, str(t.train_examples), f"{t.probability:.3f}" if t.probability is not None else "",
             str(t.sampled if t.sampled is not None else ""), f"{(t.sampled or 0) / total:.3f}" if total else ""]

@@ -67,7 +67,8 @@ def check_data(cfg: RunConfig, n: int = 3, out=None) -> bool:
     console = Console(file=out, highlight=False)
     ok = True
     for label, task_cfg, splits in tasks:
-        ok = all([_check_split(console, tok, family, task_cfg, split, examples, n) for split, examples in splits]) and ok
+        checked = [_check_split(console, tok, family, task_cfg, split, examples, n) for split, examples in splits]
+        ok = all(checked) and ok
         if task_cfg.data.augment.active:
             _show_augmented(console, tok, family, task_cfg, label, n)
     marking = f"between {TRAINED_OPEN} {TRAINED_CLOSE}" if _plain(console) else "green"
