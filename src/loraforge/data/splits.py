@@ -108,7 +108,11 @@ def split_examples(cfg: RunConfig | DataConfig, spec: str | None, limit: int | N
 
 
 def test_examples(cfg: RunConfig) -> list[Example]:
-    """The test split (``eval.max_examples`` rows); an unset ``data.test`` is an error here."""
+    """The test split (``eval.max_examples`` rows); an unset ``data.test`` is an error here, and so is
+    a multi-task config (each task has its own: ``task_tests``)."""
+    if cfg.data.tasks:
+        raise DataError("data.tasks is set: each task has its own test split (data.tasks[i].test); this command "
+                        "scores one task: give it that task's settings as a single-task config")
     if not cfg.data.test:
         raise DataError("data.test is not set: nothing to evaluate")
     return split_examples(cfg, cfg.data.test, cfg.eval.max_examples)
