@@ -29,7 +29,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def pairs_file(path: Path, n: int, prefix: str = "p") -> Path:
     """n en/zh pairs, every one with markup the noise must keep whole."""
-    zh = "步：运行 `kubectl get pods`，参见[默认命名空间](/docs/concepts/namespaces/)。"
+    zh = ("步：运行 `kubectl get pods` 列出 {{< glossary_tooltip text=\"Pods\" term_id=\"pod\" >}}，参见"
+          "[默认命名空间](/docs/concepts/namespaces/) 和 https://k8s.io 。")  # all the markup: kept when protected
     return write_jsonl(path, [{"id": f"{prefix}{i}", "en": f"Step {i}: " + MARKUP, "zh": f"第 {i} {zh}"}
                               for i in range(n)])
 
