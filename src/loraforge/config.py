@@ -205,7 +205,7 @@ class DataConfig(_Section):
         data.tasks. Everything downstream (encoding, prompts, evaluation) reads one such config."""
         if not self.tasks:
             return [(self.task, self)]
-        base = {k: getattr(self, k) for k in self.model_fields if k not in (*self.SINGLE_ONLY, *self.MULTI_ONLY)}
+        base = {k: getattr(self, k) for k in type(self).model_fields if k not in (*self.SINGLE_ONLY, *self.MULTI_ONLY)}
         out = []
         for entry in self.tasks:
             own = {k: getattr(entry, k) for k in entry.model_fields_set if k != "name"}

@@ -350,13 +350,18 @@ def test_data_augment_materializes_the_epoch_and_caches_back_translation(tiny_mo
     caches = {}
     for name, flag in (("s1", "--sampling"), ("s2", "--sampling"), ("g", "--greedy")):
         out = tmp_path / f"bt-{name}.jsonl.gz"
-        assert main(["data", "augment", *cfg_args, "eval.max_new_tokens=6", "--out", str(out), "--back-translate",
-                     str(reverse), "--mono", str(mono), flag]) == 0
+        code = main(["data", "augment", *cfg_args, "--out", str(out), "--back-translate", str(reverse), "--mono",
+                     str(mono), flag])
+        err = capsys.readouterr().err
+        if code == 2:  # a random tiny model may end every output at once: an error, never an empty cache
+            assert "came out empty; nothing cached" in err and not out.exists()
+            continue
+        assert code == 0
         caches[name] = [(e.source, e.target) for e in load_examples(str(out), None, None, "en", "zh")]
+        assert {t for _, t in caches[name]} <= set(texts) and all(s.strip() for s, _ in caches[name])
         assert read_provenance(out)["sampling"] == (flag == "--sampling")
         assert read_provenance(out)["reverse_adapter"] == str(reverse)
-    assert caches["s1"] == caches["s2"]  # seeded sampling
-    assert {t for _, t in caches["g"]} <= set(texts)
+    assert caches["s1"] == caches["s2"]  # seeded sampling (sampled outputs are rarely all empty)
     # a reverse run that does not translate zh->en is refused, naming what it does translate
     assert main(["data", "augment", *cfg_args, "data.src_lang=de", "--out", str(tmp_path / "x.jsonl"),
                  "--back-translate", str(tmp_path / "rev"), "--mono", str(mono)]) == 2

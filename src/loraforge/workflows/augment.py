@@ -121,6 +121,9 @@ def back_translate_cache(cfg: RunConfig, adapter: str, mono: str, out: str | Pat
         return generate_restored(loaded, model, rev, targets, progress=progress)[0].texts
 
     pairs = back_translate(texts, translate, bt, ids=[f"bt-{i:06d}" for i in range(len(texts))])
+    if not pairs:
+        raise DataError(f"{mono}: every back-translation of the {len(texts)} texts came out empty; nothing cached "
+                        f"(is {adapter} trained to translate {forward.tgt_lang}->{forward.src_lang}?)")
     write_synthetic(out, pairs, bt.provenance(str(adapter), str(mono)), forward.src_lang, forward.tgt_lang)
     return {"out": str(out), "task": name, "monolingual": len(texts), "pairs": len(pairs), "sampling": sampling,
             "use_with": f"data.augment.back_translation.file={out}"}
