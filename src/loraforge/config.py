@@ -12,6 +12,7 @@ from there, so adding a method never edits this file.
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,6 +48,77 @@ class ModelConfig(_Section):
     revision: str | None = None
 
 
+class NoiseConfig(_Section):
+    """Source-side noise, drawn anew each epoch from (data.seed, epoch, example) (data/augment.py): the
+    source only, never the target, never protected markup (inline code, links, URLs, shortcodes, tags)."""
+
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """Probability that a source word is dropped."""
+    shuffle_k: int = Field(0, ge=0)
+    """Each source word moves at most k places (0 = no shuffle)."""
+    insertion: float = Field(0.0, ge=0, lt=1)
+    """Probability, per word, of inserting another word of the same source after it."""
+
+
+class BackTranslationConfig(_Section):
+    """A cached set of (synthetic source, real target) pairs, made once by
+    ``loraforge data augment CONFIG --back-translate REVERSE_RUN --mono FILE --out FILE``."""
+
+    file: str
+    """The synthetic pair file (jsonl(.gz) with the source/target language fields; provenance beside it)."""
+    ratio: float = Field(1.0, ge=0)
+    """Synthetic pairs per real pair (1.0 = real:synthetic 1:1; drawn with replacement past the cache's size)."""
+    tagged: bool = False
+    """Put the back-translation tag before each synthetic source (tagged back-translation)."""
+
+
+class AugmentConfig(_Section):
+    noise: NoiseConfig = Field(default_factory=NoiseConfig)
+    back_translation: BackTranslationConfig | None = None
+
+    @property
+    def active(self) -> bool:
+        n = self.noise
+        return bool(n.dropout or n.shuffle_k or n.insertion or self.back_translation)
+
+
+TASK_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+INHERITED = ("source_field", "target_field", "src_lang", "tgt_lang", "template", "system_prompt", "task_prefix",
+             "max_train_examples", "max_dev_examples", "protect_markup", "augment")
+"""Keys a ``data.tasks`` entry takes from ``data.*`` unless it sets them itself."""
+
+
+class TaskConfig(_Section):
+    """One dataset of a multi-task run (``data.tasks``). Keys it does not set come from ``data.*``
+    (``INHERITED``); train/dev/test never do: each task names its own."""
+
+    name: str | None = Field(None, pattern=TASK_NAME)
+    """Shown in metrics and the report; default: 'SRC-TGT' for translate (e.g. en-zh), else the task."""
+    task: Literal["translate", "pii", "sft"] = "translate"
+    train: str
+    dev: str | None = None
+    test: str | None = None
+    source_field: str | None = None
+    target_field: str | None = None
+    src_lang: str = "en"
+    tgt_lang: str = "zh"
+    """The direction: with k8s:* data, src_lang=zh tgt_lang=en reads the same pairs flipped (zh->en)."""
+    template: Literal["auto", "chatml", "gemma", "plain", "model"] = "auto"
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
+    task_prefix: str | None = None
+    max_train_examples: int | None = Field(None, ge=1)
+    max_dev_examples: int | None = Field(64, ge=1)
+    protect_markup: bool = False
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    @model_serializer(mode="wrap")
+    def _only_set_keys(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """A saved config lists what the entry set, so what it inherits still comes from data.*."""
+        data = handler(self)
+        return {k: v for k, v in data.items() if k in self.model_fields_set or k == "train"}
+
+
 class DataConfig(_Section):
     task: Literal["translate", "pii", "sft"] = "translate"
     train: str = "k8s:train"
@@ -72,6 +144,77 @@ class DataConfig(_Section):
     """Translate: replace inline code, link targets, URLs, HTML tags and shortcode syntax by {n}
     placeholders before the model sees them, in training data and at generation, and put them back
     after (loraforge.data.markup). Pairs whose target lost some markup are dropped from training."""
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    """Translate: source noise per epoch and back-translated pairs (data/augment.py)."""
+    tasks: list[TaskConfig] | None = None
+    """Several datasets trained into one adapter, each with its own task, direction, template and
+    system prompt (or task prefix); unset = the one task data.* describes."""
+    task_temperature: float = Field(1.0, gt=0)
+    """With data.tasks: task i is sampled with p_i ∝ n_i^(1/T); 1 = proportional, larger = flatter."""
+    task_weights: dict[str, float] | None = None
+    """With data.tasks: explicit sampling weights by task name (replace the temperature)."""
+
+    SINGLE_ONLY: typing.ClassVar[tuple[str, ...]] = ("task", "train", "dev", "test")
+    MULTI_ONLY: typing.ClassVar[tuple[str, ...]] = ("tasks", "task_temperature", "task_weights")
+
+    @model_validator(mode="after")
+    def _tasks_consistent(self) -> DataConfig:
+        """Keys nobody reads, duplicate names, weights for unknown tasks, augmentation outside
+        translation: each an error naming the key."""
+        if not self.tasks:
+            unread = [k for k in self.MULTI_ONLY if k in self.model_fields_set and k != "tasks"]
+            if self.tasks is not None:
+                raise _keys_error("data.tasks: an empty list; list at least one task, or remove the key")
+            if unread:
+                raise _keys_error(f"{', '.join('data.' + k for k in unread)}: only read with data.tasks")
+            if self.task != "translate" and self.augment.active:
+                raise _keys_error(f"data.augment: augmentation applies to data.task=translate, not {self.task}")
+            return self
+        unread = [k for k in self.SINGLE_ONLY if k in self.model_fields_set]
+        if unread:
+            raise _keys_error(f"{', '.join('data.' + k for k in unread)}: not read when data.tasks is set; give each "
+                              "entry of data.tasks its own task/train/dev/test")
+        names = [name for name, _ in self.task_configs()]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise _keys_error(f"data.tasks: two tasks are named {', '.join(dupes)}; set data.tasks[i].name to tell "
+                              "them apart")
+        for i, (name, cfg) in enumerate(self.task_configs()):
+            if cfg.task != "translate" and cfg.augment.active:
+                where = f"data.tasks[{i}].augment" if "augment" in self.tasks[i].model_fields_set else "data.augment"
+                raise _keys_error(f"{where}: augmentation applies to translate tasks, not {name} ({cfg.task}); "
+                                  "set augment on the translate entries of data.tasks instead")
+        if self.task_weights is not None:
+            unknown = sorted(set(self.task_weights) - set(names))
+            if unknown:
+                raise _keys_error(f"data.task_weights: unknown task(s) {', '.join(unknown)}; tasks: {', '.join(names)}")
+            if any(w < 0 for w in self.task_weights.values()) or not sum(self.task_weights.values()) > 0:
+                raise _keys_error("data.task_weights: weights must be >= 0 and not all 0")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _only_read_keys(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """A saved config.yaml must load back under the checks above: single-task runs dump no
+        multi-task keys (their config.yaml is what it was), multi-task runs no single-task ones."""
+        data = handler(self)
+        drop = self.SINGLE_ONLY if self.tasks else self.MULTI_ONLY
+        return {k: v for k, v in data.items() if k not in drop}
+
+    def task_configs(self) -> list[tuple[str, DataConfig]]:
+        """(name, the data settings of that task alone) per task; one pair (data.task, self) without
+        data.tasks. Everything downstream (encoding, prompts, evaluation) reads one such config."""
+        if not self.tasks:
+            return [(self.task, self)]
+        base = {k: getattr(self, k) for k in type(self).model_fields if k not in (*self.SINGLE_ONLY, *self.MULTI_ONLY)}
+        out = []
+        for entry in self.tasks:
+            own = {k: getattr(entry, k) for k in entry.model_fields_set if k != "name"}
+            cfg = DataConfig.model_construct(**{**base, "task": entry.task, "train": entry.train, "dev": entry.dev,
+                                                "test": entry.test, "tasks": None, "task_temperature": 1.0,
+                                                "task_weights": None, **own})
+            name = entry.name or (f"{cfg.src_lang}-{cfg.tgt_lang}" if cfg.task == "translate" else cfg.task)
+            out.append((name, cfg))
+        return out
 
 
 class AdapterConfig(_Section):
@@ -205,12 +348,22 @@ class RunConfig(_Section):
         return self
 
 
+def _keys_error(message: str) -> PydanticCustomError:
+    """A check across keys: the message names them (printed as is, not under the section's name)."""
+    return PydanticCustomError("config_keys", message)
+
+
+def _key(loc: tuple) -> str:
+    """('data', 'tasks', 1, 'task') -> 'data.tasks[1].task'."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid config ({source}):"]
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
+        key = _key(e["loc"])
         msg = e["msg"]
-        if not key:  # a check across keys (e.g. adapter.r with adapter.method=prefix): the message names them
+        if not key or e["type"] == "config_keys":  # a check across keys: the message names them
             lines.append(f"  {msg}")
             continue
         if e["type"] == "extra_forbidden":
@@ -223,23 +376,34 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The section class inside an annotation (``X``, ``X | None``, ``list[X] | None``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for a in typing.get_args(annotation) if (m := _section_model(a)) is not None), None)
+
+
 def _allowed_keys(section_path: tuple) -> list[str]:
     model: type[BaseModel] = RunConfig
     for part in section_path:
+        if isinstance(part, int):  # an item of a list of sections (data.tasks[1])
+            continue
         field = model.model_fields.get(str(part))
-        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
-            return sorted(model.model_fields)
-        model = field.annotation
+        sub = _section_model(field.annotation) if field is not None else None
+        if sub is None:
+            break
+        model = sub
     return sorted(model.model_fields)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """'train.lr=1e-4' -> (['train', 'lr'], 0.0001). Values are parsed as YAML scalars/lists."""
+    """'train.lr=1e-4' -> (['train', 'lr'], 0.0001); nested sections too ('data.augment.noise.dropout=0.1').
+    Values are parsed as YAML scalars, lists and {flow: mappings}."""
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like section.key=value (e.g. train.steps=100)")
     key, raw = item.split("=", 1)
     parts = key.strip().split(".")
-    if len(parts) != 2 or not all(parts):
+    if len(parts) < 2 or not all(parts):
         raise ConfigError(
             f"override key {key!r} must be section.key with section one of: {', '.join(RunConfig.model_fields)}"
         )
@@ -247,22 +411,26 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
-    if isinstance(value, (dict,)):  # 'a: b' would parse as a mapping; the user meant a string
+    if isinstance(value, dict) and not raw.strip().startswith("{"):  # 'a: b' parses as a mapping; meant a string
         value = raw
     return parts, value
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     for item in overrides:
-        (section, key), value = parse_override(item)
-        if section not in RunConfig.model_fields:
+        parts, value = parse_override(item)
+        if parts[0] not in RunConfig.model_fields:
             raise ConfigError(
-                f"override {item!r}: unknown section {section!r}; allowed: {', '.join(RunConfig.model_fields)}"
+                f"override {item!r}: unknown section {parts[0]!r}; allowed: {', '.join(RunConfig.model_fields)}"
             )
-        data.setdefault(section, {})
-        if not isinstance(data[section], dict):
-            raise ConfigError(f"config section {section!r} must be a mapping")
-        data[section][key] = value
+        node = data
+        for depth, part in enumerate(parts[:-1]):
+            if node.get(part) is None:
+                node[part] = {}
+            if not isinstance(node[part], dict):
+                raise ConfigError(f"config section {'.'.join(parts[:depth + 1])!r} must be a mapping")
+            node = node[part]
+        node[parts[-1]] = value
     return data
 
 

@@ -339,6 +339,24 @@ def commands() -> list[Command]:
         Command(("data", "check"), "render examples with trained tokens highlighted; fail on silent bugs",
                 "loraforge.workflows:check_data", config="optional",
                 args=(arg("-n", type=int, default=3, help="examples to render"),)),
+        Command(("data", "augment"), "write the augmented training set (data.augment) for inspection, or the "
+                "back-translation cache", "loraforge.workflows.augment:augment_run", config="optional",
+                show=show_json, args=(
+                    arg("--out", required=True, help="output .jsonl(.gz): the augmented set, or with --back-translate "
+                        "the synthetic pair cache (data.augment.back_translation.file)"),
+                    arg("--epoch", type=int, default=0, help="the epoch whose source noise to write"),
+                    arg("--back-translate", dest="back_translate", metavar="REVERSE_RUN",
+                        help="a run translating the other way (e.g. zh->en): translate --mono with it"),
+                    arg("--mono", help="with --back-translate: target-language texts (.txt lines, or records with "
+                        "a field named by the target language or 'text')"),
+                    arg("--sampling", dest="sampling", action="store_true", default=True,
+                        help="back-translate by sampling with --temperature and --top-p (the default)"),
+                    arg("--greedy", dest="sampling", action="store_false", help="back-translate greedily instead"),
+                    arg("--temperature", type=float, default=1.0, help="sampling temperature"),
+                    arg("--top-p", dest="top_p", type=float, default=0.95, help="nucleus sampling mass"),
+                    arg("--limit", type=int, help="first N monolingual texts only"),
+                    arg("--task", help="multi-task config: the translate task the pairs are for"),
+                )),
         Command(("data", "k8s"), "align English/translated pairs from a kubernetes/website checkout",
                 "loraforge.data.k8s_build:build_command", show=lambda report: show_json(report.as_dict()), args=(
                     arg("--source", required=True, help="checkout (or snapshot) holding content/<lang>/<section>"),

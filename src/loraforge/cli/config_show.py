@@ -93,7 +93,7 @@ def config_keys(model: type[BaseModel], value: BaseModel | None = None, prefix: 
                 keys += [k for k in config_keys(section, inner, f"{prefix}{name}.") if k.name not in seen]
                 seen.update(k.name for k in keys)
             continue
-        default = info.get_default(call_default_factory=True)
+        default = "(required)" if info.is_required() else info.get_default(call_default_factory=True)
         keys.append(Key(f"{prefix}{name}", type_name(info.annotation) + _bounds(info.metadata), default,
                         _doc(model, name), current if value is not None else default))
     return keys

@@ -37,7 +37,8 @@ PROTECTED = re.compile(
     r"|!?\[[^\]\n]*\]\([^)\n]*\)"       # links and images, text and target together
     r"|<[^>\n]+>"                       # HTML tags
     r"|https?://\S+"                    # bare URLs
-    r"|⟦[^⟧]*⟧"                         # placeholders of protected markup
+    r"|\{\d+\}"                          # placeholders of protected markup (data.protect_markup)
+    r"|⟦[^⟧]*⟧"
 )
 
 
@@ -67,9 +68,9 @@ class SourceNoise:
     def __post_init__(self):
         for name in ("dropout", "insertion"):
             if not 0 <= getattr(self, name) < 1:
-                raise DataError(f"data.augment.{name}={getattr(self, name)}: must be in [0, 1)")
+                raise DataError(f"data.augment.noise.{name}={getattr(self, name)}: must be in [0, 1)")
         if self.shuffle_k < 0:
-            raise DataError(f"data.augment.shuffle_k={self.shuffle_k}: must be >= 0")
+            raise DataError(f"data.augment.noise.shuffle_k={self.shuffle_k}: must be >= 0")
 
     @property
     def active(self) -> bool:
@@ -168,7 +169,7 @@ def mix(real: list[Example], synthetic: list[Example], ratio: float, seed: int =
     """Real pairs plus ``ratio`` synthetic pairs per real pair (sampled without replacement while
     there are enough, then with), shuffled deterministically."""
     if ratio < 0:
-        raise DataError(f"data.augment.synthetic_ratio={ratio}: must be >= 0")
+        raise DataError(f"data.augment.back_translation.ratio={ratio}: must be >= 0")
     rng = random.Random(seed)
     want = round(ratio * len(real))
     if not synthetic or want == 0:

@@ -67,11 +67,16 @@ class Mixture:
     def draw(self, g: int) -> tuple[str, int]:
         """The task and example index at position g. Within a task, the k-th draw of it takes the
         k-th item of its seeded permutation of epoch k // n."""
+        task, _, index = self.locate(g)
+        return task, index
+
+    def locate(self, g: int) -> tuple[str, int, int]:
+        """(task, epoch within that task, example index) at position g: the epoch is what per-epoch
+        source noise is drawn for."""
         self._extend(g + 1)
         task, k = self._tasks[g], self._ranks[g]
-        n = self.sizes[task]
-        epoch, i = divmod(k, n)
-        return task, self._perm(task, epoch)[i]
+        epoch, i = divmod(k, self.sizes[task])
+        return task, epoch, self._perm(task, epoch)[i]
 
     def _extend(self, n: int) -> None:
         """Tasks and per-task ranks of positions [0, n): computed once, in order (still a pure function
@@ -85,13 +90,16 @@ class Mixture:
             self._seen[task] += 1
 
     def _perm(self, task: str, epoch: int) -> list[int]:
-        """The task's permutation for ``epoch`` (one cached per task: draws move forward in epochs)."""
-        cache = self.__dict__.setdefault("_perms", {})
-        if task not in cache or cache[task][0] != epoch:
+        """The task's permutation for ``epoch``; the last two epochs' are cached per task (draws move
+        forward in epochs, but a length-sorted window may straddle an epoch boundary)."""
+        cache = self.__dict__.setdefault("_perms", {}).setdefault(task, {})
+        if epoch not in cache:
             perm = list(range(self.sizes[task]))
             random.Random(f"{self.seed}:{task}:{epoch}").shuffle(perm)
-            cache[task] = (epoch, perm)
-        return cache[task][1]
+            for old in [e for e in cache if e < epoch - 1]:
+                del cache[old]
+            cache[epoch] = perm
+        return cache[epoch]
 
     def sampled_mix(self, n: int) -> dict[str, float]:
         """The share of each task among the first n positions: what the report shows as 'actually

@@ -2,13 +2,16 @@
 
 Read and validated before any model loads, so a malformed line costs a second, not a model load.
 The train, evaluate and inspect workflows all read splits through here, so none imports another.
+A multi-task config (``data.tasks``) is read task by task, each with its own settings
+(``DataConfig.task_configs``); a single-task config is the one task ``data.*`` describes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from loraforge.config import RunConfig
+from loraforge.config import DataConfig, RunConfig
 from loraforge.data.formats import DataError, Example, load_examples
 
 
@@ -17,61 +20,192 @@ class Splits:
     train: list[Example]
     dev: list[Example]
     test: list[Example]
+    data: DataConfig | None = None
+    """The settings these splits were read (and are encoded) with."""
+    tasks: dict[str, Splits] | None = None
+    """Multi-task: each task's splits; train/dev/test above are then their concatenations."""
+
+
+class TrainExamples:
+    """One task's training examples as the trainer sees them: encoded once, or, with source noise, the
+    example ``i`` of ``epoch`` re-encoded from its noised source (a pure function of seed, epoch and i,
+    so a resumed run sees the same). A noised example over data.max_length falls back to its clean
+    encoding; synthetic (back-translated) sources are not noised again."""
+
+    def __init__(self, examples: list[Example], encoded: list, noise=None,
+                 encode: Callable[[list[Example]], list] | None = None):
+        self.examples, self.encoded, self.noise, self.encode = examples, encoded, noise, encode
+        self.lengths = [len(e.input_ids) for e in encoded]
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def _noised(self, i: int, epoch: int) -> Example | None:
+        ex = self.examples[i]
+        if self.noise is None or not self.noise.active or ex.meta.get("synthetic"):
+            return None
+        return Example(self.noise.apply(ex.source, epoch, i), ex.target, ex.id, ex.system, {**ex.meta, "noised": True})
+
+    def at(self, i: int, epoch: int):
+        """The encoded example ``i`` as ``epoch`` trains on it."""
+        noisy = self._noised(i, epoch)
+        if noisy is None:
+            return self.encoded[i]
+        enc = self.encode([noisy])[0]
+        return self.encoded[i] if enc.too_long else enc
+
+    def example_at(self, i: int, epoch: int) -> Example:
+        """The example ``i`` as ``epoch`` trains on it, as text (``data check``, ``data augment``)."""
+        noisy = self._noised(i, epoch)
+        return self.examples[i] if noisy is None or self.encode([noisy])[0].too_long else noisy
 
 
 @dataclass
-class Datasets:
-    """What training consumes: encoded train/dev (over-long examples dropped, counted) and raw test."""
+class TaskMix:
+    """Several tasks' training sets and the probability each is drawn with (data/mixture.py)."""
 
-    train: list
+    sets: dict[str, TrainExamples]
+    probabilities: dict[str, float]
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.sets.values())
+
+
+@dataclass
+class TaskData:
+    """One task of a multi-task run: its settings, encoded train/dev and raw test."""
+
+    data: DataConfig
+    train: TrainExamples
     dev: list
     test: list[Example]
     dropped_too_long: dict[str, int]
 
 
-def split_examples(cfg: RunConfig, spec: str | None, limit: int | None = None) -> list[Example]:
+@dataclass
+class Datasets:
+    """What training consumes: encoded train/dev (over-long examples dropped, counted) and raw test.
+    ``train`` is a list of encoded examples, ``TrainExamples`` (source noise) or ``TaskMix`` (data.tasks)."""
+
+    train: list | TrainExamples | TaskMix
+    dev: list
+    test: list[Example]
+    dropped_too_long: dict[str, int]
+    tasks: dict[str, TaskData] | None = field(default=None)
+    """Multi-task: each task's data (its test split is scored with its own settings and metrics)."""
+
+
+def _data(cfg: RunConfig | DataConfig) -> DataConfig:
+    return cfg if isinstance(cfg, DataConfig) else cfg.data
+
+
+def split_examples(cfg: RunConfig | DataConfig, spec: str | None, limit: int | None = None) -> list[Example]:
     """The examples of one split spec (a file or packaged split) with the config's field settings."""
     if not spec:
         return []
-    d = cfg.data
+    d = _data(cfg)
     return load_examples(spec, d.source_field, d.target_field, d.src_lang, d.tgt_lang, limit=limit)
 
 
 def test_examples(cfg: RunConfig) -> list[Example]:
-    """The test split (``eval.max_examples`` rows); an unset ``data.test`` is an error here."""
+    """The test split (``eval.max_examples`` rows); an unset ``data.test`` is an error here, and so is
+    a multi-task config (each task has its own: ``task_tests``)."""
+    if cfg.data.tasks:
+        raise DataError("data.tasks is set: each task has its own test split (data.tasks[i].test); this command "
+                        "scores one task: give it that task's settings as a single-task config")
     if not cfg.data.test:
         raise DataError("data.test is not set: nothing to evaluate")
     return split_examples(cfg, cfg.data.test, cfg.eval.max_examples)
 
 
-def load_splits(cfg: RunConfig) -> Splits:
-    """Every split the config names, read whole: a bad line anywhere fails here, naming file:line.
-    With ``data.protect_markup`` train and dev carry placeholders; test stays raw (generation
-    protects and restores it, so it is scored against the real references)."""
-    d = cfg.data
-    train, dev = split_examples(cfg, d.train, d.max_train_examples), split_examples(cfg, d.dev, d.max_dev_examples)
+def task_tests(cfg: RunConfig) -> dict[str, tuple[DataConfig, list[Example]]]:
+    """Multi-task: {task name: (its settings, its test examples)} for every task with a test split."""
+    return {name: (d, split_examples(d, d.test, cfg.eval.max_examples))
+            for name, d in cfg.data.task_configs() if d.test}
+
+
+def synthetic_examples(d: DataConfig) -> list[Example]:
+    """The cached back-translated pairs of ``data.augment.back_translation``, tagged or not as the
+    config says (whatever the cache was written with)."""
+    from loraforge.data.augment import BT_TAG
+
+    bt = d.augment.back_translation
+    if bt is None:
+        return []
+    out = []
+    for e in load_examples(bt.file, d.source_field, d.target_field, d.src_lang, d.tgt_lang):
+        source = e.source[len(BT_TAG):] if e.source.startswith(BT_TAG) else e.source
+        out.append(Example((BT_TAG if bt.tagged else "") + source, e.target, e.id, e.system,
+                           {**e.meta, "synthetic": True}))
+    return out
+
+
+def load_task(d: DataConfig, max_test: int | None) -> Splits:
+    """One task's splits. With ``data.protect_markup`` train and dev carry placeholders; test stays raw
+    (generation protects and restores it, so it is scored against the real references). Back-translated
+    pairs join train in the configured ratio."""
+    from loraforge.data.augment import mix
+
+    train, dev = split_examples(d, d.train, d.max_train_examples), split_examples(d, d.dev, d.max_dev_examples)
+    synthetic = synthetic_examples(d)
     if d.protect_markup:
         from loraforge.data.markup import protect_examples
 
         train, _ = protect_examples(train)
         dev, _ = protect_examples(dev)
+        synthetic, _ = protect_examples(synthetic)
         if not train:
             raise DataError(f"{d.train}: no example left after data.protect_markup (every target lost markup)")
-    return Splits(train, dev, split_examples(cfg, d.test, cfg.eval.max_examples))
+    if synthetic:
+        train = mix(train, synthetic, d.augment.back_translation.ratio, seed=d.seed)
+    return Splits(train, dev, split_examples(d, d.test, max_test), data=d)
+
+
+def load_splits(cfg: RunConfig) -> Splits:
+    """Every split the config names, read whole: a bad line anywhere fails here, naming file:line."""
+    if not cfg.data.tasks:
+        return load_task(cfg.data, cfg.eval.max_examples)
+    tasks = {name: load_task(d, cfg.eval.max_examples) for name, d in cfg.data.task_configs()}
+    return Splits([e for s in tasks.values() for e in s.train], [e for s in tasks.values() for e in s.dev],
+                  [e for s in tasks.values() for e in s.test], tasks=tasks)
+
+
+def encode_task(d: DataConfig, splits: Splits, tokenizer, family: str, noise_seed: int) -> TaskData:
+    """Encode one task's train/dev; examples over data.max_length are dropped (and counted), never truncated."""
+    from loraforge.data.augment import SourceNoise
+    from loraforge.data.templates import encode_examples
+
+    def encode(examples: list[Example]) -> list:
+        return encode_examples(tokenizer, examples, d, family)
+
+    train_enc = encode(splits.train)
+    kept = [(e, x) for e, x in zip(splits.train, train_enc) if not x.too_long]
+    if not kept:
+        raise DataError(f"{d.train}: every example is longer than data.max_length={d.max_length}")
+    dev = [x for x in encode(splits.dev) if not x.too_long]
+    n = d.augment.noise
+    noise = SourceNoise(n.dropout, n.shuffle_k, n.insertion, seed=noise_seed)
+    train = TrainExamples([e for e, _ in kept], [x for _, x in kept], noise if noise.active else None, encode)
+    dropped = {"train": len(train_enc) - len(kept), "dev": len(splits.dev) - len(dev)}
+    return TaskData(d, train, dev, splits.test, dropped)
 
 
 def encode_splits(cfg: RunConfig, splits: Splits, tokenizer, family: str) -> Datasets:
-    """Encode train/dev; examples over data.max_length are dropped (and counted), never truncated."""
-    from loraforge.data.templates import encode_examples
+    """Encode train/dev (per task with data.tasks, sampled by temperature or weights: data/mixture.py)."""
+    from loraforge.data.mixture import task_probabilities
 
-    encoded, dropped = {}, {}
-    for split, examples in (("train", splits.train), ("dev", splits.dev)):
-        enc = encode_examples(tokenizer, examples, cfg.data, family)
-        encoded[split] = [e for e in enc if not e.too_long]
-        dropped[split] = len(enc) - len(encoded[split])
-    if not encoded["train"]:
-        raise DataError(f"{cfg.data.train}: every example is longer than data.max_length={cfg.data.max_length}")
-    return Datasets(encoded["train"], encoded["dev"], splits.test, dropped)
+    if splits.tasks is None:
+        one = encode_task(splits.data or cfg.data, splits, tokenizer, family, cfg.data.seed)
+        train = one.train if one.train.noise is not None else one.train.encoded
+        return Datasets(train, one.dev, one.test, one.dropped_too_long)
+    configs = dict(cfg.data.task_configs())
+    tasks = {name: encode_task(configs[name], s, tokenizer, family, cfg.data.seed) for name, s in splits.tasks.items()}
+    probabilities = task_probabilities({k: len(t.train) for k, t in tasks.items()}, cfg.data.task_temperature,
+                                       cfg.data.task_weights)
+    dropped = {split: sum(t.dropped_too_long[split] for t in tasks.values()) for split in ("train", "dev")}
+    return Datasets(TaskMix({k: t.train for k, t in tasks.items()}, probabilities),
+                    [x for t in tasks.values() for x in t.dev], [e for t in tasks.values() for e in t.test],
+                    dropped, tasks)
 
 
 def prepare_datasets(cfg: RunConfig, tokenizer, family: str) -> Datasets:

@@ -170,3 +170,52 @@ def load_for_inference(cfg: RunConfig, adapter: str | Path | None):
     loaded = load_model(cfg.model.name, cfg.model.dtype, cfg.model.family)
     model = loaded.model if ref is None else load_adapter(loaded.model, ref.dir)
     return loaded, model
+
+
+def task_run_config(cfg: RunConfig, data) -> RunConfig:
+    """``cfg`` with one task's data settings (``DataConfig.task_configs``): prompts, budgets, metrics
+    and markup handling then follow that task, and every single-task helper works unchanged."""
+    return cfg.model_copy(update={"data": data})
+
+
+def evaluate_tasks(loaded, model, cfg: RunConfig, tests: dict[str, tuple], progress: bool = True
+                   ) -> dict[str, tuple[dict, list[str]]]:
+    """Multi-task: {task name: (metrics, outputs)}, each task generated and scored under its own
+    settings (``tests``: {name: (DataConfig, test examples)}, as ``data.splits.task_tests`` gives)."""
+    return {name: evaluate(loaded, model, task_run_config(cfg, data), examples, progress)
+            for name, (data, examples) in tests.items() if examples}
+
+
+def sample_answers(loaded, model, cfg: RunConfig, sources: list[str], temperature: float = 1.0, top_p: float = 0.95,
+                   seed: int = 0, progress: bool = True) -> list[str]:
+    """Sampled (temperature, nucleus top-p) outputs for ``sources`` under the run's template and task
+    budgets: back-translation by sampling gives more varied synthetic sources than greedy does
+    (Edunov et al., 2018). Reproducible for the same seed, inputs and eval.batch_size."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from loraforge.data.templates import generation_prompts
+    from loraforge.eval.generate import _cut
+
+    tok, family = loaded.tokenizer, loaded.family
+    prompts, stop_ids = generation_prompts(tok, sources, cfg.data, family)
+    budgets = output_budgets(tok, sources, cfg.eval.max_new_tokens, cfg.data.task)
+    kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0, pad_token_id=tok.pad_token_id,
+                  eos_token_id=stop_ids or tok.eos_token_id, **seq2seq_kwargs(tok, family, cfg.data))
+    size, side = cfg.eval.batch_size, tok.padding_side
+    tok.padding_side = "left" if family == "causal" else "right"
+    torch.manual_seed(seed)
+    out: list[str] = []
+    try:
+        with merged_for_inference(model), torch.no_grad():
+            model.eval()
+            for s in tqdm(range(0, len(prompts), size), desc="sample", disable=not progress):
+                batch = tok(prompts[s:s + size], return_tensors="pt", padding=True,
+                            add_special_tokens=family == "seq2seq").to(model.device)
+                gen = model.generate(**batch, max_new_tokens=max(budgets[s:s + size]), **kwargs)
+                new = gen[:, batch["input_ids"].shape[1]:] if family == "causal" else gen[:, 1:]
+                out += [tok.decode(_cut(row, b, stop_ids), skip_special_tokens=True).strip()
+                        for row, b in zip(new.tolist(), budgets[s:s + size])]
+    finally:
+        tok.padding_side = side
+    return out

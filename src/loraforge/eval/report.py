@@ -79,20 +79,27 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+Section = tuple[str, list[str], list[list[str]]]
+"""(heading, table header, table rows): an extra table of the report (multi-task: one per task)."""
+
+
 def write_report(run_dir: Path | RunDir, title: str, summary: dict, before: dict | None, after: dict,
                  samples: list[dict], history: list[dict], baseline: dict | None = None,
-                 pii_compare: PiiComparison | None = None) -> None:
+                 sections: list[Section] = (), pii_compare: PiiComparison | None = None) -> None:
     """report.md + report.html + loss.png in ``run_dir``. ``samples``: dicts of source/reference/before/after;
-    ``baseline``: a non-model reference (the rule-based PII masker) shown as its own column;
+    ``baseline``: a non-model reference (the rule-based PII masker) shown as its own column; ``sections``:
+    more tables after the metrics (the test-split table is left out when ``after`` is empty and there are);
     ``pii_compare``: the PII maskers side by side (its own section)."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     plot_loss(history, run.loss_png)
     header = ["metric"] + (["rule baseline"] if baseline is not None else []) + ["base", "tuned", "change"]
     rows = metrics_rows(before, after, baseline)
-    md = [f"# {title}", "", _md_table(["setting", "value"], [[k, str(v)] for k, v in summary.items()]), "",
-          "## Metrics (test split)", "", _md_table(header, rows), "",
-          "Higher is better except " + ", ".join(k for k, v in HIGHER_IS_BETTER.items() if not v) + ".", "",
-          "## Loss", "", "![loss curve](loss.png)", ""]
+    tables = ([("Metrics (test split)", header, rows)] if rows or not sections else []) + list(sections)
+    md = [f"# {title}", "", _md_table(["setting", "value"], [[k, str(v)] for k, v in summary.items()]), ""]
+    for heading, head, body in tables:
+        md += [f"## {heading}", "", _md_table(head, body), ""]
+    md += ["Higher is better except " + ", ".join(k for k, v in HIGHER_IS_BETTER.items() if not v) + ".", "",
+           "## Loss", "", "![loss curve](loss.png)", ""]
     if pii_compare is not None:
         md[-4:-4] = ["## PII maskers side by side (same rows)", "", comparison_markdown(pii_compare)]
     if samples:
@@ -106,8 +113,9 @@ def write_report(run_dir: Path | RunDir, title: str, summary: dict, before: dict
         trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
         return f"<table><tr>{th}</tr>{trs}</table>"
 
-    parts = [f"<h1>{html.escape(title)}</h1>", table(["setting", "value"], [[k, str(v)] for k, v in summary.items()]),
-             "<h2>Metrics (test split)</h2>", table(header, rows)]
+    parts = [f"<h1>{html.escape(title)}</h1>", table(["setting", "value"], [[k, str(v)] for k, v in summary.items()])]
+    for heading, head, body in tables:
+        parts += [f"<h2>{html.escape(heading)}</h2>", table(head, body)]
     if pii_compare is not None:
         c_head, c_rows, note = comparison_table(pii_compare)
         parts += ["<h2>PII maskers side by side (same rows)</h2>", table(c_head, c_rows), f"<p>{html.escape(note)}</p>"]
@@ -121,17 +129,52 @@ def write_report(run_dir: Path | RunDir, title: str, summary: dict, before: dict
     atomic_write(run.report_html, doc)
 
 
+def task_sections(metrics: RunMetrics) -> list[Section]:
+    """Multi-task: one metrics table per task (its own metrics), then the mix: configured probability
+    and the examples actually drawn from each task."""
+    sections: list[Section] = []
+    for name, t in (metrics.tasks or {}).items():
+        header = ["metric"] + (["rule baseline"] if t.baseline is not None else []) + ["base", "tuned", "change"]
+        rows = metrics_rows(t.before, t.after, t.baseline)
+        sections.append((f"Task {name} ({t.task}, its test split)", header, rows))
+    total = sum(t.sampled or 0 for t in (metrics.tasks or {}).values())
+    mix = [[name, str(t.train_examples), f"{t.probability:.3f}" if t.probability is not None else "",
+            str(t.sampled if t.sampled is not None else ""), f"{(t.sampled or 0) / total:.3f}" if total else ""]
+           for name, t in (metrics.tasks or {}).items()]
+    if mix:
+        sections.append(("Task mix (training)", ["task", "train examples", "probability", "sampled", "sampled share"],
+                         mix))
+    return sections
+
+
+def _task_samples(run: RunDir, cfg: RunConfig, task_tests: dict) -> list[dict]:
+    """A few samples per non-PII task, from the run's saved outputs."""
+    names = [n for n, (d, _) in task_tests.items() if d.task != "pii"]
+    per_task = -(-cfg.eval.samples_in_report // max(len(names), 1))
+    samples = []
+    for name in names:
+        before, after = run.outputs(f"before-{name}"), run.outputs(f"after-{name}")
+        for e in task_tests[name][1][:per_task]:
+            samples.append({"task": name, "source": e.source, "reference": e.target, "base": before.get(e.id, ""),
+                            "tuned": after.get(e.id, "")})
+    return samples
+
+
 def write_run_report(run: RunDir, cfg: RunConfig, metrics: RunMetrics, test: list[Example],
-                     hyps_after: list[str]) -> Path:
-    """A training run's report from its config, metrics, history and the base model's saved outputs."""
+                     hyps_after: list[str], task_tests: dict | None = None) -> Path:
+    """A training run's report from its config, metrics, history and the base model's saved outputs.
+    Multi-task (``task_tests``: {name: (DataConfig, test examples)}): a table per task and the mix."""
     before_out = run.outputs("before")
     samples = []
-    if cfg.data.task != "pii":  # never print raw personal data into a report by default
+    if task_tests:
+        samples = _task_samples(run, cfg, task_tests)
+    elif cfg.data.task != "pii":  # never print raw personal data into a report by default
         for e, h in list(zip(test, hyps_after))[: cfg.eval.samples_in_report]:
             samples.append({"source": e.source, "reference": e.target, "base": before_out.get(e.id, ""), "tuned": h})
     t = metrics.train
     batch = f"{cfg.train.batch_size} x {cfg.train.grad_accum} accum"
-    summary = {"model": cfg.model.name, "method": cfg.adapter.method, "data": cfg.data.train}
+    data = cfg.data.train if not cfg.data.tasks else ", ".join(f"{n}: {d.train}" for n, d in cfg.data.task_configs())
+    summary = {"model": cfg.model.name, "method": cfg.adapter.method, "data": data}
     if t is None:
         summary["batch"] = batch
     else:
@@ -139,6 +182,10 @@ def write_run_report(run: RunDir, cfg: RunConfig, metrics: RunMetrics, test: lis
                         "trainable params": f"{t.trainable_params:,} ({t.trainable_pct:.3f}%)",
                         "train time": f"{t.seconds} s", "tokens/s": t.tokens_per_s,
                         "peak RSS": f"{t.peak_rss_mb:g} MB", "dtype": t.dtype})
+    if metrics.tasks:  # the per-task tables say it all; the first task's would be shown twice
+        write_report(run, f"loraforge run: {run.name}", summary, None, {}, samples, run.history(),
+                     sections=task_sections(metrics))
+        return run.report_md
     write_report(run, f"loraforge run: {run.name}", summary, metrics.before, metrics.after, samples, run.history(),
                  baseline=metrics.baseline, pii_compare=metrics.pii_compare)
     return run.report_md

@@ -217,3 +217,14 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str = "auto", family: str = "au
         # to EOS only as a token *id* for padding; labels are masked by position, never by id.
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model=model, tokenizer=tokenizer, family=detected, name=name, path=path)
+
+
+def load_tokenizer(name: str) -> tuple:
+    """(tokenizer, family) of a model without loading its weights (``data check``, ``data augment``)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = resolve_model_path(name)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok, detect_family(AutoConfig.from_pretrained(path))

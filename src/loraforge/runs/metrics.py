@@ -66,8 +66,26 @@ class PiiComparison(_Record):
     """How Presidio ran (spaCy model or pattern recognizers only), or why it did not."""
 
 
+class TaskMetrics(_Record):
+    """One task of a multi-task run: its own metrics (translate: chrF/BLEU/markup; pii: its own) and
+    how much of it training saw."""
+
+    task: str
+    before: TaskScores | None = None
+    after: TaskScores = {}
+    baseline: TaskScores | None = None
+    """PII: the rule-based masker on the same rows."""
+    train_examples: int | None = None
+    """Training examples of the task (after max_length; with back-translated pairs)."""
+    probability: float | None = None
+    """The configured sampling probability (data.task_temperature or data.task_weights)."""
+    sampled: int | None = None
+    """Examples actually drawn from the task over the run."""
+
+
 class RunMetrics(_Record):
     task: str
+    """data.task; 'multi' for a multi-task run (data.tasks), whose before/after are its first task's."""
     before: TaskScores | None = None
     """The base model on the test split (None when eval.before is off or there is no test split)."""
     after: TaskScores = {}
@@ -78,6 +96,8 @@ class RunMetrics(_Record):
     """PII: the rule-based masker on the same rows."""
     pii_compare: PiiComparison | None = None
     """PII: tuned model, model + patterns, rules and Presidio side by side (``pii.sidebyside``)."""
+    tasks: dict[str, TaskMetrics] | None = None
+    """Multi-task: each task's metrics and mix, by task name."""
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, exclude_none=False)

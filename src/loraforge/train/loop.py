@@ -20,7 +20,7 @@ from loraforge.config import ConfigError, TrainConfig
 from loraforge.data.templates import Encoded
 from loraforge.train import distributed as dist
 from loraforge.train.attention import matmul_attention
-from loraforge.train.batching import BatchStream, collate
+from loraforge.train.batching import collate, make_stream
 from loraforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from loraforge.train.heap import freed_memory_policy
 from loraforge.train.loss import full_logits_ce, target_only_ce
@@ -144,6 +144,8 @@ class TrainResult:
     tokens: int = 0
     target_tokens: int = 0
     peak_rss_mb: float = 0.0
+    task_counts: dict[str, int] | None = None
+    """Multi-task: examples drawn per task over the whole run (all ranks, all micro-batches)."""
 
     @property
     def tokens_per_second(self) -> float:
@@ -177,8 +179,9 @@ def dev_loss(step_fn: TrainStep, dev: list[Encoded], pad_id: int, batch_size: in
     return total / max(n, 1)
 
 
-def train(model, train_set: list[Encoded], dev_set: list[Encoded], cfg: TrainConfig, run_dir: Path,
+def train(model, train_set, dev_set: list[Encoded], cfg: TrainConfig, run_dir: Path,
           pad_id: int, family: str = "causal", resume: bool = False, progress: bool = True) -> TrainResult:
+    """``train_set``: encoded examples, ``TrainExamples`` (per-epoch noise) or ``TaskMix`` (multi-task)."""
     rank, world = dist.rank(), dist.world_size()
     torch.manual_seed(cfg.seed)
     step_fn = TrainStep(model, family, cfg)
@@ -190,7 +193,7 @@ def train(model, train_set: list[Encoded], dev_set: list[Encoded], cfg: TrainCon
               and _backbone(model) is not None)
     ddp_step = dist.wrap(step_fn)
     optimizer, scheduler = build_optimizer(model, cfg, cfg.steps)
-    stream = BatchStream(train_set, cfg.batch_size, cfg.seed, cfg.length_grouping, packed)
+    stream = make_stream(train_set, cfg.batch_size, cfg.seed, cfg.length_grouping, packed)
     result, start = TrainResult(), 0
     if resume and (ckpt := latest_checkpoint(run_dir)) is not None:
         state = load_checkpoint(ckpt, model, optimizer, scheduler)
@@ -258,6 +261,8 @@ def train(model, train_set: list[Encoded], dev_set: list[Encoded], cfg: TrainCon
         result.history.append({"step": cfg.steps, "dev_loss": dev_loss(step_fn, dev_set, pad_id, cfg.batch_size)})
     result.steps = cfg.steps
     result.peak_rss_mb = peak_rss_mb()
+    if hasattr(stream, "task_counts"):
+        result.task_counts = stream.task_counts(cfg.steps * cfg.grad_accum * world)
     return result
 
 

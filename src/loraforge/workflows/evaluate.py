@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from loraforge.config import RunConfig
+from loraforge.data.formats import DataError
 from loraforge.data.splits import test_examples
 from loraforge.eval.inference import evaluate, load_for_inference
 from loraforge.runs import RunDir, atomic_write, resolve_adapter
@@ -17,7 +18,10 @@ __all__ = ["eval_run", "evaluate", "rebuild_report"]
 def eval_run(cfg: RunConfig, adapter: str | Path | None = None, out_path: str | Path | None = None,
              show_examples: bool = False) -> dict:
     """Evaluate the base model (or an adapter) on the config's test split; returns the metrics.
-    The test data and the adapter path are checked before the model loads."""
+    The test data and the adapter path are checked before the model loads. A multi-task config
+    (data.tasks) scores every task with a test split on its own: {"tasks": {name: metrics}}."""
+    if cfg.data.tasks:
+        return _eval_tasks(cfg, adapter, out_path, show_examples)
     test = test_examples(cfg)
     loaded, model = load_for_inference(cfg, adapter)
     metrics, hyps = evaluate(loaded, model, cfg, test)
@@ -31,6 +35,28 @@ def eval_run(cfg: RunConfig, adapter: str | Path | None = None, out_path: str | 
     return metrics
 
 
+def _eval_tasks(cfg: RunConfig, adapter: str | Path | None, out_path: str | Path | None,
+                show_examples: bool) -> dict:
+    """``eval_run`` for data.tasks: each task's test split under its own settings and metrics."""
+    from loraforge.data.splits import task_tests
+    from loraforge.eval.inference import evaluate_tasks
+
+    tests = task_tests(cfg)
+    if not any(examples for _, examples in tests.values()):
+        raise DataError("no entry of data.tasks has a test split: nothing to evaluate")
+    loaded, model = load_for_inference(cfg, adapter)
+    results = evaluate_tasks(loaded, model, cfg, tests)
+    if show_examples:
+        for name, (_, hyps) in results.items():
+            for e, h in list(zip(tests[name][1], hyps))[: cfg.eval.samples_in_report]:
+                print(json.dumps({"task": name, "source": e.source, "reference": e.target, "output": h},
+                                 ensure_ascii=False))
+    metrics = {"tasks": {name: m for name, (m, _) in results.items()}}
+    if out_path:
+        atomic_write(out_path, json.dumps(metrics, indent=2))
+    return metrics
+
+
 def rebuild_report(run_dir: str | Path | RunDir) -> Path:
     """Re-write a finished run's report (and, for PII, its baseline column) from the run's own files."""
     from loraforge.eval.report import write_run_report
@@ -38,6 +64,10 @@ def rebuild_report(run_dir: str | Path | RunDir) -> Path:
     run = RunDir(run_dir)
     metrics = run.metrics()  # a clear error when the run is not finished
     cfg = run.config()
+    if cfg.data.tasks:
+        from loraforge.data.splits import task_tests
+
+        return write_run_report(run, cfg, metrics, [], [], task_tests=task_tests(cfg))
     test = test_examples(cfg) if cfg.data.test else []
     if cfg.data.task == "pii" and test and metrics.baseline is None:
         from loraforge.eval.pii_baseline import baseline_eval

@@ -3,6 +3,8 @@ when any example would train wrongly. Needs the tokenizer only; no weights are l
 
 On a terminal the trained tokens are green; elsewhere (a pipe, a file) colour is gone, so they are
 wrapped in ``TRAINED_OPEN``/``TRAINED_CLOSE`` instead, and the legend says which marking is used.
+A multi-task config is checked task by task; augmented examples (data.augment) are shown beside
+their originals, as training draws them.
 """
 
 from __future__ import annotations
@@ -16,15 +18,9 @@ TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"
 
 def _tokenizer(cfg: RunConfig):
     """(tokenizer, family) without loading weights."""
-    from transformers import AutoConfig, AutoTokenizer
+    from loraforge.models.load import load_tokenizer
 
-    from loraforge.models.load import detect_family, resolve_model_path
-
-    path = resolve_model_path(cfg.model.name)
-    tok = AutoTokenizer.from_pretrained(path)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    return tok, detect_family(AutoConfig.from_pretrained(path))
+    return load_tokenizer(cfg.model.name)
 
 
 def _problems(tok, example, enc, cfg: RunConfig, family: str) -> list[str]:
@@ -60,16 +56,50 @@ def check_data(cfg: RunConfig, n: int = 3, out=None) -> bool:
     Examples over data.max_length are dropped by the trainer, never truncated: counted, not failed."""
     from rich.console import Console
 
-    splits = [(split, split_examples(cfg, spec, limit)) for split, spec, limit in
-              (("train", cfg.data.train, cfg.data.max_train_examples), ("dev", cfg.data.dev, cfg.data.max_dev_examples))
-              if spec]  # the data is read (and a bad line reported) before the tokenizer loads
+    tasks = []  # the data is read (and a bad line reported) before the tokenizer loads
+    for name, d in cfg.data.task_configs():
+        task_cfg = cfg.model_copy(update={"data": d})
+        label = f"{name}: " if cfg.data.tasks else ""
+        splits = [(label + split, split_examples(d, spec, limit)) for split, spec, limit in
+                  (("train", d.train, d.max_train_examples), ("dev", d.dev, d.max_dev_examples)) if spec]
+        tasks.append((label, task_cfg, splits))
     tok, family = _tokenizer(cfg)
     console = Console(file=out, highlight=False)
-    ok = all([_check_split(console, tok, family, cfg, split, examples, n) for split, examples in splits])
+    ok = True
+    for label, task_cfg, splits in tasks:
+        checked = [_check_split(console, tok, family, task_cfg, split, examples, n) for split, examples in splits]
+        ok = all(checked) and ok
+        if task_cfg.data.augment.active:
+            _show_augmented(console, tok, family, task_cfg, label, n)
     marking = f"between {TRAINED_OPEN} {TRAINED_CLOSE}" if _plain(console) else "green"
     console.print(f"[green]OK[/green]: trained tokens ({marking}) are exactly the targets, ending with end-of-turn"
                   if ok else f"[red]FAILED[/red]: see the problems above (trained tokens are {marking})")
     return ok
+
+
+def _show_augmented(console, tok, family: str, cfg: RunConfig, label: str, n: int) -> None:
+    """The first ``n`` noised training examples of epochs 0 and 1 beside their originals, and the first
+    ``n`` back-translated pairs: exactly what training draws (data.splits.TrainExamples)."""
+    from rich.markup import escape
+
+    from loraforge.data.splits import encode_task, load_task
+
+    d = cfg.data
+    train = encode_task(d, load_task(d, None), tok, family, d.seed).train
+    if train.noise is not None:
+        console.print(f"--- {label}train, augmented by data.augment.noise (seed {d.seed}): original, then epochs 0, 1")
+        real = [i for i, e in enumerate(train.examples) if not e.meta.get("synthetic")][:n]
+        for i in real:
+            console.print(f"  original: {escape(train.examples[i].source)}")
+            for epoch in (0, 1):
+                console.print(f"  epoch {epoch}:  {escape(train.example_at(i, epoch).source)}")
+    synthetic = [e for e in train.examples if e.meta.get("synthetic")]
+    if synthetic:
+        bt = d.augment.back_translation
+        console.print(f"--- {label}train, back-translated pairs from {bt.file} (ratio {bt.ratio}, tagged "
+                      f"{bt.tagged}): {len(synthetic)} of {len(train)} training examples")
+        for e in synthetic[:n]:
+            console.print(f"  synthetic source: {escape(e.source)}\n  real target:      {escape(e.target)}")
 
 
 def _plain(console) -> bool:

@@ -2,7 +2,8 @@
 
 The steps, in order: open the run (refusing to overwrite, or checking what ``--resume`` may
 change), read every data file (a bad line fails before the model loads), load the model, score the
-base model, train, save the adapter, score the tuned model, write metrics and the report.
+base model, train, save the adapter, score the tuned model, write metrics and the report. A
+multi-task run (``data.tasks``) scores each task on its own test split with its own settings.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 
 from loraforge.config import ConfigError, RunConfig, load_config
 from loraforge.data.splits import Datasets, encode_splits, load_splits
-from loraforge.runs import RunDir, RunMetrics, TrainStats
+from loraforge.runs import RunDir, RunMetrics, TaskMetrics, TrainStats
 
 MAY_CHANGE_ON_RESUME = ("output.*", "eval.*", "train.steps", "train.save_every", "train.eval_every")
 """Settings a resumed run may take from the new command: where and how it is evaluated and saved,
@@ -154,6 +155,61 @@ def _write_results(run: RunDir, cfg: RunConfig, metrics: RunMetrics, data: Datas
     write_run_report(run, cfg, metrics, data.test, hyps_after)
 
 
+def _task_tests(data: Datasets) -> dict[str, tuple]:
+    """{task: (its data settings, its test examples)} for the tasks that have a test split."""
+    return {name: (t.data, t.test) for name, t in (data.tasks or {}).items() if t.test}
+
+
+def _score_base_tasks(run: RunDir, cfg: RunConfig, loaded, data: Datasets, progress: bool) -> dict | None:
+    """Multi-task ``_score_base``: {task: the base model's scores}, kept in the run for a resume."""
+    from loraforge.eval.inference import evaluate_tasks
+
+    tests = _task_tests(data)
+    if not (cfg.eval.before and tests):
+        return None
+    saved = run.metrics_before()
+    if saved is not None:
+        return saved.get("tasks")
+    _log(f"evaluating the base model on {len(tests)} tasks")
+    results = evaluate_tasks(loaded, loaded.model, cfg, tests, progress)
+    for name, (_, hyps) in results.items():
+        run.write_outputs(f"before-{name}", [e.id for e in tests[name][1]], hyps)
+    scores = {name: m for name, (m, _) in results.items()}
+    run.write_metrics_before({"tasks": scores})
+    return scores
+
+
+def _finish_tasks(run: RunDir, cfg: RunConfig, loaded, model, data: Datasets, before: dict | None, result,
+                  stats: TrainStats, t_start: float, progress: bool) -> RunMetrics:
+    """Multi-task: score every task with its own settings and metrics, record the mix each task got,
+    write metrics.json (per task under ``tasks``; before/after = the first task's) and the report."""
+    from loraforge.eval.inference import evaluate_tasks, task_run_config
+    from loraforge.eval.report import write_run_report
+
+    tests = _task_tests(data)
+    _log(f"evaluating the tuned model on {len(tests)} tasks")
+    results = evaluate_tasks(loaded, model, cfg, tests, progress)
+    tasks = {}
+    for name, t in data.tasks.items():
+        after, hyps = results.get(name, ({}, []))
+        if hyps:
+            run.write_outputs(f"after-{name}", [e.id for e in t.test], hyps)
+        baseline = None
+        if t.data.task == "pii" and t.test:  # the bar to beat, as in a single-task PII run
+            from loraforge.eval.pii_baseline import baseline_eval
+
+            baseline = baseline_eval(task_run_config(cfg, t.data))
+        tasks[name] = TaskMetrics(task=t.data.task, before=(before or {}).get(name), after=after, baseline=baseline,
+                                  train_examples=len(t.train), probability=round(data.train.probabilities[name], 6),
+                                  sampled=(result.task_counts or {}).get(name))
+    first = next(iter(tasks.values()))
+    metrics = RunMetrics(task="multi", before=first.before, after=first.after, train=stats, tasks=tasks,
+                         wall_seconds=round(time.perf_counter() - t_start, 1))
+    run.write_metrics(metrics)
+    write_run_report(run, cfg, metrics, data.test, [], task_tests=tests)
+    return metrics
+
+
 def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunDir:
     """Fine-tune, evaluate before and after, and write the run directory; returns it."""
     from loraforge.adapters.build import save_adapter
@@ -166,19 +222,27 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Ru
     splits = load_splits(cfg)  # every data file parsed before the model loads: a bad line costs a second
     loaded = _load_base(cfg)
     data = encode_splits(cfg, splits, loaded.tokenizer, loaded.family)
+    mix = "" if not data.tasks else " (tasks: " + ", ".join(
+        f"{k} {len(t.train)} p={data.train.probabilities[k]:.2f}" for k, t in data.tasks.items()) + ")"
     _log(f"model {cfg.model.name} ({loaded.family}, {next(loaded.model.parameters()).dtype}); "
-         f"{len(data.train)} train / {len(data.dev)} dev examples, {len(data.test)} test; "
+         f"{len(data.train)} train / {len(data.dev)} dev examples, {len(data.test)} test{mix}; "
          f"dropped over max_length: {data.dropped_too_long}")
-    before = _score_base(run, cfg, loaded, data, progress) if is_main else None
+    score_base = _score_base_tasks if data.tasks else _score_base
+    before = score_base(run, cfg, loaded, data, progress) if is_main else None
     model, result = _fit(run, cfg, loaded, data, resume, progress)
     identical = dist.same_on_all_ranks([p.detach() for p in model.parameters() if p.requires_grad])
     if not is_main:
         return run
     save_adapter(model, run.adapter_dir)
     run.write_history(result.history)
+    stats = _train_stats(model, loaded, result, identical)
+    if data.tasks:
+        metrics = _finish_tasks(run, cfg, loaded, model, data, before, result, stats, t_start, progress)
+        _log(f"done: {run}  " + "  ".join(f"{name}: " + " ".join(f"{k}={v}" for k, v in t.after.items() if k != "n")
+                                          for name, t in metrics.tasks.items()))
+        return run
     after, hyps_after = _score_tuned(run, cfg, loaded, model, data, progress)
-    metrics = RunMetrics(task=cfg.data.task, before=before, after=after,
-                         train=_train_stats(model, loaded, result, identical),
+    metrics = RunMetrics(task=cfg.data.task, before=before, after=after, train=stats,
                          wall_seconds=round(time.perf_counter() - t_start, 1))
     if cfg.data.task == "pii" and data.test:  # every masker on the same rows, hand-written set too
         from loraforge.pii.sidebyside import compare_run
