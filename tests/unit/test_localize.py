@@ -94,6 +94,14 @@ def test_lists_item_by_item_numbered_and_tables_cell_by_cell():
     assert r.text.count("<!--\n1. ") == 3  # one comment per item, as the zh-cn guide does
 
 
+def test_a_translation_with_line_breaks_stays_inside_its_heading_row_or_item():
+    """Small models answer with line breaks (seen: Gemma 3 270M's heading came back as two lines, and
+    the {#anchor} landed on the second): headings and rows go on one line, blank lines never split a block."""
+    res = translate_page(PAGE, lambda texts: [t.upper() + "\n\nMORE\n" for t in texts], path="page.md")
+    assert check_page_structure(PAGE, res.text) == []
+    assert "## SCHEDULING BASICS MORE {#scheduling-basics}" in res.text
+
+
 def test_glossary_keeps_api_kinds_in_english():
     g = Glossary(terms={"control plane": "控制面"}, keep={"Pod", "Deployment"})
     r = translate_page(PAGE, Fake(), PageOptions(glossary=g), path="page.md")

@@ -186,7 +186,16 @@ def _gap_has_text(page: Page, a: Unit, b: Unit) -> bool:
 # --- rendering ----------------------------------------------------------------------------------
 
 
+def _fit(text: str, one_line: bool) -> str:
+    """A small model may answer with line breaks (seen: Gemma 3 270M's heading came back on two lines, its
+    {#anchor} on the second). A heading or table row must stay on one line; elsewhere a blank line would
+    split the block in two, so blank lines go (single line breaks inside a paragraph are harmless)."""
+    text = text.strip()
+    return re.sub(r"\s*\n\s*", " ", text) if one_line else re.sub(r"\n\s*\n", "\n", text)
+
+
 def _render_leaf(leaf: Leaf, outs: list[str], page: Page) -> list[str]:
+    outs = [_fit(o, leaf.kind in ("heading", "row")) for o in outs]
     t = outs[0] if outs else ""
     if leaf.kind == "heading":
         return [f"{leaf.prefix}{'#' * leaf.level} {t} {{#{leaf.anchor}}}"]
