@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
+
+from loraforge.bench.report import cpu_name
 
 PROMPTS = [
     "What is a Kubernetes Pod, in two sentences?",
@@ -40,14 +41,6 @@ PROMPTS = [
 ]
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def decode_states(loaded, prompts: list[str], new_tokens: int):

@@ -8,6 +8,19 @@ from pathlib import Path
 from loraforge.runs import atomic_write
 
 
+def cpu_name() -> str:
+    """The CPU's model name, for the header of every bench result (numbers from different kinds differ)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def write_results(out: str | Path, name: str, results: dict, markdown: str) -> tuple[Path, Path]:
     out = Path(out)
     paths = out / f"{name}.json", out / f"{name}.md"

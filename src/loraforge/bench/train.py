@@ -42,6 +42,8 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from loraforge.bench.report import cpu_name
+
 WARMUP = 2  # steps excluded from throughput (first calls allocate and pick kernels)
 PER_JOB_FIELDS = ("job", "kind", "dtype", "trl_bf16", "trl_liger", "trl_args", "lean_loading", "overrides", "env")
 
@@ -352,7 +354,7 @@ def bench_train(spec: BenchSpec, out: str | Path = "bench/results", only: str = 
         "bench": "train", "settings": {k: v for k, v in asdict(spec).items() if k not in PER_JOB_FIELDS},
         "trl_baseline": None, "trl_as_it_comes": None, "trl_bf16_steps": bf16_steps, "warmup_steps_skipped": WARMUP,
         "matmul_peak_flops": peaks, "fast_bf16": has_fast_bf16(device),
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
                     "python": platform.python_version(), "threads": torch.get_num_threads(),
                     "gpu": torch.cuda.get_device_name() if device == "cuda" else None},
         "jobs": [], "failed": [], "failures": {},
@@ -398,16 +400,6 @@ def _compare_with_trl(results: dict) -> None:
                 row[f"vram_vs_trl{suffix}"] = row["peak_vram_mb"] / base["peak_vram_mb"]
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown"
 
 
 def _main(argv: list[str]) -> int:

@@ -454,6 +454,15 @@ def write_jsonl_gz(path: Path, records: list[dict]) -> None:
     atomic_write(path, buf.getvalue())
 
 
+def drop_english_seen_in_train(splits: dict[str, list[dict]], report: Report) -> None:
+    """Held-out splits must not test what train already teaches: drop exact English repeats (counted)."""
+    train_en = {r["en"] for r in splits["train"]}
+    for name in ("dev", "test"):
+        keep = [r for r in splits[name] if r["en"] not in train_en]
+        report.dropped["en_seen_in_train"] += len(splits[name]) - len(keep)
+        splits[name] = keep
+
+
 def build(source: str | Path, out: str | Path, lang: str = "zh-cn", section: str = "docs",
           dev_pct: float = 2.0, test_pct: float = 2.0) -> Report:
     """Align every page of ``<source>/content/<lang>/<section>`` and write train/dev/test.jsonl.gz."""
@@ -485,12 +494,7 @@ def build(source: str | Path, out: str | Path, lang: str = "zh-cn", section: str
             seen.add((en, tgt))
             splits[split].append({"id": f"{rel[:-3]}#{n}", "en": en, key: tgt, "source": rel, "kind": kind})
             n += 1
-    # Held-out splits must not test what train already teaches: drop exact English repeats.
-    train_en = {r["en"] for r in splits["train"]}
-    for name in ("dev", "test"):
-        keep = [r for r in splits[name] if r["en"] not in train_en]
-        report.dropped["en_seen_in_train"] += len(splits[name]) - len(keep)
-        splits[name] = keep
+    drop_english_seen_in_train(splits, report)
     total = sum(len(v) for v in splits.values())
     if total == 0:
         raise DataError(f"{root}: no aligned pairs found in {report.files} files "

@@ -24,6 +24,7 @@ from markdown_it.token import Token
 
 from loraforge.data.formats import DataError
 from loraforge.data.k8s import (CODE_SHORTCODES, INLINE_SHORTCODES, MAX_CHARS, Report, _join, _yaml_dict,
+                                drop_english_seen_in_train,
                                 read_text, reject_reason, split_front_matter, split_of, target_key,
                                 trim_edge_tags, write_jsonl_gz)
 from loraforge.data.markup import CODE_SPAN, SHORTCODE
@@ -322,11 +323,7 @@ def build_structure(source: str | Path, out: str | Path, lang: str, section: str
             seen.add((en, tgt))
             splits[split].append({"id": f"{rel[:-3]}#{n}", "en": en, key: tgt, "source": rel, "kind": kind})
             n += 1
-    train_en = {r["en"] for r in splits["train"]}
-    for name in ("dev", "test"):
-        keep = [r for r in splits[name] if r["en"] not in train_en]
-        report.dropped["en_seen_in_train"] += len(splits[name]) - len(keep)
-        splits[name] = keep
+    drop_english_seen_in_train(splits, report)
     if not any(splits.values()):
         raise DataError(f"{root}: no pairs aligned by structure in {report.files} files")
     out.mkdir(parents=True, exist_ok=True)
