@@ -454,6 +454,21 @@ def write_jsonl_gz(path: Path, records: list[dict]) -> None:
     atomic_write(path, buf.getvalue())
 
 
+def add_pairs(out: list[dict], seen: set[tuple[str, str]], report: Report, rel: str, key: str,
+              pairs: list[tuple[str, str, str]], reject) -> None:
+    """Append one page's (kind, en, tgt) pairs to its split as records numbered per page; a pair that
+    ``reject(en, tgt)`` names a reason for, or one already seen, is dropped and counted."""
+    n = 0
+    for kind, en, tgt in pairs:
+        reason = reject(en, tgt) or ("duplicate" if (en, tgt) in seen else None)
+        if reason:
+            report.dropped[reason] += 1
+            continue
+        seen.add((en, tgt))
+        out.append({"id": f"{rel[:-3]}#{n}", "en": en, key: tgt, "source": rel, "kind": kind})
+        n += 1
+
+
 def drop_english_seen_in_train(splits: dict[str, list[dict]], report: Report) -> None:
     """Held-out splits must not test what train already teaches: drop exact English repeats (counted)."""
     train_en = {r["en"] for r in splits["train"]}
@@ -483,17 +498,7 @@ def build(source: str | Path, out: str | Path, lang: str = "zh-cn", section: str
         pairs, dropped = align_page(path, en_root / path.relative_to(root))
         report.dropped.update(dropped)
         split = split_of(rel, dev_pct, test_pct)
-        n = 0
-        for kind, en, tgt in pairs:
-            reason = reject_reason(en, tgt, lang)
-            if reason is None and (en, tgt) in seen:
-                reason = "duplicate"
-            if reason:
-                report.dropped[reason] += 1
-                continue
-            seen.add((en, tgt))
-            splits[split].append({"id": f"{rel[:-3]}#{n}", "en": en, key: tgt, "source": rel, "kind": kind})
-            n += 1
+        add_pairs(splits[split], seen, report, rel, key, pairs, lambda en, tgt: reject_reason(en, tgt, lang))
     drop_english_seen_in_train(splits, report)
     total = sum(len(v) for v in splits.values())
     if total == 0:

@@ -24,7 +24,7 @@ from markdown_it.token import Token
 
 from loraforge.data.formats import DataError
 from loraforge.data.k8s import (CODE_SHORTCODES, INLINE_SHORTCODES, MAX_CHARS, Report, _join, _yaml_dict,
-                                drop_english_seen_in_train,
+                                add_pairs, drop_english_seen_in_train,
                                 read_text, reject_reason, split_front_matter, split_of, target_key,
                                 trim_edge_tags, write_jsonl_gz)
 from loraforge.data.markup import CODE_SPAN, SHORTCODE
@@ -310,19 +310,15 @@ def build_structure(source: str | Path, out: str | Path, lang: str, section: str
         cov["aligned"] += len(pairs)
         cov["pages_with_pairs"] += bool(pairs)
         split = split_of(rel, dev_pct, test_pct)
-        n = 0
-        for kind, en, tgt in pairs:
-            reason = reject_reason(en, tgt, lang) or _plausible(en, tgt)
-            if reason is None and (en, tgt) in seen:
-                reason = "duplicate"
-            if reason is None and split == "train" and holdout_en and en in holdout_en:
-                reason = "en_held_out_by_zh"
-            if reason:
-                report.dropped[reason] += 1
-                continue
-            seen.add((en, tgt))
-            splits[split].append({"id": f"{rel[:-3]}#{n}", "en": en, key: tgt, "source": rel, "kind": kind})
-            n += 1
+
+        def reject(en: str, tgt: str, train: bool = split == "train") -> str | None:
+            if reason := reject_reason(en, tgt, lang) or _plausible(en, tgt):
+                return reason
+            if (en, tgt) in seen:
+                return "duplicate"
+            return "en_held_out_by_zh" if train and holdout_en and en in holdout_en else None
+
+        add_pairs(splits[split], seen, report, rel, key, pairs, reject)
     drop_english_seen_in_train(splits, report)
     if not any(splits.values()):
         raise DataError(f"{root}: no pairs aligned by structure in {report.files} files")
