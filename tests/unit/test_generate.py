@@ -199,6 +199,39 @@ def test_an_sft_answer_three_times_its_prompt_is_generated_whole(tiny_tokenizer)
     assert out.cut == [0] and len(tiny_tokenizer(out.texts[0], add_special_tokens=False)["input_ids"]) < n
 
 
+def test_loop_end_finds_a_trailing_repetition_and_nothing_else():
+    from loraforge.eval.generate import loop_end
+
+    assert loop_end([1, 2, 3] + [4, 5, 6] * 10) == 6  # keep the loop's first pass
+    assert loop_end([7] * 30) == 1
+    assert loop_end([9] + [1, 2, 3] * 8 + [1]) == 4  # the last pass may be partial
+    assert loop_end(list(range(60))) is None  # no repetition
+    assert loop_end([1, 2, 3, 4] * 2 + list(range(10, 40))) is None  # an early repeat is not a loop at the end
+    assert loop_end([5, 6] * 5) is None  # 10 tokens: under min_span, may be legitimate
+
+
+def test_looping_rows_are_cut_after_one_pass_and_not_widened(tiny_tokenizer):
+    from loraforge.eval.inference import generate_answers
+    from scripted_model import scripted_model
+
+    source = "A Pod is the smallest deployable unit."
+    phrase = list(dict.fromkeys(tiny_tokenizer("Pods run on nodes", add_special_tokens=False)["input_ids"]))[:3]
+    assert len(phrase) == 3 and tiny_tokenizer.unk_token_id not in phrase
+    n_source = len(tiny_tokenizer(source, add_special_tokens=False)["input_ids"])
+    ratio_budget = int(1.25 * n_source) + 16
+    cfg = _sft_cfg("translate", 64)
+    looping = scripted_model(tiny_tokenizer, phrase, None)  # Pod Service Node Pod Service Node ...
+    out = generate_answers(looping, looping.model, cfg, [source], progress=False, widen_cut=True)
+    assert out.cut == [0] and out.looped == [] and out.budgets == [64]  # without the guard: widened, cut
+    out = generate_answers(looping, looping.model, cfg, [source], progress=False, widen_cut=True, trim_loops=True)
+    assert out.looped == [0] and out.cut == [] and out.budgets == [ratio_budget]  # not widened
+    assert out.texts == [tiny_tokenizer.decode(phrase).strip()]
+    token = tiny_tokenizer.convert_tokens_to_ids("Pod")
+    finishes = scripted_model(tiny_tokenizer, [token, phrase[1]], 7)  # ends by itself: nothing trimmed
+    out = generate_answers(finishes, finishes.model, cfg, [source], progress=False, widen_cut=True, trim_loops=True)
+    assert out.looped == [] and out.cut == [] and out.texts == [tiny_tokenizer.decode([token, phrase[1]] * 3 + [token]).strip()]
+
+
 def test_cut_outputs_are_reported_and_widened_to_the_cap(tiny_tokenizer):
     from loraforge.eval.inference import generate_answers
     from scripted_model import scripted_model

@@ -110,7 +110,9 @@ def _fake_translator(mp):
     def fake(*a, **kw):
         def fn(segments):
             calls.append(list(segments))
+            fn.stats["segments"] += len(segments)
             return [f"译{s}" for s in segments]
+        fn.stats = {"segments": 0, "segments_looped": 0, "segments_cut": 0}
         return fn
     mp.setattr(localize, "segment_translator", fake)
     return calls
@@ -124,6 +126,7 @@ def test_translate_page_cli_writes_a_structurally_valid_page(tmp_path, capsys, m
     assert main(["translate-page", str(PAGE), str(out)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert len(calls) == 1 and report["written"] == 1 and report["blocks_translated"] > 0 and not report["failed"]
+    assert report["segments"] == len(calls[0]) and report["segments_looped"] == 0  # the translator's counts
     zh = out.read_text(encoding="utf-8")
     assert check_page_structure(PAGE.read_text(encoding="utf-8"), zh) == []
     assert main(["translate-page", str(PAGE), str(out)]) == 2  # never overwritten silently

@@ -173,6 +173,26 @@ def _left_pad(states: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(states, (0, 0, width - states.shape[-2], 0))
 
 
+def loop_end(ids: list[int], max_period: int = 32, min_repeats: int = 3, min_span: int = 24) -> int | None:
+    """Where to cut ``ids`` if they end in a repetition loop: the end of the loop's first pass.
+
+    Why: a small model can fall into repeating one phrase until its budget runs out (seen: Gemma 3
+    270M on long doc paragraphs). Widening such a row's budget only buys more repeats, and the repeats
+    are never a translation. A loop here is the last ``period`` tokens repeated at least
+    ``min_repeats`` times back to back, covering at least ``min_span`` tokens; None when there is none.
+    """
+    n = len(ids)
+    for period in range(1, min(max_period, n // min_repeats) + 1):
+        start = n - period
+        while start - period >= 0 and ids[start - period:start] == ids[start:start + period]:
+            start -= period
+        if (n - start) // period >= min_repeats and n - start >= min_span:
+            while start > 0 and ids[start - 1] == ids[start - 1 + period]:  # a loop may begin mid-pass
+                start -= 1
+            return start + period
+    return None
+
+
 def _cut(ids: list[int], budget: int, stop_ids: list[int] | None) -> list[int]:
     """A row's new tokens up to its own budget and its first stop token (as batch 1 would end)."""
     ids = ids[:budget]

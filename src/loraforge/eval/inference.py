@@ -92,6 +92,8 @@ class Generated:
     budgets: list[int]
     cut: list[int] = field(default_factory=list)
     """Indices of outputs that reached their budget before the model ended them (text is cut short)."""
+    looped: list[int] = field(default_factory=list)
+    """Indices of outputs that ended in a repetition loop, cut after its first pass (``trim_loops``)."""
 
 
 def _cut_rows(ids: list[list[int]], budgets: list[int], stops: set[int]) -> list[int]:
@@ -100,12 +102,15 @@ def _cut_rows(ids: list[list[int]], budgets: list[int], stops: set[int]) -> list
 
 def generate_answers(loaded, model, cfg: RunConfig, sources: list[str], systems: list[str | None] | None = None,
                      max_new_tokens: int | None = None, batch_size: int | None = None, progress: bool = True,
-                     widen_cut: bool = False) -> Generated:
+                     widen_cut: bool = False, trim_loops: bool = False) -> Generated:
     """Greedy outputs for ``sources`` under the run's template, task budgets and ``eval.exact``.
 
     ``max_new_tokens`` (default eval.max_new_tokens) caps every budget. ``widen_cut``: rows cut by
     their task budget (below the cap) are generated again with the whole cap, for callers that want
     whole outputs more than a bounded cost (``translate``); rows still cut are in ``Generated.cut``.
+    ``trim_loops``: a cut row that ends in a repetition loop (``loop_end``) is cut after the loop's
+    first pass instead, listed in ``Generated.looped`` and not widened (more budget only buys more
+    repeats); for page translation, where one looping paragraph otherwise costs the whole cap.
     """
     from loraforge.data.templates import generation_prompts
     from loraforge.eval.generate import generate_ids
@@ -119,14 +124,32 @@ def generate_answers(loaded, model, cfg: RunConfig, sources: list[str], systems:
                   progress=progress, **seq2seq_kwargs(tok, family, cfg.data))
     with prepared_for_generation(model, cfg.eval.exact) as tie_margin:
         ids = generate_ids(model, tok, prompts, budgets=budgets, tie_margin=tie_margin, **kwargs)
-        short = [i for i in _cut_rows(ids, budgets, stops) if budgets[i] < cap] if widen_cut else []
+        looped = _trim_loops(ids, _cut_rows(ids, budgets, stops)) if trim_loops else []
+        short = [i for i in _cut_rows(ids, budgets, stops) if budgets[i] < cap and i not in looped] if widen_cut else []
         if short:
             again = generate_ids(model, tok, [prompts[i] for i in short], budgets=[cap] * len(short),
                                  tie_margin=tie_margin, **kwargs)
             for i, row in zip(short, again):
                 ids[i], budgets[i] = row, cap
+            if trim_loops:
+                looped = sorted(looped + _trim_loops(ids, [i for i in _cut_rows(ids, budgets, stops) if i in short]))
     texts = [tok.decode(row, skip_special_tokens=True).strip() for row in ids]
-    return Generated(texts, budgets, _cut_rows(ids, budgets, stops))
+    cut = [i for i in _cut_rows(ids, budgets, stops) if i not in looped]
+    return Generated(texts, budgets, cut, looped)
+
+
+def _trim_loops(ids: list[list[int]], rows: list[int]) -> list[int]:
+    """Cut each of ``rows`` that ends in a repetition loop after the loop's first pass (in place);
+    returns the rows cut."""
+    from loraforge.eval.generate import loop_end
+
+    trimmed = []
+    for i in rows:
+        end = loop_end(ids[i])
+        if end is not None:
+            ids[i] = ids[i][:end]
+            trimmed.append(i)
+    return trimmed
 
 
 def generate_restored(loaded, model, cfg: RunConfig, sources: list[str], systems: list[str | None] | None = None,

@@ -31,11 +31,14 @@ def segment_translator(adapter: str | Path | None = None, model: str | None = No
                        config_path: str | Path | None = None, batch_size: int = 32,
                        max_new_tokens: int = 256) -> Callable[[list[str]], list[str]]:
     """``translate_fn(segments) -> translations`` over loraforge's batched generator (progress bar
-    included); the model loads on the first call."""
+    included); the model loads on the first call. A segment that ends in a repetition loop is cut
+    after the loop's first pass (not re-decoded at the whole budget); ``translate_fn.stats`` counts
+    segments, looped ones and ones still cut by ``max_new_tokens``."""
     cfg = run_config(adapter, model, config_path)
     if adapter:
         resolve_adapter(adapter)  # a bad path fails now, before any page work
     state: dict = {}
+    stats = {"segments": 0, "segments_looped": 0, "segments_cut": 0}
 
     def translate_fn(segments: list[str]) -> list[str]:
         from loraforge.eval.inference import generate_answers, load_for_inference
@@ -45,9 +48,14 @@ def segment_translator(adapter: str | Path | None = None, model: str | None = No
         if "model" not in state:
             state["model"] = load_for_inference(cfg, adapter)
         loaded, net = state["model"]
-        return generate_answers(loaded, net, cfg, segments, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                progress=True, widen_cut=True).texts
+        out = generate_answers(loaded, net, cfg, segments, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                               progress=True, widen_cut=True, trim_loops=True)
+        stats["segments"] += len(segments)
+        stats["segments_looped"] += len(out.looped)
+        stats["segments_cut"] += len(out.cut)
+        return out.texts
 
+    translate_fn.stats = stats  # type: ignore[attr-defined]
     return translate_fn
 
 
@@ -69,7 +77,7 @@ def translate_page_run(src: str, out: str, adapter: str | None = None, model: st
     fn = segment_translator(adapter, model, config_path, batch_size, max_new_tokens)
     result = translate_pages(src, out, fn, _options(comments, code_comments, glossary, fragment),
                              previous=previous, overwrite=overwrite)
-    return result.as_dict()
+    return {**result.as_dict(), **getattr(fn, "stats", {})}
 
 
 def eval_pages_run(data: str, adapter: str | None = None, model: str | None = None, config_path: str | None = None,
@@ -83,9 +91,9 @@ def eval_pages_run(data: str, adapter: str | None = None, model: str | None = No
     fn = segment_translator(adapter, model, config_path, batch_size, max_new_tokens)
     options = _options(True, False, glossary, fragment=True)  # generated includes have no front matter
     result = eval_pages(Path(data), fn, options, split=split, limit=limit, hugo=hugo, glossary=options.glossary)
-    metrics = result.metrics()
+    metrics = {**result.metrics(), **{f"pages_{k}": v for k, v in getattr(fn, "stats", {}).items()}}
     if out:
         import json
 
-        atomic_write(out, json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+        atomic_write(out, json.dumps({**result.as_dict(), "metrics": metrics}, indent=2, ensure_ascii=False))
     return metrics
