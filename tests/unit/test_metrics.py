@@ -28,3 +28,12 @@ def test_translation_metrics_use_chinese_tokenization():
 def test_sft_task_reports_exact_match():
     m = task_metrics("sft", ["a", "b"], ["x", "y"], ["x", "z"])
     assert m["exact_match"] == 50.0
+
+
+def test_chinese_translation_metrics_report_glossary_term_accuracy():
+    src = ["The Admission Controller checks every Annotation."]
+    right = translation_metrics(src, ["准入控制器检查每个注解。"], ["准入控制器检查每个注解。"])
+    half = translation_metrics(src, ["准入控制器检查每个标注。"], ["准入控制器检查每个注解。"])
+    assert right["term_accuracy"] == 100.0 and 0 < half["term_accuracy"] < 100  # 注解 missing
+    assert translation_metrics(["no terms here"], ["这里没有"], ["这里没有"])["term_accuracy"] is None
+    assert "term_accuracy" not in translation_metrics(src, ["x"], ["x"], tgt_lang="ja")  # the glossary is zh-cn

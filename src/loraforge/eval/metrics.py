@@ -47,13 +47,18 @@ def translation_metrics(sources: list[str], hyps: list[str], refs: list[str], tg
     chrf = sacrebleu.corpus_chrf(hyps, [refs])
     ter = sacrebleu.metrics.TER(asian_support=tgt_lang in ("zh", "ja", "ko")).corpus_score(hyps, [refs])
     markup = markup_preservation(sources, hyps)
-    return {
+    out = {
         "bleu": round(bleu.score, 2),
         "chrf": round(chrf.score, 2),
         "ter": round(ter.score, 2),
         "markup": None if markup is None else round(100 * markup, 2),
         "n": len(hyps),
     }
+    if tgt_lang == "zh":  # the shipped glossary is the zh-cn team's (from the docs' glossary pages)
+        from loraforge.localize.glossary import default_glossary, term_accuracy
+
+        out["term_accuracy"] = term_accuracy(sources, hyps, default_glossary())["term_accuracy"]
+    return out
 
 
 def task_metrics(task: str, sources: list[str], hyps: list[str], refs: list[str], tgt_lang: str = "zh") -> dict:
@@ -70,6 +75,6 @@ def task_metrics(task: str, sources: list[str], hyps: list[str], refs: list[str]
             "n": len(hyps)}
 
 
-HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "ter": False, "markup": True, "exact_match": True,
+HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "ter": False, "markup": True, "term_accuracy": True, "exact_match": True,
                     "placeholders_repaired": False, "segments_repaired": False, "segments_fallback": False,
                     "leak_rate": False, "over_masking": False}
