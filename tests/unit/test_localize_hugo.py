@@ -46,3 +46,32 @@ def test_build_catches_a_lost_code_block_and_link(tmp_path):
 def test_counts_ignore_html_comments():
     html = '<pre>x</pre><!-- <pre>y</pre> <a href="/z">z</a> --><a href="/a">a</a>'
     assert (counts(html).code_blocks, counts(html).links) == (1, 1)
+
+
+URL_PAGE = """---
+title: Options
+---
+
+More info: https://git.k8s.io/community/api-conventions.md#resources
+
+- See https://example.com/guide for details.
+
+| Field | Notes |
+|---|---|
+| kind | More info: https://git.k8s.io/kinds |
+"""
+
+
+def chinese(texts: list[str]) -> list[str]:
+    """What Gemma wrote on delete-options.md: full-width colon, then the URL with no space."""
+    return [t.replace("More info: ", "更多信息：").replace("See ", "参见").replace("Options", "选项") for t in texts]
+
+
+def test_a_bare_url_after_chinese_text_still_renders_as_a_link(tmp_path):
+    zh = translate_page(URL_PAGE, chinese, path="p.md").text
+    assert "更多信息：\nhttps://git.k8s.io/community/api-conventions.md#resources" in zh  # its own line, as zh-cn does
+    assert "参见 https://example.com/guide" in zh  # a space between Chinese and English (the guide)
+    assert "| 更多信息： https://git.k8s.io/kinds |" in zh  # a row stays on one line
+    build = build_site({"en/docs/p.md": URL_PAGE, "zh-cn/docs/p.md": zh}, tmp_path / "site")
+    assert build.ok, build.log
+    assert build.pages["en/docs/p.md"].links == 3 and compare(build, "en/docs/p.md", "zh-cn/docs/p.md") == []

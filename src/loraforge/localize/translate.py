@@ -21,7 +21,7 @@ import yaml
 
 from loraforge.data.markup import ContinueFn, Protected, RepairStats, protect, restore_batch
 from loraforge.localize.glossary import Glossary
-from loraforge.data.markup import SHORTCODE
+from loraforge.data.markup import BARE_URL, SHORTCODE
 from loraforge.localize.page import Leaf, Page, PageError, Unit, front_matter_regions, parse_page, rewrite_links
 
 TranslateFn = Callable[[list[str]], list[str]]
@@ -194,8 +194,25 @@ def _fit(text: str, one_line: bool) -> str:
     return re.sub(r"\s*\n\s*", " ", text) if one_line else re.sub(r"\n\s*\n", "\n", text)
 
 
+_URL_ANYWHERE = re.compile(r"(?<![A-Za-z0-9])" + BARE_URL.pattern.removeprefix(r"\b"))  # also right after 见
+
+
+def _linkable(text: str, one_line: bool) -> str:
+    """Hugo (goldmark) autolinks a bare URL only after whitespace: "更多信息：https://..." renders no link
+    (seen in eval-pages on delete-options.md). A URL right after a Chinese character gets a space (the
+    guide: a space between Chinese and English); after full-width punctuation it goes on its own line,
+    as the zh-cn pages write it (a space in headings and table rows, which must stay on one line)."""
+    def sep(m: re.Match) -> str:
+        before = text[m.start() - 1] if m.start() else " "
+        if before.isspace() or before.isascii():
+            return m.group(0)
+        return (" " if one_line or before.isalnum() else "\n") + m.group(0)
+    return _URL_ANYWHERE.sub(sep, text)
+
+
 def _render_leaf(leaf: Leaf, outs: list[str], page: Page) -> list[str]:
-    outs = [_fit(o, leaf.kind in ("heading", "row")) for o in outs]
+    one_line = leaf.kind in ("heading", "row")
+    outs = [_linkable(_fit(o, one_line), one_line) for o in outs]
     t = outs[0] if outs else ""
     if leaf.kind == "heading":
         return [f"{leaf.prefix}{'#' * leaf.level} {t} {{#{leaf.anchor}}}"]
