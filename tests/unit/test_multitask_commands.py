@@ -173,5 +173,43 @@ def test_v1_mask_finds_the_pii_task_of_a_multitask_adapter(multi_run, tiny_model
             name, path, cfg = service.pii_adapter(app.state.engine.adapters, "multi")
             assert cfg.data.task == "pii" and cfg.data.system_prompt == "Mask personal data."
             assert "Mask personal data." in service.constrained(path, cfg).prompt("x")
+            meta = app.state.engine.adapters["multi"]  # chat without a system prompt: the first task's
+            assert (meta["system_prompt"], meta["template"]) == ("Mask personal data.", "auto")
     finally:
         app.state.engine.close()
+
+
+# --- wiring outside the owned files: export's metrics, serving defaults, eval --baseline ----------
+
+
+def test_export_card_shows_each_tasks_metrics_and_serving_defaults_to_the_first_task(multi_run, tmp_path, capsys):
+    from loraforge.cli import main
+    from loraforge.export.run import read_run
+
+    assert main(["export", multi_run, "--format", "adapter", "--out", str(tmp_path / "out")]) == 0
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "### Task `mask` (its own test split)" in card and "| rule baseline | 40.5 |" in card
+    assert "| tuned | 33.75 |" in card and "## Metrics (test split)" not in card
+    info = read_run(multi_run)  # what serve's adapter metadata, merged/GGUF templates and Modelfiles prompt with
+    assert (info.data.task, info.data.system_prompt) == ("pii", "Mask personal data.")
+
+
+def test_eval_baseline_scores_each_pii_task_or_says_there_is_none(tmp_path, capsys):
+    import json
+
+    from loraforge.cli import main
+
+    pii = tmp_path / "pii.jsonl"
+    pii.write_text("".join(json.dumps({"id": f"q{i}", "text": f"Mail ann{i}@example.com today.",
+                                       "masked": "Mail [EMAIL] today."}) + "\n" for i in range(3)))
+    tasks = [{"train": "e.jsonl", "test": "e.jsonl"}, {"name": "mask", "task": "pii", "train": str(pii),
+                                                       "test": str(pii)}]
+    config = tmp_path / "multi.yaml"
+    config.write_text(RunConfig.model_validate({"data": {"tasks": tasks}}).to_yaml())
+    assert main(["eval", str(config), "--baseline"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out["tasks"]) == ["mask"] and out["tasks"]["mask"]["leak_rate"] == 0  # the rules find e-mails
+    config.write_text(RunConfig.model_validate({"data": {"tasks": tasks[:1]}}).to_yaml())
+    assert main(["eval", str(config), "--baseline"]) == 2
+    assert "no entry of data.tasks is a pii task with a test split (tasks: en-zh (translate))" in \
+        capsys.readouterr().err
