@@ -36,8 +36,8 @@ def warn_cut(index: int, budget: int) -> None:
           "finished it; raise the budget with --max-new-tokens (Python: max_new_tokens=)", file=sys.stderr, flush=True)
 
 
-def _config(adapter: str | Path | None, model: str | None, config_path: str | Path | None,
-            task: str | None = None) -> RunConfig:
+def run_config(adapter: str | Path | None, model: str | None, config_path: str | Path | None,
+               task: str | None = None) -> RunConfig:
     """The config that decides template, task and model: the given file, else the adapter's own run's,
     else the defaults; ``model`` replaces the base model. Narrowed to one task (``task_config``)."""
     from loraforge.eval.inference import task_run_config
@@ -66,7 +66,7 @@ def translate(texts: list[str], adapter: str | Path | None = None, model: str | 
     only outputs longer than ``max_new_tokens`` come back cut."""
     from loraforge.eval.inference import generate_restored, load_for_inference
 
-    cfg = _config(adapter, model, config_path, task)
+    cfg = run_config(adapter, model, config_path, task)
     if not texts:
         return Translation([], [], max_new_tokens)
     loaded, net = load_for_inference(cfg, adapter)
