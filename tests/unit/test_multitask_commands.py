@@ -213,3 +213,14 @@ def test_eval_baseline_scores_each_pii_task_or_says_there_is_none(tmp_path, caps
     assert main(["eval", str(config), "--baseline"]) == 2
     assert "no entry of data.tasks is a pii task with a test split (tasks: en-zh (translate))" in \
         capsys.readouterr().err
+
+
+def test_page_translation_uses_the_en_zh_task_of_a_multitask_run(tiny_model_dir, tmp_path):
+    from loraforge.workflows.localize import run_config
+
+    config = tmp_path / "pages.yaml"  # zh-en first; the en-zh task protects markup, unlike data.*
+    config.write_text(multi_config(tiny_model_dir, [TASKS[1], {"train": "e.jsonl", "system_prompt": "Pages to zh.",
+                                                               "protect_markup": True}]).to_yaml())
+    d = run_config(None, None, str(config)).data
+    assert (d.src_lang, d.tgt_lang, d.system_prompt, d.protect_markup) == ("en", "zh", "Pages to zh.", True)
+    assert run_config(None, None, None).data == RunConfig().data  # single-task: unchanged
