@@ -216,6 +216,26 @@ class DataConfig(_Section):
             out.append((name, cfg))
         return out
 
+    def task_config(self, name: str | None = None, kind: str | None = None) -> tuple[str, DataConfig]:
+        """(name, settings) of the one task a command runs: the task named ``name``, else the first
+        of kind ``kind`` (translate, pii, sft), else the first. Every command that runs one task of a
+        multi-task run (translate, mask, serving defaults) chooses here, so a wrong choice fails the
+        same way everywhere: a ConfigError listing the tasks."""
+        tasks = self.task_configs()
+        listing = ", ".join(f"{n} ({d.task})" for n, d in tasks)
+        if name is not None:
+            match = [(n, d) for n, d in tasks if n == name]
+            if not match:
+                raise ConfigError(f"task {name!r}: no such task; this run's tasks: {listing}")
+            if kind is not None and match[0][1].task != kind:
+                raise ConfigError(f"task {name!r} is a {match[0][1].task} task, not {kind}; this run's tasks: "
+                                  f"{listing}")
+            return match[0]
+        match = [(n, d) for n, d in tasks if kind is None or d.task == kind]
+        if not match:
+            raise ConfigError(f"this run has no {kind} task; its tasks: {listing}")
+        return match[0]
+
 
 class AdapterConfig(_Section):
     method: Literal[registry.names()] = "lora"  # type: ignore[valid-type]  # the registry's methods

@@ -265,6 +265,8 @@ def commands() -> list[Command]:
                     arg("--model", help="base model (default: the adapter's base, or the embedded Gemma 3 270M)"),
                     arg("--config", dest="config_path", help="config whose template/system prompt to use "
                         "(default: the adapter's run config)"),
+                    arg("--task", help="multi-task run (data.tasks): the task to run, by name (default: its "
+                        "first translate task)"),
                     arg("--file", help="one text per line ('-' for stdin); empty lines are skipped"),
                     arg("--batch-size", type=int, default=32, help="texts generated together"),
                     arg("--max-new-tokens", type=int, default=256,

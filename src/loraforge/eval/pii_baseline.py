@@ -115,16 +115,33 @@ def baseline_mask(text: str) -> str:
 
 def baseline_eval(cfg, out_path: str | None = None) -> dict:
     """Baseline metrics on a run config's test split (``eval.max_examples`` rows), scored exactly as
-    ``loraforge eval`` scores a model, so the numbers sit in one table."""
+    ``loraforge eval`` scores a model, so the numbers sit in one table. A multi-task config: each pii
+    task's test split, {"tasks": {name: metrics}} as ``loraforge eval`` gives for the model."""
     import json
 
     from loraforge.data.splits import test_examples
     from loraforge.eval.pii import pii_metrics
     from loraforge.runs.files import atomic_write
 
-    examples = test_examples(cfg)
-    sources = [e.source for e in examples]
-    metrics = pii_metrics(sources, [baseline_mask(s) for s in sources], [e.target for e in examples])
+    if cfg.data.tasks:
+        metrics = {"tasks": _task_baselines(cfg)}
+    else:
+        examples = test_examples(cfg)
+        sources = [e.source for e in examples]
+        metrics = pii_metrics(sources, [baseline_mask(s) for s in sources], [e.target for e in examples])
     if out_path:
         atomic_write(out_path, json.dumps(metrics, indent=2))
     return metrics
+
+
+def _task_baselines(cfg) -> dict:
+    """{pii task: baseline metrics on its test split}; none such is an error naming the tasks."""
+    from loraforge.data.formats import DataError
+    from loraforge.eval.inference import task_run_config
+
+    tasks = cfg.data.task_configs()
+    pii = [(name, d) for name, d in tasks if d.task == "pii" and d.test]
+    if not pii:
+        raise DataError("the rule baseline masks PII: no entry of data.tasks is a pii task with a test split (tasks: "
+                        + ", ".join(f"{n} ({d.task})" for n, d in tasks) + ")")
+    return {name: baseline_eval(task_run_config(cfg, d)) for name, d in pii}

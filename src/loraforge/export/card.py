@@ -71,7 +71,7 @@ def metrics_table(metrics: dict[str, dict]) -> list[str]:
     if not columns:
         return []
     lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    label = {"before": "base model", "after": "tuned"}
+    label = {"before": "base model", "after": "tuned", "baseline": "rule baseline"}
     for stage, vals in rows.items():
         cells = [f"{vals[c]:.4g}" if c in vals else "" for c in columns]
         lines.append(f"| {label.get(stage, stage)} | " + " | ".join(cells) + " |")
@@ -90,13 +90,48 @@ def front_matter(cfg: RunConfig, method: str, kind: str, family: str) -> str:
         meta["base_model_relation"] = {"adapter": "adapter", "oci": "adapter", "merged": "finetune",
                                        "gguf": "quantized"}[kind]
     meta["pipeline_tag"] = PIPELINE.get(family, "text-generation")
-    tags = ["loraforge", method, cfg.data.task]
+    tasks = [d for _, d in cfg.data.task_configs()]
+    tags = ["loraforge", method, *dict.fromkeys(d.task for d in tasks)] + (["multi-task"] if cfg.data.tasks else [])
     if kind in ("adapter", "oci"):
         tags.append("peft")
     meta["tags"] = tags
-    if cfg.data.task == "translate":
-        meta["language"] = [cfg.data.src_lang, cfg.data.tgt_lang]
+    languages = [lang for d in tasks if d.task == "translate" for lang in (d.src_lang, d.tgt_lang)]
+    if languages:
+        meta["language"] = list(dict.fromkeys(languages))
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
+
+
+def _task_lines(cfg: RunConfig) -> list[str]:
+    """What the adapter was trained to do: the task, or each task of a multi-task run with its own
+    data, template and system prompt (or task prefix), since the prompt is what chooses the task."""
+    def what(d) -> str:
+        return f"{d.task} ({d.src_lang} -> {d.tgt_lang})" if d.task == "translate" else d.task
+
+    def prompt(d) -> str:
+        prefix = f"; task prefix: {d.task_prefix!r}" if d.task_prefix else ""
+        return f"prompt template: {d.template}; system prompt: {d.system_prompt!r}{prefix}"
+
+    d = cfg.data
+    if not d.tasks:
+        return [f"- task: {what(d)}", f"- data: train `{d.train}`, test `{d.test}`", f"- {prompt(d)}"]
+    lines = ["- tasks (one adapter; the system prompt or task prefix a request sends chooses the task):"]
+    for name, t in d.task_configs():
+        lines.append(f"  - `{name}`: {what(t)}; train `{t.train}`, test `{t.test}`; {prompt(t)}")
+    return lines
+
+
+def _metrics_lines(metrics: dict) -> list[str]:
+    """The test-split tables: one, or one per task of a multi-task run (``metrics["tasks"]``)."""
+    tasks = metrics.get("tasks")
+    if not tasks:
+        table = metrics_table(metrics)
+        return ["", "## Metrics (test split)", "", *table] if table else []
+    lines = []
+    for name, scores in tasks.items():
+        table = metrics_table(scores)
+        if table:
+            lines += ["", f"### Task `{name}` (its own test split)", "", *table]
+    return ["", "## Metrics per task (test splits)", *lines] if lines else []
 
 
 def _what(kind: str, method: str, base: str, dtype: str | None, gguf_type: str | None) -> str:
@@ -137,19 +172,19 @@ def _usage(kind: str, cfg: RunConfig, family: str, files: list[str]) -> list[str
 def model_card(cfg: RunConfig, title: str, method: str, kind: str, family: str, adapter_config: dict,
                metrics: dict[str, dict] | None = None, dtype: str | None = None, gguf_type: str | None = None,
                files: list[str] | None = None) -> str:
-    """README.md for an export of ``kind`` ('adapter', 'oci', 'merged', 'gguf')."""
+    """README.md for an export of ``kind`` ('adapter', 'oci', 'merged', 'gguf'). ``metrics``: {'before',
+    'after'}; a multi-task run's {'tasks': {name: {'before', 'after', 'baseline'}}} instead."""
     a, d, t = adapter_config, cfg.data, cfg.train
     base = describe_base(cfg.model.name)
     hyper = f" (r={a['r']}, alpha={a.get('lora_alpha')}, targets={a.get('target_modules')})" if a.get("r") else ""
     lines = [front_matter(cfg, method, kind, family), f"# {title}", "", _what(kind, method, base, dtype, gguf_type), "",
              f"- base model: {base}",
              f"- method: {method}{hyper}",
-             f"- task: {d.task} ({d.src_lang} -> {d.tgt_lang})" if d.task == "translate" else f"- task: {d.task}",
-             f"- data: train `{d.train}`, test `{d.test}`",
-             f"- prompt template: {d.template}; system prompt: {d.system_prompt!r}",
+             *_task_lines(cfg),
              f"- training: {t.steps} steps, batch {t.batch_size} x {t.grad_accum}, lr {t.lr}"]
-    table = metrics_table(metrics or {})
-    if table:
-        lines += ["", "## Metrics (test split)", "", *table]
-    lines += ["", "## Use", "", *_usage(kind, cfg, family, files or []), ""]
-    return "\n".join(lines)
+    lines += _metrics_lines(metrics or {})
+    lines += ["", "## Use", "", *_usage(kind, cfg, family, files or [])]
+    if d.tasks:
+        lines += ["", "Several tasks, one adapter: send the system prompt (or task prefix) of the task you want, as "
+                  "listed above, with each request."]
+    return "\n".join([*lines, ""])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loraforge.methods.registry import MethodSpec, spec_for_saved
-from loraforge.config import ConfigError, RunConfig
+from loraforge.config import ConfigError, DataConfig, RunConfig
 from loraforge.export.card import model_card as render_card
 from loraforge.runs import RunDir, RunDirError, atomic_dir, resolve_adapter
 
@@ -48,14 +48,24 @@ class RunInfo:
             return self.cfg.model.family
         return "seq2seq" if self.adapter_config.get("task_type") == "SEQ_2_SEQ_LM" else "causal"
 
+    @property
+    def data(self) -> DataConfig:
+        """The data settings serving and standalone exports prompt with by default: the run's task, or a
+        multi-task run's first (a request's own system prompt chooses another)."""
+        return self.cfg.data.task_config()[1]
+
     def metrics(self) -> dict[str, dict]:
-        """{'before': ..., 'after': ...} test metrics of the run ({} for a bare adapter folder)."""
+        """{'before': ..., 'after': ...} test metrics of the run ({} for a bare adapter folder); a
+        multi-task run's {'tasks': {name: {'before', 'after', 'baseline'}}}."""
         if self.run_dir is None:
             return {}
         try:
             m = RunDir(self.run_dir).metrics()
         except RunDirError:
             return {}
+        if m.tasks:
+            return {"tasks": {name: {k: v for k, v in (("before", t.before), ("after", t.after),
+                                                      ("baseline", t.baseline)) if v} for name, t in m.tasks.items()}}
         return {k: v for k, v in (("before", m.before), ("after", m.after)) if v}
 
     def trained_dtype(self) -> str | None:
@@ -177,7 +187,7 @@ def export_merged(info: RunInfo, out: Path, dtype: str | None = None) -> Path:
     dtype = merged_dtype(info, dtype)
     model, tokenizer = merged_model(info)
     model = model.to(resolve_dtype(dtype))
-    make_standalone(model, tokenizer, info.cfg.data, info.family)
+    make_standalone(model, tokenizer, info.data, info.family)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -191,7 +201,7 @@ def export_gguf(info: RunInfo, out: Path, gguf_type: str) -> Path:
 
     check_gguf_type(gguf_type)
     model, tokenizer = merged_model(info)
-    make_standalone(model, tokenizer, info.cfg.data, info.family)  # the chat template goes into the GGUF
+    make_standalone(model, tokenizer, info.data, info.family)  # the chat template goes into the GGUF
     name = f"{info.run_dir.name if info.run_dir else 'model'}-{gguf_type}.gguf"
     with atomic_dir(out) as tmp:
         write_gguf(model, tokenizer, tmp / name, gguf_type, name=name.removesuffix(".gguf"))
@@ -235,9 +245,9 @@ def ollama_modelfile(info: RunInfo, tokenizer, base_gguf: str) -> str:
     from loraforge.data.templates import resolve_template, stop_token_ids
     from loraforge.export.gguf_lora import OLLAMA_TEMPLATES, modelfile
 
-    name = resolve_template(tokenizer, info.cfg.data.template)
-    stops = [tokenizer.decode([t]) for t in stop_token_ids(tokenizer, info.cfg.data.template)]
-    return modelfile(base_gguf, "adapter.gguf", OLLAMA_TEMPLATES.get(name), stops, info.cfg.data.system_prompt)
+    name = resolve_template(tokenizer, info.data.template)
+    stops = [tokenizer.decode([t]) for t in stop_token_ids(tokenizer, info.data.template)]
+    return modelfile(base_gguf, "adapter.gguf", OLLAMA_TEMPLATES.get(name), stops, info.data.system_prompt)
 
 
 def gguf_lora_readme(info: RunInfo, base_gguf: str | None) -> str:

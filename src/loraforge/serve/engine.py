@@ -171,8 +171,8 @@ class Engine:
             raise ServeError(str(e), status=404 if isinstance(e, FileNotFoundError) else 400) from None
         if info.peft_type != "LORA" or info.adapter_config.get("use_dora"):
             raise ServeError(f"{name}: only LoRA adapters can share batches (this one is {info.method})")
-        meta = {"path": str(info.adapter_dir), "template": info.cfg.data.template if info.run_dir else "auto",
-                "system_prompt": info.cfg.data.system_prompt if info.run_dir else None, "created": int(time.time())}
+        meta = {"path": str(info.adapter_dir), "template": info.data.template if info.run_dir else "auto",
+                "system_prompt": info.data.system_prompt if info.run_dir else None, "created": int(time.time())}
         self._call(lambda: self._load(name, str(info.adapter_dir), meta))
         return meta
 

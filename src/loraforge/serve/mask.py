@@ -7,7 +7,8 @@
 
 Spans are in character offsets of each input text and never carry the values. ``engine`` says what
 found them: the validated patterns only, or the served PII adapter's model (its run's ``data.task``
-is ``pii``; the first one, or the one named in ``model``) with or without the patterns.
+is ``pii``, or one of its ``data.tasks`` is, whose prompt it then uses; the first one, or the one
+named in ``model``) with or without the patterns.
 
 Why a model of its own: the engine's generation thread owns the served weights and swaps merged
 LoRA weights in and out per batch, while copy-or-mask decoding (``pii.decode``) needs its own
@@ -106,8 +107,15 @@ class MaskService:
     def pii_adapter(self, adapters: dict[str, dict], wanted: str | None) -> tuple[str, str, object] | None:
         """(name, path, run config) of the PII adapter to use, or None when none is served."""
         def is_pii(name: str):
+            """The run config narrowed to its PII task (a multi-task run's first), or None."""
+            from loraforge.config import ConfigError
+            from loraforge.eval.inference import task_run_config
+
             cfg = self._config(adapters[name]["path"])
-            return cfg if cfg is not None and cfg.data.task == "pii" else None
+            try:
+                return None if cfg is None else task_run_config(cfg, cfg.data.task_config(kind="pii")[1])
+            except ConfigError:  # no pii task
+                return None
 
         if wanted is not None:
             if wanted not in adapters:
@@ -116,7 +124,7 @@ class MaskService:
                                  "model_not_found", "model")
             cfg = is_pii(wanted)
             if cfg is None:
-                raise _bad(f"model {wanted!r} is not a PII adapter (its run's data.task is not pii)", "model")
+                raise _bad(f"model {wanted!r} is not a PII adapter (its run has no pii task)", "model")
             return wanted, adapters[wanted]["path"], cfg
         for name in list(adapters):
             cfg = is_pii(name)

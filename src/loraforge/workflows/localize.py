@@ -16,7 +16,9 @@ from loraforge.runs import atomic_write, resolve_adapter
 
 
 def run_config(adapter: str | Path | None, model: str | None, config_path: str | Path | None) -> RunConfig:
-    """The config whose template and system prompt translate: --config, else the adapter's run, else defaults."""
+    """The config whose template and system prompt translate: --config, else the adapter's run, else defaults;
+    of a multi-task run, its en->zh task (else its first translate task)."""
+
     if config_path:
         cfg = load_config(config_path)
     else:
@@ -24,7 +26,15 @@ def run_config(adapter: str | Path | None, model: str | None, config_path: str |
         cfg = ref.run.config() if ref and ref.run else RunConfig()
     if model:
         cfg.model.name = model
-    return cfg
+    return _page_task(cfg) if cfg.data.tasks else cfg
+
+
+def _page_task(cfg: RunConfig) -> RunConfig:
+    """A multi-task run narrowed to the task pages need: English to Chinese (``DataConfig.task_config``)."""
+    from loraforge.eval.inference import task_run_config
+
+    en_zh = [n for n, d in cfg.data.task_configs() if d.task == "translate" and (d.src_lang, d.tgt_lang) == ("en", "zh")]
+    return task_run_config(cfg, cfg.data.task_config(en_zh[0] if en_zh else None, "translate")[1])
 
 
 def segment_translator(adapter: str | Path | None = None, model: str | None = None,

@@ -34,14 +34,27 @@ def build_masker(adapter: str | None = None, merge: str | None = None, style: st
     from loraforge.runs import resolve_adapter
 
     ref = resolve_adapter(adapter)
-    cfg = ref.run.config() if ref.run else None
-    if cfg is None or cfg.data.task != "pii":
-        raise DataError(f"{adapter}: not a PII run (data.task must be pii); train one with "
-                        "`loraforge train configs/pii-gemma3-270m.yaml`")
+    cfg = pii_config(ref.run.config() if ref.run else None, adapter)
     cfg.model.dtype = "fp32"  # decoding compares log-probabilities; fp32 keeps them batch-independent
     loaded, model = load_for_inference(cfg, adapter)
     return Masker.from_model(model, loaded.tokenizer, cfg.data, options=options,
                              bias=DEFAULT_BIAS if bias is None else bias, batch_size=batch_size)
+
+
+def pii_config(cfg, adapter: str):
+    """The run's config narrowed to its PII task (a multi-task run's first pii task): the prompt, template
+    and system prompt the masking model was trained with. Not a PII run: a DataError saying why."""
+    from loraforge.config import ConfigError
+    from loraforge.eval.inference import task_run_config
+
+    try:
+        if cfg is None:
+            raise ConfigError("no run config beside the adapter")
+        _, data = cfg.data.task_config(kind="pii")
+    except ConfigError as e:
+        raise DataError(f"{adapter}: not a PII run ({e}); train one with "
+                        "`loraforge train configs/pii-gemma3-270m.yaml`") from None
+    return task_run_config(cfg, data)
 
 
 def _inputs(text: list[str], file: str | None) -> tuple[str, list[str]]:

@@ -1,5 +1,8 @@
 """``loraforge translate``: run a base model or a trained adapter on texts (for PII runs: mask them).
 
+A multi-task run (``data.tasks``) runs one of its tasks, with that task's direction, template, system
+prompt and markup handling: the one named by ``task`` (``--task``), else its first translate task.
+
 ``translate`` returns the outputs and which of them were cut by their token budget;
 ``translate_texts`` returns the texts alone and reports each cut one through ``on_cut`` (by default
 a warning on stderr naming the segment and how to raise the budget).
@@ -33,9 +36,11 @@ def warn_cut(index: int, budget: int) -> None:
           "finished it; raise the budget with --max-new-tokens (Python: max_new_tokens=)", file=sys.stderr, flush=True)
 
 
-def _config(adapter: str | Path | None, model: str | None, config_path: str | Path | None) -> RunConfig:
+def run_config(adapter: str | Path | None, model: str | None, config_path: str | Path | None,
+               task: str | None = None) -> RunConfig:
     """The config that decides template, task and model: the given file, else the adapter's own run's,
-    else the defaults; ``model`` replaces the base model."""
+    else the defaults; ``model`` replaces the base model. Narrowed to one task (``task_config``)."""
+    from loraforge.eval.inference import task_run_config
     from loraforge.runs import resolve_adapter
 
     ref = resolve_adapter(adapter) if adapter is not None else None  # a wrong path fails before any load
@@ -47,17 +52,21 @@ def _config(adapter: str | Path | None, model: str | None, config_path: str | Pa
         cfg = RunConfig()
     if model:
         cfg.model.name = model
-    return cfg
+    if task is None and not cfg.data.tasks:
+        return cfg  # a single-task run runs its one task, whatever it is
+    _, data = cfg.data.task_config(task, "translate" if task is None else None)
+    return task_run_config(cfg, data)
 
 
 def translate(texts: list[str], adapter: str | Path | None = None, model: str | None = None,
-              config_path: str | Path | None = None, batch_size: int = 32, max_new_tokens: int = 256) -> Translation:
+              config_path: str | Path | None = None, batch_size: int = 32, max_new_tokens: int = 256,
+              task: str | None = None) -> Translation:
     """Outputs for ``texts`` in order, and which were cut. An output cut by its task budget (about
     the source's length, for translation) is generated again with the whole ``max_new_tokens``, so
     only outputs longer than ``max_new_tokens`` come back cut."""
     from loraforge.eval.inference import generate_restored, load_for_inference
 
-    cfg = _config(adapter, model, config_path)
+    cfg = run_config(adapter, model, config_path, task)
     if not texts:
         return Translation([], [], max_new_tokens)
     loaded, net = load_for_inference(cfg, adapter)
@@ -68,10 +77,10 @@ def translate(texts: list[str], adapter: str | Path | None = None, model: str | 
 
 def translate_texts(texts: list[str], adapter: str | Path | None = None, model: str | None = None,
                     config_path: str | Path | None = None, batch_size: int = 32, max_new_tokens: int = 256,
-                    on_cut: CutHandler | None = warn_cut) -> list[str]:
+                    on_cut: CutHandler | None = warn_cut, task: str | None = None) -> list[str]:
     """Translate (or, for other tasks, transform) texts with the base model or a trained adapter.
     Each output that hit the ``max_new_tokens`` budget is passed to ``on_cut`` (None: ignore)."""
-    result = translate(texts, adapter, model, config_path, batch_size, max_new_tokens)
+    result = translate(texts, adapter, model, config_path, batch_size, max_new_tokens, task)
     if on_cut is not None:
         for i in result.cut:
             on_cut(i, result.budget)
