@@ -16,6 +16,7 @@ also says what its weights are (a Q4_K_M GGUF against fp32 weights is not the sa
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import shlex
@@ -84,12 +85,20 @@ class GgufInfo:
 
 
 def read_gguf(path: str | Path) -> GgufInfo:
-    """The few facts the bench needs, from the GGUF header (memory-mapped; no weights are read)."""
-    from gguf import GGUFReader
-
+    """The few facts the bench needs, from the GGUF header (no weights are read)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"--compare-gguf {path}: no such file; write one with `loraforge export --format gguf`")
+    stat = path.stat()
+    return _read_gguf(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_gguf(path: str, size: int, mtime_ns: int) -> GgufInfo:
+    """Cached per file version: parsing a 262k-token vocabulary takes GGUFReader seconds, and the
+    embedded base model's GGUF is often the very file llama.cpp runs."""
+    from gguf import GGUFReader
+
     try:
         reader = GGUFReader(path)
     except (ValueError, OSError) as e:
