@@ -72,3 +72,130 @@ def test_agreement_counts_exact_answers_and_prefixes():
     a = {"p": "abcd", "q": "xyz", "r": "same"}
     b = {"p": "abXX", "q": "xyz", "s": "other"}
     assert agreement(a, b) == {"prompts": 2, "exact": 1, "prefix_share": 0.75}
+
+
+# --- like with like: the llama.cpp row's chat format and weights, from the GGUF header -----------
+
+MESSAGES = [{"role": "user", "content": "A Pod is the smallest deployable unit."}]
+
+
+def tiny_gguf(path, tokens, file_type=None, template=None, tensor_dtype="float16"):
+    """A GGUF file with just the fields the bench reads (a vocabulary, a template, one tensor)."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), "gemma3")
+    if file_type is not None:
+        writer.add_file_type(int(file_type))
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    if template:
+        writer.add_chat_template(template)
+    writer.add_tensor("token_embd.weight", np.zeros((len(tokens), 8), dtype=tensor_dtype))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+GEMMA_VOCAB = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "a", "b"]
+
+
+def test_gemma_gguf_without_template_runs_llama_cpp_with_gemma_turns(tmp_path):
+    from gguf import LlamaFileType
+
+    from loraforge.bench.serve_compare import llama_cpp_spec, read_gguf
+
+    path = tiny_gguf(tmp_path / "m.gguf", GEMMA_VOCAB, LlamaFileType.MOSTLY_Q4_K_M)
+    assert read_gguf(path).file_type == "Q4_K_M"
+    spec = llama_cpp_spec(str(path), threads=1)
+    i = spec.argv.index("--chat_format")
+    assert spec.argv[i + 1] == "gemma", "without it llama-cpp-python falls back to Llama 2's [INST] format"
+    assert spec.facts == {"weights": "Q4_K_M GGUF", "chat_format": "gemma"}
+
+
+def test_gguf_with_a_chat_template_is_formatted_with_it(tmp_path):
+    from gguf import LlamaFileType
+
+    from loraforge.bench.serve_compare import llama_cpp_spec
+
+    path = tiny_gguf(tmp_path / "m.gguf", GEMMA_VOCAB, LlamaFileType.MOSTLY_F16, template="{{ messages }}")
+    spec = llama_cpp_spec(str(path), threads=1)
+    assert "--chat_format" not in spec.argv
+    assert spec.facts == {"weights": "F16 GGUF", "chat_format": "the GGUF's chat template"}
+
+
+def test_file_type_without_the_field_is_the_tensors_type(tmp_path):
+    from loraforge.bench.serve_compare import read_gguf
+
+    assert read_gguf(tiny_gguf(tmp_path / "a.gguf", GEMMA_VOCAB)).file_type == "mostly F16"
+    assert read_gguf(tiny_gguf(tmp_path / "b.gguf", GEMMA_VOCAB, tensor_dtype="float32")).file_type == "mostly F32"
+
+
+def test_ggufs_that_cannot_be_compared_fairly_are_refused(tmp_path):
+    import pytest
+
+    from loraforge.bench.serve_compare import llama_cpp_spec
+    from loraforge.config import ConfigError
+
+    other = tiny_gguf(tmp_path / "qwen.gguf", ["<|im_start|>", "<|im_end|>", "a"])
+    with pytest.raises(ConfigError, match="no chat template and is not a Gemma model"):
+        llama_cpp_spec(str(other))
+    with pytest.raises(ConfigError, match="no such file"):
+        llama_cpp_spec(str(tmp_path / "missing.gguf"))
+    (tmp_path / "text.gguf").write_text("not a gguf")
+    with pytest.raises(ConfigError, match="not a GGUF file"):
+        llama_cpp_spec(str(tmp_path / "text.gguf"))
+
+
+def test_llama_cpp_gemma_format_writes_loraforge_prompt(tiny_tokenizer):
+    import pytest
+
+    llama_chat_format = pytest.importorskip("llama_cpp.llama_chat_format")
+    from loraforge.bench.serve_compare import GgufInfo, chat_format_for
+    from loraforge.data.templates import chat_prompt
+
+    name = chat_format_for(GgufInfo("Q4_K_M", chat_template=False, gemma_turns=True))
+    theirs = getattr(llama_chat_format, f"format_{name}")(messages=MESSAGES).prompt  # BOS: added at tokenizing
+    assert theirs == chat_prompt(tiny_tokenizer, MESSAGES).removeprefix(tiny_tokenizer.bos_token)
+
+
+def test_exported_chat_template_renders_loraforge_prompt_in_llama_cpp(tiny_tokenizer):
+    """The other case chat_format_for leaves to the GGUF: the template `loraforge export` writes."""
+    import pytest
+
+    llama_chat_format = pytest.importorskip("llama_cpp.llama_chat_format")
+    from loraforge.config import DataConfig
+    from loraforge.data.templates import chat_prompt
+    from loraforge.export.standalone import chat_template
+
+    data = DataConfig(system_prompt="Translate to Chinese.")
+    formatter = llama_chat_format.Jinja2ChatFormatter(chat_template(tiny_tokenizer, data), eos_token="<eos>",
+                                                      bos_token="<bos>")
+    served = chat_prompt(tiny_tokenizer, [{"role": "system", "content": data.system_prompt}, *MESSAGES])
+    assert formatter(messages=MESSAGES).prompt == served
+
+
+def test_loraforge_weights_name_the_dtype_and_the_gguf_it_came_from(tmp_path, tiny_model_dir):
+    from gguf import LlamaFileType
+
+    from loraforge.bench.serve_compare import loraforge_weights
+
+    path = tiny_gguf(tmp_path / "m.gguf", GEMMA_VOCAB, LlamaFileType.MOSTLY_Q4_K_M)
+    assert loraforge_weights(str(path), ["--dtype", "fp32"]) == "fp32 (dequantized from a Q4_K_M GGUF)"
+    assert loraforge_weights(str(tiny_model_dir), ["--int8-lm-head", "--dtype", "bf16"]) == "bf16, int8 lm head"
+
+
+def test_markdown_labels_each_rows_weights():
+    from loraforge.bench.serve_compare import markdown
+
+    row = {"failures": 0, "command": "x"}
+    result = {"requests": 2, "concurrency": 1, "max_tokens": 4,
+              "engines": [{**row, "engine": "loraforge", "weights": "fp32 (dequantized from a Q4_K_M GGUF)"},
+                          {**row, "engine": "llama.cpp", "weights": "Q4_K_M GGUF", "chat_format": "gemma"}]}
+    md = markdown(result)
+    assert "| loraforge | fp32 (dequantized from a Q4_K_M GGUF) |" in md and "| llama.cpp | Q4_K_M GGUF |" in md
+    assert "different weights" in md and "llama.cpp chat format: gemma." in md
+    result["engines"][0]["weights"] = "Q4_K_M GGUF"
+    assert "different weights" not in markdown(result)

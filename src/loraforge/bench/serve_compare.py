@@ -5,11 +5,18 @@ streamed greedy chat requests (same prompts, ``max_tokens``, concurrency), and s
 next starts, so they never share the CPU. Per engine: completion tokens/s, requests/s, p50/p95
 latency, time to first token, peak RSS of the server process tree, failures; across engines: how
 many greedy answers agree. ``soak`` adds a long run per engine and reports its start and end RSS.
+
+Like with like: both engines get the same prompt text. llama-cpp-python formats a chat with the GGUF's
+chat template (``loraforge export --format gguf`` writes the run's) and, without one, falls back to
+Llama 2's ``[INST]`` format, on which Gemma answers with an end of turn at once; so a GGUF without a
+template gets llama-cpp-python's ``gemma`` chat format, the same turns loraforge writes. Each row
+also says what its weights are (a Q4_K_M GGUF against fp32 weights is not the same model to the bit).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import shlex
@@ -22,6 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loraforge.bench.serve import DEFAULT_PROMPTS, _percentile
+from loraforge.config import ConfigError
+
+GEMMA_TURN = "<start_of_turn>"  # a Gemma vocabulary: loraforge's ``auto`` template is Gemma's turns
 
 
 @dataclass
@@ -32,23 +42,118 @@ class EngineSpec:
     argv: list[str]
     model: str = "base"  # the ``model`` field of the requests
     env: dict[str, str] = field(default_factory=dict)
+    facts: dict[str, str] = field(default_factory=dict)  # reported in the row: weights, chat format
 
 
 def loraforge_spec(base: str = "gemma3-270m", adapters: list[str] | None = None, extra: list[str] | None = None,
-                   python: str = sys.executable) -> EngineSpec:
+                   python: str = sys.executable, weights: str = "") -> EngineSpec:
+    """``weights``: what the row reports about them (``side_by_side`` works it out; see ``loraforge_weights``)."""
     argv = [python, "-c", "from loraforge.cli import main; raise SystemExit(main())", "serve", "--base", base,
             "--host", "127.0.0.1", "--port", "{port}"]
     for a in adapters or []:
         argv += ["--adapter", a]
-    return EngineSpec("loraforge", argv + list(extra or []))
+    return EngineSpec("loraforge", argv + list(extra or []), facts={"weights": weights} if weights else {})
 
 
 def llama_cpp_spec(gguf: str, threads: int | None = None, n_ctx: int = 4096, extra: list[str] | None = None,
-                   python: str = sys.executable) -> EngineSpec:
-    """llama-cpp-python's server (``pip install 'llama-cpp-python[server]'``) on a GGUF file."""
+                   python: str = sys.executable, chat_format: str | None = "auto") -> EngineSpec:
+    """llama-cpp-python's server (``pip install 'llama-cpp-python[server]'``) on a GGUF file.
+
+    ``chat_format``: "auto" = the one that gives loraforge's prompt text (``chat_format_for``); None =
+    llama-cpp-python's own choice; else passed as ``--chat_format``.
+    """
+    info = read_gguf(gguf)
+    if chat_format == "auto":
+        chat_format = chat_format_for(info, gguf)
     argv = [python, "-m", "llama_cpp.server", "--model", gguf, "--model_alias", "base", "--host", "127.0.0.1",
             "--port", "{port}", "--n_ctx", str(n_ctx), "--n_threads", str(threads or os.cpu_count() or 1)]
-    return EngineSpec("llama.cpp", argv + list(extra or []))
+    if chat_format:
+        argv += ["--chat_format", chat_format]
+    facts = {"weights": f"{info.file_type} GGUF",
+             "chat_format": chat_format or ("the GGUF's chat template" if info.chat_template else "llama-cpp-python's")}
+    return EngineSpec("llama.cpp", argv + list(extra or []), facts=facts)
+
+
+# --- what a GGUF file holds -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GgufInfo:
+    file_type: str  # general.file_type as llama.cpp names it: "Q4_K_M", "F16", "Q8_0", "F32"...
+    chat_template: bool  # tokenizer.chat_template is set
+    gemma_turns: bool  # the vocabulary has Gemma's turn markers
+
+
+def read_gguf(path: str | Path) -> GgufInfo:
+    """The few facts the bench needs, from the GGUF header (no weights are read)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"--compare-gguf {path}: no such file; write one with `loraforge export --format gguf`")
+    stat = path.stat()
+    return _read_gguf(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_gguf(path: str, size: int, mtime_ns: int) -> GgufInfo:
+    """Cached per file version: parsing a 262k-token vocabulary takes GGUFReader seconds, and the
+    embedded base model's GGUF is often the very file llama.cpp runs."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(path)
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"--compare-gguf {path}: not a GGUF file ({e})") from None
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    gemma = tokens is not None and any(bytes(tokens.parts[i]) == GEMMA_TURN.encode() for i in tokens.data)
+    return GgufInfo(gguf_file_type(reader), "tokenizer.chat_template" in reader.fields, gemma)
+
+
+def gguf_file_type(reader) -> str:
+    """``general.file_type`` (e.g. 15 -> "Q4_K_M"); without it, the commonest type of the 2-D tensors."""
+    from collections import Counter
+
+    from gguf import LlamaFileType
+
+    field_ = reader.fields.get("general.file_type")
+    if field_ is not None:
+        value = int(field_.contents())
+        try:
+            return LlamaFileType(value).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+        except ValueError:
+            return f"file_type {value}"
+    kinds = Counter(t.tensor_type.name for t in reader.tensors if len(t.shape) > 1)
+    return f"mostly {kinds.most_common(1)[0][0]}" if kinds else "unknown"
+
+
+def chat_format_for(info: GgufInfo, path: str | Path = "the GGUF") -> str | None:
+    """The llama-cpp-python chat format that renders the prompt loraforge serve renders.
+
+    loraforge's ``auto`` template: the model's own template, else Gemma turns for a Gemma vocabulary.
+    A GGUF with a template is formatted with it (None); llama-cpp-python's ``gemma`` format writes
+    exactly loraforge's Gemma turns. Other template-less files have no format that matches (its
+    ``chatml`` adds an empty system turn), so they are refused rather than compared unlike with unlike.
+    """
+    if info.chat_template:
+        return None
+    if info.gemma_turns:
+        return "gemma"
+    raise ConfigError(f"{path} has no chat template and is not a Gemma model: llama.cpp would format the chats "
+                      "differently from loraforge serve; write the GGUF with `loraforge export --format gguf` "
+                      "(it stores the chat template)")
+
+
+def loraforge_weights(base: str, extra: list[str] | None = None) -> str:
+    """What loraforge serve computes with: its dtype (``--dtype``, auto as ``serve`` resolves it), and
+    the GGUF's type when the base is one (dequantized at load)."""
+    from loraforge.models.load import EMBEDDED_MODELS, _embedded_gguf, has_fast_bf16
+
+    extra = list(extra or [])
+    dtype = extra[extra.index("--dtype") + 1] if "--dtype" in extra[:-1] else "auto"
+    if dtype == "auto":
+        dtype = "bf16" if has_fast_bf16() else "fp32"
+    gguf = _embedded_gguf(base) if base in EMBEDDED_MODELS else Path(base) if base.endswith(".gguf") else None
+    label = dtype + (", int8 lm head" if "--int8-lm-head" in extra else "")
+    return f"{label} (dequantized from a {read_gguf(gguf).file_type} GGUF)" if gguf else label
 
 
 # --- one server process ---------------------------------------------------------------------------
@@ -230,8 +335,8 @@ def run_engine(spec: EngineSpec, prompts: list[str], requests: int, concurrency:
         asyncio.run(_load(server.url, spec.model, prompts, min(len(prompts), concurrency), concurrency, 4, timeout))
         results, wall = asyncio.run(_load(server.url, spec.model, prompts, requests, concurrency, max_tokens,
                                           timeout))
-        row = {"engine": spec.name, "command": shlex.join(spec.argv), "idle_rss_mb": round(idle_rss / 2**20, 1),
-               **summarize(results, wall)}
+        row = {"engine": spec.name, **spec.facts, "command": shlex.join(spec.argv),
+               "idle_rss_mb": round(idle_rss / 2**20, 1), **summarize(results, wall)}
         if soak:
             start_rss = server.rss()
             soaked, soak_wall = asyncio.run(_load(server.url, spec.model, prompts, soak, concurrency, max_tokens,
@@ -243,12 +348,19 @@ def run_engine(spec: EngineSpec, prompts: list[str], requests: int, concurrency:
 
 
 def markdown(result: dict) -> str:
-    cols = ["engine", "tokens_per_s", "requests_per_s", "latency_p50_s", "latency_p95_s", "ttft_p50_s",
+    cols = ["engine", "weights", "tokens_per_s", "requests_per_s", "latency_p50_s", "latency_p95_s", "ttft_p50_s",
             "peak_rss_mb", "failures"]
     lines = [f"# Serving side by side: {result['requests']} requests, {result['concurrency']} concurrent, "
              f"{result['max_tokens']} tokens, greedy", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(row.get(c, "")) for c in cols) + " |" for row in result["engines"]]
+    weights = {row.get("weights", "") for row in result["engines"]}
+    if len(weights) > 1:
+        lines.append("\nThe engines compute with different weights (the weights column): their speeds are not "
+                     "those of the same numbers, and greedy answers can part for that reason alone.")
+    for row in result["engines"]:
+        if "chat_format" in row:
+            lines.append(f"\n{row['engine']} chat format: {row['chat_format']}.")
     for name, agree in result.get("agreement", {}).items():
         lines.append(f"\nGreedy agreement {name}: {agree['exact']}/{agree['prompts']} answers identical, "
                      f"common prefix {agree['prefix_share']:.0%} on average.")
@@ -288,7 +400,9 @@ def side_by_side(gguf: str, base: str = "gemma3-270m", adapters: list[str] | Non
                  concurrency: int = 16, max_tokens: int = 64, soak: int = 0,
                  out: str | Path = "bench/results/serve-compare", threads: int | None = None,
                  serve_args: list[str] | None = None) -> dict:
-    """loraforge serve on ``base`` then llama.cpp on ``gguf`` (the same model, ``loraforge export --format
-    gguf``); the shape ``loraforge bench serve --compare-gguf`` calls."""
-    engines = [loraforge_spec(base, adapters, serve_args), llama_cpp_spec(gguf, threads)]
+    """loraforge serve on ``base`` then llama.cpp on ``gguf`` (the same model: the embedded model's GGUF, or
+    what ``loraforge export --format gguf`` writes, f16 by default); the shape ``loraforge bench serve
+    --compare-gguf`` calls."""
+    llama = llama_cpp_spec(gguf, threads)  # a GGUF it cannot compare fairly fails before anything starts
+    engines = [loraforge_spec(base, adapters, serve_args, weights=loraforge_weights(base, serve_args)), llama]
     return bench_serve_compare(engines, requests, concurrency, max_tokens, soak, out)
