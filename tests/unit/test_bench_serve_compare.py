@@ -199,3 +199,17 @@ def test_markdown_labels_each_rows_weights():
     assert "different weights" in md and "llama.cpp chat format: gemma." in md
     result["engines"][0]["weights"] = "Q4_K_M GGUF"
     assert "different weights" not in markdown(result)
+
+
+def test_a_tuned_run_is_served_by_loraforge_and_named_in_its_requests(monkeypatch):
+    from loraforge.bench import serve_compare
+
+    got = {}
+    monkeypatch.setattr(serve_compare, "llama_cpp_spec", lambda gguf, threads: serve_compare.EngineSpec("llama.cpp", []))
+    monkeypatch.setattr(serve_compare, "bench_serve_compare", lambda engines, *a: got.setdefault("engines", engines))
+    serve_compare.side_by_side("t.gguf", adapter="runs/k8s")
+    lf = got["engines"][0]
+    assert lf.model == "tuned" and "tuned=runs/k8s" in lf.argv and lf.facts["adapter"] == "runs/k8s"
+    got.clear()
+    serve_compare.side_by_side("t.gguf")
+    assert got["engines"][0].model == "base" and "--adapter" not in got["engines"][0].argv

@@ -177,14 +177,18 @@ def show_unmasked(text: str) -> int:
 
 
 def _bench_serve(compare_gguf: str | None = None, soak: int = 0, base: str = "gemma3-270m",
-                 llama_threads: int | None = None, out_dir: str = "bench/results/serve-compare", **kw):
+                 llama_threads: int | None = None, out_dir: str = "bench/results/serve-compare",
+                 adapter: str | None = None, **kw):
     """Against a running server (--url), or, with --compare-gguf, loraforge serve and llama.cpp's server
     started one after the other on this machine with the same requests."""
     if compare_gguf:
         from loraforge.bench.serve_compare import side_by_side
 
         return side_by_side(compare_gguf, base, requests=kw["requests"], concurrency=kw["concurrency"],
-                            max_tokens=kw["max_tokens"], soak=soak, out=out_dir, threads=llama_threads)
+                            max_tokens=kw["max_tokens"], soak=soak, out=out_dir, threads=llama_threads,
+                            adapter=adapter)
+    if adapter:
+        raise UsageError("--adapter goes with --compare-gguf (against a running server, name it in --models)")
     return call(resolve("loraforge.bench.serve:bench_serve"), kw)
 
 
@@ -511,6 +515,8 @@ def commands() -> list[Command]:
                     arg("--compare-gguf", metavar="FILE", help="start loraforge serve, then llama.cpp's server on "
                         "this GGUF (`loraforge export --format gguf`), and send both the same requests"),
                     arg("--base", default="gemma3-270m", help="with --compare-gguf: loraforge's base model"),
+                    arg("--adapter", help="with --compare-gguf: a tuned run loraforge serves (the GGUF should be its "
+                        "`loraforge export --format gguf`)"),
                     arg("--soak", type=int, default=0, help="with --compare-gguf: requests of a memory soak after "
                         "the load test (start and end RSS)"),
                     arg("--llama-threads", type=int, help="with --compare-gguf: llama.cpp threads (default: all)"),
