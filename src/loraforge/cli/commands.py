@@ -26,20 +26,42 @@ def _warn(msg: str) -> None:
 # --- handlers: where a command is more than one call ---------------------------------------------
 
 
+def _biases(text: str) -> list[float]:
+    """--pii-curve's value: comma-separated finite numbers."""
+    import argparse
+    import math
+
+    try:
+        values = [float(v) for v in _csv(text)]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of biases; give numbers, e.g. --pii-curve=-2,0,2,4")
+    return values
+
+
 def _eval(baseline: bool = False, **kw):
     """--baseline scores the rule-based PII masker on the same test split, the same way."""
+    if baseline and (kw.get("pii_curve") is not None or kw.get("bias") is not None):
+        raise UsageError("--pii-curve and --bias act on a tuned model's decoding, not on --baseline")
     target = "loraforge.eval.pii_baseline:baseline_eval" if baseline else "loraforge.workflows:eval_run"
     return call(resolve(target), kw)
 
 
 def show_eval(result: dict) -> int:
-    """The metrics as JSON; for a PII adapter, the maskers' side-by-side table first (on stderr, so
-    stdout stays one JSON document)."""
+    """The metrics as JSON; for a PII adapter, the maskers' side-by-side table and the recall knob's
+    curve first (on stderr, so stdout stays one JSON document)."""
     if isinstance(result, dict) and result.get("pii_compare"):
         from loraforge.eval.report import comparison_markdown
         from loraforge.runs import PiiComparison
 
         print(comparison_markdown(PiiComparison.model_validate(result["pii_compare"])), file=sys.stderr)
+    if isinstance(result, dict) and result.get("pii_curve"):
+        from loraforge.eval.report import curve_markdown
+        from loraforge.runs.metrics import PiiCurve
+
+        cmp = result.get("pii_compare") or {}
+        print(curve_markdown(PiiCurve.model_validate(result["pii_curve"]), cmp.get("bias")), file=sys.stderr)
     return show_json(result)
 
 
@@ -261,6 +283,11 @@ def commands() -> list[Command]:
                     arg("--show-examples", action="store_true", help="print sample outputs (PII: raw data!)"),
                     arg("--baseline", action="store_true",
                         help="score the rule-based PII masker instead of a model"),
+                    arg("--pii-curve", type=_biases, metavar="B1,B2,...",
+                        help="PII adapter: leak rate vs over-masking at these biases on the dev split, stored "
+                             "in the run with pii_curve.png (write it with '=': --pii-curve=-2,0,2,4)"),
+                    arg("--bias", type=float, help="PII adapter: the operating point of the side-by-side table "
+                                                   "(logits added to starting a placeholder; default 2)"),
                 )),
         Command(("translate",), "translate text with a base model or an adapter", _translate, show=show_lines,
                 args=(

@@ -12,6 +12,7 @@ from loraforge.data.formats import Example
 from loraforge.eval.metrics import HIGHER_IS_BETTER
 from loraforge.runs import PiiComparison, RunDir, RunMetrics
 from loraforge.runs import atomic_write
+from loraforge.runs.metrics import PiiCurve
 
 
 def plot_loss(history: list[dict], path: Path) -> None:
@@ -73,6 +74,27 @@ def comparison_markdown(cmp: PiiComparison) -> str:
     return _md_table(header, rows) + "\n\n" + note + "\n"
 
 
+PII_CURVE_PNG = "pii_curve.png"
+CURVE_COLUMNS = {"leak_rate": "leak %", "over_masking": "over-masking %", "typed_f1": "typed F1",
+                 "entity_f1": "entity F1", "no_pii_unchanged": "no-PII unchanged %"}
+
+
+def curve_table(curve: PiiCurve, operating_bias: float | None = None) -> tuple[list[str], list[list[str]], str]:
+    """(header, rows, note) of the recall knob's points, and which one the side-by-side table used."""
+    header = ["bias", *CURVE_COLUMNS.values()]
+    rows = [[f"{p.bias:g}", *("" if getattr(p, k) is None else f"{getattr(p, k):g}" for k in CURVE_COLUMNS)]
+            for p in curve.points]
+    note = (f"The tuned model alone on {curve.set} ({curve.n} rows): the operating point is picked on dev, never on "
+            "test. A higher bias masks more: fewer leaks, more over-masking."
+            + (f" The side-by-side table uses bias {operating_bias:g}." if operating_bias is not None else ""))
+    return header, rows, note
+
+
+def curve_markdown(curve: PiiCurve, operating_bias: float | None = None) -> str:
+    header, rows, note = curve_table(curve, operating_bias)
+    return _md_table(header, rows) + "\n\n" + note + "\n"
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in rows]
@@ -85,11 +107,13 @@ Section = tuple[str, list[str], list[list[str]]]
 
 def write_report(run_dir: Path | RunDir, title: str, summary: dict, before: dict | None, after: dict,
                  samples: list[dict], history: list[dict], baseline: dict | None = None,
-                 sections: list[Section] = (), pii_compare: PiiComparison | None = None) -> None:
+                 sections: list[Section] = (), pii_compare: PiiComparison | None = None,
+                 pii_curve: PiiCurve | None = None) -> None:
     """report.md + report.html + loss.png in ``run_dir``. ``samples``: dicts of source/reference/before/after;
     ``baseline``: a non-model reference (the rule-based PII masker) shown as its own column; ``sections``:
     more tables after the metrics (the test-split table is left out when ``after`` is empty and there are);
-    ``pii_compare``: the PII maskers side by side (its own section)."""
+    ``pii_compare``: the PII maskers side by side (its own section); ``pii_curve``: the recall knob's
+    curve (pii_curve.png and its points)."""
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     plot_loss(history, run.loss_png)
     header = ["metric"] + (["rule baseline"] if baseline is not None else []) + ["base", "tuned", "change"]
@@ -102,6 +126,14 @@ def write_report(run_dir: Path | RunDir, title: str, summary: dict, before: dict
            "## Loss", "", "![loss curve](loss.png)", ""]
     if pii_compare is not None:
         md[-4:-4] = ["## PII maskers side by side (same rows)", "", comparison_markdown(pii_compare)]
+    op_bias = pii_compare.bias if pii_compare is not None else None
+    if pii_curve is not None:
+        from loraforge.pii.evaluate import plot_curve
+
+        plot_curve([p.model_dump() for p in pii_curve.points], run / PII_CURVE_PNG,
+                   title=f"PII masking on {pii_curve.set}: leaks vs over-masking")
+        md[-4:-4] = ["## PII recall knob: leaks vs over-masking (dev split)", "",
+                     f"![leak rate against over-masking]({PII_CURVE_PNG})", "", curve_markdown(pii_curve, op_bias)]
     if samples:
         md += ["## Samples", ""]
         for i, s in enumerate(samples, 1):
@@ -119,6 +151,11 @@ def write_report(run_dir: Path | RunDir, title: str, summary: dict, before: dict
     if pii_compare is not None:
         c_head, c_rows, note = comparison_table(pii_compare)
         parts += ["<h2>PII maskers side by side (same rows)</h2>", table(c_head, c_rows), f"<p>{html.escape(note)}</p>"]
+    if pii_curve is not None:
+        k_head, k_rows, note = curve_table(pii_curve, op_bias)
+        parts += ["<h2>PII recall knob: leaks vs over-masking (dev split)</h2>",
+                  f'<img src="{PII_CURVE_PNG}" alt="leak rate against over-masking">', table(k_head, k_rows),
+                  f"<p>{html.escape(note)}</p>"]
     parts += ["<h2>Loss</h2>", '<img src="loss.png" alt="loss curve">']
     if samples:
         parts.append("<h2>Samples</h2>")
@@ -187,5 +224,5 @@ def write_run_report(run: RunDir, cfg: RunConfig, metrics: RunMetrics, test: lis
                      sections=task_sections(metrics))
         return run.report_md
     write_report(run, f"loraforge run: {run.name}", summary, metrics.before, metrics.after, samples, run.history(),
-                 baseline=metrics.baseline, pii_compare=metrics.pii_compare)
+                 baseline=metrics.baseline, pii_compare=metrics.pii_compare, pii_curve=metrics.pii_curve)
     return run.report_md

@@ -70,17 +70,30 @@ def markdown_table(results: dict[str, dict], columns: tuple[str, ...] = COLUMNS)
     return head + "\n".join(rows) + "\n"
 
 
-def sweep_bias(masker, records: list[dict], biases: list[float], batch_size: int = 32) -> list[dict]:
+CURVE_KEYS = ("leak_rate", "over_masking", "typed_f1", "entity_f1", "no_pii_unchanged")
+
+
+def sweep_bias(masker, records: list[dict], biases: list[float], batch_size: int = 32,
+               progress: bool = False) -> list[dict]:
     """(bias, leak rate, over-masking, ...) per bias: the recall knob's curve. ``masker``: a
-    ``Masker`` (or ``ConstrainedMasker``) whose ``bias`` is set in turn and restored afterwards."""
+    ``Masker`` (or ``ConstrainedMasker``) whose ``bias`` is set in turn and restored afterwards.
+    ``progress``: a bar per bias point, since each one decodes the whole set."""
+    from tqdm.auto import tqdm
+
     old = masker.bias
     points = []
     try:
         for b in biases:
             masker.bias = b
-            m = score(masker.find_spans, records, batch_size)
-            points.append({"bias": b, **{k: m[k] for k in ("leak_rate", "over_masking", "typed_f1", "entity_f1",
-                                                            "no_pii_unchanged")}})
+            with tqdm(total=len(records), desc=f"PII curve, bias {b:g}", unit="text", disable=not progress,
+                      dynamic_ncols=True) as bar:
+                def find(texts: list[str]) -> list[list[Span]]:
+                    spans = masker.find_spans(texts)
+                    bar.update(len(texts))
+                    return spans
+
+                m = score(find, records, batch_size)
+            points.append({"bias": b, **{k: m[k] for k in CURVE_KEYS}})
     finally:
         masker.bias = old
     return points
@@ -88,13 +101,16 @@ def sweep_bias(masker, records: list[dict], biases: list[float], batch_size: int
 
 def plot_curve(points: list[dict], path: str | Path, title: str = "PII masking: leaks vs over-masking") -> Path:
     """Leak rate (y) against over-masking (x), each point labelled with its bias, as a PNG."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from loraforge.runs import atomic_write
+
+    points = sorted(points, key=lambda p: p["bias"])  # the line follows the knob
     fig, ax = plt.subplots(figsize=(5, 4))
     xs, ys = [p["over_masking"] for p in points], [p["leak_rate"] for p in points]
     ax.plot(xs, ys, marker="o")
@@ -105,6 +121,7 @@ def plot_curve(points: list[dict], path: str | Path, title: str = "PII masking: 
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    return path
+    return atomic_write(path, buf.getvalue())

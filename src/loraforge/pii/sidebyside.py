@@ -7,16 +7,19 @@ the rule baseline (``eval.pii_baseline``) and Presidio's analyzer when it is ins
 says whether with a spaCy model or its pattern recognizers only, or why it did not run). The model
 decodes each set once: the union row reuses its spans, and its texts/s counts the model's time plus
 the patterns'. Scores only, never the texts.
+
+``curve_run``: the recall knob's curve (``runs.PiiCurve``) of the tuned model alone on the dev split,
+where an operating point may be picked without looking at the test rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from loraforge.pii.evaluate import rule_finder, score_spans, timed
+from loraforge.pii.evaluate import rule_finder, score_spans, sweep_bias, timed
 from loraforge.pii.masker import Masker, MaskOptions
 from loraforge.pii.spans import merge_spans
-from loraforge.runs.metrics import MaskerScores, PiiComparison
+from loraforge.runs.metrics import MaskerScores, PiiComparison, PiiCurve, PiiCurvePoint
 
 HANDWRITTEN = "pii-handwritten"
 MODEL, UNION, PATTERNS, RULES, PRESIDIO = "tuned model", "model + patterns", "validated patterns", "rule baseline", \
@@ -89,3 +92,27 @@ def compare_run(cfg, model, tokenizer, bias: float | None = None, handwritten_li
     with merged_for_inference(model):
         masker = ConstrainedMasker.from_config(model, tokenizer, cfg.data, bias=bias, batch_size=batch_size)
         return compare_sets(sets, masker, bias, presidio)
+
+
+def dev_records(cfg) -> tuple[str, list[dict]]:
+    """(split name, records) of the config's dev split, its first ``data.max_dev_examples`` rows."""
+    from loraforge.config import ConfigError
+    from loraforge.data.splits import split_examples
+
+    if not cfg.data.dev:
+        raise ConfigError("the PII curve is scored on the dev split (the operating point is picked there, never on "
+                          "test): set data.dev, e.g. data.dev=pii:dev")
+    return cfg.data.dev, records(split_examples(cfg, cfg.data.dev, cfg.data.max_dev_examples))
+
+
+def curve_run(cfg, model, tokenizer, biases: list[float], batch_size: int = 8, progress: bool = True) -> PiiCurve:
+    """Leak rate and over-masking of the tuned model alone (``merge=model``) at each bias, on dev."""
+    from loraforge.eval.inference import merged_for_inference
+    from loraforge.pii.decode import ConstrainedMasker
+
+    name, recs = dev_records(cfg)
+    with merged_for_inference(model):
+        masker = ConstrainedMasker.from_config(model, tokenizer, cfg.data, batch_size=batch_size)
+        # four batches per call: the decoder sorts each call's texts by length; the bar moves per call
+        points = sweep_bias(masker, recs, list(biases), batch_size=max(batch_size * 4, 1), progress=progress)
+    return PiiCurve(set=name, n=len(recs), points=[PiiCurvePoint(**p) for p in points])

@@ -66,6 +66,28 @@ class PiiComparison(_Record):
     """How Presidio ran (spaCy model or pattern recognizers only), or why it did not."""
 
 
+class PiiCurvePoint(_Record):
+    """The tuned model at one value of the recall knob (percentages)."""
+
+    bias: float
+    leak_rate: float
+    over_masking: float
+    typed_f1: float
+    entity_f1: float
+    no_pii_unchanged: float | None = None
+    """Texts without PII returned unchanged (None when the set has none)."""
+
+
+class PiiCurve(_Record):
+    """PII: leak rate against over-masking as the recall knob moves, on the dev split (the operating
+    point is picked there, never on test)."""
+
+    set: str
+    """The rows scored, e.g. "pii:dev"."""
+    n: int
+    points: list[PiiCurvePoint]
+
+
 class TaskMetrics(_Record):
     """One task of a multi-task run: its own metrics (translate: chrF/BLEU/markup; pii: its own) and
     how much of it training saw."""
@@ -96,6 +118,8 @@ class RunMetrics(_Record):
     """PII: the rule-based masker on the same rows."""
     pii_compare: PiiComparison | None = None
     """PII: tuned model, model + patterns, rules and Presidio side by side (``pii.sidebyside``)."""
+    pii_curve: PiiCurve | None = None
+    """PII: the recall knob's curve on the dev split (``loraforge eval --pii-curve``)."""
     tasks: dict[str, TaskMetrics] | None = None
     """Multi-task: each task's metrics and mix, by task name."""
 

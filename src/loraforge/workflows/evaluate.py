@@ -16,17 +16,23 @@ __all__ = ["eval_run", "evaluate", "rebuild_report"]
 
 
 def eval_run(cfg: RunConfig, adapter: str | Path | None = None, out_path: str | Path | None = None,
-             show_examples: bool = False) -> dict:
+             show_examples: bool = False, pii_curve: list[float] | None = None, bias: float | None = None) -> dict:
     """Evaluate the base model (or an adapter) on the config's test split; returns the metrics.
     The test data and the adapter path are checked before the model loads. A multi-task config
-    (data.tasks) scores every task with a test split on its own: {"tasks": {name: metrics}}."""
+    (data.tasks) scores every task with a test split on its own: {"tasks": {name: metrics}}.
+    PII adapter only: ``bias`` is the operating point of the side-by-side table, ``pii_curve`` the
+    biases of the recall knob's curve on the dev split."""
+    _check_pii_flags(cfg, adapter, pii_curve, bias)
     if cfg.data.tasks:
         return _eval_tasks(cfg, adapter, out_path, show_examples)
     test = test_examples(cfg)
     loaded, model = load_for_inference(cfg, adapter)
     metrics, hyps = evaluate(loaded, model, cfg, test)
     if cfg.data.task == "pii" and adapter is not None:
-        metrics["pii_compare"] = pii_side_by_side(cfg, loaded, model, adapter).model_dump()
+        table, curve = pii_side_by_side(cfg, loaded, model, adapter, bias, pii_curve)
+        metrics["pii_compare"] = table.model_dump()
+        if curve is not None:
+            metrics["pii_curve"] = curve.model_dump()
     if show_examples:
         for e, h in list(zip(test, hyps))[: cfg.eval.samples_in_report]:
             print(json.dumps({"source": e.source, "reference": e.target, "output": h}, ensure_ascii=False))
@@ -78,18 +84,45 @@ def rebuild_report(run_dir: str | Path | RunDir) -> Path:
     return write_run_report(run, cfg, metrics, test, [outputs.get(e.id, "") for e in test])
 
 
-def pii_side_by_side(cfg: RunConfig, loaded, model, adapter: str | Path):
-    """The PII maskers side by side (``pii.sidebyside``); stored in the adapter's run (metrics.json and
-    report) when it is a finished run, so its report shows the table too."""
+def _check_pii_flags(cfg: RunConfig, adapter: str | Path | None, pii_curve: list[float] | None,
+                     bias: float | None) -> None:
+    """--pii-curve and --bias act on a tuned PII model: refused otherwise, before any model loads."""
+    from loraforge.config import ConfigError
+
+    flags = [f for f, v in (("--pii-curve", pii_curve), ("--bias", bias)) if v is not None]
+    if not flags:
+        return
+    if cfg.data.tasks or cfg.data.task != "pii" or adapter is None:
+        raise ConfigError(f"{' and '.join(flags)}: only for a PII config (data.task: pii) evaluated with "
+                          "--adapter RUN (the recall knob of a tuned masker)")
+    if pii_curve is not None:
+        from loraforge.pii.sidebyside import dev_records
+
+        if not pii_curve:
+            raise ConfigError("--pii-curve needs at least one bias, e.g. --pii-curve=-2,0,2,4")
+        dev_records(cfg)  # data.dev set and readable
+
+
+def pii_side_by_side(cfg: RunConfig, loaded, model, adapter: str | Path, bias: float | None = None,
+                     curve_biases: list[float] | None = None):
+    """The PII maskers side by side at operating point ``bias`` (``pii.sidebyside``) and, given
+    ``curve_biases``, the recall knob's curve on the dev split; both stored in the adapter's run
+    (metrics.json, report, pii_curve.png) when it is a finished run. Returns (table, curve or None)."""
     import sys
 
-    from loraforge.pii.sidebyside import compare_run
+    from loraforge.pii.sidebyside import compare_run, curve_run
 
-    table = compare_run(cfg, model, loaded.tokenizer)
+    table = compare_run(cfg, model, loaded.tokenizer, bias=bias)
+    curve = curve_run(cfg, model, loaded.tokenizer, curve_biases) if curve_biases else None
     run = resolve_adapter(adapter).run
     if run is not None and run.is_finished():
         metrics = run.metrics()
         metrics.pii_compare = table
+        if curve is not None:
+            metrics.pii_curve = curve
         run.write_metrics(metrics)
         print(f"loraforge: updated {run.metrics_path} and {rebuild_report(run)}", file=sys.stderr)
-    return table
+    elif curve is not None:
+        print(f"loraforge: {adapter} is not a finished run: the curve is printed, not stored or plotted",
+              file=sys.stderr)
+    return table, curve
