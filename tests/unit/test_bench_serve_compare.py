@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
+
 from loraforge.bench.serve_compare import EngineSpec, agreement, bench_serve_compare, loraforge_spec
 
 FAKE = r'''
@@ -213,3 +215,24 @@ def test_a_tuned_run_is_served_by_loraforge_and_named_in_its_requests(monkeypatc
     got.clear()
     serve_compare.side_by_side("t.gguf")
     assert got["engines"][0].model == "base" and "--adapter" not in got["engines"][0].argv
+
+
+def test_llama_cpp_server_reads_our_argv_and_lets_concurrent_requests_finish(tmp_path):
+    """Parsed by llama-cpp-python's own CLI: the settings it would run with. By default its server
+    interrupts the running request when another arrives, which emptied every answer under load."""
+    pytest.importorskip("llama_cpp.server")
+    import argparse
+
+    from gguf import LlamaFileType
+    from llama_cpp.server.cli import add_args_from_model, parse_model_from_args
+    from llama_cpp.server.settings import ModelSettings, ServerSettings, Settings
+
+    from loraforge.bench.serve_compare import llama_cpp_spec
+
+    spec = llama_cpp_spec(str(tiny_gguf(tmp_path / "m.gguf", GEMMA_VOCAB, LlamaFileType.MOSTLY_Q4_K_M)), threads=1)
+    parser = argparse.ArgumentParser()
+    add_args_from_model(parser, Settings)
+    args = parser.parse_args([a.replace("{port}", "8080") for a in spec.argv[spec.argv.index("--model"):]])
+    server, model = parse_model_from_args(ServerSettings, args), parse_model_from_args(ModelSettings, args)
+    assert server.interrupt_requests is False and server.port == 8080
+    assert model.chat_format == "gemma" and model.n_threads == 1

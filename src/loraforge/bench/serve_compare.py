@@ -65,8 +65,11 @@ def llama_cpp_spec(gguf: str, threads: int | None = None, n_ctx: int = 4096, ext
     info = read_gguf(gguf)
     if chat_format == "auto":
         chat_format = chat_format_for(info, gguf)
+    # --interrupt_requests false: by default a new request cuts the running one short, so under
+    # concurrent load every answer but the last came back empty (seen: 1200 requests, 3 generated)
     argv = [python, "-m", "llama_cpp.server", "--model", gguf, "--model_alias", "base", "--host", "127.0.0.1",
-            "--port", "{port}", "--n_ctx", str(n_ctx), "--n_threads", str(threads or os.cpu_count() or 1)]
+            "--port", "{port}", "--n_ctx", str(n_ctx), "--n_threads", str(threads or os.cpu_count() or 1),
+            "--interrupt_requests", "false"]
     if chat_format:
         argv += ["--chat_format", chat_format]
     facts = {"weights": f"{info.file_type} GGUF",
