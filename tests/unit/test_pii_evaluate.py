@@ -10,7 +10,8 @@ from loraforge.data.pii import generate
 from loraforge.eval.pii import pii_metrics
 from loraforge.eval.pii_baseline import baseline_mask
 from loraforge.pii import Masker, MaskOptions
-from loraforge.pii.evaluate import compare, markdown_table, plot_curve, rule_finder, score, sweep_bias
+from loraforge.eval.report import plot_pii_curve
+from loraforge.pii.evaluate import compare, markdown_table, rule_finder, score, sweep_bias
 from loraforge.pii.presidio import unavailable
 
 RECORDS = generate(12, seed=5, split="test")
@@ -45,7 +46,7 @@ def test_bias_sweep_trades_leaks_for_over_masking(tiny_tokenizer, tmp_path):
     assert [p["bias"] for p in points] == [-1e4, 1e4] and masker.bias == 1.0  # restored
     assert points[0]["leak_rate"] == 100.0  # never masks: every value leaks
     assert points[1]["leak_rate"] < points[0]["leak_rate"]
-    png = plot_curve(points, tmp_path / "curve.png")
+    png = plot_pii_curve(points, tmp_path / "curve.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

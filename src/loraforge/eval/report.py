@@ -128,9 +128,7 @@ def write_report(run_dir: Path | RunDir, title: str, summary: dict, before: dict
         md[-4:-4] = ["## PII maskers side by side (same rows)", "", comparison_markdown(pii_compare)]
     op_bias = pii_compare.bias if pii_compare is not None else None
     if pii_curve is not None:
-        from loraforge.pii.evaluate import plot_curve
-
-        plot_curve([p.model_dump() for p in pii_curve.points], run / PII_CURVE_PNG,
+        plot_pii_curve([p.model_dump() for p in pii_curve.points], run / PII_CURVE_PNG,
                    title=f"PII masking on {pii_curve.set}: leaks vs over-masking")
         md[-4:-4] = ["## PII recall knob: leaks vs over-masking (dev split)", "",
                      f"![leak rate against over-masking]({PII_CURVE_PNG})", "", curve_markdown(pii_curve, op_bias)]
@@ -226,3 +224,30 @@ def write_run_report(run: RunDir, cfg: RunConfig, metrics: RunMetrics, test: lis
     write_report(run, f"loraforge run: {run.name}", summary, metrics.before, metrics.after, samples, run.history(),
                  baseline=metrics.baseline, pii_compare=metrics.pii_compare, pii_curve=metrics.pii_curve)
     return run.report_md
+
+
+def plot_pii_curve(points: list[dict], path: str | Path, title: str = "PII masking: leaks vs over-masking") -> Path:
+    """Leak rate (y) against over-masking (x), each point labelled with its bias, as a PNG (here, beside
+    the loss plot, because ``pii`` imports ``eval`` and not the other way round)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = sorted(points, key=lambda p: p["bias"])  # the line follows the knob
+    fig, ax = plt.subplots(figsize=(5, 4))
+    xs, ys = [p["over_masking"] for p in points], [p["leak_rate"] for p in points]
+    ax.plot(xs, ys, marker="o")
+    for p, x, y in zip(points, xs, ys):
+        ax.annotate(f"bias {p['bias']:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("over-masking (% of predicted spans covering no PII)")
+    ax.set_ylabel("leak rate (% of PII values left)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return atomic_write(path, buf.getvalue())

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from loraforge.eval.pii import pii_metrics
 from loraforge.pii.spans import Span, render
@@ -97,31 +96,3 @@ def sweep_bias(masker, records: list[dict], biases: list[float], batch_size: int
     finally:
         masker.bias = old
     return points
-
-
-def plot_curve(points: list[dict], path: str | Path, title: str = "PII masking: leaks vs over-masking") -> Path:
-    """Leak rate (y) against over-masking (x), each point labelled with its bias, as a PNG."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from loraforge.runs import atomic_write
-
-    points = sorted(points, key=lambda p: p["bias"])  # the line follows the knob
-    fig, ax = plt.subplots(figsize=(5, 4))
-    xs, ys = [p["over_masking"] for p in points], [p["leak_rate"] for p in points]
-    ax.plot(xs, ys, marker="o")
-    for p, x, y in zip(points, xs, ys):
-        ax.annotate(f"bias {p['bias']:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("over-masking (% of predicted spans covering no PII)")
-    ax.set_ylabel("leak rate (% of PII values left)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    return atomic_write(path, buf.getvalue())
