@@ -124,8 +124,8 @@ def generate_answers(loaded, model, cfg: RunConfig, sources: list[str], systems:
                   progress=progress, **seq2seq_kwargs(tok, family, cfg.data))
     with prepared_for_generation(model, cfg.eval.exact) as tie_margin:
         ids = generate_ids(model, tok, prompts, budgets=budgets, tie_margin=tie_margin, **kwargs)
-        looped = _trim_loops(ids, _cut_rows(ids, budgets, stops)) if trim_loops else []
-        short = [i for i in _cut_rows(ids, budgets, stops) if budgets[i] < cap and i not in looped] if widen_cut else []
+        looped = _trim_loops(ids, _cut_rows(ids, budgets, stops)) if trim_loops else []  # trimmed: no longer cut
+        short = [i for i in _cut_rows(ids, budgets, stops) if budgets[i] < cap] if widen_cut else []
         if short:
             again = generate_ids(model, tok, [prompts[i] for i in short], budgets=[cap] * len(short),
                                  tie_margin=tie_margin, **kwargs)
@@ -134,8 +134,7 @@ def generate_answers(loaded, model, cfg: RunConfig, sources: list[str], systems:
             if trim_loops:
                 looped = sorted(looped + _trim_loops(ids, [i for i in _cut_rows(ids, budgets, stops) if i in short]))
     texts = [tok.decode(row, skip_special_tokens=True).strip() for row in ids]
-    cut = [i for i in _cut_rows(ids, budgets, stops) if i not in looped]
-    return Generated(texts, budgets, cut, looped)
+    return Generated(texts, budgets, _cut_rows(ids, budgets, stops), looped)
 
 
 def _trim_loops(ids: list[list[int]], rows: list[int]) -> list[int]:
