@@ -216,6 +216,14 @@ class DataConfig(_Section):
             out.append((name, cfg))
         return out
 
+    def split_names(self, split: str) -> str:
+        """The datasets of one split (train, dev, test) for people to read: "k8s:train", or per task
+        "en-zh: k8s:train, pii: pii:train" for a multi-task config."""
+        tasks = self.task_configs()
+        if not self.tasks:
+            return str(getattr(self, split))
+        return ", ".join(f"{name}: {getattr(d, split)}" for name, d in tasks if getattr(d, split))
+
     def task_config(self, name: str | None = None, kind: str | None = None) -> tuple[str, DataConfig]:
         """(name, settings) of the one task a command runs: the task named ``name``, else the first
         of kind ``kind`` (translate, pii, sft), else the first. Every command that runs one task of a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -131,3 +132,27 @@ def test_lm_head_bench_runs_on_the_tiny_model(tiny_model_dir, tmp_path):
         assert row["verified"]["greedy_agreement"] == 1.0 and 0 <= row["verified"]["fallback_share"] <= 1
         assert row["fp32"]["seconds_per_call"] > 0 and 0 <= row["int8"]["greedy_agreement"] <= 1
     assert "| 4 |" in (tmp_path / "lm-head.md").read_text()
+
+
+def test_int8_bench_scores_each_weight_variant_on_a_tiny_run(tiny_model_dir, tmp_path):
+    """fp32, int8 with two and one activation levels: engine speed and test-split quality in one table."""
+    import json
+
+    from loraforge.bench.int8 import VARIANTS, run
+    from loraforge.config import load_config
+    from loraforge.workflows import train_run
+
+    if "fbgemm" not in torch.backends.quantized.supported_engines:
+        pytest.skip("no fbgemm")
+    pairs = Path(__file__).parents[1] / "fixtures" / "core" / "pairs.jsonl"
+    cfg = load_config(None, [f"model.name={tiny_model_dir}", f"data.train={pairs}", f"data.dev={pairs}",
+                             f"data.test={pairs}", "train.steps=2", "train.batch_size=4", "eval.max_new_tokens=6",
+                             "eval.max_examples=4", f"output.dir={tmp_path / 'run'}"])
+    train_run(cfg, progress=False)
+    r = run(str(tmp_path / "run"), segments=4, rows=2, tokens=3, out=tmp_path / "out")
+    assert list(r["variants"]) == list(VARIANTS)
+    assert r["variants"]["fp32"]["same_as_fp32"] == 1.0
+    for v in r["variants"].values():
+        assert v["engine_tokens_per_s"] > 0 and v["chrf"] is not None and 0 <= v["same_as_fp32"] <= 1
+    assert json.loads((tmp_path / "out" / "int8.json").read_text())["segments"] == 4
+    assert "| int8, 2 levels |" in (tmp_path / "out" / "int8.md").read_text()

@@ -187,6 +187,7 @@ def test_loraforge_weights_name_the_dtype_and_the_gguf_it_came_from(tmp_path, ti
     path = tiny_gguf(tmp_path / "m.gguf", GEMMA_VOCAB, LlamaFileType.MOSTLY_Q4_K_M)
     assert loraforge_weights(str(path), ["--dtype", "fp32"]) == "fp32 (dequantized from a Q4_K_M GGUF)"
     assert loraforge_weights(str(tiny_model_dir), ["--int8-lm-head", "--dtype", "bf16"]) == "bf16, int8 lm head"
+    assert loraforge_weights(str(tiny_model_dir), ["--int8", "--dtype", "fp32"]) == "fp32, int8 weights"
 
 
 def test_markdown_labels_each_rows_weights():

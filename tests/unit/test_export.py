@@ -326,3 +326,16 @@ def test_full_finetune_run_exports_as_model_not_adapter(tmp_path, tiny_model_dir
         got = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()(ids).logits
     torch.testing.assert_close(got, want)
     assert (tmp_path / "merged" / "tokenizer.json").is_file()
+
+
+def test_base_model_gguf_module_writes_a_readable_file(tiny_model_dir, tmp_path, capsys):
+    """``python -m loraforge.export.gguf MODEL OUT --type q8_0``: the base-model GGUF of the int8 bench."""
+    from gguf import GGUFReader
+
+    from loraforge.export.gguf import main
+
+    main([str(tiny_model_dir), str(tmp_path / "base.gguf"), "--type", "q8_0"])
+    assert str(tmp_path / "base.gguf") in capsys.readouterr().out
+    reader = GGUFReader(tmp_path / "base.gguf")
+    assert any(t.tensor_type.name == "Q8_0" for t in reader.tensors)
+    assert not list(tmp_path.glob(".base.gguf.tmp*"))

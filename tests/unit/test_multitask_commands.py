@@ -66,6 +66,14 @@ def test_task_config_picks_by_name_then_kind_then_first_and_lists_the_tasks_when
     assert single.task_config() == ("pii", single) and single.task_config(kind="pii")[1] is single
 
 
+def test_split_names_list_each_tasks_dataset(tiny_model_dir):
+    """What the KAITO note and the compare heading print for a multi-task config (not "None")."""
+    data = multi_config(tiny_model_dir).data
+    assert data.split_names("train") == "mask: p.jsonl, zh-en: z.jsonl, en-zh: e.jsonl"
+    assert data.split_names("test") == "mask: pt.jsonl, en-zh: et.jsonl"
+    assert load_config(None, ["data.train=k8s:train"]).data.split_names("train") == "k8s:train"
+
+
 # --- translate ------------------------------------------------------------------------------------
 
 

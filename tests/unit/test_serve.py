@@ -270,3 +270,32 @@ def test_stream_client_disconnect_stops_its_generation(server):
     generated = counters.get((), 0) - before
     assert 0 < generated < 100, generated
     assert complete(server, "alpha").status_code == 200
+
+
+def test_int8_server_loads_adapters_over_int8_layers_and_answers(tiny_tokenizer, tmp_path):
+    """``serve --int8``: adapters loaded after the base went int8 wrap the Int8Linear layers (PEFT still
+    sees Linear modules), run beside them unmerged, and change the answers."""
+    from conftest import save_tiny_model
+    from fastapi.testclient import TestClient
+
+    from loraforge.serve.app import build_app
+    from loraforge.serve.quant import Int8Linear
+
+    if "fbgemm" not in torch.backends.quantized.supported_engines:
+        pytest.skip("no fbgemm")
+    base = save_tiny_model(tmp_path / "tiny-llama", tiny_tokenizer, arch="llama")
+    make_lora(base, tmp_path / "alpha", seed=1)
+    app = build_app(str(base), [f"alpha={tmp_path / 'alpha'}"], dtype="fp32", int8=True)
+    engine = app.state.engine
+    try:
+        wrapped = [m.base_layer for n, m in engine.model.named_modules() if n.endswith("q_proj") and
+                   hasattr(m, "base_layer")]
+        assert wrapped and all(type(b) is Int8Linear for b in wrapped)
+        assert not engine.router.merge
+        with TestClient(app) as client:
+            answers = {m: client.post("/v1/completions", json={"model": m, "prompt": "Use kubectl get pods",
+                                                                "max_tokens": 8}).json() for m in ("alpha", str(base))}
+        assert all(a["usage"]["completion_tokens"] > 0 for a in answers.values()), answers
+        assert answers["alpha"]["choices"][0]["text"] != answers[str(base)]["choices"][0]["text"]
+    finally:
+        engine.close()

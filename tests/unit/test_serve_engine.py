@@ -153,12 +153,15 @@ def test_cancellation_frees_the_slot(gemma):
 
 @pytest.fixture(scope="module")
 def lora_llama(tmp_path_factory):
+    return make_lora_llama(tmp_path_factory.mktemp("engine-lora"))
+
+
+def make_lora_llama(root):
     """Tiny Llama with two LoRA adapters whose B is random, so they change the answers."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
     from conftest import tiny_causal
 
-    root = tmp_path_factory.mktemp("engine-lora")
     for seed, name in ((1, "alpha"), (2, "beta")):
         base = tiny_causal("llama", vocab_size=400)
         torch.manual_seed(seed)
@@ -262,3 +265,101 @@ def test_int8_lm_head_is_swapped_in_and_close_to_fp32():
         assert wait(c).error is None and len(c.tokens) >= 1
     finally:
         engine.close()
+
+
+def test_int8_linear_rows_do_not_depend_on_their_batch_mates():
+    """Per-row activation scales on a pinned grid: a row's output is bit for bit the same alone and in any
+    batch (torch.ao's dynamic int8, one scale per batch, is not), and close to fp32."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    from loraforge.serve.quant import Int8Linear
+
+    g = torch.Generator().manual_seed(0)
+    linear = torch.nn.Linear(64, 48)
+    x = torch.randn(6, 64, generator=g)
+    x[1] *= 1e-3
+    x[4] *= 1e3  # a row whose range would set a shared scale
+    ref = linear(x).detach()
+    per_batch = quantize_dynamic(torch.nn.Sequential(linear), {torch.nn.Linear: per_channel_dynamic_qconfig},
+                                 dtype=torch.qint8)[0]
+    assert not torch.equal(per_batch(x)[1], per_batch(x[1:2])[0]), "a shared scale should change row 1"
+    assert Int8Linear.convert(linear) and type(linear) is Int8Linear
+    with torch.no_grad():
+        got = linear(x)
+        for i in range(len(x)):
+            assert torch.equal(got[i], linear(x[i:i + 1])[0]), f"row {i} depends on its batch"
+        assert torch.equal(got[2:4], linear(x[[3, 0, 2]])[[2, 0]])
+        err = (got - ref).abs().amax(1) / ref.abs().amax(1)
+        assert (err < 0.05).all(), err
+        linear.weight.data = linear.weight.data + 1  # a swapped weight (merged LoRA): the packed copy is stale
+        assert torch.equal(linear(x), torch.nn.functional.linear(x, linear.weight, linear.bias))
+
+
+def test_int8_output_layer_rescores_its_top_logits_in_fp32():
+    """The int8 output layer's top-k logits of every row are the fp32 ones; the rest stay int8."""
+    from conftest import tiny_causal
+
+    from loraforge.serve.quant import int8_lm_head
+
+    model = tiny_causal("llama", vocab_size=400).eval()
+    hidden = torch.randn(5, 1, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model.lm_head(hidden)
+        assert int8_lm_head(model, rescore=8)
+        got = model.lm_head(hidden)
+    top = got.topk(8, dim=-1).indices
+    assert torch.allclose(got.gather(-1, top), ref.gather(-1, top), rtol=0, atol=1e-5)
+    others = torch.ones_like(got, dtype=torch.bool).scatter_(-1, top, False)
+    assert not torch.equal(got[others], ref[others]), "the rest should be int8"
+    assert torch.equal(got.argmax(-1), ref.argmax(-1))
+
+
+def test_int8_engine_rows_joining_match_the_same_engine_alone(gemma):
+    """Every Linear in int8: rows sharing steps give the tokens each gives alone through the same engine."""
+    from conftest import tiny_causal
+
+    model = tiny_causal("gemma3", vocab_size=400, sliding_window=8, tie_word_embeddings=False).eval()
+    ps, budgets = prompts(5, seed=13), [30, 6, 14, 22, 9]
+    engine = make_engine(model, max_batch=4, batch_wait_ms=0, int8_weights=True)
+    try:
+        assert engine.int8_layers == sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+        solo = []
+        for p, b in zip(ps, budgets):
+            r, c = request(p, b)
+            engine.submit(r)
+            solo.append(wait(c).tokens)
+        pairs = [request(p, b) for p, b in zip(ps, budgets)]
+        for r, _ in pairs:
+            engine.submit(r)
+        got = [wait(c).tokens for _, c in pairs]
+        assert max(len(b) for b in engine.batches) > 1, "rows never shared a step"
+    finally:
+        engine.close()
+    assert got == solo
+    fp32 = [alone(gemma, p, b) for p, b in zip(ps, budgets)]
+    assert sum(a[:3] == b[:3] for a, b in zip(solo, fp32)) >= 3, "int8 should mostly agree with fp32"
+
+
+def test_int8_engine_mixed_adapters_run_beside_int8_layers_and_never_merge(tmp_path):
+    model = make_lora_llama(tmp_path)
+    ps = prompts(4, seed=17)
+    adapters, budgets = ["alpha", "beta", BASE, "beta"], [12, 9, 7, 15]
+    engine = engine_with_adapters(model, max_batch=4, batch_wait_ms=0, int8_weights=True)
+    try:
+        assert not engine.router.merge
+        lora_layers = [m for n, m in model.named_modules() if n.split(".")[-1].startswith("lora_")]
+        assert lora_layers and not any(type(m).__name__ == "Int8Linear" for m in model.modules() if m in lora_layers)
+        solo = []
+        for a, p, b in zip(adapters, ps, budgets):
+            r, c = request(p, b, adapter=a)
+            engine.submit(r)
+            solo.append(wait(c).tokens)
+        pairs = [request(p, b, adapter=a) for a, p, b in zip(adapters, ps, budgets)]
+        for r, _ in pairs:
+            engine.submit(r)
+        got = [wait(c).tokens for _, c in pairs]
+        assert any(len(set(b)) == 3 for b in engine.batches), list(engine.batches)
+    finally:
+        engine.close()
+    assert got == solo
+    assert solo[0] != solo[1] or ps[0] != ps[1]

@@ -155,7 +155,7 @@ def loraforge_weights(base: str, extra: list[str] | None = None) -> str:
     if dtype == "auto":
         dtype = "bf16" if has_fast_bf16() else "fp32"
     gguf = _embedded_gguf(base) if base in EMBEDDED_MODELS else Path(base) if base.endswith(".gguf") else None
-    label = dtype + (", int8 lm head" if "--int8-lm-head" in extra else "")
+    label = dtype + (", int8 weights" if "--int8" in extra else ", int8 lm head" if "--int8-lm-head" in extra else "")
     return f"{label} (dequantized from a {read_gguf(gguf).file_type} GGUF)" if gguf else label
 
 

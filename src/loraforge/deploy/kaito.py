@@ -148,7 +148,7 @@ def render_kaito(cfg: RunConfig, opts: Options) -> Rendered:
                          "output": output}}
     columns = cm_data["training_config"]["DatasetConfig"]
     notes.append(f"input: KAITO reads the dataset files from the PVC {name}-data (columns "
-                 f"{columns['context_column']!r} -> {columns['response_column']!r}); copy {cfg.data.train} there as jsonl")
+                 f"{columns['context_column']!r} -> {columns['response_column']!r}); copy {cfg.data.split_names('train')} there as jsonl")
     inference = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace", "metadata": metadata(f"{name}-infer", opts),
                  "resource": {"instanceType": instance, "labelSelector": {"matchLabels": {"apps": f"{name}-infer"}}},
                  "inference": {"preset": {"name": preset},

@@ -190,3 +190,23 @@ def write_gguf(model, tokenizer, path: str | Path, gguf_type: str = "f16", name:
     writer.close()
     os.replace(tmp, path)
     return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m loraforge.export.gguf MODEL OUT [--type q8_0]``: a base model without a run (e.g. the
+    embedded Gemma 3 270M) as GGUF, for side-by-side benchmarks; runs go through ``loraforge export``."""
+    import argparse
+
+    from loraforge.models.load import load_model
+
+    p = argparse.ArgumentParser(prog="python -m loraforge.export.gguf", description=main.__doc__.split("\n")[0])
+    p.add_argument("model", help="model name or folder (as `loraforge train` takes it)")
+    p.add_argument("out", help="the .gguf file to write")
+    p.add_argument("--type", default="f16", choices=TYPES)
+    a = p.parse_args(argv)
+    loaded = load_model(a.model, dtype="fp32", device="cpu")
+    print(write_gguf(loaded.model, loaded.tokenizer, a.out, a.type, name=Path(a.model).name))
+
+
+if __name__ == "__main__":
+    main()

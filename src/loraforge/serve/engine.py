@@ -87,18 +87,22 @@ class Engine:
     def __init__(self, loaded, adapter_root: str | Path | None = None, max_batch: int = 16, batch_wait_ms: float = 5,
                  default_max_tokens: int = 256, max_prompt_tokens: int | None = None, prefill_tokens: int = 2048,
                  merge_lora: bool = True, kv_columns: int = 256, int8_lm_head: bool = False,
-                 verified_lm_head: bool = True):
+                 verified_lm_head: bool = True, int8_weights: bool | int = False):
         self.kv_columns = kv_columns  # initial KV capacity per slot; doubles when live rows need more
         self.tap, self.head = None, None  # the verified int8 head (``head.py``), where it applies
-        if int8_lm_head and self._on_cpu(loaded.model):
-            from loraforge.serve.quant import int8_lm_head as quantize_head
+        self.int8_layers = 0  # Linear layers running in int8 (``quant.py``)
+        if (int8_weights or int8_lm_head) and self._on_cpu(loaded.model):
+            from loraforge.serve import quant
 
-            quantize_head(loaded.model)
+            levels = 2 if int8_weights is True else int(int8_weights)  # True: two activation levels
+            self.int8_layers = quant.int8_weights(loaded.model, levels) if int8_weights else int(
+                quant.int8_lm_head(loaded.model))
         elif verified_lm_head and self._on_cpu(loaded.model):
             self._install_head(loaded.model)
         self.tokenizer = loaded.tokenizer
         self.config = loaded.model.config
-        self.router = AdapterRouter(loaded.model.eval(), merge=merge_lora)
+        # merging writes fp32 weights the int8 copies do not follow: LoRA then runs beside the int8 layers
+        self.router = AdapterRouter(loaded.model.eval(), merge=merge_lora and not (int8_weights and self.int8_layers))
         self.device = next(loaded.model.parameters()).device
         self.adapter_root = Path(adapter_root).resolve() if adapter_root else None
         self.adapters: dict[str, dict] = {}  # name -> {"path", "template", "system_prompt", "created"}

@@ -100,10 +100,11 @@ def _fmt(value, spec: str) -> str:
 
 
 def markdown_table(cfg: RunConfig, rows: list[dict]) -> str:
-    head = (f"# Methods compared: {cfg.model.name} on {cfg.data.train}\n\n"
+    head = (f"# Methods compared: {cfg.model.name} on {cfg.data.split_names('train')}\n\n"
             f"Same data and budget for every method: {cfg.train.steps} steps x batch {cfg.train.batch_size}"
             f" x {cfg.train.grad_accum} accum, lr {cfg.train.lr}, seed {cfg.train.seed}; "
-            f"dev loss on {cfg.data.dev}, BLEU/chrF on {cfg.eval.max_examples} examples of {cfg.data.test}.\n\n")
+            f"dev loss on {cfg.data.split_names('dev')}, BLEU/chrF on {cfg.eval.max_examples} examples of "
+            f"{cfg.data.split_names('test')}.\n\n")
     lines = ["| method | lr | trainable params | % of total | adapter on disk (MB) | train tokens/s | peak RSS (MB) "
              "| dev loss | BLEU | chrF |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     base = next((r["before"] for r in rows if r.get("before")), None)
