@@ -16,6 +16,19 @@ def test_preset_loads(path):
     assert load_config(path, ["train.steps=7"]).train.steps == 7
 
 
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
+def test_config_show_renders_every_preset(path):
+    """``loraforge config show`` prints every key, data.tasks entries included (as YAML mappings)."""
+    from loraforge.cli.config_show import show_config
+
+    cfg = load_config(path)
+    text = show_config(cfg, str(path))
+    assert "train.steps = " in text
+    if cfg.data.tasks:
+        line = next(l for l in text.splitlines() if l.startswith("data.tasks = "))
+        assert all(f"name: {t.name}" in line for t in cfg.data.tasks if t.name)
+
+
 def test_presets_exist():
     assert {"demo.yaml", "k8s-en-zh-gemma3-270m.yaml"} <= {p.name for p in PRESETS}
 

@@ -517,6 +517,13 @@ def commands() -> list[Command]:
                         help="comma-separated adapter.method values"),
                     arg("--lr", help="per-method learning rates, e.g. full=5e-5,prompt=3e-2 (others: train.lr)"),
                 )),
+        Command(("ablate",), "train rows of recipes x seeds on one budget; write the mean ± sd table",
+                "loraforge.workflows.ablate:ablate", args=(
+                    arg("spec_path", metavar="SPEC", help="ablation spec (see configs/ablation-k8s-en-zh.yaml)"),
+                    arg("--out", help="where the runs and ablation.md go (default: runs/ablation-<spec name>)"),
+                    arg("--rows", help="comma-separated rows of the spec to run (default: all)"),
+                    arg("--seeds", help="comma-separated seeds (default: the spec's)"),
+                )),
         Command(("tokenizer", "train"), "SentencePiece on a dataset's source+target text (Marian / mBART-50 layout)",
                 "loraforge.data.tokenizer_train:train_tokenizer", show=show_text, args=(
                     arg("--data", default="k8s:train", help="file or packaged split"),

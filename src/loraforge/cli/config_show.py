@@ -99,9 +99,18 @@ def config_keys(model: type[BaseModel], value: BaseModel | None = None, prefix: 
     return keys
 
 
+def _plain(value: Any) -> Any:
+    """Config sections inside lists (``data.tasks`` entries) as the mappings a YAML file holds."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _render(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=10**6).strip().removesuffix(
-        "\n...").strip()
+    return yaml.safe_dump(_plain(value), default_flow_style=True, allow_unicode=True, width=10**6).strip(
+    ).removesuffix("\n...").strip()
 
 
 def show_config(cfg: BaseModel, config: str | None = None, overrides: list[str] | None = None) -> str:

@@ -1,0 +1,200 @@
+"""``loraforge ablate SPEC``: rows of training recipes, each trained with several seeds on the same
+budget, scored on the test split, reported as mean ± sd so a row's gain can be told from seed noise.
+
+The spec (``configs/ablation-k8s-en-zh.yaml``) names a base config, overrides every row shares (the
+step budget, the test rows), the seeds, and the rows: a list of ``section.key=value`` overrides on
+the base config, or ``{config: FILE, overrides: [...]}`` for a row with its own recipe (multi-task).
+Every row and seed is an ordinary ``train_run`` under ``<out>/<row>/seed-<n>``, in its own process
+like ``compare``'s; a finished run of the same config is reused, so an interrupted ablation resumes.
+Every row's config is loaded and checked before the first training starts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from loraforge.config import TASK_NAME, ConfigError, RunConfig, load_config
+from loraforge.runs import RunDir, atomic_write
+from loraforge.runs.isolated import run_isolated
+from loraforge.workflows.compare import TRAIN_ENTRY
+
+METRIC_NAMES = {"chrf": "chrF", "bleu": "BLEU", "markup": "markup kept", "term_accuracy": "term acc.",
+                "pii.leak_rate": "PII leak %", "pii.typed_f1": "PII typed F1"}
+
+
+class Row(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    config: str | None = None
+    """The row's own base config (default: the spec's)."""
+    overrides: list[str] = []
+
+
+class AblationSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    config: str
+    """The base recipe every row starts from (path relative to the spec's folder or the working directory)."""
+    overrides: list[str] = []
+    """Applied to every row first: the shared step budget, eval.max_examples, ..."""
+    seeds: list[int] = Field([0, 1, 2], min_length=1)
+    """Each seed sets train.seed and data.seed."""
+    task: str | None = None
+    """Multi-task rows: the task whose metrics the table shows (default: the run's first)."""
+    metrics: list[str] = ["chrf", "bleu", "markup"]
+    rows: dict[str, list[str] | Row] = Field(min_length=1)
+    """Row name -> overrides (or a Row); the name is also the row's folder."""
+
+    @field_validator("rows")
+    @classmethod
+    def _folder_names(cls, rows: dict) -> dict:
+        bad = [name for name in rows if not re.fullmatch(TASK_NAME, name)]
+        if bad:
+            raise ValueError(f"row names {bad} are folder names: letters, digits, '.', '_', '-'")
+        return rows
+
+
+def load_spec(path: str | Path) -> AblationSpec:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such ablation spec") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    try:
+        return AblationSpec.model_validate(data or {})
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: {where}: {first['msg']}") from None
+
+
+def _resolve(spec_path: Path, name: str) -> str:
+    """A config path relative to the spec's folder, else as written (relative to the working directory)."""
+    beside = spec_path.parent / name
+    return str(beside) if beside.exists() else name
+
+
+def row_configs(spec: AblationSpec, spec_path: str | Path, out: Path, rows: list[str] | None = None,
+                seeds: list[int] | None = None, check_files: bool = True) -> dict[str, dict[int, RunConfig]]:
+    """{row: {seed: config}} for the chosen rows and seeds, every one loaded (so validated) now;
+    ``check_files``: also that the back-translation caches the rows name exist."""
+    spec_path = Path(spec_path)
+    unknown = sorted(set(rows or []) - set(spec.rows))
+    if unknown:
+        raise ConfigError(f"--rows: {unknown} not in the spec; its rows: {', '.join(spec.rows)}")
+    out_configs: dict[str, dict[int, RunConfig]] = {}
+    for name in rows or list(spec.rows):
+        entry = spec.rows[name]
+        row = entry if isinstance(entry, Row) else Row(overrides=entry)
+        base = _resolve(spec_path, row.config or spec.config)
+        out_configs[name] = {}
+        for seed in seeds or spec.seeds:
+            items = [*spec.overrides, *row.overrides, f"train.seed={seed}", f"data.seed={seed}",
+                     f"output.dir={out / name / f'seed-{seed}'}", "output.overwrite=true"]
+            try:
+                cfg = load_config(base, items)
+            except ConfigError as e:
+                raise ConfigError(f"ablation row {name!r}: {e}") from None
+            bt = cfg.data.augment.back_translation
+            if check_files and bt is not None and not Path(bt.file).exists():
+                raise ConfigError(f"ablation row {name!r}: data.augment.back_translation.file {bt.file} does not "
+                                  "exist; make it first with `loraforge data augment CONFIG --back-translate ...`")
+            out_configs[name][seed] = cfg
+    return out_configs
+
+
+def _scores(run: RunDir, task: str | None) -> dict:
+    """The row's metrics: the chosen task's (``task``, else the run's first) by plain name, and every
+    task's as ``<task>.<metric>`` (a single-task run's task is ``data.task``: ``pii.leak_rate``), so one
+    table can hold a two-task adapter beside the two single-task ones."""
+    metrics = run.metrics()
+    by_task = {name: dict(t.after) for name, t in metrics.tasks.items()} if metrics.tasks else {
+        metrics.task: dict(metrics.after)}
+    name = task if task in by_task else next(iter(by_task))
+    out = dict(by_task[name]) if (task is None or task in by_task or not metrics.tasks) else {}
+    for t, scores in by_task.items():
+        out.update({f"{t}.{m}": v for m, v in scores.items()})
+    return out
+
+
+def _train(cfg: RunConfig, out: Path, label: str) -> str | None:
+    run = RunDir(cfg.output.dir)
+    same = {"output"}
+    if run.is_finished() and run.config().model_dump(exclude=same) == cfg.model_dump(exclude=same):
+        print(f"[loraforge] ablate: reusing {run} (same config)", file=sys.stderr)
+        return None
+    config_path = atomic_write(out / "configs" / f"{label}.yaml", cfg.to_yaml())
+    print(f"[loraforge] ablate: training {label} -> {run}", file=sys.stderr, flush=True)
+    return run_isolated(TRAIN_ENTRY, {"config_path": str(config_path)})
+
+
+def summarize(values: list[float]) -> dict:
+    """mean, sample sd (None for one seed) and n of a metric over seeds."""
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else None,
+            "n": len(values), "values": values}
+
+
+def ablate(spec_path: str, out: str | None = None, rows: str | None = None, seeds: str | None = None) -> Path:
+    """Train every row x seed (reusing finished runs), write ablation.json and ablation.md under ``out``
+    (default: runs/ablation-<spec name>); returns the .md path."""
+    spec = load_spec(spec_path)
+    root = Path(out or f"runs/ablation-{Path(spec_path).stem}")
+    chosen_rows = [r.strip() for r in rows.split(",") if r.strip()] if rows else None
+    try:
+        chosen_seeds = [int(s) for s in seeds.split(",") if s.strip()] if seeds else None
+    except ValueError:
+        raise ConfigError(f"--seeds {seeds!r}: expected comma-separated integers such as 0,1,2") from None
+    configs = row_configs(spec, spec_path, root, chosen_rows, chosen_seeds)
+    results = {}
+    for name, by_seed in configs.items():
+        errors, scores = {}, []
+        for seed, cfg in by_seed.items():
+            error = _train(cfg, root, f"{name}-seed-{seed}")
+            if error:
+                errors[seed] = error
+            else:
+                scores.append(_scores(RunDir(cfg.output.dir), spec.task))
+        results[name] = {"seeds": list(by_seed), "errors": errors, "metrics": {
+            m: summarize([s[m] for s in scores if s.get(m) is not None]) for m in spec.metrics
+            if any(s.get(m) is not None for s in scores)}}
+    command = f"loraforge ablate {spec_path}" + (f" --out {out}" if out else "") + (
+        f" --rows {rows}" if rows else "") + (f" --seeds {seeds}" if seeds else "")
+    atomic_write(root / "ablation.json", json.dumps({"spec": spec.model_dump(), "command": command,
+                                                     "rows": results}, indent=2))
+    md = to_markdown(spec, results, command)
+    atomic_write(root / "ablation.md", md)
+    print(md)
+    return root / "ablation.md"
+
+
+def _cell(stats: dict | None, base: dict | None) -> str:
+    if not stats:
+        return "-"
+    text = f"{stats['mean']:.2f}" + (f" ± {stats['sd']:.2f}" if stats["sd"] is not None else "")
+    if base and base is not stats:
+        text += f" ({stats['mean'] - base['mean']:+.2f})"
+    return text
+
+
+def to_markdown(spec: AblationSpec, results: dict, command: str) -> str:
+    names = list(results)
+    base = results[names[0]]["metrics"] if names else {}
+    header = "| row | " + " | ".join(METRIC_NAMES.get(m, m) for m in spec.metrics) + " | seeds |"
+    lines = [f"# Ablation: {Path(spec.config).name}", "",
+             f"Every row: the base config plus `{' '.join(spec.overrides) or '(no shared overrides)'}`; mean ± sd "
+             f"over seeds; in brackets, the difference of the mean from the first row ({names[0] if names else '-'}).",
+             "", header, "|---|" + "---|" * (len(spec.metrics) + 1)]
+    for name, r in results.items():
+        cells = [_cell(r["metrics"].get(m), base.get(m)) for m in spec.metrics]
+        done = len(r["seeds"]) - len(r["errors"])
+        seeds = f"{done}/{len(r['seeds'])}" + (f" (failed: {', '.join(map(str, r['errors']))})" if r["errors"] else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {seeds} |")
+    lines += ["", f"Reproduce: `{command}`", ""]
+    return "\n".join(lines)

@@ -1,0 +1,86 @@
+"""``loraforge ablate``: rows x seeds on one budget, mean ± sd per row, reused runs, errors before training."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from loraforge.config import ConfigError
+from loraforge.runs import RunDir
+from loraforge.workflows.ablate import ablate, load_spec
+
+PAIRS = Path(__file__).parents[1] / "fixtures" / "core" / "pairs.jsonl"
+
+
+def write_spec(tmp_path, model_dir, rows, **extra) -> Path:
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({
+        "model": {"name": str(model_dir)},
+        "data": {"train": str(PAIRS), "dev": str(PAIRS), "test": str(PAIRS)},
+        "train": {"steps": 50, "batch_size": 4, "lr": 3e-2, "warmup_steps": 0, "eval_every": 0},
+        "eval": {"max_new_tokens": 6, "max_examples": 4, "before": False}}))
+    spec = tmp_path / "ablation.yaml"
+    spec.write_text(yaml.safe_dump({"config": "base.yaml", "overrides": ["train.steps=2"], "seeds": [0, 1],
+                                    "rows": rows, **extra}))
+    return spec
+
+
+def test_each_row_and_seed_is_a_run_and_the_table_is_mean_and_sd_over_seeds(tiny_model_dir, tmp_path):
+    spec = write_spec(tmp_path, tiny_model_dir, {"baseline": [], "noisy": ["data.augment.noise.dropout=0.3"]})
+    out = tmp_path / "out"
+    md = ablate(str(spec), out=str(out))
+    result = json.loads((out / "ablation.json").read_text())
+    for row in ("baseline", "noisy"):
+        runs = [RunDir(out / row / f"seed-{s}") for s in (0, 1)]
+        assert all(r.is_finished() for r in runs)
+        assert [r.config().train.seed for r in runs] == [0, 1] and runs[0].config().train.steps == 2
+        chrf = [r.metrics().after["chrf"] for r in runs]
+        got = result["rows"][row]["metrics"]["chrf"]
+        assert got["values"] == chrf and got["mean"] == pytest.approx(statistics.fmean(chrf))
+        assert got["sd"] == pytest.approx(statistics.stdev(chrf)) and got["n"] == 2
+    assert RunDir(out / "noisy" / "seed-0").config().data.augment.noise.dropout == 0.3
+    text = md.read_text()
+    assert "| baseline |" in text and "| noisy |" in text and "±" in text and "2/2" in text
+    assert f"loraforge ablate {spec} --out {out}" in text
+    # an interrupted or repeated ablation reuses finished runs of the same config
+    stamp = (out / "noisy" / "seed-1" / "metrics.json").stat().st_mtime_ns
+    ablate(str(spec), out=str(out), rows="noisy", seeds="1")
+    assert (out / "noisy" / "seed-1" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("rows,extra,words", [
+    ({"ok": [], "broken": ["train.stepz=3"]}, {}, "(?s)ablation row 'broken': .*train.stepz"),
+    ({"bt": ["data.augment.back_translation.file=missing.jsonl"]}, {}, "missing.jsonl does not exist"),
+    ({"a/b": []}, {}, "folder names"),
+    ({"ok": []}, {"colour": "red"}, "colour"),
+])
+def test_bad_specs_fail_before_any_training(tiny_model_dir, tmp_path, rows, extra, words):
+    spec = write_spec(tmp_path, tiny_model_dir, rows, **extra)
+    with pytest.raises(ConfigError, match=words):
+        ablate(str(spec), out=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_rows_and_bad_seeds_are_named(tiny_model_dir, tmp_path):
+    spec = write_spec(tmp_path, tiny_model_dir, {"baseline": []})
+    with pytest.raises(ConfigError, match=r"\['nope'\] not in the spec; its rows: baseline"):
+        ablate(str(spec), out=str(tmp_path / "out"), rows="nope")
+    with pytest.raises(ConfigError, match="--seeds 'a'"):
+        ablate(str(spec), out=str(tmp_path / "out"), seeds="a")
+
+
+def test_the_shipped_spec_loads_and_every_row_validates():
+    from loraforge.workflows.ablate import row_configs
+
+    path = Path(__file__).parents[2] / "configs" / "ablations" / "k8s-en-zh.yaml"
+    spec = load_spec(path)
+    configs = row_configs(spec, path, Path("/tmp/never"), check_files=False)
+    assert {"baseline", "bt-sampled-tagged", "noise-all", "en-zh-both", "en-zh-ja-ko-T5", "en-zh-plus-pii"} <= set(configs)
+    steps = {c.train.steps for name, by_seed in configs.items() if name != "pii-alone" for c in by_seed.values()}
+    assert steps == {300}, "every translation row gets the same step budget"
+    assert configs["en-zh-ja-ko-T5"][0].data.task_temperature == 5
+    assert all(len(by_seed) == 3 for by_seed in configs.values())
