@@ -105,12 +105,14 @@ def dev_records(cfg) -> tuple[str, list[dict]]:
     return cfg.data.dev, records(split_examples(cfg, cfg.data.dev, cfg.data.max_dev_examples))
 
 
-def curve_run(cfg, model, tokenizer, biases: list[float], batch_size: int = 8, progress: bool = True) -> PiiCurve:
-    """Leak rate and over-masking of the tuned model alone (``merge=model``) at each bias, on dev."""
+def curve_run(cfg, model, tokenizer, biases: list[float], batch_size: int = 8, progress: bool = True,
+              dev: tuple[str, list[dict]] | None = None) -> PiiCurve:
+    """Leak rate and over-masking of the tuned model alone (``merge=model``) at each bias, on dev
+    (``dev``: ``dev_records(cfg)`` already read, e.g. to check it before the model loaded)."""
     from loraforge.eval.inference import merged_for_inference
     from loraforge.pii.decode import ConstrainedMasker
 
-    name, recs = dev_records(cfg)
+    name, recs = dev or dev_records(cfg)
     with merged_for_inference(model):
         masker = ConstrainedMasker.from_config(model, tokenizer, cfg.data, batch_size=batch_size)
         # four batches per call: the decoder sorts each call's texts by length; the bar moves per call

@@ -22,14 +22,14 @@ def eval_run(cfg: RunConfig, adapter: str | Path | None = None, out_path: str | 
     (data.tasks) scores every task with a test split on its own: {"tasks": {name: metrics}}.
     PII adapter only: ``bias`` is the operating point of the side-by-side table, ``pii_curve`` the
     biases of the recall knob's curve on the dev split."""
-    _check_pii_flags(cfg, adapter, pii_curve, bias)
+    dev = _check_pii_flags(cfg, adapter, pii_curve, bias)
     if cfg.data.tasks:
         return _eval_tasks(cfg, adapter, out_path, show_examples)
     test = test_examples(cfg)
     loaded, model = load_for_inference(cfg, adapter)
     metrics, hyps = evaluate(loaded, model, cfg, test)
     if cfg.data.task == "pii" and adapter is not None:
-        table, curve = pii_side_by_side(cfg, loaded, model, adapter, bias, pii_curve)
+        table, curve = pii_side_by_side(cfg, loaded, model, adapter, bias, pii_curve, dev)
         metrics["pii_compare"] = table.model_dump()
         if curve is not None:
             metrics["pii_curve"] = curve.model_dump()
@@ -85,13 +85,14 @@ def rebuild_report(run_dir: str | Path | RunDir) -> Path:
 
 
 def _check_pii_flags(cfg: RunConfig, adapter: str | Path | None, pii_curve: list[float] | None,
-                     bias: float | None) -> None:
-    """--pii-curve and --bias act on a tuned PII model: refused otherwise, before any model loads."""
+                     bias: float | None) -> tuple[str, list[dict]] | None:
+    """--pii-curve and --bias act on a tuned PII model: refused otherwise, before any model loads.
+    Returns the dev split the curve will use (read now, so a bad one fails before the model loads)."""
     from loraforge.config import ConfigError
 
     flags = [f for f, v in (("--pii-curve", pii_curve), ("--bias", bias)) if v is not None]
     if not flags:
-        return
+        return None
     if cfg.data.tasks or cfg.data.task != "pii" or adapter is None:
         raise ConfigError(f"{' and '.join(flags)}: only for a PII config (data.task: pii) evaluated with "
                           "--adapter RUN (the recall knob of a tuned masker)")
@@ -100,11 +101,12 @@ def _check_pii_flags(cfg: RunConfig, adapter: str | Path | None, pii_curve: list
 
         if not pii_curve:
             raise ConfigError("--pii-curve needs at least one bias, e.g. --pii-curve=-2,0,2,4")
-        dev_records(cfg)  # data.dev set and readable
+        return dev_records(cfg)
+    return None
 
 
 def pii_side_by_side(cfg: RunConfig, loaded, model, adapter: str | Path, bias: float | None = None,
-                     curve_biases: list[float] | None = None):
+                     curve_biases: list[float] | None = None, dev: tuple[str, list[dict]] | None = None):
     """The PII maskers side by side at operating point ``bias`` (``pii.sidebyside``) and, given
     ``curve_biases``, the recall knob's curve on the dev split; both stored in the adapter's run
     (metrics.json, report, pii_curve.png) when it is a finished run. Returns (table, curve or None)."""
@@ -113,7 +115,7 @@ def pii_side_by_side(cfg: RunConfig, loaded, model, adapter: str | Path, bias: f
     from loraforge.pii.sidebyside import compare_run, curve_run
 
     table = compare_run(cfg, model, loaded.tokenizer, bias=bias)
-    curve = curve_run(cfg, model, loaded.tokenizer, curve_biases) if curve_biases else None
+    curve = curve_run(cfg, model, loaded.tokenizer, curve_biases, dev=dev) if curve_biases else None
     run = resolve_adapter(adapter).run
     if run is not None and run.is_finished():
         metrics = run.metrics()

@@ -8,7 +8,6 @@ bad page is reported in a second, not after a model load.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from loraforge.config import RunConfig, load_config
@@ -37,36 +36,42 @@ def _page_task(cfg: RunConfig) -> RunConfig:
     return task_run_config(cfg, cfg.data.task_config(en_zh[0] if en_zh else None, "translate")[1])
 
 
-def segment_translator(adapter: str | Path | None = None, model: str | None = None,
-                       config_path: str | Path | None = None, batch_size: int = 32,
-                       max_new_tokens: int = 256) -> Callable[[list[str]], list[str]]:
-    """``translate_fn(segments) -> translations`` over loraforge's batched generator (progress bar
+class SegmentTranslator:
+    """``translator(segments) -> translations`` over loraforge's batched generator (progress bar
     included); the model loads on the first call. A segment that ends in a repetition loop is cut
-    after the loop's first pass (not re-decoded at the whole budget); ``translate_fn.stats`` counts
-    segments, looped ones and ones still cut by ``max_new_tokens``."""
-    cfg = run_config(adapter, model, config_path)
-    if adapter:
-        resolve_adapter(adapter)  # a bad path fails now, before any page work
-    state: dict = {}
-    stats = {"segments": 0, "segments_looped": 0, "segments_cut": 0}
+    after the loop's first pass (not re-decoded at the whole budget); ``stats`` counts segments,
+    looped ones and ones still cut by ``max_new_tokens``."""
 
-    def translate_fn(segments: list[str]) -> list[str]:
+    def __init__(self, cfg: RunConfig, adapter: str | Path | None, batch_size: int, max_new_tokens: int):
+        self.cfg, self.adapter, self.batch_size, self.max_new_tokens = cfg, adapter, batch_size, max_new_tokens
+        self.model = None  # (loaded base, model to run), on the first call
+        self.stats = {"segments": 0, "segments_looped": 0, "segments_cut": 0}
+
+    def __call__(self, segments: list[str]) -> list[str]:
         from loraforge.eval.inference import generate_answers, load_for_inference
 
         if not segments:
             return []
-        if "model" not in state:
-            state["model"] = load_for_inference(cfg, adapter)
-        loaded, net = state["model"]
-        out = generate_answers(loaded, net, cfg, segments, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                               progress=True, widen_cut=True, trim_loops=True)
-        stats["segments"] += len(segments)
-        stats["segments_looped"] += len(out.looped)
-        stats["segments_cut"] += len(out.cut)
+        if self.model is None:
+            self.model = load_for_inference(self.cfg, self.adapter)
+        loaded, net = self.model
+        out = generate_answers(loaded, net, self.cfg, segments, max_new_tokens=self.max_new_tokens,
+                               batch_size=self.batch_size, progress=True, widen_cut=True, trim_loops=True)
+        self.stats["segments"] += len(segments)
+        self.stats["segments_looped"] += len(out.looped)
+        self.stats["segments_cut"] += len(out.cut)
         return out.texts
 
-    translate_fn.stats = stats  # type: ignore[attr-defined]
-    return translate_fn
+
+def segment_translator(adapter: str | Path | None = None, model: str | None = None,
+                       config_path: str | Path | None = None, batch_size: int = 32,
+                       max_new_tokens: int = 256) -> SegmentTranslator:
+    """The page translator of a run (or a base model): its config now, so a bad path fails before any
+    page work; its model on the first call."""
+    cfg = run_config(adapter, model, config_path)
+    if adapter:
+        resolve_adapter(adapter)
+    return SegmentTranslator(cfg, adapter, batch_size, max_new_tokens)
 
 
 def _options(comments: bool, code_comments: bool, glossary: str | None, fragment: bool):
@@ -87,7 +92,7 @@ def translate_page_run(src: str, out: str, adapter: str | None = None, model: st
     fn = segment_translator(adapter, model, config_path, batch_size, max_new_tokens)
     result = translate_pages(src, out, fn, _options(comments, code_comments, glossary, fragment),
                              previous=previous, overwrite=overwrite)
-    return {**result.as_dict(), **getattr(fn, "stats", {})}
+    return {**result.as_dict(), **fn.stats}
 
 
 def eval_pages_run(data: str, adapter: str | None = None, model: str | None = None, config_path: str | None = None,
@@ -101,7 +106,7 @@ def eval_pages_run(data: str, adapter: str | None = None, model: str | None = No
     fn = segment_translator(adapter, model, config_path, batch_size, max_new_tokens)
     options = _options(True, False, glossary, fragment=True)  # generated includes have no front matter
     result = eval_pages(Path(data), fn, options, split=split, limit=limit, hugo=hugo, glossary=options.glossary)
-    metrics = {**result.metrics(), **{f"pages_{k}": v for k, v in getattr(fn, "stats", {}).items()}}
+    metrics = {**result.metrics(), **{f"pages_{k}": v for k, v in fn.stats.items()}}
     if out:
         import json
 
