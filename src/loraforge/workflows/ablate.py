@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from loraforge.config import TASK_NAME, ConfigError, RunConfig, load_config
 from loraforge.runs import RunDir, atomic_write
 from loraforge.runs.isolated import run_isolated
-from loraforge.workflows.compare import TRAIN_ENTRY
+
+TRAIN_ENTRY = "loraforge.workflows.train:train_config_file"  # what each row's process runs (as compare's)
 
 METRIC_NAMES = {"chrf": "chrF", "bleu": "BLEU", "markup": "markup kept", "term_accuracy": "term acc.",
                 "pii.leak_rate": "PII leak %", "pii.typed_f1": "PII typed F1"}
