@@ -13,12 +13,11 @@ there). Writes ``int8.json`` and ``int8.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import threading
 import time
 from pathlib import Path
 
-from loraforge.bench.report import cpu_name
+from loraforge.bench.report import cpu_name, write_results
 
 VARIANTS = {"fp32": None, "int8, 2 levels": 2, "int8, 1 level": 1}  # name -> activation levels (None: fp32)
 
@@ -93,10 +92,7 @@ def run(run_dir: str, segments: int = 100, rows: int = 16, tokens: int = 64, out
             "chrf": metrics.get("chrf"), "bleu": metrics.get("bleu"), "markup_kept": metrics.get("markup"),
             "same_as_fp32": sum(a == b for a, b in zip(outputs, reference)) / len(outputs),
             "eval_seconds": round(seconds, 1)}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "int8.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "int8.md").write_text(to_markdown(result))
+    write_results(out, "int8", result, to_markdown(result))
     return result
 
 

@@ -13,13 +13,12 @@ candidate sets. Writes ``lm-head.json`` and ``lm-head.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
 from pathlib import Path
 
-from loraforge.bench.report import cpu_name
+from loraforge.bench.report import cpu_name, write_results
 
 PROMPTS = [
     "What is a Kubernetes Pod, in two sentences?",
@@ -152,10 +151,7 @@ def run(batches: tuple[int, ...] = (1, 8, 16), new_tokens: int = 32, out: str | 
               "torch": torch.__version__, "threads": torch.get_num_threads(), "states": len(states),
               "prompts": len(PROMPTS), "new_tokens": new_tokens, "load_average_before": load_before,
               "by_batch": by_batch}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "lm-head.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "lm-head.md").write_text(to_markdown(result))
+    write_results(out, "lm-head", result, to_markdown(result))
     return result
 
 

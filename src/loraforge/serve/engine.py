@@ -94,9 +94,10 @@ class Engine:
         if (int8_weights or int8_lm_head) and self._on_cpu(loaded.model):
             from loraforge.serve import quant
 
-            levels = 2 if int8_weights is True else int(int8_weights)  # True: two activation levels
-            self.int8_layers = quant.int8_weights(loaded.model, levels) if int8_weights else int(
-                quant.int8_lm_head(loaded.model))
+            if int8_weights:  # True: two activation levels, else the number given
+                self.int8_layers = quant.int8_weights(loaded.model, 2 if int8_weights is True else int8_weights)
+            else:
+                self.int8_layers = int(quant.int8_lm_head(loaded.model))
         elif verified_lm_head and self._on_cpu(loaded.model):
             self._install_head(loaded.model)
         self.tokenizer = loaded.tokenizer

@@ -45,8 +45,6 @@ from loraforge.serve.quant import LEVEL_RATIO, STEP, pack, pin_row, row_scales
 
 U = 2.0 ** -24
 SAFETY = 1.001
-# One level leaves a residual whose Cauchy-Schwarz term is too loose: on Gemma 3 270M 70% of rows fell back
-# to the full fp32 head (median 10k+ candidates); two levels: none fell back, median 1 candidate.
 
 
 class TapHead(torch.nn.Linear):
@@ -81,7 +79,9 @@ def softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
 
 
 class VerifiedHead:
-    """int8 proposals, fp32 decisions, for the weight ``weight`` (vocab, hidden) of a bias-free head."""
+    """int8 proposals, fp32 decisions, for the weight ``weight`` (vocab, hidden) of a bias-free head.
+    ``levels``: 2, since one leaves a residual whose Cauchy-Schwarz term is too loose (on Gemma 3 270M
+    70% of rows fell back to the full fp32 head; with two, none did and the median was 1 candidate)."""
 
     def __init__(self, weight: torch.Tensor, cap: float | None = None, max_candidates: int = 4096, levels: int = 2):
         self.weight, self.cap, self.max_candidates, self.n_levels = weight, cap, max_candidates, levels

@@ -60,8 +60,9 @@ class Int8Linear(torch.nn.Linear):
     _ptr: int
     levels = 2  # activation levels per row (see the module doc); 1 is faster and coarser
     rescore = 0  # output layers: this many top outputs per row recomputed in fp32
-    # the last input's kernel rows: q/k/v (and gate/up) projections read the same tensor, scale it once
-    _last: tuple = (None, -1, None, None)
+    # the last input's kernel rows, by (tensor, (version, levels)): q/k/v (and gate/up) projections read
+    # the same tensor, so it is scaled once
+    _last: tuple = (None, None, None, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.weight.data_ptr() != self._ptr or x.dtype != torch.float32:
@@ -88,8 +89,8 @@ class Int8Linear(torch.nn.Linear):
 
     def _kernel_rows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The rows scaled onto the pinned grid, plus the pinning row; and the inverse scales (rows, 1)."""
-        last = Int8Linear._last
-        if last[0] is x and last[1] == x._version and last[2].shape[1] == self.in_features:
+        last, key = Int8Linear._last, (x._version, self.levels)
+        if last[0] is x and last[1] == key:
             return last[2], last[3]
         rows = x.reshape(-1, x.shape[-1])
         scale = row_scales(rows)
@@ -102,7 +103,7 @@ class Int8Linear(torch.nn.Linear):
         else:
             parts = [scaled]
         stacked = torch.cat([*parts, self.pin])
-        Int8Linear._last = (x, x._version, stacked, scale.reciprocal_()[:, None])
+        Int8Linear._last = (x, key, stacked, scale.reciprocal_()[:, None])
         return stacked, Int8Linear._last[3]
 
     @classmethod
@@ -131,9 +132,11 @@ def int8_lm_head(model, rescore: int = RESCORE) -> bool:
 
 
 def int8_weights(model, levels: int = 2) -> int:
-    """Every plain fp32 ``Linear`` of the model in int8 (``levels`` activation levels; the output layer
-    as ``int8_lm_head``), LoRA's own small matrices excepted (they stay fp32 beside the int8 base
+    """Every plain fp32 ``Linear`` of the model in int8 (``levels`` activation levels, 1 or 2; the output
+    layer as ``int8_lm_head``), LoRA's own small matrices excepted (they stay fp32 beside the int8 base
     layer); returns how many."""
+    if levels not in (1, 2):
+        raise ValueError(f"int8 activation levels: 1 or 2, not {levels}")
     if not available():
         return 0
     count = int(int8_lm_head(model))
