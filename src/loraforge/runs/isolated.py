@@ -37,6 +37,28 @@ def run_isolated(target: str, kwargs: dict[str, Any] | None = None, echo: IO[str
     return last or f"{target} exited with status {code}"
 
 
+TRAIN_ENTRY = "loraforge.workflows.train:train_config_file"  # ``train_run`` on a config file
+
+
+def train_isolated(cfg, config_path, who: str, ignore: dict | None = None, force: bool = False) -> str | None:
+    """Train ``cfg`` into its ``output.dir`` in a fresh process (``compare``'s methods, ``ablate``'s rows),
+    unless that directory already holds a finished run of the same config and not ``force``; ``ignore``:
+    config parts that may differ (pydantic ``exclude``; ``output`` always). ``config_path``: where the
+    child's config file is written. Returns None, or the error."""
+    from pathlib import Path
+
+    from loraforge.runs.files import atomic_write
+    from loraforge.runs.rundir import RunDir
+
+    run, ignore = RunDir(cfg.output.dir), {"output": True, **(ignore or {})}
+    if not force and run.is_finished() and run.config().model_dump(exclude=ignore) == cfg.model_dump(exclude=ignore):
+        print(f"[loraforge] {who}: reusing {run} (same config)", file=sys.stderr)
+        return None
+    atomic_write(Path(config_path), cfg.to_yaml())
+    print(f"[loraforge] {who}: training -> {run}", file=sys.stderr, flush=True)
+    return run_isolated(TRAIN_ENTRY, {"config_path": str(config_path)})
+
+
 def _split(target: str) -> tuple[str, str]:
     module, sep, function = target.partition(":")
     if not (module and sep and function):

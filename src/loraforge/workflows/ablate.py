@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import statistics
-import sys
 from pathlib import Path
 
 import yaml
@@ -22,9 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from loraforge.config import TASK_NAME, ConfigError, RunConfig, load_config
 from loraforge.runs import RunDir, atomic_write
-from loraforge.runs.isolated import run_isolated
-
-TRAIN_ENTRY = "loraforge.workflows.train:train_config_file"  # what each row's process runs (as compare's)
+from loraforge.runs.isolated import train_isolated
 
 METRIC_NAMES = {"chrf": "chrF", "bleu": "BLEU", "markup": "markup kept", "term_accuracy": "term acc.",
                 "pii.leak_rate": "PII leak %", "pii.typed_f1": "PII typed F1"}
@@ -125,17 +122,6 @@ def _scores(run: RunDir, task: str | None) -> dict:
     return out
 
 
-def _train(cfg: RunConfig, out: Path, label: str) -> str | None:
-    run = RunDir(cfg.output.dir)
-    same = {"output"}
-    if run.is_finished() and run.config().model_dump(exclude=same) == cfg.model_dump(exclude=same):
-        print(f"[loraforge] ablate: reusing {run} (same config)", file=sys.stderr)
-        return None
-    config_path = atomic_write(out / "configs" / f"{label}.yaml", cfg.to_yaml())
-    print(f"[loraforge] ablate: training {label} -> {run}", file=sys.stderr, flush=True)
-    return run_isolated(TRAIN_ENTRY, {"config_path": str(config_path)})
-
-
 def summarize(values: list[float]) -> dict:
     """mean, sample sd (None for one seed) and n of a metric over seeds."""
     return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else None,
@@ -157,7 +143,7 @@ def ablate(spec_path: str, out: str | None = None, rows: str | None = None, seed
     for name, by_seed in configs.items():
         errors, scores = {}, []
         for seed, cfg in by_seed.items():
-            error = _train(cfg, root, f"{name}-seed-{seed}")
+            error = train_isolated(cfg, root / "configs" / f"{name}-seed-{seed}.yaml", f"ablate {name} seed {seed}")
             if error:
                 errors[seed] = error
             else:

@@ -11,16 +11,14 @@ an interrupted comparison continues where it stopped.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from loraforge.config import ConfigError, RunConfig
 from loraforge.methods import registry
 from loraforge.runs import RunDir, RunDirError, atomic_write
-from loraforge.runs.isolated import run_isolated
+from loraforge.runs.isolated import train_isolated
 
 METHODS = ("lora", "dora", "ia3", "prefix", "prompt", "adapter", "full")
-TRAIN_ENTRY = "loraforge.workflows.train:train_config_file"  # what each method's process runs
 
 
 def parse_methods(text: str) -> list[str]:
@@ -62,12 +60,6 @@ def _method_config(cfg: RunConfig, method: str, run: RunDir, first: bool, lr: fl
     return c
 
 
-def _already_done(run: RunDir, c: RunConfig) -> bool:
-    """A finished run of the same config (output and eval settings aside)."""
-    same = {"output", "eval"}
-    return run.is_finished() and run.config().model_dump(exclude=same) == c.model_dump(exclude=same)
-
-
 def _row(method: str, lr: float, run: RunDir) -> dict:
     metrics = run.metrics()
     t = metrics.train
@@ -84,14 +76,11 @@ def _row(method: str, lr: float, run: RunDir) -> dict:
 def _run_method(cfg: RunConfig, method: str, root: Path, first: bool, lr: float | None) -> dict:
     run = RunDir(root / method)
     c = _method_config(cfg, method, run, first, lr)
-    if _already_done(run, c) and not cfg.output.overwrite:
-        print(f"[loraforge] compare: reusing {run} (same config)", file=sys.stderr)
-    else:
-        config_path = atomic_write(root / f"{method}.yaml", c.to_yaml())
-        print(f"[loraforge] compare: training {method} -> {run}", file=sys.stderr, flush=True)
-        error = run_isolated(TRAIN_ENTRY, {"config_path": str(config_path)})
-        if error:
-            return {"method": method, "error": error}
+    # eval.before is on for the first method only: a reused run may differ there
+    error = train_isolated(c, root / f"{method}.yaml", f"compare {method}", ignore={"eval": {"before"}},
+                           force=cfg.output.overwrite)
+    if error:
+        return {"method": method, "error": error}
     return _row(method, c.train.lr, run)
 
 
