@@ -84,3 +84,20 @@ def test_the_shipped_spec_loads_and_every_row_validates():
     assert steps == {300}, "every translation row gets the same step budget"
     assert configs["en-zh-ja-ko-T5"][0].data.task_temperature == 5
     assert all(len(by_seed) == 3 for by_seed in configs.values())
+
+
+def test_row_scores_name_the_chosen_tasks_metrics_plainly_and_every_tasks_with_its_name(tmp_path):
+    """One table holds a two-task adapter beside the single-task ones: pii.leak_rate means the same in both."""
+    from loraforge.runs import RunMetrics, TaskMetrics
+    from loraforge.workflows.ablate import _scores
+
+    multi, single = RunDir(tmp_path / "multi"), RunDir(tmp_path / "single")
+    for run in (multi, single):
+        run.path.mkdir()
+    multi.write_metrics(RunMetrics(task="multi", after={"chrf": 50.0}, tasks={
+        "en-zh": TaskMetrics(task="translate", after={"chrf": 50.0}),
+        "pii": TaskMetrics(task="pii", after={"leak_rate": 3.0})}))
+    single.write_metrics(RunMetrics(task="pii", after={"leak_rate": 2.0}))
+    assert _scores(multi, "en-zh") == {"chrf": 50.0, "en-zh.chrf": 50.0, "pii.leak_rate": 3.0}
+    assert _scores(multi, "pii")["leak_rate"] == 3.0 and "chrf" not in _scores(multi, "pii")
+    assert _scores(single, "en-zh") == {"leak_rate": 2.0, "pii.leak_rate": 2.0}

@@ -113,13 +113,13 @@ def _scores(run: RunDir, task: str | None) -> dict:
     task's as ``<task>.<metric>`` (a single-task run's task is ``data.task``: ``pii.leak_rate``), so one
     table can hold a two-task adapter beside the two single-task ones."""
     metrics = run.metrics()
-    by_task = {name: dict(t.after) for name, t in metrics.tasks.items()} if metrics.tasks else {
-        metrics.task: dict(metrics.after)}
-    name = task if task in by_task else next(iter(by_task))
-    out = dict(by_task[name]) if (task is None or task in by_task or not metrics.tasks) else {}
-    for t, scores in by_task.items():
-        out.update({f"{t}.{m}": v for m, v in scores.items()})
-    return out
+    if metrics.tasks:
+        by_task = {name: dict(t.after) for name, t in metrics.tasks.items()}
+        plain = by_task.get(task or next(iter(by_task)), {})  # a run without that task: prefixed names only
+    else:
+        by_task = {metrics.task: dict(metrics.after)}
+        plain = dict(metrics.after)
+    return {**plain, **{f"{t}.{m}": v for t, scores in by_task.items() for m, v in scores.items()}}
 
 
 def summarize(values: list[float]) -> dict:
