@@ -158,3 +158,20 @@ def test_int8_bench_scores_each_weight_variant_on_a_tiny_run(tiny_model_dir, tmp
         assert v["engine_tokens_per_s"] > 0 and v["chrf"] is not None and 0 <= v["same_as_fp32"] <= 1
     assert json.loads((tmp_path / "out" / "int8.json").read_text())["segments"] == 4
     assert "| int8, 2 levels |" in (tmp_path / "out" / "int8.md").read_text()
+
+
+def test_int8_kernels_bench_times_every_linear_at_the_engine_row_counts(tiny_model_dir, tmp_path):
+    """Kernels at 2*rows+1 (decoder, two levels) and rows+1 (output layer) rows, against a real engine step."""
+    import json
+
+    from loraforge.bench.int8_kernels import run
+
+    if "fbgemm" not in torch.backends.quantized.supported_engines:
+        pytest.skip("no fbgemm")
+    r = run(str(tiny_model_dir), rows=3, out=tmp_path)
+    assert {"decoder", "output layer"} == set(r["kernels_ms"])
+    for layers in r["kernels_ms"].values():
+        assert {7, 4} <= set(layers["int8"]) and all(ms > 0 for ms in layers["fp32"].values())
+    assert r["engine_step_ms"] > 0 and set(r["reductions_ms"]) == {"argmax", "top-32"}
+    assert json.loads((tmp_path / "int8-kernels.json").read_text())["rows"] == 3
+    assert "7 decoder rows" in (tmp_path / "int8-kernels.md").read_text()

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import torch
 
+from loraforge.serve.reduce import topk_indices
+
 STEP = 2.0 ** -7  # the pinned activation grid: 128 steps over [-0.5, 0.5) (fbgemm's 7-bit range)
 LEVEL_RATIO = 128.0  # a second level holds the first one's rounding residual, 128x finer
 RESCORE = 32  # output layer: top logits per row recomputed in fp32
@@ -82,7 +84,7 @@ class Int8Linear(torch.nn.Linear):
     def _rescore(self, rows: torch.Tensor, y: torch.Tensor) -> None:
         """Overwrite each row's ``rescore`` largest int8 outputs with their fp32 values (in place): an output
         layer's argmax is then fp32's unless the int8 error moved it out of the top k."""
-        top = y.topk(min(self.rescore, y.shape[1]), dim=1).indices
+        top = topk_indices(y, self.rescore)
         exact = torch.einsum("nd,nkd->nk", rows, self.weight[top])
         if self.bias is not None:
             exact += self.bias[top]

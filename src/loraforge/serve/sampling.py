@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import torch
 
+from loraforge.serve.reduce import argmax_rows
+
 
 def sample(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor,
            generator: torch.Generator | None = None) -> torch.Tensor:
     """(rows, vocab) logits -> (rows,) token ids. Rows with temperature 0 take the argmax; the others
     sample from softmax(logits / T) cut to the smallest set of tokens whose mass reaches ``top_p``
     (rows with top_p 1 keep every token). No Python loop over rows."""
-    tokens = logits.argmax(-1)
+    tokens = argmax_rows(logits)
     hot = temperature > 0
     if not bool(hot.any()):
         return tokens
