@@ -224,3 +224,14 @@ def test_cli_renders_validates_and_writes(tmp_path, capsys):
     assert "TrainJob/" in capsys.readouterr().out
     (tmp_path / "bad.yaml").write_text("kind: Job\n")
     assert main(["deploy", "validate", str(tmp_path / "bad.yaml")]) == 2
+
+
+def test_serve_int8_passes_the_flag_and_is_refused_elsewhere():
+    cfg = RunConfig()
+    container = render(cfg, "serve", Options(int8=True)).docs[0]["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][-1] == "--int8" and container["command"][:2] == ["loraforge", "serve"]
+    plain = render(cfg, "serve").docs[0]["spec"]["template"]["spec"]["containers"][0]
+    assert "--int8" not in plain["command"]
+    for target, opts in (("vllm", Options(int8=True)), ("serve", Options(int8=True, gpus=1))):
+        with pytest.raises(ConfigError, match="--int8"):
+            render(cfg, target, opts)

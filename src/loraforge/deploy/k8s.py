@@ -233,7 +233,7 @@ def render_serve(cfg: RunConfig, opts: Options) -> Rendered:
     claim = f"{name}-work"
     adapter = f"{RUNS_DIR}/{name}/adapter"
     command = ["loraforge", "serve", "--base", inside.model.name, "--adapter", f"{name}={adapter}",
-               "--host", "0.0.0.0", "--port", str(SERVE_PORT)]
+               "--host", "0.0.0.0", "--port", str(SERVE_PORT)] + (["--int8"] if opts.int8 else [])
     serve_opts = copy.copy(opts)
     serve_opts.image = opts.image or DEFAULT_SERVE_IMAGE
     template = _pod(inside, f"{name}-serve", serve_opts, command, claim, True, 1, "Always", "serve")
@@ -284,6 +284,9 @@ def render(cfg: RunConfig, target: str, opts: Options | None = None) -> Rendered
         raise ConfigError(f"unknown target {target!r}; choose one of: {', '.join(TARGETS)}")
     if target in ("job", "serve", "kaito", "vllm") and (opts.nodes > 1):
         raise ConfigError(f"--target {target} runs on one node; use pytorchjob or trainjob for --nodes {opts.nodes}")
+    if opts.int8 and (target != "serve" or opts.gpus):
+        raise ConfigError("--int8 is loraforge serve's CPU path: it applies to --target serve without --gpus "
+                          "(on GPUs use --target vllm)")
     rendered = renderers[target](cfg, opts)
     if target != "kaito":  # KAITO runs its own images; --image is the trainer's or server's
         image = opts.image or {"serve": DEFAULT_SERVE_IMAGE, "vllm": VLLM_IMAGE}.get(target) or default_image(opts)

@@ -66,6 +66,8 @@ class Options:
     adapter_image: str | None = None
     """KAITO: where tuning pushes the adapter image, and where inference pulls it."""
     push_secret: str | None = None
+    int8: bool = False
+    """serve: run `loraforge serve --int8` (every layer in int8 on the CPU; answers may differ from fp32's)."""
 
 
 def resource_name(cfg: RunConfig, name: str | None = None) -> str:
