@@ -74,7 +74,8 @@ def test_section_files_are_byte_reproducible_and_the_cli_flag_writes_them(tmp_pa
         assert (plain / f"{split}.jsonl.gz").read_bytes() == (held / f"{split}.jsonl.gz").read_bytes()
     section = read_gz(held / "tasks.jsonl.gz")
     every = [r for split in ("train", "dev", "test") for r in read_gz(held / f"{split}.jsonl.gz")]
-    assert section and {r["source"] for r in section} == {r["source"] for r in every if r["source"].startswith("docs/tasks/")}
+    pages = {r["source"] for r in every if r["source"].startswith("docs/tasks/")}
+    assert section and {r["source"] for r in section} == pages
 
 
 @pytest.mark.parametrize("prefix", ["docs/tutorials", "docs/", "x/test/", ""])
@@ -145,7 +146,8 @@ def test_multitask_prefix_may_match_in_one_task_only_and_counts_sum(tmp_path):
     tasks = [{"name": "en-zh", "train": str(files["train"]), "dev": str(files["dev"])},
              {"name": "zh-en", "train": str(files["train"]), "src_lang": "zh", "tgt_lang": "en"},
              {"name": "pii", "task": "pii", "train": str(pii)}]
-    splits = load_splits(load_config(None, [f"data.tasks={json.dumps(tasks)}", "data.exclude_sources=[docs/tutorials/]"]))
+    splits = load_splits(load_config(None, [f"data.tasks={json.dumps(tasks)}",
+                                            "data.exclude_sources=[docs/tutorials/]"]))
     assert splits.excluded["train"] == {"docs/tutorials/": 6} and splits.excluded["dev"] == {"docs/tutorials/": 1}
     assert len(splits.tasks["pii"].train) == 1
 
@@ -192,7 +194,8 @@ def test_extra_tests_are_scored_beside_test_and_flagged_when_training_saw_their_
     cfg = load_config(None, [f"model.name={tiny_model_dir}", *data_overrides(files),
                              "data.exclude_sources=[docs/tutorials/]", "data.max_length=512", "train.steps=2",
                              "train.batch_size=2", "train.warmup_steps=0", "eval.max_new_tokens=6",
-                             f"eval.extra_tests={{held: '{held}', seen: '{trained}'}}", f"output.dir={tmp_path / 'run'}"])
+                             f"eval.extra_tests={{held: '{held}', seen: '{trained}'}}",
+                             f"output.dir={tmp_path / 'run'}"])
     run = RunDir(train_run(cfg, progress=False))
     metrics = run.metrics()
     extra = held_out(metrics)
@@ -208,7 +211,7 @@ def test_extra_tests_are_scored_beside_test_and_flagged_when_training_saw_their_
     report = run.report_md.read_text()
     assert "## Extra test held (" in report and "## Extra test seen (" in report
     assert report.count("CONTAMINATED") == 2  # the seen set's heading and its summary line, nothing for held
-    assert "held out: no training row comes from its 1 page" in report
+    assert "| test held | held out: no training row comes from its 1 page |" in report
     run.report_md.unlink()
     assert rebuild_report(run).read_text() == report
     scores = _scores(run, None)
@@ -236,8 +239,10 @@ def test_the_ablation_table_shows_extra_test_columns_and_flags_contaminated_rows
 
 def test_the_lifted_preset_differs_from_todays_only_by_the_held_out_section():
     configs = Path(__file__).parents[2] / "configs"
-    today, lifted = load_config(configs / "k8s-en-zh-gemma3-270m.yaml"), load_config(configs / "k8s-en-zh-lifted-gemma3-270m.yaml")
-    assert lifted.data.exclude_sources == ["docs/tutorials/"] and lifted.eval.extra_tests == {"tutorials": "k8s:tutorials"}
+    today = load_config(configs / "k8s-en-zh-gemma3-270m.yaml")
+    lifted = load_config(configs / "k8s-en-zh-lifted-gemma3-270m.yaml")
+    assert lifted.data.exclude_sources == ["docs/tutorials/"]
+    assert lifted.eval.extra_tests == {"tutorials": "k8s:tutorials"}
     same = lambda c: c.model_copy(update={"data": c.data.model_copy(update={"exclude_sources": []}),  # noqa: E731
                                           "eval": c.eval.model_copy(update={"extra_tests": {}}),
                                           "output": today.output})

@@ -41,12 +41,12 @@ class HeldOutScores(BaseModel):
         return self.trained_rows > 0
 
     def note(self) -> str:
+        pages = f"{self.documents} page{'' if self.documents == 1 else 's'}"
         if not self.contaminated:
-            return (f"held out: no training row comes from its {self.documents} pages" if self.documents
+            return (f"held out: no training row comes from its {pages}" if self.documents
                     else "its rows carry no page path: whether training saw them is unknown")
-        return (f"CONTAMINATED: training saw {self.trained_rows} rows from {self.trained_documents} of its "
-                f"{self.documents} pages (data.exclude_sources does not cover them); these scores do not measure "
-                "held-out pages")
+        return (f"CONTAMINATED: training saw {self.trained_rows} rows from {self.trained_documents} of its {pages} "
+                "(data.exclude_sources does not cover them); these scores do not measure held-out pages")
 
 
 def _pages(examples: list[Example]) -> set[str]:
@@ -100,10 +100,12 @@ def score_after(cfg: RunConfig, loaded, model, tests: dict[str, tuple], train: l
 
 def as_metrics(scores: dict[str, HeldOutScores]) -> dict:
     """The ``extra_tests`` entry of metrics.json ({} when there are none, so nothing is added)."""
-    return {"extra_tests": {name: s.model_dump() for name, s in scores.items()}} if scores else {}
+    return {"extra_tests": {name: {**s.model_dump(), "contaminated": s.contaminated} for name, s in scores.items()}
+            } if scores else {}
 
 
 def held_out(metrics: RunMetrics) -> dict[str, HeldOutScores]:
     """A run's extra test sets, read back from its metrics.json ({} for runs without)."""
     raw = (metrics.model_extra or {}).get("extra_tests") or {}
-    return {name: HeldOutScores.model_validate(v) for name, v in raw.items()}
+    return {name: HeldOutScores.model_validate({k: x for k, x in v.items() if k != "contaminated"})
+            for name, v in raw.items()}

@@ -58,7 +58,8 @@ def _eval_tasks(cfg: RunConfig, adapter: str | Path | None, out_path: str | Path
             for e, h in list(zip(tests[name][1], hyps))[: cfg.eval.samples_in_report]:
                 print(json.dumps({"task": name, "source": e.source, "reference": e.target, "output": h},
                                  ensure_ascii=False))
-    metrics = {"tasks": {name: m for name, (m, _) in results.items()}, **_score_extra(cfg, loaded, model, extra, adapter)}
+    metrics = {"tasks": {name: m for name, (m, _) in results.items()},
+               **_score_extra(cfg, loaded, model, extra, adapter)}
     if out_path:
         atomic_write(out_path, json.dumps(metrics, indent=2))
     return metrics
