@@ -260,3 +260,28 @@ def test_every_translation_row_of_the_shipped_ablation_holds_out_the_tutorials()
         for cfg in by_seed.values():
             held = (["docs/tutorials/"], {"tutorials": "k8s:tutorials"})
             assert (cfg.data.exclude_sources, cfg.eval.extra_tests) == (held if name != "pii-alone" else ([], {})), name
+
+
+def test_a_multitask_run_scores_extra_tests_with_its_translate_tasks_settings(tiny_model_dir, tmp_path):
+    from loraforge.data.splits import extra_tests
+    from loraforge.eval.heldout import held_out
+    from loraforge.runs import RunDir
+    from loraforge.workflows import eval_run, train_run
+
+    files = sourced_data(tmp_path)
+    pii = write_jsonl(tmp_path / "pii.jsonl", [{"text": "Call Erin at 555-0100.", "masked": "Call [NAME] at [PHONE]."}])
+    tasks = [{"name": "pii", "task": "pii", "train": str(pii)},
+             {"name": "zh-en", "train": str(files["train"]), "test": str(files["test"]), "src_lang": "zh",
+              "tgt_lang": "en", "system_prompt": "Translate to English."}]
+    cfg = load_config(None, [f"model.name={tiny_model_dir}", f"data.tasks={json.dumps(tasks)}",
+                             "data.exclude_sources=[docs/tutorials/]", "data.max_length=512", "train.steps=1",
+                             "train.batch_size=2", "eval.max_new_tokens=4", "eval.before=false",
+                             f"eval.extra_tests={{held: '{files['test']}'}}", f"output.dir={tmp_path / 'run'}"])
+    (name, (data, rows)), = extra_tests(cfg).items()
+    assert (data.task, data.src_lang, data.system_prompt) == ("translate", "zh", "Translate to English.")
+    run = RunDir(train_run(cfg, progress=False))
+    held = held_out(run.metrics())["held"]
+    assert held.after == run.metrics().tasks["zh-en"].after  # the same rows, scored as that task scores them
+    assert not held.contaminated and held.before is None
+    assert "## Extra test held (" in run.report_md.read_text()
+    assert eval_run(cfg, adapter=str(run))["extra_tests"]["held"]["after"] == held.after
