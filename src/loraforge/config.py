@@ -12,6 +12,7 @@ from there, so adding a method never edits this file.
 
 from __future__ import annotations
 
+import re
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -153,9 +154,24 @@ class DataConfig(_Section):
     """With data.tasks: task i is sampled with p_i ∝ n_i^(1/T); 1 = proportional, larger = flatter."""
     task_weights: dict[str, float] | None = None
     """With data.tasks: explicit sampling weights by task name (replace the temperature)."""
+    exclude_sources: list[str] = []
+    """Page-path prefixes (e.g. 'docs/tutorials/'): train and dev rows whose ``source`` starts with one
+    are dropped before training (test never), so a whole section can be held out (k8s:tutorials).
+    Every task of data.tasks drops them; a prefix that matches no training row is an error."""
 
     SINGLE_ONLY: typing.ClassVar[tuple[str, ...]] = ("task", "train", "dev", "test")
     MULTI_ONLY: typing.ClassVar[tuple[str, ...]] = ("tasks", "task_temperature", "task_weights")
+
+    @field_validator("exclude_sources")
+    @classmethod
+    def _prefixes(cls, value: list[str]) -> list[str]:
+        """An empty prefix would drop every row; a repeated one is a typo's twin."""
+        if any(not p.strip() for p in value):
+            raise ValueError("an empty prefix would drop every row; give page-path prefixes such as 'docs/tutorials/'")
+        dupes = sorted({p for p in value if value.count(p) > 1})
+        if dupes:
+            raise ValueError(f"{', '.join(dupes)} listed twice")
+        return value
 
     @model_validator(mode="after")
     def _tasks_consistent(self) -> DataConfig:
@@ -340,9 +356,26 @@ class EvalConfig(_Section):
     before: bool = True
     """Also evaluate the base model, for the before/after table."""
     samples_in_report: int = Field(8, ge=0)
+    extra_tests: dict[str, str] = {}
+    """More test sets scored beside data.test with the same settings and metrics, by name: e.g.
+    {tutorials: k8s:tutorials}, a docs section the run holds out with data.exclude_sources. Each is
+    its own block of metrics.json (``extra_tests``) and the report, flagged when training saw its pages."""
     exact: bool = True
     """Outputs equal a batch-1 greedy loop's: generate in fp32 and re-decode near-tied rows alone.
     false: the model's dtype (bf16 on AMX, faster there) and no re-decoding."""
+
+
+    @field_validator("extra_tests")
+    @classmethod
+    def _test_names(cls, value: dict[str, str]) -> dict[str, str]:
+        """Names become file and metric names (outputs, ``<name>.chrf`` in ablate)."""
+        bad = [n for n in value if not re.fullmatch(TASK_NAME, n)]
+        if bad:
+            raise ValueError(f"names {bad}: letters, digits, '.', '_', '-' (they name files and metrics)")
+        empty = [n for n, spec in value.items() if not str(spec).strip()]
+        if empty:
+            raise ValueError(f"{', '.join(empty)}: no split given (a file or packaged split such as k8s:tutorials)")
+        return value
 
 
 class OutputConfig(_Section):

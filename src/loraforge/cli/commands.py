@@ -403,6 +403,9 @@ def commands() -> list[Command]:
                         "blocks no pair holds, from train-split pages only (for back-translation)"),
                     arg("--no-holdout", dest="holdout", action="store_false", help="with --align structure: do "
                         "not drop train pairs whose English is in the packaged k8s-en-zh dev/test"),
+                    arg("--holdout-section", dest="holdout_section", metavar="PREFIX", help="also write the pairs "
+                        "of the pages under PREFIX (e.g. docs/tutorials/) from every split as <last part>.jsonl.gz, "
+                        "minus English seen on other train pages: a held-out set for data.exclude_sources"),
                 )),
         Command(("data", "stats"), "counts, length percentiles and problems of a dataset file", _data_stats,
                 show=show_text, args=(

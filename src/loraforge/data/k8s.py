@@ -478,6 +478,19 @@ def drop_english_seen_in_train(splits: dict[str, list[dict]], report: Report) ->
         splits[name] = keep
 
 
+def section_pairs(splits: dict[str, list[dict]], prefix: str, report: Report, name: str) -> list[dict]:
+    """Every pair of the pages under ``prefix`` (from every split), minus pairs whose English a page
+    outside the section trains on (counted as ``<name>_en_seen_in_train``, the rule of
+    ``drop_english_seen_in_train``): a held-out set in another style than the pages a run trains on,
+    once the run excludes ``prefix`` (``data.exclude_sources``). Sorted by page path, then as built."""
+    records = [r for split in ("train", "dev", "test") for r in splits.get(split, [])]
+    section = sorted((r for r in records if r["source"].startswith(prefix)), key=lambda r: r["source"])
+    outside_en = {r["en"] for r in splits.get("train", []) if not r["source"].startswith(prefix)}
+    keep = [r for r in section if r["en"] not in outside_en]
+    report.dropped[f"{name}_en_seen_in_train"] += len(section) - len(keep)
+    return keep
+
+
 def build(source: str | Path, out: str | Path, lang: str = "zh-cn", section: str = "docs",
           dev_pct: float = 2.0, test_pct: float = 2.0) -> Report:
     """Align every page of ``<source>/content/<lang>/<section>`` and write train/dev/test.jsonl.gz."""

@@ -8,6 +8,7 @@ A multi-task config (``data.tasks``) is read task by task, each with its own set
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,6 +25,8 @@ class Splits:
     """The settings these splits were read (and are encoded) with."""
     tasks: dict[str, Splits] | None = None
     """Multi-task: each task's splits; train/dev/test above are then their concatenations."""
+    excluded: dict[str, Counter] = field(default_factory=dict)
+    """Rows data.exclude_sources dropped, per split (train, dev) and prefix; summed over tasks."""
 
 
 class TrainExamples:
@@ -107,6 +110,47 @@ def split_examples(cfg: RunConfig | DataConfig, spec: str | None, limit: int | N
     return load_examples(spec, d.source_field, d.target_field, d.src_lang, d.tgt_lang, limit=limit)
 
 
+def excluded_by(example: Example, prefixes: list[str]) -> str | None:
+    """The prefix of data.exclude_sources the example's page path (``meta['source']``) starts with."""
+    source = example.meta.get("source")
+    if not isinstance(source, str):
+        return None
+    return next((p for p in prefixes if source.startswith(p)), None)
+
+
+def read_split(d: DataConfig, split: str) -> tuple[list[Example], Counter]:
+    """Train or dev of one task, rows under data.exclude_sources dropped before data.max_*_examples
+    cuts: (kept rows, dropped rows by prefix). Every row dropped from train is an error, not an empty run."""
+    spec, limit = getattr(d, split), getattr(d, f"max_{split}_examples")
+    if not d.exclude_sources:
+        return split_examples(d, spec, limit), Counter()
+    kept, dropped = [], Counter()
+    for e in split_examples(d, spec):
+        prefix = excluded_by(e, d.exclude_sources)
+        if prefix is None:
+            kept.append(e)
+        else:
+            dropped[prefix] += 1
+    if split == "train" and not kept:
+        raise DataError(f"{spec}: data.exclude_sources ({', '.join(d.exclude_sources)}) drops every training row")
+    return kept[:limit], dropped
+
+
+def check_exclusions(d: DataConfig, train: dict[str, tuple[list[Example], Counter]]) -> None:
+    """Each data.exclude_sources prefix must drop some training row (of some task): one that drops none
+    is a typo ('docs/tutorial/') that would leave the section in training while its test looks held out.
+    ``train``: {task name: (kept rows, dropped rows by prefix)}."""
+    unmatched = [p for p in d.exclude_sources if not sum(c[p] for _, c in train.values())]
+    if not unmatched:
+        return
+    seen = next((e.meta.get("source") for rows, _ in train.values() for e in rows
+                 if isinstance(e.meta.get("source"), str)), None)
+    where = ", ".join(t.train for _, t in d.task_configs())
+    hint = f"sources look like {seen!r}" if seen else "its rows carry no 'source' field (a page path) to match"
+    raise DataError(f"data.exclude_sources: {', '.join(repr(p) for p in unmatched)} matches no training row "
+                    f"({where}); {hint}. Fix the prefix or remove it")
+
+
 def test_examples(cfg: RunConfig) -> list[Example]:
     """The test split (``eval.max_examples`` rows); an unset ``data.test`` is an error here, and so is
     a multi-task config (each task has its own: ``task_tests``)."""
@@ -122,6 +166,17 @@ def task_tests(cfg: RunConfig) -> dict[str, tuple[DataConfig, list[Example]]]:
     """Multi-task: {task name: (its settings, its test examples)} for every task with a test split."""
     return {name: (d, split_examples(d, d.test, cfg.eval.max_examples))
             for name, d in cfg.data.task_configs() if d.test}
+
+
+def extra_tests(cfg: RunConfig) -> dict[str, tuple[DataConfig, list[Example]]]:
+    """eval.extra_tests as {name: (the settings it is scored with, its examples)}, the shape of
+    ``task_tests``, so the same per-task evaluation scores them: the run's data settings (multi-task:
+    its first translate task's, else its first task's), eval.max_examples rows each."""
+    if not cfg.eval.extra_tests:
+        return {}
+    kinds = [d.task for _, d in cfg.data.task_configs()]
+    _, d = cfg.data.task_config(kind="translate" if "translate" in kinds else None)
+    return {name: (d, split_examples(d, spec, cfg.eval.max_examples)) for name, spec in cfg.eval.extra_tests.items()}
 
 
 def synthetic_examples(d: DataConfig) -> list[Example]:
@@ -146,7 +201,7 @@ def load_task(d: DataConfig, max_test: int | None) -> Splits:
     pairs join train in the configured ratio."""
     from loraforge.data.augment import mix
 
-    train, dev = split_examples(d, d.train, d.max_train_examples), split_examples(d, d.dev, d.max_dev_examples)
+    (train, drop_train), (dev, drop_dev) = read_split(d, "train"), read_split(d, "dev")
     synthetic = synthetic_examples(d)
     if d.protect_markup:
         from loraforge.data.markup import protect_examples
@@ -158,16 +213,19 @@ def load_task(d: DataConfig, max_test: int | None) -> Splits:
             raise DataError(f"{d.train}: no example left after data.protect_markup (every target lost markup)")
     if synthetic:
         train = mix(train, synthetic, d.augment.back_translation.ratio, seed=d.seed)
-    return Splits(train, dev, split_examples(d, d.test, max_test), data=d)
+    return Splits(train, dev, split_examples(d, d.test, max_test), data=d,
+                  excluded={"train": drop_train, "dev": drop_dev})
 
 
 def load_splits(cfg: RunConfig) -> Splits:
     """Every split the config names, read whole: a bad line anywhere fails here, naming file:line."""
-    if not cfg.data.tasks:
-        return load_task(cfg.data, cfg.eval.max_examples)
     tasks = {name: load_task(d, cfg.eval.max_examples) for name, d in cfg.data.task_configs()}
+    check_exclusions(cfg.data, {name: (s.train, s.excluded["train"]) for name, s in tasks.items()})
+    if not cfg.data.tasks:
+        return next(iter(tasks.values()))
+    excluded = {split: sum((s.excluded[split] for s in tasks.values()), Counter()) for split in ("train", "dev")}
     return Splits([e for s in tasks.values() for e in s.train], [e for s in tasks.values() for e in s.dev],
-                  [e for s in tasks.values() for e in s.test], tasks=tasks)
+                  [e for s in tasks.values() for e in s.test], tasks=tasks, excluded=excluded)
 
 
 def encode_task(d: DataConfig, splits: Splits, tokenizer, family: str, noise_seed: int) -> TaskData:

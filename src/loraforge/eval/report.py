@@ -182,6 +182,21 @@ def task_sections(metrics: RunMetrics) -> list[Section]:
     return sections
 
 
+def extra_test_sections(metrics: RunMetrics) -> tuple[list[Section], dict[str, str]]:
+    """eval.extra_tests: one metrics table per set, headed CONTAMINATED when training saw its pages,
+    and a summary line per set saying whether it is held out (``eval.heldout``)."""
+    from loraforge.eval.heldout import held_out
+
+    sections: list[Section] = []
+    notes: dict[str, str] = {}
+    for name, t in held_out(metrics).items():
+        flag = " - CONTAMINATED: training saw its pages" if t.contaminated else ""
+        rows = metrics_rows(t.before, t.after)
+        sections.append((f"Extra test {name} ({t.split}){flag}", ["metric", "base", "tuned", "change"], rows))
+        notes[f"test {name}"] = t.note()
+    return sections, notes
+
+
 def _task_samples(run: RunDir, cfg: RunConfig, task_tests: dict) -> list[dict]:
     """A few samples per non-PII task, from the run's saved outputs."""
     names = [n for n, (d, _) in task_tests.items() if d.task != "pii"]
@@ -217,12 +232,17 @@ def write_run_report(run: RunDir, cfg: RunConfig, metrics: RunMetrics, test: lis
                         "trainable params": f"{t.trainable_params:,} ({t.trainable_pct:.3f}%)",
                         "train time": f"{t.seconds} s", "tokens/s": t.tokens_per_s,
                         "peak RSS": f"{t.peak_rss_mb:g} MB", "dtype": t.dtype})
+    if cfg.data.exclude_sources:
+        summary["excluded sources"] = ", ".join(cfg.data.exclude_sources)
+    extra, notes = extra_test_sections(metrics)
+    summary.update(notes)
     if metrics.tasks:  # the per-task tables say it all; the first task's would be shown twice
         write_report(run, f"loraforge run: {run.name}", summary, None, {}, samples, run.history(),
-                     sections=task_sections(metrics))
+                     sections=task_sections(metrics) + extra)
         return run.report_md
     write_report(run, f"loraforge run: {run.name}", summary, metrics.before, metrics.after, samples, run.history(),
-                 baseline=metrics.baseline, pii_compare=metrics.pii_compare, pii_curve=metrics.pii_curve)
+                 baseline=metrics.baseline, sections=extra, pii_compare=metrics.pii_compare,
+                 pii_curve=metrics.pii_curve)
     return run.report_md
 
 

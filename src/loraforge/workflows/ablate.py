@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from loraforge.config import TASK_NAME, ConfigError, RunConfig, load_config
+from loraforge.eval.heldout import held_out
 from loraforge.runs import RunDir, atomic_write
 from loraforge.runs.isolated import train_isolated
 
@@ -111,15 +112,23 @@ def row_configs(spec: AblationSpec, spec_path: str | Path, out: Path, rows: list
 def _scores(run: RunDir, task: str | None) -> dict:
     """The row's metrics: the chosen task's (``task``, else the run's first) by plain name, and every
     task's as ``<task>.<metric>`` (a single-task run's task is ``data.task``: ``pii.leak_rate``), so one
-    table can hold a two-task adapter beside the two single-task ones."""
+    table can hold a two-task adapter beside the two single-task ones; each eval.extra_tests set's as
+    ``<name>.<metric>`` (``tutorials.chrf``), and ``<name>.contaminated`` (1 when training saw its pages)."""
     metrics = run.metrics()
+    extra = {f"{name}.{m}": v for name, t in held_out(metrics).items()
+             for m, v in {**t.after, "contaminated": int(t.contaminated)}.items()}
     if metrics.tasks:
         by_task = {name: dict(t.after) for name, t in metrics.tasks.items()}
         plain = by_task.get(task or next(iter(by_task)), {})  # a run without that task: prefixed names only
     else:
         by_task = {metrics.task: dict(metrics.after)}
         plain = dict(metrics.after)
-    return {**plain, **{f"{t}.{m}": v for t, scores in by_task.items() for m, v in scores.items()}}
+    return {**plain, **{f"{t}.{m}": v for t, scores in by_task.items() for m, v in scores.items()}, **extra}
+
+
+def contaminated_sets(scores: list[dict]) -> list[str]:
+    """The eval.extra_tests sets whose pages some seed of a row trained on (``<name>.contaminated``)."""
+    return sorted({k.rsplit(".", 1)[0] for s in scores for k, v in s.items() if k.endswith(".contaminated") and v})
 
 
 def summarize(values: list[float]) -> dict:
@@ -150,7 +159,7 @@ def ablate(spec_path: str, out: str | None = None, rows: str | None = None, seed
                 scores.append(_scores(RunDir(cfg.output.dir), spec.task))
         results[name] = {"seeds": list(by_seed), "errors": errors, "metrics": {
             m: summarize([s[m] for s in scores if s.get(m) is not None]) for m in spec.metrics
-            if any(s.get(m) is not None for s in scores)}}
+            if any(s.get(m) is not None for s in scores)}, "contaminated": contaminated_sets(scores)}
     command = f"loraforge ablate {spec_path}" + (f" --out {out}" if out else "") + (
         f" --rows {rows}" if rows else "") + (f" --seeds {seeds}" if seeds else "")
     atomic_write(root / "ablation.json", json.dumps({"spec": spec.model_dump(), "command": command,
@@ -170,10 +179,18 @@ def _cell(stats: dict | None, base: dict | None) -> str:
     return text
 
 
+def metric_name(metric: str) -> str:
+    """The column heading: 'chrf' -> 'chrF', 'tutorials.chrf' -> 'tutorials chrF'."""
+    if metric in METRIC_NAMES:
+        return METRIC_NAMES[metric]
+    prefix, _, name = metric.rpartition(".")
+    return f"{prefix} {METRIC_NAMES[name]}" if prefix and name in METRIC_NAMES else metric
+
+
 def to_markdown(spec: AblationSpec, results: dict, command: str) -> str:
     names = list(results)
     base = results[names[0]]["metrics"] if names else {}
-    header = "| row | " + " | ".join(METRIC_NAMES.get(m, m) for m in spec.metrics) + " | seeds |"
+    header = "| row | " + " | ".join(metric_name(m) for m in spec.metrics) + " | seeds |"
     lines = [f"# Ablation: {Path(spec.config).name}", "",
              f"Every row: the base config plus `{' '.join(spec.overrides) or '(no shared overrides)'}`; mean ± sd "
              f"over seeds; in brackets, the difference of the mean from the first row ({names[0] if names else '-'}).",
@@ -182,6 +199,7 @@ def to_markdown(spec: AblationSpec, results: dict, command: str) -> str:
         cells = [_cell(r["metrics"].get(m), base.get(m)) for m in spec.metrics]
         done = len(r["seeds"]) - len(r["errors"])
         seeds = f"{done}/{len(r['seeds'])}" + (f" (failed: {', '.join(map(str, r['errors']))})" if r["errors"] else "")
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {seeds} |")
+        flag = f" (trained on {', '.join(r['contaminated'])}: not held out)" if r.get("contaminated") else ""
+        lines.append(f"| {name}{flag} | " + " | ".join(cells) + f" | {seeds} |")
     lines += ["", f"Reproduce: `{command}`", ""]
     return "\n".join(lines)

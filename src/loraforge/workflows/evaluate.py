@@ -8,7 +8,7 @@ from pathlib import Path
 
 from loraforge.config import RunConfig
 from loraforge.data.formats import DataError
-from loraforge.data.splits import test_examples
+from loraforge.data.splits import extra_tests, test_examples
 from loraforge.eval.inference import evaluate, load_for_inference
 from loraforge.runs import RunDir, atomic_write, resolve_adapter
 
@@ -25,9 +25,10 @@ def eval_run(cfg: RunConfig, adapter: str | Path | None = None, out_path: str | 
     dev = _check_pii_flags(cfg, adapter, pii_curve, bias)
     if cfg.data.tasks:
         return _eval_tasks(cfg, adapter, out_path, show_examples)
-    test = test_examples(cfg)
+    test, extra = test_examples(cfg), extra_tests(cfg)
     loaded, model = load_for_inference(cfg, adapter)
     metrics, hyps = evaluate(loaded, model, cfg, test)
+    metrics.update(_score_extra(cfg, loaded, model, extra, adapter))
     if cfg.data.task == "pii" and adapter is not None:
         table, curve = pii_side_by_side(cfg, loaded, model, adapter, bias, pii_curve, dev)
         metrics["pii_compare"] = table.model_dump()
@@ -47,7 +48,7 @@ def _eval_tasks(cfg: RunConfig, adapter: str | Path | None, out_path: str | Path
     from loraforge.data.splits import task_tests
     from loraforge.eval.inference import evaluate_tasks
 
-    tests = task_tests(cfg)
+    tests, extra = task_tests(cfg), extra_tests(cfg)
     if not any(examples for _, examples in tests.values()):
         raise DataError("no entry of data.tasks has a test split: nothing to evaluate")
     loaded, model = load_for_inference(cfg, adapter)
@@ -57,10 +58,24 @@ def _eval_tasks(cfg: RunConfig, adapter: str | Path | None, out_path: str | Path
             for e, h in list(zip(tests[name][1], hyps))[: cfg.eval.samples_in_report]:
                 print(json.dumps({"task": name, "source": e.source, "reference": e.target, "output": h},
                                  ensure_ascii=False))
-    metrics = {"tasks": {name: m for name, (m, _) in results.items()}}
+    metrics = {"tasks": {name: m for name, (m, _) in results.items()},
+               **_score_extra(cfg, loaded, model, extra, adapter)}
     if out_path:
         atomic_write(out_path, json.dumps(metrics, indent=2))
     return metrics
+
+
+def _score_extra(cfg: RunConfig, loaded, model, tests: dict, adapter: str | Path | None) -> dict:
+    """eval.extra_tests beside the test split: {"extra_tests": {name: scores}} ({} without). For an
+    adapter, each set says how many of its pages the config's training rows (after
+    data.exclude_sources) hold: the config is taken to be the one the adapter was trained with."""
+    from loraforge.data.splits import read_split
+    from loraforge.eval import heldout
+
+    if not tests:
+        return {}
+    train = [] if adapter is None else [e for _, d in cfg.data.task_configs() for e in read_split(d, "train")[0]]
+    return heldout.as_metrics(heldout.score_after(cfg, loaded, model, tests, train))
 
 
 def rebuild_report(run_dir: str | Path | RunDir) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from loraforge.config import RunConfig
 from loraforge.data.formats import example_problems
-from loraforge.data.splits import split_examples
+from loraforge.data.splits import check_exclusions, read_split
 
 TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"
 
@@ -56,15 +56,19 @@ def check_data(cfg: RunConfig, n: int = 3, out=None) -> bool:
     Examples over data.max_length are dropped by the trainer, never truncated: counted, not failed."""
     from rich.console import Console
 
-    tasks = []  # the data is read (and a bad line reported) before the tokenizer loads
+    tasks, excluded, train = [], [], {}  # the data is read (and a bad line reported) before the tokenizer loads
     for name, d in cfg.data.task_configs():
         task_cfg = cfg.model_copy(update={"data": d})
         label = f"{name}: " if cfg.data.tasks else ""
-        splits = [(label + split, split_examples(d, spec, limit)) for split, spec, limit in
-                  (("train", d.train, d.max_train_examples), ("dev", d.dev, d.max_dev_examples)) if spec]
-        tasks.append((label, task_cfg, splits))
+        read = {split: read_split(d, split) for split in ("train", "dev") if getattr(d, split)}
+        train[name] = read["train"]
+        excluded += [f"{label}{split} {n} ({p})" for split, (_, c) in read.items() for p, n in c.items()]
+        tasks.append((label, task_cfg, [(label + split, rows) for split, (rows, _) in read.items()]))
+    check_exclusions(cfg.data, train)
     tok, family = _tokenizer(cfg)
     console = Console(file=out, highlight=False)
+    if cfg.data.exclude_sources:
+        console.print(f"data.exclude_sources dropped rows: {', '.join(excluded)} (test splits keep theirs)")
     ok = True
     for label, task_cfg, splits in tasks:
         checked = [_check_split(console, tok, family, task_cfg, split, examples, n) for split, examples in splits]

@@ -13,6 +13,8 @@ import time
 
 from loraforge.config import ConfigError, RunConfig, load_config
 from loraforge.data.splits import Datasets, encode_splits, load_splits
+from loraforge.data.splits import extra_tests as load_extra_tests
+from loraforge.eval import heldout
 from loraforge.runs import RunDir, RunMetrics, TaskMetrics, TrainStats
 
 MAY_CHANGE_ON_RESUME = ("output.*", "eval.*", "train.steps", "train.save_every", "train.eval_every")
@@ -180,7 +182,7 @@ def _score_base_tasks(run: RunDir, cfg: RunConfig, loaded, data: Datasets, progr
 
 
 def _finish_tasks(run: RunDir, cfg: RunConfig, loaded, model, data: Datasets, before: dict | None, result,
-                  stats: TrainStats, t_start: float, progress: bool) -> RunMetrics:
+                  stats: TrainStats, t_start: float, progress: bool, extra: dict | None = None) -> RunMetrics:
     """Multi-task: score every task with its own settings and metrics, record the mix each task got,
     write metrics.json (per task under ``tasks``; before/after = the first task's) and the report."""
     from loraforge.eval.inference import evaluate_tasks, task_run_config
@@ -204,7 +206,7 @@ def _finish_tasks(run: RunDir, cfg: RunConfig, loaded, model, data: Datasets, be
                                   sampled=(result.task_counts or {}).get(name))
     first = next(iter(tasks.values()))
     metrics = RunMetrics(task="multi", before=first.before, after=first.after, train=stats, tasks=tasks,
-                         wall_seconds=round(time.perf_counter() - t_start, 1))
+                         wall_seconds=round(time.perf_counter() - t_start, 1), **(extra or {}))
     run.write_metrics(metrics)
     write_run_report(run, cfg, metrics, data.test, [], task_tests=tests)
     return metrics
@@ -220,6 +222,7 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Ru
     run, cfg = _open_run(cfg, resume, is_main)
     t_start = time.perf_counter()
     splits = load_splits(cfg)  # every data file parsed before the model loads: a bad line costs a second
+    extra_tests = load_extra_tests(cfg)
     loaded = _load_base(cfg)
     data = encode_splits(cfg, splits, loaded.tokenizer, loaded.family)
     mix = "" if not data.tasks else " (tasks: " + ", ".join(
@@ -227,8 +230,12 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Ru
     _log(f"model {cfg.model.name} ({loaded.family}, {next(loaded.model.parameters()).dtype}); "
          f"{len(data.train)} train / {len(data.dev)} dev examples, {len(data.test)} test{mix}; "
          f"dropped over max_length: {data.dropped_too_long}")
+    if any(splits.excluded.get(k) for k in ("train", "dev")):
+        _log("dropped by data.exclude_sources: " + "; ".join(
+            f"{k} " + ", ".join(f"{p} {n}" for p, n in c.items()) for k, c in splits.excluded.items() if c))
     score_base = _score_base_tasks if data.tasks else _score_base
     before = score_base(run, cfg, loaded, data, progress) if is_main else None
+    extra_before = heldout.score_before(run, cfg, loaded, extra_tests, progress) if is_main else None
     model, result = _fit(run, cfg, loaded, data, resume, progress)
     identical = dist.same_on_all_ranks([p.detach() for p in model.parameters() if p.requires_grad])
     if not is_main:
@@ -236,14 +243,18 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Ru
     save_adapter(model, run.adapter_dir)
     run.write_history(result.history)
     stats = _train_stats(model, loaded, result, identical)
+    if extra_tests:
+        _log(f"evaluating the tuned model on eval.extra_tests: {', '.join(extra_tests)}")
+    extra = heldout.as_metrics(heldout.score_after(cfg, loaded, model, extra_tests, splits.train, extra_before, run,
+                                                   progress))
     if data.tasks:
-        metrics = _finish_tasks(run, cfg, loaded, model, data, before, result, stats, t_start, progress)
+        metrics = _finish_tasks(run, cfg, loaded, model, data, before, result, stats, t_start, progress, extra)
         _log(f"done: {run}  " + "  ".join(f"{name}: " + " ".join(f"{k}={v}" for k, v in t.after.items() if k != "n")
                                           for name, t in metrics.tasks.items()))
         return run
     after, hyps_after = _score_tuned(run, cfg, loaded, model, data, progress)
     metrics = RunMetrics(task=cfg.data.task, before=before, after=after, train=stats,
-                         wall_seconds=round(time.perf_counter() - t_start, 1))
+                         wall_seconds=round(time.perf_counter() - t_start, 1), **extra)
     if cfg.data.task == "pii" and data.test:  # every masker on the same rows, hand-written set too
         from loraforge.pii.sidebyside import compare_run
 
