@@ -50,11 +50,18 @@ def tiny_splits() -> dict[str, list[dict]]:
 def test_section_takes_every_split_and_drops_english_trained_outside_it():
     report = k8s.Report()
     out = k8s.section_pairs(tiny_splits(), "docs/tutorials/", report, "tutorials")
-    # from train, dev and test, sorted by page; "Create a Service" is on a concepts train page: dropped
+    # from train, dev and test, by page; "Create a Service" is on a concepts train page: dropped
     assert [(r["source"], r["en"]) for r in out] == [
         ("docs/tutorials/a.md", "Test page pair"), ("docs/tutorials/z.md", "Hello tutorial"),
         ("docs/tutorials/z.md", "Only in tutorials")]
     assert report.dropped["tutorials_en_seen_in_train"] == 1
+
+
+def test_section_rows_go_round_robin_over_pages_so_a_prefix_covers_many():
+    splits = {"train": [rec("docs/tutorials/a.md", i, f"a{i}") for i in range(3)]
+              + [rec("docs/tutorials/b.md", i, f"b{i}") for i in range(2)] + [rec("docs/tutorials/c.md", 0, "c0")]}
+    out = k8s.section_pairs(splits, "docs/tutorials/", k8s.Report(), "tutorials")
+    assert [r["en"] for r in out] == ["a0", "b0", "c0", "a1", "b1", "a2"]
 
 
 def test_section_files_are_byte_reproducible_and_the_cli_flag_writes_them(tmp_path):

@@ -482,13 +482,21 @@ def section_pairs(splits: dict[str, list[dict]], prefix: str, report: Report, na
     """Every pair of the pages under ``prefix`` (from every split), minus pairs whose English a page
     outside the section trains on (counted as ``<name>_en_seen_in_train``, the rule of
     ``drop_english_seen_in_train``): a held-out set in another style than the pages a run trains on,
-    once the run excludes ``prefix`` (``data.exclude_sources``). Sorted by page path, then as built."""
+    once the run excludes ``prefix`` (``data.exclude_sources``).
+
+    Ordered round-robin over the pages (each page's first pair, in page-path order, then each page's
+    second, ...), so that the first N rows that ``eval.max_examples`` scores come from as many pages
+    as N allows instead of the first page or two."""
     records = [r for split in ("train", "dev", "test") for r in splits.get(split, [])]
     section = sorted((r for r in records if r["source"].startswith(prefix)), key=lambda r: r["source"])
     outside_en = {r["en"] for r in splits.get("train", []) if not r["source"].startswith(prefix)}
     keep = [r for r in section if r["en"] not in outside_en]
     report.dropped[f"{name}_en_seen_in_train"] += len(section) - len(keep)
-    return keep
+    by_page: dict[str, list[dict]] = {}
+    for r in keep:
+        by_page.setdefault(r["source"], []).append(r)
+    rank = {id(r): (i, page) for page, rows in by_page.items() for i, r in enumerate(rows)}
+    return sorted(keep, key=lambda r: rank[id(r)])
 
 
 def build(source: str | Path, out: str | Path, lang: str = "zh-cn", section: str = "docs",

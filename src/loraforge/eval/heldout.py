@@ -11,42 +11,12 @@ from __future__ import annotations
 
 import json
 
-from pydantic import BaseModel, ConfigDict
-
 from loraforge.config import RunConfig
 from loraforge.data.formats import Example
-from loraforge.runs import RunDir, RunMetrics, atomic_write
+from loraforge.runs import HeldOutScores, RunDir, RunMetrics, atomic_write
 
 BEFORE_FILE = "metrics_before_extra.json"
 """The base model's scores on the extra tests, kept in the run so a resume does not score them again."""
-
-
-class HeldOutScores(BaseModel):
-    """One extra test set of a run: its scores and how much of it training saw."""
-
-    model_config = ConfigDict(extra="allow")
-    split: str
-    """The split scored, e.g. "k8s:tutorials"."""
-    before: dict | None = None
-    after: dict = {}
-    documents: int = 0
-    """Pages the scored rows come from (rows without a page path count as none)."""
-    trained_rows: int = 0
-    """Training rows from those pages: more than 0 means the set is not held out."""
-    trained_documents: int = 0
-    """Of ``documents``, how many the training data has rows from."""
-
-    @property
-    def contaminated(self) -> bool:
-        return self.trained_rows > 0
-
-    def note(self) -> str:
-        pages = f"{self.documents} page{'' if self.documents == 1 else 's'}"
-        if not self.contaminated:
-            return (f"held out: no training row comes from its {pages}" if self.documents
-                    else "its rows carry no page path: whether training saw them is unknown")
-        return (f"CONTAMINATED: training saw {self.trained_rows} rows from {self.trained_documents} of its {pages} "
-                "(data.exclude_sources does not cover them); these scores do not measure held-out pages")
 
 
 def _pages(examples: list[Example]) -> set[str]:
@@ -100,12 +70,9 @@ def score_after(cfg: RunConfig, loaded, model, tests: dict[str, tuple], train: l
 
 def as_metrics(scores: dict[str, HeldOutScores]) -> dict:
     """The ``extra_tests`` entry of metrics.json ({} when there are none, so nothing is added)."""
-    return {"extra_tests": {name: {**s.model_dump(), "contaminated": s.contaminated} for name, s in scores.items()}
-            } if scores else {}
+    return {"extra_tests": {name: s.model_dump() for name, s in scores.items()}} if scores else {}
 
 
 def held_out(metrics: RunMetrics) -> dict[str, HeldOutScores]:
     """A run's extra test sets, read back from its metrics.json ({} for runs without)."""
-    raw = (metrics.model_extra or {}).get("extra_tests") or {}
-    return {name: HeldOutScores.model_validate({k: x for k, x in v.items() if k != "contaminated"})
-            for name, v in raw.items()}
+    return metrics.extra_tests or {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 TaskScores = dict[str, Any]
 """One evaluation's metrics, e.g. {"chrf": 45.6, "bleu": 30.1, "markup": 52.4, "n": 100}."""
@@ -105,6 +105,37 @@ class TaskMetrics(_Record):
     """Examples actually drawn from the task over the run."""
 
 
+class HeldOutScores(_Record):
+    """One extra test set of a run (``eval.extra_tests``): its scores and how much of it training saw."""
+
+    split: str
+    """The split scored, e.g. "k8s:tutorials"."""
+    before: TaskScores | None = None
+    after: TaskScores = {}
+    documents: int = 0
+    """Pages the scored rows come from (rows without a page path count as none)."""
+    trained_rows: int = 0
+    """Training rows from those pages: more than 0 means the set is not held out."""
+    trained_documents: int = 0
+    """Of ``documents``, how many the training data has rows from."""
+
+    contaminated: bool = False
+    """Training saw rows from these pages (set from ``trained_rows``)."""
+
+    @model_validator(mode="after")
+    def _contaminated_from_rows(self) -> HeldOutScores:
+        self.contaminated = self.trained_rows > 0
+        return self
+
+    def note(self) -> str:
+        pages = f"{self.documents} page{'' if self.documents == 1 else 's'}"
+        if not self.contaminated:
+            return (f"held out: no training row comes from its {pages}" if self.documents
+                    else "its rows carry no page path: whether training saw them is unknown")
+        return (f"CONTAMINATED: training saw {self.trained_rows} rows from {self.trained_documents} of its {pages} "
+                "(data.exclude_sources does not cover them); these scores do not measure held-out pages")
+
+
 class RunMetrics(_Record):
     task: str
     """data.task; 'multi' for a multi-task run (data.tasks), whose before/after are its first task's."""
@@ -122,6 +153,8 @@ class RunMetrics(_Record):
     """PII: the recall knob's curve on the dev split (``loraforge eval --pii-curve``)."""
     tasks: dict[str, TaskMetrics] | None = None
     """Multi-task: each task's metrics and mix, by task name."""
+    extra_tests: dict[str, HeldOutScores] | None = None
+    """``eval.extra_tests``: more test sets scored beside the test split, by name."""
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, exclude_none=False)
