@@ -86,6 +86,20 @@ def test_the_shipped_spec_loads_and_every_row_validates():
     assert all(len(by_seed) == 3 for by_seed in configs.values())
 
 
+def test_every_shipped_spec_validates_and_rows_differ_only_by_their_overrides():
+    from loraforge.workflows.ablate import row_configs
+
+    for path in sorted((Path(__file__).parents[2] / "configs" / "ablations").glob("*.yaml")):
+        configs = row_configs(load_spec(path), path, Path("/tmp/never"), check_files=False)
+        base = configs["baseline"][0]
+        assert base.data.exclude_sources == ["docs/tutorials/"], path.name
+        assert base.eval.extra_tests == {"tutorials": "k8s:tutorials"}, path.name
+        if "noise-all" in configs:
+            noisy = configs["noise-all"][0]
+            assert noisy.data.augment.noise.dropout == 0.1 and base.data.augment.noise.dropout == 0
+            assert noisy.train == base.train and noisy.adapter == base.adapter, path.name
+
+
 def test_row_scores_name_the_chosen_tasks_metrics_plainly_and_every_tasks_with_its_name(tmp_path):
     """One table holds a two-task adapter beside the single-task ones: pii.leak_rate means the same in both."""
     from loraforge.runs import RunMetrics, TaskMetrics

@@ -524,7 +524,7 @@ def commands() -> list[Command]:
                 )),
         Command(("ablate",), "train rows of recipes x seeds on one budget; write the mean ± sd table",
                 "loraforge.workflows.ablate:ablate", args=(
-                    arg("spec_path", metavar="SPEC", help="ablation spec (see configs/ablation-k8s-en-zh.yaml)"),
+                    arg("spec_path", metavar="SPEC", help="ablation spec (see configs/ablations/k8s-en-zh.yaml)"),
                     arg("--out", help="where the runs and ablation.md go (default: runs/ablation-<spec name>)"),
                     arg("--rows", help="comma-separated rows of the spec to run (default: all)"),
                     arg("--seeds", help="comma-separated seeds (default: the spec's)"),
