@@ -364,7 +364,6 @@ class EvalConfig(_Section):
     """Outputs equal a batch-1 greedy loop's: generate in fp32 and re-decode near-tied rows alone.
     false: the model's dtype (bf16 on AMX, faster there) and no re-decoding."""
 
-
     @field_validator("extra_tests")
     @classmethod
     def _test_names(cls, value: dict[str, str]) -> dict[str, str]:

@@ -454,6 +454,12 @@ def write_jsonl_gz(path: Path, records: list[dict]) -> None:
     atomic_write(path, buf.getvalue())
 
 
+def read_jsonl_gz(path: Path) -> list[dict]:
+    """The records of a ``write_jsonl_gz`` file."""
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
 def add_pairs(out: list[dict], seen: set[tuple[str, str]], report: Report, rel: str, key: str,
               pairs: list[tuple[str, str, str]], reject) -> None:
     """Append one page's (kind, en, tgt) pairs to its split as records numbered per page; a pair that
@@ -492,11 +498,12 @@ def section_pairs(splits: dict[str, list[dict]], prefix: str, report: Report, na
     outside_en = {r["en"] for r in splits.get("train", []) if not r["source"].startswith(prefix)}
     keep = [r for r in section if r["en"] not in outside_en]
     report.dropped[f"{name}_en_seen_in_train"] += len(section) - len(keep)
-    by_page: dict[str, list[dict]] = {}
+    nth: Counter = Counter()  # each row's position within its page
+    ranked = []
     for r in keep:
-        by_page.setdefault(r["source"], []).append(r)
-    rank = {id(r): (i, page) for page, rows in by_page.items() for i, r in enumerate(rows)}
-    return sorted(keep, key=lambda r: rank[id(r)])
+        ranked.append((nth[r["source"]], r["source"], len(ranked), r))
+        nth[r["source"]] += 1
+    return [r for *_, r in sorted(ranked, key=lambda t: t[:3])]
 
 
 def build(source: str | Path, out: str | Path, lang: str = "zh-cn", section: str = "docs",
@@ -539,10 +546,7 @@ def review_sample(out: str | Path, n: int = 100, seed: str = "review") -> list[d
     Hashing the pair (not drawing by position) keeps the sample stable when an aligner change
     adds or drops other pairs, so a review stays valid for the pairs it covered.
     """
-    recs = []
-    for name in ("train", "dev", "test"):
-        with gzip.open(Path(out) / f"{name}.jsonl.gz", "rt", encoding="utf-8") as f:
-            recs.extend(json.loads(line) for line in f)
+    recs = [r for name in ("train", "dev", "test") for r in read_jsonl_gz(Path(out) / f"{name}.jsonl.gz")]
     def key(r: dict) -> str:
         tgt = next(v for k, v in r.items() if k not in ("id", "en", "source", "kind"))
         return hashlib.sha256(f"{seed}\t{r['en']}\t{tgt}".encode("utf-8")).hexdigest()

@@ -3,14 +3,12 @@ and the monolingual splits) in one command, so every packaged file has one rebui
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
 from importlib import resources
 from pathlib import Path
 
 from loraforge.data.formats import DataError
-from loraforge.data.k8s import Report, build, section_pairs, write_jsonl_gz
+from loraforge.data.k8s import Report, build, read_jsonl_gz, section_pairs, write_jsonl_gz
 from loraforge.data.k8s_mono import build_mono
 from loraforge.data.k8s_structure import build_structure
 
@@ -23,8 +21,7 @@ def held_out_english(name: str = "k8s-en-zh") -> set[str]:
         path = base / f"{split}.jsonl.gz"
         if not path.is_file():
             raise DataError(f"{path}: not found (needed to hold its English out of train; or pass --no-holdout)")
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            out |= {json.loads(line)["en"] for line in f}
+        out |= {r["en"] for r in read_jsonl_gz(path)}
     return out
 
 
@@ -50,8 +47,7 @@ def write_section(out: str | Path, prefix: str, report: Report | None = None) ->
         path = out / f"{split}.jsonl.gz"
         if not path.is_file():
             raise DataError(f"{path}: not found (--holdout-section reads the built train/dev/test files)")
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            splits[split] = [json.loads(line) for line in f]
+        splits[split] = read_jsonl_gz(path)
     records = section_pairs(splits, prefix, report, name)
     if not records:
         raise DataError(f"--holdout-section {prefix!r}: no pair of {out} comes from a page under it "
