@@ -180,7 +180,7 @@ def test_v1_mask_finds_the_pii_task_of_a_multitask_adapter(multi_run, tiny_model
             service = app.state.pii_masker
             name, path, cfg = service.pii_adapter(app.state.engine.adapters, "multi")
             assert cfg.data.task == "pii" and cfg.data.system_prompt == "Mask personal data."
-            assert "Mask personal data." in service.constrained(path, cfg).prompt("x")
+            assert "Mask personal data." in service.finder(path, cfg).prompt("x")
             meta = app.state.engine.adapters["multi"]  # chat without a system prompt: the first task's
             assert (meta["system_prompt"], meta["template"]) == ("Mask personal data.", "auto")
     finally:

@@ -37,6 +37,12 @@ def load_adapter(model: torch.nn.Module, adapter_dir: str | Path, trainable: boo
         return type(model).from_pretrained(str(ref.dir), dtype=next(model.parameters()).dtype).to(model.device)
     import peft
 
+    from loraforge.runs import tagger_meta
+
+    if (meta := tagger_meta(ref.dir)) is not None:  # a tagging head: rebuild it, then PEFT loads its weights
+        from loraforge.models.tagger import build_tagger
+
+        model = build_tagger(model, tuple(meta["labels"]), meta["bidirectional"])
     return peft.PeftModel.from_pretrained(model, str(ref.dir), is_trainable=trainable)
 
 
@@ -64,6 +70,12 @@ def save_adapter(model: torch.nn.Module, out_dir: str | Path) -> Path:
             save_bottleneck(model, tmp)
         else:
             model.save_pretrained(tmp, safe_serialization=True)
+            if getattr(model, "is_token_tagger", False):
+                import json
+
+                from loraforge.runs import TAGGER_FILE
+
+                (tmp / TAGGER_FILE).write_text(json.dumps(model.meta(), indent=1) + "\n")
     return Path(out_dir)
 
 

@@ -199,6 +199,8 @@ def encode_examples(tokenizer, examples: list[Example], cfg: DataConfig, family:
     """``encode_example`` for many examples, tokenized in one batch call (fast tokenizers parallelize)."""
     if family == "seq2seq":
         return [_encode_seq2seq(tokenizer, e, cfg) for e in examples]
+    if family == "tagger":  # the text and a tag per token (model.head=tagger), no prompt, no target
+        return encode_tagged(tokenizer, examples, cfg.max_length)
     name, stops, bos = _facts(tokenizer, cfg.template)
     parts = [_prompt_and_target(tokenizer, name, e, cfg) for e in examples]
     if not parts:
@@ -215,6 +217,21 @@ def encode_examples(tokenizer, examples: list[Example], cfg: DataConfig, family:
             t_ids.append(tokenizer.eos_token_id)
         labels = [IGNORE] * len(p_ids) + t_ids
         out.append(Encoded(p_ids + t_ids, labels, too_long=len(labels) > cfg.max_length))
+    return out
+
+
+def encode_tagged(tokenizer, examples: list[Example], max_length: int) -> list[Encoded]:
+    """Rows for a PII tagger (``model.head=tagger``): the text's tokens (with the tokenizer's special
+    tokens) and one tag per token (``data/pii_tags.py``); rows over ``max_length`` tokens are flagged ``too_long``."""
+    from loraforge.data.pii_tags import example_spans, token_labels
+
+    if not examples:
+        return []
+    enc = tokenizer([e.source for e in examples], return_offsets_mapping=True)
+    out = []
+    for e, ids, offsets in zip(examples, enc["input_ids"], enc["offset_mapping"]):
+        labels = token_labels(e.source, example_spans(e), [tuple(o) for o in offsets])
+        out.append(Encoded(list(ids), labels, too_long=len(ids) > max_length))
     return out
 
 

@@ -173,12 +173,26 @@ def evaluate(loaded, model, cfg: RunConfig, examples: list[Example], progress: b
     from loraforge.eval.metrics import task_metrics
 
     sources = [e.source for e in examples]
+    if getattr(model, "is_token_tagger", False):  # tags, not text: its spans as placeholders, the model alone
+        from loraforge.models.tagger import tag_texts
+
+        hyps = [_placeholders(s, spans) for s, spans in zip(sources, tag_texts(model, loaded.tokenizer, sources))]
+        return task_metrics(cfg.data.task, sources, hyps, [e.target for e in examples], cfg.data.tgt_lang), hyps
     out, repair = generate_restored(loaded, model, cfg, sources, [e.system for e in examples], progress=progress)
     metrics = task_metrics(cfg.data.task, sources, out.texts, [e.target for e in examples], cfg.data.tgt_lang)
     if repair is not None:
         metrics.update(placeholders=repair["placeholders"], placeholders_repaired=repair["placeholders_repaired"],
                        segments_repaired=repair["segments_repaired"], segments_fallback=repair["segments_fallback"])
     return metrics, out.texts
+
+
+def _placeholders(text: str, spans: list[tuple]) -> str:
+    """``text`` with each tagged (start, end, type, ...) span replaced by ``[TYPE]`` (spans in order)."""
+    out, last = [], 0
+    for start, end, typ, *_ in spans:
+        out += [text[last:start], f"[{typ}]"]
+        last = end
+    return "".join(out) + text[last:]
 
 
 def load_for_inference(cfg: RunConfig, adapter: str | Path | None):

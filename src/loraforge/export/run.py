@@ -15,7 +15,7 @@ from pathlib import Path
 from loraforge.methods.registry import MethodSpec, spec_for_saved
 from loraforge.config import ConfigError, DataConfig, RunConfig
 from loraforge.export.card import model_card as render_card
-from loraforge.runs import RunDir, RunDirError, atomic_dir, resolve_adapter
+from loraforge.runs import RunDir, RunDirError, atomic_dir, resolve_adapter, tagger_meta
 
 FORMATS = ("adapter", "merged", "gguf", "oci", "gguf-lora", "docker-model")
 DTYPES = ("bf16", "fp16", "fp32")
@@ -117,6 +117,10 @@ def check_target(info: RunInfo, fmt: str) -> None:
     if fmt in ("gguf", "gguf-lora", "docker-model") and info.family == "seq2seq":
         raise ExportError(f"--format {fmt} supports decoder-only models (llama.cpp); this is a seq2seq run: "
                           "use --format merged")
+    if fmt != "adapter" and tagger_meta(info.adapter_dir) is not None:
+        raise ExportError(f"{info.adapter_dir} is a PII tagger (model.head=tagger): it tags tokens and writes no text, "
+                          f"so no LLM runtime can run it; --format {fmt} is refused. Use --format adapter, or mask with "
+                          "`loraforge mask --adapter RUN` / `loraforge serve` (POST /v1/mask)")
     if fmt in ("oci", "gguf", "gguf-lora", "docker-model") and info.adapter_config.get("modules_to_save"):
         raise ExportError(f"the adapter trains whole modules {info.adapter_config['modules_to_save']} "
                           f"(e.g. new tokens); --format {fmt} cannot carry them: use --format merged")

@@ -32,9 +32,18 @@ def check_targets(model: torch.nn.Module, targets) -> None:
 
 
 def task_type(family: str):
+    """PEFT's task type; None for a tagger (``models/tagger.py``), which PEFT wraps as a plain module."""
     from peft import TaskType
 
+    if family == "tagger":
+        return None
     return TaskType.SEQ_2_SEQ_LM if family == "seq2seq" else TaskType.CAUSAL_LM
+
+
+def head_kwargs(family: str) -> dict:
+    """A tagger's head is trained whole and saved with the adapter (PEFT's ``modules_to_save``), and is
+    no LoRA target (``all-linear`` would otherwise take it for one more layer)."""
+    return {"modules_to_save": ["score"], "exclude_modules": ["score"]} if family == "tagger" else {}
 
 
 def wrap(model: torch.nn.Module, method: str, peft_config) -> torch.nn.Module:

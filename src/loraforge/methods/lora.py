@@ -20,7 +20,7 @@ def build(model, cfg, family: str = "causal"):
     import torch
 
     from loraforge.errors import AdapterError
-    from loraforge.methods._peft import check_targets, task_type, wrap
+    from loraforge.methods._peft import check_targets, head_kwargs, task_type, wrap
 
     if cfg.method == "qlora":
         if not torch.cuda.is_available():
@@ -32,7 +32,7 @@ def build(model, cfg, family: str = "causal"):
     if cfg.method == "qlora":
         model = peft.prepare_model_for_kbit_training(model)
     config = peft.LoraConfig(task_type=task_type(family), r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                             target_modules=cfg.target_modules, use_dora=cfg.method == "dora")
+                             target_modules=cfg.target_modules, use_dora=cfg.method == "dora", **head_kwargs(family))
     return wrap(model, cfg.method, config)
 
 

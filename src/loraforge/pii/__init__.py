@@ -12,10 +12,10 @@ No torch at import time: the model is imported only by ``decode`` when a model m
 from loraforge.pii.decode import DEFAULT_BIAS, ConstrainedMasker
 from loraforge.pii.io import FORMATS, check_text, iter_files, iter_jsonl, output_record, read_text
 from loraforge.pii.mapping import MAPPING_FILE_MODE, MAPPING_WARNING, Mapping, MappingError, unmask
-from loraforge.pii.masker import STYLES, Masker, MaskOptions
+from loraforge.pii.masker import STYLES, Masker, MaskOptions, model_finder
 from loraforge.pii.patterns import PATTERN_NAMES
 from loraforge.pii.spans import MERGE_MODES, TYPES, MaskResult, Span
 
 __all__ = ["DEFAULT_BIAS", "ConstrainedMasker", "FORMATS", "check_text", "iter_files", "iter_jsonl", "output_record",
            "read_text", "MAPPING_FILE_MODE", "MAPPING_WARNING", "Mapping", "MappingError", "unmask", "STYLES", "Masker",
-           "MaskOptions", "PATTERN_NAMES", "MERGE_MODES", "TYPES", "MaskResult", "Span"]
+           "MaskOptions", "model_finder", "PATTERN_NAMES", "MERGE_MODES", "TYPES", "MaskResult", "Span"]

@@ -202,6 +202,7 @@ class ConstrainedMasker:
                  window: int = DEFAULT_WINDOW, types: tuple[str, ...] = TYPES, batch_size: int = 8,
                  max_steps_per_byte: float = 2.0):
         self.model, self.tokenizer, self.prompt = model, tokenizer, prompt
+        self.default_bias = DEFAULT_BIAS
         self.stop_ids = list(stop_ids)
         if not self.stop_ids:
             raise ValueError("constrained decoding needs at least one stop token id (EOS or end of turn)")

@@ -21,6 +21,20 @@ from loraforge.pii.spans import MERGE_MODES, MaskResult, Span, merge_spans
 STYLES = ("placeholder", "numbered", "pseudonym")
 
 
+def model_finder(model, tokenizer, data_cfg, bias: float | None = None, batch_size: int = 8, **decode_kwargs):
+    """The span finder over a tuned PII model: a tagger's ``TagFinder`` (``model.head=tagger``), else
+    copy-or-mask decoding prompted as training prompted it (``data_cfg``: the run's ``DataConfig``).
+    ``bias`` None: the finder's own default (``default_bias``)."""
+    if getattr(model, "is_token_tagger", False):
+        from loraforge.pii.tagger import DEFAULT_TAG_BIAS, TagFinder
+
+        return TagFinder(model, tokenizer, DEFAULT_TAG_BIAS if bias is None else bias, batch_size=max(batch_size, 16))
+    from loraforge.pii.decode import DEFAULT_BIAS, ConstrainedMasker
+
+    return ConstrainedMasker.from_config(model, tokenizer, data_cfg, bias=DEFAULT_BIAS if bias is None else bias,
+                                         batch_size=batch_size, **decode_kwargs)
+
+
 @dataclass
 class MaskOptions:
     merge: str = "union"
@@ -45,7 +59,8 @@ class MaskOptions:
 
 
 class Masker:
-    """``model``: a ``decode.ConstrainedMasker`` (or anything with ``find_spans(texts)``); None = patterns only."""
+    """``model``: a finder (``model_finder``: ``decode.ConstrainedMasker`` or ``tagger.TagFinder``, or anything
+    with ``find_spans(texts)``); None = patterns only."""
 
     def __init__(self, model=None, options: MaskOptions | None = None):
         self.model = model
@@ -58,11 +73,9 @@ class Masker:
 
     @classmethod
     def from_model(cls, model, tokenizer, data_cfg, options: MaskOptions | None = None, **decode_kwargs) -> "Masker":
-        """A masker over a tuned causal model, prompted as training prompted it (``data_cfg``:
-        the run's ``DataConfig``); ``decode_kwargs``: ``bias``, ``window``, ``batch_size``."""
-        from loraforge.pii.decode import ConstrainedMasker
-
-        return cls(ConstrainedMasker.from_config(model, tokenizer, data_cfg, **decode_kwargs), options)
+        """A masker over a tuned PII model (``model_finder``); ``decode_kwargs``: ``bias``, ``batch_size``
+        (and for copy-or-mask decoding ``window``)."""
+        return cls(model_finder(model, tokenizer, data_cfg, **decode_kwargs), options)
 
     @property
     def bias(self) -> float | None:

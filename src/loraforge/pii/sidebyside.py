@@ -85,13 +85,12 @@ def compare_run(cfg, model, tokenizer, bias: float | None = None, handwritten_li
                 presidio: bool = True, batch_size: int = 8) -> PiiComparison:
     """The table for a tuned PII model (its adapter merged while decoding), prompted as it was trained."""
     from loraforge.eval.inference import merged_for_inference
-    from loraforge.pii.decode import DEFAULT_BIAS, ConstrainedMasker
+    from loraforge.pii.masker import model_finder
 
-    bias = DEFAULT_BIAS if bias is None else bias
     sets = eval_sets(cfg, handwritten_limit)
     with merged_for_inference(model):
-        masker = ConstrainedMasker.from_config(model, tokenizer, cfg.data, bias=bias, batch_size=batch_size)
-        return compare_sets(sets, masker, bias, presidio)
+        masker = model_finder(model, tokenizer, cfg.data, bias=bias, batch_size=batch_size)
+        return compare_sets(sets, masker, masker.bias, presidio)
 
 
 def dev_records(cfg) -> tuple[str, list[dict]]:
@@ -110,11 +109,11 @@ def curve_run(cfg, model, tokenizer, biases: list[float], batch_size: int = 8, p
     """Leak rate and over-masking of the tuned model alone (``merge=model``) at each bias, on dev
     (``dev``: ``dev_records(cfg)`` already read, e.g. to check it before the model loaded)."""
     from loraforge.eval.inference import merged_for_inference
-    from loraforge.pii.decode import ConstrainedMasker
+    from loraforge.pii.masker import model_finder
 
     name, recs = dev or dev_records(cfg)
     with merged_for_inference(model):
-        masker = ConstrainedMasker.from_config(model, tokenizer, cfg.data, batch_size=batch_size)
+        masker = model_finder(model, tokenizer, cfg.data, batch_size=batch_size)
         # four batches per call: the decoder sorts each call's texts by length; the bar moves per call
         points = sweep_bias(masker, recs, list(biases), batch_size=max(batch_size * 4, 1), progress=progress)
     return PiiCurve(set=name, n=len(recs), points=[PiiCurvePoint(**p) for p in points])

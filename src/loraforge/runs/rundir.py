@@ -179,6 +179,16 @@ ADAPTER_MARKERS = {"adapter_config.json": "peft", "bottleneck_config.json": "bot
 """The file that says what kind of adapter folder it is (checked in this order)."""
 
 
+TAGGER_FILE = "tagger.json"
+"""Beside a PEFT adapter: it trains a token-tagging head (``models/tagger.py``), its labels and attention."""
+
+
+def tagger_meta(adapter_dir: str | Path) -> dict | None:
+    """A tagger adapter's labels and attention (``{"labels": [...], "bidirectional": bool}``), else None."""
+    path = Path(adapter_dir) / TAGGER_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 @dataclass(frozen=True)
 class AdapterRef:
     """An adapter folder, what kind it is, and the run it came from (None for a bare folder)."""

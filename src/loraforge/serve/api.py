@@ -67,6 +67,9 @@ def resolve_model(server: Server, name: str) -> str:
     if name in (server.base_name, "base"):
         return BASE
     if name in server.engine.adapters:
+        if server.engine.adapters[name].get("tagger"):
+            raise ServeError(f"model {name!r} is a PII tagger: it writes no text; POST /v1/mask with it instead",
+                             400, "invalid_request_error", "model")
         return name
     known = ", ".join([server.base_name, *server.engine.adapters])
     raise ServeError(f"model {name!r} does not exist; available: {known}", 404, "model_not_found", "model")

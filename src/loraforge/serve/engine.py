@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from loraforge.runs import tagger_meta
 from loraforge.serve.kv import SlotCache
 from loraforge.serve.lora import BASE, AdapterRouter
 from loraforge.serve.metrics import Metrics
@@ -178,6 +179,10 @@ class Engine:
             raise ServeError(f"{name}: only LoRA adapters can share batches (this one is {info.method})")
         meta = {"path": str(info.adapter_dir), "template": info.data.template if info.run_dir else "auto",
                 "system_prompt": info.data.system_prompt if info.run_dir else None, "created": int(time.time())}
+        if tagger_meta(info.adapter_dir) is not None:  # a PII tagger writes no text: only /v1/mask loads it
+            meta["tagger"] = True
+            self._call(lambda: self._register(name, meta))
+            return meta
         self._call(lambda: self._load(name, str(info.adapter_dir), meta))
         return meta
 
@@ -200,6 +205,9 @@ class Engine:
             if isinstance(model, PeftModel) and name in model.peft_config:
                 model.delete_adapter(name)  # PEFT may have registered it half-way
             raise ServeError(f"adapter {name!r} does not fit the base model: {str(e)[:300]}") from None
+        self._register(name, meta)
+
+    def _register(self, name: str, meta: dict) -> None:
         self.adapters[name] = meta
         self.metrics.set_gauge("loraforge_adapters_loaded", len(self.adapters))
 
@@ -211,8 +219,12 @@ class Engine:
         for r in [r for r in self.waiting if r.adapter == name]:
             self.waiting.remove(r)
             _emit(r, "error", gone)
+        if self.adapters[name].get("tagger"):  # never loaded into the generation model
+            del self.adapters[name]
+            self.metrics.set_gauge("loraforge_adapters_loaded", len(self.adapters))
+            return
         self.router.unmerge()
-        if len(self.adapters) == 1:  # PEFT keeps at least one adapter: unwrap to the plain base
+        if sum(not m.get("tagger") for m in self.adapters.values()) == 1:  # PEFT keeps at least one adapter: unwrap to the plain base
             self.router.model = self.router.model.unload().eval()
         else:
             self.router.model.delete_adapter(name)

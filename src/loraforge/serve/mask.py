@@ -91,7 +91,7 @@ class MaskService:
         self.base_name, self.device = base_name, device
         self.lock = threading.Lock()
         self._configs: dict[str, object] = {}  # adapter path -> its run config (None: not a run)
-        self._loaded: tuple[str, object] | None = None  # (adapter path, pii.ConstrainedMasker)
+        self._loaded: tuple[str, object] | None = None  # (adapter path, its span finder)
 
     def _config(self, path: str):
         if path not in self._configs:
@@ -132,12 +132,12 @@ class MaskService:
                 return name, adapters[name]["path"], cfg
         return None
 
-    def constrained(self, path: str, cfg):
-        """The ``pii.ConstrainedMasker`` over the base + this adapter (loaded once; call under ``lock``)."""
+    def finder(self, path: str, cfg):
+        """The span finder (``pii.model_finder``) over the base + this adapter (loaded once; call under ``lock``)."""
         if self._loaded is None or self._loaded[0] != path:
             from loraforge.adapters import load_adapter
             from loraforge.models.load import load_model
-            from loraforge.pii import ConstrainedMasker
+            from loraforge.pii import model_finder
 
             self._loaded = None  # free the previous model before loading another
             try:
@@ -148,19 +148,19 @@ class MaskService:
                                  "server_error") from None
             if hasattr(model, "merge_and_unload"):  # folded in for good: this copy serves one adapter
                 model = model.merge_and_unload()
-            self._loaded = (path, ConstrainedMasker.from_config(model, loaded.tokenizer, cfg.data))
+            self._loaded = (path, model_finder(model, loaded.tokenizer, cfg.data))
         return self._loaded[1]
 
     def mask(self, texts: list[str], options, adapter: tuple[str, str, object] | None, bias: float | None,
              fmt: str) -> list[dict]:
         """Masked records per text (worker thread; one at a time)."""
-        from loraforge.pii import DEFAULT_BIAS, Masker
+        from loraforge.pii import Masker
 
         with self.lock:
             model = None
             if adapter is not None and options.merge != "patterns":
-                model = self.constrained(adapter[1], adapter[2])
-                model.bias = DEFAULT_BIAS if bias is None else bias
+                model = self.finder(adapter[1], adapter[2])
+                model.bias = model.default_bias if bias is None else bias
             results = Masker(model, options).mask(texts)
         out = []
         for i, r in enumerate(results):

@@ -65,7 +65,7 @@ class TrainStep(torch.nn.Module):
             softcap = getattr(self.model.config, "final_logit_softcapping", None)
             loss, n = target_only_ce(hidden, lm_head, labels, self.cfg.logits_chunk, softcap, self.cfg.compile)
             return loss, torch.tensor(n)
-        if self.family == "seq2seq":
+        if self.family in ("seq2seq", "tagger"):  # a label per decoder / input position, no shift
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).logits
             flat = labels.reshape(-1)
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), flat,

@@ -22,7 +22,7 @@ def build_masker(adapter: str | None = None, merge: str | None = None, style: st
                  bias: float | None = None, locale: str = "en_US", across_batch: bool = False,
                  batch_size: int = 8):
     """A ``pii.Masker``: patterns only without an adapter, else the run's model (+ patterns by default)."""
-    from loraforge.pii import DEFAULT_BIAS, Masker, MaskOptions
+    from loraforge.pii import Masker, MaskOptions
 
     merge = merge or ("union" if adapter else "patterns")
     if merge != "patterns" and not adapter:
@@ -37,8 +37,7 @@ def build_masker(adapter: str | None = None, merge: str | None = None, style: st
     cfg = pii_config(ref.run.config() if ref.run else None, adapter)
     cfg.model.dtype = "fp32"  # decoding compares log-probabilities; fp32 keeps them batch-independent
     loaded, model = load_for_inference(cfg, adapter)
-    return Masker.from_model(model, loaded.tokenizer, cfg.data, options=options,
-                             bias=DEFAULT_BIAS if bias is None else bias, batch_size=batch_size)
+    return Masker.from_model(model, loaded.tokenizer, cfg.data, options=options, bias=bias, batch_size=batch_size)
 
 
 def pii_config(cfg, adapter: str):

@@ -93,6 +93,9 @@ def _score_base(run: RunDir, cfg: RunConfig, loaded, data: Datasets, progress: b
 
     if not (cfg.eval.before and data.test):
         return None
+    if cfg.model.head == "tagger":
+        _log("eval.before skipped: the base model has no tagging head until it is trained")
+        return None
     saved = run.metrics_before()
     if saved is not None:
         return saved
@@ -103,6 +106,11 @@ def _score_base(run: RunDir, cfg: RunConfig, loaded, data: Datasets, progress: b
     return before
 
 
+def trained_family(cfg: RunConfig, loaded) -> str:
+    """What the loop trains: the loaded model's family, or 'tagger' for a token-tagging head."""
+    return "tagger" if cfg.model.head == "tagger" else loaded.family
+
+
 def _fit(run: RunDir, cfg: RunConfig, loaded, data: Datasets, resume: bool, progress: bool):
     """(model with its trained adapter, the loop's result)."""
     import torch
@@ -111,12 +119,18 @@ def _fit(run: RunDir, cfg: RunConfig, loaded, data: Datasets, resume: bool, prog
     from loraforge.train.loop import train
 
     torch.manual_seed(cfg.train.seed)  # the adapter's initial weights depend on the seed only
-    model = apply_adapter(loaded.model, cfg.adapter, loaded.family)
+    family, base = trained_family(cfg, loaded), loaded.model
+    if family == "tagger":
+        from loraforge.models.tagger import build_tagger
+        from loraforge.data.pii_tags import LABELS
+
+        base = build_tagger(loaded.model, LABELS)
+    model = apply_adapter(base, cfg.adapter, family)
     n_trainable, n_total = trainable_parameters(model)
     _log(f"{cfg.adapter.method}: {n_trainable:,} trainable of {n_total:,} parameters "
          f"({100 * n_trainable / n_total:.3f}%)")
     result = train(model, data.train, data.dev, cfg.train, run.path, loaded.tokenizer.pad_token_id,
-                   loaded.family, resume=resume, progress=progress)
+                   family, resume=resume, progress=progress)
     return model, result
 
 
@@ -224,7 +238,7 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Ru
     splits = load_splits(cfg)  # every data file parsed before the model loads: a bad line costs a second
     extra_tests = load_extra_tests(cfg)
     loaded = _load_base(cfg)
-    data = encode_splits(cfg, splits, loaded.tokenizer, loaded.family)
+    data = encode_splits(cfg, splits, loaded.tokenizer, trained_family(cfg, loaded))
     mix = "" if not data.tasks else " (tasks: " + ", ".join(
         f"{k} {len(t.train)} p={data.train.probabilities[k]:.2f}" for k, t in data.tasks.items()) + ")"
     _log(f"model {cfg.model.name} ({loaded.family}, {next(loaded.model.parameters()).dtype}); "

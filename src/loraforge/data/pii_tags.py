@@ -1,0 +1,92 @@
+"""Token tags for the tagging masker (``model.head: tagger``): BIO labels over the placeholder types,
+aligned to the tokenizer's character offsets, and decoded back to character spans (start, end, type,
+score).
+
+Why tags as well as copy-or-mask decoding: a tagger reads the text once (one forward pass, no
+generation), so it trains on the text alone (no system prompt, no copied output: about a third of
+the tokens per example) and masks at hundreds of texts per second instead of one. Its spans are
+in the input's offsets, so masking stays faithful by construction. No torch here: the model side is
+``models/tagger.py``, the masker's finder ``pii/tagger.py``.
+"""
+
+from __future__ import annotations
+
+from loraforge.data.formats import Example
+from loraforge.data.pii_templates import PLACEHOLDER_TYPES as TYPES
+
+IGNORE = -100  # special tokens (empty offsets): no loss, no tag
+LABELS: tuple[str, ...] = ("O",) + tuple(f"{p}-{t}" for t in TYPES for p in ("B", "I"))
+LABEL_IDS = {label: i for i, label in enumerate(LABELS)}
+
+
+TaggedSpan = tuple[int, int, str, float]  # (start, end, type, score) in character offsets
+
+
+def token_labels(text: str, spans: list[dict], offsets: list[tuple[int, int]]) -> list[int]:
+    """One label id per token: ``B-TYPE`` on the first token that covers a span's non-space text,
+    ``I-TYPE`` on the others, ``O`` elsewhere, ``IGNORE`` on special tokens. ``spans``: dicts with
+    start/end/type (the data's gold spans); they must not overlap."""
+    ordered = sorted((s["start"], s["end"], s["type"]) for s in spans)
+    for (a0, a1, _), (b0, _, _) in zip(ordered, ordered[1:]):
+        if b0 < a1:
+            raise ValueError(f"overlapping PII spans at characters {b0}-{a1}")
+    labels, k, started = [], 0, False
+    for a, b in offsets:
+        if a == b:
+            labels.append(IGNORE)
+            continue
+        while k < len(ordered) and ordered[k][1] <= a:  # spans that end before this token
+            k, started = k + 1, False
+        label = "O"
+        if k < len(ordered):
+            s0, s1, typ = ordered[k]
+            lo, hi = max(a, s0), min(b, s1)
+            if lo < hi and text[lo:hi].strip():
+                label = ("I-" if started else "B-") + typ
+                started = True
+            elif lo < hi and started and b < s1:  # the space between two words of one span
+                label = "I-" + typ
+        labels.append(LABEL_IDS[label])
+    return labels
+
+
+def decode_spans(text: str, offsets: list[tuple[int, int]], label_ids: list[int],
+                 scores: list[float] | None = None) -> list[TaggedSpan]:
+    """Character spans from per-token labels: a run of tokens of one type (a ``B-`` starts a new one;
+    whitespace-only tokens are skipped), from the first token's start to the last one's end, trimmed of
+    whitespace; a span's score is
+    the lowest of its tokens' ``scores`` (the probability that the token is not ``O``)."""
+    runs: list[list] = []  # [start, end, type, score]
+    prev: list | None = None
+    for i, ((a, b), lid) in enumerate(zip(offsets, label_ids)):
+        if a == b or not text[a:b].strip():  # special tokens and bare spaces neither start nor end a span
+            continue
+        label = LABELS[lid]
+        if label == "O":
+            prev = None
+            continue
+        typ = label[2:]
+        score = 1.0 if scores is None else scores[i]
+        if prev is not None and prev[2] == typ and label.startswith("I-"):
+            prev[1], prev[3] = max(prev[1], b), min(prev[3], score)
+        else:
+            prev = [a, b, typ, score]
+            runs.append(prev)
+    out = []
+    for a, b, typ, score in runs:
+        while a < b and text[a].isspace():
+            a += 1
+        while b > a and text[b - 1].isspace():
+            b -= 1
+        if a < b:
+            out.append((a, b, typ, score))
+    return out
+
+
+def example_spans(example: Example) -> list[dict]:
+    """A PII ``Example``'s gold spans: the data's own (``meta["spans"]``), else read off its masked target."""
+    if "spans" in example.meta:
+        return example.meta["spans"]
+    from loraforge.data.pii_align import align
+
+    return [{"start": a, "end": b, "type": t} for a, b, t in align(example.source, example.target)]

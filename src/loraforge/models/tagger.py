@@ -1,0 +1,103 @@
+"""A token-tagging head on a causal LM's decoder stack (``model.head: tagger``).
+
+The head is one linear layer over the last hidden states, one logit per label (``data.pii_tags.LABELS``),
+laid out like transformers' ``*ForTokenClassification`` (the stack as ``model``, the head as
+``score``), so PEFT trains the stack's adapter and saves the head beside it (``modules_to_save``).
+Where the architecture supports it (Gemma 3's ``use_bidirectional_attention``, what EmbeddingGemma
+uses) the stack attends both ways: a tag then depends on the words after it too ("Jordan" the
+person vs "Jordan" the country), which a left-to-right model cannot see.
+
+A saved tagger adapter is a PEFT folder plus ``tagger.json`` (labels, attention: ``runs.tagger_meta``);
+``load_adapter`` rebuilds the head from it before loading the weights.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def supports_bidirectional(config) -> bool:
+    return hasattr(config, "use_bidirectional_attention")
+
+
+def set_bidirectional(stack: torch.nn.Module) -> None:
+    """Let every token attend to every other (Gemma 3: the config flag its mask builder reads, and
+    each attention layer's ``is_causal`` that SDPA reads)."""
+    stack.config.use_bidirectional_attention = True
+    for module in stack.modules():
+        if hasattr(module, "is_causal"):
+            module.is_causal = False
+
+
+class TokenTagger(torch.nn.Module):
+    """``model``: the decoder stack; ``score``: hidden -> label logits. ``forward`` returns
+    transformers' ``TokenClassifierOutput`` (logits only; the training step sums the loss itself)."""
+
+    is_token_tagger = True  # read through PEFT's wrappers: ``getattr(model, "is_token_tagger", False)``
+
+    def __init__(self, stack: torch.nn.Module, labels: tuple[str, ...], bidirectional: bool):
+        super().__init__()
+        self.model = stack
+        self.config = stack.config
+        self.labels = tuple(labels)
+        self.bidirectional = bidirectional
+        self.score = torch.nn.Linear(stack.config.hidden_size, len(labels), dtype=torch.float32,
+                                     device=next(stack.parameters()).device)
+        torch.nn.init.zeros_(self.score.weight)  # every label equally likely until trained
+        torch.nn.init.zeros_(self.score.bias)
+        if bidirectional:
+            set_bidirectional(stack)
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
+        from transformers.modeling_outputs import TokenClassifierOutput
+
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        return TokenClassifierOutput(logits=self.score(hidden.to(self.score.weight.dtype)))
+
+    def meta(self) -> dict:
+        return {"labels": list(self.labels), "bidirectional": self.bidirectional}
+
+
+def build_tagger(causal_lm: torch.nn.Module, labels: tuple[str, ...], bidirectional: bool | None = None) -> TokenTagger:
+    """A tagger over ``causal_lm``'s decoder stack (shared, not copied; its LM head is left out).
+    ``bidirectional``: None = where the architecture supports it."""
+    from loraforge.config import ConfigError
+
+    stack = getattr(causal_lm, "model", None)
+    if stack is None or not hasattr(stack, "layers"):
+        raise ConfigError(f"model.head=tagger needs a decoder-only model with a layer stack; "
+                          f"{type(causal_lm).__name__} has none")
+    possible = supports_bidirectional(stack.config)
+    if bidirectional and not possible:
+        raise ConfigError(f"a bidirectional tagger needs an architecture with bidirectional attention (Gemma 3); "
+                          f"{type(stack.config).__name__} has none")
+    return TokenTagger(stack, labels, possible if bidirectional is None else bidirectional)
+
+
+def tag_texts(model: torch.nn.Module, tokenizer, texts: list[str], bias: float = 0.0, batch_size: int = 16) -> list:
+    """Spans ``(start, end, type, score)`` per text from a tagger (PEFT-wrapped or merged), batches of
+    similar length. ``bias`` is subtracted from every token's ``O`` logit before the argmax (higher
+    tags more); a span's score is its least confident token's probability of not being ``O``."""
+    from loraforge.data.pii_tags import decode_spans
+
+    labels = getattr(model, "labels", None)
+    if labels is not None and labels[0] != "O":
+        raise ValueError(f"a tagger's first label must be 'O', got {labels[0]!r}")
+    out: list = [[] for _ in texts]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad little
+    device = next(model.parameters()).device
+    for k in range(0, len(order), batch_size):
+        rows = order[k:k + batch_size]
+        # never truncated: an untagged tail would leak (maskers chunk long texts before they get here)
+        enc = tokenizer([texts[i] for i in rows], return_offsets_mapping=True, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(input_ids=enc["input_ids"].to(device),
+                           attention_mask=enc["attention_mask"].to(device)).logits.float().cpu()
+        p_tagged = 1.0 - torch.softmax(logits, dim=-1)[..., 0]
+        logits[..., 0] -= bias
+        best = logits.argmax(-1)
+        for r, i in enumerate(rows):
+            keep = enc["attention_mask"][r].bool()
+            offsets = [tuple(o) for o in enc["offset_mapping"][r][keep].tolist()]
+            out[i] = decode_spans(texts[i], offsets, best[r][keep].tolist(), p_tagged[r][keep].tolist())
+    return out

@@ -1,0 +1,29 @@
+"""The tagging masker's finder: a tuned ``models.tagger.TokenTagger`` read once per batch of texts,
+its tags decoded into character spans (``data/pii_tags.py``).
+
+The recall knob ``bias`` is subtracted from the ``O`` ("not personal data") logit of every token
+before the argmax: positive masks more (fewer leaks, more over-masking), negative less, the same
+meaning as the copy-or-mask decoder's bias. A span's ``score`` is its least confident token's
+probability of being personal data (before the bias).
+"""
+
+from __future__ import annotations
+
+from loraforge.pii.spans import Span
+
+DEFAULT_TAG_BIAS = 1.0  # logits; favours masking (chosen on pii:dev, see docs/benchmarks.md#pii-masking)
+
+
+class TagFinder:
+    """``find_spans(texts)`` over a tuned tagger (PEFT-wrapped or merged)."""
+
+    def __init__(self, model, tokenizer, bias: float = DEFAULT_TAG_BIAS, batch_size: int = 16):
+        self.model, self.tokenizer = model, tokenizer
+        self.bias, self.batch_size = bias, batch_size
+        self.default_bias = DEFAULT_TAG_BIAS
+
+    def find_spans(self, texts: list[str]) -> list[list[Span]]:
+        from loraforge.models.tagger import tag_texts
+
+        found = tag_texts(self.model, self.tokenizer, texts, self.bias, self.batch_size)
+        return [[Span(a, b, t, score, "model") for a, b, t, score in spans] for spans in found]

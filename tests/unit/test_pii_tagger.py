@@ -1,0 +1,199 @@
+"""The tagging masker (``model.head: tagger``): tags aligned to token offsets and back, a head that
+attends both ways, training through the ordinary loop, the saved folder, and every place that loads a
+PII model (mask, eval, serve) finding spans with it; exports that cannot carry it refuse."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_causal
+from loraforge.config import ConfigError, DataConfig, RunConfig
+from loraforge.data.formats import Example
+from loraforge.data.pii import generate
+from loraforge.pii.spans import Span, render
+from loraforge.data.pii_tags import IGNORE, LABEL_IDS, LABELS, decode_spans, token_labels
+from loraforge.data.templates import encode_tagged
+
+TEXT = "Mail Ann Lee at ann@example.com today, Bob too."
+SPANS = [{"start": 5, "end": 12, "type": "NAME"}, {"start": 16, "end": 31, "type": "EMAIL"},
+         {"start": 39, "end": 42, "type": "NAME"}]
+
+
+def offsets(tokenizer, text):
+    return [tuple(o) for o in tokenizer(text, return_offsets_mapping=True)["offset_mapping"]]
+
+
+# --- tags <-> spans ---------------------------------------------------------------------------------
+
+
+def test_labels_round_trip_to_the_gold_spans(tiny_tokenizer):
+    offs = offsets(tiny_tokenizer, TEXT)
+    labels = token_labels(TEXT, SPANS, offs)
+    assert len(labels) == len(offs)
+    spans = decode_spans(TEXT, offs, labels)
+    assert [(a, b, t) for a, b, t, _ in spans] == [(s["start"], s["end"], s["type"]) for s in SPANS]
+    first = [LABELS[lab] for lab in labels if lab != IGNORE and LABELS[lab].startswith("B-")]
+    assert first == ["B-NAME", "B-EMAIL", "B-NAME"]  # one B- per span, I- on the rest
+
+
+def test_special_tokens_get_no_label_and_overlapping_spans_are_refused(tiny_tokenizer):
+    offs = [(0, 0)] + offsets(tiny_tokenizer, TEXT)
+    assert token_labels(TEXT, SPANS, offs)[0] == IGNORE
+    with pytest.raises(ValueError, match="overlapping"):
+        token_labels(TEXT, [{"start": 5, "end": 12, "type": "NAME"}, {"start": 8, "end": 20, "type": "EMAIL"}], offs)
+
+
+def test_decoding_splits_on_B_and_on_a_type_change_and_scores_by_the_weakest_token():
+    text = "Ann Bob x@y.z"
+    offs = [(0, 0), (0, 3), (3, 7), (8, 13)]
+    ids = [IGNORE, LABEL_IDS["B-NAME"], LABEL_IDS["B-NAME"], LABEL_IDS["I-EMAIL"]]
+    spans = decode_spans(text, offs, ids, [1.0, 0.9, 0.6, 0.8])
+    assert spans == [(0, 3, "NAME", 0.9), (4, 7, "NAME", 0.6), (8, 13, "EMAIL", 0.8)]
+    ids[2] = LABEL_IDS["I-NAME"]
+    assert decode_spans(text, offs, ids)[0][:2] == (0, 7)
+
+
+def test_examples_without_spans_are_labelled_from_their_masked_target(tiny_tokenizer):
+    masked = "Mail [NAME] at [EMAIL] today, [NAME] too."
+    with_spans = encode_tagged(tiny_tokenizer, [Example(TEXT, masked, meta={"spans": SPANS})], 64)[0]
+    from_target = encode_tagged(tiny_tokenizer, [Example(TEXT, masked)], 64)[0]
+    assert with_spans.labels == from_target.labels and not with_spans.too_long
+    assert encode_tagged(tiny_tokenizer, [Example(TEXT, masked)], 5)[0].too_long
+
+
+# --- the model --------------------------------------------------------------------------------------
+
+
+def test_a_bidirectional_tagger_reads_the_words_after_a_token():
+    from loraforge.models.tagger import build_tagger
+
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    changed = ids.clone()
+    changed[0, 4] = 20
+    for bidirectional in (True, False):
+        tagger = build_tagger(tiny_causal("gemma3", seed=1), LABELS, bidirectional)
+        torch.nn.init.normal_(tagger.score.weight)
+        with torch.no_grad():
+            a, b = (tagger(input_ids=x, attention_mask=torch.ones_like(x)).logits for x in (ids, changed))
+        assert a.shape == (1, 5, len(LABELS))
+        assert torch.allclose(a[0, :4], b[0, :4]) is not bidirectional  # token 0..3 see token 4 only both ways
+
+
+def test_bidirectional_is_refused_where_the_architecture_has_none():
+    from loraforge.models.tagger import build_tagger
+
+    with pytest.raises(ConfigError, match="bidirectional"):
+        build_tagger(tiny_causal("llama"), LABELS, bidirectional=True)
+    assert build_tagger(tiny_causal("llama"), LABELS).bidirectional is False  # auto: causal there
+
+
+def test_config_refuses_a_tagger_outside_one_pii_task():
+    from loraforge.config import load_config
+
+    with pytest.raises(ConfigError, match=r"model.head=tagger: data.task must be pii"):
+        load_config(None, ["model.head=tagger", "data.task=translate"])
+    with pytest.raises(ConfigError, match=r"adapter.method must be lora or dora"):
+        load_config(None, ["model.head=tagger", "data.task=pii", "adapter.method=ia3"])
+    assert load_config(None, ["model.head=tagger", "data.task=pii"]).model.head == "tagger"
+
+
+# --- trained, saved, loaded, used -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tagger_run(tmp_path_factory, tiny_model_dir):
+    """A tiny tagger trained by ``train_run`` on synthetic PII records."""
+    from loraforge.workflows.train import train_run
+
+    root = tmp_path_factory.mktemp("tagger")
+    rows = [r for r in generate(48, seed=3, split="train") if len(r["text"]) < 300]
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:40]))
+    (root / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[40:44]))
+    cfg = RunConfig.model_validate({
+        "model": {"name": str(tiny_model_dir), "dtype": "fp32", "head": "tagger"},
+        "data": {"task": "pii", "train": str(root / "train.jsonl"), "test": str(root / "test.jsonl"),
+                 "max_length": 512},
+        "adapter": {"method": "lora", "r": 4, "alpha": 8},
+        "train": {"steps": 12, "batch_size": 4, "lr": 1e-2, "warmup_steps": 0, "eval_every": 0, "save_every": 0},
+        "eval": {"max_examples": 4},
+        "output": {"dir": str(root / "run")}})
+    return train_run(cfg, progress=False), rows[40:44]
+
+
+def test_training_lowers_the_tag_loss_and_saves_head_and_labels(tagger_run):
+    run, _ = tagger_run
+    history = [r["loss"] for r in run.history() if "loss" in r]
+    assert sum(history[-3:]) < sum(history[:3])
+    meta = json.loads((run.adapter_dir / "tagger.json").read_text())
+    assert meta == {"labels": list(LABELS), "bidirectional": True}
+    from safetensors import safe_open
+
+    with safe_open(str(run.adapter_dir / "adapter_model.safetensors"), "pt") as f:
+        assert any(k.endswith("score.weight") for k in f.keys())  # the head travels with the adapter
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    assert {"leak_rate", "typed_f1", "faithfulness"} <= set(metrics["after"])
+    assert metrics["after"]["faithfulness"] > 0 and metrics["before"] is None
+
+
+def test_a_loaded_tagger_finds_the_spans_the_trained_one_did(tagger_run):
+    from loraforge.eval.inference import load_for_inference
+    from loraforge.pii import Masker, MaskOptions
+    from loraforge.workflows.mask import build_masker
+
+    run, rows = tagger_run
+    cfg = run.config()
+    cfg.model.dtype = "fp32"
+    loaded, model = load_for_inference(cfg, str(run.path))
+    assert getattr(model, "is_token_tagger", False)
+    texts = [r["text"] for r in rows]
+    masker = build_masker(adapter=str(run.path), merge="model", bias=0.0)
+    assert type(masker.model).__name__ == "TagFinder"
+    direct = Masker.from_model(model, loaded.tokenizer, cfg.data, MaskOptions(merge="model"), bias=0.0)
+    assert masker.find_spans(texts) == direct.find_spans(texts)
+    # faithful whatever the bias: the output is the input with spans replaced, nothing else
+    for bias, expect in ((-1e4, "none"), (1e4, "all")):
+        masker.model.bias = bias
+        for text, result in zip(texts, masker.mask(texts)):
+            assert render(text, result.spans) == result.text
+            covered = sum(s.end - s.start for s in result.spans)
+            if expect == "none":
+                assert result.spans == [] and result.text == text
+            else:
+                assert covered >= len("".join(text.split())) * 0.9  # nearly every non-space character masked
+
+
+def test_exports_that_cannot_carry_a_tagger_refuse_it(tagger_run, tmp_path):
+    from loraforge.export.run import ExportError, check_target, read_run
+
+    run, _ = tagger_run
+    info = read_run(run.path)
+    for fmt in ("merged", "gguf", "oci"):
+        with pytest.raises(ExportError, match="PII tagger"):
+            check_target(info, fmt)
+    check_target(info, "adapter")
+
+
+def test_serve_masks_with_a_tagger_and_refuses_chat_with_it(tagger_run, tiny_model_dir):
+    from fastapi.testclient import TestClient
+
+    from loraforge.serve.app import build_app
+
+    run, rows = tagger_run
+    app = build_app(str(tiny_model_dir), [f"tags={run.path}"], dtype="fp32")
+    try:
+        with TestClient(app) as client:
+            r = client.post("/v1/mask", json={"text": rows[0]["text"], "merge": "model", "bias": 50})
+            assert r.status_code == 200, r.text
+            assert (r.json()["engine"], r.json()["model"]) == ("model", "tags")
+            assert r.json()["data"][0]["spans"]  # bias 50: everything is personal data
+            r = client.post("/v1/chat/completions", json={"model": "tags", "max_tokens": 4,
+                                                         "messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code == 400 and "PII tagger" in r.text
+            r = client.post("/v1/chat/completions", json={"model": "base", "max_tokens": 2,
+                                                         "messages": [{"role": "user", "content": "hi"}]})
+            assert r.status_code == 200, r.text  # the base model still chats
+    finally:
+        app.state.engine.close()
