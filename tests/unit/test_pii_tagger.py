@@ -56,6 +56,30 @@ def test_decoding_splits_on_B_and_on_a_type_change_and_scores_by_the_weakest_tok
     assert decode_spans(text, offs, ids)[0][:2] == (0, 7)
 
 
+def probs_for(labels: list[str], confidence: float = 0.9) -> list[list[float]]:
+    rows = []
+    for label in labels:
+        row = [(1 - confidence) / (len(LABELS) - 1)] * len(LABELS)
+        row[LABEL_IDS[label]] = confidence
+        rows.append(row)
+    return rows
+
+
+def test_entities_are_read_whole_typed_by_their_mass_and_grown_to_whole_words():
+    from loraforge.data.pii_tags import decode_entities
+
+    text = "card 4111 1111 1111 1111 ok, Ann Lee"
+    offs = [(0, 4), (4, 6), (6, 9), (9, 10), (10, 14), (14, 19), (19, 24), (24, 27), (27, 28), (28, 32), (32, 36)]
+    labels = ["O", "O", "B-CREDIT_CARD", "I-CREDIT_CARD", "I-PHONE", "I-CREDIT_CARD", "I-CREDIT_CARD", "O", "O",
+              "B-NAME", "B-NAME"]
+    spans = decode_entities(text, offs, probs_for(labels))
+    # token by token this is card|phone|card pieces, and "4111" starts one token late ("41" untagged)
+    assert [(a, b, t) for a, b, t, _ in spans] == [(5, 24, "CREDIT_CARD"), (29, 32, "NAME"), (33, 36, "NAME")]
+    assert decode_entities(text, offs, probs_for(labels), bias=-10) == []  # O wins everywhere
+    ones = probs_for(["I-NAME"] * len(offs))  # I- all along: one entity, no split at word starts
+    assert [(a, b) for a, b, *_ in decode_entities(text, offs, ones)] == [(0, 36)]
+
+
 def test_examples_without_spans_are_labelled_from_their_masked_target(tiny_tokenizer):
     masked = "Mail [NAME] at [EMAIL] today, [NAME] too."
     with_spans = encode_tagged(tiny_tokenizer, [Example(TEXT, masked, meta={"spans": SPANS})], 64)[0]

@@ -287,7 +287,8 @@ def commands() -> list[Command]:
                         help="PII adapter: leak rate vs over-masking at these biases on the dev split, stored "
                              "in the run with pii_curve.png (write it with '=': --pii-curve=-2,0,2,4)"),
                     arg("--bias", type=float, help="PII adapter: the operating point of the side-by-side table "
-                                                   "(logits added to starting a placeholder; default 2)"),
+                                                   "(logits added to starting a placeholder, or taken from a "
+                                                   "tagger's 'not PII' logit; default 2, tagger 1)"),
                 )),
         Command(("translate",), "translate text with a base model or an adapter", _translate, show=show_lines,
                 args=(
@@ -355,7 +356,8 @@ def commands() -> list[Command]:
                     arg("--style", default="placeholder", choices=["placeholder", "numbered", "pseudonym"],
                         help="[NAME], [NAME_1] per identity, or realistic fake values"),
                     arg("--bias", type=float, help="recall knob: added to the model's log-odds of starting a "
-                        "placeholder (higher: fewer leaks, more over-masking; default: 2.0)"),
+                        "placeholder, or of tagging a token for a tagger (higher: fewer leaks, more over-masking; "
+                        "default: 2.0, tagger 1.0)"),
                     arg("--locale", default="en_US", help="pseudonym locale (Faker)"),
                     arg("--across-batch", action="store_true", help="same numbers/pseudonyms across all texts"),
                     arg("--mapping", help="write the reversible mapping here (0600; it is personal data!)"),

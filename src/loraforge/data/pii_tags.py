@@ -90,3 +90,52 @@ def example_spans(example: Example) -> list[dict]:
     from loraforge.data.pii_align import align
 
     return [{"start": a, "end": b, "type": t} for a, b, t in align(example.source, example.target)]
+
+
+def decode_entities(text: str, offsets: list[tuple[int, int]], probs: list[list[float]],
+                    bias: float = 0.0) -> list[TaggedSpan]:
+    """Spans from per-token label probabilities (rows over ``LABELS``), read entity by entity rather
+    than token by token, so one value is never cut into pieces of different types:
+
+    - a token is personal data when ``log p(O) - bias < log p(best other label)``;
+    - a run of such tokens is one entity (bare-space tokens neither break nor end it), split only
+      where a token that starts a word is more likely a ``B-`` than an ``I-`` label;
+    - the entity's type has the most probability (B + I) summed over its tokens;
+    - its edges grow to whole words (letters and digits): a value never ends inside a word.
+
+    A span's score is its least confident token's ``1 - p(O)``."""
+    import math
+
+    runs: list[list] = []  # [start, end, type mass per type, score]
+    open_run: list | None = None
+    for (a, b), p in zip(offsets, probs):
+        if a == b or not text[a:b].strip():
+            continue
+        if not math.log(max(p[0], 1e-30)) - bias < math.log(max(max(p[1:]), 1e-30)):
+            open_run = None
+            continue
+        starts_word = a == 0 or text[a].isspace() or not text[a - 1].isalnum()
+        if open_run is None or (starts_word and sum(p[1::2]) > sum(p[2::2])):
+            open_run = [a, b, [0.0] * len(TYPES), 1.0]
+            runs.append(open_run)
+        open_run[1] = b
+        for k in range(len(TYPES)):
+            open_run[2][k] += p[1 + 2 * k] + p[2 + 2 * k]
+        open_run[3] = min(open_run[3], 1.0 - p[0])
+    out: list[TaggedSpan] = []
+    for a, b, mass, score in runs:
+        while a < b and text[a].isspace():
+            a += 1
+        while b > a and text[b - 1].isspace():
+            b -= 1
+        floor = out[-1][1] if out else 0
+        while a > floor and text[a - 1].isalnum() and text[a].isalnum():
+            a -= 1
+        while b < len(text) and text[b].isalnum() and text[b - 1].isalnum():
+            b += 1
+        if a < b:
+            if out and a < out[-1][1]:  # grown into the previous entity: they are one
+                prev = out.pop()
+                a = prev[0]
+            out.append((a, b, TYPES[max(range(len(TYPES)), key=mass.__getitem__)], score))
+    return out

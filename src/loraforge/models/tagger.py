@@ -75,14 +75,11 @@ def build_tagger(causal_lm: torch.nn.Module, labels: tuple[str, ...], bidirectio
 
 
 def tag_texts(model: torch.nn.Module, tokenizer, texts: list[str], bias: float = 0.0, batch_size: int = 16) -> list:
-    """Spans ``(start, end, type, score)`` per text from a tagger (PEFT-wrapped or merged), batches of
-    similar length. ``bias`` is subtracted from every token's ``O`` logit before the argmax (higher
-    tags more); a span's score is its least confident token's probability of not being ``O``."""
-    from loraforge.data.pii_tags import decode_spans
+    """Spans ``(start, end, type, score)`` per text from a tagger (PEFT-wrapped or merged), in batches of
+    similar length, read entity by entity (``data.pii_tags.decode_entities``). ``bias`` is taken from
+    every token's ``O`` logit (higher tags more)."""
+    from loraforge.data.pii_tags import decode_entities
 
-    labels = getattr(model, "labels", None)
-    if labels is not None and labels[0] != "O":
-        raise ValueError(f"a tagger's first label must be 'O', got {labels[0]!r}")
     out: list = [[] for _ in texts]
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad little
     device = next(model.parameters()).device
@@ -92,12 +89,10 @@ def tag_texts(model: torch.nn.Module, tokenizer, texts: list[str], bias: float =
         enc = tokenizer([texts[i] for i in rows], return_offsets_mapping=True, padding=True, return_tensors="pt")
         with torch.no_grad():
             logits = model(input_ids=enc["input_ids"].to(device),
-                           attention_mask=enc["attention_mask"].to(device)).logits.float().cpu()
-        p_tagged = 1.0 - torch.softmax(logits, dim=-1)[..., 0]
-        logits[..., 0] -= bias
-        best = logits.argmax(-1)
+                           attention_mask=enc["attention_mask"].to(device)).logits
+        probs = torch.softmax(logits.float(), dim=-1).cpu()
         for r, i in enumerate(rows):
             keep = enc["attention_mask"][r].bool()
             offsets = [tuple(o) for o in enc["offset_mapping"][r][keep].tolist()]
-            out[i] = decode_spans(texts[i], offsets, best[r][keep].tolist(), p_tagged[r][keep].tolist())
+            out[i] = decode_entities(texts[i], offsets, probs[r][keep].tolist(), bias)
     return out
