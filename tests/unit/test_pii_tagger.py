@@ -136,9 +136,10 @@ def tagger_run(tmp_path_factory, tiny_model_dir):
     rows = [r for r in generate(48, seed=3, split="train") if len(r["text"]) < 300]
     (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:40]))
     (root / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[40:44]))
+    (root / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[44:48]))
     cfg = RunConfig.model_validate({
         "model": {"name": str(tiny_model_dir), "dtype": "fp32", "head": "tagger"},
-        "data": {"task": "pii", "train": str(root / "train.jsonl"), "test": str(root / "test.jsonl"),
+        "data": {"task": "pii", "train": str(root / "train.jsonl"), "test": str(root / "test.jsonl"), "dev": str(root / "dev.jsonl"),
                  "max_length": 512},
         "adapter": {"method": "lora", "r": 4, "alpha": 8},
         "train": {"steps": 12, "batch_size": 4, "lr": 1e-2, "warmup_steps": 0, "eval_every": 0, "save_every": 0},
@@ -221,3 +222,19 @@ def test_serve_masks_with_a_tagger_and_refuses_chat_with_it(tagger_run, tiny_mod
             assert r.status_code == 200, r.text  # the base model still chats
     finally:
         app.state.engine.close()
+
+
+def test_the_decoding_bench_scores_both_decodings_on_dev_at_each_bias(tagger_run, tmp_path):
+    from loraforge.bench.pii_tag_decoding import main
+
+    run, _ = tagger_run
+    main([str(run.path), "--biases=-50,50", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "pii-tag-decoding.json").read_text())
+    dev = run.path.parent / "dev.jsonl"
+    assert results["split"] == str(dev) and results["n"] == len(dev.read_text().splitlines())  # dev, never test
+    got = {(r["decoding"], r["bias"]): r["model"] for r in results["rows"]}
+    assert set(got) == {(d, b) for d in ("token", "entity") for b in (-50.0, 50.0)}
+    for decoding in ("token", "entity"):
+        assert got[(decoding, -50.0)]["leak_rate"] == 100.0 and got[(decoding, -50.0)]["over_masking"] == 0.0
+        assert got[(decoding, 50.0)]["leak_rate"] == 0.0
+    assert "python -m loraforge.bench.pii_tag_decoding" in (tmp_path / "pii-tag-decoding.md").read_text()

@@ -80,6 +80,18 @@ def decode_spans(text: str, offsets: list[tuple[int, int]], label_ids: list[int]
             b -= 1
         if a < b:
             out.append((a, b, typ, score))
+    return _disjoint(out)
+
+
+def _disjoint(spans: list[TaggedSpan]) -> list[TaggedSpan]:
+    """Overlapping spans joined (byte-level tokens of one character share its offsets, so two runs can
+    meet inside a character); the joined span keeps the first one's type and the lower score."""
+    out: list[TaggedSpan] = []
+    for a, b, typ, score in sorted(spans):
+        if out and a < out[-1][1]:
+            pa, pb, ptyp, pscore = out.pop()
+            a, b, typ, score = pa, max(pb, b), ptyp, min(pscore, score)
+        out.append((a, b, typ, score))
     return out
 
 
@@ -118,7 +130,7 @@ def decode_entities(text: str, offsets: list[tuple[int, int]], probs: list[list[
         if open_run is None or (starts_word and sum(p[1::2]) > sum(p[2::2])):
             open_run = [a, b, [0.0] * len(TYPES), 1.0]
             runs.append(open_run)
-        open_run[1] = b
+        open_run[1] = max(open_run[1], b)
         for k in range(len(TYPES)):
             open_run[2][k] += p[1 + 2 * k] + p[2 + 2 * k]
         open_run[3] = min(open_run[3], 1.0 - p[0])
@@ -138,4 +150,4 @@ def decode_entities(text: str, offsets: list[tuple[int, int]], probs: list[list[
                 prev = out.pop()
                 a = prev[0]
             out.append((a, b, TYPES[max(range(len(TYPES)), key=mass.__getitem__)], score))
-    return out
+    return _disjoint(out)
