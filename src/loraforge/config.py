@@ -50,7 +50,7 @@ class ModelConfig(_Section):
     head: Literal["lm", "tagger"] = "lm"
     """'lm': the model writes its answer (every task). 'tagger': a token-tagging head over the decoder
     stack, attending both ways where the architecture allows (PII only: it reads the text once and
-    tags personal data in place, about 100x faster than writing a masked copy; models/tagger.py)."""
+    tags personal data in place instead of writing a masked copy; models/tagger.py)."""
 
 
 class NoiseConfig(_Section):

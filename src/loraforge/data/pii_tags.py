@@ -4,8 +4,8 @@ score).
 
 Why tags as well as copy-or-mask decoding: a tagger reads the text once (one forward pass, no
 generation), so it trains on the text alone (no system prompt, no copied output: about a third of
-the tokens per example) and masks at hundreds of texts per second instead of one. Its spans are
-in the input's offsets, so masking stays faithful by construction. No torch here: the model side is
+the tokens per example) and masks about ten times as many texts per second (docs/benchmarks.md).
+Its spans are in the input's offsets, so masking stays faithful by construction. No torch here: the model side is
 ``models/tagger.py``, the masker's finder ``pii/tagger.py``.
 """
 
