@@ -51,6 +51,9 @@ class ModelConfig(_Section):
     """'lm': the model writes its answer (every task). 'tagger': a token-tagging head over the decoder
     stack, attending both ways where the architecture allows (PII only: it reads the text once and
     tags personal data in place instead of writing a masked copy; models/tagger.py)."""
+    bidirectional: bool | None = None
+    """Tagger only: attend both ways (true), left to right (false), or None: both ways where the
+    architecture supports it (Gemma 3)."""
 
 
 class NoiseConfig(_Section):
@@ -415,6 +418,8 @@ class RunConfig(_Section):
     def _tagger_fits(self) -> RunConfig:
         """model.head=tagger tags PII in the text itself: one PII task, LoRA or DoRA, a causal model."""
         if self.model.head != "tagger":
+            if self.model.bidirectional is not None:
+                raise _keys_error("model.bidirectional is read only with model.head=tagger")
             return self
         problems = []
         if self.data.tasks or self.data.task != "pii":

@@ -122,6 +122,8 @@ def test_config_refuses_a_tagger_outside_one_pii_task():
     with pytest.raises(ConfigError, match=r"adapter.method must be lora or dora"):
         load_config(None, ["model.head=tagger", "data.task=pii", "adapter.method=ia3"])
     assert load_config(None, ["model.head=tagger", "data.task=pii"]).model.head == "tagger"
+    with pytest.raises(ConfigError, match=r"model.bidirectional is read only with model.head=tagger"):
+        load_config(None, ["model.bidirectional=false"])
 
 
 # --- trained, saved, loaded, used -------------------------------------------------------------------
