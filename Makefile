@@ -24,7 +24,7 @@ demo: venv
 	@echo "report: runs/demo/report.md  (HTML: runs/demo/report.html)"
 
 test: venv
-	OMP_NUM_THREADS=2 $(BIN)/pytest -q tests
+	OMP_NUM_THREADS=2 $(BIN)/pytest -q --durations=15 tests
 
 test-unit: venv
 	$(BIN)/pytest -q tests/unit

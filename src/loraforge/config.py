@@ -49,11 +49,11 @@ class ModelConfig(_Section):
     revision: str | None = None
     head: Literal["lm", "tagger"] = "lm"
     """'lm': the model writes its answer (every task). 'tagger': a token-tagging head over the decoder
-    stack, attending both ways where the architecture allows (PII only: it reads the text once and
-    tags personal data in place instead of writing a masked copy; models/tagger.py)."""
-    bidirectional: bool | None = None
-    """Tagger only: attend both ways (true), left to right (false), or None: both ways where the
-    architecture supports it (Gemma 3)."""
+    stack (PII only: it reads the text once and tags personal data in place instead of writing a
+    masked copy; models/tagger.py)."""
+    bidirectional: bool = False
+    """Tagger only: let the layers attend both ways (Gemma 3). Off by default: on pii:dev the
+    left-to-right tagger scored higher (docs/benchmarks.md#pii-masking)."""
 
 
 class NoiseConfig(_Section):
@@ -418,7 +418,7 @@ class RunConfig(_Section):
     def _tagger_fits(self) -> RunConfig:
         """model.head=tagger tags PII in the text itself: one PII task, LoRA or DoRA, a causal model."""
         if self.model.head != "tagger":
-            if self.model.bidirectional is not None:
+            if self.model.bidirectional:
                 raise _keys_error("model.bidirectional is read only with model.head=tagger")
             return self
         problems = []

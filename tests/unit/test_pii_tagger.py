@@ -123,7 +123,7 @@ def test_config_refuses_a_tagger_outside_one_pii_task():
         load_config(None, ["model.head=tagger", "data.task=pii", "adapter.method=ia3"])
     assert load_config(None, ["model.head=tagger", "data.task=pii"]).model.head == "tagger"
     with pytest.raises(ConfigError, match=r"model.bidirectional is read only with model.head=tagger"):
-        load_config(None, ["model.bidirectional=false"])
+        load_config(None, ["model.bidirectional=true"])
 
 
 # --- trained, saved, loaded, used -------------------------------------------------------------------
@@ -155,7 +155,7 @@ def test_training_lowers_the_tag_loss_and_saves_head_and_labels(tagger_run):
     history = [r["loss"] for r in run.history() if "loss" in r]
     assert sum(history[-3:]) < sum(history[:3])
     meta = json.loads((run.adapter_dir / "tagger.json").read_text())
-    assert meta == {"labels": list(LABELS), "bidirectional": True}
+    assert meta == {"labels": list(LABELS), "bidirectional": False}  # left to right unless model.bidirectional
     from safetensors import safe_open
 
     with safe_open(str(run.adapter_dir / "adapter_model.safetensors"), "pt") as f:
@@ -240,3 +240,48 @@ def test_the_decoding_bench_scores_both_decodings_on_dev_at_each_bias(tagger_run
         assert got[(decoding, -50.0)]["leak_rate"] == 100.0 and got[(decoding, -50.0)]["over_masking"] == 0.0
         assert got[(decoding, 50.0)]["leak_rate"] == 0.0
     assert "python -m loraforge.bench.pii_tag_decoding" in (tmp_path / "pii-tag-decoding.md").read_text()
+
+
+def test_resume_in_the_middle_of_a_tagger_run_gives_the_same_adapter_and_head(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    from loraforge.config import load_config
+    from loraforge.workflows.train import train_run
+
+    rows = [r for r in generate(24, seed=4, split="train") if len(r["text"]) < 300]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def config(out):
+        return load_config(None, [f"model.name={tiny_model_dir}", "model.dtype=fp32", "model.head=tagger",
+                                  "data.task=pii", f"data.train={data}", "data.dev=null", "data.test=null",
+                                  "data.max_length=512", "adapter.r=4", "adapter.alpha=8", "train.steps=8",
+                                  "train.batch_size=4", "train.lr=1e-2", "train.save_every=3", "train.eval_every=0",
+                                  f"output.dir={out}"])
+
+    ref = train_run(config(tmp_path / "ref"), progress=False)
+
+    class Killed(Exception):
+        pass
+
+    steps = []
+
+    def die_after_five(*_):
+        steps.append(1)
+        if len(steps) == 5:
+            raise Killed
+
+    handle = register_optimizer_step_post_hook(die_after_five)
+    try:
+        with pytest.raises(Killed):
+            train_run(config(tmp_path / "run"), progress=False)
+    finally:
+        handle.remove()
+    assert (tmp_path / "run" / "checkpoints" / "step-000003").exists()
+    run = train_run(config(tmp_path / "run"), resume=True, progress=False)
+    want = load_file(str(ref.adapter_dir / "adapter_model.safetensors"))
+    got = load_file(str(run.adapter_dir / "adapter_model.safetensors"))
+    assert want.keys() == got.keys() and any(k.endswith("score.weight") for k in got)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-7)

@@ -4,8 +4,9 @@ The head is one linear layer over the last hidden states, one logit per label (`
 laid out like transformers' ``*ForTokenClassification`` (the stack as ``model``, the head as
 ``score``), so PEFT trains the stack's adapter and saves the head beside it (``modules_to_save``).
 Where the architecture supports it (Gemma 3's ``use_bidirectional_attention``, what EmbeddingGemma
-uses) the stack attends both ways: a tag then depends on the words after it too ("Jordan" the
-person vs "Jordan" the country), which a left-to-right model cannot see.
+uses) the stack can attend both ways (``model.bidirectional``), so a tag also depends on the words
+after it. On pii:dev the left-to-right tagger scored higher after the same 130 steps, so the
+layers' own attention is the default.
 
 A saved tagger adapter is a PEFT folder plus ``tagger.json`` (labels, attention: ``runs.tagger_meta``);
 ``load_adapter`` rebuilds the head from it before loading the weights.
