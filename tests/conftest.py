@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -78,3 +80,26 @@ def tiny_seq2seq_dirs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny-seq2seq")
     return {arch: save_tiny_seq2seq(root, arch) for arch in ("marian", "mbart")}
+
+
+class Killed(Exception):
+    """Raised by ``killed_after``: a training run stopped as if the process died mid-run."""
+
+
+@contextlib.contextmanager
+def killed_after(steps: int):
+    """Inside the block, the ``steps``-th optimizer step raises ``Killed`` (resume tests)."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    done = []
+
+    def count(*_):
+        done.append(1)
+        if len(done) == steps:
+            raise Killed
+
+    handle = register_optimizer_step_post_hook(count)
+    try:
+        yield
+    finally:
+        handle.remove()

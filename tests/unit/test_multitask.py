@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import Killed, killed_after
 from loraforge.config import ConfigError, load_config
 from loraforge.data.augment import BT_TAG, PROTECTED
 from loraforge.data.splits import encode_task, load_splits, load_task, prepare_datasets
@@ -265,7 +266,6 @@ def test_multitask_seq2seq_trains_one_adapter_on_the_mixture(tiny_seq2seq_dirs, 
 
 
 def test_resume_in_the_middle_of_a_multitask_run_gives_the_same_adapter(tiny_model_dir, tmp_path):
-    from torch.optim.optimizer import register_optimizer_step_post_hook
 
     from loraforge.workflows import train_run
 
@@ -275,23 +275,9 @@ def test_resume_in_the_middle_of_a_multitask_run_gives_the_same_adapter(tiny_mod
     ref = train_run(load_config(None, multitask_overrides(tiny_model_dir, tmp_path, tmp_path / "ref", *common)),
                     progress=False)
 
-    class Killed(Exception):
-        pass
-
-    steps = []
-
-    def die_after_six(*_):
-        steps.append(1)
-        if len(steps) == 6:
-            raise Killed
-
     cfg = load_config(None, multitask_overrides(tiny_model_dir, tmp_path, tmp_path / "run", *common))
-    handle = register_optimizer_step_post_hook(die_after_six)
-    try:
-        with pytest.raises(Killed):
-            train_run(cfg, progress=False)
-    finally:
-        handle.remove()
+    with killed_after(6), pytest.raises(Killed):
+        train_run(cfg, progress=False)
     assert not (tmp_path / "run" / "adapter").exists() and (tmp_path / "run" / "checkpoints" / "step-000004").exists()
     run = train_run(cfg, resume=True, progress=False)
     want, got = load_file(str(ref / "adapter" / "adapter_model.safetensors")), \

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_causal
+from conftest import Killed, killed_after, tiny_causal
 from loraforge.config import ConfigError, DataConfig, RunConfig
 from loraforge.data.formats import Example
 from loraforge.data.pii import generate
@@ -244,7 +244,6 @@ def test_the_decoding_bench_scores_both_decodings_on_dev_at_each_bias(tagger_run
 
 def test_resume_in_the_middle_of_a_tagger_run_gives_the_same_adapter_and_head(tiny_model_dir, tmp_path):
     from safetensors.torch import load_file
-    from torch.optim.optimizer import register_optimizer_step_post_hook
 
     from loraforge.config import load_config
     from loraforge.workflows.train import train_run
@@ -262,22 +261,8 @@ def test_resume_in_the_middle_of_a_tagger_run_gives_the_same_adapter_and_head(ti
 
     ref = train_run(config(tmp_path / "ref"), progress=False)
 
-    class Killed(Exception):
-        pass
-
-    steps = []
-
-    def die_after_five(*_):
-        steps.append(1)
-        if len(steps) == 5:
-            raise Killed
-
-    handle = register_optimizer_step_post_hook(die_after_five)
-    try:
-        with pytest.raises(Killed):
-            train_run(config(tmp_path / "run"), progress=False)
-    finally:
-        handle.remove()
+    with killed_after(5), pytest.raises(Killed):
+        train_run(config(tmp_path / "run"), progress=False)
     assert (tmp_path / "run" / "checkpoints" / "step-000003").exists()
     run = train_run(config(tmp_path / "run"), resume=True, progress=False)
     want = load_file(str(ref.adapter_dir / "adapter_model.safetensors"))
