@@ -57,6 +57,16 @@ def test_existing_placeholder_in_the_source_is_text_not_a_mask():
     assert m["leak_rate"] == 100.0 and m["entity_r"] == 0.0
 
 
+def test_replace_spans_inverts_align_and_refuses_overlaps():
+    from loraforge.data.pii_align import replace_spans
+
+    spans = align(SRC, REF)
+    assert [t for *_, t in spans] == ["NAME", "PHONE", "EMAIL"]
+    assert replace_spans(SRC, [(a, b, f"[{t}]") for a, b, t in reversed(spans)]) == REF  # any order
+    with pytest.raises(ValueError, match="overlapping spans at 7"):
+        replace_spans(SRC, [(5, 12, "[NAME]"), (7, 9, "[NAME]")])
+
+
 def test_value_also_present_as_non_pii_is_not_a_leak():
     src = "Paris said hi from Paris"
     ref = "[NAME] said hi from Paris"

@@ -285,8 +285,6 @@ def build_packaged(out_dir: str | Path, n_train: int, n_dev: int, n_test: int, s
 
 def apply_spans(text: str, spans: list[dict]) -> str:
     """The masked text a list of spans describes (used to check records and imports)."""
-    out, last = [], 0
-    for s in sorted(spans, key=lambda s: s["start"]):
-        out += [text[last:s["start"]], f"[{s['type']}]"]
-        last = s["end"]
-    return "".join(out) + text[last:]
+    from loraforge.data.pii_align import replace_spans
+
+    return replace_spans(text, [(s["start"], s["end"], f"[{s['type']}]") for s in spans])

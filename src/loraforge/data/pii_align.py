@@ -52,3 +52,15 @@ def align(source: str, masked: str) -> list[Span]:
     """Entity spans (in ``source``) that turn ``source`` into ``masked``."""
     spans = _regex_align(source, masked)
     return spans if spans is not None else _diff_align(source, masked)
+
+
+def replace_spans(source: str, replacements: list[tuple[int, int, str]]) -> str:
+    """The inverse of ``align``: ``source`` with each (start, end, text) stretch replaced, e.g. by
+    ``[TYPE]``. The stretches must not overlap (merge them first)."""
+    out, last = [], 0
+    for start, end, text in sorted(replacements, key=lambda r: r[0]):
+        if start < last:
+            raise ValueError(f"overlapping spans at {start}: merge them first")
+        out += [source[last:start], text]
+        last = end
+    return "".join(out) + source[last:]

@@ -37,23 +37,13 @@ def output_budgets(tokenizer, sources: list[str], cap: int, task: str) -> list[i
     return [cap] * len(sources)
 
 
-def _can_merge(model) -> bool:
-    """Whether the adapter is a weight delta PEFT can fold in and out (LoRA, DoRA, IA3)."""
-    if not hasattr(model, "merge_adapter"):
-        return False
-    try:
-        from loraforge.methods.registry import can_merge_model
-    except ImportError:  # the method registry lands in parallel; this fallback goes at merge
-        config = getattr(model, "active_peft_config", None)
-        return config is not None and not getattr(config, "is_prompt_learning", False)
-    return can_merge_model(model)
-
-
 @contextlib.contextmanager
 def merged_for_inference(model):
     """LoRA/DoRA/IA3 weights folded into the base weights while generating: every decode step then
     runs one matmul per layer instead of three (PEFT's merge_adapter/unmerge_adapter)."""
-    mergeable = _can_merge(model)
+    from loraforge.methods.registry import can_merge_model
+
+    mergeable = can_merge_model(model)
     if mergeable:
         model.merge_adapter()
     try:
@@ -174,9 +164,11 @@ def evaluate(loaded, model, cfg: RunConfig, examples: list[Example], progress: b
 
     sources = [e.source for e in examples]
     if getattr(model, "is_token_tagger", False):  # tags, not text: its spans as placeholders, the model alone
+        from loraforge.data.pii_align import replace_spans
         from loraforge.models.tagger import tag_texts
 
-        hyps = [_placeholders(s, spans) for s, spans in zip(sources, tag_texts(model, loaded.tokenizer, sources))]
+        hyps = [replace_spans(s, [(a, b, f"[{t}]") for a, b, t, *_ in spans])
+                for s, spans in zip(sources, tag_texts(model, loaded.tokenizer, sources))]
         return task_metrics(cfg.data.task, sources, hyps, [e.target for e in examples], cfg.data.tgt_lang), hyps
     out, repair = generate_restored(loaded, model, cfg, sources, [e.system for e in examples], progress=progress)
     metrics = task_metrics(cfg.data.task, sources, out.texts, [e.target for e in examples], cfg.data.tgt_lang)
@@ -184,15 +176,6 @@ def evaluate(loaded, model, cfg: RunConfig, examples: list[Example], progress: b
         metrics.update(placeholders=repair["placeholders"], placeholders_repaired=repair["placeholders_repaired"],
                        segments_repaired=repair["segments_repaired"], segments_fallback=repair["segments_fallback"])
     return metrics, out.texts
-
-
-def _placeholders(text: str, spans: list[tuple]) -> str:
-    """``text`` with each tagged (start, end, type, ...) span replaced by ``[TYPE]`` (spans in order)."""
-    out, last = [], 0
-    for start, end, typ, *_ in spans:
-        out += [text[last:start], f"[{typ}]"]
-        last = end
-    return "".join(out) + text[last:]
 
 
 def load_for_inference(cfg: RunConfig, adapter: str | Path | None):

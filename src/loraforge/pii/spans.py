@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from loraforge.data.pii_align import replace_spans
 from loraforge.data.pii_templates import PLACEHOLDER_TYPES
 
 TYPES = PLACEHOLDER_TYPES
@@ -85,15 +86,10 @@ def coalesce(spans: list[Span]) -> list[Span]:
 
 
 def render(text: str, spans: list[Span], replacements: list[str] | None = None) -> str:
-    """``text`` with each span replaced by its replacement (default ``[TYPE]``)."""
+    """``text`` with each span replaced by its replacement (default ``[TYPE]``); spans must not overlap
+    (``coalesce`` them first)."""
     reps = replacements if replacements is not None else [f"[{s.type}]" for s in spans]
-    out, last = [], 0
-    for s, r in sorted(zip(spans, reps), key=lambda x: x[0].start):
-        if s.start < last:
-            raise ValueError(f"overlapping spans at {s.start}: merge them first (coalesce)")
-        out += [text[last:s.start], r]
-        last = s.end
-    return "".join(out) + text[last:]
+    return replace_spans(text, [(s.start, s.end, r) for s, r in zip(spans, reps)])
 
 
 def shift(spans: list[Span], offset: int) -> list[Span]:
