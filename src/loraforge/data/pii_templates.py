@@ -303,4 +303,391 @@ B-«num2»,«product2» support,«amount»,«date»"""),
 SELECT order_id, status FROM orders WHERE created_at > '«date»' AND status = 'SHIPPED' LIMIT «num»;"""),
     _t("neg/zh_notice", "train", """
 «company»将于«date»在«city»举行发布会，介绍«product» «version»的新功能。""", ZH),
+    # === widening the train family (contexts no test template uses) ============================
+    # --- chat: short, lowercase, typos; speakers are names or handles --------------------------
+    _t("slack/dm_lowercase", "train", """
+«FIRST» «time»
+hey r u still coming to the «product» workshop tmrw?
+«FIRST2» «time»
+yes!! can u send the invite to my personal adress, the work one is blocked on my phone
+«FIRST2» «time»
+«EMAIL2»
+«FIRST» «time»
+done 👍 «FIRST3» says hi btw"""),
+    _t("slack/oncall_thread", "train", """
+#«service»-oncall
+«USERNAME» «time»: «service» keeps 500ing on «env», who has the admin login??
+«USERNAME2» «time»: its «USERNAME3» / «PASSWORD»
+«USERNAME2» «time»: pls dont paste that in the incident doc, rotating it «date»
+«USERNAME» «time»: ty, in. looks like «product» ran out of conections again"""),
+    _t("gruppenchat/de_party", "train", """
+«FIRST»: party bei mir am samstag ab 19 uhr 🎉 adresse: «ADDRESS», klingel bei «NAME»
+«FIRST2»: yay, soll ich was mitbringen?
+«FIRST»: getränke wär super. falls ihr nicht reinkommt ruft an: «PHONE»
+«FIRST3»: bin dabei, komme aber erst später aus «city»""", DE),
+    _t("mensaje/es_viaje", "train", """
+«FIRST»: oye ya saqué los billetes pa «city» 🙌
+«FIRST»: me pasas tu dni y la fecha de nacimiento pa la reserva del hotel?
+«FIRST2»: «SSN2», nací el «DOB2»
+«FIRST»: perfe, la confirmación te llega a «EMAIL2»""", ES),
+    _t("shanai/ja_chat", "train", """
+«NAME»：«product»の管理者パスワードを変更しました → «PASSWORD»
+«NAME2»：ありがとうございます！«env»環境のユーザー名は«USERNAME»のままですか？
+«NAME»：はい、そのままです。«date»以降は旧パスワードは使えません。""", JA),
+    # --- support tickets ------------------------------------------------------------------------
+    _t("helpdesk/new_laptop", "train", """
+Request «ticket» - hardware for a new starter
+Employee: «NAME» («empid»), starts «date»
+Manager: «NAME2» <«EMAIL2»>
+AD account: «USERNAME» (temporary password goes by SMS to «PHONE»)
+Ship to home: «ADDRESS»
+Items: 14" laptop, dock, headset
+Status: «waiting for approval|in progress|shipped»"""),
+    _t("crm/call_summary", "train", """
+Call summary - «date» «time», agent «agentid»
+Caller identified as «NAME» (DOB «DOB», address on file «ADDRESS»).
+Reason: the direct debit for «invoice» was taken twice. Refund of «amount» approved to IBAN «IBAN».
+Customer wants written confirmation to «EMAIL»; callback number «PHONE».
+Next step: finance confirms by «date»."""),
+    _t("support/es_reclamacion", "train", """
+Reclamación «ticket»
+Cliente: «NAME» (DNI «SSN»)
+Domicilio: «ADDRESS»
+Motivo: cobro duplicado de «amount» en la tarjeta «CARD» el «date».
+Teléfono de contacto: «PHONE». El cliente pide respuesta por escrito.""", ES),
+    # --- application and server logs ------------------------------------------------------------
+    _t("mailserver/dovecot", "train", """
+«syslog_time» mail dovecot: imap-login: Login: user=<«EMAIL»>, method=PLAIN, rip=«IP», lip=«IP2», mpid=«pid», TLS
+«syslog_time» mail dovecot: imap-login: Disconnected (auth failed, 3 attempts in «num» secs): user=<«EMAIL3»>, method=PLAIN, rip=«IP3», lip=«IP2», TLS
+«syslog_time» mail dovecot: imap(«EMAIL»)<«pid»>: Logged out in=«num» out=«num»"""),
+    _t("syslog/pam_su", "train", """
+«syslog_time» «service» su[«pid»]: pam_unix(su:auth): authentication failure; logname=«USERNAME» uid=«num» euid=0 tty=/dev/pts/«major» ruser=«USERNAME» rhost=  user=root
+«syslog_time» «service» su[«pid»]: FAILED SU (to root) «USERNAME» on pts/«major»
+«syslog_time» «service» sudo[«pid»]: «USERNAME2» : TTY=pts/«major» ; PWD=/home/«USERNAME2» ; USER=root ; COMMAND=/usr/bin/systemctl restart «service»"""),
+    _t("accesslog/haproxy", "train", """
+«syslog_time» lb1 haproxy[«pid»]: «IP»:«port» [«clf_time»] https~ «service»/web«major» 0/0/«num»/«num»/«num» 200 «num» - - ---- «num»/«num»/0/0/0 0/0 "GET /account/settings?email=«EMAIL» HTTP/1.1"
+«syslog_time» lb1 haproxy[«pid»]: 127.0.0.1:«port» [«clf_time»] http «service»/web«major» 0/0/0/1/1 200 «num» - - ---- 1/1/0/0/0 0/0 "GET /healthz HTTP/1.1"
+«syslog_time» lb1 haproxy[«pid»]: «IP2»:«port» [«clf_time»] https~ «service»/web«major» 0/0/«num»/«num»/«num» 302 «num» - - ---- «num»/«num»/0/0/0 0/0 "POST /login HTTP/1.1\""""),
+    _t("jsonlog/audit_ndjson", "train", """
+{"@timestamp":"«iso_time»","event.action":"user.login","event.outcome":"success","user.name":"«USERNAME»","source.ip":"«IP»","user_agent":"«agent_ua»"}
+{"@timestamp":"«iso_time»","event.action":"user.email_changed","user.name":"«USERNAME»","old_email":"«EMAIL»","new_email":"«EMAIL2»"}
+{"@timestamp":"«iso_time»","event.action":"job.finished","job":"«service»-export","duration_ms":«num»,"trace.id":"«hash»"}"""),
+    _t("applog/traceback", "train", """
+«iso_time» ERROR [«service»] unhandled exception in POST /register
+Traceback (most recent call last):
+  File "/srv/«service»/app/views.py", line «num», in register
+    mailer.send_welcome(form.email)
+  File "/srv/«service»/app/mailer.py", line «num», in send_welcome
+    smtp.sendmail(SENDER, [to], body)
+smtplib.SMTPRecipientsRefused: {'«EMAIL»': (550, b'5.1.1 mailbox unavailable')}
+locals: username='«USERNAME»' password='«PASSWORD»' remote_addr='«IP»'"""),
+    _t("vpnlog/openvpn", "train", """
+«syslog_time» vpn-gw openvpn[«pid»]: «IP»:«port» TLS: Username/Password authentication succeeded for username '«USERNAME»'
+«syslog_time» vpn-gw openvpn[«pid»]: «USERNAME»/«IP»:«port» MULTI_sva: pool returned IPv4=«IP2», IPv6=(Not enabled)
+«syslog_time» vpn-gw openvpn[«pid»]: «IP3»:«port» TLS Auth Error: Auth Username/Password verification failed for peer (user '«USERNAME3»')"""),
+    # --- Kubernetes -----------------------------------------------------------------------------
+    _t("kube/owner_annotations", "train", """
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: «service»
+  namespace: «ns»
+  annotations:
+    owner: «EMAIL»
+    oncall-secondary: «EMAIL2»
+    team-channel: "#«service»-dev"
+    support: platform-team@«domain»
+    app.kubernetes.io/version: "«version»"
+spec:
+  replicas: «num»"""),
+    _t("kube/dockerconfig_secret", "train", """
+apiVersion: v1
+kind: Secret
+metadata:
+  name: regcred
+  namespace: «ns»
+type: kubernetes.io/dockerconfigjson
+stringData:
+  .dockerconfigjson: |
+    {"auths": {"ghcr.io": {"username": "«USERNAME»", "password": "«TOKEN»", "email": "«EMAIL»"}}}"""),
+    _t("kube/basic_auth", "train", """
+apiVersion: v1
+kind: Secret
+metadata:
+  name: «service»-basic-auth
+  annotations:
+    created-by: «NAME»
+type: kubernetes.io/basic-auth
+stringData:
+  username: «USERNAME»
+  password: «PASSWORD»
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: «service»
+  annotations:
+    nginx.ingress.kubernetes.io/auth-type: basic
+    nginx.ingress.kubernetes.io/auth-secret: «service»-basic-auth
+    nginx.ingress.kubernetes.io/whitelist-source-range: «10.0.0.0/8|172.16.0.0/12|192.168.0.0/16|100.64.0.0/10»"""),
+    # --- .env files and shells ------------------------------------------------------------------
+    _t("envfile/django", "train", """
+DEBUG=False
+SECRET_KEY=«TOKEN»
+ALLOWED_HOSTS=localhost,127.0.0.1,«service».«domain»
+EMAIL_HOST=smtp.«domain»
+EMAIL_HOST_USER=«EMAIL»
+EMAIL_HOST_PASSWORD=«PASSWORD»
+INTERNAL_IPS=127.0.0.1,«IP»
+DATABASE_URL=mysql://«USERNAME»:«PASSWORD2»@db.«ns».svc:3306/«service»"""),
+    _t("shell/exports", "train", """
+# added by «FIRST» for the «service» migration, remove after «date»
+export PATH="$HOME/.local/bin:$PATH"
+export PGHOST=«IP»
+export PGUSER=«USERNAME»
+export PGPASSWORD='«PASSWORD»'
+export AWS_ACCESS_KEY_ID=«TOKEN»
+export AWS_DEFAULT_REGION=eu-central-1"""),
+    _t("shell/history", "train", """
+  «num»  cd ~/src/«service» && git pull
+  «num»  mysql -h «IP» -u «USERNAME» -p'«PASSWORD»' «service»_«env»
+  «num»  ssh «USERNAME2»@«IP2»
+  «num»  git remote set-url origin https://«USERNAME2»:«TOKEN»@github.com/«org»/«service».git
+  «num»  kubectl -n «ns» rollout restart deploy/«service»
+  «num»  history | grep ssh"""),
+    # --- code -----------------------------------------------------------------------------------
+    _t("pycode/settings_dict", "train", """
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "«service»",
+        "USER": "«USERNAME»",
+        "PASSWORD": "«PASSWORD»",
+        "HOST": "«IP»",
+        "PORT": «port»,
+    }
+}
+ADMINS = [("«NAME»", "«EMAIL»")]"""),
+    _t("sqlrows/patients", "train", """
+INSERT INTO patients (mrn, full_name, phone, insurance_no, created_at) VALUES
+  («order», '«NAME»', '«PHONE»', '«SSN»', '«iso_time»'),
+  («order», '«NAME2»', '«PHONE2»', '«SSN2»', '«iso_time»'),
+  («order», '«NAME3»', '«PHONE3»', '«SSN3»', '«iso_time»');"""),
+    _t("apijson/create_customer", "train", """
+POST /v«major»/customers HTTP/1.1
+Host: api.«domain»
+Authorization: Bearer «TOKEN»
+Content-Type: application/json
+
+{
+  "name": "«NAME»",
+  "email": "«EMAIL»",
+  "phone": "«PHONE»",
+  "birthdate": "«DOB»",
+  "address": "«ADDRESS»",
+  "metadata": {"signup_ip": "«IP»", "plan": "«plan»", "referrer": "«company»"}
+}"""),
+    _t("jscode/seed_users", "train", """
+// seed data for local dev - replace with fakes before «date»
+export const users = [
+  { id: «num», name: '«NAME»', email: '«EMAIL»', role: 'admin', password: '«PASSWORD»' },
+  { id: «num», name: '«NAME2»', email: '«EMAIL2»', role: 'viewer', password: '«PASSWORD2»' },
+];"""),
+    # --- CSV / TSV with many entities -----------------------------------------------------------
+    _t("sheet/contact_list", "train", """
+name,email,phone,address,member_since
+«NAME»,«EMAIL»,«PHONE»,"«ADDRESS»",«year»
+«NAME2»,«EMAIL2»,«PHONE2»,"«ADDRESS2»",«year»
+«NAME3»,«EMAIL3»,«PHONE3»,"«ADDRESS3»",«year»
+«NAME4»,«EMAIL4»,«PHONE4»,"«ADDRESS4»",«year»"""),
+    _t("sheet/signups_tsv", "train", """
+signup_ts\tusername\temail\tip\tplan
+«iso_time»\t«USERNAME»\t«EMAIL»\t«IP»\t«plan»
+«iso_time»\t«USERNAME2»\t«EMAIL2»\t«IP2»\t«plan»
+«iso_time»\t«USERNAME3»\t«EMAIL3»\t«IP3»\t«plan»
+«iso_time»\tsystem\tnoreply@«domain»\t127.0.0.1\t«plan»"""),
+    _t("sheet/payout_batch", "train", """
+value_date;beneficiary;iban;amount;reference
+«date»;«NAME»;«IBAN»;«amount»;«invoice»
+«date»;«NAME2»;«IBAN2»;«amount»;«invoice»
+«date»;«company» GmbH;«IBAN3»;«amount»;«invoice»"""),
+    # --- forms ----------------------------------------------------------------------------------
+    _t("intake/clinic", "train", """
+NEW PATIENT REGISTRATION - «city» Family Practice
+Full name: «NAME»
+Date of birth: «DOB»
+Health insurance no.: «SSN»
+Home address: «ADDRESS»
+Mobile: «PHONE»
+Email (appointment reminders): «EMAIL»
+Emergency contact: «NAME2» («spouse|parent|sibling|friend»), «PHONE2»
+Allergies: «none known|penicillin|latex|peanuts»
+Referred by: «NAME3»
+Form completed on «date»"""),
+    _t("rental/application", "train", """
+RENTAL APPLICATION - unit «num», «city»
+Applicant: «NAME»    Date of birth: «DOB»
+SSN: «SSN»
+Current address: «ADDRESS» (since «year»)
+Phone: «PHONE»    Email: «EMAIL»
+Employer: «company», monthly income «amount»
+Previous landlord: «NAME2», tel. «PHONE2»
+Co-applicant: «NAME3», date of birth «DOB3»
+Application fee paid with card «CARD»
+Signature: «NAME»    Date: «date»"""),
+    _t("mieter/de_selbstauskunft", "train", """
+Mieterselbstauskunft - Wohnung in «city»
+Name: «NAME»
+Geburtsdatum: «DOB»
+Derzeitige Anschrift: «ADDRESS»
+Telefon: «PHONE», E-Mail: «EMAIL»
+Arbeitgeber: «company», beschäftigt seit «year», Nettoeinkommen «amount» im Monat
+Bisheriger Vermieter: «NAME2», Tel. «PHONE2»
+Ich versichere die Richtigkeit meiner Angaben. Datum: «date»""", DE),
+    _t("inscription/fr_ecole", "train", """
+Fiche d'inscription - année scolaire «year»
+Élève : «NAME», né(e) le «DOB»
+Responsable légal : «NAME2»
+Adresse : «ADDRESS2»
+Téléphone : «PHONE2» - Courriel : «EMAIL2»
+Personne à prévenir en cas d'urgence : «NAME3», «PHONE3»
+Fait à «city», le «date»""", FR),
+    _t("ruzhi/zh_dengji", "train", """
+员工入职登记表
+姓名：«NAME»
+出生日期：«DOB»
+身份证号：«SSN»
+手机：«PHONE»
+电子邮箱：«EMAIL»
+现住址：«ADDRESS»
+紧急联系人：«NAME2»，电话«PHONE2»
+入职日期：«date»""", ZH),
+    _t("kaiin/ja_touroku", "train", """
+【会員登録内容のご確認】
+«NAME» 様
+«company»オンラインストアにご登録いただきありがとうございます。
+お名前：«NAME»
+生年月日：«DOB»
+ご住所：«ADDRESS»
+電話番号：«PHONE»
+メールアドレス：«EMAIL»
+ログインID：«USERNAME»
+ご登録日：«date»""", JA),
+    _t("phoneorder/card_note", "train", """
+Phone order «order» taken by agent «agentid» at «time»
+Customer: «NAME», callback «PHONE»
+Card: «CARD», exp «01/27|09/26|12/28|04/29» (CVV not stored)
+Billing address: «ADDRESS»
+Deliver to: «ADDRESS2» (gift for «FIRST2»)
+Total «amount», «plan» plan upgrade included"""),
+    # --- long documents with many entities ------------------------------------------------------
+    _t("memo/relocation", "train", """
+CONFIDENTIAL - relocation package
+
+To: «NAME2», Global Mobility
+From: «NAME3»
+Date: «date»
+
+«NAME» («empid») moves from our «city» office to «city2» on «date». Please book temporary housing for four weeks; «FIRST» can be reached on «PHONE» or at «EMAIL» while travelling.
+
+For the work permit we need a copy of the passport and the date of birth, «DOB». The current home address is «ADDRESS»; the removal company will collect from there.
+
+The relocation allowance of «amount» should be paid to «IBAN». Questions go to «FIRST3» directly, not to the shared mobility mailbox."""),
+    _t("minutes/residents", "train", """
+Residents' association - minutes of the «year» annual meeting
+Held on «date» in the community room, «city».
+
+Present: «NAME» (chair), «NAME2» (treasurer), «NAME3», «NAME4»
+Apologies: «NAME5»
+
+1. Treasurer's report. «FIRST2» reported a balance of «amount». Members who have not paid the annual fee can transfer it to «IBAN2» with their flat number as reference.
+
+2. Noise. «FIRST3» (living at «ADDRESS3») raised the late-night noise again; «FIRST» will write to the building manager.
+
+3. Contacts. The new caretaker is «NAME6», reachable on «PHONE6». The minutes will be sent by «FIRST» from «EMAIL».
+
+Next meeting: «date»."""),
+    _t("booking/itinerary", "train", """
+Booking confirmation «order»
+Thank you for booking with us.
+
+Passengers
+1. «NAME» - date of birth «DOB» - passport «SSN»
+2. «NAME2» - date of birth «DOB2» - passport «SSN2»
+
+Outbound: «date» «time», «city» → «city2»
+Return: «date» «time»
+
+Lead passenger contact: «EMAIL», «PHONE»
+Paid: «amount» with card «CARD»
+Billing address: «ADDRESS»
+
+Please check that the names match the travel documents exactly."""),
+    _t("secreport/phishing", "train", """
+Security investigation «ticket» - credential phishing
+
+Summary: on «date», «num» employees received a fake «product» login page. Two of them entered their credentials.
+
+Affected accounts:
+- «USERNAME» («NAME»): login from «IP» at «time», shortly after the click
+- «USERNAME2» («NAME2»): no suspicious login seen
+
+The phishing kit posted the captured password («PASSWORD») in clear text to its collection endpoint, which is how we confirmed the first account. Both passwords were reset and all sessions revoked.
+
+Attacker infrastructure: «IP3», «IP4». Blocked at the proxy; the internal range «10.0.0.0/8|172.16.0.0/12|192.168.0.0/16» was not reached.
+
+Report by «NAME5». Questions to security@«domain»."""),
+    # --- more hard negatives: no personal data ----------------------------------------------------
+    _t("changelog/release_notes", "train", """
+## «version» («date»)
+- Bump «product» to «version2»; the minimum supported cluster is now «k8sver»
+- Fix a retry storm in «service» (#«num», commit «hash»)
+- Examples use the 192.0.2.0/24 documentation range and 127.0.0.1 instead of real hosts
+- Thanks to the «company» team for the report"""),
+    _t("firewall/nginx_allow", "train", """
+# «service» admin endpoint, reviewed «date»
+location /admin {
+    allow 127.0.0.1;
+    allow «10.0.0.0/8|172.16.0.0/12|192.168.0.0/16»;
+    allow «100.64.0.0/10|fd00::/8|198.51.100.0/24»;
+    deny all;
+    proxy_pass http://127.0.0.1:«port»;
+}"""),
+    _t("botchat/deploy", "train", """
+deploy-bot «time»: «service» «version» rolled out to «ns» (commit «hash»)
+ci-bot «time»: build #«num» passed (agent version «ipver»)
+deploy-bot «time»: rollback window closes «date», ping @«service»-oncall if anything looks off"""),
+    _t("decoy/role_contacts", "train", """
+Questions about the «product» migration? Write to support@«domain»; security issues go to security@«domain» and invoices to billing@«domain». The «company» status page is updated every «5|10|15|30» minutes, and the «city» office is staffed 9:00-17:00."""),
+    _t("decoy/masked_csv", "train", """
+id,name,email,ip,created
+«num»,[NAME],[EMAIL],[IP_ADDRESS],«year»
+«num»,«<REDACTED>|***|{customer_name}»,«<email>|[EMAIL]|***»,«[IP_ADDRESS]|<REDACTED>»,«year»
+«num»,«placeholder»,«placeholder»,«placeholder»,«year»"""),
+    _t("decoy/sql_ddl", "train", """
+CREATE TABLE customers (
+    id          bigserial PRIMARY KEY,
+    full_name   text NOT NULL,
+    email       text UNIQUE,
+    ssn         char(11),
+    iban        varchar(34),
+    created_at  timestamptz DEFAULT now()
+);
+-- migration «hash», applied «date» on «product» «version»"""),
+    _t("decoy/blank_form", "train", """
+APPLICATION FORM («company», rev. «year»)
+Full name: ______________________
+Date of birth (DD/MM/YYYY): __/__/____
+Email: ______________________   Phone: ______________
+IBAN: ____ ____ ____ ____ ____
+Please return by «date» to the «city» office."""),
+    _t("decoy/json_trace", "train", """
+{"ts":"«iso_time»","level":"«loglevel»","svc":"«service»","trace_id":"«uuid»","route":"/v«major»/orders/«order»","status":200,"ms":«num»}
+{"ts":"«iso_time»","level":"«loglevel»","svc":"«service»","msg":"pool ready","db":"127.0.0.1:«port»","size":«num»,"driver":"«ipver»"}"""),
+    _t("presse/de_rechenzentrum", "train", """
+«company» eröffnet am «date» ein neues Rechenzentrum in «city». Die Plattform «product» «version» läuft dort ab «year»; Kunden in «city2» profitieren von geringerer Latenz.""", DE),
+    _t("novedades/es_version", "train", """
+La versión «version» de «product» ya está disponible. Novedades: integración con «product2», correcciones de seguridad (commit «hash») y un «pct» % más de rendimiento. Más información en la web de «company».""", ES),
+    _t("oshirase/ja_maintenance", "train", """
+【メンテナンスのお知らせ】«date» «time»から約«30|60|90|120»分間、«product»のメンテナンスを実施します。対象バージョン：«version»。ご不便をおかけしますが、ご了承ください。«company»""", JA),
 ]
