@@ -135,7 +135,8 @@ def tagger_run(tmp_path_factory, tiny_model_dir):
     from loraforge.workflows.train import train_run
 
     root = tmp_path_factory.mktemp("tagger")
-    rows = [r for r in generate(48, seed=3, split="train") if len(r["text"]) < 300]
+    rows = [r for r in generate(120, seed=3, split="train") if len(r["text"]) < 300][:48]
+    assert len(rows) == 48
     (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:40]))
     (root / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[40:44]))
     (root / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[44:48]))
@@ -248,7 +249,8 @@ def test_resume_in_the_middle_of_a_tagger_run_gives_the_same_adapter_and_head(ti
     from loraforge.config import load_config
     from loraforge.workflows.train import train_run
 
-    rows = [r for r in generate(24, seed=4, split="train") if len(r["text"]) < 300]
+    rows = [r for r in generate(60, seed=4, split="train") if len(r["text"]) < 300][:20]
+    assert len(rows) == 20
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
 

@@ -53,9 +53,9 @@ def kernel_times(model, row_counts=ROW_COUNTS, repeats: int = 7) -> dict:
             for m in row_counts:
                 xs = [torch.randn(m, w.shape[1], generator=g) * 0.1 for w in weights]
                 out[name]["int8"][m] = round(_ms_per_step(lambda xs: [torch.ops.quantized.linear_dynamic(
-                    x, p, reduce_range=True) for x, p in zip(xs, packed)], xs, repeats), 2)
+                    x, p, reduce_range=True) for x, p in zip(xs, packed)], xs, repeats), 4)
                 out[name]["fp32"][m] = round(_ms_per_step(lambda xs: [torch.nn.functional.linear(x, w)
-                                                                      for x, w in zip(xs, weights)], xs, repeats), 2)
+                                                                      for x, w in zip(xs, weights)], xs, repeats), 4)
     return out
 
 
