@@ -55,6 +55,14 @@ class ModelConfig(_Section):
     """Tagger only: let the layers attend both ways (Gemma 3). Off by default: on pii:dev the
     left-to-right tagger scored higher (docs/benchmarks.md#pii-masking)."""
 
+    def trained_family(self, detected: str) -> str:
+        """What training encodes examples for and the loop trains: 'tagger' for a tagging head, else the
+        model's family (``family``, or ``detected`` from its config when 'auto'). Training, ``data check``
+        and ``data augment`` all ask here, so they encode the same way."""
+        if self.head == "tagger":
+            return "tagger"
+        return detected if self.family == "auto" else self.family
+
 
 class NoiseConfig(_Section):
     """Source-side noise, drawn anew each epoch from (data.seed, epoch, example) (data/augment.py): the

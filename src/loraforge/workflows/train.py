@@ -106,11 +106,6 @@ def _score_base(run: RunDir, cfg: RunConfig, loaded, data: Datasets, progress: b
     return before
 
 
-def trained_family(cfg: RunConfig, loaded) -> str:
-    """What the loop trains: the loaded model's family, or 'tagger' for a token-tagging head."""
-    return "tagger" if cfg.model.head == "tagger" else loaded.family
-
-
 def _fit(run: RunDir, cfg: RunConfig, loaded, data: Datasets, resume: bool, progress: bool):
     """(model with its trained adapter, the loop's result)."""
     import torch
@@ -119,7 +114,7 @@ def _fit(run: RunDir, cfg: RunConfig, loaded, data: Datasets, resume: bool, prog
     from loraforge.train.loop import train
 
     torch.manual_seed(cfg.train.seed)  # the adapter's initial weights depend on the seed only
-    family, base = trained_family(cfg, loaded), loaded.model
+    family, base = cfg.model.trained_family(loaded.family), loaded.model
     if family == "tagger":
         from loraforge.models.tagger import build_tagger
         from loraforge.data.pii_tags import LABELS
@@ -238,7 +233,7 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Ru
     splits = load_splits(cfg)  # every data file parsed before the model loads: a bad line costs a second
     extra_tests = load_extra_tests(cfg)
     loaded = _load_base(cfg)
-    data = encode_splits(cfg, splits, loaded.tokenizer, trained_family(cfg, loaded))
+    data = encode_splits(cfg, splits, loaded.tokenizer, cfg.model.trained_family(loaded.family))
     mix = "" if not data.tasks else " (tasks: " + ", ".join(
         f"{k} {len(t.train)} p={data.train.probabilities[k]:.2f}" for k, t in data.tasks.items()) + ")"
     _log(f"model {cfg.model.name} ({loaded.family}, {next(loaded.model.parameters()).dtype}); "
