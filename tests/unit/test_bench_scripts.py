@@ -135,11 +135,12 @@ def test_lm_head_bench_runs_on_the_tiny_model(tiny_model_dir, tmp_path):
 
 
 def test_int8_bench_scores_each_weight_variant_on_a_tiny_run(tiny_model_dir, tmp_path):
-    """fp32, int8 with two and one activation levels: engine speed and test-split quality in one table."""
+    """fp32, bf16 (with fast bf16), int8 with two and one activation levels: engine speed and test-split
+    quality in one table, each variant computing in its own dtype whatever the run trained in."""
     import json
 
-    from loraforge.bench.int8 import VARIANTS, run
-    from loraforge.config import load_config
+    from loraforge.bench.int8 import default_variants, run
+    from loraforge.config import ConfigError, load_config
     from loraforge.runs import RunDir
     from loraforge.workflows import train_run
 
@@ -148,16 +149,23 @@ def test_int8_bench_scores_each_weight_variant_on_a_tiny_run(tiny_model_dir, tmp
     pairs = Path(__file__).parents[1] / "fixtures" / "core" / "pairs.jsonl"
     cfg = load_config(None, [f"model.name={tiny_model_dir}", f"data.train={pairs}", f"data.dev={pairs}",
                              f"data.test={pairs}", "train.steps=2", "train.batch_size=4", "eval.max_new_tokens=6",
-                             "eval.max_examples=4", f"output.dir={tmp_path / 'run'}"])
+                             "eval.max_examples=4", "model.dtype=fp32", f"output.dir={tmp_path / 'run'}"])
     train_run(cfg, progress=False)
-    r = run(str(tmp_path / "run"), segments=4, rows=2, tokens=3, out=tmp_path / "out")
-    assert list(r["variants"]) == list(VARIANTS)
-    # the fp32 row is loraforge eval's own scoring of the run (same rows, same generation)
+    r = run(str(tmp_path / "run"), segments=4, rows=2, tokens=3, out=tmp_path / "out", rounds=2)
+    assert list(r["variants"]) == default_variants() and r["reference"] == "fp32"
+    # the fp32 row is loraforge eval's own scoring of the (fp32) run: same rows, same generation
     assert r["variants"]["fp32"]["chrf"] == RunDir(tmp_path / "run").metrics().after["chrf"]
+    assert r["variants"]["fp32"]["same_as_reference"] == 1.0
     for v in r["variants"].values():
-        assert v["engine_tokens_per_s"] > 0 and v["chrf"] is not None and 0 <= v["same_as_fp32"] <= 1
+        assert v["engine_tokens_per_s"] > 0 and v["chrf"] is not None and 0 <= v["same_as_reference"] <= 1
+        assert len(v["engine_tokens_per_s_rounds"]) == 2 and min(v["engine_tokens_per_s_rounds"]) > 0
     assert json.loads((tmp_path / "out" / "int8.json").read_text())["segments"] == 4
-    assert "| int8, 2 levels |" in (tmp_path / "out" / "int8.md").read_text()
+    assert "| int8 |" in (tmp_path / "out" / "int8.md").read_text()
+    # a chosen subset, bf16 included whatever the CPU: its row computes in bf16
+    r = run(str(tmp_path / "run"), segments=4, rows=2, tokens=3, out=tmp_path / "out2", variants=["bf16"])
+    assert list(r["variants"]) == ["bf16"] and r["variants"]["bf16"]["dtype"] == "bf16"
+    with pytest.raises(ConfigError, match="unknown variant"):
+        run(str(tmp_path / "run"), segments=4, out=tmp_path / "out3", variants=["fp16"])
 
 
 def test_int8_kernels_bench_times_every_linear_at_the_engine_row_counts(tiny_model_dir, tmp_path):

@@ -272,6 +272,28 @@ def test_stream_client_disconnect_stops_its_generation(server):
     assert complete(server, "alpha").status_code == 200
 
 
+def test_int8_server_computes_in_fp32_under_auto_and_refuses_bf16(tiny_tokenizer, tmp_path):
+    """``serve --int8`` with ``--dtype auto`` loads fp32 (the int8 layers take fp32 activations) even where
+    auto would mean bf16; with ``--dtype bf16`` it is a clear error, not a silent bf16 server."""
+    from conftest import save_tiny_model
+
+    from loraforge.config import ConfigError
+    from loraforge.serve.app import build_app
+    from loraforge.serve.quant import Int8Linear
+
+    if "fbgemm" not in torch.backends.quantized.supported_engines:
+        pytest.skip("no fbgemm")
+    base = save_tiny_model(tmp_path / "tiny-llama", tiny_tokenizer, arch="llama")
+    engine = build_app(str(base), [], dtype="auto", int8=True).state.engine
+    try:
+        assert next(engine.model.parameters()).dtype == torch.float32 and engine.int8_layers > 0
+        assert any(type(m) is Int8Linear for m in engine.model.modules())
+    finally:
+        engine.close()
+    with pytest.raises(ConfigError, match="int8 weights need a model loaded in fp32"):
+        build_app(str(base), [], dtype="bf16", int8=True)
+
+
 def test_int8_server_loads_adapters_over_int8_layers_and_answers(tiny_tokenizer, tmp_path):
     """``serve --int8``: adapters loaded after the base went int8 wrap the Int8Linear layers (PEFT still
     sees Linear modules), run beside them unmerged, and change the answers."""

@@ -314,6 +314,39 @@ def test_int8_output_layer_rescores_its_top_logits_in_fp32():
     assert torch.equal(got.argmax(-1), ref.argmax(-1))
 
 
+def test_int8_output_layer_of_a_bf16_model_gives_fp32_logits_close_to_bf16s():
+    """``--int8-lm-head`` on a bf16 model (where reading the bf16 head's weights bounds a CPU step): the
+    logits come back fp32, their top-k rescored in fp32 from the bf16 weights, the argmax that of fp32
+    math on those weights; ``--int8`` (every layer) still refuses a bf16 model rather than do nothing."""
+    from conftest import tiny_causal
+
+    from loraforge.serve.quant import int8_lm_head, int8_weights
+
+    if "fbgemm" not in torch.backends.quantized.supported_engines:
+        pytest.skip("no fbgemm")
+    model = tiny_causal("llama", vocab_size=400).eval().to(torch.bfloat16)
+    hidden = torch.randn(5, 1, 32, generator=torch.Generator().manual_seed(2)).bfloat16()
+    with torch.no_grad():
+        ref = model.lm_head(hidden)
+        exact = torch.nn.functional.linear(hidden.float(), model.lm_head.weight.float())
+        assert int8_lm_head(model, rescore=8)
+        got = model.lm_head(hidden)
+    assert got.dtype == torch.float32 and ref.dtype == torch.bfloat16
+    top = got.topk(4, dim=-1).indices  # well inside the 8 rescored (a 9th may pass a rescored 8th)
+    assert torch.allclose(got.gather(-1, top), exact.gather(-1, top), rtol=0, atol=1e-5)
+    assert torch.equal(got.argmax(-1), exact.argmax(-1))
+    assert (got - ref.float()).abs().max() < 0.05 * ref.float().abs().max()
+    with pytest.raises(ValueError, match="fp32"):
+        int8_weights(tiny_causal("llama", vocab_size=400).to(torch.bfloat16))
+    engine = make_engine(model)  # the engine generates through the converted head
+    try:
+        r, c = request(prompts(1)[0], 4)
+        engine.submit(r)
+        assert wait(c).error is None and len(c.tokens) >= 1
+    finally:
+        engine.close()
+
+
 def test_int8_engine_rows_joining_match_the_same_engine_alone(gemma):
     """Every Linear in int8: rows sharing steps give the tokens each gives alone through the same engine."""
     from conftest import tiny_causal

@@ -152,8 +152,8 @@ def loraforge_weights(base: str, extra: list[str] | None = None) -> str:
 
     extra = list(extra or [])
     dtype = extra[extra.index("--dtype") + 1] if "--dtype" in extra[:-1] else "auto"
-    if dtype == "auto":
-        dtype = "bf16" if has_fast_bf16() else "fp32"
+    if dtype == "auto":  # as ``serve.app.build_app`` resolves it
+        dtype = "fp32" if "--int8" in extra or not has_fast_bf16() else "bf16"
     gguf = _embedded_gguf(base) if base in EMBEDDED_MODELS else Path(base) if base.endswith(".gguf") else None
     label = dtype + (", int8 weights" if "--int8" in extra else ", int8 lm head" if "--int8-lm-head" in extra else "")
     return f"{label} (dequantized from a {read_gguf(gguf).file_type} GGUF)" if gguf else label

@@ -200,17 +200,19 @@ def show_unmasked(text: str) -> int:
 
 def _bench_serve(compare_gguf: str | None = None, soak: int = 0, base: str = "gemma3-270m",
                  llama_threads: int | None = None, out_dir: str = "bench/results/serve-compare",
-                 adapter: str | None = None, int8: bool = False, **kw):
+                 adapter: str | None = None, int8: bool = False, int8_lm_head: bool = False, **kw):
     """Against a running server (--url), or, with --compare-gguf, loraforge serve and llama.cpp's server
     started one after the other on this machine with the same requests."""
+    serve_args = ["--int8"] * int8 + ["--int8-lm-head"] * int8_lm_head
     if compare_gguf:
         from loraforge.bench.serve_compare import side_by_side
 
         return side_by_side(compare_gguf, base, requests=kw["requests"], concurrency=kw["concurrency"],
                             max_tokens=kw["max_tokens"], soak=soak, out=out_dir, threads=llama_threads,
-                            adapter=adapter, serve_args=["--int8"] if int8 else None)
-    if adapter or int8:
-        raise UsageError("--adapter and --int8 go with --compare-gguf (a running server has its own settings)")
+                            adapter=adapter, serve_args=serve_args or None)
+    if adapter or serve_args:
+        raise UsageError("--adapter, --int8 and --int8-lm-head go with --compare-gguf (a running server has its "
+                         "own settings)")
     return call(resolve("loraforge.bench.serve:bench_serve"), kw)
 
 
@@ -476,7 +478,8 @@ def commands() -> list[Command]:
                     arg("--no-merge-lora", dest="merge_lora", action="store_false",
                         help="never merge an adapter into the weights, even when every running row uses it"),
                     arg("--int8-lm-head", action="store_true",
-                        help="output layer in int8: about 5x faster per step on a CPU, but greedy outputs change"),
+                        help="output layer in int8 (fp32 or bf16 models): faster per step on a CPU, but greedy "
+                        "outputs may change"),
                     arg("--int8", action="store_true",
                         help="every Linear layer in int8 (CPU, like llama.cpp's Q8_0): ~1.7x fp32's decoding "
                              "tokens/s on an AVX2 CPU at the same chrF; greedy outputs may differ from fp32's"),
@@ -566,6 +569,8 @@ def commands() -> list[Command]:
                     arg("--llama-threads", type=int, help="with --compare-gguf: llama.cpp threads (default: all)"),
                     arg("--int8", action="store_true", help="with --compare-gguf: loraforge serve --int8 (compare "
                         "with a q8_0 GGUF)"),
+                    arg("--int8-lm-head", action="store_true", help="with --compare-gguf: loraforge serve "
+                        "--int8-lm-head (the output layer in int8, fp32 or bf16 elsewhere)"),
                     arg("--out-dir", default="bench/results/serve-compare",
                         help="with --compare-gguf: where the JSON and Markdown go"),
                 )),

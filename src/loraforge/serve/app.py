@@ -93,10 +93,11 @@ def build_app(base: str, adapters: list[str], admin_token: str | None = None, ad
     """``max_prompt_tokens``: default 4096 on a CPU, the model's context on a GPU. ``prefill_tokens``:
     padded prompt tokens prefilled per engine iteration (bounds how long running rows wait for new
     ones). ``merge_lora``: merge the adapter into the weights while every running row uses it.
-    ``int8_lm_head``: CPU only, the output layer in dynamic int8 (faster, slightly different logits).
+    ``int8_lm_head``: CPU only, the output layer in int8 (faster, slightly different logits; fp32 or bf16).
     ``verified_lm_head``: CPU fp32, int8 proposes and fp32 decides (same tokens as fp32; see ``head.py``).
     ``int8``: CPU only, every Linear layer in int8 with per-row activation scales (``quant.py``): ~2x the
-    tokens/s of fp32 on an AVX2 CPU, like llama.cpp's Q8_0; greedy outputs may differ from fp32.
+    tokens/s of fp32 on an AVX2 CPU, like llama.cpp's Q8_0; greedy outputs may differ from fp32. Computes
+    in fp32 (``auto`` then means fp32; bf16 is refused).
     ``api_key``: required as a bearer token on every ``/v1`` route (None: open)."""
     import torch
 
@@ -104,6 +105,8 @@ def build_app(base: str, adapters: list[str], admin_token: str | None = None, ad
     from loraforge.models.load import load_model
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if int8 and device == "cpu" and dtype == "auto":  # the int8 layers take and give fp32 activations
+        dtype = "fp32"
     loaded = load_model(base, dtype=dtype, device=device)
     if loaded.family != "causal":
         raise ConfigError(f"serve supports decoder-only models; {base!r} is {loaded.family}")

@@ -68,8 +68,10 @@ class Int8Linear(torch.nn.Linear):
     _last: tuple = (None, None, None, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.weight.data_ptr() != self._ptr or x.dtype != torch.float32:
+        if self.weight.data_ptr() != self._ptr or x.dtype != self.weight.dtype:
             return super().forward(x)
+        if x.dtype != torch.float32:  # a bf16 model's output layer: the kernel takes fp32, the logits stay fp32
+            x = x.float()
         stacked, inverse = self._kernel_rows(x)
         y = torch.ops.quantized.linear_dynamic(stacked, self.packed, reduce_range=True)
         n = inverse.shape[0]
@@ -85,7 +87,7 @@ class Int8Linear(torch.nn.Linear):
         """Overwrite each row's ``rescore`` largest int8 outputs with their fp32 values (in place): an output
         layer's argmax is then fp32's unless the int8 error moved it out of the top k."""
         top = topk_indices(y, self.rescore)
-        exact = torch.einsum("nd,nkd->nk", rows, self.weight[top])
+        exact = torch.einsum("nd,nkd->nk", rows, self.weight[top].float())
         if self.bias is not None:
             exact += self.bias[top]
         y.scatter_(1, top, exact)
@@ -110,9 +112,10 @@ class Int8Linear(torch.nn.Linear):
         return stacked, Int8Linear._last[3]
 
     @classmethod
-    def convert(cls, linear: torch.nn.Linear) -> bool:
-        """Make a plain fp32 CPU ``Linear`` an ``Int8Linear`` in place; False where it is not one."""
-        if type(linear) is not torch.nn.Linear or linear.weight.dtype != torch.float32 or linear.weight.is_cuda:
+    def convert(cls, linear: torch.nn.Linear, dtypes: tuple = (torch.float32,)) -> bool:
+        """Make a plain CPU ``Linear`` whose weight is of one of ``dtypes`` an ``Int8Linear`` in place;
+        False where it is not one."""
+        if type(linear) is not torch.nn.Linear or linear.weight.dtype not in dtypes or linear.weight.is_cuda:
             return False
         linear.packed = pack(linear.weight)[0]
         linear.pin, linear._ptr = pin_row(linear.in_features), linear.weight.data_ptr()
@@ -125,10 +128,12 @@ def available() -> bool:
 
 
 def int8_lm_head(model, rescore: int = RESCORE) -> bool:
-    """The output layer alone in int8 (the input embeddings stay fp32, tied or not): one activation level
-    (half the work of two on a 262k vocabulary), its top ``rescore`` logits per row recomputed in fp32."""
+    """The output layer alone in int8 (the input embeddings keep their dtype, tied or not): one activation
+    level (half the work of two on a 262k vocabulary), its top ``rescore`` logits per row recomputed in
+    fp32. Also for a bf16 model: there the 262k x 640 bf16 head is about a third of a decoding step and
+    reading its weights bounds it; int8 halves the bytes (``python -m loraforge.bench.int8``)."""
     head = model.get_output_embeddings()
-    if not (available() and Int8Linear.convert(head)):
+    if not (available() and Int8Linear.convert(head, (torch.float32, torch.bfloat16))):
         return False
     head.levels, head.rescore = 1, rescore
     return True
@@ -140,6 +145,8 @@ def int8_weights(model, levels: int = 2) -> int:
     layer); returns how many."""
     if levels not in (1, 2):
         raise ValueError(f"int8 activation levels: 1 or 2, not {levels}")
+    if next(model.parameters()).dtype != torch.float32:  # each layer takes and gives fp32 activations
+        raise ValueError(f"int8 weights need a model loaded in fp32, not {next(model.parameters()).dtype}")
     if not available():
         return 0
     count = int(int8_lm_head(model))
