@@ -167,3 +167,22 @@ def test_library_deprecation_noise_is_silenced_and_nothing_else(tiny_model_dir):
         loaded.model.is_gradient_checkpointing  # what PEFT does on every adapter build and load
         warnings.warn("a deprecation of ours", FutureWarning)
     assert [str(w.message) for w in seen if issubclass(w.category, FutureWarning)] == ["a deprecation of ours"]
+
+
+def test_output_layer_gets_a_contiguous_input_and_the_same_logits(tiny_model_dir):
+    """Generation keeps the last position only (``logits_to_keep=1``): a strided view. ``load_model`` hands
+    the output layer a contiguous copy (frozen bf16 weights otherwise send torch's matmul down a path
+    that copies the whole head once per row); the logits are the same as on the strided view."""
+    import torch
+
+    model = load_model(str(tiny_model_dir), dtype="bf16").model.eval().requires_grad_(False)
+    seen = []
+    model.get_output_embeddings().register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    ids = torch.randint(3, 100, (4, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        last = model(input_ids=ids, logits_to_keep=1).logits[:, -1]
+        hidden = model.model(input_ids=ids).last_hidden_state[:, -1:]
+        assert not hidden.is_contiguous()
+        strided = torch.nn.functional.linear(hidden, model.get_output_embeddings().weight)[:, -1]
+    assert seen and seen[0].shape == (4, 1, seen[0].shape[-1]) and seen[0].is_contiguous()
+    assert torch.equal(last, strided)

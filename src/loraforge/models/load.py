@@ -177,6 +177,23 @@ def default_device() -> str:
     return "cpu"
 
 
+def _contiguous(module, args):
+    x = args[0] if args else None
+    return None if x is None or x.is_contiguous() else (x.contiguous(), *args[1:])
+
+
+def contiguous_head_input(model) -> None:
+    """Hand the output layer a contiguous input. Why: generation keeps only the last position
+    (``logits_to_keep=1``), a strided (rows, 1, hidden) view; with frozen bf16 weights (PEFT freezes the
+    base; eval and serve load adapters) torch's matmul then runs a batched matmul over the weight expanded
+    per row, copying the 262k x 640 head once per row: 20 s instead of 0.2 s for a 16-row prefill of
+    Gemma 3 270M on a CPU (fp32, and weights that require grad, take the fast path). The copy made here is
+    one row per sequence; a contiguous input (training) is passed through untouched."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if isinstance(head, torch.nn.Module):
+        head.register_forward_pre_hook(_contiguous)
+
+
 def load_model(name: str = DEFAULT_MODEL, dtype: str = "auto", family: str = "auto", device: str | None = None,
                quantize: str | None = None, random_weights: bool = False, lean: bool = True) -> LoadedModel:
     """``quantize='nf4'`` loads the weights in 4 bits for QLoRA (CUDA only). ``random_weights`` builds
@@ -209,6 +226,7 @@ def load_model(name: str = DEFAULT_MODEL, dtype: str = "auto", family: str = "au
         raise ModelError(f"unsupported architecture for {name!r} ({type(config).__name__}): {e}") from None
     if quantize is None:
         model.to(device)  # a quantized model is placed by device_map and cannot be moved
+    contiguous_head_input(model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if lean:
         slim_tokenizer(tokenizer)
