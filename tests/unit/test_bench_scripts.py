@@ -160,7 +160,8 @@ def test_int8_bench_scores_each_weight_variant_on_a_tiny_run(tiny_model_dir, tmp
         assert v["engine_tokens_per_s"] > 0 and v["chrf"] is not None and 0 <= v["same_as_reference"] <= 1
         assert len(v["engine_tokens_per_s_rounds"]) == 2 and min(v["engine_tokens_per_s_rounds"]) > 0
     assert json.loads((tmp_path / "out" / "int8.json").read_text())["segments"] == 4
-    assert "| int8 |" in (tmp_path / "out" / "int8.md").read_text()
+    md = (tmp_path / "out" / "int8.md").read_text()
+    assert "| int8 |" in md and "--rows 2 --tokens 3 --rounds 2 --variants " in md  # the command reproduces it
     # a chosen subset, bf16 included whatever the CPU: its row computes in bf16
     r = run(str(tmp_path / "run"), segments=4, rows=2, tokens=3, out=tmp_path / "out2", variants=["bf16"])
     assert list(r["variants"]) == ["bf16"] and r["variants"]["bf16"]["dtype"] == "bf16"

@@ -272,18 +272,26 @@ def test_stream_client_disconnect_stops_its_generation(server):
     assert complete(server, "alpha").status_code == 200
 
 
-def test_int8_server_computes_in_fp32_under_auto_and_refuses_bf16(tiny_tokenizer, tmp_path):
-    """``serve --int8`` with ``--dtype auto`` loads fp32 (the int8 layers take fp32 activations) even where
-    auto would mean bf16; with ``--dtype bf16`` it is a clear error, not a silent bf16 server."""
+def test_int8_server_computes_in_fp32_under_auto_and_refuses_bf16(tiny_tokenizer, tmp_path, monkeypatch):
+    """``serve --int8`` with ``--dtype auto`` loads fp32 (the int8 layers take fp32 activations) on a CPU
+    where auto means bf16 (made so here, whatever this CPU is); without ``--int8`` auto stays bf16; with
+    ``--dtype bf16`` it is a clear error, not a silent bf16 server."""
     from conftest import save_tiny_model
 
+    from loraforge.bench.serve_compare import loraforge_weights
     from loraforge.config import ConfigError
+    from loraforge.models import load
     from loraforge.serve.app import build_app
-    from loraforge.serve.quant import Int8Linear
+    from loraforge.serve.quant import Int8Linear, serving_dtype
 
+    monkeypatch.setattr(load, "has_fast_bf16", lambda device="cpu": True)
+    assert serving_dtype("auto", int8=False) == "bf16" and serving_dtype("auto", int8=True) == "fp32"
+    assert serving_dtype("bf16", int8=True) == "bf16" and serving_dtype("auto", int8=True, device="cuda") == "bf16"
+    base = save_tiny_model(tmp_path / "tiny-llama", tiny_tokenizer, arch="llama")
+    # bench serve labels its rows by the same rule
+    assert loraforge_weights(str(base), []) == "bf16" and loraforge_weights(str(base), ["--int8"]) == "fp32, int8 weights"
     if "fbgemm" not in torch.backends.quantized.supported_engines:
         pytest.skip("no fbgemm")
-    base = save_tiny_model(tmp_path / "tiny-llama", tiny_tokenizer, arch="llama")
     engine = build_app(str(base), [], dtype="auto", int8=True).state.engine
     try:
         assert next(engine.model.parameters()).dtype == torch.float32 and engine.int8_layers > 0

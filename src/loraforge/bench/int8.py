@@ -121,14 +121,14 @@ def run(run_dir: str, segments: int = 100, rows: int = 16, tokens: int = 64, out
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ConfigError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
-    result = {"run": str(run_dir), "cpu": cpu_name(), "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "segments": segments, "rows": rows, "tokens": tokens,
+    config = Path(run_dir) / "config.yaml"
+    result = {"run": str(run_dir), "model": load_config(config).model.name, "cpu": cpu_name(),
+              "torch": torch.__version__, "threads": torch.get_num_threads(), "segments": segments, "rows": rows, "tokens": tokens,
               "rounds": rounds, "reference": variants[0], "variants": {}}
     reference = None
     for name in variants:
         dtype, int8 = VARIANTS[name]
-        cfg = load_config(Path(run_dir) / "config.yaml", [f"eval.max_examples={segments}", f"model.dtype={dtype}"])
-        result["model"] = cfg.model.name
+        cfg = load_config(config, [f"eval.max_examples={segments}", f"model.dtype={dtype}"])
         metrics, outputs, seconds = quality(cfg, run_dir, int8)
         reference = reference or outputs
         result["variants"][name] = {
@@ -146,7 +146,8 @@ def run(run_dir: str, segments: int = 100, rows: int = 16, tokens: int = 64, out
 def to_markdown(r: dict) -> str:
     lines = [f"# Serving weights: speed and quality ({r['model']}, adapter `{r['run']}`)", "",
              f"CPU: {r['cpu']}, {r['threads']} threads, torch {r['torch']}. Engine: {r['rows']} rows decoded "
-             f"together, {r['tokens']} tokens each, median of {r.get('rounds', 1)} rounds in which the variants take turns. Quality: the first {r['segments']} segments of the test split.", "",
+             f"together, {r['tokens']} tokens each, median of {r['rounds']} rounds in which the variants take "
+             f"turns. Quality: the first {r['segments']} segments of the test split.", "",
              f"| weights | engine tokens/s | chrF | BLEU | markup kept | outputs same as {r['reference']} | eval s |",
              "|---|---|---|---|---|---|---|"]
     for name, v in r["variants"].items():
@@ -154,7 +155,8 @@ def to_markdown(r: dict) -> str:
         lines.append(f"| {name} | {v['engine_tokens_per_s']} | {v['chrf']:.2f} | {v['bleu']:.2f} | {mk} | "
                      f"{v['same_as_reference']:.0%} | {v['eval_seconds']} |")
     lines += ["", f"Reproduce: `python -m loraforge.bench.int8 --run {r['run']} --segments {r['segments']} "
-              f"--variants {','.join(r['variants'])}`", ""]
+              f"--rows {r['rows']} --tokens {r['tokens']} --rounds {r['rounds']} --variants {','.join(r['variants'])}`",
+              ""]
     return "\n".join(lines)
 
 

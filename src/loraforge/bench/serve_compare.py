@@ -148,12 +148,11 @@ def chat_format_for(info: GgufInfo, path: str | Path = "the GGUF") -> str | None
 def loraforge_weights(base: str, extra: list[str] | None = None) -> str:
     """What loraforge serve computes with: its dtype (``--dtype``, auto as ``serve`` resolves it), and
     the GGUF's type when the base is one (dequantized at load)."""
-    from loraforge.models.load import EMBEDDED_MODELS, _embedded_gguf, has_fast_bf16
+    from loraforge.models.load import EMBEDDED_MODELS, _embedded_gguf
+    from loraforge.serve.quant import serving_dtype
 
     extra = list(extra or [])
-    dtype = extra[extra.index("--dtype") + 1] if "--dtype" in extra[:-1] else "auto"
-    if dtype == "auto":  # as ``serve.app.build_app`` resolves it
-        dtype = "fp32" if "--int8" in extra or not has_fast_bf16() else "bf16"
+    dtype = serving_dtype(extra[extra.index("--dtype") + 1] if "--dtype" in extra[:-1] else "auto", "--int8" in extra)
     gguf = _embedded_gguf(base) if base in EMBEDDED_MODELS else Path(base) if base.endswith(".gguf") else None
     label = dtype + (", int8 weights" if "--int8" in extra else ", int8 lm head" if "--int8-lm-head" in extra else "")
     return f"{label} (dequantized from a {read_gguf(gguf).file_type} GGUF)" if gguf else label

@@ -186,9 +186,10 @@ def contiguous_head_input(model) -> None:
     """Hand the output layer a contiguous input. Why: generation keeps only the last position
     (``logits_to_keep=1``), a strided (rows, 1, hidden) view; with frozen bf16 weights (PEFT freezes the
     base; eval and serve load adapters) torch's matmul then runs a batched matmul over the weight expanded
-    per row, copying the 262k x 640 head once per row: 20 s instead of 0.2 s for a 16-row prefill of
-    Gemma 3 270M on a CPU (fp32, and weights that require grad, take the fast path). The copy made here is
-    one row per sequence; a contiguous input (training) is passed through untouched."""
+    per row, copying the 262k x 640 head once per row: 5.4 GB for a 16-row prefill of Gemma 3 270M (fp32,
+    and weights that require grad, take the fast path; docs/benchmarks.md#on-a-cpu-with-fast-bf16-avx512-bf16-kind
+    has the serving run that showed it). The copy made here is one row per sequence; a contiguous input
+    (training) is passed through untouched."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if isinstance(head, torch.nn.Module):
         head.register_forward_pre_hook(_contiguous)

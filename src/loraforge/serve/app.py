@@ -103,11 +103,10 @@ def build_app(base: str, adapters: list[str], admin_token: str | None = None, ad
 
     from loraforge.config import ConfigError
     from loraforge.models.load import load_model
+    from loraforge.serve.quant import serving_dtype
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    if int8 and device == "cpu" and dtype == "auto":  # the int8 layers take and give fp32 activations
-        dtype = "fp32"
-    loaded = load_model(base, dtype=dtype, device=device)
+    loaded = load_model(base, dtype=serving_dtype(dtype, int8, device), device=device)
     if loaded.family != "causal":
         raise ConfigError(f"serve supports decoder-only models; {base!r} is {loaded.family}")
     if max_prompt_tokens is None and device == "cpu":
@@ -116,7 +115,7 @@ def build_app(base: str, adapters: list[str], admin_token: str | None = None, ad
         engine = Engine(loaded, adapter_root=adapter_dir, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
                         max_prompt_tokens=max_prompt_tokens, prefill_tokens=prefill_tokens, merge_lora=merge_lora,
                         int8_lm_head=int8_lm_head, verified_lm_head=verified_lm_head, int8_weights=int8)
-    except ValueError as e:  # an attention layout the engine does not know
+    except ValueError as e:  # an attention layout the engine does not know; int8 weights on a bf16 model
         raise ConfigError(f"serve: {base!r}: {e}") from None
     for spec in adapters:
         name, sep, path = spec.partition("=")

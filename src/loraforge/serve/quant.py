@@ -123,6 +123,19 @@ class Int8Linear(torch.nn.Linear):
         return True
 
 
+def serving_dtype(dtype: str, int8: bool, device: str = "cpu") -> str:
+    """The dtype serve computes in (``serve.app`` loads with it; ``bench serve`` labels its rows with it):
+    int8 weights on a CPU take and give fp32 activations, so there ``auto`` means fp32; elsewhere ``auto``
+    is the training rule (bf16 where the hardware has fast bf16)."""
+    from loraforge.models.load import resolve_dtype
+
+    if dtype != "auto":
+        return dtype
+    if int8 and device == "cpu":
+        return "fp32"
+    return "bf16" if resolve_dtype("auto", device) == torch.bfloat16 else "fp32"
+
+
 def available() -> bool:
     return "fbgemm" in torch.backends.quantized.supported_engines
 
@@ -130,8 +143,9 @@ def available() -> bool:
 def int8_lm_head(model, rescore: int = RESCORE) -> bool:
     """The output layer alone in int8 (the input embeddings keep their dtype, tied or not): one activation
     level (half the work of two on a 262k vocabulary), its top ``rescore`` logits per row recomputed in
-    fp32. Also for a bf16 model: there the 262k x 640 bf16 head is about a third of a decoding step and
-    reading its weights bounds it; int8 halves the bytes (``python -m loraforge.bench.int8``)."""
+    fp32. Also for a bf16 model, where reading the 335 MB of the 262k x 640 bf16 head bounds its share of
+    a step and int8 halves the bytes; on an AVX512-BF16 CPU that was not a clear gain
+    (``python -m loraforge.bench.int8``, ``loraforge bench serve --int8-lm-head``)."""
     head = model.get_output_embeddings()
     if not (available() and Int8Linear.convert(head, (torch.float32, torch.bfloat16))):
         return False
@@ -145,8 +159,9 @@ def int8_weights(model, levels: int = 2) -> int:
     layer); returns how many."""
     if levels not in (1, 2):
         raise ValueError(f"int8 activation levels: 1 or 2, not {levels}")
-    if next(model.parameters()).dtype != torch.float32:  # each layer takes and gives fp32 activations
-        raise ValueError(f"int8 weights need a model loaded in fp32, not {next(model.parameters()).dtype}")
+    dtype = next(model.parameters()).dtype
+    if dtype != torch.float32:  # each layer takes and gives fp32 activations
+        raise ValueError(f"int8 weights need a model loaded in fp32, not {dtype}")
     if not available():
         return 0
     count = int(int8_lm_head(model))
