@@ -163,8 +163,11 @@ def test_int8_bench_scores_each_weight_variant_on_a_tiny_run(tiny_model_dir, tmp
     md = (tmp_path / "out" / "int8.md").read_text()
     assert "| int8 |" in md and "--rows 2 --tokens 3 --rounds 2 --variants " in md  # the command reproduces it
     # a chosen subset, bf16 included whatever the CPU: its row computes in bf16
-    r = run(str(tmp_path / "run"), segments=4, rows=2, tokens=3, out=tmp_path / "out2", variants=["bf16"])
-    assert list(r["variants"]) == ["bf16"] and r["variants"]["bf16"]["dtype"] == "bf16"
+    r = run(str(tmp_path / "run"), segments=4, rows=2, tokens=3, out=tmp_path / "out2", variants=["bf16", "bf16-unpacked"])
+    assert list(r["variants"]) == ["bf16", "bf16-unpacked"] and r["variants"]["bf16"]["dtype"] == "bf16"
+    # without prepacked weights: its own engine speed, bf16's quality (eval never prepacks)
+    unpacked = r["variants"]["bf16-unpacked"]
+    assert unpacked["chrf"] == r["variants"]["bf16"]["chrf"] and unpacked["engine_tokens_per_s"] > 0
     with pytest.raises(ConfigError, match="unknown variant"):
         run(str(tmp_path / "run"), segments=4, out=tmp_path / "out3", variants=["fp16"])
 
@@ -184,3 +187,28 @@ def test_int8_kernels_bench_times_every_linear_at_the_engine_row_counts(tiny_mod
     assert r["engine_step_ms"] > 0 and set(r["reductions_ms"]) == {"argmax", "top-32"}
     assert json.loads((tmp_path / "int8-kernels.json").read_text())["rows"] == 3
     assert "7 decoder rows" in (tmp_path / "int8-kernels.md").read_text()
+
+
+def test_generation_thread_bench_times_the_same_engine_on_both_threads(tiny_model_dir, tmp_path):
+    import json
+
+    from loraforge.bench.generation_thread import main
+
+    main(["--model", str(tiny_model_dir), "--dtype", "fp32", "--rows", "2", "--steps", "2", "--rounds", "2",
+          "--out", str(tmp_path)])
+    r = json.loads((tmp_path / "generation-thread.json").read_text())
+    assert r["dtype"] == "float32" and r["rows"] == 2
+    # fp32: nothing to prepack, so one variant per thread
+    assert r["prepacked_layers"] == 0 and [(v["thread"], v["prepacked"]) for v in r["variants"]] == [
+        ("main", False), ("second", False)]
+    assert all(len(v["rounds_ms"]) == 2 and min(v["rounds_ms"]) > 0 for v in r["variants"])
+    md = (tmp_path / "generation-thread.md").read_text()
+    assert "--dtype fp32 --rows 2 --steps 2 --rounds 2" in md and "float32" in md
+    from loraforge.models import prepack
+
+    if prepack.available():  # bf16: every thread with and without the packed weights
+        main(["--model", str(tiny_model_dir), "--dtype", "bf16", "--rows", "2", "--steps", "2", "--rounds", "1",
+              "--out", str(tmp_path / "bf16")])
+        r = json.loads((tmp_path / "bf16" / "generation-thread.json").read_text())
+        assert r["prepacked_layers"] > 0 and [(v["thread"], v["prepacked"]) for v in r["variants"]] == [
+            ("main", True), ("main", False), ("second", True), ("second", False)]

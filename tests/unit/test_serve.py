@@ -329,3 +329,60 @@ def test_int8_server_loads_adapters_over_int8_layers_and_answers(tiny_tokenizer,
         assert answers["alpha"]["choices"][0]["text"] != answers[str(base)]["choices"][0]["text"]
     finally:
         engine.close()
+
+
+def _serve_command(base, port: int) -> list[str]:
+    import sys
+
+    return [sys.executable, "-c", "from loraforge.cli import main; raise SystemExit(main())", "serve", "--base",
+            str(base), "--port", str(port), "--dtype", "fp32"]
+
+
+def test_serve_command_finishes_answers_in_flight_on_sigterm_and_refuses_a_taken_port(tiny_model_dir, tmp_path):
+    """`loraforge serve` generates on the main thread with HTTP beside it: a SIGTERM stops new work, lets the
+    streaming answer already under way end normally, and exits 0; a port already taken exits non-zero
+    with a message instead of hanging."""
+    import signal
+    import subprocess
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    url = f"http://127.0.0.1:{port}"
+    with open(tmp_path / "serve.log", "w") as log:
+        proc = subprocess.Popen(_serve_command(tiny_model_dir, port), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+            time.sleep(0.1)
+        lines = []
+        body = {"model": str(tiny_model_dir), "prompt": "Kubernetes is", "max_tokens": 300, "stream": True}
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=60) as r:
+            assert r.status_code == 200
+            for line in r.iter_lines():
+                if line.startswith("data: ") and not lines:
+                    proc.send_signal(signal.SIGTERM)  # the answer is under way
+                if line:
+                    lines.append(line)
+        assert proc.wait(timeout=60) == 0, (tmp_path / "serve.log").read_text()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    events = [json.loads(x[6:]) for x in lines if x.startswith("data: {")]
+    assert lines[-1] == "data: [DONE]" and events[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        done = subprocess.run(_serve_command(tiny_model_dir, taken.getsockname()[1]), capture_output=True, text=True,
+                              timeout=300)
+    finally:
+        taken.close()
+    assert done.returncode != 0 and "did not start" in done.stderr

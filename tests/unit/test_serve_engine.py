@@ -396,3 +396,36 @@ def test_int8_engine_mixed_adapters_run_beside_int8_layers_and_never_merge(tmp_p
         engine.close()
     assert got == solo
     assert solo[0] != solo[1] or ps[0] != ps[1]
+
+
+def test_an_engine_without_its_own_thread_generates_on_the_thread_that_runs_it(gemma):
+    """``loraforge serve``'s layout: the engine is made and ``run`` on one thread (there the main thread),
+    requests and model changes come from others. Same tokens as alone; close() ends ``run``."""
+    ps, budgets = prompts(3, seed=5), [9, 4, 12]
+    expected = [alone(gemma, p, b) for p, b in zip(ps, budgets)]
+    made = threading.Event()
+    holder = {}
+
+    def generator():
+        holder["engine"] = make_engine(gemma, max_batch=2, batch_wait_ms=0, own_thread=False)
+        holder["ran_on"] = threading.current_thread()
+        made.set()
+        holder["engine"].run()
+        holder["returned"] = True
+
+    thread = threading.Thread(target=generator, daemon=True)
+    thread.start()
+    assert made.wait(60)
+    engine = holder["engine"]
+    with pytest.raises(RuntimeError, match="run\\(\\) belongs"):
+        engine.run()  # not the thread that made it
+    pairs = [request(p, b) for p, b in zip(ps, budgets)]
+    for r, _ in pairs:
+        engine.submit(r)
+    got = [wait(c).tokens for _, c in pairs]
+    assert engine._call(threading.current_thread) is holder["ran_on"], "tasks must run on the generating thread"
+    assert engine.alive
+    engine.close()
+    thread.join(timeout=30)
+    assert holder.get("returned") and not engine.alive
+    assert got == expected

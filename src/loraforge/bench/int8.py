@@ -2,7 +2,8 @@
 speed (``rows`` requests decoded together, ``tokens`` each, the base model) and the tuned model's
 translation quality on the first ``segments`` of its test split, for fp32 (the verified head, same
 tokens as fp32), bf16 (serve's default where the CPU has fast bf16; skipped elsewhere, where it is
-emulated and slow), bf16 with the output layer in int8 (``--int8-lm-head``) and int8 weights
+emulated and slow), bf16 without the oneDNN-packed weights serve uses (``--no-prepack``: the engine
+speed it buys; its quality is bf16's, the same bits), bf16 with the output layer in int8 (``--int8-lm-head``) and int8 weights
 (``serve --int8``) with one or two activation levels.
 
     python -m loraforge.bench.int8 --run runs/markup-true [--segments 100] [--variants fp32,bf16] [--out bench/results]
@@ -24,8 +25,9 @@ from loraforge.bench.report import cpu_name, write_results
 
 # name -> (weights dtype, int8: None, "head" (``--int8-lm-head``) or every layer with 1 or 2 activation levels);
 # "int8" is what ``serve --int8`` runs
-VARIANTS = {"fp32": ("fp32", None), "bf16": ("bf16", None), "bf16+int8-head": ("bf16", "head"),
-            "int8": ("fp32", 2), "int8-1-level": ("fp32", 1)}
+VARIANTS = {"fp32": ("fp32", None), "bf16": ("bf16", None), "bf16-unpacked": ("bf16", None),
+            "bf16+int8-head": ("bf16", "head"), "int8": ("fp32", 2), "int8-1-level": ("fp32", 1)}
+UNPACKED = {"bf16-unpacked"}  # the engine runs with ``prepack=False``
 
 
 def default_variants() -> list[str]:
@@ -39,7 +41,7 @@ class _EngineRun:
     """One engine for one variant: ``once(budget)`` decodes ``rows`` requests of ``budget`` tokens (stops
     switched off so every row runs its whole budget) and returns completion tokens/s."""
 
-    def __init__(self, model_name: str, dtype: str, int8: int | str | None, rows: int):
+    def __init__(self, model_name: str, dtype: str, int8: int | str | None, rows: int, prepack: bool = True):
         from loraforge.bench.serve import DEFAULT_PROMPTS
         from loraforge.models.load import load_model
         from loraforge.serve.engine import Engine
@@ -47,7 +49,7 @@ class _EngineRun:
 
         loaded = load_model(model_name, dtype=dtype, device="cpu")
         self.engine = Engine(loaded, max_batch=rows, int8_weights=int8 if isinstance(int8, int) else False,
-                             int8_lm_head=int8 == "head")
+                             int8_lm_head=int8 == "head", prepack=prepack)
         codec = Codec(loaded.tokenizer)
         self.prompts = [codec.encode(DEFAULT_PROMPTS[i % len(DEFAULT_PROMPTS)]) for i in range(rows)]
 
@@ -79,7 +81,7 @@ def engine_speeds(model_name: str, variants: list[str], rows: int, tokens: int, 
     try:
         for name in variants:
             dtype, int8 = VARIANTS[name]
-            runs[name] = _EngineRun(model_name, dtype, int8, rows)
+            runs[name] = _EngineRun(model_name, dtype, int8, rows, prepack=name not in UNPACKED)
             runs[name].once(4)
         speeds = {name: [] for name in variants}
         for _ in range(rounds):
@@ -128,6 +130,9 @@ def run(run_dir: str, segments: int = 100, rows: int = 16, tokens: int = 64, out
     reference = None
     for name in variants:
         dtype, int8 = VARIANTS[name]
+        if name in UNPACKED and "bf16" in result["variants"]:  # eval never prepacks: its quality is bf16's
+            result["variants"][name] = dict(result["variants"]["bf16"])
+            continue
         cfg = load_config(config, [f"eval.max_examples={segments}", f"model.dtype={dtype}"])
         metrics, outputs, seconds = quality(cfg, run_dir, int8)
         reference = reference or outputs

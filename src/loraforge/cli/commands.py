@@ -486,6 +486,9 @@ def commands() -> list[Command]:
                     arg("--no-verified-lm-head", dest="verified_lm_head", action="store_false",
                         help="plain fp32 output layer (default on a CPU in fp32: int8 proposes candidate tokens, "
                              "fp32 decides among them, same tokens as fp32)"),
+                    arg("--no-prepack", dest="prepack", action="store_false",
+                        help="plain bf16 Linear layers (default on a CPU in bf16: weights laid out once for "
+                             "oneDNN, same outputs, faster, one more copy of the weights in memory)"),
                 )),
         Command(("deploy", "docker"), "write Dockerfiles: train-cpu, train-cuda, serve",
                 "loraforge.deploy.docker:write_dockerfiles", show=show_lines, args=(

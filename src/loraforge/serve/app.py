@@ -19,6 +19,7 @@ from loraforge.serve.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit, BodyTooLar
 from loraforge.serve.text import Codec
 
 CPU_MAX_PROMPT_TOKENS = 4096  # a 32k-token prefill would hold a CPU for minutes
+SHUTDOWN_GRACE_S = 60  # after a signal, how long answers in flight may take to finish
 
 
 def error_response(e: ServeError) -> JSONResponse:
@@ -74,22 +75,56 @@ def serve(base: str, adapters: list[str], host: str = "127.0.0.1", port: int = 8
           adapter_dir: str | None = None, dtype: str = "auto", max_batch: int = 16, batch_wait_ms: float = 5,
           max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_prompt_tokens: int | None = None,
           prefill_tokens: int = 2048, merge_lora: bool = True, int8_lm_head: bool = False,
-          verified_lm_head: bool = True, api_key: str | None = None, int8: bool = False) -> None:
-    """Load the base model and the ``name=DIR`` adapters, then run uvicorn until interrupted
-    (the engine options: see ``build_app``; ``api_key``: else ``$LORAFORGE_API_KEY``)."""
+          verified_lm_head: bool = True, api_key: str | None = None, int8: bool = False, prepack: bool = True) -> None:
+    """Load the base model and the ``name=DIR`` adapters, then serve until SIGINT or SIGTERM (the engine
+    options: see ``build_app``; ``api_key``: else ``$LORAFORGE_API_KEY``).
+
+    Generation runs on the main thread and uvicorn on a second one (``Engine.run`` says why). A signal
+    stops new connections; answers in flight finish, then the engine stops. A second signal stops now."""
+    import signal
+    import threading
+
     import uvicorn
 
     app = build_app(base, adapters, admin_token, adapter_dir, dtype, max_batch, batch_wait_ms, max_body_bytes,
                     max_prompt_tokens, prefill_tokens, merge_lora, int8_lm_head, verified_lm_head,
-                    api_key_from(api_key), int8)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+                    api_key_from(api_key), int8, prepack, own_thread=False)
+    engine: Engine = app.state.engine
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info",
+                                           timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
+
+    def http() -> None:
+        try:
+            server.run()
+        finally:  # stopped, or never started (e.g. the port is taken): let the main thread return
+            engine.close()
+
+    def stop(signum, frame) -> None:
+        if server.should_exit:
+            raise KeyboardInterrupt
+        server.should_exit = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    thread = threading.Thread(target=http, name="loraforge-http", daemon=True)
+    thread.start()
+    try:
+        engine.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.should_exit = True
+        thread.join(timeout=SHUTDOWN_GRACE_S + 5)
+    if not server.started:
+        raise SystemExit(f"serve: the HTTP server did not start on {host}:{port} (see the log above)")
 
 
 def build_app(base: str, adapters: list[str], admin_token: str | None = None, adapter_dir: str | None = None,
               dtype: str = "auto", max_batch: int = 16, batch_wait_ms: float = 5,
               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_prompt_tokens: int | None = None,
               prefill_tokens: int = 2048, merge_lora: bool = True, int8_lm_head: bool = False,
-              verified_lm_head: bool = True, api_key: str | None = None, int8: bool = False) -> FastAPI:
+              verified_lm_head: bool = True, api_key: str | None = None, int8: bool = False,
+              prepack: bool = True, own_thread: bool = True) -> FastAPI:
     """``max_prompt_tokens``: default 4096 on a CPU, the model's context on a GPU. ``prefill_tokens``:
     padded prompt tokens prefilled per engine iteration (bounds how long running rows wait for new
     ones). ``merge_lora``: merge the adapter into the weights while every running row uses it.
@@ -98,7 +133,10 @@ def build_app(base: str, adapters: list[str], admin_token: str | None = None, ad
     ``int8``: CPU only, every Linear layer in int8 with per-row activation scales (``quant.py``): ~2x the
     tokens/s of fp32 on an AVX2 CPU, like llama.cpp's Q8_0; greedy outputs may differ from fp32. Computes
     in fp32 (``auto`` then means fp32; bf16 is refused).
-    ``api_key``: required as a bearer token on every ``/v1`` route (None: open)."""
+    ``prepack``: CPU bf16, Linear weights laid out once for oneDNN (same outputs, faster; a second copy
+    of the weights in memory; ``models/prepack.py``).
+    ``api_key``: required as a bearer token on every ``/v1`` route (None: open).
+    ``own_thread``: the engine generates on a thread of its own; False: the caller runs ``Engine.run``."""
     import torch
 
     from loraforge.config import ConfigError
@@ -114,7 +152,8 @@ def build_app(base: str, adapters: list[str], admin_token: str | None = None, ad
     try:
         engine = Engine(loaded, adapter_root=adapter_dir, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
                         max_prompt_tokens=max_prompt_tokens, prefill_tokens=prefill_tokens, merge_lora=merge_lora,
-                        int8_lm_head=int8_lm_head, verified_lm_head=verified_lm_head, int8_weights=int8)
+                        int8_lm_head=int8_lm_head, verified_lm_head=verified_lm_head, int8_weights=int8,
+                        prepack=prepack, own_thread=own_thread)
     except ValueError as e:  # an attention layout the engine does not know; int8 weights on a bf16 model
         raise ConfigError(f"serve: {base!r}: {e}") from None
     for spec in adapters:

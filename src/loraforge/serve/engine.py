@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from loraforge.models.prepack import prepack_linears
 from loraforge.runs import tagger_meta
 from loraforge.serve.kv import SlotCache
 from loraforge.serve.lora import BASE, AdapterRouter
@@ -88,7 +89,8 @@ class Engine:
     def __init__(self, loaded, adapter_root: str | Path | None = None, max_batch: int = 16, batch_wait_ms: float = 5,
                  default_max_tokens: int = 256, max_prompt_tokens: int | None = None, prefill_tokens: int = 2048,
                  merge_lora: bool = True, kv_columns: int = 256, int8_lm_head: bool = False,
-                 verified_lm_head: bool = True, int8_weights: bool | int = False):
+                 verified_lm_head: bool = True, int8_weights: bool | int = False, prepack: bool = True,
+                 own_thread: bool = True):
         self.kv_columns = kv_columns  # initial KV capacity per slot; doubles when live rows need more
         self.tap, self.head = None, None  # the verified int8 head (``head.py``), where it applies
         self.int8_layers = 0  # Linear layers running in int8 (``quant.py``)
@@ -101,6 +103,8 @@ class Engine:
                 self.int8_layers = int(quant.int8_lm_head(loaded.model))
         elif verified_lm_head and self._on_cpu(loaded.model):
             self._install_head(loaded.model)
+        # bf16 Linear layers with oneDNN-packed weights: same bits, less time (``models/prepack.py``)
+        self.prepacked = prepack_linears(loaded.model, max_batch) if prepack and self._on_cpu(loaded.model) else 0
         self.tokenizer = loaded.tokenizer
         self.config = loaded.model.config
         # merging writes fp32 weights the int8 copies do not follow: LoRA then runs beside the int8 layers
@@ -119,8 +123,25 @@ class Engine:
         self._cancelled: deque[Request] = deque()
         self.rows: list[Request] = []  # live rows; rows[i] owns slot i
         self._reset_slots()
-        self._thread = threading.Thread(target=self._loop, name="loraforge-generate", daemon=True)
-        self._thread.start()
+        self._stopped = False
+        self._owns_thread = own_thread
+        # the generating thread: our own, or (own_thread=False) the constructing one, once it calls ``run``;
+        # until then, work from other threads queues in the inbox
+        self._thread = threading.current_thread()
+        if own_thread:
+            self._thread = threading.Thread(target=self._loop, name="loraforge-generate", daemon=True)
+            self._thread.start()
+
+    def run(self) -> None:
+        """Generate until ``close``, on the thread that made this engine with ``own_thread=False``.
+
+        Why: ``loraforge serve`` gives the main thread to generation and runs HTTP beside it. The same
+        decoding step took 1.6x as long on a second Python thread as on the main one on a 2-core CPU
+        (``python -m loraforge.bench.generation_thread``; the cause was not pinned down), and behind HTTP
+        that was the largest cost left."""
+        if self._owns_thread or threading.current_thread() is not self._thread:
+            raise RuntimeError("run() belongs to the thread that made the engine with own_thread=False")
+        self._loop()
 
     def _install_head(self, model) -> None:
         """int8-proposed, fp32-decided output layer: same tokens as fp32, ~4x less head time on a CPU."""
@@ -145,7 +166,7 @@ class Engine:
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        return self._thread.is_alive() and not self._stopped
 
     def queue_depth(self) -> int:
         return self.inbox.qsize() + len(self.waiting)
@@ -255,11 +276,18 @@ class Engine:
 
     def close(self) -> None:
         self.inbox.put(None)
-        self._thread.join(timeout=10)
+        if self._owns_thread:
+            self._thread.join(timeout=10)
 
     # --- the loop ---------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        try:
+            self._generate()
+        finally:
+            self._stopped = True
+
+    def _generate(self) -> None:
         while True:
             if not self._drain(block=not self.rows and not self.waiting):
                 return
