@@ -216,6 +216,10 @@ def test_a_tuned_run_is_served_by_loraforge_and_named_in_its_requests(monkeypatc
     got.clear()
     serve_compare.side_by_side("t.gguf")
     assert got["engines"][0].model == "base" and "--adapter" not in got["engines"][0].argv
+    assert [e.name for e in got["engines"]] == ["loraforge", "llama.cpp"]
+    got.clear()
+    serve_compare.side_by_side("t.gguf", loraforge_only=True)  # a soak of loraforge alone
+    assert [e.name for e in got["engines"]] == ["loraforge"]
 
 
 def test_llama_cpp_server_reads_our_argv_and_lets_concurrent_requests_finish(tmp_path):

@@ -401,16 +401,17 @@ def bench_serve_compare(engines: list[EngineSpec], requests: int = 48, concurren
 def side_by_side(gguf: str, base: str = "gemma3-270m", adapters: list[str] | None = None, requests: int = 48,
                  concurrency: int = 16, max_tokens: int = 64, soak: int = 0,
                  out: str | Path = "bench/results/serve-compare", threads: int | None = None,
-                 serve_args: list[str] | None = None, adapter: str | None = None) -> dict:
+                 serve_args: list[str] | None = None, adapter: str | None = None, loraforge_only: bool = False) -> dict:
     """loraforge serve on ``base`` then llama.cpp on ``gguf`` (the same model: the embedded model's GGUF, or
     what ``loraforge export --format gguf`` writes, f16 by default); the shape ``loraforge bench serve
     --compare-gguf`` calls. ``adapter``: a tuned run; loraforge serves it (requests name it) and ``gguf``
-    should be that run's export, so both engines run the same tuned model."""
+    should be that run's export, so both engines run the same tuned model. ``loraforge_only``: skip
+    llama.cpp (a long ``soak`` of loraforge alone; the GGUF is still checked)."""
     llama = llama_cpp_spec(gguf, threads)  # a GGUF it cannot compare fairly fails before anything starts
     lf = loraforge_spec(base, [*(adapters or []), *([f"tuned={adapter}"] if adapter else [])], serve_args,
                         weights=loraforge_weights(base, serve_args))
     if adapter:
         lf.model = "tuned"
         lf.facts["adapter"] = str(adapter)
-    engines = [lf, llama]
+    engines = [lf] if loraforge_only else [lf, llama]
     return bench_serve_compare(engines, requests, concurrency, max_tokens, soak, out)

@@ -200,7 +200,8 @@ def show_unmasked(text: str) -> int:
 
 def _bench_serve(compare_gguf: str | None = None, soak: int = 0, base: str = "gemma3-270m",
                  llama_threads: int | None = None, out_dir: str = "bench/results/serve-compare",
-                 adapter: str | None = None, int8: bool = False, int8_lm_head: bool = False, **kw):
+                 adapter: str | None = None, int8: bool = False, int8_lm_head: bool = False,
+                 loraforge_only: bool = False, **kw):
     """Against a running server (--url), or, with --compare-gguf, loraforge serve and llama.cpp's server
     started one after the other on this machine with the same requests."""
     serve_args = ["--int8"] * int8 + ["--int8-lm-head"] * int8_lm_head
@@ -209,10 +210,10 @@ def _bench_serve(compare_gguf: str | None = None, soak: int = 0, base: str = "ge
 
         return side_by_side(compare_gguf, base, requests=kw["requests"], concurrency=kw["concurrency"],
                             max_tokens=kw["max_tokens"], soak=soak, out=out_dir, threads=llama_threads,
-                            adapter=adapter, serve_args=serve_args or None)
-    if adapter or serve_args:
-        raise UsageError("--adapter, --int8 and --int8-lm-head go with --compare-gguf (a running server has its "
-                         "own settings)")
+                            adapter=adapter, serve_args=serve_args or None, loraforge_only=loraforge_only)
+    if adapter or serve_args or loraforge_only:
+        raise UsageError("--adapter, --int8, --int8-lm-head and --loraforge-only go with --compare-gguf (a running "
+                         "server has its own settings)")
     return call(resolve("loraforge.bench.serve:bench_serve"), kw)
 
 
@@ -570,6 +571,8 @@ def commands() -> list[Command]:
                     arg("--soak", type=int, default=0, help="with --compare-gguf: requests of a memory soak after "
                         "the load test (start and end RSS)"),
                     arg("--llama-threads", type=int, help="with --compare-gguf: llama.cpp threads (default: all)"),
+                    arg("--loraforge-only", action="store_true", help="with --compare-gguf: skip llama.cpp (a long "
+                        "--soak of loraforge alone)"),
                     arg("--int8", action="store_true", help="with --compare-gguf: loraforge serve --int8 (compare "
                         "with a q8_0 GGUF)"),
                     arg("--int8-lm-head", action="store_true", help="with --compare-gguf: loraforge serve "
