@@ -4,7 +4,7 @@ Why: for a bf16 ``F.linear`` on a CPU, torch hands oneDNN the weight in plain ro
 oneDNN re-lays it out into its blocked (VNNI) format inside every call. Laying the weight out once, as
 torch.compile's CPU freezing pass does (``torch.ops.mkldnn._reorder_linear_weight`` and
 ``_linear_pointwise``, the ops inductor emits), gives the same bits in less time at serving batch sizes
-(``python -m loraforge.bench.int8 --variants bf16,bf16-unpacked``). The cost is a second copy of every packed weight.
+(``python -m loraforge.bench.generation_thread``). The cost is a second copy of every packed weight.
 
 Weights may be *swapped* (``weight.data = other``: how ``serve.lora.AdapterRouter`` merges a LoRA):
 a layer re-packs when its weight's storage is not the one it packed. It keeps a reference to that
