@@ -157,10 +157,13 @@ def test_bench_serve_compare_flags_reach_side_by_side(monkeypatch, capsys):
                  "--llama-threads", "2", "--out-dir", "o"])
     assert code == 1  # a failure in either engine fails the command
     assert got == {"gguf": "m.gguf", "base": "gemma3-270m", "requests": 8, "concurrency": 16, "max_tokens": 64,
-                   "soak": 20, "out": "o", "threads": 2, "adapter": None, "serve_args": None}
-    assert main(["bench", "serve", "--compare-gguf", "t.gguf", "--adapter", "runs/x", "--int8"]) == 1
+                   "soak": 20, "out": "o", "threads": 2, "adapter": None, "serve_args": None, "loraforge_only": False}
+    assert main(["bench", "serve", "--compare-gguf", "t.gguf", "--adapter", "runs/x", "--int8", "--loraforge-only"]) == 1
     assert got["gguf"] == "t.gguf" and got["adapter"] == "runs/x" and got["serve_args"] == ["--int8"]
+    assert got["loraforge_only"] is True
     assert main(["bench", "serve", "--adapter", "runs/x"]) == 2  # a tuned run only with --compare-gguf
     assert "--compare-gguf" in capsys.readouterr().err
     assert main(["bench", "serve", "--int8"]) == 2  # so is --int8
+    assert "--compare-gguf" in capsys.readouterr().err
+    assert main(["bench", "serve", "--loraforge-only"]) == 2  # and --loraforge-only
     assert "--compare-gguf" in capsys.readouterr().err
