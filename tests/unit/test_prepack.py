@@ -74,11 +74,8 @@ def run_to_the_end(engine, requests) -> None:
     engine.close()
     engine.waiting.extend(requests)
     for _ in range(10_000):
-        if not engine.rows and not engine.waiting:
+        if not engine.step():
             return
-        engine._admit()
-        if engine.rows:
-            engine._decode()
     raise AssertionError("the engine did not finish")
 
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from loraforge.serve.engine import Engine, Request
+from loraforge.serve.engine import Engine, Request, ServeError
 from loraforge.serve.lora import BASE
 
 STOP = [1]  # the tiny models' EOS
@@ -429,3 +429,28 @@ def test_an_engine_without_its_own_thread_generates_on_the_thread_that_runs_it(g
     thread.join(timeout=30)
     assert holder.get("returned") and not engine.alive
     assert got == expected
+
+
+def test_a_closed_engine_driven_by_step_gives_the_same_tokens_and_clear_ends_the_rows(gemma):
+    """``step`` is the loop's one iteration (benchmarks and tests drive it by hand): three rows on two
+    slots finish with generate()'s tokens, and ``step`` says when no work is left. ``clear`` ends
+    running rows with the error given and frees their slots."""
+    ps, budgets = prompts(3, seed=9), [7, 3, 10]
+    expected = [alone(gemma, p, b) for p, b in zip(ps, budgets)]
+    engine = make_engine(gemma, max_batch=2, batch_wait_ms=0)
+    engine.close()
+    pairs = [request(p, b) for p, b in zip(ps, budgets)]
+    engine.waiting.extend(r for r, _ in pairs)
+    steps = 0
+    while engine.step():
+        steps += 1
+        assert steps < 100, "the engine did not finish"
+    assert [c.tokens for _, c in pairs] == expected
+    assert steps >= max(len(e) for e in expected) - 1 and not engine.rows
+
+    r, c = request(ps[0], 50)
+    engine.waiting.append(r)
+    assert engine.step() and engine.rows
+    engine.clear(ServeError("gone", 500, "server_error"))
+    assert not engine.rows and c.done.is_set() and isinstance(c.error, ServeError)
+    assert not engine.step()

@@ -20,7 +20,7 @@ from loraforge.bench.report import cpu_name, table, write_results
 
 
 def _filled_engine(model: str, dtype: str, rows: int):
-    """An engine whose own loop is stopped, with ``rows`` prompts prefilled: ``_decode`` is then one step."""
+    """An engine whose own loop is stopped, with ``rows`` prompts prefilled: ``step`` then decodes one token."""
     from loraforge.bench.serve import DEFAULT_PROMPTS
     from loraforge.models.load import load_model
     from loraforge.serve.engine import Engine, Request
@@ -33,12 +33,11 @@ def _filled_engine(model: str, dtype: str, rows: int):
     codec = Codec(loaded.tokenizer)
 
     def refill() -> None:
-        engine._release(list(range(len(engine.rows))))
-        engine._reset_slots()
+        engine.clear()
         for i in range(rows):
             engine.waiting.append(Request(adapter=BASE, prompt_ids=codec.encode(DEFAULT_PROMPTS[i % len(DEFAULT_PROMPTS)]),
                                           max_tokens=1 << 20, stop_ids=[], emit=lambda *_: None))
-        engine._admit()
+        engine.step()  # admits (prefills) the rows and decodes their first token
 
     return engine, loaded.model.dtype, refill
 
@@ -59,10 +58,10 @@ def step_ms(model: str = "gemma3-270m", dtype: str = "auto", rows: int = 16, ste
     def timed(out: list[float]) -> None:
         refill()
         for _ in range(3):  # warm-up
-            engine._decode()
+            engine.step()
         start = time.perf_counter()
         for _ in range(steps):
-            engine._decode()
+            engine.step()
         out.append((time.perf_counter() - start) / steps * 1000)
 
     variants = [(thread, pack) for thread in ("main", "second") for pack in ((True, False) if packed else (False,))]

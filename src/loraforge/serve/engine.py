@@ -292,15 +292,25 @@ class Engine:
             if not self._drain(block=not self.rows and not self.waiting):
                 return
             try:
-                self._apply_cancels()
-                self._admit()
-                if self.rows:
-                    self._decode()
+                self.step()
             except Exception as e:  # a failing step answers its rows with 500s; the server keeps serving
-                err = ServeError(f"generation failed: {type(e).__name__}: {e}", 500, "server_error")
-                self._release(list(range(len(self.rows))), error=err)
-                self.router.unmerge()
-                self._reset_slots()
+                self.clear(ServeError(f"generation failed: {type(e).__name__}: {e}", 500, "server_error"))
+
+    def step(self) -> bool:
+        """One iteration of the loop: drop cancelled rows, admit waiting requests, decode one token for
+        the running rows. True while work is left. The loop calls it; so do benchmarks and tests that
+        drive a closed engine by hand, so they time and check exactly what serving runs."""
+        self._apply_cancels()
+        self._admit()
+        if self.rows:
+            self._decode()
+        return bool(self.rows or self.waiting)
+
+    def clear(self, error: ServeError | None = None) -> None:
+        """Finish every running row (with ``error`` if given), undo a merged adapter, free all slots."""
+        self._release(list(range(len(self.rows))), error=error)
+        self.router.unmerge()
+        self._reset_slots()
 
     def _drain(self, block: bool) -> bool:
         """Move the inbox into ``waiting`` and run queued tasks; False once closed. When idle, wait for
