@@ -23,9 +23,15 @@ def _found(text):
                                                               ("2001:db8:85a3:0:0:8a2e:370:7334", "IP_ADDRESS")]),
     ("from 999.168.1.20", []),  # not an IP
     ("kernel 5.10.0.1 and version 10.4.2.1", []),  # versions, not IPs
+    ('{"driver":"10.28.29.1","peer":"10.28.29.7"}', [("10.28.29.7", "IP_ADDRESS")]),
     ("ssn 123-45-6789, not 000-12-3456 or 666-12-3456", [("123-45-6789", "SSN")]),
     ("call +49 30 1234567 or (555) 123-4567", [("+49 30 1234567", "PHONE"), ("(555) 123-4567", "PHONE")]),
     ("order 12345678 on 2024-03-01", []),  # an order number and a date are not phones
+    ("VALUES (99242630, 'x') and (+358) 291926593", [("(+358) 291926593", "PHONE")]),  # SQL's "(" is no area code
+    ("ID 260343-718E, call 06 12 34 56 78", [("06 12 34 56 78", "PHONE")]),  # digits that run into a letter
+    ("Call summary - 31.01.2025 11:51, or 01.23.45.67.89", [("01.23.45.67.89", "PHONE")]),  # a date and time
+    ("web3 0/0/82/256/34 200 59 - - ---- 239/141/0", []),  # HAProxy timers and counters
+    ("Vieja Finlandia, MICH 08119-6192; office 06221-5432", [("06221-5432", "PHONE")]),  # ZIP+4 after a state
     ("mail a.b+tag@mail.example.org!", [("a.b+tag@mail.example.org", "EMAIL")]),
     ("postgres://admin:s3cr3t@db:5432/x", [("admin", "USERNAME"), ("s3cr3t", "PASSWORD")]),
     ("key ghp_" + "a1B2" * 9, [("ghp_" + "a1B2" * 9, "PASSWORD")]),

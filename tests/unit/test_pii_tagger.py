@@ -80,6 +80,36 @@ def test_entities_are_read_whole_typed_by_their_mass_and_grown_to_whole_words():
     assert [(a, b) for a, b, *_ in decode_entities(text, offs, ones)] == [(0, 36)]
 
 
+def test_growth_crosses_a_types_separators_but_not_into_a_spaceless_script_and_touching_pieces_join():
+    """Why: a tagger unsure of one token inside ``223.212.28.30`` or ``18/05/2000`` gave two pieces of
+    two types; growth to whole letters-and-digits words swallowed ``手机号`` into a phone number."""
+    from loraforge.data.pii_tags import decode_entities
+
+    def read(text, pieces):  # pieces: (substring, label); the rest of the text is one O token each
+        offs, labels, pos = [], [], 0
+        for sub, label in pieces:
+            i = text.index(sub, pos)
+            if i > pos:
+                offs.append((pos, i)), labels.append("O")
+            offs.append((i, i + len(sub))), labels.append(label)
+            pos = i + len(sub)
+        if pos < len(text):
+            offs.append((pos, len(text))), labels.append("O")
+        return [(text[a:b], t) for a, b, t, _ in decode_entities(text, offs, probs_for(labels))]
+
+    assert read("from 223.212.28.30 today", [("212.28", "B-IP_ADDRESS"), (".", "O"), ("30", "B-IP_ADDRESS")]) == [
+        ("223.212.28.30", "IP_ADDRESS")]
+    assert read("born 18/05/2000.", [("18/", "B-IP_ADDRESS"), ("05/20", "B-DATE_OF_BIRTH"),
+                                     ("00", "I-DATE_OF_BIRTH")]) == [("18/05/2000", "DATE_OF_BIRTH")]
+    assert read("born 18/05/2000.", [("8/05", "B-DATE_OF_BIRTH")]) == [("18/05/2000", "DATE_OF_BIRTH")]
+    assert read("手机号15300695752，谢谢", [("15300695752", "B-PHONE")]) == [("15300695752", "PHONE")]
+    assert read("我叫许欣，", [("许欣", "B-NAME")]) == [("许欣", "NAME")]
+    assert read("Karl-Ludwig Meyer", [("Karl", "B-NAME"), ("Ludwig", "B-NAME"), ("Meyer", "I-NAME")]) == [
+        ("Karl-Ludwig Meyer", "NAME")]
+    # a B- after a space still starts a new value; one after punctuation inside a word does not
+    assert read("Ann Lee", [("Ann", "B-NAME"), ("Lee", "B-NAME")]) == [("Ann", "NAME"), ("Lee", "NAME")]
+
+
 def test_examples_without_spans_are_labelled_from_their_masked_target(tiny_tokenizer):
     masked = "Mail [NAME] at [EMAIL] today, [NAME] too."
     with_spans = encode_tagged(tiny_tokenizer, [Example(TEXT, masked, meta={"spans": SPANS})], 64)[0]

@@ -83,6 +83,44 @@ def decode_spans(text: str, offsets: list[tuple[int, int]], label_ids: list[int]
     return _disjoint(out)
 
 
+def _spaceless(ch: str) -> bool:
+    """A character of a script written without spaces between words (CJK, kana, Thai, Lao, Khmer...)."""
+    o = ord(ch)
+    return (0x2E80 <= o <= 0x9FFF or 0xF900 <= o <= 0xFAFF or 0xFF00 <= o <= 0xFFEF or 0x20000 <= o <= 0x3FFFF
+            or 0x0E00 <= o <= 0x0EFF or 0x1780 <= o <= 0x17FF or 0x1000 <= o <= 0x109F)
+
+
+# separators inside one value of a type, which growth to whole words crosses (``223.212.28.30``)
+_SEPARATORS = {"NAME": "-'’", "IP_ADDRESS": ".:", "DATE_OF_BIRTH": "/.-", "EMAIL": "._%+-@", "USERNAME": "._-", "PHONE": "-",
+               "CREDIT_CARD": "-", "SSN": "-", "PASSWORD": "!@#$%^&*_+-.~?/|"}
+
+
+def _word(ch: str) -> bool:
+    """A letter or digit that growth to whole words may cross (not one of a spaceless script)."""
+    return ch.isalnum() and not _spaceless(ch)
+
+
+def _grown(text: str, a: int, b: int, typ: str, floor: int) -> tuple[int, int]:
+    """``text[a:b]`` grown to whole words of a ``typ`` value: over letters and digits, and over the
+    type's separators where a letter or digit follows them (a sentence's final dot stays out)."""
+    seps = _SEPARATORS.get(typ, "")
+    while a > floor and (_word(text[a]) or text[a] in seps):
+        if _word(text[a - 1]):
+            a -= 1
+        elif text[a - 1] in seps and a - 2 >= floor and _word(text[a - 2]):
+            a -= 2
+        else:
+            break
+    while b < len(text) and (_word(text[b - 1]) or text[b - 1] in seps):
+        if _word(text[b]):
+            b += 1
+        elif text[b] in seps and b + 1 < len(text) and _word(text[b + 1]):
+            b += 2
+        else:
+            break
+    return a, b
+
+
 def _disjoint(spans: list[TaggedSpan]) -> list[TaggedSpan]:
     """Overlapping spans joined (byte-level tokens of one character share its offsets, so two runs can
     meet inside a character); the joined span keeps the first one's type and the lower score."""
@@ -111,9 +149,14 @@ def decode_entities(text: str, offsets: list[tuple[int, int]], probs: list[list[
 
     - a token is personal data when ``log p(O) - bias < log p(best other label)``;
     - a run of such tokens is one entity (bare-space tokens neither break nor end it), split only
-      where a token that starts a word is more likely a ``B-`` than an ``I-`` label;
+      where a token after a space is more likely a ``B-`` than an ``I-`` label (``18/05/2000`` is
+      one value, not ``18/`` and ``05/2000``);
     - the entity's type has the most probability (B + I) summed over its tokens;
-    - its edges grow to whole words (letters and digits): a value never ends inside a word.
+    - its edges grow to whole words (letters and digits, and the separators of its type: dots of an
+      IP address, slashes of a date): a value never ends inside a word. Not in scripts written
+      without spaces (Chinese, Japanese, Thai), where the tokens are the best word edges there are:
+      ``我叫许欣`` must not become one name;
+    - entities that touch (no space between) are one value, typed by their summed probability.
 
     A span's score is its least confident token's ``1 - p(O)``."""
     import math
@@ -126,28 +169,26 @@ def decode_entities(text: str, offsets: list[tuple[int, int]], probs: list[list[
         if not math.log(max(p[0], 1e-30)) - bias < math.log(max(max(p[1:]), 1e-30)):
             open_run = None
             continue
-        starts_word = a == 0 or text[a].isspace() or not text[a - 1].isalnum()
-        if open_run is None or (starts_word and sum(p[1::2]) > sum(p[2::2])):
+        after_space = a == 0 or text[a].isspace() or text[a - 1].isspace()
+        if open_run is None or (after_space and sum(p[1::2]) > sum(p[2::2])):
             open_run = [a, b, [0.0] * len(TYPES), 1.0]
             runs.append(open_run)
         open_run[1] = max(open_run[1], b)
         for k in range(len(TYPES)):
             open_run[2][k] += p[1 + 2 * k] + p[2 + 2 * k]
         open_run[3] = min(open_run[3], 1.0 - p[0])
-    out: list[TaggedSpan] = []
+    merged: list[list] = []  # [start, end, type mass, score]
     for a, b, mass, score in runs:
         while a < b and text[a].isspace():
             a += 1
         while b > a and text[b - 1].isspace():
             b -= 1
-        floor = out[-1][1] if out else 0
-        while a > floor and text[a - 1].isalnum() and text[a].isalnum():
-            a -= 1
-        while b < len(text) and text[b].isalnum() and text[b - 1].isalnum():
-            b += 1
+        typ = TYPES[max(range(len(TYPES)), key=mass.__getitem__)]
+        a, b = _grown(text, a, b, typ, merged[-1][1] if merged else 0)
         if a < b:
-            if out and a < out[-1][1]:  # grown into the previous entity: they are one
-                prev = out.pop()
-                a = prev[0]
-            out.append((a, b, TYPES[max(range(len(TYPES)), key=mass.__getitem__)], score))
+            if merged and a <= merged[-1][1]:  # touching or grown into the previous entity: one value
+                prev = merged.pop()
+                a, mass, score = prev[0], [x + y for x, y in zip(prev[2], mass)], min(prev[3], score)
+            merged.append([a, b, mass, score])
+    out = [(a, b, TYPES[max(range(len(TYPES)), key=mass.__getitem__)], score) for a, b, mass, score in merged]
     return _disjoint(out)

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from loraforge.pii import patterns as pat
+from loraforge.pii.conform import conform
 from loraforge.pii.chunking import DEFAULT_CHUNK_CHARS, DEFAULT_OVERLAP_CHARS, find_chunked
 from loraforge.pii.identities import IdentityTable
 from loraforge.pii.io import check_text
@@ -103,7 +104,7 @@ class Masker:
         """Merged, non-overlapping spans per text (character offsets)."""
         o = self.options
         model = self.model_spans(texts)
-        return [merge_spans(m, pat.find(t, self.patterns) if o.merge != "model" else [], o.merge)
+        return [merge_spans(conform(t, m), conform(t, pat.find(t, self.patterns)) if o.merge != "model" else [], o.merge)
                 for t, m in zip(texts, model)]
 
     # --- rendering ------------------------------------------------------------------------------

@@ -17,8 +17,14 @@ from loraforge.eval import pii_baseline as rules
 from loraforge.pii.spans import Span
 
 _VERSION_CONTEXT = re.compile(r"(?i)(?:version|\bver\.?|kernel|driver|build|release|firmware|upgrade from|"
-                              r"_version|\bv)\s*[:=]?\s*\"?$")
-_PHONE_SEPARATED = re.compile(r"^(?:\+|00|\()|\d[ .()-]+\d")
+                              r"_version|\bv)\"?\s*[:=]?\s*\"?$")  # also a JSON key: "driver":"10.28.29.1"
+_PHONE_SEPARATED = re.compile(r"^(?:\+|00|\(\+?\d{1,5}\))|\d[ .()-]+\d")  # "(" only as a closed area code
+_NOT_PHONE_START = re.compile(r"\d{1,2}[./-]\d{1,2}[./-](?:19|20)\d\d\b|\d{4}-\d{2}-\d{2}")  # a date (and a time)
+_DOUBLE_SEPARATOR = re.compile(r"[.-]\s*[.-]")  # "200 390 - - ---- 91" in a log line
+_ZIP4 = re.compile(r"\d{5}-\d{4}")
+# the baseline's phone expression, plus a country code in parentheses: (+358) 291926593
+PHONE = re.compile(r"(?<![\w+/.-])(?:\(\+\d{1,4}\)\s?|(?:\+|00)?\(?)\d[\d ().-]{6,}\d(?:\s?x\d+)?(?![\w.-]\w)")
+_STATE_BEFORE = re.compile(r"\b[A-Z]{2,4}\s+$")
 _NOT_PHONE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}|\d{3}-\d{2}-\d{4}")  # IP-shaped, SSN-shaped
 
 
@@ -35,9 +41,18 @@ def ip_ok(text: str, start: int, value: str) -> bool:
 
 def phone_ok(text: str, start: int, value: str) -> bool:
     """8-15 digits, not a date, an IP or an SSN shape, and written like a phone number: a leading
-    + / 00 / parenthesis or separators between digit groups; a bare run of digits (an order number) needs 10 or more."""
+    + / 00 / area code in parentheses or separators between digit groups; a bare run of digits (an
+    order number) needs 10 or more. Not a phone: digits run on into letters (``260343-718E``, an ID),
+    a date with a time, doubled separators (log fields), a US ZIP+4 after a state."""
     digits = sum(c.isdigit() for c in value)
     if not 8 <= digits <= 15 or rules.DATE_LIKE.fullmatch(value.strip("()")) or _NOT_PHONE.fullmatch(value):
+        return False
+    end = start + len(value)
+    if end < len(text) and (text[end].isalnum() or text[end] == "/"):  # 260343-718E (an ID), 91/146 (timers)
+        return False
+    if _NOT_PHONE_START.match(value) or _DOUBLE_SEPARATOR.search(value):
+        return False
+    if _ZIP4.fullmatch(value) and _STATE_BEFORE.search(text[max(0, start - 12):start]):  # "NL 74812-3060"
         return False
     if _VERSION_CONTEXT.search(text[max(0, start - 24):start]):
         return False
@@ -63,7 +78,7 @@ PATTERNS: tuple[Pattern, ...] = (  # most specific first: an earlier pattern win
     Pattern("ssn_us", "SSN", rules.SSN_US, lambda t, s, v: ssn_ok(v)),
     Pattern("ipv4", "IP_ADDRESS", rules.IPV4, ip_ok),
     Pattern("ipv6", "IP_ADDRESS", rules.IPV6, ip_ok),
-    Pattern("phone", "PHONE", rules.PHONE, phone_ok),
+    Pattern("phone", "PHONE", PHONE, phone_ok),
 )
 PATTERN_NAMES = tuple(p.name for p in PATTERNS)
 
