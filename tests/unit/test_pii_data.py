@@ -171,3 +171,42 @@ def test_convert_mask_keeps_separate_names_apart_and_drops_overlaps():
     spans, kept = convert_mask(text, mask)
     assert apply_spans(text, spans) == "[NAME], [NAME]"  # a comma between names separates two people
     assert not kept
+
+
+def test_structured_records_are_valid_documents_of_their_format_with_exact_spans():
+    """``pii_records``: random field schemas in eight formats and ten languages; every JSON/YAML/CSV
+    record parses, its spans are exact, and the records without personal data come back unchanged."""
+    import csv
+    import io
+
+    import yaml
+
+    recs = generate(300, seed=4, split="train", records_share=1.0)
+    assert all(r["template"].startswith("records/") for r in recs)
+    formats = {r["template"].split("/")[1].split("-")[0] for r in recs}
+    languages = {r["template"].split("-")[-1] for r in recs}
+    assert len(formats) == 8 and len(languages) >= 8
+    for r in recs:
+        assert apply_spans(r["text"], r["spans"]) == r["masked"]
+        fmt = r["template"].split("/")[1].split("-")[0]
+        if fmt == "json":
+            json.loads(r["text"])
+        elif fmt == "yaml":
+            assert isinstance(yaml.safe_load(r["text"]), dict)
+        elif fmt == "csv":
+            delimiter = max([",", ";", "\t"], key=r["text"].splitlines()[0].count)
+            rows = list(csv.reader(io.StringIO(r["text"]), delimiter=delimiter))
+            assert len({len(row) for row in rows}) == 1, r["id"]
+    negatives = [r for r in recs if not r["spans"]]
+    assert 0.15 * len(recs) <= len(negatives) <= 0.35 * len(recs)
+    # labels in the language of the values: a Japanese name field is labelled in Japanese
+    ja = [r for r in recs if r["template"].endswith("-ja") and any(s["type"] == "NAME" for s in r["spans"])]
+    assert ja and all(r["locale"] == "ja_JP" for r in ja)
+
+
+def test_records_are_a_share_of_the_train_family_only():
+    train = generate(400, seed=2, split="train", records_share=0.25)
+    share = sum(r["template"].startswith("records/") for r in train) / len(train)
+    assert 0.15 < share < 0.35
+    assert not any(r["template"].startswith("records/") for r in generate(200, seed=2, split="test"))
+    assert not any(r["template"].startswith("records/") for r in generate(200, seed=2, split="train"))  # default

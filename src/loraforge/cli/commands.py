@@ -119,7 +119,7 @@ def _data_stats(tokenizer: str | None = None, **kw) -> str:
 
 
 def _data_pii(n: int, seed: int, split: str, out: str | None, out_dir: str | None, n_dev: int, n_test: int,
-              import_format: list[str] | None, language: str | None) -> dict:
+              import_format: list[str] | None, language: str | None, records_share: float = 0.0) -> dict:
     from loraforge.data import pii
 
     if import_format:
@@ -131,9 +131,9 @@ def _data_pii(n: int, seed: int, split: str, out: str | None, out_dir: str | Non
         pii.write_jsonl(records, out)
         return report
     if out_dir:
-        return pii.build_packaged(out_dir, n, n_dev, n_test, seed)
+        return pii.build_packaged(out_dir, n, n_dev, n_test, seed, records_share=records_share)
     if out:
-        records = pii.generate(n, seed, split)
+        records = pii.generate(n, seed, split, records_share=records_share)
         pii.write_jsonl(records, out)
         return {"records": len(records), "negatives": sum(not r["spans"] for r in records)}
     raise UsageError("give --out FILE (one split) or --out-dir DIR (train/dev/test)")
@@ -434,6 +434,8 @@ def commands() -> list[Command]:
                     arg("--import", dest="import_format", nargs=2, metavar=("FORMAT", "FILE"),
                         help="convert a public dataset file: ai4privacy FILE (source_text + privacy_mask)"),
                     arg("--language", help="with --import: keep only rows of this language (e.g. en)"),
+                    arg("--records-share", type=float, default=0.0, help="train family: share of structured "
+                        "records (forms, CSV, JSON, SQL... from random field schemas in ten languages)"),
                 )),
         Command(("export",), "export a run: PEFT adapter + card, merged model, GGUF, or OCI image",
                 "loraforge.export.run:export_run", show=show_json, args=(

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
+from loraforge.data import pii_records
 from loraforge.data.pii_align import replace_spans
 from loraforge.data.pii_templates import SLOT_TYPES, TEMPLATES, Template
 from loraforge.runs.files import atomic_write
@@ -33,6 +34,9 @@ LOCALES = {  # locale -> weight; English-speaking locales dominate like the pros
 }
 SPLITS = ("train", "test")
 NEGATIVE_SHARE = 0.25  # records drawn from the no-PII templates (the issue asks for at least 20%)
+# train family: the share of records from random field schemas (``pii_records``) instead of a template.
+# Off by default: on train contexts held out from training they did not help (docs/benchmarks.md#pii-masking)
+RECORDS_SHARE = 0.0
 
 SLOT = re.compile(r"«([^«»]+)»")
 _CACHED_FILLERS = {"company", "service", "ns", "product", "org", "city", "domain"}
@@ -187,6 +191,10 @@ class _Record:
             "env": lambda: r.choice(["production", "staging", "dev"]),
             "loglevel": lambda: r.choice(["info", "debug", "warn"]),
             "plan": lambda: r.choice(["free", "pro", "team"]),
+            "recid": lambda: str(r.randint(10**5, 10**9)),
+            "pnr": lambda: "".join(r.choice(string.ascii_uppercase + string.digits) for _ in range(6)),
+            "flight": lambda: r.choice(["LH", "BA", "AF", "UA", "NH", "CA", "KE", "IB", "KL"]) + str(r.randint(10, 9999)),
+            "status": lambda: r.choice(["active", "pending", "paid", "shipped", "cancelled", "ok", "closed"]),
         }
         kind = name if name in table else name.rstrip("0123456789")
         value = table[kind]()
@@ -238,8 +246,11 @@ def _has_pii(t: Template) -> bool:
     return any(re.fullmatch(r"[A-Z_]+\d*", s) for s in SLOT.findall(t.text))
 
 
-def generate(n: int, seed: int = 0, split: str = "train", negative_share: float = NEGATIVE_SHARE) -> list[dict]:
-    """``n`` records from the ``split`` template family; the same (n, seed, split) gives the same records."""
+def generate(n: int, seed: int = 0, split: str = "train", negative_share: float = NEGATIVE_SHARE,
+             records_share: float = RECORDS_SHARE) -> list[dict]:
+    """``n`` records from the ``split`` template family; the same (n, seed, split) gives the same records.
+    In the train family, ``records_share`` of them are structured records of random field schemas
+    (``pii_records``); the test family is the hand-written templates alone."""
     positive, negative = templates_for(split)
     rng = random.Random(f"loraforge-pii/{split}/{seed}")
     n_neg = round(n * negative_share)
@@ -248,7 +259,10 @@ def generate(n: int, seed: int = 0, split: str = "train", negative_share: float 
     locales, weights = list(LOCALES), list(LOCALES.values())
     records = []
     for i, neg in enumerate(is_negative):
-        template = rng.choice(negative if neg else positive)
+        if split == "train" and records_share and rng.random() < records_share:
+            template = pii_records.template(rng, negative=neg)
+        else:
+            template = rng.choice(negative if neg else positive)
         locale = rng.choice(template.locales) if template.locales else rng.choices(locales, weights)[0]
         record_seed = rng.getrandbits(64)
         saved = random.getstate()  # a few Faker providers (th_TH ssn) draw from the global generator
@@ -272,10 +286,12 @@ def write_jsonl(records: list[dict], path: str | Path) -> Path:
     return atomic_write(path, data)
 
 
-def build_packaged(out_dir: str | Path, n_train: int, n_dev: int, n_test: int, seed: int = 0) -> dict[str, int]:
+def build_packaged(out_dir: str | Path, n_train: int, n_dev: int, n_test: int, seed: int = 0,
+                   records_share: float = RECORDS_SHARE) -> dict[str, int]:
     """train/dev from the train templates (different seeds), test from the held-out test templates."""
     out_dir = Path(out_dir)
-    splits = {"train": generate(n_train, seed, "train"), "dev": generate(n_dev, seed + 1, "train"),
+    splits = {"train": generate(n_train, seed, "train", records_share=records_share),
+              "dev": generate(n_dev, seed + 1, "train", records_share=records_share),
               "test": generate(n_test, seed, "test")}
     seen = {r["text"] for r in splits["train"]}
     splits["dev"] = [r for r in splits["dev"] if r["text"] not in seen]
