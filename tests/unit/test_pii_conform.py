@@ -32,6 +32,9 @@ def kept(text: str, *pieces: tuple[str, str]) -> list[tuple[str, str]]:
     ("St. John's Rd. 5", ("St. John's Rd.", "ADDRESS"), "St. John's Rd."),  # an address may end in a dot
     ("pw: '(1$oH!S)'", ("'(1$oH!S)'", "PASSWORD"), "(1$oH!S)"),  # a password keeps its brackets
     ("host ::1 up", ("::1", "IP_ADDRESS"), None),  # loopback, colons and all
+    ("proxy_pass http://10.1.2.3:8080;", ("10.1.2.3:8080", "IP_ADDRESS"), "10.1.2.3"),  # the address, not its port
+    ("proxy_pass http://127.0.0.1:8080;", ("127.0.0.1:8080", "IP_ADDRESS"), None),
+    ("allow 198.51.100.0/24;", ("198.51.100.0/24", "IP_ADDRESS"), None),  # a range, however tagged
     ("from fe80::1ff:fe23:4567:890a,", ("fe80::1ff:fe23:4567:890a,", "IP_ADDRESS"), "fe80::1ff:fe23:4567:890a"),
 ])
 def test_spans_are_trimmed_to_the_value(text, piece, value):

@@ -5,6 +5,7 @@ PII model (mask, eval, serve) finding spans with it; exports that cannot carry i
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -321,3 +322,33 @@ def test_resume_in_the_middle_of_a_tagger_run_gives_the_same_adapter_and_head(ti
     assert want.keys() == got.keys() and any(k.endswith("score.weight") for k in got)
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-7)
+
+
+def test_the_held_out_contexts_bench_trains_each_variant_and_scores_only_contexts_it_never_trained_on(
+        tiny_model_dir, tmp_path):
+    import yaml
+
+    from loraforge.bench.pii_contexts import held_out_contexts, main
+
+    held = held_out_contexts(12, 7)
+    assert held == held_out_contexts(12, 7) != held_out_contexts(12, 8) and len(held) == 12
+    config = tmp_path / "tagger.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"name": str(tiny_model_dir), "dtype": "fp32", "head": "tagger"},
+        "data": {"task": "pii", "max_length": 512},
+        "adapter": {"method": "lora", "r": 4, "alpha": 8},
+        "train": {"steps": 2, "batch_size": 2, "warmup_steps": 0, "eval_every": 0, "save_every": 0},
+        "eval": {"before": False}}))
+    main(["--config", str(config), "--records-share", "0,0.5", "--n-train", "24", "--n-heldout", "6",
+          "--biases=-50,50", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out")])
+    results = json.loads((tmp_path / "out" / "pii-contexts.json").read_text())
+    assert results["held_out_contexts"] == held and [v["records_share"] for v in results["variants"]] == [0, 0.5]
+    for v in results["variants"]:
+        root = Path(v["run"]).parent
+        contexts = lambda name: {json.loads(line)["template"].split("/")[0] for line in (root / name).read_text().splitlines()}  # noqa: E731
+        assert contexts("heldout.jsonl") <= set(held) and not contexts("train.jsonl") & set(held)
+        by_bias = {r["bias"]: r for r in v["rows"]}
+        assert by_bias[50.0]["leak_rate"] == 0.0 and by_bias[50.0]["over_masking"] > by_bias[-50.0]["over_masking"]
+    assert "records" in {json.loads(line)["template"].split("/")[0]
+                         for line in (tmp_path / "work" / "split7-records0.5" / "train.jsonl").read_text().splitlines()}
+    assert "python -m loraforge.bench.pii_contexts" in (tmp_path / "out" / "pii-contexts.md").read_text()

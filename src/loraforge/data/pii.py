@@ -17,6 +17,7 @@ import json
 import random
 import re
 import string
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -234,11 +235,13 @@ class _Record:
         return "".join(text), "".join(masked), spans
 
 
-def templates_for(split: str) -> tuple[list[Template], list[Template]]:
-    """(templates with PII, hard-negative templates) of one family split."""
+def templates_for(split: str, keep: Callable[[Template], bool] | None = None) -> tuple[list[Template], list[Template]]:
+    """(templates with PII, hard-negative templates) of one family split (those ``keep`` accepts)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    chosen = [t for t in TEMPLATES if t.split == split]
+    chosen = [t for t in TEMPLATES if t.split == split and (keep is None or keep(t))]
+    if not chosen:
+        raise ValueError(f"no {split} template is kept")
     return [t for t in chosen if _has_pii(t)], [t for t in chosen if not _has_pii(t)]
 
 
@@ -247,11 +250,12 @@ def _has_pii(t: Template) -> bool:
 
 
 def generate(n: int, seed: int = 0, split: str = "train", negative_share: float = NEGATIVE_SHARE,
-             records_share: float = RECORDS_SHARE) -> list[dict]:
+             records_share: float = RECORDS_SHARE, keep: Callable[[Template], bool] | None = None) -> list[dict]:
     """``n`` records from the ``split`` template family; the same (n, seed, split) gives the same records.
     In the train family, ``records_share`` of them are structured records of random field schemas
-    (``pii_records``); the test family is the hand-written templates alone."""
-    positive, negative = templates_for(split)
+    (``pii_records``); the test family is the hand-written templates alone. ``keep``: only the
+    templates it accepts (``bench.pii_contexts`` holds whole contexts out this way)."""
+    positive, negative = templates_for(split, keep)
     rng = random.Random(f"loraforge-pii/{split}/{seed}")
     n_neg = round(n * negative_share)
     is_negative = [True] * n_neg + [False] * (n - n_neg)
@@ -262,7 +266,7 @@ def generate(n: int, seed: int = 0, split: str = "train", negative_share: float 
         if split == "train" and records_share and rng.random() < records_share:
             template = pii_records.template(rng, negative=neg)
         else:
-            template = rng.choice(negative if neg else positive)
+            template = rng.choice((negative if neg else positive) or positive or negative)
         locale = rng.choice(template.locales) if template.locales else rng.choices(locales, weights)[0]
         record_seed = rng.getrandbits(64)
         saved = random.getstate()  # a few Faker providers (th_TH ssn) draw from the global generator

@@ -126,8 +126,9 @@ _CACHED = {"city", "company", "product"}  # fillers that keep their value per sl
 _TABLES = ("customers", "patients", "bookings", "users", "members", "orders", "contacts")
 
 
-def _quoted(slot: str) -> bool:
-    return slot.strip("«»").rstrip("0123456789") in ("ADDRESS", "NAME", "DOB", "city", "company", "product", "date", "status")
+def _quoted(kind: str) -> bool:
+    """Fields whose values may hold spaces or commas: quoted in CSV and logfmt."""
+    return kind in ("ADDRESS", "NAME", "DOB", "city", "company", "product", "date", "status")
 
 
 def template(rng: random.Random, negative: bool) -> Template:
@@ -154,7 +155,7 @@ def template(rng: random.Random, negative: bool) -> Template:
 
 
 def _render(fmt: str, heads: list[str], rows: list[list[str]], kinds: list[str], rng: random.Random, lang: str) -> str:
-    q = lambda k, s: f'"{s}"' if _quoted(k) else s  # noqa: E731 - CSV/SQL quoting of free text
+    q = lambda k, s: f'"{s}"' if _quoted(k) else s  # noqa: E731 - CSV/logfmt quoting of free text
     if fmt == "kv":
         sep = rng.choice(["：", ": "] if lang in ("zh", "ja") else [": ", ":\t", " - ", " = "])
         return "\n".join(f"{h}{sep}{s}" for h, s in zip(heads, rows[0]))

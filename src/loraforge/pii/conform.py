@@ -33,11 +33,12 @@ _PAIRS = {"(": ")", "[": "]", "{": "}", "<": ">"}  # off when unmatched inside t
 _SENTENCE_END = ".!?。！？"  # ends a sentence, not a value of a structured type
 _NO_TRAILING_DOT = {"EMAIL", "PHONE", "IP_ADDRESS", "CREDIT_CARD", "IBAN", "SSN", "DATE_OF_BIRTH", "USERNAME"}
 _CIDR_AFTER = re.compile(r"/\d{1,3}\b")
+_IPV4_SUFFIX = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3})(:\d{1,5}|/\d{1,2})$")  # a port is not the address; /n a range
 # honorifics stay outside a name (RULES.md: ``Frau ⟦Brandt⟧``, ``⟦佐藤 健⟧様``); English title
 # abbreviations (Dr., Mr., Ms., Mrs.) are part of it
 _HONORIFIC_BEFORE = re.compile(r"(?:Herr|Frau|Monsieur|Madame|Mademoiselle|Mme\.?|Mlle\.?|Señora?|Señorita|Signora?|"
-                               r"Sig\.(?:ra)?|Don|Doña|Dona|Senhora?|Pan|Pani|Meneer|Mevrouw|Fru|Herra|Rouva)\s+")
-_HONORIFIC_AFTER = re.compile(r"\s*(?:様|さま|さん|氏|殿|先生|君|くん|ちゃん|女士|先生|小姐|同学|老师|님|씨|선생님)$")
+                               r"Sig\.(?:ra)?|Doña|Senhora?|Pani|Meneer|Mevrouw|Herra|Rouva)\s+")  # not Don, Pan: also names
+_HONORIFIC_AFTER = re.compile(r"\s*(?:様|さま|さん|氏|殿|先生|君|くん|ちゃん|女士|小姐|同学|老师|님|씨|선생님)$")
 
 
 def _strip(value: str, ptype: str) -> tuple[int, int]:
@@ -97,6 +98,10 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
         a, b = _strip(text[s.start:s.end], s.type)
         if a >= b:
             continue
+        if s.type == "IP_ADDRESS" and (m := _IPV4_SUFFIX.fullmatch(text, s.start + a, s.start + b)):
+            if m.group(2).startswith("/"):
+                continue
+            b = m.end(1) - s.start
         s = Span(s.start + a, s.start + b, s.type, s.score, s.source)
         if not _never_personal(text, s):
             out.append(s)

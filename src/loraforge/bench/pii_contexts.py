@@ -1,0 +1,125 @@
+"""Does a change to the PII training data help on contexts the tagger never saw? Judged without
+touching ``pii:test`` or the hand-written set: whole contexts of the train family (``--hold`` of
+them, drawn by ``--split-seed``) are held out, train/dev are built from the other contexts and a
+held-out set from these, the tagger preset is trained once per variant (the share of structured
+records, ``data pii --records-share``), and each variant masks the held-out set (model + validated
+patterns, as ``loraforge mask`` does) at each bias.
+
+    python -m loraforge.bench.pii_contexts [--config configs/pii-tagger-gemma3-270m.yaml]
+        [--records-share 0,0.25] [--hold 12] [--split-seed 7] [--n-train 4000] [--n-heldout 300]
+        [--biases 0,1,2] [--work runs/pii-contexts] [--out bench/results] [section.key=value ...]
+
+Trainings run one after another (never two at once on a small machine). Writes
+``pii-contexts.json`` and ``pii-contexts.md``; the runs stay under ``--work``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+from loraforge.bench.report import cpu_name, table, write_results
+
+KEYS = ("leak_rate", "typed_f1", "entity_f1", "over_masking", "no_pii_unchanged")
+
+
+def held_out_contexts(hold: int, split_seed: int) -> list[str]:
+    """``hold`` contexts of the train template family, the same ones for the same seed."""
+    from loraforge.data.pii_templates import TEMPLATES
+
+    contexts = sorted({t.context for t in TEMPLATES if t.split == "train"})
+    if not 0 < hold < len(contexts):
+        raise ValueError(f"--hold must be between 1 and {len(contexts) - 1}, got {hold}")
+    return sorted(random.Random(f"pii-contexts/{split_seed}").sample(contexts, hold))
+
+
+def build_data(work: Path, held: list[str], records_share: float, n_train: int, n_dev: int, n_heldout: int) -> dict:
+    """train/dev (other contexts, with ``records_share`` records) and the held-out set (held-out contexts,
+    templates only, its own seed so no value repeats one of train's), as jsonl under ``work``."""
+    from loraforge.data.pii import generate, write_jsonl
+
+    held_set = set(held)
+    seen = lambda t: t.context not in held_set  # noqa: E731
+    splits = {"train": generate(n_train, 0, "train", records_share=records_share, keep=seen),
+              "dev": generate(n_dev, 1, "train", records_share=records_share, keep=seen),
+              "heldout": generate(n_heldout, 2, "train", records_share=0.0, keep=lambda t: t.context in held_set)}
+    return {name: write_jsonl(recs, work / f"{name}.jsonl") for name, recs in splits.items()}
+
+
+def run_variant(config: str, overrides: list[str], work: Path, paths: dict, n_heldout: int) -> Path:
+    from loraforge.config import load_config
+    from loraforge.workflows.train import train_run
+
+    cfg = load_config(config, [*overrides, f"data.train={paths['train']}", f"data.dev={paths['dev']}",
+                               f"data.test={paths['heldout']}", f"eval.max_examples={n_heldout}",
+                               f"output.dir={work / 'run'}", "output.overwrite=true"])
+    return train_run(cfg).path
+
+
+def score(run: Path, heldout: Path, biases: list[float]) -> list[dict]:
+    import json
+
+    from loraforge.pii.evaluate import score_spans
+    from loraforge.workflows.mask import build_masker
+
+    recs = [json.loads(line) for line in heldout.read_text(encoding="utf-8").splitlines()]
+    masker = build_masker(str(run), merge="union")
+    rows = []
+    for bias in biases:
+        masker.bias = bias
+        scores = score_spans(recs, masker.find_spans([r["text"] for r in recs]))
+        rows.append({"bias": bias, **{k: scores[k] for k in KEYS}})
+    return rows
+
+
+def compare(config: str, shares: list[float], hold: int, split_seed: int, n_train: int, n_heldout: int,
+            biases: list[float], work: str, overrides: list[str]) -> dict:
+    import json
+
+    held = held_out_contexts(hold, split_seed)
+    variants = []
+    for share in shares:
+        root = Path(work) / f"split{split_seed}-records{share:g}"
+        paths = build_data(root, held, share, n_train, 200, n_heldout)
+        run = run_variant(config, overrides, root, paths, n_heldout)
+        train = json.loads((run / "metrics.json").read_text())["train"]
+        variants.append({"records_share": share, "run": str(run), "train_seconds": train.get("seconds"),
+                         "rows": score(run, paths["heldout"], biases)})
+    return {"config": config, "overrides": overrides, "held_out_contexts": held, "split_seed": split_seed,
+            "n_train": n_train, "n_heldout": n_heldout, "cpu": cpu_name(), "variants": variants}
+
+
+def markdown(results: dict) -> str:
+    head = ["records share", "bias", *KEYS]
+    body = [[v["records_share"], r["bias"], *(r[k] for k in KEYS)] for v in results["variants"] for r in v["rows"]]
+    return (f"# PII tagger on train contexts held out from training\n\nHeld out (split seed "
+            f"{results['split_seed']}): {', '.join(results['held_out_contexts'])}; {results['n_heldout']} rows, "
+            f"model + validated patterns. CPU: {results['cpu']}.\n\n" + table(head, body)
+            + f"\n\nReproduce: `python -m loraforge.bench.pii_contexts --config {results['config']} "
+            f"--split-seed {results['split_seed']}`\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. train.steps=50")
+    parser.add_argument("--config", default="configs/pii-tagger-gemma3-270m.yaml")
+    parser.add_argument("--records-share", default="0,0.25")
+    parser.add_argument("--hold", type=int, default=12)
+    parser.add_argument("--split-seed", type=int, default=7)
+    parser.add_argument("--n-train", type=int, default=4000)
+    parser.add_argument("--n-heldout", type=int, default=300)
+    parser.add_argument("--biases", default="0,1,2")
+    parser.add_argument("--work", default="runs/pii-contexts")
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--name", default="pii-contexts", help="results file name (without .json/.md)")
+    args = parser.parse_args(argv)
+    results = compare(args.config, [float(s) for s in args.records_share.split(",")], args.hold, args.split_seed,
+                      args.n_train, args.n_heldout, [float(b) for b in args.biases.split(",")], args.work,
+                      args.overrides)
+    for path in write_results(args.out, args.name, results, markdown(results)):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
