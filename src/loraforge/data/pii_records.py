@@ -122,7 +122,6 @@ FIELDS: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, ...]]]] = {
 PERSONAL = [k for k in FIELDS if k.isupper()]
 ORDINARY = [k for k in FIELDS if not k.isupper()]
 FORMATS = ("kv", "yaml", "json", "csv", "markdown", "sql", "html", "logfmt")
-_CACHED = {"city", "company", "product"}  # fillers that keep their value per slot name in a record
 _TABLES = ("customers", "patients", "bookings", "users", "members", "orders", "contacts")
 
 
@@ -140,16 +139,16 @@ def template(rng: random.Random, negative: bool) -> Template:
     if negative:
         kinds = rng.sample(ORDINARY, n_fields)
     else:
-        n_personal = rng.randint(1, n_fields)
-        kinds = rng.sample(PERSONAL, min(n_personal, len(PERSONAL))) + rng.sample(ORDINARY, n_fields - min(n_personal, len(PERSONAL)))
+        n_personal = rng.randint(1, n_fields)  # n_fields <= 7 < len(PERSONAL)
+        kinds = rng.sample(PERSONAL, n_personal) + rng.sample(ORDINARY, n_fields - n_personal)
         rng.shuffle(kinds)
     if "NAME" in kinds and "FIRST" in kinds:
         kinds.remove("FIRST")
     rows = rng.choice([1, 1, 1, 2, 3, 4]) if fmt in ("csv", "markdown", "sql", "html", "json") else 1
     machine = fmt in ("json", "yaml", "sql", "logfmt") or (fmt == "csv" and rng.random() < 0.5)
     heads = [rng.choice(FIELDS[k][0]) if machine else rng.choice(FIELDS[k][1][lang]) for k in kinds]
-    # another row is another person (``«NAME2»``) and another city; other ordinary values are drawn anew anyway
-    slot_rows = [[f"«{k}{'' if r == 0 or not (k.isupper() or k in _CACHED) else r + 1}»" for k in kinds] for r in range(rows)]
+    # another row is another instance of each field: another person («NAME2»), another city («city2»)
+    slot_rows = [[f"«{k}{'' if r == 0 else r + 1}»" for k in kinds] for r in range(rows)]
     text = _render(fmt, heads, slot_rows, kinds, rng, lang)
     return Template(f"records/{fmt}-{lang}", "train", text, LANGUAGES[lang])
 

@@ -32,8 +32,8 @@ _PUNCT_BEFORE = ",;:"  # nor punctuation
 _PAIRS = {"(": ")", "[": "]", "{": "}", "<": ">"}  # off when unmatched inside the value, or around all of it
 _SENTENCE_END = ".!?。！？"  # ends a sentence, not a value of a structured type
 _NO_TRAILING_DOT = {"EMAIL", "PHONE", "IP_ADDRESS", "CREDIT_CARD", "IBAN", "SSN", "DATE_OF_BIRTH", "USERNAME"}
-_CIDR_AFTER = re.compile(r"/\d{1,3}\b")
-_IPV4_SUFFIX = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3})(:\d{1,5}|/\d{1,2})$")  # a port is not the address; /n a range
+_RANGE_AFTER = re.compile(r"/\d{1,3}\b")  # an address followed by /n is a CIDR range
+_IPV4_PORT = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}")  # the port is not the address
 # honorifics stay outside a name (RULES.md: ``Frau ⟦Brandt⟧``, ``⟦佐藤 健⟧様``); English title
 # abbreviations (Dr., Mr., Ms., Mrs.) are part of it
 _HONORIFIC_BEFORE = re.compile(r"(?:Herr|Frau|Monsieur|Madame|Mademoiselle|Mme\.?|Mlle\.?|Señora?|Señorita|Signora?|"
@@ -81,7 +81,7 @@ def _never_personal(text: str, span: Span) -> bool:
     if span.type == "USERNAME":
         return value.lower() in SYSTEM_ACCOUNTS or bool(_BOT.search(value))
     if span.type == "IP_ADDRESS":
-        if _CIDR_AFTER.match(text, span.end):
+        if "/" in value or _RANGE_AFTER.match(text, span.end):
             return True
         try:
             ip = ipaddress.ip_address(value)
@@ -98,9 +98,7 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
         a, b = _strip(text[s.start:s.end], s.type)
         if a >= b:
             continue
-        if s.type == "IP_ADDRESS" and (m := _IPV4_SUFFIX.fullmatch(text, s.start + a, s.start + b)):
-            if m.group(2).startswith("/"):
-                continue
+        if s.type == "IP_ADDRESS" and (m := _IPV4_PORT.fullmatch(text, s.start + a, s.start + b)):
             b = m.end(1) - s.start
         s = Span(s.start + a, s.start + b, s.type, s.score, s.source)
         if not _never_personal(text, s):
