@@ -322,6 +322,9 @@ class AdapterConfig(_Section):
         return AdapterConfig(method=method, **keep)
 
 
+LORA_PLUS_METHODS = ("lora", "dora", "qlora")  # the methods with B matrices (train.loraplus_lr_ratio)
+
+
 class TrainConfig(_Section):
     steps: int = Field(300, ge=1)
     batch_size: int = Field(8, ge=1)
@@ -331,6 +334,9 @@ class TrainConfig(_Section):
     warmup_steps: int = Field(10, ge=0)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     max_grad_norm: float | None = 1.0
+    loraplus_lr_ratio: float | None = Field(None, ge=1)
+    """LoRA+ (Hayou et al., 2024): LoRA's B matrices learn at lr x this ratio, A at lr (PEFT's
+    create_loraplus_optimizer). None: one lr for every trainable weight. LoRA-family methods only."""
     eval_every: int = Field(100, ge=0)
     """Dev loss every N optimizer steps (0 = only at the end)."""
     save_every: int = Field(100, ge=0)
@@ -420,6 +426,13 @@ class RunConfig(_Section):
             uses = ", ".join(spec.fields) or "no other adapter keys"
             raise PydanticCustomError("unused_key", f"{keys} {verb} not used by method {spec.name} (it uses: {uses}); "
                                       "remove it or choose a method that reads it")
+        return self
+
+    @model_validator(mode="after")
+    def _loraplus_needs_lora(self) -> RunConfig:
+        if self.train.loraplus_lr_ratio is not None and self.adapter.method not in LORA_PLUS_METHODS:
+            raise _keys_error(f"train.loraplus_lr_ratio needs adapter.method in {', '.join(LORA_PLUS_METHODS)} "
+                              f"(it sets the lr of LoRA's B matrices), not {self.adapter.method}")
         return self
 
     @model_validator(mode="after")

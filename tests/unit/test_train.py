@@ -191,3 +191,39 @@ def test_grad_accumulation_equals_a_bigger_batch(tiny_tokenizer, tmp_path):
         results.append({k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad})
     for k in results[0]:
         torch.testing.assert_close(results[0][k], results[1][k], rtol=1e-4, atol=1e-6)
+
+
+def _one_adam_step(tiny_tokenizer, tmp_path, ratio):
+    """Weight changes after one AdamW step at lr 1e-3 (Adam's first step moves each weight by about lr)."""
+    model = apply_adapter(tiny_causal("gemma3", vocab_size=len(tiny_tokenizer)), AdapterConfig(r=4))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.fill_(0.01)  # B starts at zero, which would leave A without a gradient
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    cfg = TrainConfig(steps=1, batch_size=4, lr=1e-3, warmup_steps=0, schedule="constant", eval_every=0,
+                      save_every=0, max_grad_norm=None, loraplus_lr_ratio=ratio)
+    train(model, encoded(tiny_tokenizer, 1), [], cfg, tmp_path, tiny_tokenizer.pad_token_id, progress=False)
+    moved = {"A": 0.0, "B": 0.0}
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            key = "B" if "lora_B" in n else "A"
+            moved[key] = max(moved[key], (p.detach() - before[n]).abs().max().item())
+    return moved
+
+
+def test_loraplus_moves_b_by_the_ratio(tiny_tokenizer, tmp_path):
+    plain = _one_adam_step(tiny_tokenizer, tmp_path / "plain", None)
+    plus = _one_adam_step(tiny_tokenizer, tmp_path / "plus", 16.0)
+    assert plain["A"] == pytest.approx(1e-3, rel=0.05) and plain["B"] == pytest.approx(1e-3, rel=0.05)
+    assert plus["A"] == pytest.approx(1e-3, rel=0.05)
+    assert plus["B"] == pytest.approx(16e-3, rel=0.05)
+
+
+def test_loraplus_is_refused_for_methods_without_b_matrices():
+    from loraforge.config import RunConfig
+    from pydantic import ValidationError
+
+    RunConfig.model_validate({"adapter": {"method": "dora"}, "train": {"loraplus_lr_ratio": 16}})
+    with pytest.raises(ValidationError, match="loraplus_lr_ratio needs adapter.method"):
+        RunConfig.model_validate({"adapter": {"method": "ia3"}, "train": {"loraplus_lr_ratio": 16}})

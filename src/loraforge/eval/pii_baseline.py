@@ -18,7 +18,9 @@ CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 SSN_US = re.compile(r"\b\d{3}-\d{2}-\d{4}\b")
 IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])")
 IPV6 = re.compile(r"(?<![\w:])(?:[0-9a-fA-F]{1,4}:){2,7}[0-9a-fA-F]{1,4}(?![\w:])")
-PHONE = re.compile(r"(?<![\w+/.-])(?:\+|00)?\(?\d[\d ().-]{6,}\d(?:\s?x\d+)?(?![\w.-]\w)")
+PHONE_BEFORE = r"(?<![\w+/.-])"  # not inside a word, path, version or longer number
+PHONE_BODY = r"\d[\d ().-]{6,}\d(?:\s?x\d+)?(?![\w.-]\w)"  # digits and separators, an extension
+PHONE = re.compile(PHONE_BEFORE + r"(?:\+|00)?\(?" + PHONE_BODY)
 DATE_LIKE = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,2}[./]\d{1,2}[./]\d{4}")
 TOKEN = re.compile(r"\b(?:sk_(?:live|test)_\w{16,}|gh[pousr]_\w{30,}|AKIA[0-9A-Z]{16}|glpat-[\w-]{20}|AIza[\w-]{35}"
                    r"|xox[abpr]-[\w-]{10,}|eyJ[\w-]+\.[\w-]+\.[\w-]+)")

@@ -23,7 +23,7 @@ _NOT_PHONE_START = re.compile(r"\d{1,2}[./-]\d{1,2}[./-](?:19|20)\d\d\b|\d{4}-\d
 _DOUBLE_SEPARATOR = re.compile(r"[.-]\s*[.-]")  # "200 390 - - ---- 91" in a log line
 _ZIP4 = re.compile(r"\d{5}-\d{4}")
 # the baseline's phone expression, plus a country code in parentheses: (+358) 291926593
-PHONE = re.compile(r"(?<![\w+/.-])(?:\(\+\d{1,4}\)\s?|(?:\+|00)?\(?)\d[\d ().-]{6,}\d(?:\s?x\d+)?(?![\w.-]\w)")
+PHONE = re.compile(rules.PHONE_BEFORE + r"(?:\(\+\d{1,4}\)\s?|(?:\+|00)?\(?)" + rules.PHONE_BODY)
 _STATE_BEFORE = re.compile(r"\b[A-Z]{2,4}\s+$")
 _NOT_PHONE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}|\d{3}-\d{2}-\d{4}")  # IP-shaped, SSN-shaped
 

@@ -159,8 +159,14 @@ def peak_rss_mb() -> float:
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
     from transformers import get_scheduler
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    if cfg.loraplus_lr_ratio is not None:
+        from peft.optimizers import create_loraplus_optimizer
+
+        optimizer = create_loraplus_optimizer(model, torch.optim.AdamW, lr=cfg.lr, loraplus_lr_ratio=cfg.loraplus_lr_ratio,
+                                              loraplus_weight_decay=cfg.weight_decay, foreach=True)
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     scheduler = get_scheduler(cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup", optimizer,
                               num_warmup_steps=cfg.warmup_steps, num_training_steps=total_steps)
     return optimizer, scheduler
