@@ -322,9 +322,6 @@ class AdapterConfig(_Section):
         return AdapterConfig(method=method, **keep)
 
 
-LORA_PLUS_METHODS = ("lora", "dora", "qlora")  # the methods with B matrices (train.loraplus_lr_ratio)
-
-
 class TrainConfig(_Section):
     steps: int = Field(300, ge=1)
     batch_size: int = Field(8, ge=1)
@@ -335,8 +332,9 @@ class TrainConfig(_Section):
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     max_grad_norm: float | None = 1.0
     loraplus_lr_ratio: float | None = Field(None, ge=1)
-    """LoRA+ (Hayou et al., 2024): LoRA's B matrices learn at lr x this ratio, A at lr (PEFT's
-    create_loraplus_optimizer). None: one lr for every trainable weight. LoRA-family methods only."""
+    """LoRA+ (Hayou et al., 2024): LoRA's B matrices (and DoRA's magnitudes) learn at lr x this ratio,
+    A at lr (PEFT's create_loraplus_optimizer). None: one lr for every trainable weight. Methods that
+    train A and B only (the registry's ``low_rank_pairs``)."""
     eval_every: int = Field(100, ge=0)
     """Dev loss every N optimizer steps (0 = only at the end)."""
     save_every: int = Field(100, ge=0)
@@ -430,8 +428,9 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _loraplus_needs_lora(self) -> RunConfig:
-        if self.train.loraplus_lr_ratio is not None and self.adapter.method not in LORA_PLUS_METHODS:
-            raise _keys_error(f"train.loraplus_lr_ratio needs adapter.method in {', '.join(LORA_PLUS_METHODS)} "
+        if self.train.loraplus_lr_ratio is not None and not registry.get(self.adapter.method).low_rank_pairs:
+            pairs = ", ".join(n for n in registry.names() if registry.get(n).low_rank_pairs)
+            raise _keys_error(f"train.loraplus_lr_ratio needs adapter.method in {pairs} "
                               f"(it sets the lr of LoRA's B matrices), not {self.adapter.method}")
         return self
 

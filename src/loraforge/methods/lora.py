@@ -38,12 +38,12 @@ def build(model, cfg, family: str = "causal"):
 
 SPECS = [
     MethodSpec("lora", "low-rank weight deltas on the targeted linear layers", FIELDS, f"{__name__}:build",
-               _count(False), merges=True, kaito="lora", serves_as_adapter=True, peft_types=("LORA",),
+               _count(False), merges=True, kaito="lora", serves_as_adapter=True, peft_types=("LORA",), low_rank_pairs=True,
                saved_match=lambda c: not c.get("use_dora")),
     MethodSpec("dora", "LoRA plus a learned magnitude per output row (weight-decomposed)", FIELDS,
-               f"{__name__}:build", _count(True), merges=True, peft_types=("LORA",),
+               f"{__name__}:build", _count(True), merges=True, peft_types=("LORA",), low_rank_pairs=True,
                saved_match=lambda c: bool(c.get("use_dora"))),
     MethodSpec("qlora", "LoRA on a 4-bit (nf4) base model; CUDA only; saves a LoRA adapter", FIELDS,
                f"{__name__}:build", _count(False), merges=True, kaito="qlora", serves_as_adapter=True,
-               quantize="nf4"),
+               quantize="nf4", low_rank_pairs=True),
 ]

@@ -61,6 +61,8 @@ class MethodSpec:
     """Every base weight is trained (full fine-tuning): the saved result is a whole model."""
     quantize: str | None = None
     """How the base model is loaded for it ('nf4' for QLoRA); None: at the configured dtype."""
+    low_rank_pairs: bool = False
+    """It trains LoRA's A and B matrices: ``train.loraplus_lr_ratio`` (LoRA+) can set B's lr apart."""
 
     @property
     def packs(self) -> bool:
