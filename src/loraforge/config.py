@@ -54,6 +54,9 @@ class ModelConfig(_Section):
     bidirectional: bool = False
     """Tagger only: let the layers attend both ways (Gemma 3). Off by default: on pii:dev the
     left-to-right tagger scored higher (docs/benchmarks.md#pii-masking)."""
+    tagger_lookahead: int = Field(0, ge=0, le=8)
+    """Tagger only: the head reads each token's hidden state and the next N tokens', so a left-to-right
+    stack's tag also sees a little of what follows (is 'Name' a label before a value, or the value?)."""
 
     def trained_family(self, detected: str) -> str:
         """What training encodes examples for and the loop trains: 'tagger' for a tagging head, else the
@@ -438,8 +441,8 @@ class RunConfig(_Section):
     def _tagger_fits(self) -> RunConfig:
         """model.head=tagger tags PII in the text itself: one PII task, LoRA or DoRA, a causal model."""
         if self.model.head != "tagger":
-            if self.model.bidirectional:
-                raise _keys_error("model.bidirectional is read only with model.head=tagger")
+            if self.model.bidirectional or self.model.tagger_lookahead:
+                raise _keys_error("model.bidirectional and model.tagger_lookahead are read only with model.head=tagger")
             return self
         problems = []
         if self.data.tasks or self.data.task != "pii":

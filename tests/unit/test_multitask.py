@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from conftest import Killed, killed_after
 from loraforge.config import ConfigError, load_config
+from loraforge.data.formats import DataError
 from loraforge.data.augment import BT_TAG, PROTECTED
 from loraforge.data.splits import encode_task, load_splits, load_task, prepare_datasets
 from loraforge.train.batching import BatchStream, MixtureStream, make_stream
@@ -161,6 +162,39 @@ def test_back_translated_pairs_mix_by_ratio_tagged_or_not(tiny_tokenizer, tmp_pa
         for i, e in enumerate(train_set.examples):  # synthetic sources are not noised again
             if e.meta.get("synthetic"):
                 assert train_set.example_at(i, 3).source == e.source
+
+
+def test_a_held_out_section_stays_out_of_back_translation(tmp_path):
+    """data.exclude_sources reaches the synthetic pairs: the monolingual reader skips the section's pages,
+    a cache made without the exclusion has its pairs dropped at load, and the pages stay on the pairs."""
+    from loraforge.data.augment import BackTranslation, back_translate, write_synthetic
+    from loraforge.data.splits import excluded_by
+    from loraforge.workflows.augment import read_monolingual
+
+    mono = write_jsonl(tmp_path / "mono.jsonl", [
+        {"id": "a", "text": "概念段落。", "source": "docs/concepts/a.md"},
+        {"id": "b", "text": "教程段落。", "source": "docs/tutorials/b.md"},
+        {"id": "c", "text": "任务段落。", "source": "docs/tasks/c.md"}])
+    texts, pages = read_monolingual(mono, "zh", exclude=["docs/tutorials/"])
+    assert texts == ["概念段落。", "任务段落。"] and pages == ["docs/concepts/a.md", "docs/tasks/c.md"]
+    assert read_monolingual(mono, "zh", limit=2)[1] == ["docs/concepts/a.md", "docs/tutorials/b.md"]
+    with pytest.raises(DataError, match="no monolingual texts outside docs/"):
+        read_monolingual(mono, "zh", exclude=["docs/"])
+
+    all_texts, all_pages = read_monolingual(mono, "zh")  # a cache made before the section was held out
+    pairs = back_translate(all_texts, lambda xs: [f"synthetic {x}" for x in xs], BackTranslation(), pages=all_pages)
+    cache = write_synthetic(tmp_path / "bt.jsonl.gz", pairs, BackTranslation().provenance("runs/rev", str(mono)))
+    train = pairs_file(tmp_path / "train.jsonl", 4)
+    rows = [json.loads(line) for line in train.read_text().splitlines()]
+    write_jsonl(train, [r | {"source": f"docs/{'tutorials' if i == 0 else 'tasks'}/p{i}.md"} for i, r in enumerate(rows)])
+    cfg = load_config(None, [f"data.train={train}", "data.dev=null", "data.test=null",
+                             f"data.augment.back_translation.file={cache}", "data.augment.back_translation.ratio=2",
+                             "data.exclude_sources=[docs/tutorials/]"])
+    task = load_task(cfg.data, None)
+    synthetic = [e for e in task.train if e.meta.get("synthetic")]
+    assert len(synthetic) == 6 and {e.target for e in synthetic} == {"概念段落。", "任务段落。"}
+    assert not any(excluded_by(e, ["docs/tutorials/"]) for e in task.train)
+    assert task.excluded["train"]["docs/tutorials/"] == 2  # one real row, one cached pair
 
 
 # --- sampling across tasks -------------------------------------------------------------------------

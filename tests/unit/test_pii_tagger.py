@@ -137,6 +137,35 @@ def test_a_bidirectional_tagger_reads_the_words_after_a_token():
         assert torch.allclose(a[0, :4], b[0, :4]) is not bidirectional  # token 0..3 see token 4 only both ways
 
 
+def test_a_lookahead_head_reads_the_next_tokens_and_never_the_padding():
+    from loraforge.models.tagger import build_tagger, with_lookahead
+
+    h = torch.arange(1, 9, dtype=torch.float32).reshape(1, 4, 2)  # 4 positions, hidden 2
+    out = with_lookahead(h, 2, torch.tensor([[1, 1, 1, 0]]))
+    assert out.shape == (1, 4, 6)
+    assert out[0, 0].tolist() == [1, 2, 3, 4, 5, 6] and out[0, 1].tolist() == [3, 4, 5, 6, 0, 0]  # pad reads 0
+    assert out[0, 3].tolist() == [0] * 6 and with_lookahead(h, 0) is h
+
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    changed = ids.clone()
+    changed[0, 4] = 20
+    for k in (0, 1, 2):
+        tagger = build_tagger(tiny_causal("gemma3", seed=1), LABELS, bidirectional=False, lookahead=k)
+        torch.nn.init.normal_(tagger.score.weight)
+        with torch.no_grad():
+            a, b = (tagger(input_ids=x, attention_mask=torch.ones_like(x)).logits for x in (ids, changed))
+        assert a.shape == (1, 6, len(LABELS)) and tagger.meta()["lookahead"] == k
+        # a left-to-right stack: token i sees token 4 only through the head, i.e. when i >= 4 - k
+        assert [torch.allclose(a[0, i], b[0, i]) for i in range(6)] == [i < 4 - k for i in range(6)]
+        # padding a text on the right (a batch with a longer one) changes none of its logits
+        padded = torch.cat([ids[:, :4], torch.tensor([[0, 0]])], dim=1)
+        mask = torch.tensor([[1, 1, 1, 1, 0, 0]])
+        with torch.no_grad():
+            alone = tagger(input_ids=ids[:, :4], attention_mask=torch.ones(1, 4, dtype=torch.long)).logits
+            batched = tagger(input_ids=padded, attention_mask=mask).logits
+        assert torch.allclose(alone[0], batched[0, :4], atol=1e-5)
+
+
 def test_bidirectional_is_refused_where_the_architecture_has_none():
     from loraforge.models.tagger import build_tagger
 
@@ -153,8 +182,11 @@ def test_config_refuses_a_tagger_outside_one_pii_task():
     with pytest.raises(ConfigError, match=r"adapter.method must be lora or dora"):
         load_config(None, ["model.head=tagger", "data.task=pii", "adapter.method=ia3"])
     assert load_config(None, ["model.head=tagger", "data.task=pii"]).model.head == "tagger"
-    with pytest.raises(ConfigError, match=r"model.bidirectional is read only with model.head=tagger"):
-        load_config(None, ["model.bidirectional=true"])
+    for key in ("model.bidirectional=true", "model.tagger_lookahead=2"):
+        with pytest.raises(ConfigError, match=r"model.bidirectional and model.tagger_lookahead are read only"):
+            load_config(None, [key])
+    with pytest.raises(ConfigError, match="tagger_lookahead"):
+        load_config(None, ["model.head=tagger", "data.task=pii", "model.tagger_lookahead=9"])
 
 
 def test_data_check_shows_a_tagger_config_the_text_alone_with_each_value_and_its_type(tiny_model_dir, tmp_path):
@@ -206,7 +238,7 @@ def test_training_lowers_the_tag_loss_and_saves_head_and_labels(tagger_run):
     history = [r["loss"] for r in run.history() if "loss" in r]
     assert sum(history[-3:]) < sum(history[:3])
     meta = json.loads((run.adapter_dir / "tagger.json").read_text())
-    assert meta == {"labels": list(LABELS), "bidirectional": False}  # left to right unless model.bidirectional
+    assert meta == {"labels": list(LABELS), "bidirectional": False, "lookahead": 0}  # left to right, no lookahead
     from safetensors import safe_open
 
     with safe_open(str(run.adapter_dir / "adapter_model.safetensors"), "pt") as f:
@@ -309,7 +341,7 @@ def test_resume_in_the_middle_of_a_tagger_run_gives_the_same_adapter_and_head(ti
                                   "data.task=pii", f"data.train={data}", "data.dev=null", "data.test=null",
                                   "data.max_length=512", "adapter.r=4", "adapter.alpha=8", "train.steps=8",
                                   "train.batch_size=4", "train.lr=1e-2", "train.save_every=3", "train.eval_every=0",
-                                  f"output.dir={out}"])
+                                  "model.tagger_lookahead=1", f"output.dir={out}"])
 
     ref = train_run(config(tmp_path / "ref"), progress=False)
 
@@ -322,6 +354,16 @@ def test_resume_in_the_middle_of_a_tagger_run_gives_the_same_adapter_and_head(ti
     assert want.keys() == got.keys() and any(k.endswith("score.weight") for k in got)
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-7)
+    # the lookahead head travels with the adapter and is rebuilt on load
+    from loraforge.eval.inference import load_for_inference
+    from loraforge.models.tagger import TokenTagger
+
+    assert json.loads((run.adapter_dir / "tagger.json").read_text())["lookahead"] == 1
+    _, model = load_for_inference(run.config(), str(run.path))
+    tagger = next(m for m in model.modules() if isinstance(m, TokenTagger))
+    assert tagger.lookahead == 1 and tagger.score.in_features == 2 * tagger.config.hidden_size
+    score = next(v for k, v in got.items() if k.endswith("score.weight"))
+    torch.testing.assert_close(tagger.score.weight.detach().float(), score.float())
 
 
 def test_the_held_out_contexts_bench_trains_each_variant_and_scores_only_contexts_it_never_trained_on(
@@ -352,3 +394,16 @@ def test_the_held_out_contexts_bench_trains_each_variant_and_scores_only_context
     assert "records" in {json.loads(line)["template"].split("/")[0]
                          for line in (tmp_path / "work" / "split7-records0.5" / "train.jsonl").read_text().splitlines()}
     assert "python -m loraforge.bench.pii_contexts" in (tmp_path / "out" / "pii-contexts.md").read_text()
+    # --reuse scores the same runs at other biases without training or rebuilding the data again
+    adapters = {v["run"]: (Path(v["run"]) / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns
+                for v in results["variants"]}
+    heldout = (tmp_path / "work" / "split7-records0" / "heldout.jsonl").read_text()
+    main(["--config", str(config), "--records-share", "0,0.5", "--n-train", "24", "--n-heldout", "6",
+          "--biases=50", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--name", "again", "--reuse"])
+    again = json.loads((tmp_path / "out" / "again.json").read_text())
+    assert {v["run"]: (Path(v["run"]) / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns
+            for v in again["variants"]} == adapters
+    assert (tmp_path / "work" / "split7-records0" / "heldout.jsonl").read_text() == heldout
+    assert [v["rows"] for v in again["variants"]] == [[r for r in v["rows"] if r["bias"] == 50.0]
+                                                       for v in results["variants"]]
+    assert f"--records-share 0,0.5 --biases=50 --work {tmp_path / 'work'}`" in (tmp_path / "out" / "again.md").read_text()

@@ -42,7 +42,7 @@ def load_adapter(model: torch.nn.Module, adapter_dir: str | Path, trainable: boo
     if (meta := tagger_meta(ref.dir)) is not None:  # a tagging head: rebuild it, then PEFT loads its weights
         from loraforge.models.tagger import build_tagger
 
-        model = build_tagger(model, tuple(meta["labels"]), meta["bidirectional"])
+        model = build_tagger(model, tuple(meta["labels"]), meta["bidirectional"], meta.get("lookahead", 0))
     return peft.PeftModel.from_pretrained(model, str(ref.dir), is_trainable=trainable)
 
 

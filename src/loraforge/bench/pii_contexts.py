@@ -7,9 +7,10 @@ patterns, as ``loraforge mask`` does) at each bias.
 
     python -m loraforge.bench.pii_contexts [--config configs/pii-tagger-gemma3-270m.yaml]
         [--records-share 0,0.25] [--hold 12] [--split-seed 7] [--n-train 4000] [--n-heldout 300]
-        [--biases 0,1,2] [--work runs/pii-contexts] [--out bench/results] [section.key=value ...]
+        [--biases 0,1,2] [--work runs/pii-contexts] [--out bench/results] [--reuse] [section.key=value ...]
 
-Trainings run one after another (never two at once on a small machine). Writes
+Trainings run one after another (never two at once on a small machine). ``--reuse`` scores the runs and
+data already under ``--work`` (e.g. at more biases) and trains only the variants that have none. Writes
 ``pii-contexts.json`` and ``pii-contexts.md``; the runs stay under ``--work``.
 """
 
@@ -75,30 +76,38 @@ def score(run: Path, heldout: Path, biases: list[float]) -> list[dict]:
 
 
 def compare(config: str, shares: list[float], hold: int, split_seed: int, n_train: int, n_heldout: int,
-            biases: list[float], work: str, overrides: list[str]) -> dict:
+            biases: list[float], work: str, overrides: list[str], reuse: bool = False) -> dict:
     import json
 
     held = held_out_contexts(hold, split_seed)
     variants = []
     for share in shares:
         root = Path(work) / f"split{split_seed}-records{share:g}"
-        paths = build_data(root, held, share, n_train, 200, n_heldout)
-        run = run_variant(config, overrides, root, paths)
+        paths = {name: root / f"{name}.jsonl" for name in ("train", "dev", "heldout")}
+        run = root / "run"
+        if not (reuse and (run / "metrics.json").is_file() and all(p.is_file() for p in paths.values())):
+            paths = build_data(root, held, share, n_train, 200, n_heldout)
+            run = run_variant(config, overrides, root, paths)
         train = json.loads((run / "metrics.json").read_text())["train"]
         variants.append({"records_share": share, "run": str(run), "train_seconds": train.get("seconds"),
                          "rows": score(run, paths["heldout"], biases)})
-    return {"config": config, "overrides": overrides, "held_out_contexts": held, "split_seed": split_seed,
+    return {"config": config, "overrides": overrides, "work": work, "held_out_contexts": held, "split_seed": split_seed,
             "n_train": n_train, "n_heldout": n_heldout, "cpu": cpu_name(), "variants": variants}
 
 
 def markdown(results: dict) -> str:
     head = ["records share", "bias", *KEYS]
     body = [[v["records_share"], r["bias"], *(r[k] for k in KEYS)] for v in results["variants"] for r in v["rows"]]
+    biases = ",".join(f"{r['bias']:g}" for r in results["variants"][0]["rows"])
+    shares = ",".join(f"{v['records_share']:g}" for v in results["variants"])
+    extra = "".join(f" {o}" for o in results["overrides"])
+    if results.get("work", "runs/pii-contexts") != "runs/pii-contexts":
+        extra = f" --work {results['work']}{extra}"
     return (f"# PII tagger on train contexts held out from training\n\nHeld out (split seed "
             f"{results['split_seed']}): {', '.join(results['held_out_contexts'])}; {results['n_heldout']} rows, "
             f"model + validated patterns. CPU: {results['cpu']}.\n\n" + table(head, body)
             + f"\n\nReproduce: `python -m loraforge.bench.pii_contexts --config {results['config']} "
-            f"--split-seed {results['split_seed']}`\n")
+            f"--split-seed {results['split_seed']} --records-share {shares} --biases={biases}{extra}`\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,10 +123,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", default="runs/pii-contexts")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--name", default="pii-contexts", help="results file name (without .json/.md)")
+    parser.add_argument("--reuse", action="store_true", help="score the finished runs under --work, train only missing ones")
     args = parser.parse_args(argv)
     results = compare(args.config, [float(s) for s in args.records_share.split(",")], args.hold, args.split_seed,
                       args.n_train, args.n_heldout, [float(b) for b in args.biases.split(",")], args.work,
-                      args.overrides)
+                      args.overrides, args.reuse)
     for path in write_results(args.out, args.name, results, markdown(results)):
         print(path)
 

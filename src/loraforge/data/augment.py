@@ -132,15 +132,17 @@ def flipped(examples: Iterable[Example]) -> list[Example]:
 
 
 def back_translate(targets: list[str], translate_fn: Callable[[list[str]], list[str]], bt: BackTranslation,
-                   ids: list[str] | None = None) -> list[Example]:
-    """(synthetic source, real target) pairs; empty generations are dropped."""
+                   ids: list[str] | None = None, pages: list[str | None] | None = None) -> list[Example]:
+    """(synthetic source, real target) pairs; empty generations are dropped. ``pages``: each target's
+    page path, kept as ``meta['source']`` so data.exclude_sources and the held-out checks see it."""
     sources = translate_fn(targets)
     if len(sources) != len(targets):
         raise DataError(f"back-translation returned {len(sources)} outputs for {len(targets)} inputs")
     ids = ids or [f"bt-{i:06d}" for i in range(len(targets))]
+    pages = pages or [None] * len(targets)
     tag = BT_TAG if bt.tagged else ""
-    return [Example(tag + s.strip(), t, i, None, {"synthetic": True}) for s, t, i in zip(sources, targets, ids)
-            if s.strip()]
+    return [Example(tag + s.strip(), t, i, None, {"synthetic": True} | ({"source": p} if p else {}))
+            for s, t, i, p in zip(sources, targets, ids, pages) if s.strip()]
 
 
 def write_synthetic(path: str | Path, pairs: list[Example], provenance: dict, src_lang: str = "en",
@@ -150,7 +152,8 @@ def write_synthetic(path: str | Path, pairs: list[Example], provenance: dict, sr
     from loraforge.runs import atomic_write
 
     path = Path(path)
-    lines = [json.dumps({"id": e.id, src_lang: e.source, tgt_lang: e.target, "synthetic": True}, ensure_ascii=False)
+    lines = [json.dumps({"id": e.id, src_lang: e.source, tgt_lang: e.target, "synthetic": True}
+                        | ({"source": e.meta["source"]} if e.meta.get("source") else {}), ensure_ascii=False)
              for e in pairs]
     data = ("\n".join(lines) + "\n").encode("utf-8")
     atomic_write(path, gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)

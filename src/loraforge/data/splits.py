@@ -202,7 +202,13 @@ def load_task(d: DataConfig, max_test: int | None) -> Splits:
     from loraforge.data.augment import mix
 
     (train, drop_train), (dev, drop_dev) = read_split(d, "train"), read_split(d, "dev")
-    synthetic = synthetic_examples(d)
+    synthetic = []
+    for e in synthetic_examples(d):  # a cached pair from a held-out page is dropped like a real one
+        prefix = excluded_by(e, d.exclude_sources)
+        if prefix is None:
+            synthetic.append(e)
+        else:
+            drop_train[prefix] += 1
     if d.protect_markup:
         from loraforge.data.markup import protect_examples
 

@@ -6,7 +6,8 @@ laid out like transformers' ``*ForTokenClassification`` (the stack as ``model``,
 Where the architecture supports it (Gemma 3's ``use_bidirectional_attention``, what EmbeddingGemma
 uses) the stack can attend both ways (``model.bidirectional``), so a tag also depends on the words
 after it. On pii:dev the left-to-right tagger scored higher after the same 130 steps, so the
-layers' own attention is the default.
+layers' own attention is the default. A lighter way to let a tag see what follows keeps the layers
+left to right and gives the head the next few tokens' hidden states too (``model.tagger_lookahead``).
 
 A saved tagger adapter is a PEFT folder plus ``tagger.json`` (labels, attention: ``runs.tagger_meta``);
 ``load_adapter`` rebuilds the head from it before loading the weights.
@@ -36,13 +37,14 @@ class TokenTagger(torch.nn.Module):
 
     is_token_tagger = True  # read through PEFT's wrappers: ``getattr(model, "is_token_tagger", False)``
 
-    def __init__(self, stack: torch.nn.Module, labels: tuple[str, ...], bidirectional: bool):
+    def __init__(self, stack: torch.nn.Module, labels: tuple[str, ...], bidirectional: bool, lookahead: int = 0):
         super().__init__()
         self.model = stack
         self.config = stack.config
         self.labels = tuple(labels)
         self.bidirectional = bidirectional
-        self.score = torch.nn.Linear(stack.config.hidden_size, len(labels), dtype=torch.float32,
+        self.lookahead = lookahead
+        self.score = torch.nn.Linear(stack.config.hidden_size * (1 + lookahead), len(labels), dtype=torch.float32,
                                      device=next(stack.parameters()).device)
         torch.nn.init.zeros_(self.score.weight)  # every label equally likely until trained
         torch.nn.init.zeros_(self.score.bias)
@@ -53,15 +55,30 @@ class TokenTagger(torch.nn.Module):
         from transformers.modeling_outputs import TokenClassifierOutput
 
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
-        return TokenClassifierOutput(logits=self.score(hidden.to(self.score.weight.dtype)))
+        hidden = with_lookahead(hidden.to(self.score.weight.dtype), self.lookahead, attention_mask)
+        return TokenClassifierOutput(logits=self.score(hidden))
 
     def meta(self) -> dict:
-        return {"labels": list(self.labels), "bidirectional": self.bidirectional}
+        return {"labels": list(self.labels), "bidirectional": self.bidirectional, "lookahead": self.lookahead}
 
 
-def build_tagger(causal_lm: torch.nn.Module, labels: tuple[str, ...], bidirectional: bool | None = None) -> TokenTagger:
+def with_lookahead(hidden: torch.Tensor, k: int, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """[h_i, h_{i+1}, ..., h_{i+k}] per position (batch, seq, hidden * (k + 1)); positions past the text
+    (the end, or padding) read zeros, so a tag never depends on pad tokens or on how a batch was padded."""
+    if not k:
+        return hidden
+    if attention_mask is not None:
+        hidden = hidden * attention_mask[..., None].to(hidden.dtype)
+    pad = hidden.new_zeros(hidden.shape[0], k, hidden.shape[-1])
+    padded = torch.cat([hidden, pad], dim=1)
+    n = hidden.shape[1]
+    return torch.cat([padded[:, j:j + n] for j in range(k + 1)], dim=-1)
+
+
+def build_tagger(causal_lm: torch.nn.Module, labels: tuple[str, ...], bidirectional: bool | None = None,
+                 lookahead: int = 0) -> TokenTagger:
     """A tagger over ``causal_lm``'s decoder stack (shared, not copied; its LM head is left out).
-    ``bidirectional``: None = where the architecture supports it."""
+    ``bidirectional``: None = where the architecture supports it. ``lookahead``: next tokens the head reads."""
     from loraforge.config import ConfigError
 
     stack = getattr(causal_lm, "model", None)
@@ -72,7 +89,7 @@ def build_tagger(causal_lm: torch.nn.Module, labels: tuple[str, ...], bidirectio
     if bidirectional and not possible:
         raise ConfigError(f"a bidirectional tagger needs an architecture with bidirectional attention (Gemma 3); "
                           f"{type(stack.config).__name__} has none")
-    return TokenTagger(stack, labels, possible if bidirectional is None else bidirectional)
+    return TokenTagger(stack, labels, possible if bidirectional is None else bidirectional, lookahead)
 
 
 def tag_texts(model: torch.nn.Module, tokenizer, texts: list[str], bias: float = 0.0, batch_size: int = 16) -> list:

@@ -184,7 +184,8 @@ TAGGER_FILE = "tagger.json"
 
 
 def tagger_meta(adapter_dir: str | Path) -> dict | None:
-    """A tagger adapter's labels and attention (``{"labels": [...], "bidirectional": bool}``), else None."""
+    """A tagger adapter's labels and attention (``{"labels": [...], "bidirectional": bool, "lookahead": int}``;
+    adapters from before lookahead have none: 0), else None."""
     path = Path(adapter_dir) / TAGGER_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 

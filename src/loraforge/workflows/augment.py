@@ -46,25 +46,32 @@ def materialize(cfg: RunConfig, out: str | Path, epoch: int = 0) -> dict:
     return summary
 
 
-def read_monolingual(path: str | Path, lang: str, limit: int | None = None) -> list[str]:
-    """Texts of a monolingual file: .txt (one per line) or records (jsonl/json/csv/parquet) with a
-    ``lang`` or ``text`` field."""
-    path = Path(path)
+def read_monolingual(path: str | Path, lang: str, limit: int | None = None,
+                     exclude: list[str] | tuple[str, ...] = ()) -> tuple[list[str], list[str | None]]:
+    """Texts of a monolingual file and each one's page path (a record's ``source``, else None): .txt
+    (one per line) or records (jsonl/json/csv/parquet) with a ``lang`` or ``text`` field. Records whose
+    page is under an ``exclude`` prefix (data.exclude_sources) are skipped: a held-out section's
+    target-language text must not come back as synthetic training pairs."""
+    from loraforge.data.formats import resolve_spec
+
+    path = Path(resolve_spec(str(path)))
     if path.name.lower().removesuffix(".gz").endswith(".txt"):
         if not path.is_file():
             raise DataError(f"{path}: file not found")
-        texts = [t for t in path.read_text(encoding="utf-8").splitlines() if t.strip()]
+        rows = [(t, None) for t in path.read_text(encoding="utf-8").splitlines() if t.strip()]
     else:
-        texts = []
+        rows = []
         for where, rec in read_records(path):
             field = lang if lang in rec else "text" if "text" in rec else None
             if field is None or not isinstance(rec[field], str):
                 raise DataError(f"{where}: no string field {lang!r} or 'text' (record keys: {sorted(rec)})")
-            texts.append(rec[field])
-    texts = texts[:limit] if limit else texts
-    if not texts:
-        raise DataError(f"{path}: no monolingual texts")
-    return texts
+            page = rec.get("source") if isinstance(rec.get("source"), str) else None
+            if page is None or not any(page.startswith(p) for p in exclude):
+                rows.append((rec[field], page))
+    rows = rows[:limit] if limit else rows
+    if not rows:
+        raise DataError(f"{path}: no monolingual texts" + (f" outside {', '.join(exclude)}" if exclude else ""))
+    return [t for t, _ in rows], [p for _, p in rows]
 
 
 def _forward(cfg: RunConfig, task: str | None) -> tuple[str, DataConfig]:
@@ -105,7 +112,7 @@ def back_translate_cache(cfg: RunConfig, adapter: str, mono: str, out: str | Pat
     from loraforge.eval.inference import generate_restored, load_for_inference, sample_answers
 
     name, forward = _forward(cfg, task)
-    texts = read_monolingual(mono, forward.tgt_lang, limit)
+    texts, pages = read_monolingual(mono, forward.tgt_lang, limit, forward.exclude_sources)
     rev = _reverse_config(adapter, forward)
     bt = BackTranslation(sampling=sampling, temperature=temperature, top_p=top_p, tagged=False, seed=cfg.data.seed)
     loaded, model = load_for_inference(rev, adapter)
@@ -115,7 +122,7 @@ def back_translate_cache(cfg: RunConfig, adapter: str, mono: str, out: str | Pat
             return sample_answers(loaded, model, rev, targets, temperature, top_p, bt.seed, progress)
         return generate_restored(loaded, model, rev, targets, progress=progress)[0].texts
 
-    pairs = back_translate(texts, translate, bt, ids=[f"bt-{i:06d}" for i in range(len(texts))])
+    pairs = back_translate(texts, translate, bt, ids=[f"bt-{i:06d}" for i in range(len(texts))], pages=pages)
     if not pairs:
         raise DataError(f"{mono}: every back-translation of the {len(texts)} texts came out empty; nothing cached "
                         f"(is {adapter} trained to translate {forward.tgt_lang}->{forward.src_lang}?)")

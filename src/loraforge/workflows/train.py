@@ -119,7 +119,7 @@ def _fit(run: RunDir, cfg: RunConfig, loaded, data: Datasets, resume: bool, prog
         from loraforge.models.tagger import build_tagger
         from loraforge.data.pii_tags import LABELS
 
-        base = build_tagger(loaded.model, LABELS, cfg.model.bidirectional)
+        base = build_tagger(loaded.model, LABELS, cfg.model.bidirectional, cfg.model.tagger_lookahead)
     model = apply_adapter(base, cfg.adapter, family)
     n_trainable, n_total = trainable_parameters(model)
     _log(f"{cfg.adapter.method}: {n_trainable:,} trainable of {n_total:,} parameters "
