@@ -197,6 +197,22 @@ def test_a_held_out_section_stays_out_of_back_translation(tmp_path):
     assert task.excluded["train"]["docs/tutorials/"] == 2  # one real row, one cached pair
 
 
+def test_sampled_back_translation_keeps_markup_when_the_reverse_run_protects_it(tiny_model_dir):
+    """A run trained with data.protect_markup never saw raw markup: sampling protects and restores it
+    as greedy generation does, so every synthetic source keeps its target's markup whole."""
+    from loraforge.eval.inference import load_for_inference, sample_answers
+
+    sources = ["运行 `kubectl get pods` 列出 {{< glossary_tooltip text=\"Pod\" term_id=\"pod\" >}}。", "纯文本。"]
+    for protect in (True, False):
+        cfg = load_config(None, [f"model.name={tiny_model_dir}", "model.dtype=fp32", f"data.protect_markup={protect}",
+                                 "eval.max_new_tokens=6", "eval.batch_size=2"])
+        loaded, model = load_for_inference(cfg, None)
+        out = sample_answers(loaded, model, cfg, sources, seed=3, progress=False)
+        assert out == sample_answers(loaded, model, cfg, sources, seed=3, progress=False) and len(out) == 2
+        kept = [m.group(0) in out[0] for m in PROTECTED.finditer(sources[0])]
+        assert len(kept) == 2 and all(kept) is protect  # a random tiny model never writes it by itself
+
+
 # --- sampling across tasks -------------------------------------------------------------------------
 
 

@@ -209,13 +209,22 @@ def sample_answers(loaded, model, cfg: RunConfig, sources: list[str], temperatur
                    seed: int = 0, progress: bool = True) -> list[str]:
     """Sampled (temperature, nucleus top-p) outputs for ``sources`` under the run's template and task
     budgets: back-translation by sampling gives more varied synthetic sources than greedy does
-    (Edunov et al., 2018). Reproducible for the same seed, inputs and eval.batch_size."""
+    (Edunov et al., 2018). Reproducible for the same seed, inputs and eval.batch_size. Markup is
+    protected and restored as in ``generate_restored`` when the run trained with data.protect_markup
+    (the model never saw raw markup), so sampled and greedy outputs keep it alike."""
     import torch
     from tqdm.auto import tqdm
 
     from loraforge.data.templates import generation_prompts
     from loraforge.eval.generate import _cut
 
+    if cfg.data.protect_markup:
+        from loraforge.data.markup import protect, restore_batch
+
+        protected = [protect(s) for s in sources]
+        plain = cfg.model_copy(update={"data": cfg.data.model_copy(update={"protect_markup": False})})
+        texts = sample_answers(loaded, model, plain, [p.text for p in protected], temperature, top_p, seed, progress)
+        return [r.text for r in restore_batch(protected, texts)[0]]
     tok, family = loaded.tokenizer, loaded.family
     prompts, stop_ids = generation_prompts(tok, sources, cfg.data, family)
     budgets = output_budgets(tok, sources, cfg.eval.max_new_tokens, cfg.data.task)
