@@ -181,7 +181,8 @@ def extra_tests(cfg: RunConfig) -> dict[str, tuple[DataConfig, list[Example]]]:
 
 def synthetic_examples(d: DataConfig) -> list[Example]:
     """The cached back-translated pairs of ``data.augment.back_translation``, tagged or not as the
-    config says (whatever the cache was written with)."""
+    config says (whatever the cache was written with). A pair whose source is its target (the reverse
+    model copied, or markup restoration fell back to the input) would teach copying: dropped."""
     from loraforge.data.augment import BT_TAG
 
     bt = d.augment.back_translation
@@ -190,6 +191,8 @@ def synthetic_examples(d: DataConfig) -> list[Example]:
     out = []
     for e in load_examples(bt.file, d.source_field, d.target_field, d.src_lang, d.tgt_lang):
         source = e.source[len(BT_TAG):] if e.source.startswith(BT_TAG) else e.source
+        if source.strip() == e.target.strip():
+            continue
         out.append(Example((BT_TAG if bt.tagged else "") + source, e.target, e.id, e.system,
                            {**e.meta, "synthetic": True}))
     return out
