@@ -249,3 +249,32 @@ def test_cut_outputs_are_reported_and_widened_to_the_cap(tiny_tokenizer):
     endless = scripted_model(tiny_tokenizer, token, None)
     out = generate_answers(endless, endless.model, cfg, [source], progress=False, widen_cut=True)
     assert out.cut == [0] and out.budgets == [64]
+
+
+def test_the_sampler_draws_from_the_nucleus_reproducibly():
+    from loraforge.eval.generate import Sampler
+
+    logits = torch.tensor([[4.0, 3.9, 0.0, -1.0]] * 4000)
+    draws = Sampler(1.0, 1.0, seed=1)(logits)
+    assert draws.tolist() == Sampler(1.0, 1.0, seed=1)(logits).tolist() != Sampler(1.0, 1.0, seed=2)(logits).tolist()
+    counts = torch.bincount(draws, minlength=4).float() / len(draws)
+    want = torch.softmax(logits[0], -1)
+    assert torch.allclose(counts, want, atol=0.03)  # top_p=1: the model's distribution
+    assert set(Sampler(1.0, 0.5, seed=1)(logits).tolist()) == {0}  # the top token alone holds 0.5
+    assert set(Sampler(1.0, 0.9, seed=1)(logits).tolist()) == {0, 1}  # the two near-tied tokens
+    assert set(Sampler(0.005, 1.0, seed=1)(logits).tolist()) == {0}  # a cold temperature is greedy here
+
+
+def test_sampled_generation_uses_the_shrinking_batch_and_is_seeded(tiny_tokenizer):
+    """generate_ids with a sampler: per-row budgets and stop tokens as greedy, the same ids for the same
+    seed and batch, other ids for another seed; a near-zero temperature gives the greedy ids."""
+    from loraforge.eval.generate import Sampler
+
+    model = tiny_causal("gemma3", vocab_size=len(tiny_tokenizer)).eval()
+    budgets = [3, 6, 9, 12]
+    run = lambda sampler: generate_ids(model, tiny_tokenizer, PROMPTS, budgets=budgets, progress=False,  # noqa: E731
+                                       tie_margin=None, sampler=sampler)
+    # a hot temperature: the tiny random model is too sure of itself for seeds to differ otherwise
+    a, b, c = run(Sampler(5.0, 1.0, seed=5)), run(Sampler(5.0, 1.0, seed=5)), run(Sampler(5.0, 1.0, seed=6))
+    assert a == b != c and [len(x) for x in a] == budgets
+    assert run(Sampler(1e-4, 1.0, seed=5)) == run(None)

@@ -30,6 +30,25 @@ TIE_MARGIN = "auto"  # by the model's weight dtype, from TIE_MARGINS
 PREFILL_ROWS = 8  # rows prefilled together (``_prefill``)
 
 
+class Sampler:
+    """Temperature and nucleus (top-p) sampling for the batched decoder, from its own seeded generator:
+    the same prompts, batch size and seed give the same tokens (back-translation by sampling)."""
+
+    def __init__(self, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0):
+        if temperature <= 0 or not 0 < top_p <= 1:
+            raise ValueError(f"sampling needs temperature > 0 and 0 < top_p <= 1 (got {temperature}, {top_p})")
+        self.temperature, self.top_p = temperature, top_p
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(logits.float() / self.temperature, dim=-1).cpu()
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_p.cumsum(-1) - sorted_p >= self.top_p  # the nucleus: the top tokens up to mass top_p
+        sorted_p = sorted_p.masked_fill(outside, 0.0)
+        pick = torch.multinomial(sorted_p, 1, generator=self.generator)
+        return order.gather(-1, pick).squeeze(-1).to(logits.device)
+
+
 class TieTracker:
     """A logits processor that records, per row and step, the top-1 vs top-2 logit gap, and the
     smallest gap while the row is still generating (before its stop token, within its budget).
@@ -94,9 +113,9 @@ def decode_alone(model, tokenizer, prompt: str, budget: int, stop_ids: list[int]
 
 @torch.no_grad()
 def shrinking_greedy(model, input_ids, attention_mask, budgets: list[int], stop_ids: list[int] | None,
-                     ties: TieTracker | None = None) -> list[list[int]]:
-    """Greedy decoding of a left-padded causal batch in which each row leaves the batch (and the KV
-    cache) as soon as it has its stop token or its budget.
+                     ties: TieTracker | None = None, sampler: Sampler | None = None) -> list[list[int]]:
+    """Greedy decoding (or, with ``sampler``, sampling) of a left-padded causal batch in which each row
+    leaves the batch (and the KV cache) as soon as it has its stop token or its budget.
 
     Why not ``model.generate``: it keeps finished rows to the end of the batch's longest row, and on
     a CPU the LM head's matmul costs more per step the more rows it carries. The result is the same
@@ -114,7 +133,7 @@ def shrinking_greedy(model, input_ids, attention_mask, budgets: list[int], stop_
     while True:
         if ties is not None:
             ties.update(rows.cpu(), logits)
-        nxt = logits.argmax(-1)
+        nxt = logits.argmax(-1) if sampler is None else sampler(logits)
         for r, t in zip(rows.tolist(), nxt.tolist()):
             out[r].append(t)
         made += 1
@@ -216,8 +235,10 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 256, ba
 def generate_ids(model, tokenizer, prompts: list[str], max_new_tokens: int = 256, batch_size: int = 32,
                  family: str = "causal", stop_ids: list[int] | None = None, budgets: list[int] | None = None,
                  progress: bool = True, forced_bos_token_id: int | None = None,
-                 tie_margin: float | str | None = TIE_MARGIN, stats: dict | None = None) -> list[list[int]]:
-    """Generated token ids per prompt, up to and including the first stop token.
+                 tie_margin: float | str | None = TIE_MARGIN, stats: dict | None = None,
+                 sampler: Sampler | None = None) -> list[list[int]]:
+    """Generated token ids per prompt, up to and including the first stop token; greedy, or drawn by
+    ``sampler`` (then nothing is re-decoded: there is no batch-1 result to match).
 
     ``budgets`` caps new tokens per prompt (e.g. twice the source length). ``tie_margin``: "auto"
     (by dtype; none in bf16), a number of logits, or None to skip re-decoding near ties (faster,
@@ -237,6 +258,10 @@ def generate_ids(model, tokenizer, prompts: list[str], max_new_tokens: int = 256
     kwargs = dict(do_sample=False, pad_token_id=tokenizer.pad_token_id, **extra)
     if stop_ids:
         kwargs["eos_token_id"] = stop_ids
+    if sampler is not None:
+        kwargs.update(do_sample=True, temperature=sampler.temperature, top_p=sampler.top_p, top_k=0)
+        torch.manual_seed(int(torch.randint(2**31, (1,), generator=sampler.generator)))  # seq2seq's generate
+        tie_margin = None
     if tie_margin == "auto":
         tie_margin = TIE_MARGINS.get(next(model.parameters()).dtype)
     redo: list[int] = []
@@ -252,7 +277,7 @@ def generate_ids(model, tokenizer, prompts: list[str], max_new_tokens: int = 256
             ties = TieTracker([budgets[i] for i in idx], stop_ids) if tie_margin is not None and len(idx) > 1 else None
             if family == "causal":
                 out = shrinking_greedy(model, batch["input_ids"], batch["attention_mask"], [budgets[i] for i in idx],
-                                       stop_ids, ties)
+                                       stop_ids, ties, sampler)
             else:
                 out = model.generate(**batch, max_new_tokens=max(budgets[i] for i in idx), **kwargs,
                                      **({"logits_processor": [ties]} if ties else {}))[:, 1:].tolist()

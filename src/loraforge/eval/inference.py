@@ -92,8 +92,9 @@ def _cut_rows(ids: list[list[int]], budgets: list[int], stops: set[int]) -> list
 
 def generate_answers(loaded, model, cfg: RunConfig, sources: list[str], systems: list[str | None] | None = None,
                      max_new_tokens: int | None = None, batch_size: int | None = None, progress: bool = True,
-                     widen_cut: bool = False, trim_loops: bool = False) -> Generated:
-    """Greedy outputs for ``sources`` under the run's template, task budgets and ``eval.exact``.
+                     widen_cut: bool = False, trim_loops: bool = False, sampler=None) -> Generated:
+    """Greedy outputs for ``sources`` under the run's template, task budgets and ``eval.exact``
+    (``sampler``: an ``eval.generate.Sampler`` draws them instead).
 
     ``max_new_tokens`` (default eval.max_new_tokens) caps every budget. ``widen_cut``: rows cut by
     their task budget (below the cap) are generated again with the whole cap, for callers that want
@@ -111,7 +112,7 @@ def generate_answers(loaded, model, cfg: RunConfig, sources: list[str], systems:
     budgets = output_budgets(tok, sources, cap, cfg.data.task)
     stops = set(stop_ids or []) | ({tok.eos_token_id} if tok.eos_token_id is not None else set())
     kwargs = dict(max_new_tokens=cap, batch_size=batch_size or cfg.eval.batch_size, family=family, stop_ids=stop_ids,
-                  progress=progress, **seq2seq_kwargs(tok, family, cfg.data))
+                  progress=progress, sampler=sampler, **seq2seq_kwargs(tok, family, cfg.data))
     with prepared_for_generation(model, cfg.eval.exact) as tie_margin:
         ids = generate_ids(model, tok, prompts, budgets=budgets, tie_margin=tie_margin, **kwargs)
         looped = _trim_loops(ids, _cut_rows(ids, budgets, stops)) if trim_loops else []  # trimmed: no longer cut
@@ -209,41 +210,10 @@ def sample_answers(loaded, model, cfg: RunConfig, sources: list[str], temperatur
                    seed: int = 0, progress: bool = True) -> list[str]:
     """Sampled (temperature, nucleus top-p) outputs for ``sources`` under the run's template and task
     budgets: back-translation by sampling gives more varied synthetic sources than greedy does
-    (Edunov et al., 2018). Reproducible for the same seed, inputs and eval.batch_size. Markup is
-    protected and restored as in ``generate_restored`` when the run trained with data.protect_markup
-    (the model never saw raw markup), so sampled and greedy outputs keep it alike."""
-    import torch
-    from tqdm.auto import tqdm
+    (Edunov et al., 2018). The same batched decoder as greedy generation (rows sorted by length, each
+    leaving the batch when done) and the same markup protection; reproducible for the same seed,
+    inputs and eval.batch_size."""
+    from loraforge.eval.generate import Sampler
 
-    from loraforge.data.templates import generation_prompts
-    from loraforge.eval.generate import _cut
-
-    if cfg.data.protect_markup:
-        from loraforge.data.markup import protect, restore_batch
-
-        protected = [protect(s) for s in sources]
-        plain = cfg.model_copy(update={"data": cfg.data.model_copy(update={"protect_markup": False})})
-        texts = sample_answers(loaded, model, plain, [p.text for p in protected], temperature, top_p, seed, progress)
-        return [r.text for r in restore_batch(protected, texts)[0]]
-    tok, family = loaded.tokenizer, loaded.family
-    prompts, stop_ids = generation_prompts(tok, sources, cfg.data, family)
-    budgets = output_budgets(tok, sources, cfg.eval.max_new_tokens, cfg.data.task)
-    kwargs = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0, pad_token_id=tok.pad_token_id,
-                  eos_token_id=stop_ids or tok.eos_token_id, **seq2seq_kwargs(tok, family, cfg.data))
-    size, side = cfg.eval.batch_size, tok.padding_side
-    tok.padding_side = "left" if family == "causal" else "right"
-    torch.manual_seed(seed)
-    out: list[str] = []
-    try:
-        with merged_for_inference(model), torch.no_grad():
-            model.eval()
-            for s in tqdm(range(0, len(prompts), size), desc="sample", disable=not progress):
-                batch = tok(prompts[s:s + size], return_tensors="pt", padding=True,
-                            add_special_tokens=family == "seq2seq").to(model.device)
-                gen = model.generate(**batch, max_new_tokens=max(budgets[s:s + size]), **kwargs)
-                new = gen[:, batch["input_ids"].shape[1]:] if family == "causal" else gen[:, 1:]
-                out += [tok.decode(_cut(row, b, stop_ids), skip_special_tokens=True).strip()
-                        for row, b in zip(new.tolist(), budgets[s:s + size])]
-    finally:
-        tok.padding_side = side
-    return out
+    sampler = Sampler(temperature, top_p, seed)
+    return generate_restored(loaded, model, cfg, sources, progress=progress, sampler=sampler)[0].texts
