@@ -263,6 +263,17 @@ def test_a_loaded_tagger_finds_the_spans_the_trained_one_did(tagger_run):
     assert type(masker.model).__name__ == "TagFinder"
     direct = Masker.from_model(model, loaded.tokenizer, cfg.data, MaskOptions(merge="model"), bias=0.0)
     assert masker.find_spans(texts) == direct.find_spans(texts)
+    # a memo reads the model once and decodes each bias from the same probabilities, as a fresh pass would
+    calls = []
+    handle = model.register_forward_pre_hook(lambda *a: calls.append(1))
+    memo_masker = build_masker(adapter=str(run.path), merge="model", bias=0.0)
+    memo_masker.model.model.register_forward_pre_hook(lambda *a: calls.append(1))
+    memo_masker.model.memo = {}
+    for bias in (-2.0, 0.0, 3.0):
+        memo_masker.model.bias = direct.model.bias = bias
+        assert memo_masker.find_spans(texts) == direct.find_spans(texts)
+    handle.remove()
+    assert len(calls) == 3 + 1  # three fresh passes of `direct`, one of the memo's
     # faithful whatever the bias: the output is the input with spans replaced, nothing else
     for bias, expect in ((-1e4, "none"), (1e4, "all")):
         masker.model.bias = bias

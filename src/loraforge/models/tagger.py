@@ -93,12 +93,19 @@ def build_tagger(causal_lm: torch.nn.Module, labels: tuple[str, ...], bidirectio
 
 
 def tag_texts(model: torch.nn.Module, tokenizer, texts: list[str], bias: float = 0.0, batch_size: int = 16) -> list:
-    """Spans ``(start, end, type, score)`` per text from a tagger (PEFT-wrapped or merged), in batches of
-    similar length, read entity by entity (``data.pii_tags.decode_entities``). ``bias`` is taken from
-    every token's ``O`` logit (higher tags more)."""
+    """Spans ``(start, end, type, score)`` per text from a tagger (PEFT-wrapped or merged), read entity
+    by entity (``data.pii_tags.decode_entities``). ``bias`` is taken from every token's ``O`` logit
+    (higher tags more)."""
     from loraforge.data.pii_tags import decode_entities
 
-    out: list = [[] for _ in texts]
+    return [decode_entities(text, offsets, probs, bias)
+            for text, (offsets, probs) in zip(texts, tag_probabilities(model, tokenizer, texts, batch_size))]
+
+
+def tag_probabilities(model: torch.nn.Module, tokenizer, texts: list[str], batch_size: int = 16) -> list:
+    """Per text, its tokens' character offsets and label probabilities ``(offsets, probs)``, in batches of
+    similar length: what ``tag_texts`` decodes, kept apart so one pass can be decoded at several biases."""
+    out: list = [None] * len(texts)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad little
     device = next(model.parameters()).device
     for k in range(0, len(order), batch_size):
@@ -111,6 +118,5 @@ def tag_texts(model: torch.nn.Module, tokenizer, texts: list[str], bias: float =
         probs = torch.softmax(logits.float(), dim=-1).cpu()
         for r, i in enumerate(rows):
             keep = enc["attention_mask"][r].bool()
-            offsets = [tuple(o) for o in enc["offset_mapping"][r][keep].tolist()]
-            out[i] = decode_entities(texts[i], offsets, probs[r][keep].tolist(), bias)
+            out[i] = ([tuple(o) for o in enc["offset_mapping"][r][keep].tolist()], probs[r][keep].tolist())
     return out

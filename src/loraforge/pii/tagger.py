@@ -21,9 +21,16 @@ class TagFinder:
         self.model, self.tokenizer = model, tokenizer
         self.bias, self.batch_size = bias, batch_size
         self.default_bias = DEFAULT_TAG_BIAS
+        self.memo: dict | None = None
+        """{text: (offsets, probabilities)} when set to a dict: texts tagged once, decoded at each bias
+        (a curve over biases reads the model once); None (the default) keeps nothing."""
 
     def find_spans(self, texts: list[str]) -> list[list[Span]]:
-        from loraforge.models.tagger import tag_texts
+        from loraforge.data.pii_tags import decode_entities
+        from loraforge.models.tagger import tag_probabilities
 
-        found = tag_texts(self.model, self.tokenizer, texts, self.bias, self.batch_size)
+        memo = {} if self.memo is None else self.memo
+        todo = list(dict.fromkeys(t for t in texts if t not in memo))
+        memo.update(zip(todo, tag_probabilities(self.model, self.tokenizer, todo, self.batch_size)))
+        found = [decode_entities(t, *memo[t], self.bias) for t in texts]
         return [[Span(a, b, t, score, "model") for a, b, t, score in spans] for spans in found]
