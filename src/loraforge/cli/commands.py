@@ -291,7 +291,7 @@ def commands() -> list[Command]:
                              "in the run with pii_curve.png (write it with '=': --pii-curve=-2,0,2,4)"),
                     arg("--bias", type=float, help="PII adapter: the operating point of the side-by-side table "
                                                    "(logits added to starting a placeholder, or taken from a "
-                                                   "tagger's 'not PII' logit; default 2, tagger 1)"),
+                                                   "tagger's 'not PII' logit; default 2, tagger 0)"),
                 )),
         Command(("translate",), "translate text with a base model or an adapter", _translate, show=show_lines,
                 args=(
