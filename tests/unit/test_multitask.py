@@ -181,6 +181,11 @@ def test_a_held_out_section_stays_out_of_back_translation(tmp_path):
     with pytest.raises(DataError, match="no monolingual texts outside docs/"):
         read_monolingual(mono, "zh", exclude=["docs/"])
 
+    packaged, packaged_pages = read_monolingual("k8s:mono-zh", "zh", exclude=["docs/tutorials/"])  # the spec's --mono
+    assert len(packaged) == len(packaged_pages) > 800 and all(p.startswith("docs/") for p in packaged_pages)
+    assert not any(p.startswith("docs/tutorials/") for p in packaged_pages)
+    assert len(read_monolingual("k8s:mono-zh", "zh")[0]) > len(packaged)  # the section has paragraphs there
+
     all_texts, all_pages = read_monolingual(mono, "zh")  # a cache made before the section was held out
     copy = lambda xs: [x if x.startswith("任务") else f"synthetic {x}" for x in xs]  # noqa: E731  (one copied back)
     pairs = back_translate(all_texts, copy, BackTranslation(), pages=all_pages)

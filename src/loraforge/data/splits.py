@@ -110,12 +110,28 @@ def split_examples(cfg: RunConfig | DataConfig, spec: str | None, limit: int | N
     return load_examples(spec, d.source_field, d.target_field, d.src_lang, d.tgt_lang, limit=limit)
 
 
-def excluded_by(example: Example, prefixes: list[str]) -> str | None:
-    """The prefix of data.exclude_sources the example's page path (``meta['source']``) starts with."""
-    source = example.meta.get("source")
+def excluded_page(source, prefixes: list[str] | tuple[str, ...]) -> str | None:
+    """The prefix of data.exclude_sources a page path starts with (None for no path or no match)."""
     if not isinstance(source, str):
         return None
     return next((p for p in prefixes if source.startswith(p)), None)
+
+
+def excluded_by(example: Example, prefixes: list[str]) -> str | None:
+    """The prefix of data.exclude_sources the example's page path (``meta['source']``) starts with."""
+    return excluded_page(example.meta.get("source"), prefixes)
+
+
+def drop_excluded(examples: list[Example], prefixes: list[str]) -> tuple[list[Example], Counter]:
+    """(the examples outside data.exclude_sources, dropped rows by prefix)."""
+    kept, dropped = [], Counter()
+    for e in examples:
+        prefix = excluded_by(e, prefixes)
+        if prefix is None:
+            kept.append(e)
+        else:
+            dropped[prefix] += 1
+    return kept, dropped
 
 
 def read_split(d: DataConfig, split: str) -> tuple[list[Example], Counter]:
@@ -124,13 +140,7 @@ def read_split(d: DataConfig, split: str) -> tuple[list[Example], Counter]:
     spec, limit = getattr(d, split), getattr(d, f"max_{split}_examples")
     if not d.exclude_sources:
         return split_examples(d, spec, limit), Counter()
-    kept, dropped = [], Counter()
-    for e in split_examples(d, spec):
-        prefix = excluded_by(e, d.exclude_sources)
-        if prefix is None:
-            kept.append(e)
-        else:
-            dropped[prefix] += 1
+    kept, dropped = drop_excluded(split_examples(d, spec), d.exclude_sources)
     if split == "train" and not kept:
         raise DataError(f"{spec}: data.exclude_sources ({', '.join(d.exclude_sources)}) drops every training row")
     return kept[:limit], dropped
@@ -205,13 +215,8 @@ def load_task(d: DataConfig, max_test: int | None) -> Splits:
     from loraforge.data.augment import mix
 
     (train, drop_train), (dev, drop_dev) = read_split(d, "train"), read_split(d, "dev")
-    synthetic = []
-    for e in synthetic_examples(d):  # a cached pair from a held-out page is dropped like a real one
-        prefix = excluded_by(e, d.exclude_sources)
-        if prefix is None:
-            synthetic.append(e)
-        else:
-            drop_train[prefix] += 1
+    synthetic, drop_synthetic = drop_excluded(synthetic_examples(d), d.exclude_sources)  # like a real row
+    drop_train += drop_synthetic
     if d.protect_markup:
         from loraforge.data.markup import protect_examples
 

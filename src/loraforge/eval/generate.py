@@ -260,7 +260,8 @@ def generate_ids(model, tokenizer, prompts: list[str], max_new_tokens: int = 256
         kwargs["eos_token_id"] = stop_ids
     if sampler is not None:
         kwargs.update(do_sample=True, temperature=sampler.temperature, top_p=sampler.top_p, top_k=0)
-        torch.manual_seed(int(torch.randint(2**31, (1,), generator=sampler.generator)))  # seq2seq's generate
+        if family != "causal":  # model.generate draws from the global generator: seed it from the sampler's
+            torch.manual_seed(int(torch.randint(2**31, (1,), generator=sampler.generator)))
         tie_margin = None
     if tie_margin == "auto":
         tie_margin = TIE_MARGINS.get(next(model.parameters()).dtype)

@@ -53,6 +53,7 @@ def read_monolingual(path: str | Path, lang: str, limit: int | None = None,
     page is under an ``exclude`` prefix (data.exclude_sources) are skipped: a held-out section's
     target-language text must not come back as synthetic training pairs."""
     from loraforge.data.formats import resolve_spec
+    from loraforge.data.splits import excluded_page
 
     path = Path(resolve_spec(str(path)))
     if path.name.lower().removesuffix(".gz").endswith(".txt"):
@@ -66,7 +67,7 @@ def read_monolingual(path: str | Path, lang: str, limit: int | None = None,
             if field is None or not isinstance(rec[field], str):
                 raise DataError(f"{where}: no string field {lang!r} or 'text' (record keys: {sorted(rec)})")
             page = rec.get("source") if isinstance(rec.get("source"), str) else None
-            if page is None or not any(page.startswith(p) for p in exclude):
+            if excluded_page(page, exclude) is None:
                 rows.append((rec[field], page))
     rows = rows[:limit] if limit else rows
     if not rows:
