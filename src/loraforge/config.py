@@ -385,6 +385,10 @@ class EvalConfig(_Section):
     exact: bool = True
     """Outputs equal a batch-1 greedy loop's: generate in fp32 and re-decode near-tied rows alone.
     false: the model's dtype (bf16 on AMX, faster there) and no re-decoding."""
+    num_beams: int = Field(1, ge=1)
+    """Beam search with this many beams instead of greedy decoding, wherever a run's outputs are
+    generated from its config (eval, ``translate``, page localization); 1 is greedy. Costs about
+    num_beams x the decoding time. The server decodes greedily or by sampling, whatever this says."""
 
     @field_validator("extra_tests")
     @classmethod
@@ -542,24 +546,25 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config (or the defaults when path is None) and apply ``section.key=value`` overrides."""
-    data: dict = {}
-    source = "defaults"
-    if path is not None:
-        path = Path(path)
-        source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        data = loaded
+def read_config_file(path: str | Path) -> dict:
+    """A YAML config file's mapping of sections, unvalidated; a missing file or bad YAML is a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return loaded
+
+
+def config_from(data: dict, overrides: list[str] | None = None, source: str = "defaults") -> RunConfig:
+    """A validated RunConfig from a mapping of sections and ``section.key=value`` overrides; errors
+    name ``source`` (the file, or what the mapping was made from)."""
     if overrides:
         data = apply_overrides(data, overrides)
         source += " + overrides"
@@ -567,3 +572,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         return RunConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format_validation_error(e, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config (or the defaults when path is None) and apply ``section.key=value`` overrides."""
+    if path is None:
+        return config_from({}, overrides)
+    return config_from(read_config_file(path), overrides, str(path))

@@ -115,3 +115,31 @@ def test_row_scores_name_the_chosen_tasks_metrics_plainly_and_every_tasks_with_i
     assert _scores(multi, "en-zh") == {"chrf": 50.0, "en-zh.chrf": 50.0, "pii.leak_rate": 3.0}
     assert _scores(multi, "pii")["leak_rate"] == 3.0 and "chrf" not in _scores(multi, "pii")
     assert _scores(single, "en-zh") == {"leak_rate": 2.0, "pii.leak_rate": 2.0}
+
+
+def test_a_tasks_from_row_trains_those_tasks_on_the_base_recipe(tiny_model_dir, tmp_path):
+    """tasks_from: the row's data.tasks come from the multi-task config, everything else (steps, lr,
+    max_length, markup protection) from the spec's base config and overrides; the base's single-task
+    keys give way. A config without data.tasks is refused before training."""
+    from loraforge.workflows.ablate import row_configs
+
+    multi = tmp_path / "multi.yaml"
+    multi.write_text(yaml.safe_dump({
+        "data": {"max_length": 999, "task_temperature": 2.0,
+                 "tasks": [{"name": "en-zh", "train": str(PAIRS), "test": str(PAIRS)},
+                           {"name": "zh-en", "train": str(PAIRS), "src_lang": "zh", "tgt_lang": "en"}]},
+        "train": {"steps": 600, "lr": 5e-4}}))
+    spec = write_spec(tmp_path, tiny_model_dir, {"baseline": [], "both": {"tasks_from": "multi.yaml"}})
+    base_yaml = yaml.safe_load((tmp_path / "base.yaml").read_text())
+    base_yaml["data"].update(max_length=77, protect_markup=True)
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base_yaml))
+    configs = row_configs(load_spec(spec), spec, tmp_path / "out", check_files=False)
+    base, both = configs["baseline"][0], configs["both"][0]
+    assert [name for name, _ in both.data.task_configs()] == ["en-zh", "zh-en"]
+    assert both.data.task_temperature == 2.0 and both.data.max_length == 77 and both.data.protect_markup
+    assert both.train == base.train and both.train.steps == 2 and both.adapter == base.adapter
+    assert all(d.max_length == 77 and d.protect_markup for _, d in both.data.task_configs())
+    (tmp_path / "single.yaml").write_text(yaml.safe_dump({"data": {"train": str(PAIRS)}}))
+    spec = write_spec(tmp_path, tiny_model_dir, {"bad": {"tasks_from": "single.yaml"}})
+    with pytest.raises(ConfigError, match="without data.tasks"):
+        row_configs(load_spec(spec), spec, tmp_path / "out", check_files=False)

@@ -117,6 +117,18 @@ def test_every_option_has_help_and_shows_its_default(monkeypatch):
     assert checked >= 40
 
 
+def test_bias_help_gives_the_decoders_own_defaults(monkeypatch):
+    """The --bias defaults are read from the decoders, not repeated as literals that can go stale."""
+    from loraforge.pii.decode import DEFAULT_BIAS
+    from loraforge.pii.tagger import DEFAULT_TAG_BIAS
+
+    monkeypatch.setenv("COLUMNS", "10000")
+    helps = {path: parser.format_help() for path, parser in _parsers(build_parser()) if path in (("eval",), ("mask",))}
+    assert len(helps) == 2
+    for text in helps.values():
+        assert f"default {DEFAULT_BIAS:g}, tagger {DEFAULT_TAG_BIAS:g}" in _help_of(text, "--bias")
+
+
 def test_top_level_help_is_written_for_users_with_examples_that_parse(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--help"])

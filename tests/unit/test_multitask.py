@@ -199,6 +199,7 @@ def test_a_held_out_section_stays_out_of_back_translation(tmp_path):
     task = load_task(cfg.data, None)
     synthetic = [e for e in task.train if e.meta.get("synthetic")]
     assert len(synthetic) == 6 and {e.target for e in synthetic} == {"概念段落。"}  # the copy is no pair
+    assert task.synthetic_copies == 1
     assert not any(excluded_by(e, ["docs/tutorials/"]) for e in task.train)
     assert task.excluded["train"]["docs/tutorials/"] == 2  # one real row, one cached pair
 
@@ -351,7 +352,8 @@ def test_data_check_shows_augmented_examples_beside_their_originals(tiny_model_d
     from loraforge.cli import main
 
     train = pairs_file(tmp_path / "train.jsonl", 4)
-    cache = write_jsonl(tmp_path / "bt.jsonl", [{"id": "b0", "en": "synthetic source", "zh": "真实目标"}])
+    cache = write_jsonl(tmp_path / "bt.jsonl", [{"id": "b0", "en": "synthetic source", "zh": "真实目标"},
+                                                 {"id": "b1", "en": "抄写", "zh": "抄写"}])  # a copy: dropped
     code = main(["data", "check", f"model.name={tiny_model_dir}", f"data.train={train}", "data.dev=null",
                  "data.max_length=512", "data.augment.noise.dropout=0.3", "data.augment.noise.shuffle_k=2",
                  f"data.augment.back_translation.file={cache}", "data.augment.back_translation.tagged=true", "-n", "2"])
@@ -359,6 +361,7 @@ def test_data_check_shows_augmented_examples_beside_their_originals(tiny_model_d
     assert code == 0
     assert out.count("original: Step ") == 2 and out.count("epoch 1:") == 2
     assert f"synthetic source: {BT_TAG}synthetic source" in out and "real target:      真实目标" in out
+    assert "4 of 8 training examples; 1 dropped as copies" in " ".join(out.split()) and "抄写" not in out
 
 
 def test_data_augment_materializes_the_epoch_and_caches_back_translation(tiny_model_dir, tmp_path, capsys):

@@ -111,6 +111,16 @@ def test_build_packaged_keeps_dev_out_of_train(tmp_path):
     assert {r["family"] for r in read["test"]} == {"test"}
 
 
+def test_a_rebuild_with_no_test_records_leaves_the_test_split_untouched(tmp_path, capsys):
+    """--n-test 0: train and dev are rewritten, the existing test file keeps its bytes."""
+    (tmp_path / "test.jsonl.gz").write_bytes(b"the shipped test split")
+    args = ["data", "pii", "--out-dir", str(tmp_path), "--n", "30", "--n-dev", "10", "--n-test", "0", "--seed", "3"]
+    assert main(args) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {"train", "dev"}
+    assert (tmp_path / "test.jsonl.gz").read_bytes() == b"the shipped test split"
+    assert gzip.decompress((tmp_path / "train.jsonl.gz").read_bytes()).count(b"\n") == 30
+
+
 def test_cli_writes_one_split(tmp_path, capsys):
     out = tmp_path / "t.jsonl"
     assert main(["data", "pii", "--n", "12", "--seed", "2", "--split", "test", "--out", str(out)]) == 0

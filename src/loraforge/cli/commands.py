@@ -12,6 +12,10 @@ import sys
 from pathlib import Path
 
 from loraforge.cli.spec import Command, UsageError, arg, call, resolve, show_json, show_lines, show_text
+from loraforge.pii.decode import DEFAULT_BIAS
+from loraforge.pii.tagger import DEFAULT_TAG_BIAS
+
+_DEFAULT_BIASES = f"default {DEFAULT_BIAS:g}, tagger {DEFAULT_TAG_BIAS:g}"
 
 
 def _csv(text: str) -> list[str]:
@@ -291,7 +295,7 @@ def commands() -> list[Command]:
                              "in the run with pii_curve.png (write it with '=': --pii-curve=-2,0,2,4)"),
                     arg("--bias", type=float, help="PII adapter: the operating point of the side-by-side table "
                                                    "(logits added to starting a placeholder, or taken from a "
-                                                   "tagger's 'not PII' logit; default 2, tagger 0)"),
+                                                   f"tagger's 'not PII' logit; {_DEFAULT_BIASES})"),
                 )),
         Command(("translate",), "translate text with a base model or an adapter", _translate, show=show_lines,
                 args=(
@@ -360,7 +364,7 @@ def commands() -> list[Command]:
                         help="[NAME], [NAME_1] per identity, or realistic fake values"),
                     arg("--bias", type=float, help="recall knob: added to the model's log-odds of starting a "
                         "placeholder, or of tagging a token for a tagger (higher: fewer leaks, more over-masking; "
-                        "default: 2.0, tagger 1.0)"),
+                        f"{_DEFAULT_BIASES})"),
                     arg("--locale", default="en_US", help="pseudonym locale (Faker)"),
                     arg("--across-batch", action="store_true", help="same numbers/pseudonyms across all texts"),
                     arg("--mapping", help="write the reversible mapping here (0600; it is personal data!)"),
@@ -430,7 +434,7 @@ def commands() -> list[Command]:
                     arg("--out", help="output .jsonl or .jsonl.gz"),
                     arg("--out-dir", help="write train/dev/test.jsonl.gz here instead (test = held-out templates)"),
                     arg("--n-dev", type=int, default=200, help="dev records with --out-dir"),
-                    arg("--n-test", type=int, default=400, help="test records with --out-dir"),
+                    arg("--n-test", type=int, default=400, help="test records with --out-dir (0: keep the test file there as it is)"),
                     arg("--import", dest="import_format", nargs=2, metavar=("FORMAT", "FILE"),
                         help="convert a public dataset file: ai4privacy FILE (source_text + privacy_mask)"),
                     arg("--language", help="with --import: keep only rows of this language (e.g. en)"),

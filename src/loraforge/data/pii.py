@@ -294,11 +294,14 @@ def write_jsonl(records: list[dict], path: str | Path) -> Path:
 
 def build_packaged(out_dir: str | Path, n_train: int, n_dev: int, n_test: int, seed: int = 0,
                    records_share: float = RECORDS_SHARE) -> dict[str, int]:
-    """train/dev from the train templates (different seeds), test from the held-out test templates."""
+    """train/dev from the train templates (different seeds), test from the held-out test templates.
+    ``n_test`` 0 writes no test split and leaves an existing one as it is: a rebuild of the test split
+    differs from the shipped one (Faker reads the clock), and a test set must not move under results."""
     out_dir = Path(out_dir)
     splits = {"train": generate(n_train, seed, "train", records_share=records_share),
-              "dev": generate(n_dev, seed + 1, "train", records_share=records_share),
-              "test": generate(n_test, seed, "test")}
+              "dev": generate(n_dev, seed + 1, "train", records_share=records_share)}
+    if n_test:
+        splits["test"] = generate(n_test, seed, "test")
     seen = {r["text"] for r in splits["train"]}
     splits["dev"] = [r for r in splits["dev"] if r["text"] not in seen]
     for name, records in splits.items():

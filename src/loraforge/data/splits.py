@@ -27,6 +27,8 @@ class Splits:
     """Multi-task: each task's splits; train/dev/test above are then their concatenations."""
     excluded: dict[str, Counter] = field(default_factory=dict)
     """Rows data.exclude_sources dropped, per split (train, dev) and prefix; summed over tasks."""
+    synthetic_copies: int = 0
+    """Back-translated pairs dropped because the synthetic source is the target (``synthetic_examples``)."""
 
 
 class TrainExamples:
@@ -189,23 +191,25 @@ def extra_tests(cfg: RunConfig) -> dict[str, tuple[DataConfig, list[Example]]]:
     return {name: (d, split_examples(d, spec, cfg.eval.max_examples)) for name, spec in cfg.eval.extra_tests.items()}
 
 
-def synthetic_examples(d: DataConfig) -> list[Example]:
+def synthetic_examples(d: DataConfig) -> tuple[list[Example], int]:
     """The cached back-translated pairs of ``data.augment.back_translation``, tagged or not as the
-    config says (whatever the cache was written with). A pair whose source is its target (the reverse
-    model copied, or markup restoration fell back to the input) would teach copying: dropped."""
+    config says (whatever the cache was written with), and how many copies were dropped: a pair whose
+    source is its target (the reverse model copied, or markup restoration fell back to the input)
+    would teach copying."""
     from loraforge.data.augment import BT_TAG
 
     bt = d.augment.back_translation
     if bt is None:
-        return []
-    out = []
+        return [], 0
+    out, copies = [], 0
     for e in load_examples(bt.file, d.source_field, d.target_field, d.src_lang, d.tgt_lang):
         source = e.source[len(BT_TAG):] if e.source.startswith(BT_TAG) else e.source
         if source.strip() == e.target.strip():
+            copies += 1
             continue
         out.append(Example((BT_TAG if bt.tagged else "") + source, e.target, e.id, e.system,
                            {**e.meta, "synthetic": True}))
-    return out
+    return out, copies
 
 
 def load_task(d: DataConfig, max_test: int | None) -> Splits:
@@ -215,7 +219,8 @@ def load_task(d: DataConfig, max_test: int | None) -> Splits:
     from loraforge.data.augment import mix
 
     (train, drop_train), (dev, drop_dev) = read_split(d, "train"), read_split(d, "dev")
-    synthetic, drop_synthetic = drop_excluded(synthetic_examples(d), d.exclude_sources)  # like a real row
+    synthetic, copies = synthetic_examples(d)
+    synthetic, drop_synthetic = drop_excluded(synthetic, d.exclude_sources)  # like a real row
     drop_train += drop_synthetic
     if d.protect_markup:
         from loraforge.data.markup import protect_examples
@@ -228,7 +233,7 @@ def load_task(d: DataConfig, max_test: int | None) -> Splits:
     if synthetic:
         train = mix(train, synthetic, d.augment.back_translation.ratio, seed=d.seed)
     return Splits(train, dev, split_examples(d, d.test, max_test), data=d,
-                  excluded={"train": drop_train, "dev": drop_dev})
+                  excluded={"train": drop_train, "dev": drop_dev}, synthetic_copies=copies)
 
 
 def load_splits(cfg: RunConfig) -> Splits:

@@ -1,4 +1,4 @@
-"""Batched greedy generation for evaluation and translation.
+"""Batched greedy (or beam-search) generation for evaluation and translation.
 
 Prompts are sorted by length so each batch pads little, left-padded so every row's next token sits at
 the same position, and decoded with the KV cache: causal models by ``shrinking_greedy``, where a row
@@ -236,9 +236,11 @@ def generate_ids(model, tokenizer, prompts: list[str], max_new_tokens: int = 256
                  family: str = "causal", stop_ids: list[int] | None = None, budgets: list[int] | None = None,
                  progress: bool = True, forced_bos_token_id: int | None = None,
                  tie_margin: float | str | None = TIE_MARGIN, stats: dict | None = None,
-                 sampler: Sampler | None = None) -> list[list[int]]:
-    """Generated token ids per prompt, up to and including the first stop token; greedy, or drawn by
-    ``sampler`` (then nothing is re-decoded: there is no batch-1 result to match).
+                 sampler: Sampler | None = None, num_beams: int = 1) -> list[list[int]]:
+    """Generated token ids per prompt, up to and including the first stop token; greedy, drawn by
+    ``sampler``, or the best of ``num_beams`` beams (``model.generate``'s beam search, to the batch's
+    largest budget, each row then cut at its own). Sampled and beam rows are not re-decoded: there
+    is no batch-1 greedy result to match.
 
     ``budgets`` caps new tokens per prompt (e.g. twice the source length). ``tie_margin``: "auto"
     (by dtype; none in bf16), a number of logits, or None to skip re-decoding near ties (faster,
@@ -263,6 +265,11 @@ def generate_ids(model, tokenizer, prompts: list[str], max_new_tokens: int = 256
         if family != "causal":  # model.generate draws from the global generator: seed it from the sampler's
             torch.manual_seed(int(torch.randint(2**31, (1,), generator=sampler.generator)))
         tie_margin = None
+    if num_beams > 1:
+        if sampler is not None:
+            raise ValueError("beam search and sampling are exclusive: num_beams > 1 with a sampler")
+        kwargs.update(num_beams=num_beams, early_stopping=True)
+        tie_margin = None
     if tie_margin == "auto":
         tie_margin = TIE_MARGINS.get(next(model.parameters()).dtype)
     redo: list[int] = []
@@ -276,12 +283,13 @@ def generate_ids(model, tokenizer, prompts: list[str], max_new_tokens: int = 256
             batch = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
                               add_special_tokens=add_special).to(model.device)
             ties = TieTracker([budgets[i] for i in idx], stop_ids) if tie_margin is not None and len(idx) > 1 else None
-            if family == "causal":
+            if family == "causal" and num_beams == 1:
                 out = shrinking_greedy(model, batch["input_ids"], batch["attention_mask"], [budgets[i] for i in idx],
                                        stop_ids, ties, sampler)
-            else:
+            else:  # seq2seq, or beam search: new tokens after the prompt (causal) or the start token
+                start = batch["input_ids"].shape[1] if family == "causal" else 1
                 out = model.generate(**batch, max_new_tokens=max(budgets[i] for i in idx), **kwargs,
-                                     **({"logits_processor": [ties]} if ties else {}))[:, 1:].tolist()
+                                     **({"logits_processor": [ties]} if ties else {}))[:, start:].tolist()
             for row, i in enumerate(idx):
                 new_ids[i] = _cut(out[row], budgets[i], stop_ids)
                 if ties is not None and ties.gap[row] < tie_margin:

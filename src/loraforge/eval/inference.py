@@ -93,8 +93,8 @@ def _cut_rows(ids: list[list[int]], budgets: list[int], stops: set[int]) -> list
 def generate_answers(loaded, model, cfg: RunConfig, sources: list[str], systems: list[str | None] | None = None,
                      max_new_tokens: int | None = None, batch_size: int | None = None, progress: bool = True,
                      widen_cut: bool = False, trim_loops: bool = False, sampler=None) -> Generated:
-    """Greedy outputs for ``sources`` under the run's template, task budgets and ``eval.exact``
-    (``sampler``: an ``eval.generate.Sampler`` draws them instead).
+    """Greedy (``eval.num_beams`` > 1: beam-search) outputs for ``sources`` under the run's template,
+    task budgets and ``eval.exact`` (``sampler``: an ``eval.generate.Sampler`` draws them instead).
 
     ``max_new_tokens`` (default eval.max_new_tokens) caps every budget. ``widen_cut``: rows cut by
     their task budget (below the cap) are generated again with the whole cap, for callers that want
@@ -112,7 +112,8 @@ def generate_answers(loaded, model, cfg: RunConfig, sources: list[str], systems:
     budgets = output_budgets(tok, sources, cap, cfg.data.task)
     stops = set(stop_ids or []) | ({tok.eos_token_id} if tok.eos_token_id is not None else set())
     kwargs = dict(max_new_tokens=cap, batch_size=batch_size or cfg.eval.batch_size, family=family, stop_ids=stop_ids,
-                  progress=progress, sampler=sampler, **seq2seq_kwargs(tok, family, cfg.data))
+                  progress=progress, sampler=sampler, num_beams=1 if sampler else cfg.eval.num_beams,
+                  **seq2seq_kwargs(tok, family, cfg.data))
     with prepared_for_generation(model, cfg.eval.exact) as tie_margin:
         ids = generate_ids(model, tok, prompts, budgets=budgets, tie_margin=tie_margin, **kwargs)
         looped = _trim_loops(ids, _cut_rows(ids, budgets, stops)) if trim_loops else []  # trimmed: no longer cut

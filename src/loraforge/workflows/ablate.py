@@ -1,9 +1,10 @@
 """``loraforge ablate SPEC``: rows of training recipes, each trained with several seeds on the same
 budget, scored on the test split, reported as mean ± sd so a row's gain can be told from seed noise.
 
-The spec (``configs/ablation-k8s-en-zh.yaml``) names a base config, overrides every row shares (the
+The spec (``configs/ablations/k8s-en-zh.yaml``) names a base config, overrides every row shares (the
 step budget, the test rows), the seeds, and the rows: a list of ``section.key=value`` overrides on
-the base config, or ``{config: FILE, overrides: [...]}`` for a row with its own recipe (multi-task).
+the base config, ``{config: FILE, overrides: [...]}`` for a row with its own recipe, or
+``{tasks_from: FILE}`` for a multi-task row on the base recipe.
 Every row and seed is an ordinary ``train_run`` under ``<out>/<row>/seed-<n>``, in its own process
 like ``compare``'s; a finished run of the same config is reused, so an interrupted ablation resumes.
 Every row's config is loaded and checked before the first training starts.
@@ -19,7 +20,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from loraforge.config import TASK_NAME, ConfigError, RunConfig, load_config
+from loraforge.config import (TASK_NAME, ConfigError, DataConfig, RunConfig, config_from, load_config,
+                              read_config_file)
 from loraforge.eval.heldout import held_out
 from loraforge.runs import RunDir, atomic_write
 from loraforge.runs.isolated import train_isolated
@@ -32,6 +34,11 @@ class Row(BaseModel):
     model_config = ConfigDict(extra="forbid")
     config: str | None = None
     """The row's own base config (default: the spec's)."""
+    tasks_from: str | None = None
+    """A multi-task config whose ``data.tasks`` (and task_temperature/weights) this row trains, on the
+    recipe of its base config: the base's single-task data keys (task, train, dev, test) give way,
+    its other data keys (max_length, protect_markup, ...) reach every task. So a multi-task row at the
+    demo's size need not repeat demo.yaml's keys."""
     overrides: list[str] = []
 
 
@@ -80,6 +87,15 @@ def _resolve(spec_path: Path, name: str) -> str:
     return str(beside) if beside.exists() else name
 
 
+def _with_tasks(base: str, tasks_from: str) -> dict:
+    """``base``'s sections with the multi-task keys of ``tasks_from``'s data in place of its single-task ones."""
+    data, multi = read_config_file(base), read_config_file(tasks_from).get("data") or {}
+    if not multi.get("tasks"):
+        raise ConfigError(f"{tasks_from}: tasks_from names a config without data.tasks")
+    own = {k: v for k, v in (data.get("data") or {}).items() if k not in DataConfig.SINGLE_ONLY}
+    return {**data, "data": {**own, **{k: multi[k] for k in DataConfig.MULTI_ONLY if k in multi}}}
+
+
 def row_configs(spec: AblationSpec, spec_path: str | Path, out: Path, rows: list[str] | None = None,
                 seeds: list[int] | None = None, check_files: bool = True) -> dict[str, dict[int, RunConfig]]:
     """{row: {seed: config}} for the chosen rows and seeds, every one loaded (so validated) now;
@@ -98,7 +114,9 @@ def row_configs(spec: AblationSpec, spec_path: str | Path, out: Path, rows: list
             items = [*spec.overrides, *row.overrides, f"train.seed={seed}", f"data.seed={seed}",
                      f"output.dir={out / name / f'seed-{seed}'}", "output.overwrite=true"]
             try:
-                cfg = load_config(base, items)
+                cfg = (load_config(base, items) if row.tasks_from is None
+                       else config_from(_with_tasks(base, _resolve(spec_path, row.tasks_from)), items,
+                                        f"{base} with the tasks of {row.tasks_from}"))
             except ConfigError as e:
                 raise ConfigError(f"ablation row {name!r}: {e}") from None
             bt = cfg.data.augment.back_translation

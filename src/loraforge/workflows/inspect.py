@@ -86,7 +86,8 @@ def _show_augmented(console, tok, family: str, cfg: RunConfig, label: str, n: in
     from loraforge.data.splits import encode_task, load_task
 
     d = cfg.data
-    train = encode_task(d, load_task(d, None), tok, family, d.seed).train
+    splits = load_task(d, None)
+    train = encode_task(d, splits, tok, family, d.seed).train
     if train.noise is not None:
         console.print(f"--- {label}train, augmented by data.augment.noise (seed {d.seed}): original, then epochs 0, 1")
         real = [i for i, e in enumerate(train.examples) if not e.meta.get("synthetic")][:n]
@@ -98,7 +99,8 @@ def _show_augmented(console, tok, family: str, cfg: RunConfig, label: str, n: in
     if synthetic:
         bt = d.augment.back_translation
         console.print(f"--- {label}train, back-translated pairs from {bt.file} (ratio {bt.ratio}, tagged "
-                      f"{bt.tagged}): {len(synthetic)} of {len(train)} training examples")
+                      f"{bt.tagged}): {len(synthetic)} of {len(train)} training examples; "
+                      f"{splits.synthetic_copies} dropped as copies (source = target)")
         for e in synthetic[:n]:
             console.print(f"  synthetic source: {escape(e.source)}\n  real target:      {escape(e.target)}")
 
