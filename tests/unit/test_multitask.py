@@ -146,17 +146,21 @@ def test_back_translated_pairs_mix_by_ratio_tagged_or_not(tiny_tokenizer, tmp_pa
 
     train = pairs_file(tmp_path / "train.jsonl", 10)
     bt = BackTranslation(tagged=True)  # a cache written tagged is re-tagged (or not) by the config
-    pairs = back_translate([f"合成 {i}" for i in range(8)], lambda xs: [f"synthetic {x}" for x in xs], bt)
+    pairs = back_translate([f"合成 `cmd{i}`" for i in range(8)], lambda xs: [f"synthetic {x}" for x in xs], bt)
     cache = write_synthetic(tmp_path / "bt.jsonl.gz", pairs, bt.provenance("runs/rev", "mono.txt"))
     common = [f"data.train={train}", "data.dev=null", "data.test=null", "data.max_length=512",
               f"data.augment.back_translation.file={cache}", "data.augment.back_translation.ratio=0.5",
               "data.augment.noise.dropout=0.3"]
-    for tagged in (True, False):
-        cfg = load_config(None, [*common, f"data.augment.back_translation.tagged={tagged}"])
+    # with markup protection too: the tag goes on after it (protected, "<BT>" would read as an HTML tag
+    # the target lacks, and every tagged pair would be dropped)
+    for tagged, protect in ((True, False), (False, False), (True, True)):
+        cfg = load_config(None, [*common, f"data.augment.back_translation.tagged={tagged}",
+                                 f"data.protect_markup={protect}"])
         examples = load_splits(cfg).train
         synthetic = [e for e in examples if e.meta.get("synthetic")]
         assert len(examples) == 15 and len(synthetic) == 5
         assert all(e.source.startswith(BT_TAG) == tagged for e in synthetic)
+        assert all(("`cmd" in e.source) != protect for e in synthetic)  # protected: a placeholder instead
         assert all(not e.source.startswith(BT_TAG) for e in examples if not e.meta.get("synthetic"))
         train_set = encode_task(cfg.data, load_task(cfg.data, None), tiny_tokenizer, "causal", 0).train
         for i, e in enumerate(train_set.examples):  # synthetic sources are not noised again

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from loraforge.config import DataConfig, RunConfig
 from loraforge.data.formats import DataError, Example, load_examples
@@ -192,10 +192,10 @@ def extra_tests(cfg: RunConfig) -> dict[str, tuple[DataConfig, list[Example]]]:
 
 
 def synthetic_examples(d: DataConfig) -> tuple[list[Example], int]:
-    """The cached back-translated pairs of ``data.augment.back_translation``, tagged or not as the
-    config says (whatever the cache was written with), and how many copies were dropped: a pair whose
-    source is its target (the reverse model copied, or markup restoration fell back to the input)
-    would teach copying."""
+    """The cached back-translated pairs of ``data.augment.back_translation``, untagged (whatever the
+    cache was written with; ``tag_synthetic`` marks them), and how many copies were dropped: a pair
+    whose source is its target (the reverse model copied, or markup restoration fell back to the
+    input) would teach copying."""
     from loraforge.data.augment import BT_TAG
 
     bt = d.augment.back_translation
@@ -207,9 +207,17 @@ def synthetic_examples(d: DataConfig) -> tuple[list[Example], int]:
         if source.strip() == e.target.strip():
             copies += 1
             continue
-        out.append(Example((BT_TAG if bt.tagged else "") + source, e.target, e.id, e.system,
-                           {**e.meta, "synthetic": True}))
+        out.append(Example(source, e.target, e.id, e.system, {**e.meta, "synthetic": True}))
     return out, copies
+
+
+def tag_synthetic(examples: list[Example], tagged: bool) -> list[Example]:
+    """Synthetic sources with the tagged back-translation marker when ``tagged``. Applied after markup
+    protection: ``<BT>`` looks like an HTML tag, and protecting it would give every synthetic source a
+    placeholder its target lacks, so each pair would be dropped."""
+    from loraforge.data.augment import BT_TAG
+
+    return [replace(e, source=BT_TAG + e.source) for e in examples] if tagged else examples
 
 
 def load_task(d: DataConfig, max_test: int | None) -> Splits:
@@ -231,7 +239,8 @@ def load_task(d: DataConfig, max_test: int | None) -> Splits:
         if not train:
             raise DataError(f"{d.train}: no example left after data.protect_markup (every target lost markup)")
     if synthetic:
-        train = mix(train, synthetic, d.augment.back_translation.ratio, seed=d.seed)
+        bt = d.augment.back_translation
+        train = mix(train, tag_synthetic(synthetic, bt.tagged), bt.ratio, seed=d.seed)
     return Splits(train, dev, split_examples(d, d.test, max_test), data=d,
                   excluded={"train": drop_train, "dev": drop_dev}, synthetic_copies=copies)
 
