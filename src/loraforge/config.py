@@ -104,7 +104,7 @@ class AugmentConfig(_Section):
 TASK_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 INHERITED = ("source_field", "target_field", "src_lang", "tgt_lang", "template", "system_prompt", "task_prefix",
-             "max_train_examples", "max_dev_examples", "protect_markup", "augment")
+             "max_length", "max_train_examples", "max_dev_examples", "protect_markup", "augment")
 """Keys a ``data.tasks`` entry takes from ``data.*`` unless it sets them itself."""
 
 
@@ -126,6 +126,8 @@ class TaskConfig(_Section):
     template: Literal["auto", "chatml", "gemma", "plain", "model"] = "auto"
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT
     task_prefix: str | None = None
+    max_length: int = Field(256, ge=8)
+    """This task's own limit, e.g. long PII texts beside short translation segments in one run."""
     max_train_examples: int | None = Field(None, ge=1)
     max_dev_examples: int | None = Field(64, ge=1)
     protect_markup: bool = False

@@ -129,6 +129,15 @@ def test_bias_help_gives_the_decoders_own_defaults(monkeypatch):
         assert f"default {DEFAULT_BIAS:g}, tagger {DEFAULT_TAG_BIAS:g}" in _help_of(text, "--bias")
 
 
+def test_building_the_command_table_loads_no_masker():
+    """Every `loraforge` command builds the table; the --bias help must not pull in the decoders."""
+    code = ("import sys, loraforge.cli.commands; "
+            "bad = [m for m in sys.modules if m.startswith('loraforge.pii.') and m != 'loraforge.pii.defaults']; "
+            "assert not bad, bad; from loraforge.pii import Masker, DEFAULT_BIAS; "
+            "assert 'loraforge.pii.masker' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_top_level_help_is_written_for_users_with_examples_that_parse(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--help"])

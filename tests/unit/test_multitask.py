@@ -90,9 +90,11 @@ def test_single_task_config_is_unchanged_and_tasks_inherit_what_they_do_not_set(
     cfg = load_config(None, ["data.system_prompt=shared", "data.max_length=64", tasks_override([
         {"train": "a.jsonl", "test": "t.jsonl"},
         {"train": "a.jsonl", "src_lang": "zh", "tgt_lang": "en", "system_prompt": "zh to en"},
-        {"task": "pii", "train": "p.jsonl", "name": "mask"}])])
+        {"task": "pii", "train": "p.jsonl", "name": "mask"},
+        {"task": "pii", "train": "p.jsonl", "name": "long", "max_length": 384}])])
     resolved = dict(cfg.data.task_configs())
-    assert list(resolved) == ["en-zh", "zh-en", "mask"]
+    assert list(resolved) == ["en-zh", "zh-en", "mask", "long"]
+    assert resolved["long"].max_length == 384  # a task's own limit, the others inherit data.max_length
     assert (resolved["en-zh"].system_prompt, resolved["zh-en"].system_prompt) == ("shared", "zh to en")
     assert (resolved["zh-en"].src_lang, resolved["zh-en"].tgt_lang) == ("zh", "en")
     assert resolved["en-zh"].test == "t.jsonl" and resolved["zh-en"].test is None  # splits never inherited
@@ -102,6 +104,22 @@ def test_single_task_config_is_unchanged_and_tasks_inherit_what_they_do_not_set(
     back = load_config(path)
     assert back == cfg and dict(back.data.task_configs()) == resolved
     assert "train: k8s:train" not in path.read_text()
+
+
+def test_each_task_drops_examples_over_its_own_max_length(tiny_tokenizer, tmp_path):
+    """Long PII texts beside short translation segments: a task's max_length drops only its own rows."""
+    train = write_jsonl(tmp_path / "t.jsonl", [{"id": f"p{i}", "en": "word " * (4 * i + 1), "zh": "字" * (4 * i + 1)}
+                                               for i in range(8)])
+    entry = {"train": str(train), "dev": None, "test": None}
+    base = load_config(None, [tasks_override([entry]), "data.max_length=512"])
+    lengths = sorted(len(x.input_ids) for x in prepare_datasets(base, tiny_tokenizer, "causal").tasks["en-zh"].train.encoded)
+    cut = (lengths[3] + lengths[4]) // 2  # keeps the four shortest
+    assert lengths[3] < cut < lengths[4]
+    cfg = load_config(None, [tasks_override([{**entry, "name": "long"}, {**entry, "name": "short", "max_length": cut}]),
+                             "data.max_length=512"])
+    data = prepare_datasets(cfg, tiny_tokenizer, "causal")
+    assert {k: len(t.train) for k, t in data.tasks.items()} == {"long": 8, "short": 4}
+    assert {k: t.dropped_too_long["train"] for k, t in data.tasks.items()} == {"long": 0, "short": 4}
 
 
 # --- augmentation through the config path --------------------------------------------------------
@@ -279,7 +297,7 @@ def multitask_overrides(model_dir, tmp_path: Path, run_dir, *extra) -> list[str]
             "eval.max_examples=6", f"output.dir={run_dir}", *extra]
 
 
-def test_multitask_run_scores_each_task_with_its_own_metrics_and_reports_the_mix(tiny_model_dir, tmp_path):
+def test_multitask_run_scores_each_task_with_its_own_metrics_and_reports_the_mix(tiny_model_dir, tmp_path, capsys):
     from loraforge.eval.metrics import task_metrics
     from loraforge.runs import RunDir
     from loraforge.workflows import eval_run, rebuild_report, train_run
@@ -307,8 +325,21 @@ def test_multitask_run_scores_each_task_with_its_own_metrics_and_reports_the_mix
     assert "Call Erin" not in report  # no raw PII samples in the report
     (run / "report.md").unlink()
     assert rebuild_report(run).read_text() == report
-    again = eval_run(cfg, adapter=str(run))
+    again = eval_run(cfg, adapter=str(run), worst=2)
     assert again["tasks"]["zh-en"] == metrics.tasks["zh-en"].after
+    # --worst: each translate task's two lowest sentence-chrF outputs, worst first; never the PII task's
+    import sacrebleu
+
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [r["task"] for r in rows] == ["en-zh", "en-zh", "zh-en", "zh-en"]
+    for name in ("en-zh", "zh-en"):
+        outputs = RunDir(run).outputs(f"after-{name}")
+        scores = sorted(sacrebleu.sentence_chrf(outputs[e.id], [e.target]).score for e in tests[name])
+        mine = [r for r in rows if r["task"] == name]
+        assert [r["chrf"] for r in mine] == [round(x, 2) for x in scores[:2]]
+        assert all(r["output"] == outputs[r["id"]] for r in mine)
+    with pytest.raises(ConfigError, match="--worst: only for translate tasks"):
+        eval_run(load_config(None, ["data.task=pii", "data.train=x.jsonl"]), worst=3)
 
 
 def test_multitask_seq2seq_trains_one_adapter_on_the_mixture(tiny_seq2seq_dirs, tmp_path):

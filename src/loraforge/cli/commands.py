@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 from loraforge.cli.spec import Command, UsageError, arg, call, resolve, show_json, show_lines, show_text
-from loraforge.pii.decode import DEFAULT_BIAS
-from loraforge.pii.tagger import DEFAULT_TAG_BIAS
+from loraforge.pii.defaults import DEFAULT_BIAS, DEFAULT_TAG_BIAS
 
 _DEFAULT_BIASES = f"default {DEFAULT_BIAS:g}, tagger {DEFAULT_TAG_BIAS:g}"
 
@@ -288,6 +287,8 @@ def commands() -> list[Command]:
                     arg("--adapter", help="adapter directory (a run directory or its adapter/ folder)"),
                     arg("--metrics-out", dest="out_path", help="also write the metrics JSON to this file"),
                     arg("--show-examples", action="store_true", help="print sample outputs (PII: raw data!)"),
+                    arg("--worst", type=int, default=0, metavar="N",
+                        help="print the N translated segments with the lowest sentence chrF, worst first"),
                     arg("--baseline", action="store_true",
                         help="score the rule-based PII masker instead of a model"),
                     arg("--pii-curve", type=_biases, metavar="B1,B2,...",

@@ -158,7 +158,7 @@ def estimate(run: RunConfig, device: str = "cpu", batch_size: int | None = None,
     c = _text_config(cfg)
     dtype, nbytes = _dtype_bytes(run, device)
     b = batch_size or run.train.batch_size
-    s = run.data.max_length
+    s = max(d.max_length for _, d in run.data.task_configs())  # the longest task's batches
     total, trainable = parameter_counts(cfg, run)
     spec = registry.get(run.adapter.method)
     full = spec.trains_base

@@ -61,6 +61,16 @@ def translation_metrics(sources: list[str], hyps: list[str], refs: list[str], tg
     return out
 
 
+def worst_segments(examples: list, hyps: list[str], n: int) -> list[dict]:
+    """The ``n`` outputs with the lowest sentence chrF, worst first: where a tuned translator fails
+    (cut, looping, or plain mistranslation), for error analysis rather than a score."""
+    import sacrebleu
+
+    scored = [{"id": e.id, "chrf": round(sacrebleu.sentence_chrf(h, [e.target]).score, 2), "source": e.source,
+               "reference": e.target, "output": h} for e, h in zip(examples, hyps)]
+    return sorted(scored, key=lambda r: r["chrf"])[:n]
+
+
 def task_metrics(task: str, sources: list[str], hyps: list[str], refs: list[str], tgt_lang: str = "zh") -> dict:
     if task == "pii":
         from loraforge.eval.pii import pii_metrics

@@ -23,10 +23,10 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
+from loraforge.pii.defaults import DEFAULT_BIAS
 from loraforge.pii.spans import TYPES, Span, trim
 from loraforge.pii.vocab import VocabIndex, vocab_index
 
-DEFAULT_BIAS = 2.0  # logits; favours masking: a leak costs more than an over-masked word
 DEFAULT_WINDOW = 384  # bytes a masked span may cover (long enough for addresses and JWTs)
 _LB = ord("[")
 _C, _P, _R = 0, 1, 2  # copying at pos / writing a placeholder opened at pos / closed, resume pending

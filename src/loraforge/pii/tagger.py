@@ -9,11 +9,8 @@ probability of being personal data (before the bias).
 
 from __future__ import annotations
 
+from loraforge.pii.defaults import DEFAULT_TAG_BIAS
 from loraforge.pii.spans import Span
-
-# logits; the lowest bias whose leak rate stays <= 0.5% (a quarter of the 2% target) on train contexts held
-# out of training (``bench.pii_contexts``, splits 7 and 8; docs/benchmarks.md, "The operating point and a lookahead head")
-DEFAULT_TAG_BIAS = 0.0
 
 
 class TagFinder:

@@ -16,15 +16,18 @@ __all__ = ["eval_run", "evaluate", "rebuild_report"]
 
 
 def eval_run(cfg: RunConfig, adapter: str | Path | None = None, out_path: str | Path | None = None,
-             show_examples: bool = False, pii_curve: list[float] | None = None, bias: float | None = None) -> dict:
+             show_examples: bool = False, pii_curve: list[float] | None = None, bias: float | None = None,
+             worst: int = 0) -> dict:
     """Evaluate the base model (or an adapter) on the config's test split; returns the metrics.
     The test data and the adapter path are checked before the model loads. A multi-task config
     (data.tasks) scores every task with a test split on its own: {"tasks": {name: metrics}}.
     PII adapter only: ``bias`` is the operating point of the side-by-side table, ``pii_curve`` the
-    biases of the recall knob's curve on the dev split."""
+    biases of the recall knob's curve on the dev split. ``worst``: print that many translated segments with
+    the lowest sentence chrF (jsonl on stdout, before the metrics)."""
     dev = _check_pii_flags(cfg, adapter, pii_curve, bias)
+    _check_worst(cfg, worst)
     if cfg.data.tasks:
-        return _eval_tasks(cfg, adapter, out_path, show_examples)
+        return _eval_tasks(cfg, adapter, out_path, show_examples, worst)
     test, extra = test_examples(cfg), extra_tests(cfg)
     loaded, model = load_for_inference(cfg, adapter)
     metrics, hyps = evaluate(loaded, model, cfg, test)
@@ -37,13 +40,14 @@ def eval_run(cfg: RunConfig, adapter: str | Path | None = None, out_path: str | 
     if show_examples:
         for e, h in list(zip(test, hyps))[: cfg.eval.samples_in_report]:
             print(json.dumps({"source": e.source, "reference": e.target, "output": h}, ensure_ascii=False))
+    _print_worst(test, hyps, worst)
     if out_path:
         atomic_write(out_path, json.dumps(metrics, indent=2))
     return metrics
 
 
 def _eval_tasks(cfg: RunConfig, adapter: str | Path | None, out_path: str | Path | None,
-                show_examples: bool) -> dict:
+                show_examples: bool, worst: int = 0) -> dict:
     """``eval_run`` for data.tasks: each task's test split under its own settings and metrics."""
     from loraforge.data.splits import task_tests
     from loraforge.eval.inference import evaluate_tasks
@@ -58,6 +62,9 @@ def _eval_tasks(cfg: RunConfig, adapter: str | Path | None, out_path: str | Path
             for e, h in list(zip(tests[name][1], hyps))[: cfg.eval.samples_in_report]:
                 print(json.dumps({"task": name, "source": e.source, "reference": e.target, "output": h},
                                  ensure_ascii=False))
+    for name, (_, hyps) in results.items():
+        if tests[name][0].task == "translate":
+            _print_worst(tests[name][1], hyps, worst, task=name)
     metrics = {"tasks": {name: m for name, (m, _) in results.items()},
                **_score_extra(cfg, loaded, model, extra, adapter)}
     if out_path:
@@ -97,6 +104,23 @@ def rebuild_report(run_dir: str | Path | RunDir) -> Path:
         run.write_metrics(metrics)
     outputs = run.outputs("after")
     return write_run_report(run, cfg, metrics, test, [outputs.get(e.id, "") for e in test])
+
+
+def _check_worst(cfg: RunConfig, worst: int) -> None:
+    """--worst scores translations; refused (before any model loads) where no task translates."""
+    from loraforge.config import ConfigError
+
+    if worst < 0:
+        raise ConfigError(f"--worst {worst}: give a number of segments >= 0")
+    if worst and not any(d.task == "translate" for _, d in cfg.data.task_configs()):
+        raise ConfigError("--worst: only for translate tasks (PII outputs are personal data, scored by leaks)")
+
+
+def _print_worst(examples: list, hyps: list[str], n: int, task: str | None = None) -> None:
+    from loraforge.eval.metrics import worst_segments
+
+    for row in worst_segments(examples, hyps, n) if n else []:
+        print(json.dumps({"task": task, **row} if task else row, ensure_ascii=False))
 
 
 def _check_pii_flags(cfg: RunConfig, adapter: str | Path | None, pii_curve: list[float] | None,
