@@ -80,7 +80,8 @@ def test_the_shipped_spec_loads_and_every_row_validates():
     spec = load_spec(path)
     configs = row_configs(spec, path, Path("/tmp/never"), check_files=False)
     assert {"baseline", "bt-sampled-tagged", "noise-all", "en-zh-both", "en-zh-ja-ko-T5", "en-zh-plus-pii"} <= set(configs)
-    steps = {c.train.steps for name, by_seed in configs.items() if name != "pii-alone" for c in by_seed.values()}
+    steps = {c.train.steps for name, by_seed in configs.items() if name not in ("pii-alone", "en-zh-plus-pii")
+             for c in by_seed.values()}
     assert steps == {300}, "every translation row gets the same step budget"
     assert configs["en-zh-ja-ko-T5"][0].data.task_temperature == 5
     assert all(len(by_seed) == 3 for by_seed in configs.values())
@@ -94,6 +95,11 @@ def test_every_shipped_spec_validates_and_rows_differ_only_by_their_overrides():
         base = configs["baseline"][0]
         assert base.data.exclude_sources == ["docs/tutorials/"], path.name
         assert base.eval.extra_tests == {"tutorials": "k8s:tutorials"}, path.name
+        if "en-zh-plus-pii" in configs:  # one adapter for both jobs: the two single-task budgets, each task its share
+            both, alone = configs["en-zh-plus-pii"][0], configs["pii-alone"][0]
+            assert both.train.steps == base.train.steps + alone.train.steps, path.name
+            assert both.data.task_weights == {"en-zh": base.train.steps, "pii": alone.train.steps}, path.name
+            assert [t.max_length for _, t in both.data.task_configs()] == [base.data.max_length, alone.data.max_length]
         if "noise-all" in configs:
             noisy = configs["noise-all"][0]
             assert noisy.data.augment.noise.dropout == 0.1 and base.data.augment.noise.dropout == 0
