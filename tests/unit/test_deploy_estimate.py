@@ -50,6 +50,14 @@ def test_every_methods_count_matches_the_built_model(method, keys):
     assert parameter_counts(model.config.to_dict(), run) == (total, trainable)
 
 
+def test_a_multitask_run_is_sized_by_its_longest_task():
+    """data.tasks[i].max_length: the PII task's 384 tokens, not data.max_length's 128, size the step."""
+    tasks = 'data.tasks=[{train: a.jsonl}, {task: pii, train: p.jsonl, max_length: 384}]'
+    multi = estimate(load_config(None, [tasks, "data.max_length=128"]), "cpu", 8, GEMMA)
+    assert multi.seq_len == 384
+    assert multi == estimate(load_config(None, ["data.max_length=384"]), "cpu", 8, GEMMA)
+
+
 def test_memory_is_monotonic_in_batch_size_and_sequence_length():
     run = RunConfig()
     peaks = [estimate(run, "gpu", b, GEMMA).peak_mb for b in (1, 2, 4, 8, 16, 32)]

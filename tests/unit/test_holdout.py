@@ -187,7 +187,7 @@ def test_data_check_reports_the_excluded_rows(tiny_model_dir, tmp_path, capsys):
 # --- eval.extra_tests ------------------------------------------------------------------------------
 
 
-def test_extra_tests_are_scored_beside_test_and_flagged_when_training_saw_their_pages(tiny_model_dir, tmp_path):
+def test_extra_tests_are_scored_beside_test_and_flagged_when_training_saw_their_pages(tiny_model_dir, tmp_path, capsys):
     """One run, two extra sets: one of excluded pages (held out), one of trained pages (contaminated)."""
     from loraforge.eval.heldout import held_out
     from loraforge.eval.metrics import task_metrics
@@ -224,8 +224,19 @@ def test_extra_tests_are_scored_beside_test_and_flagged_when_training_saw_their_
     scores = _scores(run, None)
     assert scores["held.chrf"] == extra["held"].after["chrf"] and scores["seen.contaminated"] == 1
     assert contaminated_sets([scores]) == ["seen"]
-    again = eval_run(cfg, adapter=str(run))
+    capsys.readouterr()
+    again = eval_run(cfg, adapter=str(run), worst=1)
     assert again["extra_tests"]["held"]["after"] == extra["held"].after
+    # --worst on a single-task run: the test row with the lowest sentence chrF, without a task name
+    import sacrebleu
+
+    test_rows = load_examples(str(cfg.data.test))
+    outputs = run.outputs("after")
+    scored = sorted((sacrebleu.sentence_chrf(outputs[e.id], [e.target]).score, e.id) for e in test_rows)
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert "task" not in row and row["chrf"] == round(scored[0][0], 2)
+    assert row["id"] in {i for score, i in scored if score == scored[0][0]}  # ties: either one
+    assert row["output"] == outputs[row["id"]]
     assert again["extra_tests"]["seen"]["trained_rows"] == 4 and again["extra_tests"]["seen"]["contaminated"]
 
 

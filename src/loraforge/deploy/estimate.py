@@ -282,7 +282,8 @@ def format_estimate(run: RunConfig, gpu_gb: float) -> str:
     auto = run.model.dtype == "auto"
     lines = [f"model {run.model.name}: {cpu.total_params:,} parameters, {cpu.trainable_params:,} trainable "
              f"({100 * cpu.trainable_params / cpu.total_params:.2f}%, {run.adapter.method})",
-             f"one step: batch {cpu.batch_size} x {cpu.seq_len} tokens (data.max_length), "
+             f"one step: batch {cpu.batch_size} x {cpu.seq_len} tokens (data.max_length; with data.tasks the longest "
+             "task's), "
              f"target_only_logits={run.train.target_only_logits}, logits_chunk={run.train.logits_chunk}",
              f"dtype: model.dtype={run.model.dtype}" + (
                  f" -> {cpu.dtype} on this machine's CPU ({'native bf16' if cpu.dtype == 'bf16' else 'no native bf16'}),"
