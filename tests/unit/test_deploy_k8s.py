@@ -107,6 +107,22 @@ def test_kaito_says_what_it_cannot_express():
     assert any("KAITO cannot express: loss masking" in n for n in rendered.terminal_notes())
 
 
+def test_kaito_of_a_multi_task_config_names_the_tasks_and_each_limit():
+    """KAITO reads one dataset with one column pair: the first task's columns are rendered and every
+    task's max_length is listed among what it cannot express (not the unused data.max_length)."""
+    cfg = load_config(ROOT / "configs" / "multitask-en-zh-pii-gemma3-270m.yaml")
+    (first, first_cfg), (second, second_cfg) = cfg.data.task_configs()
+    assert first_cfg.max_length != second_cfg.max_length  # the preset keeps long PII texts
+    lost = " ".join(not_expressible(cfg))
+    assert f"data.tasks ({first}, {second})" in lost
+    assert f"max_length per task={first}: {first_cfg.max_length}, {second}: {second_cfg.max_length}" in lost
+    assert "data.max_length=" not in lost
+    columns = training_config(cfg)["training_config"]["DatasetConfig"]
+    assert (columns["context_column"], columns["response_column"]) == ("en", "zh")
+    pii = training_config(load_config(ROOT / "configs" / "pii-gemma3-270m.yaml"))["training_config"]["DatasetConfig"]
+    assert (pii["context_column"], pii["response_column"]) == ("text", "masked")  # PII records, not languages
+
+
 def test_kaito_manifest_that_cannot_work_is_an_error():
     # gemma3-270m is inference-only in KAITO: a tuning Workspace for it would be rejected
     with pytest.raises(ConfigError, match="not a KAITO tuning preset.*--kaito-preset"):

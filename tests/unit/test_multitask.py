@@ -120,6 +120,14 @@ def test_each_task_drops_examples_over_its_own_max_length(tiny_tokenizer, tmp_pa
     data = prepare_datasets(cfg, tiny_tokenizer, "causal")
     assert {k: len(t.train) for k, t in data.tasks.items()} == {"long": 8, "short": 4}
     assert {k: t.dropped_too_long["train"] for k, t in data.tasks.items()} == {"long": 0, "short": 4}
+    # a limit that drops every row: the error names the key that set it, the task's own or data's
+    too_short = load_config(None, [tasks_override([{**entry, "name": "long"}, {**entry, "name": "short", "max_length": 8}]),
+                                   "data.max_length=512"])
+    with pytest.raises(DataError, match=r"longer than data\.tasks\[1\]\.max_length=8"):
+        prepare_datasets(too_short, tiny_tokenizer, "causal")
+    shared = load_config(None, [tasks_override([{**entry, "name": "long"}]), "data.max_length=8"])
+    with pytest.raises(DataError, match=r"longer than data\.max_length=8"):
+        prepare_datasets(shared, tiny_tokenizer, "causal")
 
 
 # --- augmentation through the config path --------------------------------------------------------

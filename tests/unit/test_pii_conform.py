@@ -6,7 +6,7 @@ import pytest
 
 from loraforge.pii import Masker, MaskOptions
 from loraforge.pii.conform import conform
-from loraforge.pii.spans import Span
+from loraforge.pii.spans import Span, merge_spans
 
 
 def spans_of(text: str, *pieces: tuple[str, str]) -> list[Span]:
@@ -36,6 +36,35 @@ def kept(text: str, *pieces: tuple[str, str]) -> list[tuple[str, str]]:
     ("proxy_pass http://127.0.0.1:8080;", ("127.0.0.1:8080", "IP_ADDRESS"), None),
     ("allow 198.51.100.0/24;", ("198.51.100.0/24", "IP_ADDRESS"), None),  # a range, however tagged
     ("from fe80::1ff:fe23:4567:890a,", ("fe80::1ff:fe23:4567:890a,", "IP_ADDRESS"), "fe80::1ff:fe23:4567:890a"),
+    # an IPv6 address and its port, nine groups without brackets
+    ("openvpn: 3251:9637:8547:5476:36a4:1986:f92e:2a7f:9518 TLS",
+     ("3251:9637:8547:5476:36a4:1986:f92e:2a7f:9518", "IP_ADDRESS"), "3251:9637:8547:5476:36a4:1986:f92e:2a7f"),
+    # a URL's credentials end at the @ of its host; an @ elsewhere in a password is the password's
+    ("git remote set-url origin https://rquero:ghp_Bz1Xq@github.com/example/notifier.git",
+     ("ghp_Bz1Xq@github.com/example/notifier.git", "PASSWORD"), "ghp_Bz1Xq"),
+    ("password: p@ss.word.io", ("p@ss.word.io", "PASSWORD"), "p@ss.word.io"),
+    # a quoted password is what is between its quotes, whichever side the token stopped short of or ran into
+    ("export PGPASSWORD='PV_&kl&(!$I8X'", ("PV_&kl&(!$I8X'", "PASSWORD"), "PV_&kl&(!$I8X"),
+    ('"PASSWORD": "$EAy4p!g",', ('"$EAy4p!g', "PASSWORD"), "$EAy4p!g"),
+    ("export PGPASSWORD='#9qA+&S#'", ("='#9qA+&S#'", "PASSWORD"), "#9qA+&S#"),
+    ("mysql -p'(750fIys0O%' db", ("750fIys0O%", "PASSWORD"), "(750fIys0O%"),
+    ('DB_PASSWORD: "zp963&Tp(7)"', ("zp963&Tp(7", "PASSWORD"), "zp963&Tp(7)"),
+    # values that cannot be of their type: formats, amounts, years
+    ("Date of birth (DD/MM/YYYY): __/__/____", ("DD/MM/YYYY", "DATE_OF_BIRTH"), None),
+    ("37,***,XXX-XX-XXXX,{customer_name}", ("XXX-XX-XXXX", "SSN"), None),
+    ("DK22937662849;3805.39;INV-2025-8803", ("3805.39", "CREDIT_CARD"), None),
+    ("card 4111 1111 1111 1111 on file", ("4111 1111 1111 1111", "CREDIT_CARD"), "4111 1111 1111 1111"),
+    ("DK22937662849;1234.15;INV-2022-1839", ("1234.15", "IP_ADDRESS"), None),
+    ("[EMAIL],[IP_ADDRESS],2023", ("2023", "IP_ADDRESS"), None),
+    ("born 1990-03-12 in Lyon", ("1990-03-12", "DATE_OF_BIRTH"), "1990-03-12"),
+    ("ask Jane Roe at the desk", ("Jane Roe", "IP_ADDRESS"), "Jane Roe"),  # the wrong type still masks a value
+    ("call 555-1234 after six", ("555-1234", "CREDIT_CARD"), "555-1234"),
+    # a name in a delimited field is the whole field, when the added words are capitalized
+    ("2025-09-22;Alberico Lombardi;IT22R4723464850240454050", ("Lombardi", "NAME"), "Alberico Lombardi"),
+    ("INV-2019-2123\n09.12.2025;Michael Jackson;GB16", ("Michael", "NAME"), "Michael Jackson"),
+    ("2025;Frau Brandt;DE89", ("Brandt", "NAME"), "Brandt"),
+    ("Dear John Smith,", ("Smith", "NAME"), "Smith"),  # no delimiter before: not a field
+    ("note;Party bei Rochus Nerger;x", ("Nerger", "NAME"), "Nerger"),  # prose in a field stays the model's
 ])
 def test_spans_are_trimmed_to_the_value(text, piece, value):
     assert kept(text, piece) == ([(value, piece[1])] if value else [])
@@ -63,3 +92,30 @@ def test_the_masker_conforms_the_patterns_spans_and_the_models():
     assert masked.text == "INSERT ('[NAME]', 'support@shop.example', '[EMAIL]', '127.0.0.1')"
     assert Masker(options=MaskOptions(merge="patterns")).mask_text("ping 127.0.0.1 from 10.1.2.3").text == (
         "ping 127.0.0.1 from [IP_ADDRESS]")
+
+
+def test_a_model_span_that_joins_validated_values_is_cut_at_them():
+    """The tagger runs a CSV row's email and phone together, or an ssh login and its host; union
+    merging keeps the patterns' values and what the rules make of the rest."""
+    class Model:
+        def __init__(self, *pieces):
+            self.pieces = pieces
+
+        def find_spans(self, texts):
+            return [spans_of(t, *self.pieces) for t in texts]
+
+    row = "Jennifer Bates,jb@hotmail.example,+61-2-8902-5876,2021"
+    joined = Model(("jb@hotmail.example,+61-2-8902-5876", "PHONE"))
+    assert Masker(joined, MaskOptions(merge="union")).mask_text(row).text == "Jennifer Bates,[EMAIL],[PHONE],2021"
+    ssh = "  232  ssh obergnancy@211.142.91.53"
+    login = Model(("obergnancy@211.142.91.53", "IP_ADDRESS"))
+    masked = Masker(login, MaskOptions(merge="union")).mask_text(ssh)
+    assert masked.text == "  232  ssh [USERNAME]@[IP_ADDRESS]"
+    # letters around a phone-shaped number: an address the patterns only see part of stays whole
+    address = "ship to 4 Rue Haute 02-345-6789 Lyon please"
+    whole = Model(("4 Rue Haute 02-345-6789 Lyon", "ADDRESS"))
+    assert Masker(whole, MaskOptions(merge="union")).mask_text(address).text == "ship to [ADDRESS] please"
+    # merging without the text (as before): one span covering both, the longest member's type
+    spans = merge_spans(spans_of(row, ("jb@hotmail.example,+61-2-8902-5876", "PHONE")),
+                        spans_of(row, ("jb@hotmail.example", "EMAIL"), ("+61-2-8902-5876", "PHONE")), "union")
+    assert [(row[s.start:s.end], s.type) for s in spans] == [("jb@hotmail.example,+61-2-8902-5876", "PHONE")]

@@ -69,7 +69,7 @@ def compare(run: str, biases: list[float]) -> dict:
         for bias in biases:
             spans = [spans_of(decoding, t, o, p, bias) for t, (o, p) in zip(texts, probs)]
             alone = score_spans(recs, spans)
-            merged = score_spans(recs, [merge_spans(s, found[t], "union") for s, t in zip(spans, texts)])
+            merged = score_spans(recs, [merge_spans(s, found[t], "union", t) for s, t in zip(spans, texts)])
             rows.append({"decoding": decoding, "bias": bias, "model": {k: alone[k] for k in KEYS},
                          "model_patterns": {k: merged[k] for k in KEYS}})
     return {"run": str(run), "split": split, "n": len(recs), "cpu": cpu_name(), "rows": rows}

@@ -256,8 +256,10 @@ def load_splits(cfg: RunConfig) -> Splits:
                   [e for s in tasks.values() for e in s.test], tasks=tasks, excluded=excluded)
 
 
-def encode_task(d: DataConfig, splits: Splits, tokenizer, family: str, noise_seed: int) -> TaskData:
-    """Encode one task's train/dev; examples over data.max_length are dropped (and counted), never truncated."""
+def encode_task(d: DataConfig, splits: Splits, tokenizer, family: str, noise_seed: int,
+                limit_key: str = "data.max_length") -> TaskData:
+    """Encode one task's train/dev; examples over the task's max_length are dropped (and counted), never
+    truncated. ``limit_key``: the config key that set that limit, for the error."""
     from loraforge.data.augment import SourceNoise
     from loraforge.data.templates import encode_examples
 
@@ -267,7 +269,7 @@ def encode_task(d: DataConfig, splits: Splits, tokenizer, family: str, noise_see
     train_enc = encode(splits.train)
     kept = [(e, x) for e, x in zip(splits.train, train_enc) if not x.too_long]
     if not kept:
-        raise DataError(f"{d.train}: every example is longer than data.max_length={d.max_length}")
+        raise DataError(f"{d.train}: every example is longer than {limit_key}={d.max_length}")
     dev = [x for x in encode(splits.dev) if not x.too_long]
     n = d.augment.noise
     noise = SourceNoise(n.dropout, n.shuffle_k, n.insertion, seed=noise_seed)
@@ -285,7 +287,10 @@ def encode_splits(cfg: RunConfig, splits: Splits, tokenizer, family: str) -> Dat
         train = one.train if one.train.noise is not None else one.train.encoded
         return Datasets(train, one.dev, one.test, one.dropped_too_long)
     configs = dict(cfg.data.task_configs())
-    tasks = {name: encode_task(configs[name], s, tokenizer, family, cfg.data.seed) for name, s in splits.tasks.items()}
+    limit_keys = {name: f"data.tasks[{i}].max_length" if "max_length" in entry.model_fields_set else "data.max_length"
+                  for i, (name, entry) in enumerate(zip(configs, cfg.data.tasks))}
+    tasks = {name: encode_task(configs[name], s, tokenizer, family, cfg.data.seed, limit_keys[name])
+             for name, s in splits.tasks.items()}
     probabilities = task_probabilities({k: len(t.train) for k, t in tasks.items()}, cfg.data.task_temperature,
                                        cfg.data.task_weights)
     dropped = {split: sum(t.dropped_too_long[split] for t in tasks.values()) for split in ("train", "dev")}

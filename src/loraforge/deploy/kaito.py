@@ -31,9 +31,18 @@ _DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "auto": "bf
 _SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 
 
+def columns(d) -> tuple[str, str]:
+    """KAITO's (context, response) columns for one task's data: the fields it names, else the packaged
+    shapes' (PII records: text -> masked; pairs: the languages)."""
+    if d.source_field or d.target_field:
+        return d.source_field or d.src_lang, d.target_field or d.tgt_lang
+    return ("text", "masked") if d.task == "pii" else (d.src_lang, d.tgt_lang)
+
+
 def training_config(cfg: RunConfig) -> dict:
     """KAITO's training_config.yaml content for ``cfg`` (lora or qlora)."""
     a, t, d = cfg.adapter, cfg.train, cfg.data
+    context, response = columns(d.task_configs()[0][1])  # with data.tasks, the first task's (not_expressible says so)
     quantized = registry.get(a.method).kaito == "qlora"
     quant = {"load_in_4bit": quantized}
     if quantized:
@@ -63,8 +72,7 @@ def training_config(cfg: RunConfig) -> dict:
         "TrainingArguments": training_args,
         "DataCollator": {"mlm": False},  # causal LM: next-token labels, not masked-LM
         "DatasetConfig": {"shuffle_dataset": True, "shuffle_seed": d.seed, "train_test_split": 1,
-                          "context_column": d.source_field or d.src_lang,
-                          "response_column": d.target_field or d.tgt_lang},
+                          "context_column": context, "response_column": response},
     }}
 
 
@@ -77,10 +85,18 @@ def not_expressible(cfg: RunConfig) -> list[str]:
     if d.system_prompt or d.template != "auto" or d.task_prefix:
         lost.append(f"data.template={d.template!r}, data.system_prompt, data.task_prefix: KAITO formats "
                     "context/response columns itself (only ModelConfig.chat_template is settable)")
-    lost.append(f"data.max_length={d.max_length} (drop longer examples): KAITO keeps or truncates them")
-    if d.dev or t.eval_every:
+    tasks = d.task_configs()
+    if d.tasks:
+        first = tasks[0][1]
+        lost.append(f"data.tasks ({', '.join(name for name, _ in tasks)}) and their sampling (data.task_temperature, "
+                    "data.task_weights): KAITO reads one dataset with one context/response column pair "
+                    "(rendered as the first task's, {!r} -> {!r}) and draws its rows as they come".format(*columns(first)))
+    limits = ", ".join(f"{name}: {task.max_length}" for name, task in tasks) if d.tasks else str(d.max_length)
+    key = "max_length per task" if d.tasks else "data.max_length"
+    lost.append(f"{key}={limits} (drop longer examples): KAITO keeps or truncates them")
+    if any(task.dev for _, task in tasks) or t.eval_every:
         lost.append("data.dev / train.eval_every: KAITO only splits its input (DatasetConfig.train_test_split)")
-    if d.test or cfg.eval.before:
+    if any(task.test for _, task in tasks) or cfg.eval.before:
         lost.append("eval (BLEU/chrF before/after, data.test): KAITO tuning does not evaluate; "
                     "run `loraforge eval` on the adapter image")
     if d.max_train_examples:

@@ -34,6 +34,10 @@ _SENTENCE_END = ".!?。！？"  # ends a sentence, not a value of a structured t
 _NO_TRAILING_DOT = {"EMAIL", "PHONE", "IP_ADDRESS", "CREDIT_CARD", "IBAN", "SSN", "DATE_OF_BIRTH", "USERNAME"}
 _RANGE_AFTER = re.compile(r"/\d{1,3}\b")  # an address followed by /n is a CIDR range
 _IPV4_PORT = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}")  # the port is not the address
+# a URL's credentials end at the @ of its host: https://user:TOKEN@github.com/org/repo.git
+_URL_CREDENTIALS_BEFORE = re.compile(r"://[^\s/@:]*:?$")
+_HOST_TAIL = re.compile(r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+(?::\d{1,5})?(?:/\S*)?$")
+_SHELL_QUOTES = "\"'`"
 # honorifics stay outside a name (RULES.md: ``Frau ⟦Brandt⟧``, ``⟦佐藤 健⟧様``); English title
 # abbreviations (Dr., Mr., Ms., Mrs.) are part of it
 _HONORIFIC_BEFORE = re.compile(r"(?:Herr|Frau|Monsieur|Madame|Mademoiselle|Mme\.?|Mlle\.?|Señora?|Señorita|Signora?|"
@@ -74,8 +78,92 @@ def _strip(value: str, ptype: str) -> tuple[int, int]:
     return a, b
 
 
+def _credential_edges(text: str, a: int, b: int, ptype: str) -> tuple[int, int]:
+    """A password or login inside a URL ends at its host's ``@``; a quoted password is everything
+    between its quotes (``='secret'``, ``-p'(secret'``: a token may stop short of, or run into, a quote)."""
+    if ptype in ("PASSWORD", "USERNAME") and _URL_CREDENTIALS_BEFORE.search(text, max(0, a - 64), a):
+        if m := _HOST_TAIL.search(text, a, b):
+            b = m.start()
+    if ptype != "PASSWORD" or a >= b:
+        return a, b
+    while b - a > 2 and text[a] in "=:" and text[a + 1] in _SHELL_QUOTES and text[b - 1] == text[a + 1]:
+        a += 1  # PGPASSWORD⟦='secret'⟧: the quotes go below
+    if text[a] in _SHELL_QUOTES and b < len(text) and text[b] == text[a]:
+        a += 1  # ⟦"secret⟧"
+    elif text[b - 1] in _SHELL_QUOTES and a > 0 and text[a - 1] == text[b - 1]:
+        b -= 1  # "⟦secret"⟧
+    if b < len(text) and text[b] in _SHELL_QUOTES:  # grown back to the opening quote over a few characters
+        k = text.rfind(text[b], max(0, a - 3), a)
+        if k >= 0 and not any(c.isspace() for c in text[k + 1:a]):
+            a = k + 1
+    elif a > 0 and text[a - 1] in _SHELL_QUOTES:  # or on to the closing one
+        k = text.find(text[a - 1], b, b + 3)
+        if k >= 0 and not any(c.isspace() for c in text[b:k]):
+            b = k
+    return a, b
+
+
+_CELL_EDGES = ";,\t|"
+_NAME_WORD = re.compile(r"[^\W\d_][\w'’.-]*")  # a word of a name: starts with a letter
+
+
+def _name_cell(text: str, a: int, b: int) -> tuple[int, int]:
+    """A name in a field of a record (``2025-09-22;Alberico Lombardi;IT22...``) is the whole field: a
+    left-to-right tagger often misses a given name because it has not yet read the surname. Grown
+    only when a delimiter opens the field (not a line start: ``Dear John,``), the field is on one line,
+    has at most four words, and every word added starts with a capital letter."""
+    left = max(text.rfind(c, 0, a) for c in _CELL_EDGES + "\n")
+    if left < 0 or text[left] == "\n":
+        return a, b
+    ends = [k for k in (text.find(c, b) for c in _CELL_EDGES + "\n") if k >= 0]
+    right = min(ends) if ends else len(text)
+    lo, hi = left + 1, right
+    while lo < a and text[lo].isspace():
+        lo += 1
+    while hi > b and text[hi - 1].isspace():
+        hi -= 1
+    if (m := _HONORIFIC_BEFORE.match(text, lo)) and m.end() <= a:
+        lo = m.end()  # Frau stays outside, as _strip left it
+    if (lo, hi) == (a, b):
+        return a, b
+    added = (text[lo:a] + " " + text[b:hi]).split()
+    if len(text[lo:hi].split()) > 4 or not all(_NAME_WORD.fullmatch(w) and w[0].isupper() for w in added):
+        return a, b
+    return lo, hi
+
+
+# a format, not a value: DD/MM/YYYY, XXX-XX-XXXX, **** (letters that stand for digits, in groups)
+_FORMAT_MASK = re.compile(r"(?i)[xdmyn#*•_]+(?:[-/. ][xdmyn#*•_]+)*")
+_BARE_NUMBER = re.compile(r"\d{1,6}(?:[.,]\d{1,2})?")  # an amount, a year, a count
+_NUMBER_TYPES = ("PHONE", "SSN", "IBAN", "DATE_OF_BIRTH", "IP_ADDRESS", "CREDIT_CARD")
+
+
+def _implausible(value: str, ptype: str) -> bool:
+    """A value that cannot be of its type nor of any other: a format where a number should be
+    (``DD/MM/YYYY`` in a blank form, ``XXX-XX-XXXX`` in a masked CSV), or an amount or a year where
+    a card number or an address should be (``3805.39``, ``2023``). Only such values are dropped: a
+    value of the wrong type is still personal data, and masked under the type it was given."""
+    if ptype in _NUMBER_TYPES and _FORMAT_MASK.fullmatch(value):
+        return True
+    return ptype in ("CREDIT_CARD", "IP_ADDRESS") and bool(_BARE_NUMBER.fullmatch(value))
+
+
+def _ipv6_port(value: str) -> int | None:
+    """Where the port starts when an IPv6 address is followed by ``:port`` without brackets (nine groups)."""
+    if value.count(":") != 8 or "::" in value:
+        return None
+    head = value.rsplit(":", 1)[0]
+    try:
+        ipaddress.IPv6Address(head)
+    except ValueError:
+        return None
+    return len(head)
+
+
 def _never_personal(text: str, span: Span) -> bool:
     value = text[span.start:span.end]
+    if _implausible(value, span.type):
+        return True
     if span.type == "EMAIL" and "@" in value:
         return value.split("@", 1)[0].lower() in ROLE_MAILBOXES
     if span.type == "USERNAME":
@@ -95,12 +183,19 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
     """``spans`` trimmed to their values and without those the rules say are never personal data."""
     out = []
     for s in spans:
-        a, b = _strip(text[s.start:s.end], s.type)
+        a, b = _credential_edges(text, s.start, s.end, s.type)
+        da, db = _strip(text[a:b], s.type)
+        a, b = a + da, a + db
         if a >= b:
             continue
-        if s.type == "IP_ADDRESS" and (m := _IPV4_PORT.fullmatch(text, s.start + a, s.start + b)):
-            b = m.end(1) - s.start
-        s = Span(s.start + a, s.start + b, s.type, s.score, s.source)
+        if s.type == "NAME":
+            a, b = _name_cell(text, a, b)
+        if s.type == "IP_ADDRESS":
+            if m := _IPV4_PORT.fullmatch(text, a, b):
+                b = m.end(1)
+            elif (port := _ipv6_port(text[a:b])) is not None:
+                b = a + port
+        s = Span(a, b, s.type, s.score, s.source)
         if not _never_personal(text, s):
             out.append(s)
     return out

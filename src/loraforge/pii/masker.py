@@ -104,7 +104,7 @@ class Masker:
         """Merged, non-overlapping spans per text (character offsets)."""
         o = self.options
         model = self.model_spans(texts)
-        return [merge_spans(conform(t, m), conform(t, pat.find(t, self.patterns)) if o.merge != "model" else [], o.merge)
+        return [merge_spans(conform(t, m), conform(t, pat.find(t, self.patterns)) if o.merge != "model" else [], o.merge, t)
                 for t, m in zip(texts, model)]
 
     # --- rendering ------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def compare_sets(sets: dict[str, list[dict]], model=None, bias: float | None = N
         pat_spans, pat_s = timed(patterns, texts, whole)
         if model is not None:
             model_spans, model_s = timed(Masker(model, MaskOptions(merge="model")).find_spans, texts, whole)
-            union = [merge_spans(m, p, "union") for m, p in zip(model_spans, pat_spans)]
+            union = [merge_spans(m, p, "union", t) for t, m, p in zip(texts, model_spans, pat_spans)]
             rows += [_row(name, MODEL, score_spans(recs, model_spans, model_s)),
                      _row(name, UNION, score_spans(recs, union, model_s + pat_s))]
         rows.append(_row(name, PATTERNS, score_spans(recs, pat_spans, pat_s)))

@@ -56,17 +56,49 @@ def trim(text: str, span: Span) -> Span | None:
     return Span(start, end, span.type, span.score, span.source)
 
 
-def merge_spans(model: list[Span], patterns: list[Span], mode: str = "union") -> list[Span]:
+def merge_spans(model: list[Span], patterns: list[Span], mode: str = "union", text: str | None = None) -> list[Span]:
     """One non-overlapping, sorted span list from the model's and the patterns' spans.
 
     ``union`` keeps both; overlapping spans become one span covering all of them (nothing they
     cover can leak), typed by the longest member (a checksum-validated pattern wins a tie, then the
     type name), scored by the highest. ``model`` / ``patterns`` keep only one side (still merged).
+    With ``text``, ``union`` first cuts a model span that joins validated values (``split_joined``).
     """
     if mode not in MERGE_MODES:
         raise ValueError(f"merge mode must be one of {MERGE_MODES}, got {mode!r}")
+    if mode == "union" and text is not None:
+        model = [piece for s in model for piece in split_joined(text, s, patterns)]
     chosen = (model if mode != "patterns" else []) + (patterns if mode != "model" else [])
     return coalesce(chosen)
+
+
+def split_joined(text: str, span: Span, patterns: list[Span]) -> list[Span]:
+    """A model span that runs several validated values together (``jane@example.com,+61-2-8902-5876``
+    in a CSV row, ``deploy@10.0.0.7`` in an ssh command) is cut at them: the patterns' spans hold the
+    values, so what is left over is separators (dropped) or, before an address, the login of
+    ``user@host`` (a USERNAME). Anything else left over (letters of an address around a number that
+    looks like a phone) keeps the span whole, as union always did."""
+    inside = sorted(p for p in patterns if span.start <= p.start and p.end <= span.end)
+    if not inside:
+        return [span]
+    pieces, cursor = [], span.start
+    for p in inside:
+        pieces.append((cursor, p.start, p))
+        cursor = max(cursor, p.end)
+    pieces.append((cursor, span.end, None))
+    logins = []
+    for a, b, after in pieces:
+        value = text[a:b]
+        if not any(c.isalnum() for c in value):
+            continue
+        login = value.strip()
+        if after is not None and after.type == "IP_ADDRESS" and login.endswith("@") and b == after.start \
+                and login[:-1] and all(c.isalnum() or c in "._-" for c in login[:-1]):
+            start = a + value.index(login)
+            logins.append(Span(start, start + len(login) - 1, "USERNAME", span.score, span.source))
+            continue
+        return [span]
+    return logins
 
 
 def coalesce(spans: list[Span]) -> list[Span]:
