@@ -64,6 +64,8 @@ def kept(text: str, *pieces: tuple[str, str]) -> list[tuple[str, str]]:
     ("INV-2019-2123\n09.12.2025;Michael Jackson;GB16", ("Michael", "NAME"), "Michael Jackson"),
     ("2025;Frau Brandt;DE89", ("Brandt", "NAME"), "Brandt"),
     ("Dear John Smith,", ("Smith", "NAME"), "Smith"),  # no delimiter before: not a field
+    ("a;b\nDear John Smith", ("Smith", "NAME"), "Smith"),  # a delimiter on an earlier line opens no field
+    ("x;Ann Lee\nBob;y", ("Lee", "NAME"), "Ann Lee"),  # nor does the next line close one
     ("note;Party bei Rochus Nerger;x", ("Nerger", "NAME"), "Nerger"),  # prose in a field stays the model's
 ])
 def test_spans_are_trimmed_to_the_value(text, piece, value):
@@ -111,6 +113,9 @@ def test_a_model_span_that_joins_validated_values_is_cut_at_them():
     login = Model(("obergnancy@211.142.91.53", "IP_ADDRESS"))
     masked = Masker(login, MaskOptions(merge="union")).mask_text(ssh)
     assert masked.text == "  232  ssh [USERNAME]@[IP_ADDRESS]"
+    apart = "login deploy@ 10.0.0.7 ok"  # an @ not against the address: no user@host, the span stays whole
+    masked = Masker(Model(("deploy@ 10.0.0.7", "IP_ADDRESS")), MaskOptions(merge="union")).mask_text(apart)
+    assert masked.text == "login [IP_ADDRESS] ok"
     # letters around a phone-shaped number: an address the patterns only see part of stays whole
     address = "ship to 4 Rue Haute 02-345-6789 Lyon please"
     whole = Model(("4 Rue Haute 02-345-6789 Lyon", "ADDRESS"))

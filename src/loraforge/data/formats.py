@@ -42,12 +42,14 @@ def example_problems(example: Example) -> list[str]:
     return problems
 
 
+PII_FIELDS = ("text", "masked")  # PII records: raw text -> masked text
+
 # Common field shapes, tried in order when the config names no fields.
 FIELD_SHAPES: list[tuple[str, str]] = [
     ("source", "target"),
     ("prompt", "completion"),
     ("input", "output"),
-    ("text", "masked"),  # PII records: raw text -> masked text
+    PII_FIELDS,
     ("instruction", "response"),
 ]
 

@@ -36,7 +36,9 @@ def columns(d) -> tuple[str, str]:
     shapes' (PII records: text -> masked; pairs: the languages)."""
     if d.source_field or d.target_field:
         return d.source_field or d.src_lang, d.target_field or d.tgt_lang
-    return ("text", "masked") if d.task == "pii" else (d.src_lang, d.tgt_lang)
+    from loraforge.data.formats import PII_FIELDS
+
+    return PII_FIELDS if d.task == "pii" else (d.src_lang, d.tgt_lang)
 
 
 def training_config(cfg: RunConfig) -> dict:

@@ -112,12 +112,14 @@ def _name_cell(text: str, a: int, b: int) -> tuple[int, int]:
     left-to-right tagger often misses a given name because it has not yet read the surname. Grown
     only when a delimiter opens the field (not a line start: ``Dear John,``), the field is on one line,
     has at most four words, and every word added starts with a capital letter."""
-    left = max(text.rfind(c, 0, a) for c in _CELL_EDGES + "\n")
-    if left < 0 or text[left] == "\n":
+    line_start = text.rfind("\n", 0, a) + 1
+    line_end = text.find("\n", b)
+    line_end = len(text) if line_end < 0 else line_end
+    left = max(text.rfind(c, line_start, a) for c in _CELL_EDGES)  # searches bounded by the line
+    if left < 0:
         return a, b
-    ends = [k for k in (text.find(c, b) for c in _CELL_EDGES + "\n") if k >= 0]
-    right = min(ends) if ends else len(text)
-    lo, hi = left + 1, right
+    ends = [k for k in (text.find(c, b, line_end) for c in _CELL_EDGES) if k >= 0]
+    lo, hi = left + 1, min(ends, default=line_end)
     while lo < a and text[lo].isspace():
         lo += 1
     while hi > b and text[hi - 1].isspace():

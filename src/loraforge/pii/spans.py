@@ -5,6 +5,7 @@ so the output can differ from the input only where a span is replaced (faithful 
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import asdict, dataclass, field
 
 from loraforge.data.pii_align import replace_spans
@@ -67,7 +68,10 @@ def merge_spans(model: list[Span], patterns: list[Span], mode: str = "union", te
     if mode not in MERGE_MODES:
         raise ValueError(f"merge mode must be one of {MERGE_MODES}, got {mode!r}")
     if mode == "union" and text is not None:
-        model = [piece for s in model for piece in split_joined(text, s, patterns)]
+        ordered = sorted(patterns)
+        starts = [p.start for p in ordered]
+        model = [piece for s in model
+                 for piece in split_joined(text, s, ordered[bisect_left(starts, s.start):bisect_right(starts, s.end)])]
     chosen = (model if mode != "patterns" else []) + (patterns if mode != "model" else [])
     return coalesce(chosen)
 
@@ -78,7 +82,7 @@ def split_joined(text: str, span: Span, patterns: list[Span]) -> list[Span]:
     values, so what is left over is separators (dropped) or, before an address, the login of
     ``user@host`` (a USERNAME). Anything else left over (letters of an address around a number that
     looks like a phone) keeps the span whole, as union always did."""
-    inside = sorted(p for p in patterns if span.start <= p.start and p.end <= span.end)
+    inside = sorted(p for p in patterns if span.start <= p.start and p.end <= span.end)  # patterns: any order
     if not inside:
         return [span]
     pieces, cursor = [], span.start
@@ -92,7 +96,7 @@ def split_joined(text: str, span: Span, patterns: list[Span]) -> list[Span]:
         if not any(c.isalnum() for c in value):
             continue
         login = value.strip()
-        if after is not None and after.type == "IP_ADDRESS" and login.endswith("@") and b == after.start \
+        if after is not None and after.type == "IP_ADDRESS" and login.endswith("@") and value.endswith("@") \
                 and login[:-1] and all(c.isalnum() or c in "._-" for c in login[:-1]):
             start = a + value.index(login)
             logins.append(Span(start, start + len(login) - 1, "USERNAME", span.score, span.source))
