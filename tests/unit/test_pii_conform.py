@@ -67,6 +67,27 @@ def kept(text: str, *pieces: tuple[str, str]) -> list[tuple[str, str]]:
     ("a;b\nDear John Smith", ("Smith", "NAME"), "Smith"),  # a delimiter on an earlier line opens no field
     ("x;Ann Lee\nBob;y", ("Lee", "NAME"), "Ann Lee"),  # nor does the next line close one
     ("note;Party bei Rochus Nerger;x", ("Nerger", "NAME"), "Nerger"),  # prose in a field stays the model's
+    ("紧急联系人：李桂花，电话18246018167", ("李桂", "NAME"), "李桂花"),  # a label's colon opens a field too
+    ("备注：请联系李桂花和王芳两位同事，电话", ("李桂", "NAME"), "李桂"),  # a field of prose is no name
+    # a surname after a one-word name joins it; a comma, a lowercase word, a weekday or an acronym does not
+    ("Performance review 2024: Jeffrey Ross exceeded targets", ("Jeffrey", "NAME"), "Jeffrey Ross"),
+    ("Hi Anna, your order shipped", ("Anna", "NAME"), "Anna"),
+    ("Siem can be reached on +31", ("Siem", "NAME"), "Siem"),
+    ("met Anna Monday at five", ("Anna", "NAME"), "Anna"),
+    ("ask Priya IT for access", ("Priya", "NAME"), "Priya"),
+    ("ping John Smith Jones", ("John Smith", "NAME"), "John Smith"),  # only a one-word name grows
+    # a name or a login never ends in a number of its own (a chat speaker and the time)
+    ("Pamela 21:42\nyes!!", ("Pamela 21", "NAME"), "Pamela"),
+    ("#oncall\nleonardo24 13:46: payments", ("leonardo24 13", "USERNAME"), "leonardo24"),
+    # chat words, single letters, placeholders and a lone city are not personal data
+    ("Sabine 09:57\nhey r u still coming", ("r", "USERNAME"), None),
+    ("stanleycox: ty, in. looks", ("ty", "NAME"), None),
+    ("Ty Cobb: ok", ("Ty", "NAME"), "Ty Cobb"),  # a capitalized Ty is a name
+    ("API_KEY=changeme", ("changeme", "PASSWORD"), None),
+    ("user: ${SMTP_USER}", ("${SMTP_USER}", "USERNAME"), None),
+    ("moves to New Elaineshire on 23.01.2024", ("Elaineshire", "ADDRESS"), None),
+    ("living at 12 Rue Haute, Lyon", ("12 Rue Haute, Lyon", "ADDRESS"), "12 Rue Haute, Lyon"),
+    ("住所：八丈島八丈町", ("八丈島八丈町", "ADDRESS"), "八丈島八丈町"),
 ])
 def test_spans_are_trimmed_to_the_value(text, piece, value):
     assert kept(text, piece) == ([(value, piece[1])] if value else [])
@@ -124,3 +145,23 @@ def test_a_model_span_that_joins_validated_values_is_cut_at_them():
     spans = merge_spans(spans_of(row, ("jb@hotmail.example,+61-2-8902-5876", "PHONE")),
                         spans_of(row, ("jb@hotmail.example", "EMAIL"), ("+61-2-8902-5876", "PHONE")), "union")
     assert [(row[s.start:s.end], s.type) for s in spans] == [("jb@hotmail.example,+61-2-8902-5876", "PHONE")]
+
+
+@pytest.mark.parametrize("text, piece, typed", [
+    ("- SSN / national ID: 559 581 962\n- Salary", ("559 581 962", "PHONE"), "SSN"),  # the label says ID
+    ("身份证号：533103198203301864\n手机", ("533103198203301864", "CREDIT_CARD"), "SSN"),
+    ("SSN 123-45-6789, phone: 0170 1234567", ("0170 1234567", "SSN"), "PHONE"),  # the nearest label wins
+    ("Mobile: +44 7700 900123", ("+44 7700 900123", "PHONE"), "PHONE"),
+    ("card 4111 1111 1111 1111 on file", ("4111 1111 1111 1111", "CREDIT_CARD"), "CREDIT_CARD"),  # Luhn passes
+    ("card 4111 1111 1111 1112 on file", ("4111 1111 1111 1112", "CREDIT_CARD"), "SSN"),  # fails: an ID number
+    ("passport S14177763 for the SSN form", ("S14177763", "PHONE"), "SSN"),
+    ("order 55512345; ssn ok", ("55512345", "PHONE"), "PHONE"),  # a label after the value says nothing
+])
+def test_a_number_is_typed_as_the_label_before_it_says(text, piece, typed):
+    assert kept(text, piece) == [(piece[0], typed)]
+
+
+def test_name_pieces_one_space_apart_or_overlapping_are_one_name():
+    text = "klingel bei Elisa Zechner\nEvelyn: ok; Anna\tBerg"
+    assert kept(text, ("Elisa", "NAME"), ("Zechner", "NAME"), ("Anna", "NAME"), ("Berg", "NAME")) == [
+        ("Elisa Zechner", "NAME"), ("Anna", "NAME"), ("Berg", "NAME")]  # a tab apart: two cells

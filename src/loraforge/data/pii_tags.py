@@ -83,7 +83,7 @@ def decode_spans(text: str, offsets: list[tuple[int, int]], label_ids: list[int]
     return _disjoint(out)
 
 
-def _spaceless(ch: str) -> bool:
+def spaceless(ch: str) -> bool:
     """A character of a script written without spaces between words (CJK, kana, Thai, Lao, Khmer...)."""
     o = ord(ch)
     return (0x2E80 <= o <= 0x9FFF or 0xF900 <= o <= 0xFAFF or 0xFF00 <= o <= 0xFFEF or 0x20000 <= o <= 0x3FFFF
@@ -97,7 +97,7 @@ _SEPARATORS = {"NAME": "-'’", "IP_ADDRESS": ".:", "DATE_OF_BIRTH": "/.-", "EMA
 
 def _word(ch: str) -> bool:
     """A letter or digit that growth to whole words may cross (not one of a spaceless script)."""
-    return ch.isalnum() and not _spaceless(ch)
+    return ch.isalnum() and not spaceless(ch)
 
 
 def _grown(text: str, a: int, b: int, typ: str, floor: int) -> tuple[int, int]:

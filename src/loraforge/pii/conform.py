@@ -14,6 +14,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from loraforge.data.pii_tags import spaceless
+from loraforge.eval.pii_baseline import luhn_ok
 from loraforge.pii.spans import Span
 
 # local parts of mailboxes that belong to an organisation, not a person (RULES.md: EMAIL)
@@ -26,6 +28,14 @@ press privacy recruiting root sales security service servicedesk sre support tea
 # generic system accounts and bots (RULES.md: USERNAME)
 SYSTEM_ACCOUNTS = frozenset({"root", "system", "nobody", "daemon", "www-data", "localhost"})
 _BOT = re.compile(r"(?i)(?:^|[-_.])bot(?:\[bot\])?$|\[bot\]$|^bot[-_.]")
+# chat words a tagger takes for a handle or a name (``hey r u coming``, ``ty, in``); lower case only:
+# ``Ty`` is also a given name
+CHAT_WORDS = frozenset("""
+r u ur ty thx thanks lol omg pls plz np ok okay kk yes yeah yep no nope hi hey hello sure brb idk imo btw gg asap
+tmrw ya yo
+""".split())
+# placeholders, not secrets or logins (RULES.md: PASSWORD): template variables, changeme, masks
+_PLACEHOLDER_VALUE = re.compile(r"(?i)\$\{[^}]*\}|\$\([^)]*\)|\{\{.*\}\}|<[^<>]+>|%\([^)]*\)s|\*+|change-?me|changeit")
 
 _QUOTES = "\"'`‘’“”«»「」『』【】"  # never the first or last character of a value
 _PUNCT_BEFORE = ",;:"  # nor punctuation
@@ -103,19 +113,22 @@ def _credential_edges(text: str, a: int, b: int, ptype: str) -> tuple[int, int]:
     return a, b
 
 
-_CELL_EDGES = ";,\t|"
+_CELL_EDGES = ";,\t|，、；"  # what ends a field; a colon also opens one (``Name: ...``, ``紧急联系人：...``)
+_OPENERS = _CELL_EDGES + ":："
 _NAME_WORD = re.compile(r"[^\W\d_][\w'’.-]*")  # a word of a name: starts with a letter
+_SPACELESS_NAME = 5  # characters of a name in a script without spaces (李桂花, 加藤 智也)
 
 
 def _name_cell(text: str, a: int, b: int) -> tuple[int, int]:
-    """A name in a field of a record (``2025-09-22;Alberico Lombardi;IT22...``) is the whole field: a
-    left-to-right tagger often misses a given name because it has not yet read the surname. Grown
-    only when a delimiter opens the field (not a line start: ``Dear John,``), the field is on one line,
-    has at most four words, and every word added starts with a capital letter."""
+    """A name in a field of a record (``2025-09-22;Alberico Lombardi;IT22...``, ``紧急联系人：李桂花，``)
+    is the whole field: a left-to-right tagger often misses a given name because it has not yet read
+    the surname. Grown only when a delimiter or a label's colon opens the field (not a line start:
+    ``Dear John,``), the field is on one line, has at most four words, and every word added starts
+    with a capital letter, or, in a script without spaces, the field has at most five characters."""
     line_start = text.rfind("\n", 0, a) + 1
     line_end = text.find("\n", b)
     line_end = len(text) if line_end < 0 else line_end
-    left = max(text.rfind(c, line_start, a) for c in _CELL_EDGES)  # searches bounded by the line
+    left = max(text.rfind(c, line_start, a) for c in _OPENERS)  # searches bounded by the line
     if left < 0:
         return a, b
     ends = [k for k in (text.find(c, b, line_end) for c in _CELL_EDGES) if k >= 0]
@@ -128,10 +141,86 @@ def _name_cell(text: str, a: int, b: int) -> tuple[int, int]:
         lo = m.end()  # Frau stays outside, as _strip left it
     if (lo, hi) == (a, b):
         return a, b
-    added = (text[lo:a] + " " + text[b:hi]).split()
-    if len(text[lo:hi].split()) > 4 or not all(_NAME_WORD.fullmatch(w) and w[0].isupper() for w in added):
+    added = text[lo:a] + text[b:hi]
+    if added.strip() and all(spaceless(c) or c.isspace() for c in added):
+        return (lo, hi) if len(text[lo:hi].replace(" ", "")) <= _SPACELESS_NAME else (a, b)
+    words = (text[lo:a] + " " + text[b:hi]).split()
+    if len(text[lo:hi].split()) > 4 or not all(_NAME_WORD.fullmatch(w) and w[0].isupper() for w in words):
         return a, b
     return lo, hi
+
+
+# a name or a login never ends in a number of its own: ``⟦Pamela 21⟧:42`` is a chat speaker and a time
+_TRAILING_NUMBER = re.compile(r"\s+\d[\d:.]*$")
+# a surname after a given name: one capitalized word (``⟦Jeffrey⟧ Ross exceeded``), not an acronym
+_NEXT_WORD = re.compile(r" ([^\W\d_][^\W\d_'’-]*(?:[-'’][^\W\d_]+)*)(?=[\s.,;:!?)\]]|$)")
+_NOT_SURNAMES = frozenset("""
+I Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April May June July August
+September October November December
+""".split())
+
+
+def _surname_after(text: str, a: int, b: int) -> int:
+    """Where a one-word NAME ends once the capitalized word right after it joins it: a left-to-right
+    tagger labels a given name before it reads the surname and often stops there."""
+    value = text[a:b]
+    if " " in value or not value[:1].isupper() or any(spaceless(c) for c in value):
+        return b
+    m = _NEXT_WORD.match(text, b)
+    if not m:
+        return b
+    word = m.group(1)
+    if len(word) < 2 or not word[0].isupper() or word.isupper() or word in _NOT_SURNAMES:
+        return b
+    return m.end(1)
+
+
+def _join_name_pieces(text: str, spans: list[Span]) -> list[Span]:
+    """NAME spans one space apart, or overlapping once grown, are one name (``⟦Elisa⟧ ⟦Zechner⟧``): the
+    rules make a full name one span."""
+    out: list[Span] = []
+    for s in sorted(spans, key=lambda s: (s.start, s.end)):
+        prev = out[-1] if out else None
+        if prev and prev.type == s.type == "NAME" and (s.start <= prev.end or text[prev.end:s.start] == " "):
+            out[-1] = Span(prev.start, max(prev.end, s.end), "NAME", max(prev.score, s.score), prev.source)
+        else:
+            out.append(s)
+    return out
+
+
+# the label before a number on its line says which number it is (as Presidio's context words do)
+_ID_LABEL = re.compile(r"(?i:\b(?:ssn|social security|national id|id (?:number|no\.?|card)|identity (?:number|card)|"
+                       r"passport|tax id|pesel|codice fiscale|steuer-?id|steuernummer|insurance id|member id|"
+                       r"personnummer|henkilötunnus)\b)|\b(?:CPF|DNI|NIE|NIF|NHS|AHV|BSN|TIN)\b|"  # acronyms: upper case
+                       r"身份证|身分證|マイナンバー|주민등록번호")  # (Polish "nie", "dni" are words)
+_PHONE_LABEL = re.compile(r"(?i)\b(?:phone|tel|telephone|mobile|cell|fax|telefon|teléfono|téléphone|telefone|celular|"
+                          r"handy|cellulare|telefoon)\b|电话|手机|電話|携帯|전화|휴대폰")
+_LABEL_WINDOW = 24
+_LABELLED_TYPES = {"PHONE", "SSN", "CREDIT_CARD"}
+
+
+def _labelled_type(text: str, a: int, ptype: str) -> str:
+    """A phone, ID or card number typed as the label right before it on its line says (``SSN / national
+    ID: ⟦559 581 962⟧`` is an ID even if it looks like a phone number); a card number fails the Luhn
+    check, an ID number of the same shape passes it one time in ten."""
+    if ptype not in _LABELLED_TYPES:
+        return ptype
+    lo = max(text.rfind("\n", 0, a) + 1, a - _LABEL_WINDOW)
+    before = text[lo:a]
+    last = {label: max((m.end() for m in rx.finditer(before)), default=-1)
+            for label, rx in (("SSN", _ID_LABEL), ("PHONE", _PHONE_LABEL))}
+    if max(last.values()) >= 0:
+        return max(last, key=last.get)
+    return ptype
+
+
+def _retyped(text: str, a: int, b: int, ptype: str) -> str:
+    ptype = _labelled_type(text, a, ptype)
+    if ptype == "CREDIT_CARD":
+        digits = re.sub(r"\D", "", text[a:b])
+        if len(digits) >= 12 and not luhn_ok(digits):
+            return "SSN"
+    return ptype
 
 
 # a format, not a value: DD/MM/YYYY, XXX-XX-XXXX, **** (letters that stand for digits, in groups)
@@ -166,6 +255,12 @@ def _never_personal(text: str, span: Span) -> bool:
     value = text[span.start:span.end]
     if _implausible(value, span.type):
         return True
+    if span.type in ("NAME", "USERNAME") and (value in CHAT_WORDS or (len(value) == 1 and value.isascii())):
+        return True
+    if span.type in ("PASSWORD", "USERNAME") and _PLACEHOLDER_VALUE.fullmatch(value):
+        return True
+    if span.type == "ADDRESS":  # a city or a place on its own is not a postal address
+        return " " not in value and not any(c.isdigit() for c in value) and not any(spaceless(c) for c in value)
     if span.type == "EMAIL" and "@" in value:
         return value.split("@", 1)[0].lower() in ROLE_MAILBOXES
     if span.type == "USERNAME":
@@ -190,14 +285,17 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
         a, b = a + da, a + db
         if a >= b:
             continue
+        if s.type in ("NAME", "USERNAME") and (m := _TRAILING_NUMBER.search(text, a, b)) and m.start() > a:
+            b = m.start()
         if s.type == "NAME":
             a, b = _name_cell(text, a, b)
+            b = _surname_after(text, a, b)
         if s.type == "IP_ADDRESS":
             if m := _IPV4_PORT.fullmatch(text, a, b):
                 b = m.end(1)
             elif (port := _ipv6_port(text[a:b])) is not None:
                 b = a + port
-        s = Span(a, b, s.type, s.score, s.source)
+        s = Span(a, b, _retyped(text, a, b, s.type), s.score, s.source)
         if not _never_personal(text, s):
             out.append(s)
-    return out
+    return _join_name_pieces(text, out)
