@@ -220,3 +220,37 @@ def test_records_are_a_share_of_the_train_family_only():
     assert 0.15 < share < 0.35
     assert not any(r["template"].startswith("records/") for r in generate(200, seed=2, split="test"))
     assert not any(r["template"].startswith("records/") for r in generate(200, seed=2, split="train"))  # default
+
+
+def test_later_template_generations_are_opt_in_and_never_move_a_held_out_split(tmp_path):
+    """Templates added later (generation 2) are train-family only and enter training when asked for;
+    a split seed of ``bench.pii_contexts`` draws its held-out contexts from generation 1 whatever is
+    trained on, so the held-out rows stay the same."""
+    from loraforge.bench.pii_contexts import build_data, held_out_contexts
+
+    later = [t for t in TEMPLATES if t.generation > 1]
+    assert later and all(t.split == "train" for t in later)
+    first_contexts = {t.context for t in TEMPLATES if t.generation == 1}
+    assert not {t.context for t in later} & first_contexts  # every later context is new
+    held = held_out_contexts(12, 8)
+    assert set(held) <= first_contexts
+    templates = lambda path: {json.loads(line)["template"] for line in path.read_text().splitlines()}  # noqa: E731
+    only_first = build_data(tmp_path / "g1", held, 0.0, 300, 20, 30)
+    every = build_data(tmp_path / "all", held, 0.0, 300, 20, 30, generations=2)
+    later_names = {t.name for t in later}
+    assert not templates(only_first["train"]) & later_names and templates(every["train"]) & later_names
+    assert only_first["heldout"].read_bytes() == every["heldout"].read_bytes()  # the same held-out rows
+    assert not {r["template"] for r in generate(400, seed=3)} & later_names  # the default data: generation 1
+
+
+def test_passport_numbers_are_id_numbers():
+    recs = generate(40, seed=5, keep=lambda t: t.name == "visa/application", generations=2)
+    passports = [s for r in recs for s in r["spans"] if s["type"] == "SSN"]
+    assert len(passports) == 40 and all(re.fullmatch(r"[A-Z0-9]{8,9}", s["value"]) for s in passports)
+    assert all(r["text"].splitlines()[3].startswith("Passport number: " + s["value"]) for r, s in zip(recs, passports))
+
+
+def test_later_generation_records_have_exact_spans():
+    for r in generate(200, seed=4, keep=lambda t: t.generation == 2, generations=2):
+        assert all(r["text"][s["start"]:s["end"]] == s["value"] != "" for s in r["spans"])
+        assert apply_spans(r["text"], r["spans"]) == r["masked"]

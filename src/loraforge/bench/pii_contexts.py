@@ -26,24 +26,27 @@ KEYS = ("leak_rate", "typed_f1", "entity_f1", "over_masking", "no_pii_unchanged"
 
 
 def held_out_contexts(hold: int, split_seed: int) -> list[str]:
-    """``hold`` contexts of the train template family, the same ones for the same seed."""
+    """``hold`` contexts of the train template family, the same ones for the same seed. Drawn from the
+    first generation of templates only, so a split seed names the same contexts after templates are added."""
     from loraforge.data.pii_templates import TEMPLATES
 
-    contexts = sorted({t.context for t in TEMPLATES if t.split == "train"})
+    contexts = sorted({t.context for t in TEMPLATES if t.split == "train" and t.generation == 1})
     if not 0 < hold < len(contexts):
         raise ValueError(f"--hold must be between 1 and {len(contexts) - 1}, got {hold}")
     return sorted(random.Random(f"pii-contexts/{split_seed}").sample(contexts, hold))
 
 
-def build_data(work: Path, held: list[str], records_share: float, n_train: int, n_dev: int, n_heldout: int) -> dict:
-    """train/dev (other contexts, with ``records_share`` records) and the held-out set (held-out contexts,
-    templates only, its own seed so no value repeats one of train's), as jsonl under ``work``."""
+def build_data(work: Path, held: list[str], records_share: float, n_train: int, n_dev: int, n_heldout: int,
+               generations: int = 1) -> dict:
+    """train/dev (other contexts, with ``records_share`` records; templates of generations up to
+    ``generations``) and the held-out set (held-out contexts, templates only, its own seed so no value
+    repeats one of train's), as jsonl under ``work``."""
     from loraforge.data.pii import generate, write_jsonl
 
     held_set = set(held)
     seen = lambda t: t.context not in held_set  # noqa: E731
-    splits = {"train": generate(n_train, 0, "train", records_share=records_share, keep=seen),
-              "dev": generate(n_dev, 1, "train", records_share=records_share, keep=seen),
+    splits = {"train": generate(n_train, 0, "train", records_share=records_share, keep=seen, generations=generations),
+              "dev": generate(n_dev, 1, "train", records_share=records_share, keep=seen, generations=generations),
               "heldout": generate(n_heldout, 2, "train", records_share=0.0, keep=lambda t: t.context in held_set)}
     return {name: write_jsonl(recs, work / f"{name}.jsonl") for name, recs in splits.items()}
 
@@ -77,7 +80,8 @@ def score(run: Path, heldout: Path, biases: list[float]) -> list[dict]:
 
 
 def compare(config: str, shares: list[float], hold: int, split_seed: int, n_train: int, n_heldout: int,
-            biases: list[float], work: str, overrides: list[str], reuse: bool = False) -> dict:
+            biases: list[float], work: str, overrides: list[str], reuse: bool = False,
+            generations: int = 1) -> dict:
     import json
 
     held = held_out_contexts(hold, split_seed)
@@ -87,13 +91,13 @@ def compare(config: str, shares: list[float], hold: int, split_seed: int, n_trai
         paths = {name: root / f"{name}.jsonl" for name in ("train", "dev", "heldout")}
         run = root / "run"
         if not (reuse and (run / "metrics.json").is_file() and all(p.is_file() for p in paths.values())):
-            paths = build_data(root, held, share, n_train, 200, n_heldout)
+            paths = build_data(root, held, share, n_train, 200, n_heldout, generations)
             run = run_variant(config, overrides, root, paths)
         train = json.loads((run / "metrics.json").read_text())["train"]
         variants.append({"records_share": share, "run": str(run), "train_seconds": train.get("seconds"),
                          "rows": score(run, paths["heldout"], biases)})
     return {"config": config, "overrides": overrides, "work": work, "held_out_contexts": held, "split_seed": split_seed,
-            "n_train": n_train, "n_heldout": n_heldout, "cpu": cpu_name(), "variants": variants}
+            "generations": generations, "n_train": n_train, "n_heldout": n_heldout, "cpu": cpu_name(), "variants": variants}
 
 
 def markdown(results: dict) -> str:
@@ -104,6 +108,8 @@ def markdown(results: dict) -> str:
     extra = "".join(f" {o}" for o in results["overrides"])
     if results.get("work", "runs/pii-contexts") != "runs/pii-contexts":
         extra = f" --work {results['work']}{extra}"
+    if results.get("generations", 1) != 1:
+        extra = f" --generations {results['generations']}{extra}"
     return (f"# PII tagger on train contexts held out from training\n\nHeld out (split seed "
             f"{results['split_seed']}): {', '.join(results['held_out_contexts'])}; {results['n_heldout']} rows, "
             f"model + validated patterns. CPU: {results['cpu']}.\n\n" + table(head, body)
@@ -124,11 +130,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", default="runs/pii-contexts")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--name", default="pii-contexts", help="results file name (without .json/.md)")
+    parser.add_argument("--generations", type=int, default=1,
+                        help="train on template generations up to N (the data's default: 1)")
     parser.add_argument("--reuse", action="store_true", help="score the finished runs under --work, train only missing ones")
     args = parser.parse_args(argv)
     results = compare(args.config, [float(s) for s in args.records_share.split(",")], args.hold, args.split_seed,
                       args.n_train, args.n_heldout, [float(b) for b in args.biases.split(",")], args.work,
-                      args.overrides, args.reuse)
+                      args.overrides, args.reuse, args.generations)
     for path in write_results(args.out, args.name, results, markdown(results)):
         print(path)
 

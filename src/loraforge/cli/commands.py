@@ -122,7 +122,8 @@ def _data_stats(tokenizer: str | None = None, **kw) -> str:
 
 
 def _data_pii(n: int, seed: int, split: str, out: str | None, out_dir: str | None, n_dev: int, n_test: int,
-              import_format: list[str] | None, language: str | None, records_share: float = 0.0) -> dict:
+              import_format: list[str] | None, language: str | None, records_share: float = 0.0,
+              generations: int = 1) -> dict:
     from loraforge.data import pii
 
     if import_format:
@@ -134,9 +135,9 @@ def _data_pii(n: int, seed: int, split: str, out: str | None, out_dir: str | Non
         pii.write_jsonl(records, out)
         return report
     if out_dir:
-        return pii.build_packaged(out_dir, n, n_dev, n_test, seed, records_share=records_share)
+        return pii.build_packaged(out_dir, n, n_dev, n_test, seed, records_share=records_share, generations=generations)
     if out:
-        records = pii.generate(n, seed, split, records_share=records_share)
+        records = pii.generate(n, seed, split, records_share=records_share, generations=generations)
         pii.write_jsonl(records, out)
         return {"records": len(records), "negatives": sum(not r["spans"] for r in records)}
     raise UsageError("give --out FILE (one split) or --out-dir DIR (train/dev/test)")
@@ -441,6 +442,8 @@ def commands() -> list[Command]:
                     arg("--language", help="with --import: keep only rows of this language (e.g. en)"),
                     arg("--records-share", type=float, default=0.0, help="train family: share of structured "
                         "records (forms, CSV, JSON, SQL... from random field schemas in ten languages)"),
+                    arg("--generations", type=int, default=1, help="train family: draw from template generations "
+                        "up to N (2 adds 25 more kinds of text; not the default, see docs/benchmarks.md)"),
                 )),
         Command(("export",), "export a run: PEFT adapter + card, merged model, GGUF, or OCI image",
                 "loraforge.export.run:export_run", show=show_json, args=(

@@ -38,6 +38,9 @@ NEGATIVE_SHARE = 0.25  # records drawn from the no-PII templates (the issue asks
 # train family: the share of records from random field schemas (``pii_records``) instead of a template.
 # Off by default: on train contexts held out from training the result was mixed (docs/benchmarks.md#pii-masking)
 RECORDS_SHARE = 0.0
+# the template generations drawn from (``Template.generation``). Generation 2 (25 more train contexts) is
+# off by default: on train contexts held out from training it leaked more (docs/benchmarks.md#pii-masking)
+GENERATIONS = 1
 
 SLOT = re.compile(r"«([^«»]+)»")
 _CACHED_FILLERS = {"company", "service", "ns", "product", "org", "city", "domain"}
@@ -120,6 +123,8 @@ class _Record:
             value = d.strftime(r.choice(["%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%B %d, %Y", "%d %b %Y"]))
         elif kind == "SSN":
             value = f.ssn()
+        elif kind == "PASSPORT":
+            value = f.bothify(r.choice(["?########", "??#######", "#########", "?#######"])).upper()
         elif kind == "CARD":
             digits = f.credit_card_number()
             if len(digits) == 16 and r.random() < 0.5:
@@ -196,6 +201,10 @@ class _Record:
             "pnr": lambda: "".join(r.choice(string.ascii_uppercase + string.digits) for _ in range(6)),
             "flight": lambda: r.choice(["LH", "BA", "AF", "UA", "NH", "CA", "KE", "IB", "KL"]) + str(r.randint(10, 9999)),
             "status": lambda: r.choice(["active", "pending", "paid", "shipped", "cancelled", "ok", "closed"]),
+            "registry": lambda: r.choice(["ghcr.io", "quay.io", "docker.io", "registry.gitlab.com", "harbor.internal",
+                                          "123456789012.dkr.ecr.eu-west-1.amazonaws.com", "europe-docker.pkg.dev"]),
+            "secretname": lambda: r.choice(["regcred", "db-credentials", "app-secrets", "api-keys", "postgres-auth",
+                                            "smtp-secret", "registry-pull"]),
         }
         # «city2», «last42»: the filler's name, then the digits of another instance
         kind = next((name[:i] for i in range(len(name), 0, -1) if name[:i] in table and name[i:].isdigit()), name)
@@ -251,13 +260,15 @@ def _has_pii(t: Template) -> bool:
 
 
 def generate(n: int, seed: int = 0, split: str = "train", negative_share: float = NEGATIVE_SHARE,
-             records_share: float = RECORDS_SHARE, keep: Callable[[Template], bool] | None = None) -> list[dict]:
+             records_share: float = RECORDS_SHARE, keep: Callable[[Template], bool] | None = None,
+             generations: int = GENERATIONS) -> list[dict]:
     """``n`` records from the ``split`` template family; the same (n, seed, split) gives the same records.
     In the train family, ``records_share`` of them are structured records of random field schemas
     (``pii_records``); the test family is its templates alone. ``keep``: only the templates it
     accepts (``bench.pii_contexts`` holds whole contexts out this way); when it keeps no template of
-    one kind (with or without personal data), the records are drawn from the other kind."""
-    positive, negative = templates_for(split, keep)
+    one kind (with or without personal data), the records are drawn from the other kind. Templates of
+    a later generation than ``generations`` are left out."""
+    positive, negative = templates_for(split, lambda t: t.generation <= generations and (keep is None or keep(t)))
     rng = random.Random(f"loraforge-pii/{split}/{seed}")
     n_neg = round(n * negative_share)
     is_negative = [True] * n_neg + [False] * (n - n_neg)
@@ -293,13 +304,13 @@ def write_jsonl(records: list[dict], path: str | Path) -> Path:
 
 
 def build_packaged(out_dir: str | Path, n_train: int, n_dev: int, n_test: int, seed: int = 0,
-                   records_share: float = RECORDS_SHARE) -> dict[str, int]:
+                   records_share: float = RECORDS_SHARE, generations: int = GENERATIONS) -> dict[str, int]:
     """train/dev from the train templates (different seeds), test from the held-out test templates.
     ``n_test`` 0 writes no test split and leaves an existing one as it is: a rebuild of the test split
     differs from the shipped one (Faker reads the clock), and a test set must not move under results."""
     out_dir = Path(out_dir)
-    splits = {"train": generate(n_train, seed, "train", records_share=records_share),
-              "dev": generate(n_dev, seed + 1, "train", records_share=records_share)}
+    splits = {"train": generate(n_train, seed, "train", records_share=records_share, generations=generations),
+              "dev": generate(n_dev, seed + 1, "train", records_share=records_share, generations=generations)}
     if n_test:
         splits["test"] = generate(n_test, seed, "test")
     seen = {r["text"] for r in splits["train"]}

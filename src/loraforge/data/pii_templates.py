@@ -13,14 +13,15 @@ placeholders, card last-four digits, public companies, ordinary dates) but hold 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 PLACEHOLDER_TYPES = ("NAME", "EMAIL", "PHONE", "ADDRESS", "DATE_OF_BIRTH", "SSN", "CREDIT_CARD", "IBAN",
                      "IP_ADDRESS", "USERNAME", "PASSWORD")
 
-# slot kind -> placeholder type (FIRST is a given name on its own; TOKEN an API key or token)
+# slot kind -> placeholder type (FIRST is a given name on its own; TOKEN an API key or token;
+# PASSPORT a passport number, an ID number of type SSN by the annotation rules)
 SLOT_TYPES = {"NAME": "NAME", "FIRST": "NAME", "EMAIL": "EMAIL", "PHONE": "PHONE", "ADDRESS": "ADDRESS",
-              "DOB": "DATE_OF_BIRTH", "SSN": "SSN", "CARD": "CREDIT_CARD", "IBAN": "IBAN", "IP": "IP_ADDRESS",
+              "DOB": "DATE_OF_BIRTH", "SSN": "SSN", "PASSPORT": "SSN", "CARD": "CREDIT_CARD", "IBAN": "IBAN", "IP": "IP_ADDRESS",
               "USERNAME": "USERNAME", "PASSWORD": "PASSWORD", "TOKEN": "PASSWORD"}
 
 
@@ -30,6 +31,7 @@ class Template:
     split: str  # "train" | "test"
     text: str
     locales: tuple[str, ...] = ()  # non-English prose fixes the locale; empty = any
+    generation: int = 1  # the template set it was added in: held-out-context splits draw from generation 1
 
     @property
     def context(self) -> str:
@@ -691,3 +693,173 @@ La versión «version» de «product» ya está disponible. Novedades: integraci
     _t("oshirase/ja_maintenance", "train", """
 【メンテナンスのお知らせ】«date» «time»から約«30|60|90|120»分間、«product»のメンテナンスを実施します。対象バージョン：«version»。ご不便をおかけしますが、ご了承ください。«company»""", JA),
 ]
+
+# Generation 2 (2026-12-05): kinds of text the held-out-context runs showed the tagger had never seen
+# (directory and contact exports, infrastructure code, registry and Secret names, passport numbers,
+# numbered lists of people, four more languages). All train family, every context new.
+TEMPLATES += [replace(t, generation=2) for t in [
+    _t("vcard/contact", "train", """
+BEGIN:VCARD
+VERSION:3.0
+FN:«NAME»
+ORG:«company»
+TEL;TYPE=cell:«PHONE»
+EMAIL;TYPE=home:«EMAIL»
+NOTE:met at the «product» meetup in «city», «date»
+END:VCARD"""),
+    _t("calendar/ics_invite", "train", """
+BEGIN:VEVENT
+SUMMARY:«product» «quarterly review|planning|retro»
+UID:«uuid»
+ORGANIZER;CN=«NAME»:mailto:«EMAIL»
+ATTENDEE;CN=«NAME2»;ROLE=REQ-PARTICIPANT:mailto:«EMAIL2»
+ATTENDEE;CN=«company» room «num»;CUTYPE=ROOM:mailto:room-«num»@«domain»
+LOCATION:«company» office, «city»
+END:VEVENT"""),
+    _t("ldap/ldif_people", "train", """
+dn: uid=«USERNAME»,ou=people,dc=«org»,dc=com
+objectClass: inetOrgPerson
+uid: «USERNAME»
+cn: «NAME»
+mail: «EMAIL»
+telephoneNumber: «PHONE»
+userPassword: «PASSWORD»
+departmentNumber: «num»"""),
+    _t("unixpasswd/etc_passwd", "train", """
+root:x:0:0:root:/root:/bin/bash
+daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin
+www-data:x:33:33:www-data:/var/www:/usr/sbin/nologin
+«USERNAME»:x:1001:1001:«NAME»,,,:/home/«USERNAME»:/bin/bash
+«USERNAME2»:x:1002:1002:«NAME2»,Room «num»,«PHONE2»,:/home/«USERNAME2»:/bin/zsh"""),
+    _t("inventory/ansible_hosts", "train", """
+[«service»]
+«IP» ansible_user=«USERNAME» ansible_ssh_pass=«PASSWORD»
+«IP2» ansible_user=«USERNAME» ansible_become=true
+
+[local]
+localhost ansible_connection=local"""),
+    _t("tfvars/prod", "train", """
+region         = "«eu-central-1|us-east-1|ap-northeast-1»"
+instance_type  = "t3.medium"
+admin_email    = "«EMAIL»"
+db_username    = "«USERNAME»"
+db_password    = "«TOKEN»"
+allowed_cidrs  = ["10.0.0.0/8"]
+owner          = "«NAME»"
+cost_center    = "«recid»\""""),
+    _t("registry/pull_secret_cmd", "train", """
+$ kubectl create secret docker-registry «secretname» \\
+    --docker-server=«registry» \\
+    --docker-username=«USERNAME» \\
+    --docker-password=«TOKEN» \\
+    --docker-email=«EMAIL» -n «ns»
+secret/«secretname» created"""),
+    _t("claim/insurance", "train", """
+CLAIM FORM - «company» Insurance
+Policyholder: «NAME»    Date of birth: «DOB»
+Member ID: «SSN»
+Contact: «PHONE» / «EMAIL»
+Home address: «ADDRESS»
+Incident on «date» in «city»; estimated damage «amount». Claim no. «recid»."""),
+    _t("pharmacy/label", "train", """
+«company» PHARMACY   Rx #«recid»
+Patient: «NAME»   DOB: «DOB»
+Ibuprofen 400 mg - take 1 tablet every 8 hours with food
+Qty: «num»   Refills: 2   Filled: «date»
+Prescriber: «NAME2»   Tel. «PHONE2»"""),
+    _t("lettera/it_affitto", "train", """
+Gentile «NAME2»,
+le scrivo per il contratto d'affitto. Sono «NAME», codice fiscale «SSN», attualmente residente in «ADDRESS». Può contattarmi al «PHONE» oppure a «EMAIL».
+Cordiali saluti""", ("it_IT",)),
+    _t("mensagem/pt_cadastro", "train", """
+Olá! Segue meu cadastro atualizado:
+Nome completo: «NAME»
+CPF: «SSN»
+Nascimento: «DOB»
+Endereço: «ADDRESS»
+Celular: «PHONE»""", ("pt_BR",)),
+    _t("bericht/nl_huurder", "train", """
+Beste «FIRST2»,
+Hierbij mijn gegevens voor de huurovereenkomst: «NAME», geboren op «DOB», IBAN «IBAN». Bel me gerust op «PHONE».
+Groet, «FIRST»""", ("nl_NL",)),
+    _t("wiadomosc/pl_zgloszenie", "train", """
+Dzień dobry, nazywam się «NAME», PESEL «SSN». Proszę o zmianę adresu na «ADDRESS». Mój e-mail: «EMAIL». Numer zamówienia: «order».""", ("pl_PL",)),
+    _t("roster/numbered_signup", "train", """
+Volunteers for «date» («city» cleanup):
+1. «FIRST» - «PHONE»
+2. «NAME2»
+3. «FIRST3» (bringing gloves)
+4. «NAME4» - «EMAIL4»
+Meeting point: «city» main station, «time»."""),
+    _t("visa/application", "train", """
+VISA APPLICATION «recid»
+Surname and given names: «NAME»
+Date of birth: «DOB»
+Passport number: «PASSPORT»   Expiry: «date»
+Stay: «company» Hotel, «city»
+Phone: «PHONE»"""),
+    _t("travelchat/passport_check", "train", """
+«FIRST»: can you book «flight» for me too? passport «PASSPORT», expires «date»
+«FIRST2»: done, seat next to yours. booking ref «pnr». what's your date of birth again?
+«FIRST»: «DOB»"""),
+    _t("dbconn/startup_log", "train", """
+«iso_time» INFO  «service» starting («version», pid «pid»)
+«iso_time» DEBUG connecting to postgresql://«USERNAME»:«PASSWORD»@«IP»:5432/«service»
+«iso_time» WARN  retrying connection to «IP» (attempt 2/5)
+«iso_time» INFO  connected; pool size «num»"""),
+    _t("forum/post_help", "train", """
+Re: «product» keeps asking for my password
+Posted by «USERNAME» » «date»
+I'm «FIRST», same problem here since «version». I even reset it to «PASSWORD» and it still fails. If anyone from «company» reads this, call me: «PHONE»."""),
+    _t("sms/courier", "train", """
+«company» Delivery: parcel «order» arrives today between «time» and «time2». Address: «ADDRESS». Driver «FIRST»: «PHONE». Reply STOP to opt out."""),
+    _t("payment/sepa_confirmation", "train", """
+Transfer executed on «date»
+Ordering party: «NAME»   IBAN «IBAN»
+Beneficiary: «NAME2»   IBAN «IBAN2»
+Amount: «amount»   Reference: «invoice»
+Bank: «company»"""),
+    # hard negatives
+    _t("podspec/image_refs", "train", """
+spec:
+  serviceAccountName: «service»-sa
+  imagePullSecrets:
+    - name: «secretname»
+  containers:
+    - name: «service»
+      image: «registry»/«org»/«service»:«version»
+      env:
+        - name: DB_PASSWORD
+          valueFrom:
+            secretKeyRef:
+              name: «secretname2»
+              key: password"""),
+    _t("cilog/docker_push", "train", """
+Run #«num» on «env» - commit «hash» by «org»-bot
+Step 3/7: docker build -t «registry»/«org»/«service»:«version» .
+ ---> sha256:«hash2»
+Step 4/7: docker push «registry»/«org»/«service»:«version»
+Pushed in 41.2s. Artifact «uuid» stored; job «recid» finished «status»."""),
+    _t("describe/kubectl_pod", "train", """
+Name:             «service»-7d9f8b6c5-x2lkq
+Namespace:        «ns»
+Service Account:  «service»-sa
+Labels:           app=«service»
+Containers:
+  «service»:
+    Image:   «registry»/«org»/«service»:«version»
+    Environment:
+      DB_USER:      <set to the key 'username' in secret '«secretname»'>
+      DB_PASSWORD:  <set to the key 'password' in secret '«secretname»'>"""),
+    _t("invoicehead/vendor", "train", """
+INVOICE «invoice»    Date: «date»    Due: «date2»
+«company» GmbH, registered office «city», VAT ID DE«recid»
+Item                          Qty   Price
+«product» licence (annual)     «num»   «amount»
+Total due: «amount2». Pay by bank transfer quoting «invoice»."""),
+    _t("runbook/numbered_steps", "train", """
+1. Install «product» «version» on every node.
+2. Restart «service» in «ns» and wait for «num» ready pods.
+3. Check the dashboard at https://grafana.«domain»/d/«hash».
+4. Close «ticket» and tell «org» in the channel."""),
+]]
