@@ -192,3 +192,16 @@ def test_workflow_modules_do_not_import_each_other():
         if _within(m, "loraforge.workflows") and m != "loraforge.workflows":
             bad = sorted(t for t in targets if _within(t, "loraforge.workflows") and t != m)
             assert not bad, f"{m} imports {bad}"
+
+
+def test_the_pii_packages_lazy_exports_are_the_names_its_type_checking_imports_give():
+    """``loraforge.pii`` loads its exports on first use; the ``if TYPE_CHECKING`` imports show them to
+    type checkers, and must name the same things from the same modules."""
+    import loraforge.pii as pii
+
+    tree = ast.parse((SRC / "loraforge" / "pii" / "__init__.py").read_text(encoding="utf-8"))
+    block = next(n for n in tree.body if isinstance(n, ast.If) and getattr(n.test, "id", "") == "TYPE_CHECKING")
+    declared = {node.module.rsplit(".", 1)[1]: sorted(a.name for a in node.names)
+                for node in block.body if isinstance(node, ast.ImportFrom)}
+    assert declared == {module: sorted(names) for module, names in pii._EXPORTS.items()}
+    assert all(getattr(pii, name) is not None for name in pii.__all__)

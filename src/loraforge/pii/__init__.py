@@ -10,6 +10,16 @@ No torch at import time: the model is imported only by ``decode`` when a model m
 """
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what the lazy loader below returns, for type checkers and editors (kept in step by a test)
+    from loraforge.pii.decode import ConstrainedMasker
+    from loraforge.pii.defaults import DEFAULT_BIAS, DEFAULT_TAG_BIAS
+    from loraforge.pii.io import FORMATS, check_text, iter_files, iter_jsonl, output_record, read_text
+    from loraforge.pii.mapping import MAPPING_FILE_MODE, MAPPING_WARNING, Mapping, MappingError, unmask
+    from loraforge.pii.masker import STYLES, Masker, MaskOptions, model_finder
+    from loraforge.pii.patterns import PATTERN_NAMES
+    from loraforge.pii.spans import MERGE_MODES, TYPES, MaskResult, Span
 
 # name -> submodule. Loaded on first use (PEP 562), so importing one submodule (the CLI reads
 # ``pii.defaults`` for its help) does not load the decoders, patterns and pseudonymizer with it.

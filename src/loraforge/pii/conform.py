@@ -201,8 +201,7 @@ _LABELLED_TYPES = {"PHONE", "SSN", "CREDIT_CARD"}
 
 def _labelled_type(text: str, a: int, ptype: str) -> str:
     """A phone, ID or card number typed as the label right before it on its line says (``SSN / national
-    ID: ⟦559 581 962⟧`` is an ID even if it looks like a phone number); a card number fails the Luhn
-    check, an ID number of the same shape passes it one time in ten."""
+    ID: ⟦559 581 962⟧`` is an ID even if it looks like a phone number); the nearest label wins."""
     if ptype not in _LABELLED_TYPES:
         return ptype
     lo = max(text.rfind("\n", 0, a) + 1, a - _LABEL_WINDOW)
@@ -215,6 +214,8 @@ def _labelled_type(text: str, a: int, ptype: str) -> str:
 
 
 def _retyped(text: str, a: int, b: int, ptype: str) -> str:
+    """The type by the label, then a "card" that fails the Luhn check is an ID number (a card number
+    passes it; an ID of the same shape one time in ten)."""
     ptype = _labelled_type(text, a, ptype)
     if ptype == "CREDIT_CARD":
         digits = re.sub(r"\D", "", text[a:b])
