@@ -88,6 +88,17 @@ def kept(text: str, *pieces: tuple[str, str]) -> list[tuple[str, str]]:
     ("moves to New Elaineshire on 23.01.2024", ("Elaineshire", "ADDRESS"), None),
     ("living at 12 Rue Haute, Lyon", ("12 Rue Haute, Lyon", "ADDRESS"), "12 Rue Haute, Lyon"),
     ("住所：八丈島八丈町", ("八丈島八丈町", "ADDRESS"), "八丈島八丈町"),
+    # a Kubernetes object's own name, a registry host and a timestamp are not personal data
+    ("kind: Secret\nmetadata:\n  name: regcred\n  namespace: prod", ("regcred", "USERNAME"), None),
+    ('{"metadata": {"name": "db-credentials"}}', ("db-credentials", "USERNAME"), None),
+    ("metadata:\n  annotations:\n    owner: Anna Berg", ("Anna Berg", "NAME"), "Anna Berg"),  # not the object's name
+    ('{"auths": {"ghcr.io": {"username": "kim"}}}', ("ghcr.io", "USERNAME"), None),
+    ("login: john.doe", ("john.doe", "USERNAME"), "john.doe"),
+    ('10.1.2.3 - bob [30/Sep/2023:23:56:46 +0000] "GET /', ("30/Sep/2023", "DATE_OF_BIRTH"), None),
+    ("born 30/09/1983, lives in Graz", ("30/09/1983", "DATE_OF_BIRTH"), "30/09/1983"),
+    # what follows a space inside a password span is the code around it
+    ("{ password: '*E(0(Zc*@2yiV' },\n", ("'*E(0(Zc*@2yiV' },", "PASSWORD"), "*E(0(Zc*@2yiV"),
+    ("pw: correct horse", ("correct horse", "PASSWORD"), "correct horse"),  # words after the space: kept
 ])
 def test_spans_are_trimmed_to_the_value(text, piece, value):
     assert kept(text, piece) == ([(value, piece[1])] if value else [])
@@ -156,6 +167,10 @@ def test_a_model_span_that_joins_validated_values_is_cut_at_them():
     ("card 4111 1111 1111 1112 on file", ("4111 1111 1111 1112", "CREDIT_CARD"), "SSN"),  # fails: an ID number
     ("passport S14177763 for the SSN form", ("S14177763", "PHONE"), "SSN"),
     ("order 55512345; ssn ok", ("55512345", "PHONE"), "PHONE"),  # a label after the value says nothing
+    ("fee paid with card 4111111111111111", ("4111111111111111", "PHONE"), "CREDIT_CARD"),  # a card's number
+    ("bonus card 5551234567", ("5551234567", "PHONE"), "PHONE"),  # fails Luhn: not a card's number
+    ("Sandra Jezior (DOB 1960-08-31, address", ("1960-08-31", "SSN"), "DATE_OF_BIRTH"),
+    ("Kind geboren: 0170 1234567", ("0170 1234567", "PHONE"), "PHONE"),  # a birth label needs a date
 ])
 def test_a_number_is_typed_as_the_label_before_it_says(text, piece, typed):
     assert kept(text, piece) == [(piece[0], typed)]

@@ -96,6 +96,8 @@ def _credential_edges(text: str, a: int, b: int, ptype: str) -> tuple[int, int]:
             b = m.start()
     if ptype != "PASSWORD" or a >= b:
         return a, b
+    if (m := re.search(r"\s", text[a:b])) and not any(c.isalnum() for c in text[a + m.start():b]):
+        b = a + m.start()  # ⟦'secret' },⟧: what follows a space is the code around the value
     while b - a > 2 and text[a] in "=:" and text[a + 1] in _SHELL_QUOTES and text[b - 1] == text[a + 1]:
         a += 1  # PGPASSWORD⟦='secret'⟧: the quotes go below
     if text[a] in _SHELL_QUOTES and b < len(text) and text[b] == text[a]:
@@ -195,33 +197,53 @@ _ID_LABEL = re.compile(r"(?i:\b(?:ssn|social security|national id|id (?:number|n
                        r"身份证|身分證|マイナンバー|주민등록번호")  # (Polish "nie", "dni" are words)
 _PHONE_LABEL = re.compile(r"(?i)\b(?:phone|tel|telephone|mobile|cell|fax|telefon|teléfono|téléphone|telefone|celular|"
                           r"handy|cellulare|telefoon)\b|电话|手机|電話|携帯|전화|휴대폰")
+_CARD_LABEL = re.compile(r"(?i)\b(?:card|karte|tarjeta|carte|cartão|carta|kaart)\b|卡号|信用卡|カード|카드")
+_BIRTH_LABEL = re.compile(r"(?i)\b(?:dob|d\.o\.b|born|birth|birthday|geb|geboren|née?|nacid[oa]|nat[oa]|nascimento|"
+                          r"nascita|urodzon[ya])\b|生年月日|出生|誕生|생년월일")
+_DATE_SHAPE = re.compile(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}")
 _LABEL_WINDOW = 24
 _LABELLED_TYPES = {"PHONE", "SSN", "CREDIT_CARD"}
+_LABELS = (("SSN", _ID_LABEL), ("PHONE", _PHONE_LABEL), ("CREDIT_CARD", _CARD_LABEL), ("DATE_OF_BIRTH", _BIRTH_LABEL))
 
 
-def _labelled_type(text: str, a: int, ptype: str) -> str:
+def _labelled_type(text: str, a: int, b: int, ptype: str) -> str:
     """A phone, ID or card number typed as the label right before it on its line says (``SSN / national
-    ID: ⟦559 581 962⟧`` is an ID even if it looks like a phone number); the nearest label wins."""
+    ID: ⟦559 581 962⟧`` is an ID even if it looks like a phone number); the nearest label wins. A card
+    label needs a number that passes the Luhn check, a birth label a date."""
     if ptype not in _LABELLED_TYPES:
         return ptype
     lo = max(text.rfind("\n", 0, a) + 1, a - _LABEL_WINDOW)
     before = text[lo:a]
-    last = {label: max((m.end() for m in rx.finditer(before)), default=-1)
-            for label, rx in (("SSN", _ID_LABEL), ("PHONE", _PHONE_LABEL))}
-    if max(last.values()) >= 0:
-        return max(last, key=last.get)
-    return ptype
+    last = {label: max((m.end() for m in rx.finditer(before)), default=-1) for label, rx in _LABELS}
+    label = max(last, key=last.get)
+    if last[label] < 0:
+        return ptype
+    value = text[a:b]
+    digits = re.sub(r"\D", "", value)
+    if label == "CREDIT_CARD" and not (len(digits) >= 12 and luhn_ok(digits)):
+        return ptype  # "paid with card ⟦number⟧" only when the number is a card's
+    if label == "DATE_OF_BIRTH" and not _DATE_SHAPE.fullmatch(value):
+        return ptype
+    return label
 
 
 def _retyped(text: str, a: int, b: int, ptype: str) -> str:
     """The type by the label, then a "card" that fails the Luhn check is an ID number (a card number
     passes it; an ID of the same shape one time in ten)."""
-    ptype = _labelled_type(text, a, ptype)
+    ptype = _labelled_type(text, a, b, ptype)
     if ptype == "CREDIT_CARD":
         digits = re.sub(r"\D", "", text[a:b])
         if len(digits) >= 12 and not luhn_ok(digits):
             return "SSN"
     return ptype
+
+
+# a Kubernetes object's own name (``metadata:`` / ``name: regcred``), YAML or JSON: named by the API, not a person
+_OBJECT_NAME_BEFORE = re.compile(r'(?:^|\n)[ \t]*metadata:[ \t]*\n[ \t]+name:[ \t]*["\']?$|"metadata"\s*:\s*\{\s*"name"\s*:\s*"$')
+# a host, not a login (``"auths": {"ghcr.io": ...}``)
+_HOSTNAME = re.compile(r"(?i)(?:[a-z0-9-]+\.)+(?:io|com|org|net|dev|cloud|local|internal|svc|app|ai)(?::\d{1,5})?")
+# a date with a time of day is when something happened, not a birth (``[30/Sep/2023:23:56:46 +0000]``)
+_TIME_AFTER = re.compile(r"(?::|T|\s)\d{1,2}:\d{2}")
 
 
 # a format, not a value: DD/MM/YYYY, XXX-XX-XXXX, **** (letters that stand for digits, in groups)
@@ -254,7 +276,9 @@ def _ipv6_port(value: str) -> int | None:
 
 def _never_personal(text: str, span: Span) -> bool:
     value = text[span.start:span.end]
-    if _implausible(value, span.type):
+    if _implausible(value, span.type) or _OBJECT_NAME_BEFORE.search(text, max(0, span.start - 80), span.start):
+        return True
+    if span.type == "DATE_OF_BIRTH" and _TIME_AFTER.match(text, span.end):
         return True
     if span.type in ("NAME", "USERNAME") and (value in CHAT_WORDS or (len(value) == 1 and value.isascii())):
         return True
@@ -265,7 +289,7 @@ def _never_personal(text: str, span: Span) -> bool:
     if span.type == "EMAIL" and "@" in value:
         return value.split("@", 1)[0].lower() in ROLE_MAILBOXES
     if span.type == "USERNAME":
-        return value.lower() in SYSTEM_ACCOUNTS or bool(_BOT.search(value))
+        return value.lower() in SYSTEM_ACCOUNTS or bool(_BOT.search(value)) or bool(_HOSTNAME.fullmatch(value))
     if span.type == "IP_ADDRESS":
         if "/" in value or _RANGE_AFTER.match(text, span.end):
             return True
