@@ -99,6 +99,26 @@ def kept(text: str, *pieces: tuple[str, str]) -> list[tuple[str, str]]:
     # what follows a space inside a password span is the code around it
     ("{ password: '*E(0(Zc*@2yiV' },\n", ("'*E(0(Zc*@2yiV' },", "PASSWORD"), "*E(0(Zc*@2yiV"),
     ("pw: correct horse", ("correct horse", "PASSWORD"), "correct horse"),  # words after the space: kept
+    # what cannot be of any type, keys, reference numbers, hosts as emails
+    ("of birth (DD/MM/YYYY): __/__/____", ("/__", "DATE_OF_BIRTH"), None),
+    ("signup\t2024-09-06T10:43:57Z\tmsrvvhnvh\tbnyh@outlook.com", ("msrvvhnvh", "DATE_OF_BIRTH"), "msrvvhnvh"),  # a
+    # login typed as a date is still masked: a word of the wrong type is not dropped
+    ("Card: 3552609932632015, exp 09/26 (CVV", ("09/26", "DATE_OF_BIRTH"), None),  # MM/YY: an expiry
+    ('"GET /healthz HTTP/1.1" 200 2 "-"', ("200", "PHONE"), None),
+    ("uid=240 euid=0 tty=/dev/pts/3 ruser=ialba", ("tty", "USERNAME"), None),
+    ("uid=240 euid=0 tty=/dev/pts/3 ruser=ialba", ("ialba", "USERNAME"), "ialba"),
+    ("failure; logname=qfreitas uid=153 euid=0", ("qfreitas uid", "USERNAME"), "qfreitas"),  # then the next key
+    ("Phone order 58174059 taken by agent 66", ("58174059", "PHONE"), None),
+    ("Order paid: 4111 1111 1111 1111", ("4111 1111 1111 1111", "PHONE"), "4111 1111 1111 1111"),  # a card still
+    ("EMAIL_HOST=smtp.mail.example.org", ("smtp.mail.example.org", "EMAIL"), None),
+    ("2024-09-06\tmsrvvhnvh\tbnyh@outlook.com", ("msrvvhnvh", "EMAIL"), "msrvvhnvh"),  # a login typed EMAIL: masked
+    ("Felix: oye ya saqué los billetes", ("oye", "USERNAME"), None),
+    ("用户：我叫苏玉兰，手机号13218739738", ("我叫苏玉兰", "NAME"), "苏玉兰"),  # "my name is" stays outside
+    ("用户：我叫苏玉", ("苏玉", "NAME"), "苏玉"),  # and a field is not grown back over it
+    # an address in a quoted CSV cell is the cell
+    ('a@b.com,0882446810,"44/327, Goda Circle, Bathinda 758881",2019', ("Goda Circle, Bathinda 758881", "ADDRESS"),
+     "44/327, Goda Circle, Bathinda 758881"),
+    ('she said "I live at 5 Elm St, Leeds" twice', ("5 Elm St, Leeds", "ADDRESS"), "5 Elm St, Leeds"),
 ])
 def test_spans_are_trimmed_to_the_value(text, piece, value):
     assert kept(text, piece) == ([(value, piece[1])] if value else [])
@@ -166,7 +186,7 @@ def test_a_model_span_that_joins_validated_values_is_cut_at_them():
     ("card 4111 1111 1111 1111 on file", ("4111 1111 1111 1111", "CREDIT_CARD"), "CREDIT_CARD"),  # Luhn passes
     ("card 4111 1111 1111 1112 on file", ("4111 1111 1111 1112", "CREDIT_CARD"), "SSN"),  # fails: an ID number
     ("passport S14177763 for the SSN form", ("S14177763", "PHONE"), "SSN"),
-    ("order 55512345; ssn ok", ("55512345", "PHONE"), "PHONE"),  # a label after the value says nothing
+    ("item 55512345; ssn ok", ("55512345", "PHONE"), "PHONE"),  # a label after the value says nothing
     ("fee paid with card 4111111111111111", ("4111111111111111", "PHONE"), "CREDIT_CARD"),  # a card's number
     ("bonus card 5551234567", ("5551234567", "PHONE"), "PHONE"),  # fails Luhn: not a card's number
     ("Sandra Jezior (DOB 1960-08-31, address", ("1960-08-31", "SSN"), "DATE_OF_BIRTH"),
@@ -180,3 +200,9 @@ def test_name_pieces_one_space_apart_or_overlapping_are_one_name():
     text = "klingel bei Elisa Zechner\nEvelyn: ok; Anna\tBerg"
     assert kept(text, ("Elisa", "NAME"), ("Zechner", "NAME"), ("Anna", "NAME"), ("Berg", "NAME")) == [
         ("Elisa Zechner", "NAME"), ("Anna", "NAME"), ("Berg", "NAME")]  # a tab apart: two cells
+
+
+def test_address_pieces_a_comma_apart_are_one_address():
+    text = "I'm at 44/327, Goda Circle, Bathinda 758881, ring twice"
+    assert kept(text, ("44/327", "ADDRESS"), ("Goda Circle, Bathinda 758881", "ADDRESS")) == [
+        ("44/327, Goda Circle, Bathinda 758881", "ADDRESS")]

@@ -32,7 +32,7 @@ _BOT = re.compile(r"(?i)(?:^|[-_.])bot(?:\[bot\])?$|\[bot\]$|^bot[-_.]")
 # ``Ty`` is also a given name
 CHAT_WORDS = frozenset("""
 r u ur ty thx thanks lol omg pls plz np ok okay kk yes yeah yep no nope hi hey hello sure brb idk imo btw gg asap
-tmrw ya yo
+tmrw ya yo oye hola vale jaja hallo moin salut coucou ciao hej oi
 """.split())
 # placeholders, not secrets or logins (RULES.md: PASSWORD): template variables, changeme, masks
 _PLACEHOLDER_VALUE = re.compile(r"(?i)\$\{[^}]*\}|\$\([^)]*\)|\{\{.*\}\}|<[^<>]+>|%\([^)]*\)s|\*+|change-?me|changeit")
@@ -52,6 +52,7 @@ _SHELL_QUOTES = "\"'`"
 # abbreviations (Dr., Mr., Ms., Mrs.) are part of it
 _HONORIFIC_BEFORE = re.compile(r"(?:Herr|Frau|Monsieur|Madame|Mademoiselle|Mme\.?|Mlle\.?|Señora?|Señorita|Signora?|"
                                r"Sig\.(?:ra)?|Doña|Senhora?|Pani|Meneer|Mevrouw|Herra|Rouva)\s+")  # not Don, Pan: also names
+_INTRO_BEFORE = re.compile(r"(?:我叫|我是|我的名字[是叫]|名字[是叫]|本人|私は|僕は|저는|제 이름은)\s*")  # "my name is"
 _HONORIFIC_AFTER = re.compile(r"\s*(?:様|さま|さん|氏|殿|先生|君|くん|ちゃん|女士|小姐|同学|老师|님|씨|선생님)$")
 
 
@@ -65,7 +66,7 @@ def _strip(value: str, ptype: str) -> tuple[int, int]:
             a, b = a + 1, b - 1
         return a, b
     if ptype == "NAME":
-        m = _HONORIFIC_BEFORE.match(value)
+        m = _HONORIFIC_BEFORE.match(value) or _INTRO_BEFORE.match(value)
         if m and m.end() < b:
             a = m.end()
         m = _HONORIFIC_AFTER.search(value, a)
@@ -139,8 +140,8 @@ def _name_cell(text: str, a: int, b: int) -> tuple[int, int]:
         lo += 1
     while hi > b and text[hi - 1].isspace():
         hi -= 1
-    if (m := _HONORIFIC_BEFORE.match(text, lo)) and m.end() <= a:
-        lo = m.end()  # Frau stays outside, as _strip left it
+    if (m := _HONORIFIC_BEFORE.match(text, lo) or _INTRO_BEFORE.match(text, lo)) and m.end() <= a:
+        lo = m.end()  # Frau, 我叫 stay outside, as _strip left them
     if (lo, hi) == (a, b):
         return a, b
     added = text[lo:a] + text[b:hi]
@@ -154,6 +155,7 @@ def _name_cell(text: str, a: int, b: int) -> tuple[int, int]:
 
 # a name or a login never ends in a number of its own: ``⟦Pamela 21⟧:42`` is a chat speaker and a time
 _TRAILING_NUMBER = re.compile(r"\s+\d[\d:.]*$")
+_TRAILING_KEY = re.compile(r"\s+\S+$")
 # a surname after a given name: one capitalized word (``⟦Jeffrey⟧ Ross exceeded``), not an acronym
 _NEXT_WORD = re.compile(r" ([^\W\d_][^\W\d_'’-]*(?:[-'’][^\W\d_]+)*)(?=[\s.,;:!?)\]]|$)")
 _NOT_SURNAMES = frozenset("""
@@ -177,14 +179,33 @@ def _surname_after(text: str, a: int, b: int) -> int:
     return m.end(1)
 
 
-def _join_name_pieces(text: str, spans: list[Span]) -> list[Span]:
-    """NAME spans one space apart, or overlapping once grown, are one name (``⟦Elisa⟧ ⟦Zechner⟧``): the
-    rules make a full name one span."""
+def _quoted_field(text: str, a: int, b: int) -> tuple[int, int]:
+    """An address in a double-quoted field on its line (a CSV cell: ``,"44/327, Goda Circle, Bathinda",``)
+    is the whole field: the tagger, reading left to right, often starts it late."""
+    line_start = text.rfind("\n", 0, a) + 1
+    line_end = text.find("\n", b)
+    line_end = len(text) if line_end < 0 else line_end
+    lo, hi = text.rfind('"', line_start, a), text.find('"', b, line_end)
+    if lo < 0 or hi < 0 or text.count('"', line_start, lo) % 2:  # an opening quote, not a closing one
+        return a, b
+    if (lo > line_start and text[lo - 1] not in ",;\t") or (hi + 1 < line_end and text[hi + 1] not in ",;\t"):
+        return a, b  # quotes in prose: ``she said "I live at ..."``
+    return lo + 1, hi
+
+
+_PIECE_GAPS = {"NAME": (" ",), "ADDRESS": (" ", ", ")}
+
+
+def _join_pieces(text: str, spans: list[Span]) -> list[Span]:
+    """NAME or ADDRESS spans one space (an address: or a comma) apart, or overlapping once grown, are one
+    value (``⟦Elisa⟧ ⟦Zechner⟧``, ``⟦44/327⟧, ⟦Goda Circle, Bathinda⟧``): the rules make a full name and
+    a whole address one span."""
     out: list[Span] = []
     for s in sorted(spans, key=lambda s: (s.start, s.end)):
         prev = out[-1] if out else None
-        if prev and prev.type == s.type == "NAME" and (s.start <= prev.end or text[prev.end:s.start] == " "):
-            out[-1] = Span(prev.start, max(prev.end, s.end), "NAME", max(prev.score, s.score), prev.source)
+        if prev and prev.type == s.type and s.type in _PIECE_GAPS \
+                and (s.start <= prev.end or text[prev.end:s.start] in _PIECE_GAPS[s.type]):
+            out[-1] = Span(prev.start, max(prev.end, s.end), s.type, max(prev.score, s.score), prev.source)
         else:
             out.append(s)
     return out
@@ -200,16 +221,21 @@ _PHONE_LABEL = re.compile(r"(?i)\b(?:phone|tel|telephone|mobile|cell|fax|telefon
 _CARD_LABEL = re.compile(r"(?i)\b(?:card|karte|tarjeta|carte|cartão|carta|kaart)\b|卡号|信用卡|カード|카드")
 _BIRTH_LABEL = re.compile(r"(?i)\b(?:dob|d\.o\.b|born|birth|birthday|geb|geboren|née?|nacid[oa]|nat[oa]|nascimento|"
                           r"nascita|urodzon[ya])\b|生年月日|出生|誕生|생년월일")
+# the number of an order, ticket or parcel (RULES.md: PHONE, not this)
+_REFERENCE_LABEL = re.compile(r"(?i)\b(?:order|ticket|invoice|tracking|booking|case|reference|ref|receipt|shipment|parcel|"
+                              r"bestellung|pedido|commande|ordine)\b|订单|注文")
 _DATE_SHAPE = re.compile(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}")
 _LABEL_WINDOW = 24
 _LABELLED_TYPES = {"PHONE", "SSN", "CREDIT_CARD"}
-_LABELS = (("SSN", _ID_LABEL), ("PHONE", _PHONE_LABEL), ("CREDIT_CARD", _CARD_LABEL), ("DATE_OF_BIRTH", _BIRTH_LABEL))
+_LABELS = (("SSN", _ID_LABEL), ("PHONE", _PHONE_LABEL), ("CREDIT_CARD", _CARD_LABEL), ("DATE_OF_BIRTH", _BIRTH_LABEL),
+           (None, _REFERENCE_LABEL))  # None: a reference number, not personal data
 
 
-def _labelled_type(text: str, a: int, b: int, ptype: str) -> str:
+def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
     """A phone, ID or card number typed as the label right before it on its line says (``SSN / national
     ID: ⟦559 581 962⟧`` is an ID even if it looks like a phone number); the nearest label wins. A card
-    label needs a number that passes the Luhn check, a birth label a date."""
+    label needs a number that passes the Luhn check, a birth label a date; after an order or ticket
+    label the number is a reference (None: not personal data)."""
     if ptype not in _LABELLED_TYPES:
         return ptype
     lo = max(text.rfind("\n", 0, a) + 1, a - _LABEL_WINDOW)
@@ -224,10 +250,12 @@ def _labelled_type(text: str, a: int, b: int, ptype: str) -> str:
         return ptype  # "paid with card ⟦number⟧" only when the number is a card's
     if label == "DATE_OF_BIRTH" and not _DATE_SHAPE.fullmatch(value):
         return ptype
+    if label is None and (ptype == "CREDIT_CARD" or (len(digits) >= 12 and luhn_ok(digits))):
+        return ptype  # a card number after "order" is still a card number
     return label
 
 
-def _retyped(text: str, a: int, b: int, ptype: str) -> str:
+def _retyped(text: str, a: int, b: int, ptype: str) -> str | None:
     """The type by the label, then a "card" that fails the Luhn check is an ID number (a card number
     passes it; an ID of the same shape one time in ten)."""
     ptype = _labelled_type(text, a, b, ptype)
@@ -252,12 +280,21 @@ _BARE_NUMBER = re.compile(r"\d{1,6}(?:[.,]\d{1,2})?")  # an amount, a year, a co
 _NUMBER_TYPES = ("PHONE", "SSN", "IBAN", "DATE_OF_BIRTH", "IP_ADDRESS", "CREDIT_CARD")
 
 
+_TWO_GROUP_DATE = re.compile(r"\d{1,2}\s?/\s?\d{2}")  # MM/YY: a card's expiry, not a birth date
+
+
 def _implausible(value: str, ptype: str) -> bool:
     """A value that cannot be of its type nor of any other: a format where a number should be
     (``DD/MM/YYYY`` in a blank form, ``XXX-XX-XXXX`` in a masked CSV), or an amount or a year where
     a card number or an address should be (``3805.39``, ``2023``). Only such values are dropped: a
     value of the wrong type is still personal data, and masked under the type it was given."""
+    if not any(c.isalnum() for c in value):
+        return True  # punctuation alone (``/__`` of a blank date)
     if ptype in _NUMBER_TYPES and _FORMAT_MASK.fullmatch(value):
+        return True
+    if ptype in ("PHONE", "SSN") and sum(c.isdigit() for c in value) < 5:
+        return True  # a status code, a count (``200``, ``550``): every phone or ID number is longer
+    if ptype == "DATE_OF_BIRTH" and _TWO_GROUP_DATE.fullmatch(value):
         return True
     return ptype in ("CREDIT_CARD", "IP_ADDRESS") and bool(_BARE_NUMBER.fullmatch(value))
 
@@ -280,13 +317,17 @@ def _never_personal(text: str, span: Span) -> bool:
         return True
     if span.type == "DATE_OF_BIRTH" and _TIME_AFTER.match(text, span.end):
         return True
+    if span.type in ("NAME", "USERNAME") and text.startswith("=", span.end) and not any(c.isspace() for c in value):
+        return True  # a key (``tty=``, ``ruser=``), not its value
+    if span.type == "EMAIL" and "@" not in value:
+        return bool(_HOSTNAME.fullmatch(value))  # a host; any other word keeps its mask (a login typed EMAIL)
     if span.type in ("NAME", "USERNAME") and (value in CHAT_WORDS or (len(value) == 1 and value.isascii())):
         return True
     if span.type in ("PASSWORD", "USERNAME") and _PLACEHOLDER_VALUE.fullmatch(value):
         return True
     if span.type == "ADDRESS":  # a city or a place on its own is not a postal address
         return " " not in value and not any(c.isdigit() for c in value) and not any(spaceless(c) for c in value)
-    if span.type == "EMAIL" and "@" in value:
+    if span.type == "EMAIL":
         return value.split("@", 1)[0].lower() in ROLE_MAILBOXES
     if span.type == "USERNAME":
         return value.lower() in SYSTEM_ACCOUNTS or bool(_BOT.search(value)) or bool(_HOSTNAME.fullmatch(value))
@@ -312,15 +353,22 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
             continue
         if s.type in ("NAME", "USERNAME") and (m := _TRAILING_NUMBER.search(text, a, b)) and m.start() > a:
             b = m.start()
+        if s.type == "USERNAME" and text.startswith("=", b) and (m := _TRAILING_KEY.search(text, a, b)) and m.start() > a:
+            b = m.start()  # ``⟦qfreitas uid⟧=153``: the login, then the next field's key
         if s.type == "NAME":
             a, b = _name_cell(text, a, b)
             b = _surname_after(text, a, b)
+        if s.type == "ADDRESS":
+            a, b = _quoted_field(text, a, b)
         if s.type == "IP_ADDRESS":
             if m := _IPV4_PORT.fullmatch(text, a, b):
                 b = m.end(1)
             elif (port := _ipv6_port(text[a:b])) is not None:
                 b = a + port
-        s = Span(a, b, _retyped(text, a, b, s.type), s.score, s.source)
+        ptype = _retyped(text, a, b, s.type)
+        if ptype is None:
+            continue
+        s = Span(a, b, ptype, s.score, s.source)
         if not _never_personal(text, s):
             out.append(s)
-    return _join_name_pieces(text, out)
+    return _join_pieces(text, out)
