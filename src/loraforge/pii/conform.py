@@ -116,6 +116,18 @@ def _credential_edges(text: str, a: int, b: int, ptype: str) -> tuple[int, int]:
     return a, b
 
 
+def _line_bounds(text: str, a: int, b: int) -> tuple[int, int]:
+    """Start and end of the line that holds ``text[a:b]`` (where every field rule's search stops)."""
+    end = text.find("\n", b)
+    return text.rfind("\n", 0, a) + 1, len(text) if end < 0 else end
+
+
+def _card_number(value: str) -> bool:
+    """12 or more digits that pass the Luhn check: a card's number, whatever it was typed or labelled."""
+    digits = re.sub(r"\D", "", value)
+    return len(digits) >= 12 and luhn_ok(digits)
+
+
 _CELL_EDGES = ";,\t|，、；"  # what ends a field; a colon also opens one (``Name: ...``, ``紧急联系人：...``)
 _OPENERS = _CELL_EDGES + ":："
 _NAME_WORD = re.compile(r"[^\W\d_][\w'’.-]*")  # a word of a name: starts with a letter
@@ -128,9 +140,7 @@ def _name_cell(text: str, a: int, b: int) -> tuple[int, int]:
     the surname. Grown only when a delimiter or a label's colon opens the field (not a line start:
     ``Dear John,``), the field is on one line, has at most four words, and every word added starts
     with a capital letter, or, in a script without spaces, the field has at most five characters."""
-    line_start = text.rfind("\n", 0, a) + 1
-    line_end = text.find("\n", b)
-    line_end = len(text) if line_end < 0 else line_end
+    line_start, line_end = _line_bounds(text, a, b)
     left = max(text.rfind(c, line_start, a) for c in _OPENERS)  # searches bounded by the line
     if left < 0:
         return a, b
@@ -182,9 +192,7 @@ def _surname_after(text: str, a: int, b: int) -> int:
 def _quoted_field(text: str, a: int, b: int) -> tuple[int, int]:
     """An address in a double-quoted field on its line (a CSV cell: ``,"44/327, Goda Circle, Bathinda",``)
     is the whole field: the tagger, reading left to right, often starts it late."""
-    line_start = text.rfind("\n", 0, a) + 1
-    line_end = text.find("\n", b)
-    line_end = len(text) if line_end < 0 else line_end
+    line_start, line_end = _line_bounds(text, a, b)
     lo, hi = text.rfind('"', line_start, a), text.find('"', b, line_end)
     if lo < 0 or hi < 0 or text.count('"', line_start, lo) % 2:  # an opening quote, not a closing one
         return a, b
@@ -238,19 +246,18 @@ def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
     label the number is a reference (None: not personal data)."""
     if ptype not in _LABELLED_TYPES:
         return ptype
-    lo = max(text.rfind("\n", 0, a) + 1, a - _LABEL_WINDOW)
+    lo = max(_line_bounds(text, a, a)[0], a - _LABEL_WINDOW)
     before = text[lo:a]
     last = {label: max((m.end() for m in rx.finditer(before)), default=-1) for label, rx in _LABELS}
     label = max(last, key=last.get)
     if last[label] < 0:
         return ptype
     value = text[a:b]
-    digits = re.sub(r"\D", "", value)
-    if label == "CREDIT_CARD" and not (len(digits) >= 12 and luhn_ok(digits)):
+    if label == "CREDIT_CARD" and not _card_number(value):
         return ptype  # "paid with card ⟦number⟧" only when the number is a card's
     if label == "DATE_OF_BIRTH" and not _DATE_SHAPE.fullmatch(value):
         return ptype
-    if label is None and (ptype == "CREDIT_CARD" or (len(digits) >= 12 and luhn_ok(digits))):
+    if label is None and (ptype == "CREDIT_CARD" or _card_number(value)):
         return ptype  # a card number after "order" is still a card number
     return label
 
@@ -259,10 +266,8 @@ def _retyped(text: str, a: int, b: int, ptype: str) -> str | None:
     """The type by the label, then a "card" that fails the Luhn check is an ID number (a card number
     passes it; an ID of the same shape one time in ten)."""
     ptype = _labelled_type(text, a, b, ptype)
-    if ptype == "CREDIT_CARD":
-        digits = re.sub(r"\D", "", text[a:b])
-        if len(digits) >= 12 and not luhn_ok(digits):
-            return "SSN"
+    if ptype == "CREDIT_CARD" and len(re.sub(r"\D", "", text[a:b])) >= 12 and not _card_number(text[a:b]):
+        return "SSN"
     return ptype
 
 
