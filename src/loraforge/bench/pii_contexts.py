@@ -21,6 +21,7 @@ import random
 from pathlib import Path
 
 from loraforge.bench.report import cpu_name, table, write_results
+from loraforge.data.pii import GENERATIONS
 
 KEYS = ("leak_rate", "typed_f1", "entity_f1", "over_masking", "no_pii_unchanged")
 
@@ -37,7 +38,7 @@ def held_out_contexts(hold: int, split_seed: int) -> list[str]:
 
 
 def build_data(work: Path, held: list[str], records_share: float, n_train: int, n_dev: int, n_heldout: int,
-               generations: int = 1) -> dict:
+               generations: int = GENERATIONS) -> dict:
     """train/dev (other contexts, with ``records_share`` records; templates of generations up to
     ``generations``) and the held-out set (held-out contexts, templates only, its own seed so no value
     repeats one of train's), as jsonl under ``work``."""
@@ -81,7 +82,7 @@ def score(run: Path, heldout: Path, biases: list[float]) -> list[dict]:
 
 def compare(config: str, shares: list[float], hold: int, split_seed: int, n_train: int, n_heldout: int,
             biases: list[float], work: str, overrides: list[str], reuse: bool = False,
-            generations: int = 1) -> dict:
+            generations: int = GENERATIONS) -> dict:
     import json
 
     held = held_out_contexts(hold, split_seed)
@@ -108,7 +109,7 @@ def markdown(results: dict) -> str:
     extra = "".join(f" {o}" for o in results["overrides"])
     if results.get("work", "runs/pii-contexts") != "runs/pii-contexts":
         extra = f" --work {results['work']}{extra}"
-    if results.get("generations", 1) != 1:
+    if results.get("generations", GENERATIONS) != GENERATIONS:
         extra = f" --generations {results['generations']}{extra}"
     return (f"# PII tagger on train contexts held out from training\n\nHeld out (split seed "
             f"{results['split_seed']}): {', '.join(results['held_out_contexts'])}; {results['n_heldout']} rows, "
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", default="runs/pii-contexts")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--name", default="pii-contexts", help="results file name (without .json/.md)")
-    parser.add_argument("--generations", type=int, default=1,
+    parser.add_argument("--generations", type=int, default=GENERATIONS,
                         help="train on template generations up to N (the data's default: 1)")
     parser.add_argument("--reuse", action="store_true", help="score the finished runs under --work, train only missing ones")
     args = parser.parse_args(argv)
