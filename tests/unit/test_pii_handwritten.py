@@ -46,3 +46,46 @@ def test_kept_out_of_training():
 def test_annotation_errors_are_caught(bad, error):
     with pytest.raises(ValueError, match=error):
         parse_cases(bad)
+
+
+def _dev_cases() -> list[dict]:
+    from pathlib import Path
+
+    from loraforge.bench.pii_errors import DEV_CASES
+
+    path = Path(__file__).resolve().parents[2] / DEV_CASES
+    return parse_cases(path.read_text(encoding="utf-8"), str(path))
+
+
+def test_development_set_is_apart_from_the_evaluation_set_and_training():
+    """Rules are tuned on the development set; it shares no text with the evaluation set or pii:train."""
+    from loraforge.data.formats import resolve_spec
+
+    dev = _dev_cases()
+    assert len(dev) >= 100 and sum(not r["spans"] for r in dev) >= 25
+    texts = {r["text"] for r in dev}
+    assert not texts & {r["text"] for r in SHIPPED}
+    assert not texts & {r["text"] for _, r in read_records(resolve_spec("pii:train"))}
+    for r in dev:
+        for s in r["spans"]:
+            assert r["text"][s["start"]:s["end"]] == s["value"], r["id"]
+
+
+def test_errors_are_told_apart_by_kind():
+    from loraforge.bench.pii_errors import describe, errors
+    from loraforge.pii.spans import Span
+
+    [rec] = parse_cases("=== a chat\n⟦NAME|Ann Lee⟧ (⟦PHONE|0711 2345⟧) met ⟦NAME|Bo⟧ at Acme on ⟦DATE_OF_BIRTH|1 May⟧")
+    text = rec["text"]
+    at = lambda s: (text.index(s), text.index(s) + len(s))  # noqa: E731
+    found = [Span(*at("Ann"), "NAME"),                      # "Lee" left visible: a leak
+             Span(*at("0711 2345"), "SSN"),                 # hidden, wrong type
+             Span(*at("Bo at"), "NAME"),                    # hidden, right type, wrong bounds
+             Span(*at("Acme"), "NAME"),                     # over no gold value
+             Span(*at("1 May"), "DATE_OF_BIRTH")]           # right
+    errs = errors(rec, found)
+    assert [(e["kind"], e["type"]) for e in errs] == [("leak", "NAME"), ("type", "PHONE"), ("bounds", "NAME"),
+                                                       ("over", "NAME")]
+    assert describe(rec, errs[0]).startswith("pii-handwritten-a leak NAME: '⟦Ann Lee⟧ (0711 2345)")
+    assert "-> NAME:'Ann' (model)" in describe(rec, errs[0])
+    assert errs[-1]["found"] == [(*at("Acme"), "NAME", "model")]

@@ -35,6 +35,18 @@ def _found(text):
     ("mail a.b+tag@mail.example.org!", [("a.b+tag@mail.example.org", "EMAIL")]),
     ("postgres://admin:s3cr3t@db:5432/x", [("admin", "USERNAME"), ("s3cr3t", "PASSWORD")]),
     ("key ghp_" + "a1B2" * 9, [("ghp_" + "a1B2" * 9, "PASSWORD")]),
+    # numbers of logs and tables that are not phones: decimals, an access log's status and size, versions
+    # with unbalanced brackets, dates with a build suffix or a time
+    ("[   11.630275] e1000e up; EMEA,London,1204330.55,65.38", []),
+    ('"GET /metrics HTTP/1.1" 200 18342 "-"', []),
+    ("gcc-12 (Debian 12.2.0-14) 12.2.0) #1 SMP", []),
+    ("rollback to storefront@2024.06.12-1 and 2024.06.11-3", []),
+    ("challenge passed (2024-06-12 08:14)", []),
+    # a login after a user key; not a value that names no one
+    ("DB_USER=orders_svc\nusername: billing_app\nuser=e.novak login: true username = var.db_username",
+     [("orders_svc", "USERNAME"), ("billing_app", "USERNAME"), ("e.novak", "USERNAME")]),
+    ("[15:21] user: 04.04.1962\nmail dovecot: imap-login: Login: user=<a@b.io>", [("a@b.io", "EMAIL")]),  # a
+    # chat speaker, a log's program and event
 ])
 def test_patterns_find_only_valid_values(text, expected):
     assert _found(text) == expected

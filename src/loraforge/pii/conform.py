@@ -15,18 +15,32 @@ import ipaddress
 import re
 
 from loraforge.data.pii_tags import spaceless
-from loraforge.eval.pii_baseline import luhn_ok
+from loraforge.eval.pii_baseline import TOKEN, luhn_ok
 from loraforge.pii.spans import Span
 
 # local parts of mailboxes that belong to an organisation, not a person (RULES.md: EMAIL)
 ROLE_MAILBOXES = frozenset("""
-abuse accounts admin administrator alerts billing careers compliance contact devops do-not-reply donotreply
-feedback finance help helpdesk hostmaster hr info invoices it jobs legal mailer-daemon marketing news
-newsletter no-reply noc noreply notifications notify office ops payroll platform platform-team postmaster
-press privacy recruiting root sales security service servicedesk sre support team webmaster
+abuse accounting accounts admin administrator alerts appeals billing bookings careers claims compliance contact
+customercare customerservice devops do-not-reply donotreply enquiries events feedback finance hello help helpdesk
+hostmaster hr info inquiries invoices it jobs legal lettings mailer-daemon marketing membership news newsletter
+no-reply noc noreply notifications notify office ops orders payable payroll people platform platform-team postmaster
+press privacy procurement purchasing receivable reception recruiting rentals reservations root sales security service
+servicedesk shop spam sre store support team travel warehouse webmaster
+buchhaltung kontakt info-de contacto soporte ajuda suporte aide assistance hilfe
 """.split())
+# a role word as one part of a hyphenated local part: accounts-payable@, logistics-ops@, sales-emea@
+_ROLE_PARTS = ROLE_MAILBOXES - {"it", "people", "store", "shop"}
+_MAILING_LIST = re.compile(r"(?i)@(?:lists?|groups|googlegroups)\.|@users\.noreply\.")
+_MESSAGE_ID_BEFORE = re.compile(r"(?i)message[-_ ]?id\s*[:=]\s*<?$")  # <...@mail.gmail.com> names a message
+# a form's field label, not the name written in it (``Naam: Neha Gupta``, ``Requester: ...``)
+FIELD_LABELS = frozenset("""
+name names fullname surname firstname lastname forename vorname nachname nom prénom prenom nombre apellido apellidos
+nome cognome naam voornaam achternaam imię imie nazwisko namn navn nimi patient paziente paciente patiente
+requester reporter assignee customer client employee applicant candidate tenant landlord sender recipient
+""".split()) | {"氏名", "姓名", "名前", "이름", "성명"}
 # generic system accounts and bots (RULES.md: USERNAME)
-SYSTEM_ACCOUNTS = frozenset({"root", "system", "nobody", "daemon", "www-data", "localhost"})
+SYSTEM_ACCOUNTS = frozenset({"root", "system", "nobody", "daemon", "www-data", "localhost", "admin", "administrator",
+                             "postgres", "mysql", "ubuntu", "ec2-user", "centos", "git", "guest", "__token__"})
 _BOT = re.compile(r"(?i)(?:^|[-_.])bot(?:\[bot\])?$|\[bot\]$|^bot[-_.]")
 # chat words a tagger takes for a handle or a name (``hey r u coming``, ``ty, in``); lower case only:
 # ``Ty`` is also a given name
@@ -35,7 +49,13 @@ r u ur ty thx thanks lol omg pls plz np ok okay kk yes yeah yep no nope hi hey h
 tmrw ya yo oye hola vale jaja hallo moin salut coucou ciao hej oi
 """.split())
 # placeholders, not secrets or logins (RULES.md: PASSWORD): template variables, changeme, masks
-_PLACEHOLDER_VALUE = re.compile(r"(?i)\$\{[^}]*\}|\$\([^)]*\)|\{\{.*\}\}|<[^<>]+>|%\([^)]*\)s|\*+|change-?me|changeit")
+_PLACEHOLDER_VALUE = re.compile(r"(?i)\$\{[^}]*\}|\$\([^)]*\)|\{\{.*\}\}|<[^<>]+>|%\([^)]*\)s|\*+|change-?me|changeit|"
+                                r"\w*your[_-]\w*|\w+_")  # sk_test_your_key_here; a key's prefix (``ph_test_``)
+# the identifier of a request, an event, an account or an organisation is not a secret (``"request_id":"req_01HZ..."``),
+# nor is a key's public fingerprint (``SHA256:Xq2b...``)
+_ID_KEY_BEFORE = re.compile(r"(?i)(?:\b|_)(?:request|trace|span|event|correlation|transaction|message|chat|org|tenant|"
+                            r"account|customer|order|job|run|build)(?:[ _-]?id)?[\"']?\s*[:=]?\s*[\"']?$|"
+                            r"\b(?:SHA256|SHA1|MD5):$")
 
 _QUOTES = "\"'`‘’“”«»「」『』【】"  # never the first or last character of a value
 _PUNCT_BEFORE = ",;:"  # nor punctuation
@@ -50,10 +70,15 @@ _HOST_TAIL = re.compile(r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+(?::\d{1,5})?(?:/\S*
 _SHELL_QUOTES = "\"'`"
 # honorifics stay outside a name (RULES.md: ``Frau ⟦Brandt⟧``, ``⟦佐藤 健⟧様``); English title
 # abbreviations (Dr., Mr., Ms., Mrs.) are part of it
-_HONORIFIC_BEFORE = re.compile(r"(?:Herr|Frau|Monsieur|Madame|Mademoiselle|Mme\.?|Mlle\.?|Señora?|Señorita|Signora?|"
-                               r"Sig\.(?:ra)?|Doña|Senhora?|Pani|Meneer|Mevrouw|Herra|Rouva)\s+")  # not Don, Pan: also names
+_HONORIFIC_BEFORE = re.compile(r"(?:Herrn?|Frau|Monsieur|Madame|Mademoiselle|Mme\.?|Mlle\.?|Señora?|Señorita|Signora?|"
+                               r"Sig\.(?:ra)?|Doña|Senhora?|Pani|Meneer|Mevrouw|Herra|Rouva|[Dd]octeur|[Dd]ott\.(?:ssa)?|"
+                               r"Dra\.?|pan|pani)\s+")  # not Don, Pan: also names (lower-case pan is the title)
+# a greeting before a name in a chat or a letter (``Hi ⟦Dorota⟧``, ``Hoi ⟦Joost⟧``)
+_GREETING_BEFORE = re.compile(r"(?i)(?:hi|hey|hello|hallo|hej|hoi|hola|ciao|salut|bonjour|namaste|moin)\s+")
+_POSSESSIVE = re.compile(r"['’]s$")  # ``⟦Mr. Reid⟧'s shifts``
 _INTRO_BEFORE = re.compile(r"(?:我叫|我是|我的名字[是叫]|名字[是叫]|本人|私は|僕は|저는|제 이름은)\s*")  # "my name is"
-_HONORIFIC_AFTER = re.compile(r"\s*(?:様|さま|さん|氏|殿|先生|君|くん|ちゃん|女士|小姐|同学|老师|님|씨|선생님)$")
+_HONORIFIC_AFTER = re.compile(r"\s*(?:様|さま|さん|氏|殿|先生|君|くん|ちゃん|女士|小姐|同学|老师|经理|님|씨|선생님|님께|"
+                              r"대리|주임|과장|부장|팀장)$")
 
 
 def _strip(value: str, ptype: str) -> tuple[int, int]:
@@ -66,10 +91,10 @@ def _strip(value: str, ptype: str) -> tuple[int, int]:
             a, b = a + 1, b - 1
         return a, b
     if ptype == "NAME":
-        m = _HONORIFIC_BEFORE.match(value) or _INTRO_BEFORE.match(value)
+        m = _HONORIFIC_BEFORE.match(value) or _INTRO_BEFORE.match(value) or _GREETING_BEFORE.match(value)
         if m and m.end() < b:
             a = m.end()
-        m = _HONORIFIC_AFTER.search(value, a)
+        m = _HONORIFIC_AFTER.search(value, a) or _POSSESSIVE.search(value, a)
         if m and m.start() > a:
             b = m.start()
     punct = _PUNCT_BEFORE if ptype != "IP_ADDRESS" else ",;"  # ::1
@@ -150,8 +175,11 @@ def _name_cell(text: str, a: int, b: int) -> tuple[int, int]:
         lo += 1
     while hi > b and text[hi - 1].isspace():
         hi -= 1
-    if (m := _HONORIFIC_BEFORE.match(text, lo) or _INTRO_BEFORE.match(text, lo)) and m.end() <= a:
-        lo = m.end()  # Frau, 我叫 stay outside, as _strip left them
+    if (m := _HONORIFIC_BEFORE.match(text, lo) or _INTRO_BEFORE.match(text, lo) or _GREETING_BEFORE.match(text, lo)) \
+            and m.end() <= a:
+        lo = m.end()  # Frau, 我叫, Hi stay outside, as _strip left them
+    if (m := _HONORIFIC_AFTER.search(text, b, hi)) and m.start() >= b:
+        hi = m.start()  # 様, 님 stay outside too
     if (lo, hi) == (a, b):
         return a, b
     added = text[lo:a] + text[b:hi]
@@ -222,7 +250,9 @@ def _join_pieces(text: str, spans: list[Span]) -> list[Span]:
 # the label before a number on its line says which number it is (as Presidio's context words do)
 _ID_LABEL = re.compile(r"(?i:\b(?:ssn|social security|national id|id (?:number|no\.?|card)|identity (?:number|card)|"
                        r"passport|tax id|pesel|codice fiscale|steuer-?id|steuernummer|insurance id|member id|"
-                       r"personnummer|henkilötunnus)\b)|\b(?:CPF|DNI|NIE|NIF|NHS|AHV|BSN|TIN)\b|"  # acronyms: upper case
+                       r"personnummer|henkilötunnus|aadhaar|medicare|medicaid|national insurance|"
+                       r"s[ée]curit[ée] sociale|seguridad social|sozialversicherung\w*|codice sanitario)\b)|"
+                       r"\b(?:CPF|DNI|NIE|NIF|NHS|AHV|BSN|TIN|NIR|NINO|SIN|PAN|RRN)\b|"  # acronyms: upper case
                        r"身份证|身分證|マイナンバー|주민등록번호")  # (Polish "nie", "dni" are words)
 _PHONE_LABEL = re.compile(r"(?i)\b(?:phone|tel|telephone|mobile|cell|fax|telefon|teléfono|téléphone|telefone|celular|"
                           r"handy|cellulare|telefoon)\b|电话|手机|電話|携帯|전화|휴대폰")
@@ -230,8 +260,10 @@ _CARD_LABEL = re.compile(r"(?i)\b(?:card|karte|tarjeta|carte|cartão|carta|kaart
 _BIRTH_LABEL = re.compile(r"(?i)\b(?:dob|d\.o\.b|born|birth|birthday|geb|geboren|née?|nacid[oa]|nat[oa]|nascimento|"
                           r"nascita|urodzon[ya])\b|生年月日|出生|誕生|생년월일")
 # the number of an order, ticket or parcel (RULES.md: PHONE, not this)
-_REFERENCE_LABEL = re.compile(r"(?i)\b(?:order|ticket|invoice|tracking|booking|case|reference|ref|receipt|shipment|parcel|"
-                              r"bestellung|pedido|commande|ordine)\b|订单|注文")
+_REFERENCE_LABEL = re.compile(r"(?i)\b(?:order|ticket|invoice|tracking|booking|case|reference|ref|receipt|shipment|parcel|claim|"
+                              r"bestellung|auftrag|rechnung|pedido|factura|commande|facture|ordine|fattura|zamówienie|"
+                              r"faktura|bestelling|factuur|employee (?:id|no\.?|number)|staff (?:id|no\.?|number)|"
+                              r"company (?:no\.?|number)|registration (?:no\.?|number)|UTR)\b|订单|注文|사번|社員番号|工号")
 _DATE_SHAPE = re.compile(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}")
 _LABEL_WINDOW = 24
 _LABELLED_TYPES = {"PHONE", "SSN", "CREDIT_CARD"}
@@ -274,7 +306,15 @@ def _retyped(text: str, a: int, b: int, ptype: str) -> str | None:
 # a Kubernetes object's own name (``metadata:`` / ``name: regcred``), YAML or JSON: named by the API, not a person
 _OBJECT_NAME_BEFORE = re.compile(r'(?:^|\n)[ \t]*metadata:[ \t]*\n[ \t]+name:[ \t]*["\']?$|"metadata"\s*:\s*\{\s*"name"\s*:\s*"$')
 # a host, not a login (``"auths": {"ghcr.io": ...}``)
-_HOSTNAME = re.compile(r"(?i)(?:[a-z0-9-]+\.)+(?:io|com|org|net|dev|cloud|local|internal|svc|app|ai)(?::\d{1,5})?")
+_HOSTNAME = re.compile(r"(?i)(?:[a-z0-9-]+\.)+(?:io|com|org|net|dev|cloud|local|internal|svc|app|ai|example|test|"
+                       r"invalid|localhost|lan|corp|eu|de|uk|fr|es|it|nl|pl|jp|cn|kr|in|br|ch|at|se)(?::\d{1,5})?")
+_MAC = re.compile(r"(?i)[0-9a-f]{2}(?:[:-][0-9a-f]{2}){5}")  # a network card's MAC address: not an IP (RULES.md)
+# machine identifiers a tagger takes for an address: a hash or container ID, an image digest, a PCI slot,
+# a duration (``47m``), localhost; a word typed IP_ADDRESS keeps its mask (it may be a name)
+_NOT_IP = re.compile(r"(?i)(?=[0-9a-f]*\d)[0-9a-f]{6,}|(?:sha\d+|md5):[0-9a-f]+|[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.\d|"
+                     r"\d+(?:ms|[smhd])|localhost(?::\d{1,5})?")
+# a code path (``com.acme.billing.InvoiceService.computeTax``): dotted, with a CamelCase or call-like part
+_CODE_PATH = re.compile(r"[a-z][\w]*(?:\.[A-Za-z_]\w*){2,}")
 # a date with a time of day is when something happened, not a birth (``[30/Sep/2023:23:56:46 +0000]``)
 _TIME_AFTER = re.compile(r"(?::|T|\s)\d{1,2}:\d{2}")
 
@@ -299,8 +339,8 @@ def _implausible(value: str, ptype: str) -> bool:
         return True
     if ptype in ("PHONE", "SSN") and sum(c.isdigit() for c in value) < 5:
         return True  # a status code, a count (``200``, ``550``): every phone or ID number is longer
-    if ptype == "DATE_OF_BIRTH" and _TWO_GROUP_DATE.fullmatch(value):
-        return True
+    if ptype == "DATE_OF_BIRTH" and (_TWO_GROUP_DATE.fullmatch(value) or (value.isdigit() and len(value) <= 2)):
+        return True  # an expiry, an age (``満28歳``)
     return ptype in ("CREDIT_CARD", "IP_ADDRESS") and bool(_BARE_NUMBER.fullmatch(value))
 
 
@@ -330,21 +370,41 @@ def _never_personal(text: str, span: Span) -> bool:
         return True
     if span.type in ("PASSWORD", "USERNAME") and _PLACEHOLDER_VALUE.fullmatch(value):
         return True
+    if span.type == "PASSWORD" and _ID_KEY_BEFORE.search(text, max(0, span.start - 24), span.start):
+        return not TOKEN.fullmatch(value)  # a well-known secret's shape is a secret under any key
     if span.type == "ADDRESS":  # a city or a place on its own is not a postal address
         return " " not in value and not any(c.isdigit() for c in value) and not any(spaceless(c) for c in value)
     if span.type == "EMAIL":
-        return value.split("@", 1)[0].lower() in ROLE_MAILBOXES
+        return _role_mailbox(value) or bool(_MAILING_LIST.search(value)) or \
+            bool(_MESSAGE_ID_BEFORE.search(text, max(0, span.start - 16), span.start))
+    if span.type == "NAME" and value.lower().rstrip(".") in FIELD_LABELS:
+        return True
     if span.type == "USERNAME":
-        return value.lower() in SYSTEM_ACCOUNTS or bool(_BOT.search(value)) or bool(_HOSTNAME.fullmatch(value))
+        return value.lower() in SYSTEM_ACCOUNTS or bool(_BOT.search(value)) or bool(_HOSTNAME.fullmatch(value)) or \
+            text.startswith("[bot]", span.end) or (bool(_CODE_PATH.fullmatch(value)) and not value.islower())
     if span.type == "IP_ADDRESS":
-        if "/" in value or _RANGE_AFTER.match(text, span.end):
-            return True
-        try:
-            ip = ipaddress.ip_address(value)
-        except ValueError:
-            return False  # a piece of an address, or an address in context: the finder's call stands
-        return ip.is_loopback or ip.is_unspecified
+        return _not_an_address(text, span, value)
     return False
+
+
+def _role_mailbox(address: str) -> bool:
+    """An organisation's mailbox (RULES.md: EMAIL): a role word as the local part, or as one part of a
+    hyphenated one (``accounts-payable``, ``logistics-ops``)."""
+    local = address.split("@", 1)[0].lower()
+    return local in ROLE_MAILBOXES or any(part in _ROLE_PARTS for part in re.split(r"[-_]", local) if "-" in local or "_" in local)
+
+
+def _not_an_address(text: str, span: Span, value: str) -> bool:
+    """Loopback, unspecified, a range, a MAC address, or a machine identifier (``_NOT_IP``)."""
+    if "/" in value or _RANGE_AFTER.match(text, span.end) or _MAC.fullmatch(value) or _NOT_IP.fullmatch(value):
+        return True
+    if (m := re.match(r"(\d{1,3}(?:\.\d{1,3}){3})(?::\d{1,5})+$", value)) is not None:
+        value = m.group(1)  # 127.0.0.1:5432:5432 (docker's host:port:port)
+    try:
+        ip = ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        return False  # a piece of an address, or an address in context: the finder's call stands
+    return ip.is_loopback or ip.is_unspecified
 
 
 def conform(text: str, spans: list[Span]) -> list[Span]:

@@ -19,12 +19,28 @@ from loraforge.pii.spans import Span
 _VERSION_CONTEXT = re.compile(r"(?i)(?:version|\bver\.?|kernel|driver|build|release|firmware|upgrade from|"
                               r"_version|\bv)\"?\s*[:=]?\s*\"?$")  # also a JSON key: "driver":"10.28.29.1"
 _PHONE_SEPARATED = re.compile(r"^(?:\+|00|\(\+?\d{1,5}\))|\d[ .()-]+\d")  # "(" only as a closed area code
-_NOT_PHONE_START = re.compile(r"\d{1,2}[./-]\d{1,2}[./-](?:19|20)\d\d\b|\d{4}-\d{2}-\d{2}")  # a date (and a time)
+_NOT_PHONE_START = re.compile(r"\d{1,2}[./-]\d{1,2}[./-](?:19|20)\d\d\b|\d{4}-\d{2}-\d{2}|"
+                              r"(?:19|20)\d\d\.\d{1,2}\.\d{1,2}\b")  # a date (and a time, a build suffix): 2024.06.12-1
+_DECIMAL = re.compile(r"\d+\.\d+")  # 1204330.55, a kernel timestamp 11.630275: one dot is a decimal point
+_HTTP_STATUS_BEFORE = re.compile(r'HTTP/[\d.]+"\s*$')  # an access log's status and size: "GET / HTTP/1.1" 200 18342
 _DOUBLE_SEPARATOR = re.compile(r"[.-]\s*[.-]")  # "200 390 - - ---- 91" in a log line
 _ZIP4 = re.compile(r"\d{5}-\d{4}")
 # the baseline's phone expression, plus a country code in parentheses: (+358) 291926593
 PHONE = re.compile(rules.PHONE_BEFORE + r"(?:\(\+\d{1,4}\)\s?|(?:\+|00)?\(?)" + rules.PHONE_BODY)
 _STATE_BEFORE = re.compile(r"\b[A-Z]{2,4}\s+$")
+# a login after a user key of a config, a CLI or a log line (``DB_USER=orders_svc``, ``username: billing_app``,
+# ``user=e.novak``); not "user: ..." (a chat speaker) nor ``imap-login: Login:`` (a log's program and event).
+# System accounts and placeholders are dropped afterwards (``pii.conform``)
+USER_KEY = re.compile(r"(?i)(?:(?<![\w-])(?:user_?name|login)|_user|(?<![\w-])user(?==))[\"']?[ \t]*[:=][ \t]*[\"']?"
+                      r"([\w.@-]*\w)")
+_NOT_A_LOGIN = re.compile(r"(?i)true|false|null|none|nil|yes|no|(?:var|local|module|data|env|self)\..*")
+
+
+def login_ok(text: str, start: int, value: str) -> bool:
+    """A word with a letter that is not a literal, a code reference, a date or the next key (``Login: user=``)."""
+    end = start + len(value)
+    return (any(c.isalpha() for c in value) and not _NOT_A_LOGIN.fullmatch(value) and text[end:end + 1] not in (":", "=")
+            and not _NOT_PHONE_START.match(value))
 _NOT_PHONE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}|\d{3}-\d{2}-\d{4}")  # IP-shaped, SSN-shaped
 
 
@@ -43,14 +59,17 @@ def phone_ok(text: str, start: int, value: str) -> bool:
     """8-15 digits, not a date, an IP or an SSN shape, and written like a phone number: a leading
     + / 00 / area code in parentheses or separators between digit groups; a bare run of digits (an
     order number) needs 10 or more. Not a phone: digits run on into letters (``260343-718E``, an ID),
-    a date with a time, doubled separators (log fields), a US ZIP+4 after a state."""
+    a date with a time, doubled separators (log fields), a US ZIP+4 after a state, a decimal number,
+    unbalanced parentheses (``12.2.0-14) 12.2.0``: versions), the status and size of an access log line."""
     digits = sum(c.isdigit() for c in value)
     if not 8 <= digits <= 15 or rules.DATE_LIKE.fullmatch(value.strip("()")) or _NOT_PHONE.fullmatch(value):
         return False
     end = start + len(value)
     if end < len(text) and (text[end].isalnum() or text[end] == "/"):  # 260343-718E (an ID), 91/146 (timers)
         return False
-    if _NOT_PHONE_START.match(value) or _DOUBLE_SEPARATOR.search(value):
+    if _NOT_PHONE_START.match(value.lstrip("(")) or _DOUBLE_SEPARATOR.search(value) or _DECIMAL.fullmatch(value):
+        return False
+    if value.count("(") != value.count(")") or _HTTP_STATUS_BEFORE.search(text, max(0, start - 16), start):
         return False
     if _ZIP4.fullmatch(value) and _STATE_BEFORE.search(text[max(0, start - 12):start]):  # "NL 74812-3060"
         return False
@@ -79,6 +98,7 @@ PATTERNS: tuple[Pattern, ...] = (  # most specific first: an earlier pattern win
     Pattern("ipv4", "IP_ADDRESS", rules.IPV4, ip_ok),
     Pattern("ipv6", "IP_ADDRESS", rules.IPV6, ip_ok),
     Pattern("phone", "PHONE", PHONE, phone_ok),
+    Pattern("user_key", "USERNAME", USER_KEY, login_ok, group=1),
 )
 PATTERN_NAMES = tuple(p.name for p in PATTERNS)
 
