@@ -42,6 +42,7 @@ def _found(text):
     ("gcc-12 (Debian 12.2.0-14) 12.2.0) #1 SMP", []),
     ("rollback to storefront@2024.06.12-1 and 2024.06.11-3", []),
     ("challenge passed (2024-06-12 08:14)", []),
+    ('{"created":1698580637,"examples": [1717401600],"phone":4155550100}', [("4155550100", "PHONE")]),
     # a login after a user key; not a value that names no one
     ("DB_USER=orders_svc\nusername: billing_app\nuser=e.novak login: true username = var.db_username",
      [("orders_svc", "USERNAME"), ("billing_app", "USERNAME"), ("e.novak", "USERNAME")]),

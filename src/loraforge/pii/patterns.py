@@ -23,6 +23,9 @@ _NOT_PHONE_START = re.compile(r"\d{1,2}[./-]\d{1,2}[./-](?:19|20)\d\d\b|\d{4}-\d
                               r"(?:19|20)\d\d\.\d{1,2}\.\d{1,2}\b")  # a date (and a time, a build suffix): 2024.06.12-1
 _DECIMAL = re.compile(r"\d+\.\d+")  # 1204330.55, a kernel timestamp 11.630275: one dot is a decimal point
 _HTTP_STATUS_BEFORE = re.compile(r'HTTP/[\d.]+"\s*$')  # an access log's status and size: "GET / HTTP/1.1" 200 18342
+# a bare JSON number under a key that names no phone (``"created":1698580637``, an epoch; an account ID)
+_JSON_NUMBER_KEY = re.compile(r'"([\w.-]*)"\s*:\s*\[?\s*$')
+_PHONE_KEY = re.compile(r"(?i)phone|tel|mobile|cell|fax|msisdn|contact")
 _DOUBLE_SEPARATOR = re.compile(r"[.-]\s*[.-]")  # "200 390 - - ---- 91" in a log line
 _ZIP4 = re.compile(r"\d{5}-\d{4}")
 # the baseline's phone expression, plus a country code in parentheses: (+358) 291926593
@@ -60,7 +63,8 @@ def phone_ok(text: str, start: int, value: str) -> bool:
     + / 00 / area code in parentheses or separators between digit groups; a bare run of digits (an
     order number) needs 10 or more. Not a phone: digits run on into letters (``260343-718E``, an ID),
     a date with a time, doubled separators (log fields), a US ZIP+4 after a state, a decimal number,
-    unbalanced parentheses (``12.2.0-14) 12.2.0``: versions), the status and size of an access log line."""
+    unbalanced parentheses (``12.2.0-14) 12.2.0``: versions), the status and size of an access log line,
+    a bare JSON number under a key that names no phone."""
     digits = sum(c.isdigit() for c in value)
     if not 8 <= digits <= 15 or rules.DATE_LIKE.fullmatch(value.strip("()")) or _NOT_PHONE.fullmatch(value):
         return False
@@ -70,6 +74,9 @@ def phone_ok(text: str, start: int, value: str) -> bool:
     if _NOT_PHONE_START.match(value.lstrip("(")) or _DOUBLE_SEPARATOR.search(value) or _DECIMAL.fullmatch(value):
         return False
     if value.count("(") != value.count(")") or _HTTP_STATUS_BEFORE.search(text, max(0, start - 16), start):
+        return False
+    if value.isdigit() and (m := _JSON_NUMBER_KEY.search(text, max(0, start - 40), start)) \
+            and not _PHONE_KEY.search(m.group(1)):
         return False
     if _ZIP4.fullmatch(value) and _STATE_BEFORE.search(text[max(0, start - 12):start]):  # "NL 74812-3060"
         return False
