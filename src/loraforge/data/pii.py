@@ -179,12 +179,6 @@ class _Record:
             "major": lambda: str(r.randint(1, 3)),
             "hash": lambda: "".join(r.choice("0123456789abcdef") for _ in range(r.choice([7, 12, 40]))),
             "uuid": lambda: str(f.uuid4()),
-            "shorthash": lambda: "".join(r.choice("0123456789abcdef") for _ in range(7)),
-            "containerid": lambda: "".join(r.choice("0123456789abcdef") for _ in range(12)),
-            "digest": lambda: "sha256:" + "".join(r.choice("0123456789abcdef") for _ in range(64)),
-            "objid": lambda: r.choice(["cus", "req", "org", "acc", "evt", "sub", "pi", "in"]) + "_"
-            + "".join(r.choice(string.ascii_letters + string.digits) for _ in range(r.choice([8, 14, 24]))),
-            "epoch": lambda: str(int(when.timestamp())),
             "tplvar": lambda: r.choice(TPLVARS),
             "placeholder": lambda: r.choice(PLACEHOLDERS),
             "last4": lambda: f"{r.randint(0, 9999):04d}",

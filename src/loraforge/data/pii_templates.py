@@ -646,29 +646,6 @@ Report by «NAME5». Questions to security@«domain»."""),
 - Fix a retry storm in «service» (#«num», commit «hash»)
 - Examples use the 192.0.2.0/24 documentation range and 127.0.0.1 instead of real hosts
 - Thanks to the «company» team for the report"""),
-    # machine output that a tagger took for secrets, addresses and logins (the hand-written development
-    # set, bench/data/pii-handwritten-dev): commit and container IDs, digests, object IDs, stack frames
-    _t("changelog/git_oneline", "train", """
-$ git log --oneline -«3|4|5»
-«shorthash» feat(«service»): add «product» export (#«num»)
-«shorthash2» fix(«service»): retry on 429 with jitter
-«shorthash3» chore(deps): bump «product2» from «version» to «version2»
-Merge pull request #«num2» from feature/«service»-«ns»"""),
-    _t("kube/container_list", "train", """
-CONTAINER ID   IMAGE                      STATUS        PORTS
-«containerid»   «service»:«version»   Up «num» hours   «port»/tcp
-«containerid2»   «service2»:«version2»   Up «num2» minutes   0.0.0.0:«port2»->«port»/tcp
-=> writing image «digest»  0.0s
-=> => naming to «registry»/«org»/«service»:«version»"""),
-    _t("apijson/object_ids", "train", """
-{"id":"«objid»","object":"«subscription|invoice|payment_intent|event»","customer":"«objid2»","org":"«objid3»","request_id":"«objid4»","created":«epoch»,"livemode":false}
-{"event":"«service».updated","trace_id":"«uuid»","span_id":"«containerid»","digest":"«digest»","status":«200|201|202|204»}"""),
-    _t("pycode/java_trace", "train", """
-«iso_time» ERROR [«service»] Unhandled exception in request «uuid»
-java.lang.«IllegalStateException|NullPointerException|IllegalArgumentException»: «product» «version» not configured
-    at com.«org».«service».«Invoice|Billing|Order»Service.«compute|finalize|load»(«Invoice|Billing|Order»Service.java:«num»)
-    at com.«org».«service».api.«Invoice|Billing|Order»Controller.handle(«Invoice|Billing|Order»Controller.java:«num2»)
-    at org.springframework.web.servlet.FrameworkServlet.service(FrameworkServlet.java:«num3»)"""),
     _t("firewall/nginx_allow", "train", """
 # «service» admin endpoint, reviewed «date»
 location /admin {
