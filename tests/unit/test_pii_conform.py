@@ -141,6 +141,12 @@ def kept(text: str, *pieces: tuple[str, str]) -> list[tuple[str, str]]:
     ("password: Summer2019!crm", ("Summer2019!crm", "PASSWORD"), "Summer2019!crm"),
     ("生年月日 平成8年2月29日生（満28歳）", ("28", "DATE_OF_BIRTH"), None),  # an age
     ("Employee: Daniel (employee ID E-20418, Finance)", ("E-20418", "SSN"), None),
+    # a company and its premises, an organisation's free line
+    ("Customer Care, Fernweh Outdoor GmbH", ("Fernweh Outdoor GmbH", "NAME"), None),
+    ("CloudNest Ltd · 20 Finsbury Square · London EC2A 1DE", ("20 Finsbury Square · London EC2A 1DE", "ADDRESS"), None),
+    ("Jane Roe, 20 Finsbury Square, London", ("20 Finsbury Square, London", "ADDRESS"), "20 Finsbury Square, London"),
+    ("call us on 1-800-555-0100 (Mon-Fri)", ("1-800-555-0100", "PHONE"), None),
+    ("call me on 07700 900462", ("07700 900462", "PHONE"), "07700 900462"),
     # mailboxes of an organisation, mailing lists and message IDs are not a person's address
     ("Invoice to accounts-payable@brightfield.com", ("accounts-payable@brightfield.com", "EMAIL"), None),
     ("Cc: logistics-ops@brightfield.com", ("logistics-ops@brightfield.com", "EMAIL"), None),

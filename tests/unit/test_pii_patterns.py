@@ -43,6 +43,7 @@ def _found(text):
     ("rollback to storefront@2024.06.12-1 and 2024.06.11-3", []),
     ("challenge passed (2024-06-12 08:14)", []),
     ('{"created":1698580637,"examples": [1717401600],"phone":4155550100}', [("4155550100", "PHONE")]),
+    ("commit=00000000; hotline 1-800-555-0100, 0800 123 4567, 고객센터(1588-0000)", []),
     # a login after a user key; not a value that names no one
     ("DB_USER=orders_svc\nusername: billing_app\nuser=e.novak login: true username = var.db_username",
      [("orders_svc", "USERNAME"), ("billing_app", "USERNAME"), ("e.novak", "USERNAME")]),

@@ -16,6 +16,7 @@ import re
 
 from loraforge.data.pii_tags import spaceless
 from loraforge.eval.pii_baseline import TOKEN, luhn_ok
+from loraforge.pii.patterns import TOLL_FREE
 from loraforge.pii.spans import Span
 
 # local parts of mailboxes that belong to an organisation, not a person (RULES.md: EMAIL)
@@ -51,6 +52,11 @@ tmrw ya yo oye hola vale jaja hallo moin salut coucou ciao hej oi
 # placeholders, not secrets or logins (RULES.md: PASSWORD): template variables, changeme, masks
 _PLACEHOLDER_VALUE = re.compile(r"(?i)\$\{[^}]*\}|\$\([^)]*\)|\{\{.*\}\}|<[^<>]+>|%\([^)]*\)s|\*+|change-?me|changeit|"
                                 r"\w*your[_-]\w*|\w+_")  # sk_test_your_key_here; a key's prefix (``ph_test_``)
+# a company's legal form: a NAME ending in one is a company, an ADDRESS right after one is its premises (RULES.md)
+_LEGAL_FORM = (r"(?:Ltd|Limited|GmbH|AG|Inc|LLC|LLP|plc|PLC|S\.A\.?|SAS|SARL|S\.L\.?|B\.V\.?|N\.V\.?|Sp\. z o\.o\.?|"
+               r"S\.p\.A\.?|S\.r\.l\.?|Corp\.?|KG|Oy|AB|A/S|K\.K\.|Pty)")
+_COMPANY_NAME = re.compile(r".+\s" + _LEGAL_FORM + r"\.?")
+_COMPANY_BEFORE = re.compile(r"\b" + _LEGAL_FORM + r"\.?\s*[,·|–—-]\s*$")
 # the identifier of a request, an event, an account or an organisation is not a secret (``"request_id":"req_01HZ..."``),
 # nor is a key's public fingerprint (``SHA256:Xq2b...``)
 _ID_KEY_BEFORE = re.compile(r"(?i)(?:\b|_)(?:request|trace|span|event|correlation|transaction|message|chat|org|tenant|"
@@ -372,13 +378,17 @@ def _never_personal(text: str, span: Span) -> bool:
         return True
     if span.type == "PASSWORD" and _ID_KEY_BEFORE.search(text, max(0, span.start - 24), span.start):
         return not TOKEN.fullmatch(value)  # a well-known secret's shape is a secret under any key
-    if span.type == "ADDRESS":  # a city or a place on its own is not a postal address
-        return " " not in value and not any(c.isdigit() for c in value) and not any(spaceless(c) for c in value)
+    if span.type == "ADDRESS":  # a city or a place on its own is not a postal address, nor a company's premises
+        lone_place = " " not in value and not any(c.isdigit() for c in value) and not any(spaceless(c) for c in value)
+        line_start = _line_bounds(text, span.start, span.start)[0]
+        return lone_place or bool(_COMPANY_BEFORE.search(text, max(line_start, span.start - 40), span.start))
     if span.type == "EMAIL":
         return _role_mailbox(value) or bool(_MAILING_LIST.search(value)) or \
             bool(_MESSAGE_ID_BEFORE.search(text, max(0, span.start - 16), span.start))
-    if span.type == "NAME" and value.lower().rstrip(".") in FIELD_LABELS:
+    if span.type == "NAME" and (value.lower().rstrip(".") in FIELD_LABELS or _COMPANY_NAME.fullmatch(value)):
         return True
+    if span.type == "PHONE" and TOLL_FREE.fullmatch(value):
+        return True  # an organisation's free line
     if span.type == "USERNAME":
         return value.lower() in SYSTEM_ACCOUNTS or bool(_BOT.search(value)) or bool(_HOSTNAME.fullmatch(value)) or \
             text.startswith("[bot]", span.end) or (bool(_CODE_PATH.fullmatch(value)) and not value.islower())

@@ -26,6 +26,9 @@ _HTTP_STATUS_BEFORE = re.compile(r'HTTP/[\d.]+"\s*$')  # an access log's status 
 # a bare JSON number under a key that names no phone (``"created":1698580637``, an epoch; an account ID)
 _JSON_NUMBER_KEY = re.compile(r'"([\w.-]*)"\s*:\s*\[?\s*$')
 _PHONE_KEY = re.compile(r"(?i)phone|tel|mobile|cell|fax|msisdn|contact")
+# a toll-free or shared-cost line is an organisation's, never a person's (RULES.md: PHONE): 1-800, 0800, 0120, 1588
+TOLL_FREE = re.compile(r"(?:\+?1[ .-]?)?\(?8(?:00|33|44|55|66|77|88)\)?[ .-]\d{3}[ .-]?\d{4}|0800[ ]?\d{3}[ ]?\d{3,4}|"
+                       r"0120[ -]?\d{2,3}[ -]?\d{3}|1[56]88-\d{4}")
 _DOUBLE_SEPARATOR = re.compile(r"[.-]\s*[.-]")  # "200 390 - - ---- 91" in a log line
 _ZIP4 = re.compile(r"\d{5}-\d{4}")
 # the baseline's phone expression, plus a country code in parentheses: (+358) 291926593
@@ -64,8 +67,10 @@ def phone_ok(text: str, start: int, value: str) -> bool:
     order number) needs 10 or more. Not a phone: digits run on into letters (``260343-718E``, an ID),
     a date with a time, doubled separators (log fields), a US ZIP+4 after a state, a decimal number,
     unbalanced parentheses (``12.2.0-14) 12.2.0``: versions), the status and size of an access log line,
-    a bare JSON number under a key that names no phone."""
+    a bare JSON number under a key that names no phone, one digit repeated, a toll-free line."""
     digits = sum(c.isdigit() for c in value)
+    if len({c for c in value if c.isdigit()}) == 1 or TOLL_FREE.fullmatch(value):
+        return False  # 00000000 (a commit placeholder), an organisation's free line
     if not 8 <= digits <= 15 or rules.DATE_LIKE.fullmatch(value.strip("()")) or _NOT_PHONE.fullmatch(value):
         return False
     end = start + len(value)
