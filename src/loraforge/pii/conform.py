@@ -27,7 +27,7 @@ hostmaster hr info inquiries invoices it jobs legal lettings mailer-daemon marke
 no-reply noc noreply notifications notify office ops orders payable payroll people platform platform-team postmaster
 press privacy procurement purchasing receivable reception recruiting rentals reservations root sales security service
 servicedesk shop spam sre store support team travel warehouse webmaster
-buchhaltung kontakt info-de contacto soporte ajuda suporte aide assistance hilfe
+buchhaltung kontakt contacto soporte ajuda suporte aide assistance hilfe
 """.split())
 # a role word as one part of a hyphenated local part: accounts-payable@, logistics-ops@, sales-emea@
 _ROLE_PARTS = ROLE_MAILBOXES - {"it", "people", "store", "shop"}

@@ -4,7 +4,8 @@ A regular expression proposes, a check disposes: card numbers must pass Luhn, IB
 addresses must parse, US SSNs must use an issued area. The expressions and checks are the rule
 baseline's (``eval.pii_baseline``), imported so both stay one implementation; what is added here is
 the validation that keeps hard negatives (order numbers, versions such as ``10.4.2.1``, dates)
-unmasked. Names, addresses, usernames and passwords in prose need context: that is the model's job.
+unmasked. Names, addresses, usernames and passwords in prose need context: that is the model's job
+(a login after a user key of a config or a log line, ``DB_USER=...``, is the one login found here).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ _ZIP4 = re.compile(r"\d{5}-\d{4}")
 # the baseline's phone expression, plus a country code in parentheses: (+358) 291926593
 PHONE = re.compile(rules.PHONE_BEFORE + r"(?:\(\+\d{1,4}\)\s?|(?:\+|00)?\(?)" + rules.PHONE_BODY)
 _STATE_BEFORE = re.compile(r"\b[A-Z]{2,4}\s+$")
+_NOT_PHONE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}|\d{3}-\d{2}-\d{4}")  # IP-shaped, SSN-shaped
 # a login after a user key of a config, a CLI or a log line (``DB_USER=orders_svc``, ``username: billing_app``,
 # ``user=e.novak``); not "user: ..." (a chat speaker) nor ``imap-login: Login:`` (a log's program and event).
 # System accounts and placeholders are dropped afterwards (``pii.conform``)
@@ -47,7 +49,6 @@ def login_ok(text: str, start: int, value: str) -> bool:
     end = start + len(value)
     return (any(c.isalpha() for c in value) and not _NOT_A_LOGIN.fullmatch(value) and text[end:end + 1] not in (":", "=")
             and not _NOT_PHONE_START.match(value))
-_NOT_PHONE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}|\d{3}-\d{2}-\d{4}")  # IP-shaped, SSN-shaped
 
 
 def ssn_ok(value: str) -> bool:
