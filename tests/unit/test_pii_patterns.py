@@ -44,6 +44,9 @@ def _found(text):
     ("challenge passed (2024-06-12 08:14)", []),
     ('{"created":1698580637,"examples": [1717401600],"phone":4155550100}', [("4155550100", "PHONE")]),
     ("commit=00000000; hotline 1-800-555-0100, 0800 123 4567, 고객센터(1588-0000)", []),
+    ("mysql -h db.internal -u reporting_ro -p sales; docker login -u jdoe ghcr.io; sort -u names.txt",
+     [("reporting_ro", "USERNAME"), ("jdoe", "USERNAME")]),
+    ("Aadhaar 5843, PAN: AJXPG7731K; order ABCDE1234F", [("AJXPG7731K", "SSN")]),
     # a login after a user key; not a value that names no one
     ("DB_USER=orders_svc\nusername: billing_app\nuser=e.novak login: true username = var.db_username",
      [("orders_svc", "USERNAME"), ("billing_app", "USERNAME"), ("e.novak", "USERNAME")]),

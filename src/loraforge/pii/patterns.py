@@ -41,6 +41,11 @@ _NOT_PHONE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}|\d{3}-\d{2}-\d{4}")  # IP-shap
 # System accounts and placeholders are dropped afterwards (``pii.conform``)
 USER_KEY = re.compile(r"(?i)(?:(?<![\w-])(?:user_?name|login)|_user|(?<![\w-])user(?==))[\"']?[ \t]*[:=][ \t]*[\"']?"
                       r"([\w.@-]*\w)")
+# the user of a client's command line (``mysql -h db -u reporting_ro``, ``docker login -u jdoe``, ``curl -u jdoe:...``)
+CLI_USER = re.compile(r"\b(?:mysql\w*|psql|pg_dump\w*|pg_restore|mongo\w*|redis-cli|sudo|curl|(?:docker|podman|oc|helm registry) "
+                      r"login)\b[^\n|;&]*?\s(?:-u ?|-U ?|--user(?:name)?[= ])[\"']?([\w.@-]*\w)")
+# an Indian PAN after its label: five letters (the fourth says who holds it), four digits, a letter
+PAN_IN = re.compile(r"\bPAN\b\W{0,6}([A-Z]{3}[PCHFATBLJG][A-Z]\d{4}[A-Z])\b")
 _NOT_A_LOGIN = re.compile(r"(?i)true|false|null|none|nil|yes|no|(?:var|local|module|data|env|self)\..*")
 
 
@@ -112,6 +117,8 @@ PATTERNS: tuple[Pattern, ...] = (  # most specific first: an earlier pattern win
     Pattern("ipv6", "IP_ADDRESS", rules.IPV6, ip_ok),
     Pattern("phone", "PHONE", PHONE, phone_ok),
     Pattern("user_key", "USERNAME", USER_KEY, login_ok, group=1),
+    Pattern("cli_user", "USERNAME", CLI_USER, login_ok, group=1),
+    Pattern("pan_in", "SSN", PAN_IN, lambda t, s, v: True, group=1),
 )
 PATTERN_NAMES = tuple(p.name for p in PATTERNS)
 
