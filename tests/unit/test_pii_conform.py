@@ -133,6 +133,7 @@ def kept(text: str, *pieces: tuple[str, str]) -> list[tuple[str, str]]:
     # tokens that name no secret: a placeholder, a key's prefix, an ID under its key, a public fingerprint
     ("STRIPE_SECRET_KEY=sk_test_your_key_here", ("sk_test_your_key_here", "PASSWORD"), None),
     ("Keys starting with `ph_test_` work", ("ph_test_", "PASSWORD"), None),
+    ("password: hunter2_", ("hunter2_", "PASSWORD"), "hunter2_"),  # a password may end in an underscore
     ('"request_id":"req_01HZ8K3W9QX4T7B2M5N6P0R1S8"', ("req_01HZ8K3W9QX4T7B2M5N6P0R1S8", "PASSWORD"), None),
     ("Account ID acc_7Fq2Lm9Xp0.", ("acc_7Fq2Lm9Xp0", "PASSWORD"), None),
     ("ssh2: ED25519 SHA256:Xq2b9Tn0sYl4R7m3KfV1cWz8pHd6Ju5Ae0Go2Li9Nk4", ("Xq2b9Tn0sYl4R7m3KfV1cWz8pHd6Ju5Ae0Go2Li9Nk4",
@@ -171,6 +172,7 @@ def kept(text: str, *pieces: tuple[str, str]) -> list[tuple[str, str]]:
     ("e1000e 0000:00:1f.6 eth0: NIC Link is Up", ("0000:00:1f.6", "IP_ADDRESS"), None),  # a PCI slot
     ("Restarts 14 (2m11s ago)  47m  <none>", ("47m", "IP_ADDRESS"), None),
     ('ports: ["127.0.0.1:5432:5432"]', ("127.0.0.1:5432:5432", "IP_ADDRESS"), None),
+    ('ports: ["192.168.1.20:8080:3000"]', ("192.168.1.20:8080:3000", "IP_ADDRESS"), "192.168.1.20"),
     ("> Host: localhost:8443", ("localhost:8443", "IP_ADDRESS"), None),
     ("remote=2a01:4f8:c17:3b2a::1 user=x", ("2a01:4f8:c17:3b2a::1", "IP_ADDRESS"), "2a01:4f8:c17:3b2a::1"),
 ])

@@ -51,7 +51,7 @@ tmrw ya yo oye hola vale jaja hallo moin salut coucou ciao hej oi
 """.split())
 # placeholders, not secrets or logins (RULES.md: PASSWORD): template variables, changeme, masks
 _PLACEHOLDER_VALUE = re.compile(r"(?i)\$\{[^}]*\}|\$\([^)]*\)|\{\{.*\}\}|<[^<>]+>|%\([^)]*\)s|\*+|change-?me|changeit|"
-                                r"\w*your[_-]\w*|\w+_")  # sk_test_your_key_here; a key's prefix (``ph_test_``)
+                                r"\w*your[_-]\w*|[a-z]{2,5}_(?:test|live)_")  # sk_test_your_key_here; a key's prefix (``ph_test_``)
 # a company's legal form: a NAME ending in one is a company, an ADDRESS right after one is its premises (RULES.md)
 _LEGAL_FORM = (r"(?:Ltd|Limited|GmbH|AG|Inc|LLC|LLP|plc|PLC|S\.A\.?|SAS|SARL|S\.L\.?|B\.V\.?|N\.V\.?|Sp\. z o\.o\.?|"
                r"S\.p\.A\.?|S\.r\.l\.?|Corp\.?|KG|Oy|AB|A/S|K\.K\.|Pty)")
@@ -69,7 +69,7 @@ _PAIRS = {"(": ")", "[": "]", "{": "}", "<": ">"}  # off when unmatched inside t
 _SENTENCE_END = ".!?。！？"  # ends a sentence, not a value of a structured type
 _NO_TRAILING_DOT = {"EMAIL", "PHONE", "IP_ADDRESS", "CREDIT_CARD", "IBAN", "SSN", "DATE_OF_BIRTH", "USERNAME"}
 _RANGE_AFTER = re.compile(r"/\d{1,3}\b")  # an address followed by /n is a CIDR range
-_IPV4_PORT = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}")  # the port is not the address
+_IPV4_PORT = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3})(?::\d{1,5})+")  # the ports (docker's host:port:port) are not the address
 # a URL's credentials end at the @ of its host: https://user:TOKEN@github.com/org/repo.git
 _URL_CREDENTIALS_BEFORE = re.compile(r"://[^\s/@:]*:?$")
 _HOST_TAIL = re.compile(r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+(?::\d{1,5})?(?:/\S*)?$")
@@ -401,15 +401,14 @@ def _role_mailbox(address: str) -> bool:
     """An organisation's mailbox (RULES.md: EMAIL): a role word as the local part, or as one part of a
     hyphenated one (``accounts-payable``, ``logistics-ops``)."""
     local = address.split("@", 1)[0].lower()
-    return local in ROLE_MAILBOXES or any(part in _ROLE_PARTS for part in re.split(r"[-_]", local) if "-" in local or "_" in local)
+    parts = re.split(r"[-_]", local)
+    return local in ROLE_MAILBOXES or (len(parts) > 1 and any(part in _ROLE_PARTS for part in parts))
 
 
 def _not_an_address(text: str, span: Span, value: str) -> bool:
     """Loopback, unspecified, a range, a MAC address, or a machine identifier (``_NOT_IP``)."""
     if "/" in value or _RANGE_AFTER.match(text, span.end) or _MAC.fullmatch(value) or _NOT_IP.fullmatch(value):
         return True
-    if (m := re.match(r"(\d{1,3}(?:\.\d{1,3}){3})(?::\d{1,5})+$", value)) is not None:
-        value = m.group(1)  # 127.0.0.1:5432:5432 (docker's host:port:port)
     try:
         ip = ipaddress.ip_address(value.strip("[]"))
     except ValueError:

@@ -38,7 +38,8 @@ _STATE_BEFORE = re.compile(r"\b[A-Z]{2,4}\s+$")
 _NOT_PHONE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}|\d{3}-\d{2}-\d{4}")  # IP-shaped, SSN-shaped
 # a login after a user key of a config, a CLI or a log line (``DB_USER=orders_svc``, ``username: billing_app``,
 # ``user=e.novak``); not "user: ..." (a chat speaker) nor ``imap-login: Login:`` (a log's program and event).
-# System accounts and placeholders are dropped afterwards (``pii.conform``)
+# System accounts and placeholders are dropped afterwards (``pii.conform``). Narrower than the rule baseline's
+# USER_KV on purpose (no ``account`` key, no ``user:`` with a space): the baseline stays as published.
 USER_KEY = re.compile(r"(?i)(?:(?<![\w-])(?:user_?name|login)|_user|(?<![\w-])user(?==))[\"']?[ \t]*[:=][ \t]*[\"']?"
                       r"([\w.@-]*\w)")
 # the user of a client's command line (``mysql -h db -u reporting_ro``, ``docker login -u jdoe``, ``curl -u jdoe:...``)
