@@ -89,3 +89,15 @@ def test_errors_are_told_apart_by_kind():
     assert describe(rec, errs[0]).startswith("pii-handwritten-a leak NAME: '⟦Ann Lee⟧ (0711 2345)")
     assert "-> NAME:'Ann' (model)" in describe(rec, errs[0])
     assert errs[-1]["found"] == [(*at("Acme"), "NAME", "model")]
+
+
+def test_the_report_shows_the_curve_and_the_command_that_made_it():
+    from loraforge.bench.pii_errors import KEYS, markdown
+
+    point = lambda b, leak: {"bias": b, **{k: 0.0 for k in KEYS}, "leak_rate": leak}  # noqa: E731
+    results = {"adapter": "runs/x", "cases": "c.txt", "bias": 0.0, "cpu": "cpu", "n": 2, "no_pii_cases": 1,
+               "scores": {k: 1.0 for k in KEYS}, "errors": {"leak NAME": 1}, "curve": [point(-1, 2.5), point(1, 0.5)]}
+    text = markdown(results)
+    assert "| -1 | 2.5 |" in text and "| 1 | 0.5 |" in text
+    assert "--bias 0 --curve=-1,1`" in text
+    assert "--curve" not in markdown({**results, "curve": []})

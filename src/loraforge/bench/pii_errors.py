@@ -3,11 +3,12 @@ are tuned, so the hand-written evaluation set (``datasets/pii-handwritten``) and
 to find errors.
 
     python -m loraforge.bench.pii_errors [--adapter runs/pii-tagger-v4] [--cases bench/data/pii-handwritten-dev/cases.txt]
-        [--bias 0] [--show-values] [--out bench/results] [--name pii-handdev]
+        [--bias 0] [--curve=-1,0,1,2] [--show-values] [--out bench/results] [--name pii-handdev]
 
 The set is written like the evaluation set (``⟦TYPE|value⟧`` inline, ``RULES.md``) but by other hands and
 kept apart from it. Writes ``<name>.json`` / ``<name>.md`` with the scores and the error counts by kind;
 ``--show-values`` also prints every error with its text (personal data of the development set: asked for).
+``--curve`` adds the scores at more biases (the recall knob), from the same tagging pass.
 """
 
 from __future__ import annotations
@@ -56,31 +57,44 @@ def describe(record: dict, err: dict) -> str:
     return f"{record['id']} {err['kind']} {err['type']}: {context!r}" + (f" -> {found}" if found else "")
 
 
-def run(adapter: str, cases: str, bias: float | None, show_values: bool) -> tuple[dict, list[str]]:
+def run(adapter: str, cases: str, bias: float | None, show_values: bool,
+        curve: list[float] = ()) -> tuple[dict, list[str]]:
     from loraforge.pii.evaluate import score_spans, timed
     from loraforge.pii.handwritten import parse_cases
     from loraforge.workflows.mask import build_masker
 
     records = parse_cases(Path(cases).read_text(encoding="utf-8"), cases)
     masker = build_masker(adapter, merge="union", bias=bias)
-    spans, seconds = timed(masker.find_spans, [r["text"] for r in records], max(1, len(records)))
+    texts = [r["text"] for r in records]
+    points = []
+    if curve:
+        masker.model.memo = {}  # the tagger reads each text once; every bias decodes the same probabilities
+        for b in curve:
+            masker.bias = b
+            points.append({"bias": b, **{k: score_spans(records, masker.find_spans(texts))[k] for k in KEYS}})
+        masker.model.memo, masker.bias = None, bias if bias is not None else masker.model.default_bias
+    spans, seconds = timed(masker.find_spans, texts, max(1, len(records)))  # timed without the memo
     scores = score_spans(records, spans, seconds)
     errs = [(r, e) for r, s in zip(records, spans) for e in errors(r, s)]
     kinds = Counter(f"{e['kind']} {e['type']}" for _, e in errs)
     results = {"adapter": adapter, "cases": cases, "bias": masker.bias, "cpu": cpu_name(), "n": len(records),
                "no_pii_cases": sum(1 for r in records if not r["spans"]), "scores": {k: scores[k] for k in KEYS},
-               "texts_per_s": scores.get("texts_per_s"), "errors": dict(sorted(kinds.items()))}
+               "texts_per_s": scores.get("texts_per_s"), "errors": dict(sorted(kinds.items())), "curve": points}
     return results, [describe(r, e) for r, e in errs] if show_values else []
 
 
 def markdown(results: dict) -> str:
     scores = table(["set", "bias", *KEYS], [[results["cases"], results["bias"], *(results["scores"][k] for k in KEYS)]])
     errs = table(["error", "count"], [[k, v] for k, v in results["errors"].items()])
+    curve, biases = "", ",".join(format(p["bias"], "g") for p in results.get("curve", []))
+    if results.get("curve"):
+        rows = [[p["bias"], *(p[k] for k in KEYS)] for p in results["curve"]]
+        curve = "\n\nAt each bias (`--curve`):\n\n" + table(["bias", *KEYS], rows)
     return (f"# PII masker on the hand-written development set\n\n{results['n']} cases ({results['no_pii_cases']} "
             f"without personal data), model + validated patterns, adapter `{results['adapter']}`. CPU: "
-            f"{results['cpu']}.\n\n{scores}\n\nErrors by kind and gold (or found) type:\n\n{errs}\n\n"
+            f"{results['cpu']}.\n\n{scores}\n\nErrors by kind and gold (or found) type:\n\n{errs}{curve}\n\n"
             f"Reproduce: `python -m loraforge.bench.pii_errors --adapter {results['adapter']} --cases {results['cases']}"
-            f" --bias {results['bias']:g}`\n")
+            f" --bias {results['bias']:g}" + (f" --curve={biases}" if biases else "") + "`\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,11 +102,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--adapter", default="runs/pii-tagger-v4")
     parser.add_argument("--cases", default=DEV_CASES)
     parser.add_argument("--bias", type=float, default=None, help="the recall knob (default: the run's own)")
+    parser.add_argument("--curve", default="", help="also score at these biases, e.g. --curve=-1,0,1,2")
     parser.add_argument("--show-values", action="store_true", help="print each error with its text")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--name", default="pii-handdev")
     args = parser.parse_args(argv)
-    results, lines = run(args.adapter, args.cases, args.bias, args.show_values)
+    curve = [float(b) for b in args.curve.split(",") if b.strip()]
+    results, lines = run(args.adapter, args.cases, args.bias, args.show_values, curve)
     for line in lines:
         print(line)
     for path in write_results(args.out, args.name, results, markdown(results)):
