@@ -59,7 +59,7 @@ def describe(record: dict, err: dict) -> str:
 
 def run(adapter: str, cases: str, bias: float | None, show_values: bool,
         curve: list[float] = ()) -> tuple[dict, list[str]]:
-    from loraforge.pii.evaluate import score_spans, timed
+    from loraforge.pii.evaluate import score_spans, sweep_bias, timed
     from loraforge.pii.handwritten import parse_cases
     from loraforge.workflows.mask import build_masker
 
@@ -69,10 +69,8 @@ def run(adapter: str, cases: str, bias: float | None, show_values: bool,
     points = []
     if curve:
         masker.model.memo = {}  # the tagger reads each text once; every bias decodes the same probabilities
-        for b in curve:
-            masker.bias = b
-            points.append({"bias": b, **{k: score_spans(records, masker.find_spans(texts))[k] for k in KEYS}})
-        masker.model.memo, masker.bias = None, bias if bias is not None else masker.model.default_bias
+        points = sweep_bias(masker, records, curve, batch_size=max(1, len(records)))
+        masker.model.memo = None
     spans, seconds = timed(masker.find_spans, texts, max(1, len(records)))  # timed without the memo
     scores = score_spans(records, spans, seconds)
     errs = [(r, e) for r, s in zip(records, spans) for e in errors(r, s)]
