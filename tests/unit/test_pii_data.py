@@ -121,6 +121,19 @@ def test_a_rebuild_with_no_test_records_leaves_the_test_split_untouched(tmp_path
     assert gzip.decompress((tmp_path / "train.jsonl.gz").read_bytes()).count(b"\n") == 30
 
 
+def test_a_rebuild_draws_records_at_the_packaged_splits_share(tmp_path):
+    """`data pii --out-dir` without --records-share makes the same mix as the shipped pii:train."""
+    from loraforge.data.formats import read_records, resolve_spec
+
+    def share(records):
+        return sum(r["template"].startswith("records/") for r in records) / len(records)
+
+    assert main(["data", "pii", "--out-dir", str(tmp_path), "--n", "200", "--n-dev", "10", "--n-test", "0"]) == 0
+    rebuilt = [r for _, r in read_records(tmp_path / "train.jsonl.gz")]
+    shipped = [r for _, r in read_records(resolve_spec("pii:train"))]
+    assert 0.15 < share(rebuilt) < 0.35 and 0.2 < share(shipped) < 0.3
+
+
 def test_cli_writes_one_split(tmp_path, capsys):
     out = tmp_path / "t.jsonl"
     assert main(["data", "pii", "--n", "12", "--seed", "2", "--split", "test", "--out", str(out)]) == 0

@@ -122,8 +122,8 @@ def _data_stats(tokenizer: str | None = None, **kw) -> str:
 
 
 def _data_pii(n: int, seed: int, split: str, out: str | None, out_dir: str | None, n_dev: int, n_test: int,
-              import_format: list[str] | None, language: str | None, records_share: float = 0.0,
-              generations: int = 1) -> dict:
+              import_format: list[str] | None, language: str | None, records_share: float | None = None,
+              generations: int | None = None) -> dict:
     from loraforge.data import pii
 
     if import_format:
@@ -134,6 +134,8 @@ def _data_pii(n: int, seed: int, split: str, out: str | None, out_dir: str | Non
         records, report = import_ai4privacy(import_format[1], split=split, language=language)
         pii.write_jsonl(records, out)
         return report
+    records_share = pii.PACKAGED_RECORDS_SHARE if records_share is None else records_share
+    generations = pii.GENERATIONS if generations is None else generations
     if out_dir:
         return pii.build_packaged(out_dir, n, n_dev, n_test, seed, records_share=records_share, generations=generations)
     if out:
@@ -440,10 +442,10 @@ def commands() -> list[Command]:
                     arg("--import", dest="import_format", nargs=2, metavar=("FORMAT", "FILE"),
                         help="convert a public dataset file: ai4privacy FILE (source_text + privacy_mask)"),
                     arg("--language", help="with --import: keep only rows of this language (e.g. en)"),
-                    arg("--records-share", type=float, default=0.0, help="train family: share of structured "
-                        "records (forms, CSV, JSON, SQL... from random field schemas in ten languages)"),
-                    arg("--generations", type=int, default=1, help="train family: draw from template generations "
-                        "up to N (2 adds 25 more kinds of text; not the default, see docs/benchmarks.md)"),
+                    arg("--records-share", type=float, help="train family: share of structured records (forms, CSV, "
+                        "JSON, SQL... from random field schemas in ten languages; default: the packaged splits' 0.25)"),
+                    arg("--generations", type=int, help="train family: draw from template generations up to N "
+                        "(default 1; 2 adds 25 more kinds of text, not adopted: see docs/benchmarks.md)"),
                 )),
         Command(("export",), "export a run: PEFT adapter + card, merged model, GGUF, or OCI image",
                 "loraforge.export.run:export_run", show=show_json, args=(
