@@ -118,15 +118,18 @@ def test_a_rebuild_with_no_test_records_leaves_the_test_split_untouched(tmp_path
     assert main(args) == 0
     assert set(json.loads(capsys.readouterr().out)) == {"train", "dev"}
     assert (tmp_path / "test.jsonl.gz").read_bytes() == b"the shipped test split"
-    assert gzip.decompress((tmp_path / "train.jsonl.gz").read_bytes()).count(b"\n") == 30
+    from loraforge.data.pii_cases import training_records
+
+    assert gzip.decompress((tmp_path / "train.jsonl.gz").read_bytes()).count(b"\n") == 30 + len(training_records())
 
 
 def test_a_rebuild_draws_records_at_the_packaged_splits_share(tmp_path):
     """`data pii --out-dir` without --records-share makes the same mix as the shipped pii:train."""
     from loraforge.data.formats import read_records, resolve_spec
 
-    def share(records):
-        return sum(r["template"].startswith("records/") for r in records) / len(records)
+    def share(records):  # of the generated records (the hand-written training cases come on top)
+        generated = [r for r in records if r["family"] == "train"]
+        return sum(r["template"].startswith("records/") for r in generated) / len(generated)
 
     assert main(["data", "pii", "--out-dir", str(tmp_path), "--n", "200", "--n-dev", "10", "--n-test", "0"]) == 0
     rebuilt = [r for _, r in read_records(tmp_path / "train.jsonl.gz")]
@@ -267,3 +270,20 @@ def test_later_generation_records_have_exact_spans():
     for r in generate(200, seed=4, keep=lambda t: t.generation == 2, generations=2):
         assert all(r["text"][s["start"]:s["end"]] == s["value"] != "" for s in r["spans"])
         assert apply_spans(r["text"], r["spans"]) == r["masked"]
+
+
+def test_held_out_context_runs_can_train_on_the_hand_written_cases_too(tmp_path):
+    """``bench.pii_contexts --handwritten-repeat K``: train gains K copies of every hand-written training
+    case; dev and the held-out rows stay as they were."""
+    from loraforge.bench.pii_contexts import build_data, held_out_contexts
+    from loraforge.data.pii_cases import training_cases
+
+    held = held_out_contexts(12, 7)
+    plain = build_data(tmp_path / "plain", held, 0.0, 60, 10, 12)
+    with_cases = build_data(tmp_path / "hw", held, 0.0, 60, 10, 12, handwritten_repeat=2)
+    rows = lambda path: [json.loads(line) for line in path.read_text().splitlines()]  # noqa: E731
+    added = rows(with_cases["train"])[60:]
+    assert rows(with_cases["train"])[:60] == rows(plain["train"])
+    assert [r["text"] for r in added] == [r["text"] for r in training_cases()] * 2
+    for name in ("dev", "heldout"):
+        assert with_cases[name].read_bytes() == plain[name].read_bytes()

@@ -101,3 +101,47 @@ def test_the_report_shows_the_curve_and_the_command_that_made_it():
     assert "| -1 | 2.5 |" in text and "| 1 | 0.5 |" in text
     assert "--bias 0 --curve=-1,1`" in text
     assert "--curve" not in markdown({**results, "curve": []})
+
+
+def test_training_cases_are_valid_varied_and_apart_from_every_held_out_set():
+    """The hand-written training cases (``datasets/pii-handwritten-train``): checksums hold, many kinds of
+    text, about half without personal data, and no text or value shared with the evaluation set, the
+    development set or pii:test (values were renamed where writers happened to pick the same)."""
+    from loraforge.data.formats import resolve_spec
+    from loraforge.data.pii_cases import training_cases
+    from loraforge.eval.pii_baseline import iban_ok, luhn_ok
+
+    cases = training_cases()
+    assert len(cases) >= 400 and 0.4 <= sum(not r["spans"] for r in cases) / len(cases) <= 0.6
+    assert len({r["template"] for r in cases}) >= 20
+    for r in cases:
+        for s in r["spans"]:
+            assert r["text"][s["start"]:s["end"]] == s["value"], r["id"]
+            if s["type"] == "CREDIT_CARD":
+                assert luhn_ok("".join(c for c in s["value"] if c.isdigit())), (r["id"], s["value"])
+            if s["type"] == "IBAN":
+                assert iban_ok(s["value"]), (r["id"], s["value"])
+    held = SHIPPED + _dev_cases() + [r for _, r in read_records(resolve_spec("pii:test"))]
+    assert not {r["text"] for r in cases} & {r["text"] for r in held}
+    assert not {s["value"] for r in cases for s in r["spans"]} & {s["value"] for r in held for s in r["spans"]}
+
+
+def test_pii_train_holds_each_training_case_twice():
+    """The shipped pii:train is the generated records plus ``HANDWRITTEN_REPEAT`` copies of the current
+    cases (``python -m loraforge.pii.handwritten --train`` refreshes it after an edit)."""
+    from loraforge.data.formats import resolve_spec
+    from loraforge.data.pii_cases import HANDWRITTEN_REPEAT, TRAINING_FAMILY, training_records
+
+    train = [r for _, r in read_records(resolve_spec("pii:train"))]
+    assert [r for r in train if r["family"] == TRAINING_FAMILY] == training_records() and HANDWRITTEN_REPEAT == 2
+    assert sum(r["family"] != TRAINING_FAMILY for r in train) == 4000
+
+
+def test_refreshing_the_train_split_keeps_the_generated_records(tmp_path):
+    from loraforge.data.pii import generate, refresh_training_split, write_jsonl
+    from loraforge.data.pii_cases import training_records
+
+    generated = generate(5, seed=1)
+    path = write_jsonl(generated + training_records(1)[:3], tmp_path / "train.jsonl.gz")
+    assert refresh_training_split(path, repeat=1) == {"generated": 5, "handwritten": len(training_records(1))}
+    assert [r for _, r in read_records(path)] == generated + training_records(1)

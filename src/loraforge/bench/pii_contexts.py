@@ -7,7 +7,8 @@ patterns, as ``loraforge mask`` does) at each bias.
 
     python -m loraforge.bench.pii_contexts [--config configs/pii-tagger-gemma3-270m.yaml]
         [--records-share 0,0.25] [--hold 12] [--split-seed 7] [--n-train 4000] [--n-heldout 300]
-        [--biases 0,1,2] [--work runs/pii-contexts] [--out bench/results] [--reuse] [section.key=value ...]
+        [--biases 0,1,2] [--handwritten-repeat K] [--work runs/pii-contexts] [--out bench/results] [--reuse]
+        [section.key=value ...]
 
 Trainings run one after another (never two at once on a small machine). ``--reuse`` scores the runs and
 data already under ``--work`` (e.g. at more biases) and trains only the variants that have none. Writes
@@ -38,17 +39,20 @@ def held_out_contexts(hold: int, split_seed: int) -> list[str]:
 
 
 def build_data(work: Path, held: list[str], records_share: float, n_train: int, n_dev: int, n_heldout: int,
-               generations: int = GENERATIONS) -> dict:
+               generations: int = GENERATIONS, handwritten_repeat: int = 0) -> dict:
     """train/dev (other contexts, with ``records_share`` records; templates of generations up to
-    ``generations``) and the held-out set (held-out contexts, templates only, its own seed so no value
-    repeats one of train's), as jsonl under ``work``."""
+    ``generations``; train also ``handwritten_repeat`` copies of the hand-written training cases) and the
+    held-out set (held-out contexts, templates only, its own seed so no value repeats one of train's), as
+    jsonl under ``work``."""
     from loraforge.data.pii import generate, write_jsonl
+    from loraforge.data.pii_cases import training_records
 
     held_set = set(held)
     seen = lambda t: t.context not in held_set  # noqa: E731
     splits = {"train": generate(n_train, 0, "train", records_share=records_share, keep=seen, generations=generations),
               "dev": generate(n_dev, 1, "train", records_share=records_share, keep=seen, generations=generations),
               "heldout": generate(n_heldout, 2, "train", records_share=0.0, keep=lambda t: t.context in held_set)}
+    splits["train"] += training_records(handwritten_repeat)
     return {name: write_jsonl(recs, work / f"{name}.jsonl") for name, recs in splits.items()}
 
 
@@ -82,7 +86,7 @@ def score(run: Path, heldout: Path, biases: list[float]) -> list[dict]:
 
 def compare(config: str, shares: list[float], hold: int, split_seed: int, n_train: int, n_heldout: int,
             biases: list[float], work: str, overrides: list[str], reuse: bool = False,
-            generations: int = GENERATIONS) -> dict:
+            generations: int = GENERATIONS, handwritten_repeat: int = 0) -> dict:
     import json
 
     held = held_out_contexts(hold, split_seed)
@@ -92,13 +96,13 @@ def compare(config: str, shares: list[float], hold: int, split_seed: int, n_trai
         paths = {name: root / f"{name}.jsonl" for name in ("train", "dev", "heldout")}
         run = root / "run"
         if not (reuse and (run / "metrics.json").is_file() and all(p.is_file() for p in paths.values())):
-            paths = build_data(root, held, share, n_train, 200, n_heldout, generations)
+            paths = build_data(root, held, share, n_train, 200, n_heldout, generations, handwritten_repeat)
             run = run_variant(config, overrides, root, paths)
         train = json.loads((run / "metrics.json").read_text())["train"]
         variants.append({"records_share": share, "run": str(run), "train_seconds": train.get("seconds"),
                          "rows": score(run, paths["heldout"], biases)})
     return {"config": config, "overrides": overrides, "work": work, "held_out_contexts": held, "split_seed": split_seed,
-            "generations": generations, "n_train": n_train, "n_heldout": n_heldout, "cpu": cpu_name(), "variants": variants}
+            "generations": generations, "handwritten_repeat": handwritten_repeat, "n_train": n_train, "n_heldout": n_heldout, "cpu": cpu_name(), "variants": variants}
 
 
 def markdown(results: dict) -> str:
@@ -111,6 +115,8 @@ def markdown(results: dict) -> str:
         extra = f" --work {results['work']}{extra}"
     if results.get("generations", GENERATIONS) != GENERATIONS:
         extra = f" --generations {results['generations']}{extra}"
+    if results.get("handwritten_repeat"):
+        extra = f" --handwritten-repeat {results['handwritten_repeat']}{extra}"
     return (f"# PII tagger on train contexts held out from training\n\nHeld out (split seed "
             f"{results['split_seed']}): {', '.join(results['held_out_contexts'])}; {results['n_heldout']} rows, "
             f"model + validated patterns. CPU: {results['cpu']}.\n\n" + table(head, body)
@@ -133,11 +139,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="pii-contexts", help="results file name (without .json/.md)")
     parser.add_argument("--generations", type=int, default=GENERATIONS,
                         help="train on template generations up to N (the data's default: 1)")
+    parser.add_argument("--handwritten-repeat", type=int, default=0,
+                        help="add this many copies of the hand-written training cases to train (pii:train has 2)")
     parser.add_argument("--reuse", action="store_true", help="score the finished runs under --work, train only missing ones")
     args = parser.parse_args(argv)
     results = compare(args.config, [float(s) for s in args.records_share.split(",")], args.hold, args.split_seed,
                       args.n_train, args.n_heldout, [float(b) for b in args.biases.split(",")], args.work,
-                      args.overrides, args.reuse, args.generations)
+                      args.overrides, args.reuse, args.generations, args.handwritten_repeat)
     for path in write_results(args.out, args.name, results, markdown(results)):
         print(path)
 

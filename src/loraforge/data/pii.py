@@ -24,6 +24,7 @@ from pathlib import Path
 
 from loraforge.data import pii_records
 from loraforge.data.pii_align import replace_spans
+from loraforge.data.pii_cases import HANDWRITTEN_REPEAT, training_records
 from loraforge.data.pii_templates import SLOT_TYPES, TEMPLATES, Template
 from loraforge.runs.files import atomic_write
 
@@ -307,8 +308,10 @@ def write_jsonl(records: list[dict], path: str | Path) -> Path:
 
 
 def build_packaged(out_dir: str | Path, n_train: int, n_dev: int, n_test: int, seed: int = 0,
-                   records_share: float = PACKAGED_RECORDS_SHARE, generations: int = GENERATIONS) -> dict[str, int]:
-    """train/dev from the train templates (different seeds), test from the held-out test templates.
+                   records_share: float = PACKAGED_RECORDS_SHARE, generations: int = GENERATIONS,
+                   handwritten_repeat: int = HANDWRITTEN_REPEAT) -> dict[str, int]:
+    """train/dev from the train templates (different seeds), test from the held-out test templates; train
+    also holds ``handwritten_repeat`` copies of the hand-written training cases (``data/pii_cases.py``).
     ``n_test`` 0 writes no test split and leaves an existing one as it is: a rebuild of the test split
     differs from the shipped one (Faker reads the clock), and a test set must not move under results."""
     out_dir = Path(out_dir)
@@ -316,11 +319,24 @@ def build_packaged(out_dir: str | Path, n_train: int, n_dev: int, n_test: int, s
               "dev": generate(n_dev, seed + 1, "train", records_share=records_share, generations=generations)}
     if n_test:
         splits["test"] = generate(n_test, seed, "test")
+    splits["train"] += training_records(handwritten_repeat)
     seen = {r["text"] for r in splits["train"]}
     splits["dev"] = [r for r in splits["dev"] if r["text"] not in seen]
     for name, records in splits.items():
         write_jsonl(records, out_dir / f"{name}.jsonl.gz")
     return {name: len(records) for name, records in splits.items()}
+
+
+def refresh_training_split(path: str | Path, repeat: int = HANDWRITTEN_REPEAT) -> dict[str, int]:
+    """Rewrite a packaged train split with the current hand-written cases: the generated records are kept
+    byte for byte (a rebuild would read Faker's clock), the hand-written ones replaced."""
+    from loraforge.data.formats import read_records
+    from loraforge.data.pii_cases import TRAINING_FAMILY
+
+    generated = [r for _, r in read_records(path) if r.get("family") != TRAINING_FAMILY]
+    handwritten = training_records(repeat)
+    write_jsonl(generated + handwritten, path)
+    return {"generated": len(generated), "handwritten": len(handwritten)}
 
 
 def apply_spans(text: str, spans: list[dict]) -> str:
