@@ -264,3 +264,37 @@ def test_address_pieces_a_comma_apart_are_one_address():
     text = "I'm at 44/327, Goda Circle, Bathinda 758881, ring twice"
     assert kept(text, ("44/327", "ADDRESS"), ("Goda Circle, Bathinda 758881", "ADDRESS")) == [
         ("44/327, Goda Circle, Bathinda 758881", "ADDRESS")]
+
+
+@pytest.mark.parametrize("text, piece, value", [
+    ("現住所　〒530-0012 大阪府大阪市北区芝田1丁目9-3", "530-0012 大阪府大阪市北区芝田1丁目9-3", "〒530-0012 大阪府大阪市北区芝田1丁目9-3"),
+    ("- Residenza: Via Saragozza 94, 40123 Bologna", "Saragozza 94, 40123 Bologna", "Via Saragozza 94, 40123 Bologna"),
+    ("Ship to: ul. Długa 5/7, 00-238 Warszawa", "Długa 5/7, 00-238 Warszawa", "ul. Długa 5/7, 00-238 Warszawa"),
+    ("on file: 12 Filton Avenue, Bristol BS7 0AQ,", "Filton Avenue, Bristol BS7 0AQ", "12 Filton Avenue, Bristol BS7 0AQ"),
+    ("the flat at 14 Marchmont Crescent on 31 May", "14 Marchmont", "14 Marchmont Crescent"),
+    ("Kundennummer 12\nBerliner Str. 5, 10115 Berlin", "Berliner Str. 5, 10115 Berlin", "Berliner Str. 5, 10115 Berlin"),
+    ("ご住所：福島県横浜市南赤田17丁目17番17号", "県横浜市南赤田17丁目17番17号", "福島県横浜市南赤田17丁目17番17号"),
+    ("영일: I'm at 서울특별시 종로구 양재천로 226, ring", "양재천로 226", "서울특별시 종로구 양재천로 226"),
+    ("Patrick: I'm at Bergens Allé 214, 7584 Bording, ring", "Allé 214, 7584 Bording", "Bergens Allé 214, 7584 Bording"),
+    ("Judith: I'm at 25 Hilton Forges, DA1 7DU, ring", "Forges, DA1 7DU", "25 Hilton Forges, DA1 7DU"),
+    ("Address 12 Main Street, 62704 Springfield", "Main Street, 62704 Springfield", "12 Main Street, 62704 Springfield"),
+])
+def test_an_address_started_or_ended_a_word_off_is_grown_on_its_line(text, piece, value):
+    """A postal mark, a street word or a house number just before, a street suffix just after (not over a line)."""
+    assert kept(text, (piece, "ADDRESS")) == [(value, "ADDRESS")]
+
+
+def test_ids_with_letters_and_japanese_eras_keep_their_characters():
+    assert kept("PAN: AJXPG7731K", ("AJXPG7731K", "SSN")) == [("AJXPG7731K", "SSN")]  # four digits, an ID all the same
+    assert kept("HTTP 200 OK", ("200", "SSN")) == []  # a status code is not
+    assert kept("生年月日　平成8年2月29日生", ("8年2月29日", "DATE_OF_BIRTH")) == [("平成8年2月29日", "DATE_OF_BIRTH")]
+
+
+@pytest.mark.parametrize("text, piece, value", [
+    ("mysql -u markgarza -p'+rm)vNrTL3gX4' notifier_dev", ")vNrTL3gX4", "+rm)vNrTL3gX4"),
+    ('  DB_PASSWORD: ")5f2j2uJvU#_SuVg_*2@"', '5f2j2uJvU#_SuVg_*2@"', ")5f2j2uJvU#_SuVg_*2@"),
+    ("locals: password='%l7)RX)UAiVI1HGDO%' remote", "='%l7)RX)UAiVI1HGDO", "%l7)RX)UAiVI1HGDO%"),
+    ("pass: 'abc' and 'def'", "def", "def"),
+])
+def test_a_quoted_password_started_or_ended_a_few_characters_off_is_its_quotes_content(text, piece, value):
+    assert kept(text, (piece, "PASSWORD")) == [(value, "PASSWORD")]

@@ -47,6 +47,13 @@ def _found(text):
     ("mysql -h db.internal -u reporting_ro -p sales; docker login -u jdoe ghcr.io; sort -u names.txt",
      [("reporting_ro", "USERNAME"), ("jdoe", "USERNAME")]),
     ("Aadhaar 5843, PAN: AJXPG7731K; order ABCDE1234F", [("AJXPG7731K", "SSN")]),
+    # IPv6 with "::": three groups or more, not loopback; a UK National Insurance number by HMRC's letters
+    ("remote=2001:db8:3c4d:15::1a2f session=9b2e [2a01:4f8:c17:3b2a::1]:443",
+     [("2001:db8:3c4d:15::1a2f", "IP_ADDRESS"), ("2a01:4f8:c17:3b2a::1", "IP_ADDRESS")]),
+    ("listen [::1]:8080; std::map a::b dead::beef at 12:30:45, mac 00:1a:2b:3c:4d:5e", []),
+    ("NI number JT 48 91 27 B; QQ 12 34 56 C and GB 12 34 56 A are not", [("JT 48 91 27 B", "SSN")]),
+    ("pam_unix(su:auth): authentication failure; logname=elif25 uid=52 ruser=elif25 rhost=\n"
+     "su[60725]: FAILED SU (to root) qramos on pts/3", [("elif25", "USERNAME"), ("elif25", "USERNAME"), ("qramos", "USERNAME")]),
     # a login after a user key; not a value that names no one
     ("DB_USER=orders_svc\nusername: billing_app\nuser=e.novak login: true username = var.db_username",
      [("orders_svc", "USERNAME"), ("billing_app", "USERNAME"), ("e.novak", "USERNAME")]),

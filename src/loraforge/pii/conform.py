@@ -74,6 +74,7 @@ _IPV4_PORT = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3})(?::\d{1,5})+")  # the ports 
 _URL_CREDENTIALS_BEFORE = re.compile(r"://[^\s/@:]*:?$")
 _HOST_TAIL = re.compile(r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+(?::\d{1,5})?(?:/\S*)?$")
 _SHELL_QUOTES = "\"'`"
+_QUOTE_REACH = 8  # how far a password's quote may be from where the tagger started or ended it
 # honorifics stay outside a name (RULES.md: ``Frau ⟦Brandt⟧``, ``⟦佐藤 健⟧様``); English title
 # abbreviations (Dr., Mr., Ms., Mrs.) are part of it
 _HONORIFIC_BEFORE = re.compile(r"(?:Herrn?|Frau|Monsieur|Madame|Mademoiselle|Mme\.?|Mlle\.?|Señora?|Señorita|Signora?|"
@@ -132,16 +133,24 @@ def _credential_edges(text: str, a: int, b: int, ptype: str) -> tuple[int, int]:
         b = a + m.start()  # ⟦'secret' },⟧: what follows a space is the code around the value
     while b - a > 2 and text[a] in "=:" and text[a + 1] in _SHELL_QUOTES and text[b - 1] == text[a + 1]:
         a += 1  # PGPASSWORD⟦='secret'⟧: the quotes go below
+    if b - a > 2 and text[a] in "=:" and text[a + 1] in _SHELL_QUOTES:
+        a += 1  # password⟦='secr⟧et': the key's sign is not the value's; its quote opens it
     if text[a] in _SHELL_QUOTES and b < len(text) and text[b] == text[a]:
         a += 1  # ⟦"secret⟧"
     elif text[b - 1] in _SHELL_QUOTES and a > 0 and text[a - 1] == text[b - 1]:
         b -= 1  # "⟦secret"⟧
+    elif text[b - 1] in _SHELL_QUOTES and (k := text.rfind(text[b - 1], max(0, a - _QUOTE_REACH), a)) >= 0 \
+            and not any(c.isspace() for c in text[k + 1:a]):
+        a, b = k + 1, b - 1  # ")⟦secret"⟧: the value runs from its opening quote
+    elif text[a] in _SHELL_QUOTES and (k := text.find(text[a], b, b + _QUOTE_REACH)) >= 0 \
+            and not any(c.isspace() for c in text[b:k]):
+        a, b = a + 1, k  # ⟦'secr⟧et': to its closing quote
     if b < len(text) and text[b] in _SHELL_QUOTES:  # grown back to the opening quote over a few characters
-        k = text.rfind(text[b], max(0, a - 3), a)
+        k = text.rfind(text[b], max(0, a - _QUOTE_REACH), a)
         if k >= 0 and not any(c.isspace() for c in text[k + 1:a]):
             a = k + 1
     elif a > 0 and text[a - 1] in _SHELL_QUOTES:  # or on to the closing one
-        k = text.find(text[a - 1], b, b + 3)
+        k = text.find(text[a - 1], b, b + _QUOTE_REACH)
         if k >= 0 and not any(c.isspace() for c in text[b:k]):
             b = k
     return a, b
@@ -235,6 +244,39 @@ def _quoted_field(text: str, a: int, b: int) -> tuple[int, int]:
     return lo + 1, hi
 
 
+# Words that begin a street's name, in the languages of the data (lower case; ``ul.``: Polish ulica)
+_STREET_WORD_BEFORE = re.compile(r"(?i)(?<!\w)(?:via|viale|piazza|corso|largo|calle|avenida|avda\.|paseo|plaza|"
+                                 r"carrer|rua|travessa|rue|avenue|boulevard|chemin|ul\.|ulica|al\.|aleja|strada)\s+$")
+# a word of an address just before the span: a capitalized or Korean word, or a house number (``12``, ``14a``, ``12-14``)
+_ADDRESS_WORD_BEFORE = re.compile(r"(?<![^\s(])(?:[A-Z\u00c0-\u024f][\w'.-]*|[\uac00-\ud7a3]+|\d{1,5}[A-Za-z]?(?:[-/]\d{1,4})?) $")
+_STREET_SUFFIX_AFTER = re.compile(r" (?:Street|Road|Avenue|Lane|Close|Crescent|Drive|Way|Court|Place|Gardens|Terrace|"
+                                  r"Square|Grove|Mews|Walk|Row)\b")
+
+
+def _address_edges(text: str, a: int, b: int) -> tuple[int, int]:
+    """An address the tagger starts late or ends early is grown on its line: back over CJK characters (to
+    the prefecture), the postal mark ``〒``, a street word (``Via``, ``Calle``, ``ul.``), and up to three
+    capitalized words or a house number when the span has a number (``Bergens⟧ Allé 214``); on to a street suffix just after a street's
+    name (``14 Marchmont⟧ Crescent``)."""
+    line_start = _line_bounds(text, a, b)[0]
+    while a > line_start and spaceless(text[a - 1]) and text[a - 1].isalnum():
+        a -= 1  # 福島⟦県横浜市...⟧: a CJK address starts at its prefecture
+    if a > line_start and text[a - 1] == "〒":
+        a -= 1
+    if m := _STREET_WORD_BEFORE.search(text, max(line_start, a - 16), a):
+        a = m.start()
+    for _ in range(3 if any(c.isdigit() for c in text[a:b]) else 0):  # 25 Hilton ⟦Forges, DA1 7DU⟧; not New ⟦Elaineshire⟧
+        if text[a].isdigit() or not (m := _ADDRESS_WORD_BEFORE.search(text, max(line_start, a - 32), a)):
+            break
+        if m.group().strip().lower().rstrip(".:") in FIELD_LABELS:
+            break
+        a = m.start()
+    if text[b - 1].isalpha() and (m := _STREET_SUFFIX_AFTER.match(text, b)):
+        b = m.end()
+    return a, b
+
+
+_JAPANESE_ERAS = ("明治", "大正", "昭和", "平成", "令和")
 _PIECE_GAPS = {"NAME": (" ",), "ADDRESS": (" ", ", ")}
 
 
@@ -332,6 +374,7 @@ _NUMBER_TYPES = ("PHONE", "SSN", "IBAN", "DATE_OF_BIRTH", "IP_ADDRESS", "CREDIT_
 
 
 _TWO_GROUP_DATE = re.compile(r"\d{1,2}\s?/\s?\d{2}")  # MM/YY: a card's expiry, not a birth date
+_LETTERED_ID = re.compile(r"[A-Z]{5}\d{4}[A-Z]")  # an Indian PAN: ten characters, only four of them digits
 
 
 def _implausible(value: str, ptype: str) -> bool:
@@ -343,7 +386,7 @@ def _implausible(value: str, ptype: str) -> bool:
         return True  # punctuation alone (``/__`` of a blank date)
     if ptype in _NUMBER_TYPES and _FORMAT_MASK.fullmatch(value):
         return True
-    if ptype in ("PHONE", "SSN") and sum(c.isdigit() for c in value) < 5:
+    if ptype in ("PHONE", "SSN") and sum(c.isdigit() for c in value) < 5 and not _LETTERED_ID.fullmatch(value):
         return True  # a status code, a count (``200``, ``550``): every phone or ID number is longer
     if ptype == "DATE_OF_BIRTH" and (_TWO_GROUP_DATE.fullmatch(value) or (value.isdigit() and len(value) <= 2)):
         return True  # an expiry, an age (``満28歳``)
@@ -433,7 +476,9 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
             a, b = _name_cell(text, a, b)
             b = _surname_after(text, a, b)
         if s.type == "ADDRESS":
-            a, b = _quoted_field(text, a, b)
+            a, b = _address_edges(text, *_quoted_field(text, a, b))
+        if s.type == "DATE_OF_BIRTH" and text[max(0, a - 2):a] in _JAPANESE_ERAS:
+            a -= 2  # ⟦平成⟧8年2月29日: the era is part of the year
         if s.type == "IP_ADDRESS":
             if m := _IPV4_PORT.fullmatch(text, a, b):
                 b = m.end(1)

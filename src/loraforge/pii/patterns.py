@@ -40,13 +40,17 @@ _NOT_PHONE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}|\d{3}-\d{2}-\d{4}")  # IP-shap
 # ``user=e.novak``); not "user: ..." (a chat speaker) nor ``imap-login: Login:`` (a log's program and event).
 # System accounts and placeholders are dropped afterwards (``pii.conform``). Narrower than the rule baseline's
 # USER_KV on purpose (no ``account`` key, no ``user:`` with a space): the baseline stays as published.
-USER_KEY = re.compile(r"(?i)(?:(?<![\w-])(?:user_?name|login)|_user|(?<![\w-])user(?==))[\"']?[ \t]*[:=][ \t]*[\"']?"
+USER_KEY = re.compile(r"(?i)(?:(?<![\w-])(?:user_?name|login|logname|ruser)|_user|(?<![\w-])user(?==))[\"']?[ \t]*[:=][ \t]*[\"']?"
                       r"([\w.@-]*\w)")
 # the user of a client's command line (``mysql -h db -u reporting_ro``, ``docker login -u jdoe``, ``curl -u jdoe:...``)
 CLI_USER = re.compile(r"\b(?:mysql\w*|psql|pg_dump\w*|pg_restore|mongo\w*|redis-cli|sudo|curl|(?:docker|podman|oc|helm registry) "
                       r"login)\b[^\n|;&]*?\s(?:-u ?|-U ?|--user(?:name)?[= ])[\"']?([\w.@-]*\w)")
+# who ran su, in its log line (``FAILED SU (to root) elif25 on pts/3``)
+SU_USER = re.compile(r"\bSU \(to [\w.-]+\) ([\w.-]*\w) on\b")
 # an Indian PAN after its label: five letters (the fourth says who holds it), four digits, a letter
 PAN_IN = re.compile(r"\bPAN\b\W{0,6}([A-Z]{3}[PCHFATBLJG][A-Z]\d{4}[A-Z])\b")
+# a UK National Insurance number (HMRC's letter rules; ``JT 48 91 27 B``)
+NINO = re.compile(r"\b(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")
 _NOT_A_LOGIN = re.compile(r"(?i)true|false|null|none|nil|yes|no|(?:var|local|module|data|env|self)\..*")
 
 
@@ -61,6 +65,22 @@ def ssn_ok(value: str) -> bool:
     """An SSN the US could have issued (area not 000, 666 or 9xx; group and serial not zero)."""
     area, group, serial = value.split("-")
     return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+# rules.IPV6 (shared with the rule baseline) takes addresses written in full; this one the ``::`` forms,
+# with at least three groups (``a::b`` is C++ as often as an address) and not loopback or unspecified
+IPV6_COMPRESSED = re.compile(r"(?<![\w:.])(?:[0-9a-fA-F]{1,4}:)*(?:[0-9a-fA-F]{1,4})?::(?:[0-9a-fA-F]{1,4}"
+                             r"(?::[0-9a-fA-F]{1,4})*)?(?![\w:])")
+
+
+def ipv6_compressed_ok(text: str, start: int, value: str) -> bool:
+    import ipaddress
+
+    groups = [g for g in value.split(":") if g]
+    if len(groups) < 3 or not ip_ok(text, start, value):
+        return False
+    address = ipaddress.IPv6Address(value)
+    return not (address.is_loopback or address.is_unspecified)
 
 
 def ip_ok(text: str, start: int, value: str) -> bool:
@@ -116,10 +136,13 @@ PATTERNS: tuple[Pattern, ...] = (  # most specific first: an earlier pattern win
     Pattern("ssn_us", "SSN", rules.SSN_US, lambda t, s, v: ssn_ok(v)),
     Pattern("ipv4", "IP_ADDRESS", rules.IPV4, ip_ok),
     Pattern("ipv6", "IP_ADDRESS", rules.IPV6, ip_ok),
+    Pattern("ipv6_compressed", "IP_ADDRESS", IPV6_COMPRESSED, ipv6_compressed_ok),
     Pattern("phone", "PHONE", PHONE, phone_ok),
     Pattern("user_key", "USERNAME", USER_KEY, login_ok, group=1),
     Pattern("cli_user", "USERNAME", CLI_USER, login_ok, group=1),
+    Pattern("su_user", "USERNAME", SU_USER, login_ok, group=1),
     Pattern("pan_in", "SSN", PAN_IN, lambda t, s, v: True, group=1),
+    Pattern("nino_uk", "SSN", NINO, lambda t, s, v: True),
 )
 PATTERN_NAMES = tuple(p.name for p in PATTERNS)
 
