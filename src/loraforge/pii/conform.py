@@ -248,16 +248,17 @@ def _quoted_field(text: str, a: int, b: int) -> tuple[int, int]:
 _STREET_WORD_BEFORE = re.compile(r"(?i)(?<!\w)(?:via|viale|piazza|corso|largo|calle|avenida|avda\.|paseo|plaza|"
                                  r"carrer|rua|travessa|rue|avenue|boulevard|chemin|ul\.|ulica|al\.|aleja|strada)\s+$")
 # a word of an address just before the span: a capitalized or Korean word, or a house number (``12``, ``14a``, ``12-14``)
-_ADDRESS_WORD_BEFORE = re.compile(r"(?<![^\s(])(?:[A-Z\u00c0-\u024f][\w'.-]*|[\uac00-\ud7a3]+|\d{1,5}[A-Za-z]?(?:[-/]\d{1,4})?) $")
+_ADDRESS_WORD_BEFORE = re.compile(r"(?<![^\s(])(?:[A-Z\u00c0-\u024f][\w'.-]*|[\uac00-\ud7a3]+|"
+                                  r"\d{1,5}[A-Za-z]?(?:[-/]\d{1,4})?) $")
 _STREET_SUFFIX_AFTER = re.compile(r" (?:Street|Road|Avenue|Lane|Close|Crescent|Drive|Way|Court|Place|Gardens|Terrace|"
                                   r"Square|Grove|Mews|Walk|Row)\b")
 
 
 def _address_edges(text: str, a: int, b: int) -> tuple[int, int]:
     """An address the tagger starts late or ends early is grown on its line: back over CJK characters (to
-    the prefecture), the postal mark ``〒``, a street word (``Via``, ``Calle``, ``ul.``), and up to three
-    capitalized words or a house number when the span has a number (``Bergens⟧ Allé 214``); on to a street suffix just after a street's
-    name (``14 Marchmont⟧ Crescent``)."""
+    the prefecture), the postal mark ``〒``, a street word (``Via``, ``Calle``, ``ul.``), and, when the span
+    holds a number, up to three capitalized or Korean words or a house number (``Bergens ⟦Allé 214``), stopping
+    at a field label; on to a street suffix just after a street's name (``14 Marchmont⟧ Crescent``)."""
     line_start = _line_bounds(text, a, b)[0]
     while a > line_start and spaceless(text[a - 1]) and text[a - 1].isalnum():
         a -= 1  # 福島⟦県横浜市...⟧: a CJK address starts at its prefecture
@@ -276,7 +277,8 @@ def _address_edges(text: str, a: int, b: int) -> tuple[int, int]:
     return a, b
 
 
-_JAPANESE_ERAS = ("明治", "大正", "昭和", "平成", "令和")
+_JAPANESE_ERAS = ("明治", "大正", "昭和", "平成", "令和")  # a year of a Japanese date is written after its era
+
 _PIECE_GAPS = {"NAME": (" ",), "ADDRESS": (" ", ", ")}
 
 
