@@ -102,7 +102,8 @@ def compare(config: str, shares: list[float], hold: int, split_seed: int, n_trai
         variants.append({"records_share": share, "run": str(run), "train_seconds": train.get("seconds"),
                          "rows": score(run, paths["heldout"], biases)})
     return {"config": config, "overrides": overrides, "work": work, "held_out_contexts": held, "split_seed": split_seed,
-            "generations": generations, "handwritten_repeat": handwritten_repeat, "n_train": n_train, "n_heldout": n_heldout, "cpu": cpu_name(), "variants": variants}
+            "generations": generations, "handwritten_repeat": handwritten_repeat, "n_train": n_train,
+            "n_heldout": n_heldout, "cpu": cpu_name(), "variants": variants}
 
 
 def markdown(results: dict) -> str:
