@@ -145,3 +145,16 @@ def test_refreshing_the_train_split_keeps_the_generated_records(tmp_path):
     path = write_jsonl(generated + training_records(1)[:3], tmp_path / "train.jsonl.gz")
     assert refresh_training_split(path, repeat=1) == {"generated": 5, "handwritten": len(training_records(1))}
     assert [r for _, r in read_records(path)] == generated + training_records(1)
+
+
+def test_no_copies_asked_reads_no_case_file_and_the_summary_counts_what_the_docs_quote(tmp_path):
+    from loraforge.data.pii_cases import summary, training_cases, training_records
+
+    (tmp_path / "part-x.txt").write_text("stray text before any header\n", encoding="utf-8")
+    assert training_records(0, tmp_path) == []
+    with pytest.raises(ValueError, match="before the first"):
+        training_records(1, tmp_path)
+    cases = parse_cases("=== a chat\n⟦NAME|Ann⟧ and ⟦NAME|Bo⟧ at ⟦EMAIL|a@b.io⟧\n=== b log\nok")
+    assert summary(cases) == {"cases": 2, "without_pii": 1, "values": 3, "kinds": 2,
+                              "by_type": {"NAME": 2, "EMAIL": 1}}
+    assert summary(training_cases())["values"] == 1332  # the count README and docs/benchmarks.md give

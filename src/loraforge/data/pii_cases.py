@@ -67,6 +67,8 @@ def training_cases(folder: Path | None = None) -> list[dict]:
 
 def training_records(repeat: int = HANDWRITTEN_REPEAT, folder: Path | None = None) -> list[dict]:
     """``repeat`` copies of every training case, ids suffixed ``#k``: the share they take in pii:train."""
+    if repeat <= 0:
+        return []  # the files are not read: held-out context runs ask for none by default
     cases = training_cases(folder)
     return [{**r, "id": f"{r['id']}#{k}"} for k in range(repeat) for r in cases]
 
@@ -98,3 +100,15 @@ def _record(case_id: str, kind: str, annotated: str, where: str, family: str) ->
     return {"id": f"{prefix}-{case_id}", "text": full, "masked": "".join(masked), "spans": spans,
             "family": family, "template": kind, "locale": None}
 
+
+def summary(records: list[dict]) -> dict:
+    """What a set of annotated cases holds (the counts its README and docs quote)."""
+    from collections import Counter
+
+    return {"cases": len(records), "without_pii": sum(not r["spans"] for r in records),
+            "values": sum(len(r["spans"]) for r in records), "kinds": len({r["template"] for r in records}),
+            "by_type": dict(Counter(s["type"] for r in records for s in r["spans"]).most_common())}
+
+
+if __name__ == "__main__":  # python -m loraforge.data.pii_cases: the training cases' counts
+    print(summary(training_cases()))

@@ -10,6 +10,7 @@ unmasked. Names, addresses, usernames and passwords in prose need context: that 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -74,12 +75,9 @@ IPV6_COMPRESSED = re.compile(r"(?<![\w:.])(?:[0-9a-fA-F]{1,4}:)*(?:[0-9a-fA-F]{1
 
 
 def ipv6_compressed_ok(text: str, start: int, value: str) -> bool:
-    import ipaddress
-
-    groups = [g for g in value.split(":") if g]
-    if len(groups) < 3 or not ip_ok(text, start, value):
+    if sum(1 for g in value.split(":") if g) < 3 or not ip_ok(text, start, value):
         return False
-    address = ipaddress.IPv6Address(value)
+    address = ipaddress.IPv6Address(value)  # ip_ok parsed it: the regex admits IPv6 shapes only
     return not (address.is_loopback or address.is_unspecified)
 
 
