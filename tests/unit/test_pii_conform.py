@@ -298,3 +298,32 @@ def test_ids_with_letters_and_japanese_eras_keep_their_characters():
 ])
 def test_a_quoted_password_started_or_ended_a_few_characters_off_is_its_quotes_content(text, piece, value):
     assert kept(text, (piece, "PASSWORD")) == [(value, "PASSWORD")]
+
+
+@pytest.mark.parametrize("text, piece", [
+    ("Apr 15 17:40:22 mail dovecot: imap-login: Login: user=<ana.r@mail.example>", ("dovecot", "USERNAME")),
+    ("2024-05-01T10:12:00Z web-1 nginx[812]: GET /", ("nginx", "NAME")),
+    ("Nov 09 21:43:35 reports su[66873]: FAILED SU (to root) batesj on pts/1", ("66873", "PHONE")),
+    ("Mar 28 23:36:41 mail dovecot: imap(ana.r@mail.example)<21793>: Logged out", ("21793", "PHONE")),
+    ("May 08 16:15:29 payments su[40178]: pam_unix(su:auth): authentication failure", ("pam_unix", "USERNAME")),
+    ("API_KEY=%(username)s", (")s", "PASSWORD")),
+    ("DB_PASSWORD=${DB_PASSWORD_PROD}", ("PASSWORD_PROD", "PASSWORD")),
+    ('{"db":"127.0.0.1:5432","driver":"8.36.3.0"}', ("8.36.3.0", "IP_ADDRESS")),
+    ("Upgrade from 10.27.13.24 is supported", ("10.27.13.24", "IP_ADDRESS")),
+    ("running firmware v10.2.0.1 since May", ("10.2.0.1", "IP_ADDRESS")),
+])
+def test_what_a_machine_wrote_is_not_personal(text, piece):
+    """A log line's program and process ID, a piece of a template placeholder, and a version shaped like
+    an IP address are never personal data (RULES.md), whatever type a finder gave them."""
+    assert kept(text, piece) == []
+
+
+@pytest.mark.parametrize("text, piece", [
+    ("Apr 15 17:40:22 mail dovecot: imap-login: Login: user=<ana.r@mail.example>", ("ana.r@mail.example", "EMAIL")),
+    ("Nov 09 21:43:35 reports su[66873]: FAILED SU (to root) batesj on pts/1", ("batesj", "USERNAME")),
+    ("call me [0612345678] tonight", ("0612345678", "PHONE")),
+    ("Accepted password for mkowal from 10.27.13.24 port 52144", ("10.27.13.24", "IP_ADDRESS")),
+    ("DB_PASSWORD=s3cr3t-%(x)", ("s3cr3t-%(x)", "PASSWORD")),
+])
+def test_the_people_in_the_same_lines_keep_their_masks(text, piece):
+    assert kept(text, piece) == [piece]

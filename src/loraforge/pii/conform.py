@@ -407,9 +407,38 @@ def _ipv6_port(value: str) -> int | None:
     return len(head)
 
 
+# a syslog line's head: its time, its host, then the program that wrote it (``Apr 15 17:40:22 mail dovecot: ``)
+_SYSLOG_PROGRAM = re.compile(r"(?:[A-Z][a-z]{2} +\d{1,2} \d\d:\d\d:\d\d|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S*) \S+ "
+                             r"([\w./-]+)(?:\[\d+\])?: ")
+_PAM_MODULE = re.compile(r"pam_\w+")  # ``pam_unix(su:auth)``: a module, not an account
+# a template placeholder in the text (``%(username)s``, ``${DB_PASSWORD}``, ``{{ .Values.x }}``): no piece of it is a value
+_PLACEHOLDER_IN_TEXT = re.compile(r"%\([^)\n]*\)s|\$\{[^}\n]*\}|\{\{[^}\n]*\}\}")
+# a version's key or word right before an IP-shaped number (``"driver":"8.36.3.0"``, ``upgrade from 10.27.13.24``)
+_VERSION_BEFORE = re.compile(r"(?i)(?:\bv|\bversion|\bver\.?|\brelease|\bbuild|\bfirmware|\bkernel|\bdriver|"
+                             r"\bupgraded? from)[\"']?\s*[:=]?\s*[\"']?v?$")
+_BRACKETS = {"[": "]", "<": ">"}
+
+
+def _log_process(text: str, span: Span) -> bool:
+    """The program or the process ID of a log line (``mail ⟦dovecot⟧:``, ``su[⟦66873⟧]``, ``)<⟦75437⟧>``):
+    a machine's, never a person's, whatever its type."""
+    value, a, b = text[span.start:span.end], span.start, span.end
+    if value.isdigit() and len(value) <= 7 and a >= 2 and text[a - 1] in _BRACKETS \
+            and text[b:b + 1] == _BRACKETS[text[a - 1]] and (text[a - 2].isalnum() or text[a - 2] in ")_-"):
+        return True
+    m = _SYSLOG_PROGRAM.match(text, _line_bounds(text, a, b)[0])
+    return bool(m) and m.start(1) <= a and b <= m.end(1)
+
+
 def _never_personal(text: str, span: Span) -> bool:
     value = text[span.start:span.end]
     if _implausible(value, span.type) or _OBJECT_NAME_BEFORE.search(text, max(0, span.start - 80), span.start):
+        return True
+    if _log_process(text, span):
+        return True
+    line_start, line_end = _line_bounds(text, span.start, span.end)
+    placeholders = _PLACEHOLDER_IN_TEXT.finditer(text, line_start, line_end)
+    if any(m.start() <= span.start and span.end <= m.end() for m in placeholders):
         return True
     if span.type == "DATE_OF_BIRTH" and _TIME_AFTER.match(text, span.end):
         return True
@@ -425,7 +454,6 @@ def _never_personal(text: str, span: Span) -> bool:
         return not TOKEN.fullmatch(value)  # a well-known secret's shape is a secret under any key
     if span.type == "ADDRESS":  # a city or a place on its own is not a postal address, nor a company's premises
         lone_place = " " not in value and not any(c.isdigit() for c in value) and not any(spaceless(c) for c in value)
-        line_start = _line_bounds(text, span.start, span.start)[0]
         return lone_place or bool(_COMPANY_BEFORE.search(text, max(line_start, span.start - 40), span.start))
     if span.type == "EMAIL":
         return _role_mailbox(value) or bool(_MAILING_LIST.search(value)) or \
@@ -436,9 +464,11 @@ def _never_personal(text: str, span: Span) -> bool:
         return True  # an organisation's free line
     if span.type == "USERNAME":
         return value.lower() in SYSTEM_ACCOUNTS or bool(_BOT.search(value)) or bool(_HOSTNAME.fullmatch(value)) or \
+            bool(_PAM_MODULE.fullmatch(value)) or \
             text.startswith("[bot]", span.end) or (bool(_CODE_PATH.fullmatch(value)) and not value.islower())
     if span.type == "IP_ADDRESS":
-        return _not_an_address(text, span, value)
+        return _not_an_address(text, span, value) or \
+            bool(_VERSION_BEFORE.search(text, max(line_start, span.start - 24), span.start))
     return False
 
 
