@@ -112,7 +112,7 @@ def test_training_cases_are_valid_varied_and_apart_from_every_held_out_set():
     from loraforge.eval.pii_baseline import iban_ok, luhn_ok
 
     cases = training_cases()
-    assert len(cases) >= 400 and 0.4 <= sum(not r["spans"] for r in cases) / len(cases) <= 0.6
+    assert len(cases) >= 800 and 0.4 <= sum(not r["spans"] for r in cases) / len(cases) <= 0.6
     assert len({r["template"] for r in cases}) >= 20
     for r in cases:
         for s in r["spans"]:
@@ -157,4 +157,4 @@ def test_no_copies_asked_reads_no_case_file_and_the_summary_counts_what_the_docs
     cases = parse_cases("=== a chat\n⟦NAME|Ann⟧ and ⟦NAME|Bo⟧ at ⟦EMAIL|a@b.io⟧\n=== b log\nok")
     assert summary(cases) == {"cases": 2, "without_pii": 1, "values": 3, "kinds": 2,
                               "by_type": {"NAME": 2, "EMAIL": 1}}
-    assert summary(training_cases())["values"] == 1332  # the count README and docs/benchmarks.md give
+    assert summary(training_cases())["values"] == 2695  # the count README and docs/benchmarks.md give
