@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from loraforge.pii import Masker, MaskOptions
@@ -327,3 +329,20 @@ def test_what_a_machine_wrote_is_not_personal(text, piece):
 ])
 def test_the_people_in_the_same_lines_keep_their_masks(text, piece):
     assert kept(text, piece) == [piece]
+
+
+def test_every_word_list_is_read_and_holds_no_repeats():
+    """words.toml is where the rules' lists are edited: a list nobody reads, or a word listed twice,
+    is a mistake a data edit would not show."""
+    import tomllib
+    from importlib.resources import files
+
+    import loraforge.pii.conform as conform_module
+
+    lists = tomllib.loads(files("loraforge.pii").joinpath("words.toml").read_text(encoding="utf-8"))
+    source = Path(conform_module.__file__).read_text(encoding="utf-8")
+    for key, value in lists.items():
+        words = value.split() if isinstance(value, str) else value
+        assert words and len(words) == len(set(words)), key
+        assert f'_words("{key}")' in source or f'_alternation("{key}")' in source, key
+

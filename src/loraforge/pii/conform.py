@@ -13,48 +13,46 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import tomllib
+from importlib.resources import files
 
 from loraforge.data.pii_tags import spaceless
 from loraforge.eval.pii_baseline import TOKEN, luhn_ok
 from loraforge.pii.patterns import TOLL_FREE
 from loraforge.pii.spans import Span
 
+# the rules' word lists live in words.toml, one list per key, so that growing one is a data edit
+_WORDS = tomllib.loads(files("loraforge.pii").joinpath("words.toml").read_text(encoding="utf-8"))
+
+
+def _words(key: str) -> tuple[str, ...]:
+    value = _WORDS[key]
+    return tuple(value.split() if isinstance(value, str) else value)
+
+
+def _alternation(key: str) -> str:
+    """A list as a regex group, longest words first (``Herrn`` before ``Herr``)."""
+    return "(?:" + "|".join(re.escape(w) for w in sorted(_words(key), key=len, reverse=True)) + ")"
+
+
 # local parts of mailboxes that belong to an organisation, not a person (RULES.md: EMAIL)
-ROLE_MAILBOXES = frozenset("""
-abuse accounting accounts admin administrator alerts appeals billing bookings careers claims compliance contact
-customercare customerservice devops do-not-reply donotreply enquiries events feedback finance hello help helpdesk
-hostmaster hr info inquiries invoices it jobs legal lettings mailer-daemon marketing membership news newsletter
-no-reply noc noreply notifications notify office ops orders payable payroll people platform platform-team postmaster
-press privacy procurement purchasing receivable reception recruiting rentals reservations root sales security service
-servicedesk shop spam sre store support team travel warehouse webmaster
-buchhaltung kontakt contacto soporte ajuda suporte aide assistance hilfe
-""".split())
+ROLE_MAILBOXES = frozenset(_words("role_mailboxes"))
 # a role word as one part of a hyphenated local part: accounts-payable@, logistics-ops@, sales-emea@
-_ROLE_PARTS = ROLE_MAILBOXES - {"it", "people", "store", "shop"}
+_ROLE_PARTS = ROLE_MAILBOXES - set(_words("role_mailboxes_not_as_parts"))
 _MAILING_LIST = re.compile(r"(?i)@(?:lists?|groups|googlegroups)\.|@users\.noreply\.")
 _MESSAGE_ID_BEFORE = re.compile(r"(?i)message[-_ ]?id\s*[:=]\s*<?$")  # <...@mail.gmail.com> names a message
 # a form's field label, not the name written in it (``Naam: Neha Gupta``, ``Requester: ...``)
-FIELD_LABELS = frozenset("""
-name names fullname surname firstname lastname forename vorname nachname nom prénom prenom nombre apellido apellidos
-nome cognome naam voornaam achternaam imię imie nazwisko namn navn nimi patient paziente paciente patiente
-requester reporter assignee customer client employee applicant candidate tenant landlord sender recipient
-""".split()) | {"氏名", "姓名", "名前", "이름", "성명"}
+FIELD_LABELS = frozenset(_words("field_labels"))
 # generic system accounts and bots (RULES.md: USERNAME)
-SYSTEM_ACCOUNTS = frozenset({"root", "system", "nobody", "daemon", "www-data", "localhost", "admin", "administrator",
-                             "postgres", "mysql", "ubuntu", "ec2-user", "centos", "git", "guest", "__token__"})
+SYSTEM_ACCOUNTS = frozenset(_words("system_accounts"))
 _BOT = re.compile(r"(?i)(?:^|[-_.])bot(?:\[bot\])?$|\[bot\]$|^bot[-_.]")
-# chat words a tagger takes for a handle or a name (``hey r u coming``, ``ty, in``); lower case only:
-# ``Ty`` is also a given name
-CHAT_WORDS = frozenset("""
-r u ur ty thx thanks lol omg pls plz np ok okay kk yes yeah yep no nope hi hey hello sure brb idk imo btw gg asap
-tmrw ya yo oye hola vale jaja hallo moin salut coucou ciao hej oi
-""".split())
+# chat words a tagger takes for a handle or a name (``hey r u coming``); lower case only: ``Ty`` is a name
+CHAT_WORDS = frozenset(_words("chat_words"))
 # placeholders, not secrets or logins (RULES.md: PASSWORD): template variables, changeme, masks
 _PLACEHOLDER_VALUE = re.compile(r"(?i)\$\{[^}]*\}|\$\([^)]*\)|\{\{.*\}\}|<[^<>]+>|%\([^)]*\)s|\*+|change-?me|changeit|"
                                 r"\w*your[_-]\w*|[a-z]{2,5}_(?:test|live)_")  # sk_test_your_key_here; a key's prefix (``ph_test_``)
 # a company's legal form: a NAME ending in one is a company, an ADDRESS right after one is its premises (RULES.md)
-_LEGAL_FORM = (r"(?:Ltd|Limited|GmbH|AG|Inc|LLC|LLP|plc|PLC|S\.A\.?|SAS|SARL|S\.L\.?|B\.V\.?|N\.V\.?|Sp\. z o\.o\.?|"
-               r"S\.p\.A\.?|S\.r\.l\.?|Corp\.?|KG|Oy|AB|A/S|K\.K\.|Pty)")
+_LEGAL_FORM = _alternation("legal_forms")
 _COMPANY_NAME = re.compile(r".+\s" + _LEGAL_FORM + r"\.?")
 _COMPANY_BEFORE = re.compile(r"\b" + _LEGAL_FORM + r"\.?\s*[,·|–—-]\s*$")
 # the identifier of a request, an event, an account or an organisation is not a secret (``"request_id":"req_01HZ..."``),
@@ -77,15 +75,12 @@ _SHELL_QUOTES = "\"'`"
 _QUOTE_REACH = 8  # how far a password's quote may be from where the tagger started or ended it
 # honorifics stay outside a name (RULES.md: ``Frau ⟦Brandt⟧``, ``⟦佐藤 健⟧様``); English title
 # abbreviations (Dr., Mr., Ms., Mrs.) are part of it
-_HONORIFIC_BEFORE = re.compile(r"(?:Herrn?|Frau|Monsieur|Madame|Mademoiselle|Mme\.?|Mlle\.?|Señora?|Señorita|Signora?|"
-                               r"Sig\.(?:ra)?|Doña|Senhora?|Pani|Meneer|Mevrouw|Herra|Rouva|[Dd]octeur|[Dd]ott\.(?:ssa)?|"
-                               r"Dra\.?|pan|pani)\s+")  # not Don, Pan: also names (lower-case pan is the title)
+_HONORIFIC_BEFORE = re.compile(_alternation("honorifics_before") + r"\s+")
 # a greeting before a name in a chat or a letter (``Hi ⟦Dorota⟧``, ``Hoi ⟦Joost⟧``)
-_GREETING_BEFORE = re.compile(r"(?i)(?:hi|hey|hello|hallo|hej|hoi|hola|ciao|salut|bonjour|namaste|moin)\s+")
+_GREETING_BEFORE = re.compile("(?i)" + _alternation("greetings_before") + r"\s+")
 _POSSESSIVE = re.compile(r"['’]s$")  # ``⟦Mr. Reid⟧'s shifts``
-_INTRO_BEFORE = re.compile(r"(?:我叫|我是|我的名字[是叫]|名字[是叫]|本人|私は|僕は|저는|제 이름은)\s*")  # "my name is"
-_HONORIFIC_AFTER = re.compile(r"\s*(?:様|さま|さん|氏|殿|先生|君|くん|ちゃん|女士|小姐|同学|老师|经理|님|씨|선생님|님께|"
-                              r"대리|주임|과장|부장|팀장)$")
+_INTRO_BEFORE = re.compile(_alternation("introductions_before") + r"\s*")  # "my name is"
+_HONORIFIC_AFTER = re.compile(r"\s*" + _alternation("honorifics_after") + "$")
 
 
 def _strip(value: str, ptype: str) -> tuple[int, int]:
@@ -211,10 +206,7 @@ _TRAILING_NUMBER = re.compile(r"\s+\d[\d:.]*$")
 _TRAILING_KEY = re.compile(r"\s+\S+$")
 # a surname after a given name: one capitalized word (``⟦Jeffrey⟧ Ross exceeded``), not an acronym
 _NEXT_WORD = re.compile(r" ([^\W\d_][^\W\d_'’-]*(?:[-'’][^\W\d_]+)*)(?=[\s.,;:!?)\]]|$)")
-_NOT_SURNAMES = frozenset("""
-I Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April May June July August
-September October November December
-""".split())
+_NOT_SURNAMES = frozenset(_words("not_surnames"))
 
 
 def _surname_after(text: str, a: int, b: int) -> int:
@@ -245,13 +237,11 @@ def _quoted_field(text: str, a: int, b: int) -> tuple[int, int]:
 
 
 # Words that begin a street's name, in the languages of the data (lower case; ``ul.``: Polish ulica)
-_STREET_WORD_BEFORE = re.compile(r"(?i)(?<!\w)(?:via|viale|piazza|corso|largo|calle|avenida|avda\.|paseo|plaza|"
-                                 r"carrer|rua|travessa|rue|avenue|boulevard|chemin|ul\.|ulica|al\.|aleja|strada)\s+$")
+_STREET_WORD_BEFORE = re.compile(r"(?i)(?<!\w)" + _alternation("street_words_before") + r"\s+$")
 # a word of an address just before the span: a capitalized or Korean word, or a house number (``12``, ``14a``, ``12-14``)
 _ADDRESS_WORD_BEFORE = re.compile(r"(?<![^\s(])(?:[A-Z\u00c0-\u024f][\w'.-]*|[\uac00-\ud7a3]+|"
                                   r"\d{1,5}[A-Za-z]?(?:[-/]\d{1,4})?) $")
-_STREET_SUFFIX_AFTER = re.compile(r" (?:Street|Road|Avenue|Lane|Close|Crescent|Drive|Way|Court|Place|Gardens|Terrace|"
-                                  r"Square|Grove|Mews|Walk|Row)\b")
+_STREET_SUFFIX_AFTER = re.compile(" " + _alternation("street_suffixes_after") + r"\b")
 
 
 def _address_edges(text: str, a: int, b: int) -> tuple[int, int]:
@@ -277,7 +267,7 @@ def _address_edges(text: str, a: int, b: int) -> tuple[int, int]:
     return a, b
 
 
-_JAPANESE_ERAS = ("明治", "大正", "昭和", "平成", "令和")  # a year of a Japanese date is written after its era
+_JAPANESE_ERAS = _words("japanese_eras")  # a year of a Japanese date is written after its era
 
 _PIECE_GAPS = {"NAME": (" ",), "ADDRESS": (" ", ", ")}
 
