@@ -346,3 +346,35 @@ def test_every_word_list_is_read_and_holds_no_repeats():
         assert words and len(words) == len(set(words)), key
         assert f'_words("{key}")' in source or f'_alternation("{key}")' in source, key
 
+
+
+@pytest.mark.parametrize("text, pieces, expected", [
+    ("KH-1,张丽华,13611872045,上海市徐汇区漕溪北路398号汇智大厦17楼,2024-06-02", [("上海市徐汇区漕溪北路398号汇智", "ADDRESS")],
+     [("上海市徐汇区漕溪北路398号汇智大厦17楼", "ADDRESS")]),
+    ("KH-2,赵敏,15010983427,北京市海淀区中关村大街27号1号楼802,2024-06-09", [("北京市海淀区中关村", "ADDRESS"), ("号楼802", "ADDRESS")],
+     [("北京市海淀区中关村大街27号1号楼802", "ADDRESS")]),
+    ("wyślij na ul. Słowackiego 24/7, 31-159 Kraków, bo", [("Słowackiego 24", "ADDRESS"), ("31-159 Kraków", "ADDRESS")],
+     [("ul. Słowackiego 24/7, 31-159 Kraków", "ADDRESS")]),
+    ("Dear Mr. Holloway,", [("Mr", "NAME"), ("Holloway", "NAME")], [("Mr. Holloway", "NAME")]),
+    ("indicação da Dra. Fernanda Lopes", [(". Fernanda Lopes", "NAME")], [("Fernanda Lopes", "NAME")]),
+    ("is 9 Spottiswoode Road, Edinburgh EH9 1BL and the best", [("9 Spottiswoode Road, Edinburgh EH9 1BL and", "ADDRESS")],
+     [("9 Spottiswoode Road, Edinburgh EH9 1BL", "ADDRESS")]),
+])
+def test_pieces_and_edges_of_names_and_addresses(text, pieces, expected):
+    assert kept(text, *pieces) == expected
+
+
+@pytest.mark.parametrize("text, piece", [
+    ('"arn":"arn:aws:iam::123456789012:role/deploy"', ("123456789012", "PHONE")),
+    ('"recipientAccountId":"123456789012"}', ("123456789012", "PHONE")),
+    ("loading NVIDIA UNIX x86_64 Kernel Module  535.161.07  Thu Feb 15", ("535.161.07", "PHONE")),
+    ('"Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/125.0.0.0"', ("125.0.0.0", "IP_ADDRESS")),
+    ("Dudas: plataforma-datos@empresa.example", ("plataforma-datos@empresa.example", "EMAIL")),
+])
+def test_accounts_versions_and_team_mailboxes_are_not_personal(text, piece):
+    assert kept(text, piece) == []
+
+
+def test_a_phone_with_dots_and_an_ip_after_a_path_keep_their_masks():
+    assert kept("Tel. 06.71.42.88.19", ("06.71.42.88.19", "PHONE")) == [("06.71.42.88.19", "PHONE")]
+    assert kept("GET /api/10.1.2.3 from 10.1.2.3", ("10.1.2.3", "IP_ADDRESS")) == [("10.1.2.3", "IP_ADDRESS")]

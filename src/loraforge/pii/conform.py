@@ -83,6 +83,9 @@ _INTRO_BEFORE = re.compile(_alternation("introductions_before") + r"\s*")  # "my
 _HONORIFIC_AFTER = re.compile(r"\s*" + _alternation("honorifics_after") + "$")
 
 
+_CONNECTOR_AFTER = re.compile(r"\s+(?:and|or|und|oder|et|ou|y|o|e|en|i|oraz)$")
+
+
 def _strip(value: str, ptype: str) -> tuple[int, int]:
     """(offset of the first kept character, of the end) in ``value``: surrounding quotes, brackets
     and punctuation off (an IPv6 address may start or end with a colon). A password keeps everything
@@ -100,6 +103,10 @@ def _strip(value: str, ptype: str) -> tuple[int, int]:
         if m and m.start() > a:
             b = m.start()
     punct = _PUNCT_BEFORE if ptype != "IP_ADDRESS" else ",;"  # ::1
+    if ptype == "NAME":
+        punct += "."  # ``Dra⟦. Fernanda Lopes⟧``: a name never starts with a dot
+    if ptype == "ADDRESS" and (m := _CONNECTOR_AFTER.search(value, a, b)) and m.start() > a:
+        b = m.start()  # ``..., Edinburgh EH9 1BL⟧ and the best number``: the sentence goes on, not the address
     closing = {c: o for o, c in _PAIRS.items()}
     changed = True
     while changed and a < b:
@@ -241,6 +248,7 @@ _STREET_WORD_BEFORE = re.compile(r"(?i)(?<!\w)" + _alternation("street_words_bef
 # a word of an address just before the span: a capitalized or Korean word, or a house number (``12``, ``14a``, ``12-14``)
 _ADDRESS_WORD_BEFORE = re.compile(r"(?<![^\s(])(?:[A-Z\u00c0-\u024f][\w'.-]*|[\uac00-\ud7a3]+|"
                                   r"\d{1,5}[A-Za-z]?(?:[-/]\d{1,4})?) $")
+_FLAT_AFTER = re.compile(r"/\d{1,4}[a-zA-Z]?\b")
 _STREET_SUFFIX_AFTER = re.compile(" " + _alternation("street_suffixes_after") + r"\b")
 
 
@@ -249,7 +257,13 @@ def _address_edges(text: str, a: int, b: int) -> tuple[int, int]:
     the prefecture), the postal mark ``〒``, a street word (``Via``, ``Calle``, ``ul.``), and, when the span
     holds a number, up to three capitalized or Korean words or a house number (``Bergens ⟦Allé 214``), stopping
     at a field label; on to a street suffix just after a street's name (``14 Marchmont⟧ Crescent``)."""
-    line_start = _line_bounds(text, a, b)[0]
+    line_start, line_end = _line_bounds(text, a, b)
+    if any(spaceless(c) for c in text[a:b]) and text.count(",", line_start, line_end) >= 3:
+        cell_start, cell_end = text.rfind(",", line_start, a) + 1, text.find(",", b, line_end)
+        cell_start = max(cell_start, line_start)
+        cell_end = line_end if cell_end < 0 else cell_end
+        if cell_end - cell_start <= 64 and not any(c in _QUOTES for c in text[cell_start:cell_end]):
+            return cell_start, cell_end  # a CJK address in a CSV cell is the whole cell (上海市...⟧汇智大厦17楼,)
     while a > line_start and spaceless(text[a - 1]) and text[a - 1].isalnum():
         a -= 1  # 福島⟦県横浜市...⟧: a CJK address starts at its prefecture
     if a > line_start and text[a - 1] == "〒":
@@ -264,12 +278,15 @@ def _address_edges(text: str, a: int, b: int) -> tuple[int, int]:
         a = m.start()
     if text[b - 1].isalpha() and (m := _STREET_SUFFIX_AFTER.match(text, b)):
         b = m.end()
+    if text[b - 1].isdigit() and (m := _FLAT_AFTER.match(text, b)):
+        b = m.end()  # ``ul. Słowackiego 24⟧/7``: the flat's number after the house's
     return a, b
 
 
 _JAPANESE_ERAS = _words("japanese_eras")  # a year of a Japanese date is written after its era
 
 _PIECE_GAPS = {"NAME": (" ",), "ADDRESS": (" ", ", ")}
+_TITLES = {"Mr", "Mrs", "Ms", "Dr", "Prof"}  # ``⟦Mr⟧. ⟦Holloway⟧``: a title's dot between the pieces
 
 
 def _join_pieces(text: str, spans: list[Span]) -> list[Span]:
@@ -279,8 +296,10 @@ def _join_pieces(text: str, spans: list[Span]) -> list[Span]:
     out: list[Span] = []
     for s in sorted(spans, key=lambda s: (s.start, s.end)):
         prev = out[-1] if out else None
+        gap = text[prev.end:s.start] if prev else ""
+        title = prev is not None and s.type == "NAME" and gap == ". " and text[prev.start:prev.end] in _TITLES
         if prev and prev.type == s.type and s.type in _PIECE_GAPS \
-                and (s.start <= prev.end or text[prev.end:s.start] in _PIECE_GAPS[s.type]):
+                and (s.start <= prev.end or gap in _PIECE_GAPS[s.type] or title):
             out[-1] = Span(prev.start, max(prev.end, s.end), s.type, max(prev.score, s.score), prev.source)
         else:
             out.append(s)
@@ -303,7 +322,7 @@ _BIRTH_LABEL = re.compile(r"(?i)\b(?:dob|d\.o\.b|born|birth|birthday|geb|geboren
 _REFERENCE_LABEL = re.compile(r"(?i)\b(?:order|ticket|invoice|tracking|booking|case|reference|ref|receipt|shipment|parcel|claim|"
                               r"bestellung|auftrag|rechnung|pedido|factura|commande|facture|ordine|fattura|zamówienie|"
                               r"faktura|bestelling|factuur|employee (?:id|no\.?|number)|staff (?:id|no\.?|number)|"
-                              r"company (?:no\.?|number)|registration (?:no\.?|number)|UTR)\b|订单|注文|사번|社員番号|工号")
+                              r"company (?:no\.?|number)|registration (?:no\.?|number)|UTR|arn)\b|account[ _-]?id\b|订单|注文|사번|社員番号|工号")
 _DATE_SHAPE = re.compile(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}")
 _LABEL_WINDOW = 24
 _LABELLED_TYPES = {"PHONE", "SSN", "CREDIT_CARD"}
@@ -361,6 +380,7 @@ _TIME_AFTER = re.compile(r"(?::|T|\s)\d{1,2}:\d{2}")
 
 # a format, not a value: DD/MM/YYYY, XXX-XX-XXXX, **** (letters that stand for digits, in groups)
 _FORMAT_MASK = re.compile(r"(?i)[xdmyn#*•_]+(?:[-/. ][xdmyn#*•_]+)*")
+_DOTTED_NUMBER = re.compile(r"\d+(?:\.\d+)+")
 _BARE_NUMBER = re.compile(r"\d{1,6}(?:[.,]\d{1,2})?")  # an amount, a year, a count
 _NUMBER_TYPES = ("PHONE", "SSN", "IBAN", "DATE_OF_BIRTH", "IP_ADDRESS", "CREDIT_CARD")
 
@@ -380,6 +400,8 @@ def _implausible(value: str, ptype: str) -> bool:
         return True
     if ptype in ("PHONE", "SSN") and sum(c.isdigit() for c in value) < 5 and not _LETTERED_ID.fullmatch(value):
         return True  # a status code, a count (``200``, ``550``): every phone or ID number is longer
+    if ptype == "PHONE" and _DOTTED_NUMBER.fullmatch(value) and sum(c.isdigit() for c in value) < 9:
+        return True  # a version (``535.161.07``): a phone written with dots has at least nine digits
     if ptype == "DATE_OF_BIRTH" and (_TWO_GROUP_DATE.fullmatch(value) or (value.isdigit() and len(value) <= 2)):
         return True  # an expiry, an age (``満28歳``)
     return ptype in ("CREDIT_CARD", "IP_ADDRESS") and bool(_BARE_NUMBER.fullmatch(value))
@@ -404,7 +426,7 @@ _PAM_MODULE = re.compile(r"pam_\w+")  # ``pam_unix(su:auth)``: a module, not an 
 # a template placeholder in the text (``%(username)s``, ``${DB_PASSWORD}``, ``{{ .Values.x }}``): no piece of it is a value
 _PLACEHOLDER_IN_TEXT = re.compile(r"%\([^)\n]*\)s|\$\{[^}\n]*\}|\{\{[^}\n]*\}\}")
 # a version's key or word right before an IP-shaped number (``"driver":"8.36.3.0"``, ``upgrade from 10.27.13.24``)
-_VERSION_BEFORE = re.compile(r"(?i)(?:\bv|\bversion|\bver\.?|\brelease|\bbuild|\bfirmware|\bkernel|\bdriver|"
+_VERSION_BEFORE = re.compile(r"(?i)(?:(?-i:\b[A-Z][A-Za-z]+/)|\bv|\bversion|\bver\.?|\brelease|\bbuild|\bfirmware|\bkernel|\bdriver|"
                              r"\bupgraded? from)[\"']?\s*[:=]?\s*[\"']?v?$")
 _BRACKETS = {"[": "]", "<": ">"}
 
