@@ -65,6 +65,7 @@ _QUOTES = "\"'`‘’“”«»「」『』【】"  # never the first or last ch
 _PUNCT_BEFORE = ",;:"  # nor punctuation
 _PAIRS = {"(": ")", "[": "]", "{": "}", "<": ">"}  # off when unmatched inside the value, or around all of it
 _SENTENCE_END = ".!?。！？"  # ends a sentence, not a value of a structured type
+_CONNECTOR_AFTER = re.compile(r"\s+(?:and|or|und|oder|et|ou|y|o|e|en|i|oraz)$")  # "and" after an address: prose goes on
 _NO_TRAILING_DOT = {"EMAIL", "PHONE", "IP_ADDRESS", "CREDIT_CARD", "IBAN", "SSN", "DATE_OF_BIRTH", "USERNAME"}
 _RANGE_AFTER = re.compile(r"/\d{1,3}\b")  # an address followed by /n is a CIDR range
 _IPV4_PORT = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3})(?::\d{1,5})+")  # the ports (docker's host:port:port) are not the address
@@ -81,9 +82,6 @@ _GREETING_BEFORE = re.compile("(?i)" + _alternation("greetings_before") + r"\s+"
 _POSSESSIVE = re.compile(r"['’]s$")  # ``⟦Mr. Reid⟧'s shifts``
 _INTRO_BEFORE = re.compile(_alternation("introductions_before") + r"\s*")  # "my name is"
 _HONORIFIC_AFTER = re.compile(r"\s*" + _alternation("honorifics_after") + "$")
-
-
-_CONNECTOR_AFTER = re.compile(r"\s+(?:and|or|und|oder|et|ou|y|o|e|en|i|oraz)$")
 
 
 def _strip(value: str, ptype: str) -> tuple[int, int]:
