@@ -378,3 +378,16 @@ def test_accounts_versions_and_team_mailboxes_are_not_personal(text, piece):
 def test_a_phone_with_dots_and_an_ip_after_a_path_keep_their_masks():
     assert kept("Tel. 06.71.42.88.19", ("06.71.42.88.19", "PHONE")) == [("06.71.42.88.19", "PHONE")]
     assert kept("GET /api/10.1.2.3 from 10.1.2.3", ("10.1.2.3", "IP_ADDRESS")) == [("10.1.2.3", "IP_ADDRESS")]
+
+
+def test_a_luhn_valid_reference_is_not_a_card():
+    """One number in ten passes the Luhn check; a card's also starts as its network's numbers do."""
+    from loraforge.pii.patterns import card_number_ok
+
+    assert card_number_ok("4000 0566 5566 5556") and card_number_ok("378282246310005")
+    assert card_number_ok("2223003122003222") and not card_number_ok("2024-0518-88731")
+    assert not card_number_ok("9000056655665555")  # Luhn-valid
+    assert kept("RE: Explanation of Benefits — Claim No. 2024-0518-88731",
+                ("2024-0518-88731", "CREDIT_CARD")) == []
+    assert kept("paid with card 4000 0566 5566 5556", ("4000 0566 5566 5556", "CREDIT_CARD")) == \
+        [("4000 0566 5566 5556", "CREDIT_CARD")]

@@ -17,8 +17,8 @@ import tomllib
 from importlib.resources import files
 
 from loraforge.data.pii_tags import spaceless
-from loraforge.eval.pii_baseline import TOKEN, luhn_ok
-from loraforge.pii.patterns import TOLL_FREE
+from loraforge.eval.pii_baseline import TOKEN
+from loraforge.pii.patterns import TOLL_FREE, card_number_ok
 from loraforge.pii.spans import Span
 
 # the rules' word lists live in words.toml, one list per key, so that growing one is a data edit
@@ -160,12 +160,6 @@ def _line_bounds(text: str, a: int, b: int) -> tuple[int, int]:
     """Start and end of the line that holds ``text[a:b]`` (where every field rule's search stops)."""
     end = text.find("\n", b)
     return text.rfind("\n", 0, a) + 1, len(text) if end < 0 else end
-
-
-def _card_number(value: str) -> bool:
-    """12 or more digits that pass the Luhn check: a card's number, whatever it was typed or labelled."""
-    digits = re.sub(r"\D", "", value)
-    return len(digits) >= 12 and luhn_ok(digits)
 
 
 _CELL_EDGES = ";,\t|，、；"  # what ends a field; a colon also opens one (``Name: ...``, ``紧急联系人：...``)
@@ -342,11 +336,11 @@ def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
     if last[label] < 0:
         return ptype
     value = text[a:b]
-    if label == "CREDIT_CARD" and not _card_number(value):
+    if label == "CREDIT_CARD" and not card_number_ok(value):
         return ptype  # "paid with card ⟦number⟧" only when the number is a card's
     if label == "DATE_OF_BIRTH" and not _DATE_SHAPE.fullmatch(value):
         return ptype
-    if label is None and (ptype == "CREDIT_CARD" or _card_number(value)):
+    if label is None and card_number_ok(value):
         return ptype  # a card number after "order" is still a card number
     return label
 
@@ -355,7 +349,7 @@ def _retyped(text: str, a: int, b: int, ptype: str) -> str | None:
     """The type by the label, then a "card" that fails the Luhn check is an ID number (a card number
     passes it; an ID of the same shape one time in ten)."""
     ptype = _labelled_type(text, a, b, ptype)
-    if ptype == "CREDIT_CARD" and len(re.sub(r"\D", "", text[a:b])) >= 12 and not _card_number(text[a:b]):
+    if ptype == "CREDIT_CARD" and len(re.sub(r"\D", "", text[a:b])) >= 12 and not card_number_ok(text[a:b]):
         return "SSN"
     return ptype
 
