@@ -391,3 +391,15 @@ def test_a_luhn_valid_reference_is_not_a_card():
                 ("2024-0518-88731", "CREDIT_CARD")) == []
     assert kept("paid with card 4000 0566 5566 5556", ("4000 0566 5566 5556", "CREDIT_CARD")) == \
         [("4000 0566 5566 5556", "CREDIT_CARD")]
+
+
+def test_every_network_faker_issues_passes_the_card_check():
+    """The issuer prefixes must not drop a real network's numbers (the pseudonymizer and the generator use Faker)."""
+    from faker import Faker
+
+    from loraforge.pii.patterns import card_number_ok
+
+    fake = Faker()
+    Faker.seed(0)
+    networks = ["amex", "diners", "discover", "jcb15", "jcb16", "maestro", "mastercard", "visa13", "visa16", "visa19"]
+    assert all(card_number_ok(fake.credit_card_number(card_type=n)) for n in networks for _ in range(100))
