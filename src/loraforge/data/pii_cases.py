@@ -12,6 +12,7 @@ Three sets are written this way, by different hands, and kept apart (tests check
 from __future__ import annotations
 
 import re
+from collections import Counter
 from importlib import resources
 from pathlib import Path
 
@@ -21,7 +22,7 @@ MARK = re.compile(r"⟦([A-Z_]+)\|([^⟦⟧]+)⟧")
 HEADER = re.compile(r"^=== (\S+) (\S+)$")
 TRAINING_FAMILY = "handwritten-train"
 HANDWRITTEN_REPEAT = 2
-"""Copies of each hand-written training case in pii:train (417 cases x 2 beside 4,000 generated texts)."""
+"""Copies of each hand-written training case in pii:train, beside its 4,000 generated texts (not tuned)."""
 
 
 def training_folder() -> Path:
@@ -40,7 +41,7 @@ def parse_cases(source: str, where: str = "cases.txt", family: str = "handwritte
         m = HEADER.match(line)
         if m:
             flush()
-            current, lines = (m.group(1), m.group(2), n), []
+            current, lines = (m.group(1), m.group(2)), []
         elif current is None:
             if line.strip() and not line.startswith("#"):
                 raise ValueError(f"{where}:{n}: text before the first '=== id kind' header")
@@ -103,8 +104,6 @@ def _record(case_id: str, kind: str, annotated: str, where: str, family: str) ->
 
 def summary(records: list[dict]) -> dict:
     """What a set of annotated cases holds (the counts its README and docs quote)."""
-    from collections import Counter
-
     return {"cases": len(records), "without_pii": sum(not r["spans"] for r in records),
             "values": sum(len(r["spans"]) for r in records), "kinds": len({r["template"] for r in records}),
             "by_type": dict(Counter(s["type"] for r in records for s in r["spans"]).most_common())}

@@ -420,17 +420,16 @@ _PLACEHOLDER_IN_TEXT = re.compile(r"%\([^)\n]*\)s|\$\{[^}\n]*\}|\{\{[^}\n]*\}\}"
 # a version's key or word right before an IP-shaped number (``"driver":"8.36.3.0"``, ``upgrade from 10.27.13.24``)
 _VERSION_BEFORE = re.compile(r"(?i)(?:(?-i:\b[A-Z][A-Za-z]+/)|\bv|\bversion|\bver\.?|\brelease|\bbuild|\bfirmware|\bkernel|\bdriver|"
                              r"\bupgraded? from)[\"']?\s*[:=]?\s*[\"']?v?$")
-_BRACKETS = {"[": "]", "<": ">"}
 
 
-def _log_process(text: str, span: Span) -> bool:
+def _log_process(text: str, span: Span, line_start: int) -> bool:
     """The program or the process ID of a log line (``mail ⟦dovecot⟧:``, ``su[⟦66873⟧]``, ``)<⟦75437⟧>``):
     a machine's, never a person's, whatever its type."""
     value, a, b = text[span.start:span.end], span.start, span.end
-    if value.isdigit() and len(value) <= 7 and a >= 2 and text[a - 1] in _BRACKETS \
-            and text[b:b + 1] == _BRACKETS[text[a - 1]] and (text[a - 2].isalnum() or text[a - 2] in ")_-"):
+    if value.isdigit() and len(value) <= 7 and a >= 2 and text[a - 1] in "[<" \
+            and text[b:b + 1] == _PAIRS[text[a - 1]] and (text[a - 2].isalnum() or text[a - 2] in ")_-"):
         return True
-    m = _SYSLOG_PROGRAM.match(text, _line_bounds(text, a, b)[0])
+    m = _SYSLOG_PROGRAM.match(text, line_start)
     return bool(m) and m.start(1) <= a and b <= m.end(1)
 
 
@@ -438,9 +437,9 @@ def _never_personal(text: str, span: Span) -> bool:
     value = text[span.start:span.end]
     if _implausible(value, span.type) or _OBJECT_NAME_BEFORE.search(text, max(0, span.start - 80), span.start):
         return True
-    if _log_process(text, span):
-        return True
     line_start, line_end = _line_bounds(text, span.start, span.end)
+    if _log_process(text, span, line_start):
+        return True
     placeholders = _PLACEHOLDER_IN_TEXT.finditer(text, line_start, line_end)
     if any(m.start() <= span.start and span.end <= m.end() for m in placeholders):
         return True

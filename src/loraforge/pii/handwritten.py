@@ -33,8 +33,9 @@ if __name__ == "__main__":  # --train: rewrite pii:train with the current hand-w
     import sys
 
     if sys.argv[1:] == ["--train"]:
+        from loraforge.data.formats import resolve_spec
         from loraforge.data.pii import refresh_training_split
 
-        print(refresh_training_split(folder().parent / "pii" / "train.jsonl.gz"))
+        print(refresh_training_split(resolve_spec("pii:train")))
     else:
         print(build())
