@@ -101,10 +101,18 @@ class AugmentConfig(_Section):
         return bool(n.dropout or n.shuffle_k or n.insertion or self.back_translation)
 
 
+class MemoryConfig(_Section):
+    """Translate: the closest pair of the task's own training data (a translation memory) shown before
+    each source, in training and at generation (data/memory.py)."""
+
+    min_score: float = Field(0.5, gt=0, le=1)
+    """The least similarity of the two sources (word-level edit similarity, 0-1) for a match to be shown."""
+
+
 TASK_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 INHERITED = ("source_field", "target_field", "src_lang", "tgt_lang", "template", "system_prompt", "task_prefix",
-             "max_length", "max_train_examples", "max_dev_examples", "protect_markup", "augment")
+             "max_length", "max_train_examples", "max_dev_examples", "protect_markup", "augment", "memory")
 """Keys a ``data.tasks`` entry takes from ``data.*`` unless it sets them itself."""
 
 
@@ -132,6 +140,7 @@ class TaskConfig(_Section):
     max_dev_examples: int | None = Field(64, ge=1)
     protect_markup: bool = False
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    memory: MemoryConfig | None = None
 
     @model_serializer(mode="wrap")
     def _only_set_keys(self, handler: SerializerFunctionWrapHandler) -> dict:
@@ -167,6 +176,8 @@ class DataConfig(_Section):
     after (loraforge.data.markup). Pairs whose target lost some markup are dropped from training."""
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     """Translate: source noise per epoch and back-translated pairs (data/augment.py)."""
+    memory: MemoryConfig | None = None
+    """Translate: show each source's closest training pair (a translation memory match) in the prompt."""
     tasks: list[TaskConfig] | None = None
     """Several datasets trained into one adapter, each with its own task, direction, template and
     system prompt (or task prefix); unset = the one task data.* describes."""
@@ -205,6 +216,8 @@ class DataConfig(_Section):
                 raise _keys_error(f"{', '.join('data.' + k for k in unread)}: only read with data.tasks")
             if self.task != "translate" and self.augment.active:
                 raise _keys_error(f"data.augment: augmentation applies to data.task=translate, not {self.task}")
+            if self.task != "translate" and self.memory is not None:
+                raise _keys_error(f"data.memory: a translation memory applies to data.task=translate, not {self.task}")
             return self
         unread = [k for k in self.SINGLE_ONLY if k in self.model_fields_set]
         if unread:
@@ -220,6 +233,10 @@ class DataConfig(_Section):
                 where = f"data.tasks[{i}].augment" if "augment" in self.tasks[i].model_fields_set else "data.augment"
                 raise _keys_error(f"{where}: augmentation applies to translate tasks, not {name} ({cfg.task}); "
                                   "set augment on the translate entries of data.tasks instead")
+            if cfg.task != "translate" and cfg.memory is not None:
+                where = f"data.tasks[{i}].memory" if "memory" in self.tasks[i].model_fields_set else "data.memory"
+                raise _keys_error(f"{where}: a translation memory applies to translate tasks, not {name} ({cfg.task}); "
+                                  "set memory on the translate entries of data.tasks instead")
         if self.task_weights is not None:
             unknown = sorted(set(self.task_weights) - set(names))
             if unknown:

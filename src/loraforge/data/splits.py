@@ -220,6 +220,28 @@ def tag_synthetic(examples: list[Example], tagged: bool) -> list[Example]:
     return [replace(e, source=BT_TAG + e.source) for e in examples] if tagged else examples
 
 
+_MEMORIES: dict = {}
+
+
+def task_memory(d: DataConfig, train: list[Example] | None = None):
+    """The translation memory of ``data.memory``: the task's training pairs as training reads them
+    (data.exclude_sources dropped, markup protected when data.protect_markup), so generation matches
+    against exactly what training matched against. Built once per process and data settings."""
+    from loraforge.data.memory import TranslationMemory
+
+    key = (d.train, d.source_field, d.target_field, d.src_lang, d.tgt_lang, tuple(d.exclude_sources),
+           d.max_train_examples, d.protect_markup, d.memory.min_score)
+    if key not in _MEMORIES:
+        if train is None:
+            train, _ = read_split(d, "train")
+            if d.protect_markup:
+                from loraforge.data.markup import protect_examples
+
+                train, _ = protect_examples(train)
+        _MEMORIES[key] = TranslationMemory(train, d.memory.min_score)
+    return _MEMORIES[key]
+
+
 def load_task(d: DataConfig, max_test: int | None) -> Splits:
     """One task's splits. With ``data.protect_markup`` train and dev carry placeholders; test stays raw
     (generation protects and restores it, so it is scored against the real references). Back-translated
@@ -238,6 +260,11 @@ def load_task(d: DataConfig, max_test: int | None) -> Splits:
         synthetic, _ = protect_examples(synthetic)
         if not train:
             raise DataError(f"{d.train}: no example left after data.protect_markup (every target lost markup)")
+    if d.memory is not None:
+        from loraforge.data.memory import attach_matches
+
+        memory = task_memory(d, train)
+        train, dev = attach_matches(train, memory), attach_matches(dev, memory)
     if synthetic:
         bt = d.augment.back_translation
         train = mix(train, tag_synthetic(synthetic, bt.tagged), bt.ratio, seed=d.seed)
@@ -266,11 +293,17 @@ def encode_task(d: DataConfig, splits: Splits, tokenizer, family: str, noise_see
     def encode(examples: list[Example]) -> list:
         return encode_examples(tokenizer, examples, d, family)
 
-    train_enc = encode(splits.train)
-    kept = [(e, x) for e, x in zip(splits.train, train_enc) if not x.too_long]
+    train_rows, train_enc = splits.train, encode(splits.train)
+    dev_rows, dev_enc = splits.dev, encode(splits.dev)
+    if d.memory is not None:
+        from loraforge.data.memory import unmatched_if_too_long
+
+        train_rows, train_enc = unmatched_if_too_long(train_rows, train_enc, encode)
+        dev_rows, dev_enc = unmatched_if_too_long(dev_rows, dev_enc, encode)
+    kept = [(e, x) for e, x in zip(train_rows, train_enc) if not x.too_long]
     if not kept:
         raise DataError(f"{d.train}: every example is longer than {limit_key}={d.max_length}")
-    dev = [x for x in encode(splits.dev) if not x.too_long]
+    dev = [x for x in dev_enc if not x.too_long]
     n = d.augment.noise
     noise = SourceNoise(n.dropout, n.shuffle_k, n.insertion, seed=noise_seed)
     train = TrainExamples([e for e, _ in kept], [x for _, x in kept], noise if noise.active else None, encode)

@@ -90,6 +90,18 @@ def _cut_rows(ids: list[list[int]], budgets: list[int], stops: set[int]) -> list
     return [i for i, (row, budget) in enumerate(zip(ids, budgets)) if len(row) >= budget and not stops & set(row)]
 
 
+def with_memory(sources: list[str], data) -> list[str]:
+    """``sources`` with their translation-memory matches when ``data.memory`` is set (as training saw
+    them; markup already protected by the caller where the run protects it)."""
+    if getattr(data, "memory", None) is None:
+        return sources
+    from loraforge.data.memory import with_match
+    from loraforge.data.splits import task_memory
+
+    memory = task_memory(data)
+    return [with_match(s, memory.lookup(s)) for s in sources]
+
+
 def generate_answers(loaded, model, cfg: RunConfig, sources: list[str], systems: list[str | None] | None = None,
                      max_new_tokens: int | None = None, batch_size: int | None = None, progress: bool = True,
                      widen_cut: bool = False, trim_loops: bool = False, sampler=None) -> Generated:
@@ -108,7 +120,7 @@ def generate_answers(loaded, model, cfg: RunConfig, sources: list[str], systems:
 
     tok, family = loaded.tokenizer, loaded.family
     cap = max_new_tokens or cfg.eval.max_new_tokens
-    prompts, stop_ids = generation_prompts(tok, sources, cfg.data, family, systems)
+    prompts, stop_ids = generation_prompts(tok, with_memory(sources, cfg.data), cfg.data, family, systems)
     budgets = output_budgets(tok, sources, cap, cfg.data.task)
     stops = set(stop_ids or []) | ({tok.eos_token_id} if tok.eos_token_id is not None else set())
     kwargs = dict(max_new_tokens=cap, batch_size=batch_size or cfg.eval.batch_size, family=family, stop_ids=stop_ids,
