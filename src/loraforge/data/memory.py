@@ -1,8 +1,8 @@
 """Fuzzy matches from a translation memory, shown to the model beside each segment (``data.memory``).
 
 Localizers translate with a translation memory: the closest segment already translated, shown beside
-the new one. The Kubernetes docs repeat themselves (about a fifth of ``k8s:test`` has a training
-segment at similarity >= 0.7, though none is an exact match), so the model gets the same help: in
+the new one. The Kubernetes docs repeat themselves (44% of ``k8s:test`` rows have a training segment
+at word-level similarity >= 0.5, 18% at >= 0.8, though none is an exact match), so the model gets the same help: in
 training and at generation the source carries the closest pair from the memory, the task's own
 training pairs. A training pair is never matched to a pair of its own page, because test pages are
 unseen and the model must learn how far a match from another page can be trusted.
