@@ -64,10 +64,13 @@ def rows(pairs: list[Example]) -> list[dict]:
 def test_training_and_generation_match_against_the_same_memory(tmp_path):
     train = write(tmp_path / "train.jsonl", rows(PAIRS) + [
         {"en": "Read the `kubectl` docs", "zh": "阅读 `kubectl` 文档", "source": "docs/d.md"},
-        {"en": "Only in tutorials: create a Service for the Deployment", "zh": "教程", "source": "docs/tutorials/t.md"}])
-    dev = write(tmp_path / "dev.jsonl", rows([ex("Delete the Pod when the Job fails", "在 Job 失败时删除 Pod", "docs/e.md")]))
-    cfg = load_config(None, [f"data.train={train}", f"data.dev={dev}", "data.test=null", "data.protect_markup=true",
-                             "data.exclude_sources=[docs/tutorials/]", "data.memory={min_score: 0.5}"])
+        {"en": "Only in tutorials: create a Service for the Deployment", "zh": "教程",
+         "source": "docs/tutorials/t.md"}])
+    dev = write(tmp_path / "dev.jsonl",
+                rows([ex("Delete the Pod when the Job fails", "在 Job 失败时删除 Pod", "docs/e.md")]))
+    cfg = load_config(None, [f"data.train={train}", f"data.dev={dev}", "data.test=null",
+                             "data.protect_markup=true", "data.exclude_sources=[docs/tutorials/]",
+                             "data.memory={min_score: 0.5}"])
     splits = load_splits(cfg)
     by_target = {e.target: e.source for e in splits.train}
     # each training row is matched to another page's row; same-page and held-out rows never show

@@ -2,14 +2,14 @@
 
 Localizers translate with a translation memory: the closest segment already translated, shown beside
 the new one. The Kubernetes docs repeat themselves (44% of ``k8s:test`` rows have a training segment
-at word-level similarity >= 0.5, 18% at >= 0.8, though none is an exact match), so the model gets the same help: in
-training and at generation the source carries the closest pair from the memory, the task's own
-training pairs. A training pair is never matched to a pair of its own page, because test pages are
-unseen and the model must learn how far a match from another page can be trusted.
+at word-level similarity >= 0.5, 18% at >= 0.8, though none is an exact match), so the model gets the
+same help: in training and at generation the source carries the closest pair from the memory, the
+task's own training pairs. A training pair is never matched to a pair of its own page, because test
+pages are unseen and the model must learn how far a match from another page can be trusted.
 
-The lookup is ours (word IDF overlap picks candidates, rapidfuzz's word-level edit similarity ranks them):
-candidate generation over tens of thousands of pairs needs an inverted index, which rapidfuzz does
-not keep, and the whole thing is forty lines of numpy.
+The lookup is ours (word IDF overlap picks candidates, rapidfuzz's word-level edit similarity ranks
+them): candidate generation over tens of thousands of pairs needs an inverted index, which rapidfuzz
+does not keep, and the whole thing is forty lines of numpy.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from loraforge.data.formats import Example
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)  # words and punctuation: the units of the match score
-CANDIDATES = 64  # best by IDF overlap (Dice-like), then ranked by edit similarity; more find a few more, linearly slower
+# the best sources by IDF overlap (Dice-like), then ranked by edit similarity; more find a few more, linearly slower
+CANDIDATES = 64
 COMMON = 0.05   # words in more than this share of a large memory pick no candidates ("the", "a", "is")
 
 
@@ -95,7 +96,8 @@ def with_match(source: str, match: Match | None) -> str:
     """The source as the model reads it: the memory's pair first, then the segment to translate."""
     if match is None:
         return source
-    return f"Translation memory ({round(match.score * 100)}% match):\n{match.source}\n=> {match.target}\n\nTranslate:\n{source}"
+    return (f"Translation memory ({round(match.score * 100)}% match):\n{match.source}\n=> {match.target}\n\n"
+            f"Translate:\n{source}")
 
 
 UNMATCHED = "unmatched_source"  # meta key: the source without its match, for rows the match makes too long
