@@ -113,3 +113,20 @@ def test_a_row_the_match_makes_too_long_trains_without_it(tmp_path, tiny_tokeniz
     data = encode_splits(cfg, splits, tiny_tokenizer, "causal")
     assert data.dropped_too_long["train"] == 0 and len(data.train) == 3
     assert [x.input_ids for x in data.train] == [x.input_ids for x in plain.train]
+
+
+def test_match_rates_count_what_training_and_generation_see(tmp_path):
+    from loraforge.bench.memory_matches import match_rates
+
+    train = write(tmp_path / "train.jsonl", rows(PAIRS))
+    test = write(tmp_path / "test.jsonl", rows([
+        ex("Create a Service for the Ingress", "为 Ingress 创建 Service", "docs/t.md"),
+        ex("Nothing alike here", "无", "docs/t.md")]))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data:\n  train: {train}\n  dev: null\n  test: null\n  memory: {{min_score: 0.5}}\n")
+    rates = match_rates(str(cfg), [], [test])
+    # the two Service rows match each other across pages; the others find nothing at 0.5
+    assert rates["train"] == {"rows": 4, "matched": 2}
+    assert rates[test] == {"rows": 2, "matched": 1, "matched_0.8": 1}
+    with pytest.raises(SystemExit, match="data.memory"):
+        match_rates(str(cfg), ["data.memory=null"], [test])

@@ -20,6 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 
 import numpy as np
+from rapidfuzz.distance import Indel
 
 from loraforge.data.formats import Example
 
@@ -70,8 +71,6 @@ class TranslationMemory:
 
     def lookup(self, source: str, page: str | None = None) -> Match | None:
         """The closest pair whose page is not ``page``, or None when none reaches ``min_score``."""
-        from rapidfuzz.distance import Indel
-
         hits = [self._postings[w] for w in _words(source) if w in self._postings]
         if not hits:
             return None
@@ -122,3 +121,4 @@ def unmatched_if_too_long(examples: list[Example], encoded: list, encode) -> tup
     for i, e, x in zip(redo, plain, encode(plain) if plain else []):
         examples[i], encoded[i] = e, x
     return examples, encoded
+

@@ -229,8 +229,7 @@ def task_memory(d: DataConfig, train: list[Example] | None = None):
     against exactly what training matched against. Built once per process and data settings."""
     from loraforge.data.memory import TranslationMemory
 
-    key = (d.train, d.source_field, d.target_field, d.src_lang, d.tgt_lang, tuple(d.exclude_sources),
-           d.max_train_examples, d.protect_markup, d.memory.min_score)
+    key = d.model_dump_json()
     if key not in _MEMORIES:
         if train is None:
             train, _ = read_split(d, "train")

@@ -93,7 +93,7 @@ def _cut_rows(ids: list[list[int]], budgets: list[int], stops: set[int]) -> list
 def with_memory(sources: list[str], data) -> list[str]:
     """``sources`` with their translation-memory matches when ``data.memory`` is set (as training saw
     them; markup already protected by the caller where the run protects it)."""
-    if getattr(data, "memory", None) is None:
+    if data.memory is None:
         return sources
     from loraforge.data.memory import with_match
     from loraforge.data.splits import task_memory
