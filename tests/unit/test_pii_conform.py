@@ -370,6 +370,10 @@ def test_pieces_and_edges_of_names_and_addresses(text, pieces, expected):
     ("loading NVIDIA UNIX x86_64 Kernel Module  535.161.07  Thu Feb 15", ("535.161.07", "PHONE")),
     ('"Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/125.0.0.0"', ("125.0.0.0", "IP_ADDRESS")),
     ("Dudas: plataforma-datos@empresa.example", ("plataforma-datos@empresa.example", "EMAIL")),
+    ("Prontuário nº 2024-00873", ("2024-00873", "PHONE")),  # a medical record's number, a meter's, a parcel's
+    ("CPE: PT0002000068405920KJ (contador 5521-8873)", ("5521-8873", "PHONE")),
+    ("refund once FedEx 7726 5512 0934 arrives", ("7726 5512 0934", "PHONE")),
+    ("  username: apikey", ("apikey", "USERNAME")),
 ])
 def test_accounts_versions_and_team_mailboxes_are_not_personal(text, piece):
     assert kept(text, piece) == []

@@ -59,6 +59,14 @@ def _found(text):
      [("orders_svc", "USERNAME"), ("billing_app", "USERNAME"), ("e.novak", "USERNAME")]),
     ("[15:21] user: 04.04.1962\nmail dovecot: imap-login: Login: user=<a@b.io>", [("a@b.io", "EMAIL")]),  # a
     # chat speaker, a log's program and event
+    # numbers that are not a person's phone: the tail of a lettered reference, a broker's ID in a log field, a merchant's
+    # line on a card statement; a code reference after a user key. A national ID after its label is still found
+    # (and typed SSN by its label, pii.conform), and a phone after a plain word keeps its mask.
+    ("Tracking number: 1Z 999 AA1 01 2345 6784; call 01 2345 6784", [("01 2345 6784", "PHONE")]),
+    ("coordinator kafka-2:9092 (id: 2147483645 rack: b); SSN / national ID: 523577822809",
+     [("523577822809", "PHONE")]),
+    ("  2024-06-06 23:41  STEAMGAMES.COM 4259522985   USD 59.99\nmy number 4259522985", [("4259522985", "PHONE")]),
+    ("username=user.username, username: apikey_ops", [("apikey_ops", "USERNAME")]),
 ])
 def test_patterns_find_only_valid_values(text, expected):
     assert _found(text) == expected

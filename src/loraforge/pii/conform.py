@@ -310,11 +310,14 @@ _PHONE_LABEL = re.compile(r"(?i)\b(?:phone|tel|telephone|mobile|cell|fax|telefon
 _CARD_LABEL = re.compile(r"(?i)\b(?:card|karte|tarjeta|carte|cartão|carta|kaart)\b|卡号|信用卡|カード|카드")
 _BIRTH_LABEL = re.compile(r"(?i)\b(?:dob|d\.o\.b|born|birth|birthday|geb|geboren|née?|nacid[oa]|nat[oa]|nascimento|"
                           r"nascita|urodzon[ya])\b|生年月日|出生|誕生|생년월일")
-# the number of an order, ticket or parcel (RULES.md: PHONE, not this)
-_REFERENCE_LABEL = re.compile(r"(?i)\b(?:order|ticket|invoice|tracking|booking|case|reference|ref|receipt|shipment|parcel|claim|"
+# the number of an order, ticket, parcel, medical record or meter (RULES.md: PHONE, not this)
+_REFERENCE_LABEL = re.compile(r"(?i:\b(?:order|ticket|invoice|tracking|booking|case|reference|ref|receipt|shipment|parcel|claim|"
                               r"bestellung|auftrag|rechnung|pedido|factura|commande|facture|ordine|fattura|zamówienie|"
                               r"faktura|bestelling|factuur|employee (?:id|no\.?|number)|staff (?:id|no\.?|number)|"
-                              r"company (?:no\.?|number)|registration (?:no\.?|number)|UTR|arn)\b|account[ _-]?id\b|订单|注文|사번|社員番号|工号")
+                              r"company (?:no\.?|number)|registration (?:no\.?|number)|UTR|arn|"
+                              r"medical record|record (?:no\.?|number)|prontuário|meter|contador|zähler|compteur)\b|account[ _-]?id\b)|"
+                              r"\b(?:FedEx|UPS|DHL|USPS)\b|"  # a carrier's name: its tracking number follows (case as written)
+                              r"订单|注文|사번|社員番号|工号")
 _DATE_SHAPE = re.compile(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}")
 _LABEL_WINDOW = 24
 _LABELLED_TYPES = {"PHONE", "SSN", "CREDIT_CARD"}

@@ -33,6 +33,12 @@ TOLL_FREE = re.compile(r"(?:\+?1[ .-]?)?\(?8(?:00|33|44|55|66|77|88)\)?[ .-]\d{3
                        r"0120[ -]?\d{2,3}[ -]?\d{3}|1[56]88-\d{4}")
 _DOUBLE_SEPARATOR = re.compile(r"[.-]\s*[.-]")  # "200 390 - - ---- 91" in a log line
 _ZIP4 = re.compile(r"\d{5}-\d{4}")
+# the tail of a longer reference: a letters-and-digits group right before (``1Z 999 AA1 01 2345 6784``, a parcel)
+_CODE_GROUP_BEFORE = re.compile(r"(?<![\w-])(?=[A-Z0-9]*[A-Z])(?=[A-Z0-9]*\d)[A-Z0-9]+ $")
+# an identifier's field right before bare digits (``(id: 2147483645 rack: ...)``, a broker's ID in a log)
+_ID_KEY = re.compile(r"(?:^|[(\[{,;|])[ \t]*id[ \t]*[:=][ \t]*$", re.M)  # a log field; ``national ID:`` is a label
+# a card statement's merchant descriptor ends in the merchant's phone (``STEAMGAMES.COM 4259522985``)
+_MERCHANT_BEFORE = re.compile(r"\b[A-Z0-9*-]+\.(?:COM|NET|ORG|CO|IO)\s+$")
 # the baseline's phone expression, plus a country code in parentheses: (+358) 291926593
 PHONE = re.compile(rules.PHONE_BEFORE + r"(?:\(\+\d{1,4}\)\s?|(?:\+|00)?\(?)" + rules.PHONE_BODY)
 _STATE_BEFORE = re.compile(r"\b[A-Z]{2,4}\s+$")
@@ -52,7 +58,8 @@ SU_USER = re.compile(r"\bSU \(to [\w.-]+\) ([\w.-]*\w) on\b")
 PAN_IN = re.compile(r"\bPAN\b\W{0,6}([A-Z]{3}[PCHFATBLJG][A-Z]\d{4}[A-Z])\b")
 # a UK National Insurance number (HMRC's letter rules; ``JT 48 91 27 B``)
 NINO = re.compile(r"\b(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")
-_NOT_A_LOGIN = re.compile(r"(?i)true|false|null|none|nil|yes|no|(?:var|local|module|data|env|self)\..*")
+_NOT_A_LOGIN = re.compile(r"(?i)true|false|null|none|nil|yes|no|(?:var|local|module|data|env|self)\..*|"
+                         r"[a-z_]\w*\.(?:user_?name|login|user|email)")  # code: ``username=user.username``
 
 
 def login_ok(text: str, start: int, value: str) -> bool:
@@ -92,7 +99,9 @@ def phone_ok(text: str, start: int, value: str) -> bool:
     order number) needs 10 or more. Not a phone: digits run on into letters (``260343-718E``, an ID),
     a date with a time, doubled separators (log fields), a US ZIP+4 after a state, a decimal number,
     unbalanced parentheses (``12.2.0-14) 12.2.0``: versions), the status and size of an access log line,
-    a bare JSON number under a key that names no phone, one digit repeated, a toll-free line."""
+    a bare JSON number under a key that names no phone, one digit repeated, a toll-free line, the tail of a
+    lettered reference (``1Z 999 AA1 01 2345 6784``), bare digits after an ``id:`` key, a merchant's line on a
+    card statement (``STEAMGAMES.COM 4259522985``)."""
     digits = sum(c.isdigit() for c in value)
     if len({c for c in value if c.isdigit()}) == 1 or TOLL_FREE.fullmatch(value):
         return False  # 00000000 (a commit placeholder), an organisation's free line
@@ -110,7 +119,9 @@ def phone_ok(text: str, start: int, value: str) -> bool:
         return False
     if _ZIP4.fullmatch(value) and _STATE_BEFORE.search(text[max(0, start - 12):start]):  # "NL 74812-3060"
         return False
-    if _VERSION_CONTEXT.search(text[max(0, start - 24):start]):
+    if _VERSION_CONTEXT.search(text[max(0, start - 24):start]) or _CODE_GROUP_BEFORE.search(text, max(0, start - 12), start):
+        return False
+    if _MERCHANT_BEFORE.search(text, max(0, start - 40), start) or (value.isdigit() and _ID_KEY.search(text, max(0, start - 8), start)):
         return False
     return bool(_PHONE_SEPARATED.search(value)) or digits >= 10
 
