@@ -313,6 +313,21 @@ def test_a_quoted_password_started_or_ended_a_few_characters_off_is_its_quotes_c
     ('{"db":"127.0.0.1:5432","driver":"8.36.3.0"}', ("8.36.3.0", "IP_ADDRESS")),
     ("Upgrade from 10.27.13.24 is supported", ("10.27.13.24", "IP_ADDRESS")),
     ("running firmware v10.2.0.1 since May", ("10.2.0.1", "IP_ADDRESS")),
+    # rules 13: an image tag, a kernel timestamp, an SMTP status, the first groups of a range are no IPs; an env
+    # variable, a format verb, a bank's BIC, a command's flags are no secrets or logins; a table's record code is
+    # no ID, card or phone; a chat export's timestamp is no birth date; an employee number is a reference
+    ("b7d21e55c0a8   postgres:16.2   Up 2 hours", ("postgres:16.2", "IP_ADDRESS")),
+    ("[   11.630275] e1000e eth0: NIC Link is Up", ("11.630275", "IP_ADDRESS")),
+    ("RCPT from unknown[91.92.251.103]: 554 5.7.1 <postmaster@x.example>", ("5.7.1", "IP_ADDRESS")),
+    ("tunnel_ip=fd00:a1:2::34 pool=fd00:a1:2::/64", ("fd00:a1:2::/", "IP_ADDRESS")),
+    ('export PGUSER="$VAULT_DB_USER"', ("$VAULT_DB_USER", "PASSWORD")),
+    ('fmt.Sprintf("postgres://%v:%s@%v/%v")', ("s", "PASSWORD")),
+    ("IBAN: DE89 3704 0044 0532 0130 00\nBIC: INGDDEFFXXX", ("INGDDEFFXXX", "PASSWORD")),
+    ("$ sudo ss -tlnp", ("tlnp", "USERNAME")),
+    ("KH-20932,刘洋,18922051376", ("KH-20932", "SSN")),
+    ("PAY-55802,2024-06-03,Anouk Janssens", ("PAY-55802", "CREDIT_CARD")),
+    ("[12/6/24, 18:07] Álvaro Gómez: hola", ("12/6/24", "DATE_OF_BIRTH")),
+    ("Arbeitsvertrag (Auszug) — Personalnummer 004812", ("004812", "SSN")),
 ])
 def test_what_a_machine_wrote_is_not_personal(text, piece):
     """A log line's program and process ID, a piece of a template placeholder, and a version shaped like
@@ -326,6 +341,11 @@ def test_what_a_machine_wrote_is_not_personal(text, piece):
     ("call me [0612345678] tonight", ("0612345678", "PHONE")),
     ("Accepted password for mkowal from 10.27.13.24 port 52144", ("10.27.13.24", "IP_ADDRESS")),
     ("DB_PASSWORD=s3cr3t-%(x)", ("s3cr3t-%(x)", "PASSWORD")),
+    ("from 10.0.0.7 and 2001:db8::1 at 14:02", ("2001:db8::1", "IP_ADDRESS")),  # rules 13 keep addresses,
+    ("password: $ecret-42", ("$ecret-42", "PASSWORD")),                        # secrets that start with $,
+    ("Steuer-ID 12 345 678 901", ("12 345 678 901", "SSN")),                    # IDs without letters,
+    ("PASSWORD=Wiosna2024!!", ("Wiosna2024!!", "PASSWORD")),
+    ("Geburtsdatum: 12/6/1974, Ort: Lindau", ("12/6/1974", "DATE_OF_BIRTH")),  # a date without a time of day
 ])
 def test_the_people_in_the_same_lines_keep_their_masks(text, piece):
     assert kept(text, piece) == [piece]
@@ -377,6 +397,11 @@ def test_pieces_and_edges_of_names_and_addresses(text, pieces, expected):
 ])
 def test_accounts_versions_and_team_mailboxes_are_not_personal(text, piece):
     assert kept(text, piece) == []
+
+
+def test_a_title_alone_grows_into_the_name_after_it():
+    assert kept("both recall Mr. Nair calling", ("Mr", "NAME")) == [("Mr. Nair", "NAME")]
+    assert kept("signed, Mr. and Mrs. Nair", ("Mr", "NAME")) == [("Mr", "NAME")]  # no name right after: unchanged
 
 
 def test_a_phone_with_dots_and_an_ip_after_a_path_keep_their_masks():

@@ -67,6 +67,10 @@ def _found(text):
      [("523577822809", "PHONE")]),
     ("  2024-06-06 23:41  STEAMGAMES.COM 4259522985   USD 59.99\nmy number 4259522985", [("4259522985", "PHONE")]),
     ("username=user.username, username: apikey_ops", [("apikey_ops", "USERNAME")]),
+    # a surname after an honorific (without it) or an English title (with it, and a given name between)
+    ("Herr Brandt wird; Mr. Nair's shifts; Name on card: Mrs. Lisa George. Frau Dr. Weber",
+     [("Brandt", "NAME"), ("Mr. Nair", "NAME"), ("Mrs. Lisa George", "NAME"), ("Dr. Weber", "NAME")]),
+    ("Sehr geehrte Frau Kollegin, Dr. med. S. Albrecht", []),  # a noun after the honorific; no name after the title
 ])
 def test_patterns_find_only_valid_values(text, expected):
     assert _found(text) == expected

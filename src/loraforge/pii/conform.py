@@ -49,7 +49,7 @@ _BOT = re.compile(r"(?i)(?:^|[-_.])bot(?:\[bot\])?$|\[bot\]$|^bot[-_.]")
 # chat words a tagger takes for a handle or a name (``hey r u coming``); lower case only: ``Ty`` is a name
 CHAT_WORDS = frozenset(_words("chat_words"))
 # placeholders, not secrets or logins (RULES.md: PASSWORD): template variables, changeme, masks
-_PLACEHOLDER_VALUE = re.compile(r"(?i)\$\{[^}]*\}|\$\([^)]*\)|\{\{.*\}\}|<[^<>]+>|%\([^)]*\)s|\*+|change-?me|changeit|"
+_PLACEHOLDER_VALUE = re.compile(r"(?i)\$\{[^}]*\}|\$\([^)]*\)|(?-i:\$[A-Z_][A-Z0-9_]*)|\{\{.*\}\}|<[^<>]+>|%\([^)]*\)s|\*+|change-?me|changeit|"
                                 r"\w*your[_-]\w*|[a-z]{2,5}_(?:test|live)_")  # sk_test_your_key_here; a key's prefix (``ph_test_``)
 # a company's legal form: a NAME ending in one is a company, an ADDRESS right after one is its premises (RULES.md)
 _LEGAL_FORM = _alternation("legal_forms")
@@ -58,7 +58,7 @@ _COMPANY_BEFORE = re.compile(r"\b" + _LEGAL_FORM + r"\.?\s*[,·|–—-]\s*$")
 # the identifier of a request, an event, an account or an organisation is not a secret (``"request_id":"req_01HZ..."``),
 # nor is a key's public fingerprint (``SHA256:Xq2b...``)
 _ID_KEY_BEFORE = re.compile(r"(?i)(?:\b|_)(?:request|trace|span|event|correlation|transaction|message|chat|org|tenant|"
-                            r"account|customer|order|job|run|build)(?:[ _-]?id)?[\"']?\s*[:=]?\s*[\"']?$|"
+                            r"account|customer|order|job|run|build|bic|swift)(?:[ _-]?(?:id|code))?[\"']?\s*[:=]?\s*[\"']?$|"
                             r"\b(?:SHA256|SHA1|MD5):$")
 
 _QUOTES = "\"'`‘’“”«»「」『』【】"  # never the first or last character of a value
@@ -67,7 +67,7 @@ _PAIRS = {"(": ")", "[": "]", "{": "}", "<": ">"}  # off when unmatched inside t
 _SENTENCE_END = ".!?。！？"  # ends a sentence, not a value of a structured type
 _CONNECTOR_AFTER = re.compile(r"\s+(?:and|or|und|oder|et|ou|y|o|e|en|i|oraz)$")  # "and" after an address: prose goes on
 _NO_TRAILING_DOT = {"EMAIL", "PHONE", "IP_ADDRESS", "CREDIT_CARD", "IBAN", "SSN", "DATE_OF_BIRTH", "USERNAME"}
-_RANGE_AFTER = re.compile(r"/\d{1,3}\b")  # an address followed by /n is a CIDR range
+_RANGE_AFTER = re.compile(r"(?:[0-9a-fA-F]*::?)*/\d{1,3}\b")  # an address (or its first groups) then /n: a CIDR range
 _IPV4_PORT = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3})(?::\d{1,5})+")  # the ports (docker's host:port:port) are not the address
 # a URL's credentials end at the @ of its host: https://user:TOKEN@github.com/org/repo.git
 _URL_CREDENTIALS_BEFORE = re.compile(r"://[^\s/@:]*:?$")
@@ -206,6 +206,7 @@ _TRAILING_KEY = re.compile(r"\s+\S+$")
 # a surname after a given name: one capitalized word (``⟦Jeffrey⟧ Ross exceeded``), not an acronym
 _NEXT_WORD = re.compile(r" ([^\W\d_][^\W\d_'’-]*(?:[-'’][^\W\d_]+)*)(?=[\s.,;:!?)\]]|$)")
 _NOT_SURNAMES = frozenset(_words("not_surnames"))
+_TITLES = frozenset(("Mr", "Mrs", "Ms", "Mx", "Dr", "Prof", "Miss"))  # part of the name that follows (RULES.md)
 
 
 def _surname_after(text: str, a: int, b: int) -> int:
@@ -214,7 +215,8 @@ def _surname_after(text: str, a: int, b: int) -> int:
     value = text[a:b]
     if " " in value or not value[:1].isupper() or any(spaceless(c) for c in value):
         return b
-    m = _NEXT_WORD.match(text, b)
+    # ``⟦Mr⟧. Nair``: a title alone names no one; the name is the word after it
+    m = _NEXT_WORD.match(text, b + 1 if value in _TITLES and text.startswith(".", b) else b)
     if not m:
         return b
     word = m.group(1)
@@ -314,7 +316,7 @@ _BIRTH_LABEL = re.compile(r"(?i)\b(?:dob|d\.o\.b|born|birth|birthday|geb|geboren
 _REFERENCE_LABEL = re.compile(r"(?i:\b(?:order|ticket|invoice|tracking|booking|case|reference|ref|receipt|shipment|parcel|claim|"
                               r"bestellung|auftrag|rechnung|pedido|factura|commande|facture|ordine|fattura|zamówienie|"
                               r"faktura|bestelling|factuur|employee (?:id|no\.?|number)|staff (?:id|no\.?|number)|"
-                              r"company (?:no\.?|number)|registration (?:no\.?|number)|UTR|arn|"
+                              r"company (?:no\.?|number)|registration (?:no\.?|number)|UTR|arn|personalnummer|personal-?nr\.?|mitarbeiternummer|"
                               r"medical record|record (?:no\.?|number)|prontuário|meter|contador|zähler|compteur)\b|account[ _-]?id\b)|"
                               r"\b(?:FedEx|UPS|DHL|USPS)\b|"  # a carrier's name: its tracking number follows (case as written)
                               r"订单|注文|사번|社員番号|工号")
@@ -367,10 +369,14 @@ _MAC = re.compile(r"(?i)[0-9a-f]{2}(?:[:-][0-9a-f]{2}){5}")  # a network card's 
 # a duration (``47m``), localhost; a word typed IP_ADDRESS keeps its mask (it may be a name)
 _NOT_IP = re.compile(r"(?i)(?=[0-9a-f]*\d)[0-9a-f]{6,}|(?:sha\d+|md5):[0-9a-f]+|[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.\d|"
                      r"\d+(?:ms|[smhd])|localhost(?::\d{1,5})?")
+# a record's code: letters, a hyphen, digits (a customer or payment ID in a table), never a phone, card or ID number
+_RECORD_CODE = re.compile(r"[A-Z]{2,5}-\d{3,8}")
+_IMAGE_TAG = re.compile(r"[a-z][\w.-]*:\d+(?:\.\d+)*")  # name:version
+_DIGITS_AND_DOTS = re.compile(r"[\d.]+")
 # a code path (``com.acme.billing.InvoiceService.computeTax``): dotted, with a CamelCase or call-like part
 _CODE_PATH = re.compile(r"[a-z][\w]*(?:\.[A-Za-z_]\w*){2,}")
 # a date with a time of day is when something happened, not a birth (``[30/Sep/2023:23:56:46 +0000]``)
-_TIME_AFTER = re.compile(r"(?::|T|\s)\d{1,2}:\d{2}")
+_TIME_AFTER = re.compile(r"(?::|T|,?\s)\d{1,2}:\d{2}")  # also a chat export's ``[12/6/24, 18:07]``
 
 
 # a format, not a value: DD/MM/YYYY, XXX-XX-XXXX, **** (letters that stand for digits, in groups)
@@ -450,6 +456,12 @@ def _never_personal(text: str, span: Span) -> bool:
         return True
     if span.type in ("NAME", "USERNAME") and text.startswith("=", span.end) and not any(c.isspace() for c in value):
         return True  # a key (``tty=``, ``ruser=``), not its value
+    if span.type in ("USERNAME", "PASSWORD") and text[max(0, span.start - 2):span.start] in (" -", "\t-"):
+        return True  # a command's flags (``ss -tlnp``)
+    if span.type == "PASSWORD" and len(value) < 3:
+        return True  # a format verb, a chat word (``%s``, ``GG``): no secret is that short
+    if span.type in ("SSN", "CREDIT_CARD", "PHONE") and _RECORD_CODE.fullmatch(value):
+        return True  # a record's code in a table (``KH-20932``, ``PAY-55802``)
     if span.type == "EMAIL" and "@" not in value:
         return bool(_HOSTNAME.fullmatch(value))  # a host; any other word keeps its mask (a login typed EMAIL)
     if span.type in ("NAME", "USERNAME") and (value in CHAT_WORDS or (len(value) == 1 and value.isascii())):
@@ -472,6 +484,8 @@ def _never_personal(text: str, span: Span) -> bool:
         return value.lower() in SYSTEM_ACCOUNTS or bool(_BOT.search(value)) or bool(_HOSTNAME.fullmatch(value)) or \
             bool(_PAM_MODULE.fullmatch(value)) or \
             text.startswith("[bot]", span.end) or (bool(_CODE_PATH.fullmatch(value)) and not value.islower())
+    if span.type == "IP_ADDRESS" and (_IMAGE_TAG.fullmatch(value) or (_DIGITS_AND_DOTS.fullmatch(value) and not _parses_as_ip(value))):
+        return True  # a container image (``postgres:16.2``), a timestamp or a status code (``11.630275``, ``5.7.1``)
     if span.type == "IP_ADDRESS":
         return _not_an_address(text, span, value) or \
             bool(_VERSION_BEFORE.search(text, max(line_start, span.start - 24), span.start))
@@ -484,6 +498,14 @@ def _role_mailbox(address: str) -> bool:
     local = address.split("@", 1)[0].lower()
     parts = re.split(r"[-_]", local)
     return local in ROLE_MAILBOXES or (len(parts) > 1 and any(part in _ROLE_PARTS for part in parts))
+
+
+def _parses_as_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _not_an_address(text: str, span: Span, value: str) -> bool:

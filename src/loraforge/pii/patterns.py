@@ -5,7 +5,8 @@ addresses must parse, US SSNs must use an issued area. The expressions and check
 baseline's (``eval.pii_baseline``), imported so both stay one implementation; what is added here is
 the validation that keeps hard negatives (order numbers, versions such as ``10.4.2.1``, dates)
 unmasked. Names, addresses, usernames and passwords in prose need context: that is the model's job
-(a login after a user key of a config or a log line, ``DB_USER=...``, is the one login found here).
+(a login after a user key of a config or a log line, ``DB_USER=...``, is the one login found here, and a
+surname after an honorific, ``Herr Brandt``, the one name).
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ SU_USER = re.compile(r"\bSU \(to [\w.-]+\) ([\w.-]*\w) on\b")
 PAN_IN = re.compile(r"\bPAN\b\W{0,6}([A-Z]{3}[PCHFATBLJG][A-Z]\d{4}[A-Z])\b")
 # a UK National Insurance number (HMRC's letter rules; ``JT 48 91 27 B``)
 NINO = re.compile(r"\b(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")
+# a surname after an honorific (``Herr Brandt``, ``Mr. Nair``): the one name found without the model, as the context
+# says it is a person's. English title abbreviations are part of the name, the others are not (RULES.md: NAME).
+_CAPITALIZED = r"[A-ZÀ-ÖØ-Þ][^\W\d_]+(?:[-'’][A-ZÀ-ÖØ-Þ][^\W\d_]+)?"
+HONORIFIC_NAME = re.compile(r"\b(?:Herrn?|Frau|Monsieur|Madame|Mme\.?|Señora?|Sra?\.|Signora?|Sig\.(?:ra)?|Pani|Meneer|"
+                            r"Mevrouw)\s+(" + _CAPITALIZED + ")")  # the surname only: German nouns are capitalized too
+TITLE_NAME = re.compile(r"\b(?:Mrs?|Ms|Mx|Dr)\.\s+" + _CAPITALIZED + r"(?:\s" + _CAPITALIZED + ")?")  # a given name may come first
+_NOT_A_SURNAME = frozenset(("Kollegin", "Kollege", "Kollegen", "Doktor", "Professor", "Professorin", "President", "Chair"))
 _NOT_A_LOGIN = re.compile(r"(?i)true|false|null|none|nil|yes|no|(?:var|local|module|data|env|self)\..*|"
                          r"[a-z_]\w*\.(?:user_?name|login|user|email)")  # code: ``username=user.username``
 
@@ -165,6 +173,8 @@ PATTERNS: tuple[Pattern, ...] = (  # most specific first: an earlier pattern win
     Pattern("su_user", "USERNAME", SU_USER, login_ok, group=1),
     Pattern("pan_in", "SSN", PAN_IN, lambda t, s, v: True, group=1),
     Pattern("nino_uk", "SSN", NINO, lambda t, s, v: True),
+    Pattern("title_name", "NAME", TITLE_NAME, lambda t, s, v: v.split()[1] not in _NOT_A_SURNAME),
+    Pattern("honorific_name", "NAME", HONORIFIC_NAME, lambda t, s, v: v not in _NOT_A_SURNAME, group=1),
 )
 PATTERN_NAMES = tuple(p.name for p in PATTERNS)
 
