@@ -13,26 +13,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import tomllib
-from importlib.resources import files
 
 from loraforge.data.pii_tags import spaceless
 from loraforge.eval.pii_baseline import TOKEN
 from loraforge.pii.patterns import TOLL_FREE, card_number_ok
 from loraforge.pii.spans import Span
-
-# the rules' word lists live in words.toml, one list per key, so that growing one is a data edit
-_WORDS = tomllib.loads(files("loraforge.pii").joinpath("words.toml").read_text(encoding="utf-8"))
-
-
-def _words(key: str) -> tuple[str, ...]:
-    value = _WORDS[key]
-    return tuple(value.split() if isinstance(value, str) else value)
-
-
-def _alternation(key: str) -> str:
-    """A list as a regex group, longest words first (``Herrn`` before ``Herr``)."""
-    return "(?:" + "|".join(re.escape(w) for w in sorted(_words(key), key=len, reverse=True)) + ")"
+from loraforge.pii.wordlists import alternation as _alternation
+from loraforge.pii.wordlists import words as _words
 
 
 # local parts of mailboxes that belong to an organisation, not a person (RULES.md: EMAIL)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from loraforge.eval import pii_baseline as rules
 from loraforge.pii.spans import Span
+from loraforge.pii.wordlists import alternation
 
 _VERSION_CONTEXT = re.compile(r"(?i)(?:version|\bver\.?|kernel|driver|build|release|firmware|upgrade from|"
                               r"_version|\bv)\"?\s*[:=]?\s*\"?$")  # also a JSON key: "driver":"10.28.29.1"
@@ -62,10 +63,11 @@ NINO = re.compile(r"\b(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z
 # a surname after an honorific (``Herr Brandt``, ``Mr. Nair``): the one name found without the model, as the context
 # says it is a person's. English title abbreviations are part of the name, the others are not (RULES.md: NAME).
 _CAPITALIZED = r"[A-ZÀ-ÖØ-Þ][^\W\d_]+(?:[-'’][A-ZÀ-ÖØ-Þ][^\W\d_]+)?"
-HONORIFIC_NAME = re.compile(r"\b(?:Herrn?|Frau|Monsieur|Madame|Mme\.?|Señora?|Sra?\.|Signora?|Sig\.(?:ra)?|Pani|Meneer|"
-                            r"Mevrouw)\s+(" + _CAPITALIZED + ")")  # the surname only: German nouns are capitalized too
+HONORIFIC_NAME = re.compile(r"(?<!\w)" + alternation("honorifics_before") + r"\s+(" + _CAPITALIZED + ")")  # surname only
+
 TITLE_NAME = re.compile(r"\b(?:Mrs?|Ms|Mx|Dr)\.\s+" + _CAPITALIZED + r"(?:\s" + _CAPITALIZED + ")?")  # a given name may come first
-_NOT_A_SURNAME = frozenset(("Kollegin", "Kollege", "Kollegen", "Doktor", "Professor", "Professorin", "President", "Chair"))
+_NOT_A_SURNAME = frozenset(("Kollegin", "Kollege", "Kollegen", "Doktor", "Professor", "Professorin", "President", "Chair",
+                            "Do", "Da", "Dos", "Das", "De", "Del"))  # ``Nossa Senhora Do Rosário``, a place
 _NOT_A_LOGIN = re.compile(r"(?i)true|false|null|none|nil|yes|no|(?:var|local|module|data|env|self)\..*|"
                          r"[a-z_]\w*\.(?:user_?name|login|user|email)")  # code: ``username=user.username``
 
@@ -129,7 +131,9 @@ def phone_ok(text: str, start: int, value: str) -> bool:
         return False
     if _VERSION_CONTEXT.search(text[max(0, start - 24):start]) or _CODE_GROUP_BEFORE.search(text, max(0, start - 12), start):
         return False
-    if _MERCHANT_BEFORE.search(text, max(0, start - 40), start) or (value.isdigit() and _ID_KEY.search(text, max(0, start - 8), start)):
+    if _MERCHANT_BEFORE.search(text, max(0, start - 40), start):
+        return False
+    if value.isdigit() and _ID_KEY.search(text, max(0, start - 8), start):
         return False
     return bool(_PHONE_SEPARATED.search(value)) or digits >= 10
 
