@@ -36,7 +36,8 @@ _BOT = re.compile(r"(?i)(?:^|[-_.])bot(?:\[bot\])?$|\[bot\]$|^bot[-_.]")
 # chat words a tagger takes for a handle or a name (``hey r u coming``); lower case only: ``Ty`` is a name
 CHAT_WORDS = frozenset(_words("chat_words"))
 # placeholders, not secrets or logins (RULES.md: PASSWORD): template variables, changeme, masks
-_PLACEHOLDER_VALUE = re.compile(r"(?i)\$\{[^}]*\}|\$\([^)]*\)|(?-i:\$[A-Z_][A-Z0-9_]*)|\{\{.*\}\}|<[^<>]+>|%\([^)]*\)s|\*+|change-?me|changeit|"
+_PLACEHOLDER_VALUE = re.compile(r"(?i)\$\{[^}]*\}|\$\([^)]*\)|(?-i:\$[A-Z_][A-Z0-9_]*)|\{\{.*\}\}|<[^<>]+>|%\([^)]*\)s|"
+                                r"\*+|change-?me|changeit|"
                                 r"\w*your[_-]\w*|[a-z]{2,5}_(?:test|live)_")  # sk_test_your_key_here; a key's prefix (``ph_test_``)
 # a company's legal form: a NAME ending in one is a company, an ADDRESS right after one is its premises (RULES.md)
 _LEGAL_FORM = _alternation("legal_forms")
@@ -193,7 +194,7 @@ _TRAILING_KEY = re.compile(r"\s+\S+$")
 # a surname after a given name: one capitalized word (``⟦Jeffrey⟧ Ross exceeded``), not an acronym
 _NEXT_WORD = re.compile(r" ([^\W\d_][^\W\d_'’-]*(?:[-'’][^\W\d_]+)*)(?=[\s.,;:!?)\]]|$)")
 _NOT_SURNAMES = frozenset(_words("not_surnames"))
-_TITLES = frozenset(("Mr", "Mrs", "Ms", "Mx", "Dr", "Prof", "Miss"))  # part of the name that follows (RULES.md)
+_TITLES = frozenset(_words("english_titles"))  # part of the name that follows: ``⟦Mr⟧. ⟦Holloway⟧`` is one name
 
 
 def _surname_after(text: str, a: int, b: int) -> int:
@@ -267,7 +268,7 @@ def _address_edges(text: str, a: int, b: int) -> tuple[int, int]:
 _JAPANESE_ERAS = _words("japanese_eras")  # a year of a Japanese date is written after its era
 
 _PIECE_GAPS = {"NAME": (" ",), "ADDRESS": (" ", ", ")}
-_TITLES = {"Mr", "Mrs", "Ms", "Dr", "Prof"}  # ``⟦Mr⟧. ⟦Holloway⟧``: a title's dot between the pieces
+
 
 
 def _join_pieces(text: str, spans: list[Span]) -> list[Span]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from loraforge.eval import pii_baseline as rules
 from loraforge.pii.spans import Span
-from loraforge.pii.wordlists import alternation
+from loraforge.pii.wordlists import alternation, words
 
 _VERSION_CONTEXT = re.compile(r"(?i)(?:version|\bver\.?|kernel|driver|build|release|firmware|upgrade from|"
                               r"_version|\bv)\"?\s*[:=]?\s*\"?$")  # also a JSON key: "driver":"10.28.29.1"
@@ -65,9 +65,8 @@ NINO = re.compile(r"\b(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z
 _CAPITALIZED = r"[A-ZÀ-ÖØ-Þ][^\W\d_]+(?:[-'’][A-ZÀ-ÖØ-Þ][^\W\d_]+)?"
 HONORIFIC_NAME = re.compile(r"(?<!\w)" + alternation("honorifics_before") + r"\s+(" + _CAPITALIZED + ")")  # surname only
 
-TITLE_NAME = re.compile(r"\b(?:Mrs?|Ms|Mx|Dr)\.\s+" + _CAPITALIZED + r"(?:\s" + _CAPITALIZED + ")?")  # a given name may come first
-_NOT_A_SURNAME = frozenset(("Kollegin", "Kollege", "Kollegen", "Doktor", "Professor", "Professorin", "President", "Chair",
-                            "Do", "Da", "Dos", "Das", "De", "Del"))  # ``Nossa Senhora Do Rosário``, a place
+TITLE_NAME = re.compile(r"\b" + alternation("english_titles") + r"\.\s+" + _CAPITALIZED + r"(?:\s" + _CAPITALIZED + ")?")
+_NOT_A_SURNAME = frozenset(words("not_surnames_after_honorific"))
 _NOT_A_LOGIN = re.compile(r"(?i)true|false|null|none|nil|yes|no|(?:var|local|module|data|env|self)\..*|"
                          r"[a-z_]\w*\.(?:user_?name|login|user|email)")  # code: ``username=user.username``
 
