@@ -230,6 +230,10 @@ def test_a_model_span_that_joins_validated_values_is_cut_at_them():
     address = "ship to 4 Rue Haute 02-345-6789 Lyon please"
     whole = Model(("4 Rue Haute 02-345-6789 Lyon", "ADDRESS"))
     assert Masker(whole, MaskOptions(merge="union")).mask_text(address).text == "ship to [ADDRESS] please"
+    # a password the patterns find inside the tagger's: its punctuation around the shape is the password's too
+    secret = "pw: )zjpf##p1oL!OX5bF; ok"
+    found = Model((")zjpf##p1oL!OX5bF", "PASSWORD"))
+    assert Masker(found, MaskOptions(merge="union")).mask_text(secret).text == "pw: [PASSWORD]; ok"
     # merging without the text (as before): one span covering both, the longest member's type
     spans = merge_spans(spans_of(row, ("jb@hotmail.example,+61-2-8902-5876", "PHONE")),
                         spans_of(row, ("jb@hotmail.example", "EMAIL"), ("+61-2-8902-5876", "PHONE")), "union")
@@ -380,6 +384,17 @@ def test_every_word_list_is_read_and_holds_no_repeats():
     ("indicação da Dra. Fernanda Lopes", [(". Fernanda Lopes", "NAME")], [("Fernanda Lopes", "NAME")]),
     ("is 9 Spottiswoode Road, Edinburgh EH9 1BL and the best", [("9 Spottiswoode Road, Edinburgh EH9 1BL and", "ADDRESS")],
      [("9 Spottiswoode Road, Edinburgh EH9 1BL", "ADDRESS")]),
+    # an address over several lines: the place names between its pieces join them; a sentence does not
+    ("Send it to:\n4 Elm Grove\nHeadington\nOxford\nOX3 9AB\nThanks", [("4 Elm Grove", "ADDRESS"), ("OX3 9AB", "ADDRESS")],
+     [("4 Elm Grove\nHeadington\nOxford\nOX3 9AB", "ADDRESS")]),
+    ("Old: 4 Elm Grove\nwe moved in 2023 to\n9 Mill Lane", [("4 Elm Grove", "ADDRESS"), ("9 Mill Lane", "ADDRESS")],
+     [("4 Elm Grove", "ADDRESS"), ("9 Mill Lane", "ADDRESS")]),
+    # the day before a birth date's month; a particle before a Japanese name; "born" after a Japanese date
+    ("born on 12th March 1988, at", [("March 1988", "DATE_OF_BIRTH")], [("12th March 1988", "DATE_OF_BIRTH")]),
+    ("担当の鈴木 一郎までご連絡ください", [("の鈴木 一郎", "NAME")], [("鈴木 一郎", "NAME")]),
+    ("生年月日 昭和62年4月1日生", [("昭和62年4月1日生", "DATE_OF_BIRTH")], [("昭和62年4月1日", "DATE_OF_BIRTH")]),
+    # an honorific tagged on its own does not join the name after it
+    ("Tak, pan Jan Nowak, tel", [("pan", "NAME"), ("Jan Nowak", "NAME")], [("Jan Nowak", "NAME")]),
 ])
 def test_pieces_and_edges_of_names_and_addresses(text, pieces, expected):
     assert kept(text, *pieces) == expected
@@ -395,9 +410,22 @@ def test_pieces_and_edges_of_names_and_addresses(text, pieces, expected):
     ("CPE: PT0002000068405920KJ (contador 5521-8873)", ("5521-8873", "PHONE")),
     ("refund once FedEx 7726 5512 0934 arrives", ("7726 5512 0934", "PHONE")),
     ("  username: apikey", ("apikey", "USERNAME")),
+    ("Registered in Scotland No. 12345678.", ("12345678", "SSN")),  # a company's number (RULES.md: not annotated)
+    ("An: finanzen@example.org", ("An", "NAME")),  # an email's header word, and the thanks that close a letter
+    ("Shukriya,\nRavi", ("Shukriya", "NAME")),
 ])
 def test_accounts_versions_and_team_mailboxes_are_not_personal(text, piece):
     assert kept(text, piece) == []
+
+
+def test_a_number_found_without_its_first_group_gets_it_and_the_type_its_label_says():
+    text = "Plano 400 — carteirinha nº 0891 2234 5560 1177"
+    assert kept(text, ("2234 5560 1177", "CREDIT_CARD")) == [("0891 2234 5560 1177", "SSN")]
+    assert kept("Plano 400 2234 5560 1177", ("2234 5560 1177", "SSN")) == [("2234 5560 1177", "SSN")]  # 400: no group
+
+
+def test_a_chat_speaker_before_a_colon_is_still_a_name():
+    assert kept("Anna: see you\nVan: ok", ("Anna", "NAME")) == [("Anna", "NAME")]
 
 
 def test_a_title_alone_grows_into_the_name_after_it():
@@ -433,3 +461,33 @@ def test_every_network_faker_issues_passes_the_card_check():
     Faker.seed(0)
     networks = ["amex", "diners", "discover", "jcb15", "jcb16", "maestro", "mastercard", "visa13", "visa16", "visa19"]
     assert all(card_number_ok(fake.credit_card_number(card_type=n)) for n in networks for _ in range(100))
+
+
+def patterns_only(text: str) -> list[tuple[str, str]]:
+    return [(text[s.start:s.end], s.type) for s in Masker(None, MaskOptions(merge="patterns")).find_spans([text])[0]]
+
+
+@pytest.mark.parametrize("text, expected", [
+    # a machine's numbers: table columns, versions, a date running into a time, a process's and a thread's IDs,
+    # numbers under a key that names no phone, an epoch in ms, a compact timestamp, years, a ps line's columns
+    ("1    Real Madrid   31  24  6  1  69\nrequests  2.31.0    2.32.3\nChrome 128.0.6613.120, 240129 10:02:44 Quit", []),
+    ('[pid 1120:tid 140245110937472] ses=4294967295 SET timestamp=1739439718; "Account": "482913370155"', []),
+    ("1714652811000,pull_request.create; Start time: 20240611091502; Copyright 2019-2024; 98.7 11.2 5120448 3671032", []),
+    ("Szabó Anna 2024. 03. 18. 9:16 írta", []),
+    # ... but a number under a key that names a person's keeps its mask
+    ('phone=4155550100 "pesel":"02270914588" cc_number=4919805225649627',
+     [("4155550100", "PHONE"), ("02270914588", "SSN"), ("4919805225649627", "CREDIT_CARD")]),
+    # an organisation's mailboxes in other languages, a cloud's service account, the tail of a message ID
+    ("assistenza@telenova.it, terraform-ci@acme-4471.iam.gserviceaccount.com, msgid=<2024.4XKyQ@mx1.example.fr>, "
+     "ana.lima@gmail.com", [("ana.lima@gmail.com", "EMAIL")]),
+    # versions that look like addresses: a suffix, a changelog's heading, words before them in other languages
+    ("Linux gw 6.1.0.18-rt9 #1\n## [10.2.0.1] - 2024-05-14\n最新版（5.2.1.3）\nFirmware atual: 1.4.0.22\nfrom 10.2.0.7",
+     [("10.2.0.7", "IP_ADDRESS")]),
+    # a product's code and a parcel's slip number are no card or phone
+    ("EAN 3760214580017 · 送り状番号：4912-7730-5816 · card 4111 1111 1111 1111", [("4111 1111 1111 1111", "CREDIT_CARD")]),
+    # logins that are not: a unit after journalctl's -u, a log's path, code, a zone's size, a bot's post
+    ('sudo journalctl -u nginx; sudo -u jdoe crontab -l\n"logName": "projects/x/logs"\nSMTP_USER = os.environ["U"]\n'
+     'limit_req_zone zone=login:10m;\n{"subtype": "bot_message", "username": "ArgoCD"}', [("jdoe", "USERNAME")]),
+])
+def test_what_the_patterns_find_in_logs_tables_and_other_languages(text, expected):
+    assert patterns_only(text) == expected

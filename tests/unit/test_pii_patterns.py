@@ -71,6 +71,28 @@ def _found(text):
     ("Herr Brandt wird; Mr. Nair's shifts; Name on card: Mrs. Lisa George. Frau Dr. Weber",
      [("Brandt", "NAME"), ("Mr. Nair", "NAME"), ("Mrs. Lisa George", "NAME"), ("Dr. Weber", "NAME")]),
     ("Sehr geehrte Frau Kollegin, Dr. med. S. Albrecht", []),  # a noun after the honorific; no name after the title
+    # a profile's handle; not a repository, a site's page, a Markdown link's target (a project), a Go import path
+    ("CV: github.com/jdoe-dev · https://gitlab.com/ana.silva; [Kyverno](https://github.com/kyverno), "
+     "github.com/kubernetes/website, github.com/settings, vendor/github.com/spf13",
+     [("jdoe-dev", "USERNAME"), ("ana.silva", "USERNAME")]),
+    # a handle named after its code host in prose; not prose in parentheses, not the host's own name in a URL
+    ("my GitHub (jdoe-42) and GitHub: @ana-lima; GitHub (optional), GitHub: github.com/settings",
+     [("jdoe-42", "USERNAME"), ("ana-lima", "USERNAME")]),
+    # a directory login: uid= always, cn= after a bind key (a person's name with a space), not a group's entry
+    ("LDAP_BIND_DN=cn=svc-crm-bind,ou=service,dc=corp\nbindDN: cn=Ana Lima,ou=staff,dc=corp\n"
+     "memberOf: CN=GG-VPN,OU=Groups,DC=corp\nuser: uid=jdoe,ou=people,dc=corp\n"
+     "  - name: LDAP_BIND_DN\n    value: \"cn=svc-web,ou=service,dc=corp\"",
+     [("svc-crm-bind", "USERNAME"), ("Ana Lima", "NAME"), ("jdoe", "USERNAME"), ("svc-web", "USERNAME")]),
+    # a Korean name before a job title, not a word before a title-like word (문의는 대리점: an inquiry, a dealer)
+    ("담당 박지훈 과장님께 전달했고 고객님 문의는 대리점으로", [("박지훈", "NAME")]),
+    # a password's shape: both cases, a digit and a symbol; not a plain word, emphasis, a URL's query, a long token
+    ("I tried Sommer2024!! and hunter2, *FieldsV1, ?q=env%3DProd1, Ab1!" + "x" * 40, [("Sommer2024!!", "PASSWORD")]),
+    # the cells under a table's name columns (quoted or not); not a mask, a placeholder, a shop's name, prose
+    ('id,first_name,last_name,email\n1,Hannah,Lindqvist,h@x.io\n2,Mateo,"Ruiz Fernández",m@y.es\n3,XXX,N/A,[EMAIL]',
+     [("Hannah", "NAME"), ("Lindqvist", "NAME"), ("h@x.io", "EMAIL"), ("Mateo", "NAME"), ("Ruiz Fernández", "NAME"),
+      ("m@y.es", "EMAIL")]),
+    ("id;naam;stad;company_name\n7;Albert Heijn;Utrecht;Ahold\nis relevant, such as a pod name, is only\n"
+     "components. Other data, such as metrics, is not", []),
 ])
 def test_patterns_find_only_valid_values(text, expected):
     assert _found(text) == expected

@@ -16,7 +16,7 @@ import re
 
 from loraforge.data.pii_tags import spaceless
 from loraforge.eval.pii_baseline import TOKEN
-from loraforge.pii.patterns import TOLL_FREE, card_number_ok
+from loraforge.pii.patterns import PERSONAL_NUMBER_KEY, TOLL_FREE, card_number_ok
 from loraforge.pii.spans import Span
 from loraforge.pii.wordlists import alternation as _alternation
 from loraforge.pii.wordlists import words as _words
@@ -27,9 +27,16 @@ ROLE_MAILBOXES = frozenset(_words("role_mailboxes"))
 # a role word as one part of a hyphenated local part: accounts-payable@, logistics-ops@, sales-emea@
 _ROLE_PARTS = ROLE_MAILBOXES - set(_words("role_mailboxes_not_as_parts"))
 _MAILING_LIST = re.compile(r"(?i)@(?:lists?|groups|googlegroups)\.|@users\.noreply\.")
-_MESSAGE_ID_BEFORE = re.compile(r"(?i)message[-_ ]?id\s*[:=]\s*<?$")  # <...@mail.gmail.com> names a message
+# <...@mail.gmail.com> names a message (also the tail of one: ``message-id=<CAF3m+Kq8v2=J1xQ7hZ0pWcT@mail.gmail.com>``)
+_MESSAGE_ID_BEFORE = re.compile(r"(?i)(?:message[-_ ]?id|msgid)\s*[:=]\s*<?[^\s<>@]*$")
+# a cloud's service account, not a person's address (``terraform-ci@acme-prod.iam.gserviceaccount.com``)
+_SERVICE_ACCOUNT_DOMAIN = re.compile(r"(?i)@[\w.-]*\.(?:iam\.gserviceaccount\.com|svc\.id\.goog)$")
 # a form's field label, not the name written in it (``Naam: Neha Gupta``, ``Requester: ...``)
 FIELD_LABELS = frozenset(_words("field_labels"))
+# an email's header words at a line's start (``An: buchhaltung@...``, ``Oggetto:``), not a name
+EMAIL_HEADERS = frozenset(_words("email_headers"))
+# the word of thanks that closes a letter (``Dhanyavaad,``), not a name
+SIGN_OFFS = frozenset(_words("sign_offs"))
 # generic system accounts and bots (RULES.md: USERNAME)
 SYSTEM_ACCOUNTS = frozenset(_words("system_accounts"))
 _BOT = re.compile(r"(?i)(?:^|[-_.])bot(?:\[bot\])?$|\[bot\]$|^bot[-_.]")
@@ -37,6 +44,7 @@ _BOT = re.compile(r"(?i)(?:^|[-_.])bot(?:\[bot\])?$|\[bot\]$|^bot[-_.]")
 CHAT_WORDS = frozenset(_words("chat_words"))
 # placeholders, not secrets or logins (RULES.md: PASSWORD): template variables, changeme, masks
 _PLACEHOLDER_VALUE = re.compile(r"(?i)\$\{[^}]*\}|\$\([^)]*\)|(?-i:\$[A-Z_][A-Z0-9_]*)|\{\{.*\}\}|<[^<>]+>|%\([^)]*\)s|"
+                                r"user(?:name)?|pass(?:word)?|"  # the word itself: ``postgres://USER:PASS@HOST``
                                 r"\*+|change-?me|changeit|"
                                 r"\w*your[_-]\w*|[a-z]{2,5}_(?:test|live)_")  # sk_test_your_key_here; a key's prefix (``ph_test_``)
 # a company's legal form: a NAME ending in one is a company, an ADDRESS right after one is its premises (RULES.md)
@@ -65,11 +73,14 @@ _QUOTE_REACH = 8  # how far a password's quote may be from where the tagger star
 # honorifics stay outside a name (RULES.md: ``Frau ⟦Brandt⟧``, ``⟦佐藤 健⟧様``); English title
 # abbreviations (Dr., Mr., Ms., Mrs.) are part of it
 _HONORIFIC_BEFORE = re.compile(_alternation("honorifics_before") + r"\s+")
+_HONORIFICS = frozenset(_words("honorifics_before"))  # one alone is no name (``⟦pan⟧ ⟦Zbigniew Kaczmarek⟧``)
 # a greeting before a name in a chat or a letter (``Hi ⟦Dorota⟧``, ``Hoi ⟦Joost⟧``)
 _GREETING_BEFORE = re.compile("(?i)" + _alternation("greetings_before") + r"\s+")
 _POSSESSIVE = re.compile(r"['’]s$")  # ``⟦Mr. Reid⟧'s shifts``
 _INTRO_BEFORE = re.compile(_alternation("introductions_before") + r"\s*")  # "my name is"
 _HONORIFIC_AFTER = re.compile(r"\s*" + _alternation("honorifics_after") + "$")
+# a Japanese particle the tagger took with the name after it (``担当⟦の高橋 美咲⟧``): a name never starts with one
+_PARTICLE_BEFORE = re.compile(r"[のはがをにでへ](?=[\u4e00-\u9fff])")
 
 
 def _strip(value: str, ptype: str) -> tuple[int, int]:
@@ -82,7 +93,8 @@ def _strip(value: str, ptype: str) -> tuple[int, int]:
             a, b = a + 1, b - 1
         return a, b
     if ptype == "NAME":
-        m = _HONORIFIC_BEFORE.match(value) or _INTRO_BEFORE.match(value) or _GREETING_BEFORE.match(value)
+        m = _HONORIFIC_BEFORE.match(value) or _INTRO_BEFORE.match(value) or _GREETING_BEFORE.match(value) \
+            or _PARTICLE_BEFORE.match(value)
         if m and m.end() < b:
             a = m.end()
         m = _HONORIFIC_AFTER.search(value, a) or _POSSESSIVE.search(value, a)
@@ -266,22 +278,28 @@ def _address_edges(text: str, a: int, b: int) -> tuple[int, int]:
 
 
 _JAPANESE_ERAS = _words("japanese_eras")  # a year of a Japanese date is written after its era
+_DIGIT_GROUP_BEFORE = re.compile(r"(?<![\w.,/:-])\d{4} $")  # a card or ID number's first group of four, one space before
+_DAY_BEFORE = re.compile(r"(?<![\w.:])\d{1,2}(?:st|nd|rd|th|\.)? $")  # ``4th ⟦April 1990⟧``: the day is the date's
 
 _PIECE_GAPS = {"NAME": (" ",), "ADDRESS": (" ", ", ")}
-
+# the lines between two pieces of an address written over several lines (``17 Hawthorn Close⟧ / Chesterton /
+# Cambridge / ⟦CB4 1XR``): at most two lines, each a place's name of up to three capitalized words
+_ADDRESS_LINES_GAP = re.compile(r",?[ \t]*\n(?:[ \t]*[A-Z\u00c0-\u024f][^\W\d_]+(?:[ -][A-Z\u00c0-\u024f][^\W\d_]+){0,2}"
+                                r"[ \t]*,?[ \t]*\n){0,2}[ \t]*")
 
 
 def _join_pieces(text: str, spans: list[Span]) -> list[Span]:
-    """NAME or ADDRESS spans one space (an address: or a comma) apart, or overlapping once grown, are one
-    value (``⟦Elisa⟧ ⟦Zechner⟧``, ``⟦44/327⟧, ⟦Goda Circle, Bathinda⟧``): the rules make a full name and
-    a whole address one span."""
+    """NAME or ADDRESS spans one space (an address: or a comma, or the lines of place names between its
+    lines) apart, or overlapping once grown, are one value (``⟦Elisa⟧ ⟦Zechner⟧``, ``⟦44/327⟧, ⟦Goda Circle,
+    Bathinda⟧``): the rules make a full name and a whole address one span."""
     out: list[Span] = []
     for s in sorted(spans, key=lambda s: (s.start, s.end)):
         prev = out[-1] if out else None
         gap = text[prev.end:s.start] if prev else ""
         title = prev is not None and s.type == "NAME" and gap == ". " and text[prev.start:prev.end] in _TITLES
+        lines = prev is not None and s.type == "ADDRESS" and bool(_ADDRESS_LINES_GAP.fullmatch(gap))
         if prev and prev.type == s.type and s.type in _PIECE_GAPS \
-                and (s.start <= prev.end or gap in _PIECE_GAPS[s.type] or title):
+                and (s.start <= prev.end or gap in _PIECE_GAPS[s.type] or title or lines):
             out[-1] = Span(prev.start, max(prev.end, s.end), s.type, max(prev.score, s.score), prev.source)
         else:
             out.append(s)
@@ -292,7 +310,7 @@ def _join_pieces(text: str, spans: list[Span]) -> list[Span]:
 _ID_LABEL = re.compile(r"(?i:\b(?:ssn|social security|national id|id (?:number|no\.?|card)|identity (?:number|card)|"
                        r"passport|tax id|pesel|codice fiscale|steuer-?id|steuernummer|insurance id|member id|"
                        r"personnummer|henkilötunnus|aadhaar|medicare|medicaid|national insurance|"
-                       r"s[ée]curit[ée] sociale|seguridad social|sozialversicherung\w*|codice sanitario)\b)|"
+                       r"s[ée]curit[ée] sociale|seguridad social|sozialversicherung\w*|codice sanitario|carteirinha)\b)|"
                        r"\b(?:CPF|DNI|NIE|NIF|NHS|AHV|BSN|TIN|NIR|NINO|SIN|PAN|RRN)\b|"  # acronyms: upper case
                        r"身份证|身分證|マイナンバー|주민등록번호")  # (Polish "nie", "dni" are words)
 _PHONE_LABEL = re.compile(r"(?i)\b(?:phone|tel|telephone|mobile|cell|fax|telefon|teléfono|téléphone|telefone|celular|"
@@ -304,15 +322,21 @@ _BIRTH_LABEL = re.compile(r"(?i)\b(?:dob|d\.o\.b|born|birth|birthday|geb|geboren
 _REFERENCE_LABEL = re.compile(r"(?i:\b(?:order|ticket|invoice|tracking|booking|case|reference|ref|receipt|shipment|parcel|claim|"
                               r"bestellung|auftrag|rechnung|pedido|factura|commande|facture|ordine|fattura|zamówienie|"
                               r"faktura|bestelling|factuur|employee (?:id|no\.?|number)|staff (?:id|no\.?|number)|"
-                              r"company (?:no\.?|number)|registration (?:no\.?|number)|UTR|arn|personalnummer|personal-?nr\.?|mitarbeiternummer|"
-                              r"medical record|record (?:no\.?|number)|prontuário|meter|contador|zähler|compteur)\b|account[ _-]?id\b)|"
-                              r"\b(?:FedEx|UPS|DHL|USPS)\b|"  # a carrier's name: its tracking number follows (case as written)
-                              r"订单|注文|사번|社員番号|工号")
+                              r"company (?:no\.?|number)|registration (?:no\.?|number)|(?:england|wales|scotland) (?:no\.?|number)|"
+                              r"UTR|arn|personalnummer|personal-?nr\.?|mitarbeiternummer|medical record|record (?:no\.?|number)|"
+                              r"prontuário|meter|contador|zähler|compteur|seguimiento|env[ií]o|werkorder|"
+                              r"fakturanummer|nr seryjny|serial (?:no\.?|number)|protocolo|copyright|takip|ocr-nummer)\b|"
+                              r"account[ _-]?id\b)|"
+                              # a carrier's name, a product's or a company's code: their numbers follow (case as written)
+                              r"\b(?:FedEx|UPS|DHL|USPS|SEUR|KRS|SIRET|SIREN|REGON|PO|CEP)\b|"
+                              r"订单|注文|사번|社員番号|工号|工单|运单|账号|伝票番号|送り状番号|운송장번호|예약번호")
+# a product's code: never a card, whatever its checksum (an EAN-13 passes the Luhn check one time in ten)
+_PRODUCT_CODE_LABEL = re.compile(r"\b(?:EAN|GTIN|UPC|ISBN|JAN)\b|(?i:\b(?:barcode|barkod|código de barras)\b)")
 _DATE_SHAPE = re.compile(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}")
 _LABEL_WINDOW = 24
 _LABELLED_TYPES = {"PHONE", "SSN", "CREDIT_CARD"}
 _LABELS = (("SSN", _ID_LABEL), ("PHONE", _PHONE_LABEL), ("CREDIT_CARD", _CARD_LABEL), ("DATE_OF_BIRTH", _BIRTH_LABEL),
-           (None, _REFERENCE_LABEL))  # None: a reference number, not personal data
+           (None, _REFERENCE_LABEL), ("CODE", _PRODUCT_CODE_LABEL))  # None, CODE: a reference, a product's code
 
 
 def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
@@ -329,6 +353,8 @@ def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
     if last[label] < 0:
         return ptype
     value = text[a:b]
+    if label == "CODE":
+        return None
     if label == "CREDIT_CARD" and not card_number_ok(value):
         return ptype  # "paid with card ⟦number⟧" only when the number is a card's
     if label == "DATE_OF_BIRTH" and not _DATE_SHAPE.fullmatch(value):
@@ -415,8 +441,10 @@ _PAM_MODULE = re.compile(r"pam_\w+")  # ``pam_unix(su:auth)``: a module, not an 
 # a template placeholder in the text (``%(username)s``, ``${DB_PASSWORD}``, ``{{ .Values.x }}``): no piece of it is a value
 _PLACEHOLDER_IN_TEXT = re.compile(r"%\([^)\n]*\)s|\$\{[^}\n]*\}|\{\{[^}\n]*\}\}")
 # a version's key or word right before an IP-shaped number (``"driver":"8.36.3.0"``, ``upgrade from 10.27.13.24``)
-_VERSION_BEFORE = re.compile(r"(?i)(?:(?-i:\b[A-Z][A-Za-z]+/)|\bv|\bversion|\bver\.?|\brelease|\bbuild|\bfirmware|\bkernel|\bdriver|"
-                             r"\bupgraded? from)[\"']?\s*[:=]?\s*[\"']?v?$")
+# (one word may come between: ``Firmware atual: 1.4.0.22``), or a changelog's heading (``## [10.2.0.1] - 2024-05-14``)
+_VERSION_BEFORE = re.compile(r"(?i)(?:(?:(?-i:\b[A-Z][A-Za-z]+/)|\bv|\bversion|\bver\.?|\brelease|\bbuild|\bfirmware|\bkernel|"
+                             r"\bdriver|\bupgraded? from)(?:\s+[^\W\d]+)?|最新版|版本|バージョン|버전)[\"']?\s*[:=]?\s*[\"'（(]?v?$|"
+                             r"^#{1,6}\s*\[?v?$", re.M)
 
 
 def _log_process(text: str, span: Span, line_start: int) -> bool:
@@ -430,8 +458,29 @@ def _log_process(text: str, span: Span, line_start: int) -> bool:
     return bool(m) and m.start(1) <= a and b <= m.end(1)
 
 
+# a machine's numbers in a log or a config: a ``key=`` whose key names no phone, ID or card (``ses=4294967295``,
+# ``SET timestamp=1739439718``), a process's or a thread's ID (``[pid 1120:tid 140245110937472]``)
+_MACHINE_KEY_BEFORE = re.compile(r"(?:\b([A-Za-z_][\w.-]*)=[\"']?|\b(?:pid|tid|ppid|uid|gid|auid|ses)[ =])$")
+_GENERIC_KEYS = frozenset({"value", "val", "default", "text", "data", "content"})  # an HTML field's value="...": any number
+_VERSION_SUFFIX_AFTER = re.compile(r"-[a-z]|\+[a-z0-9]")  # ``6.1.0.18-rt9``, ``1.2.3.4+build``: a version's suffix
+
+
+def _machine_number(text: str, span: Span, value: str) -> bool:
+    if span.type not in ("PHONE", "SSN", "CREDIT_CARD"):
+        return False
+    if re.match(r"\d[.:]", text[max(0, span.start - 2):span.start]):
+        return True  # right after a decimal's or a time's digits, the number goes on (``ps``: ``11.2 5120448 3671032``)
+    if not value.isdigit():
+        return False
+    m = _MACHINE_KEY_BEFORE.search(text, max(0, span.start - 40), span.start)
+    key = (m.group(1) or "") if m else ""
+    return bool(m) and key.lower() not in _GENERIC_KEYS and not PERSONAL_NUMBER_KEY.search(key)
+
+
 def _never_personal(text: str, span: Span) -> bool:
     value = text[span.start:span.end]
+    if _machine_number(text, span, value):
+        return True
     if _implausible(value, span.type) or _OBJECT_NAME_BEFORE.search(text, max(0, span.start - 80), span.start):
         return True
     line_start, line_end = _line_bounds(text, span.start, span.end)
@@ -462,12 +511,17 @@ def _never_personal(text: str, span: Span) -> bool:
         lone_place = " " not in value and not any(c.isdigit() for c in value) and not any(spaceless(c) for c in value)
         return lone_place or bool(_COMPANY_BEFORE.search(text, max(line_start, span.start - 40), span.start))
     if span.type == "EMAIL":
-        return _role_mailbox(value) or bool(_MAILING_LIST.search(value)) or \
-            bool(_MESSAGE_ID_BEFORE.search(text, max(0, span.start - 16), span.start))
-    if span.type == "NAME" and (value.lower().rstrip(".") in FIELD_LABELS or _COMPANY_NAME.fullmatch(value)):
+        return _role_mailbox(value) or bool(_MAILING_LIST.search(value)) or bool(_SERVICE_ACCOUNT_DOMAIN.search(value)) \
+            or bool(_MESSAGE_ID_BEFORE.search(text, max(0, span.start - 48), span.start))
+    if span.type == "NAME" and (value.lower().rstrip(".") in FIELD_LABELS or _COMPANY_NAME.fullmatch(value)
+                                or value.lower() in SIGN_OFFS):
+        return True
+    if span.type == "NAME" and span.start == line_start and text.startswith(":", span.end) and value in EMAIL_HEADERS:
         return True
     if span.type == "PHONE" and TOLL_FREE.fullmatch(value):
         return True  # an organisation's free line
+    if span.type == "USERNAME" and ("bot_message" in text[line_start:line_end] or value.startswith("service-account-")):
+        return True  # a chat bot's post (Slack's ``"subtype": "bot_message"``), an identity provider's service account
     if span.type == "USERNAME":
         return value.lower() in SYSTEM_ACCOUNTS or bool(_BOT.search(value)) or bool(_HOSTNAME.fullmatch(value)) or \
             bool(_PAM_MODULE.fullmatch(value)) or \
@@ -475,7 +529,7 @@ def _never_personal(text: str, span: Span) -> bool:
     if span.type == "IP_ADDRESS" and (_IMAGE_TAG.fullmatch(value) or (_DIGITS_AND_DOTS.fullmatch(value) and not _parses_as_ip(value))):
         return True  # a container image (``postgres:16.2``), a timestamp or a status code (``11.630275``, ``5.7.1``)
     if span.type == "IP_ADDRESS":
-        return _not_an_address(text, span, value) or \
+        return _not_an_address(text, span, value) or bool(_VERSION_SUFFIX_AFTER.match(text, span.end)) or \
             bool(_VERSION_BEFORE.search(text, max(line_start, span.start - 24), span.start))
     return False
 
@@ -520,6 +574,8 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
             b = m.start()
         if s.type == "USERNAME" and text.startswith("=", b) and (m := _TRAILING_KEY.search(text, a, b)) and m.start() > a:
             b = m.start()  # ``⟦qfreitas uid⟧=153``: the login, then the next field's key
+        if s.type == "NAME" and text[a:b] in _HONORIFICS:
+            continue  # before it grows into the name after it
         if s.type == "NAME":
             a, b = _name_cell(text, a, b)
             b = _surname_after(text, a, b)
@@ -527,11 +583,18 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
             a, b = _address_edges(text, *_quoted_field(text, a, b))
         if s.type == "DATE_OF_BIRTH" and text[max(0, a - 2):a] in _JAPANESE_ERAS:
             a -= 2  # ⟦平成⟧8年2月29日: the era is part of the year
+        if s.type == "DATE_OF_BIRTH" and text.endswith("日生", a, b):
+            b -= 1  # 2月29日⟦生⟧: "born" after the date is not part of it
+        if s.type == "DATE_OF_BIRTH" and text[a:a + 1].isalpha() and (m := _DAY_BEFORE.search(text, max(0, a - 6), a)):
+            a = m.start()
         if s.type == "IP_ADDRESS":
             if m := _IPV4_PORT.fullmatch(text, a, b):
                 b = m.end(1)
             elif (port := _ipv6_port(text[a:b])) is not None:
                 b = a + port
+        if s.type in ("CREDIT_CARD", "SSN") and re.match(r"\d{4} ", text[a:b]) \
+                and (m := _DIGIT_GROUP_BEFORE.search(text, max(0, a - 6), a)):
+            a = m.start()  # 0891 ⟦2234 5560 1177⟧: a number's first group, missed
         ptype = _retyped(text, a, b, s.type)
         if ptype is None:
             continue

@@ -23,18 +23,24 @@ from loraforge.pii.wordlists import alternation, words
 _VERSION_CONTEXT = re.compile(r"(?i)(?:version|\bver\.?|kernel|driver|build|release|firmware|upgrade from|"
                               r"_version|\bv)\"?\s*[:=]?\s*\"?$")  # also a JSON key: "driver":"10.28.29.1"
 _PHONE_SEPARATED = re.compile(r"^(?:\+|00|\(\+?\d{1,5}\))|\d[ .()-]+\d")  # "(" only as a closed area code
-_NOT_PHONE_START = re.compile(r"\d{1,2}[./-]\d{1,2}[./-](?:19|20)\d\d\b|\d{4}-\d{2}-\d{2}|"
+_NOT_PHONE_START = re.compile(r"\d{1,2}[./-]\d{1,2}[./-](?:19|20)\d\d\b|\d{4}-\d{2}-\d{2}|(?:19|20)\d\d\. \d{1,2}\. \d{1,2}\.|"
                               r"(?:19|20)\d\d\.\d{1,2}\.\d{1,2}\b")  # a date (and a time, a build suffix): 2024.06.12-1
 _DECIMAL = re.compile(r"\d+\.\d+")  # 1204330.55, a kernel timestamp 11.630275: one dot is a decimal point
 _HTTP_STATUS_BEFORE = re.compile(r'HTTP/[\d.]+"\s*$')  # an access log's status and size: "GET / HTTP/1.1" 200 18342
 # a bare JSON number under a key that names no phone (``"created":1698580637``, an epoch; an account ID)
-_JSON_NUMBER_KEY = re.compile(r'"([\w.-]*)"\s*:\s*\[?\s*$')
-_PHONE_KEY = re.compile(r"(?i)phone|tel|mobile|cell|fax|msisdn|contact")
+_JSON_NUMBER_KEY = re.compile(r'"([\w.-]*)"\s*:\s*\[?\s*"?$')  # also a number as a string: ``"Account": "4829..."``
+# a key that names a person's number (a phone, an ID, a card): bare digits under any other key are a machine's
+PERSONAL_NUMBER_KEY = re.compile(r"(?i)phone|tel|mobile|cell|fax|msisdn|contact|ssn|\bsin\b|national|passport|tax|insurance|"
+                                 r"member|card|cc_|\bpan\b|iban|pesel|aadhaar|cpf|dni|nhs|tckn|id_?(?:number|no)|personnummer|"
+                                 r"\bnin\b|bsn|nif|nie\b")
 # a toll-free or shared-cost line is an organisation's, never a person's (RULES.md: PHONE): 1-800, 0800, 0120, 1588
 TOLL_FREE = re.compile(r"(?:\+?1[ .-]?)?\(?8(?:00|33|44|55|66|77|88)\)?[ .-]\d{3}[ .-]?\d{4}|0800[ ]?\d{3}[ ]?\d{3,4}|"
                        r"0120[ -]?\d{2,3}[ -]?\d{3}|1[56]88-\d{4}")
 _DOUBLE_SEPARATOR = re.compile(r"[.-]\s*[.-]")  # "200 390 - - ---- 91" in a log line
 _ZIP4 = re.compile(r"\d{5}-\d{4}")
+_DIGITS_AND_DOTS = re.compile(r"\d+(?:\.\d+)+")
+# an epoch in milliseconds (13 digits from 1), a compact timestamp (``20240611091502``): a machine's numbers
+_MACHINE_NUMBER = re.compile(r"1\d{12}|(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:[0-2]\d|3[01])(?:[01]\d|2[0-3])[0-5]\d[0-5]\d")
 # the tail of a longer reference: a letters-and-digits group right before (``1Z 999 AA1 01 2345 6784``, a parcel)
 _CODE_GROUP_BEFORE = re.compile(r"(?<![\w-])(?=[A-Z0-9]*[A-Z])(?=[A-Z0-9]*\d)[A-Z0-9]+ $")
 # an identifier's field right before bare digits (``(id: 2147483645 rack: ...)``, a broker's ID in a log)
@@ -44,7 +50,7 @@ _MERCHANT_BEFORE = re.compile(r"\b[A-Z0-9*-]+\.(?:COM|NET|ORG|CO|IO)\s+$")
 # the baseline's phone expression, plus a country code in parentheses: (+358) 291926593
 PHONE = re.compile(rules.PHONE_BEFORE + r"(?:\(\+\d{1,4}\)\s?|(?:\+|00)?\(?)" + rules.PHONE_BODY)
 _STATE_BEFORE = re.compile(r"\b[A-Z]{2,4}\s+$")
-_NOT_PHONE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}|\d{3}-\d{2}-\d{4}")  # IP-shaped, SSN-shaped
+_NOT_PHONE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}|\d{3}-\d{2}-\d{4}|(?:19|20)\d\d-(?:19|20)\d\d")  # IP-, SSN-shaped, years
 # a login after a user key of a config, a CLI or a log line (``DB_USER=orders_svc``, ``username: billing_app``,
 # ``user=e.novak``); not "user: ..." (a chat speaker) nor ``imap-login: Login:`` (a log's program and event).
 # System accounts and placeholders are dropped afterwards (``pii.conform``). Narrower than the rule baseline's
@@ -52,8 +58,9 @@ _NOT_PHONE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}|\d{3}-\d{2}-\d{4}")  # IP-shap
 USER_KEY = re.compile(r"(?i)(?:(?<![\w-])(?:user_?name|login|logname|ruser)|_user|(?<![\w-])user(?==))[\"']?[ \t]*[:=][ \t]*[\"']?"
                       r"([\w.@-]*\w)")
 # the user of a client's command line (``mysql -h db -u reporting_ro``, ``docker login -u jdoe``, ``curl -u jdoe:...``)
-CLI_USER = re.compile(r"\b(?:mysql\w*|psql|pg_dump\w*|pg_restore|mongo\w*|redis-cli|sudo|curl|(?:docker|podman|oc|helm registry) "
-                      r"login)\b[^\n|;&]*?\s(?:-u ?|-U ?|--user(?:name)?[= ])[\"']?([\w.@-]*\w)")
+# (sudo's own -u only: ``sudo journalctl -u nginx`` names a unit)
+CLI_USER = re.compile(r"(?:\b(?:mysql\w*|psql|pg_dump\w*|pg_restore|mongo\w*|redis-cli|curl|(?:docker|podman|oc|helm registry) "
+                      r"login)\b[^\n|;&]*?|\bsudo(?:\s+-[A-Za-tv-z]+)*)\s(?:-u ?|-U ?|--user(?:name)?[= ])[\"']?([\w.@-]*\w)")
 # who ran su, in its log line (``FAILED SU (to root) elif25 on pts/3``)
 SU_USER = re.compile(r"\bSU \(to [\w.-]+\) ([\w.-]*\w) on\b")
 # an Indian PAN after its label: five letters (the fourth says who holds it), four digits, a letter
@@ -67,14 +74,53 @@ HONORIFIC_NAME = re.compile(r"(?<!\w)" + alternation("honorifics_before") + r"\s
 
 TITLE_NAME = re.compile(r"\b" + alternation("english_titles") + r"\.\s+" + _CAPITALIZED + r"(?:\s" + _CAPITALIZED + ")?")
 _NOT_A_SURNAME = frozenset(words("not_surnames_after_honorific"))
-_NOT_A_LOGIN = re.compile(r"(?i)true|false|null|none|nil|yes|no|(?:var|local|module|data|env|self)\..*|"
-                         r"[a-z_]\w*\.(?:user_?name|login|user|email)")  # code: ``username=user.username``
+# a person's profile on a code host or a social network: the handle is the URL's one path segment
+# (``github.com/epetrova-dev``; not ``github.com/kubernetes/website``, a repository, nor a site page, nor a Markdown
+# link's target: ``[Kubewarden](https://github.com/kubewarden)`` is documentation pointing at a project)
+PROFILE_HANDLE = re.compile(r"(?<![\w./-])(?<!\]\()(?:https?://)?(?:www\.)?(?:(?:github|gitlab|twitter|x|instagram)\.com/@?|linkedin\.com/in/)"
+                            r"([A-Za-z0-9](?:[\w.-]{0,38}[A-Za-z0-9])?)(?![\w/-])")
+_SITE_PAGES = frozenset(words("site_pages"))
+# a handle named after the code host in prose (``your GitHub (kasante-ops)``, ``GitHub: @jdoe``); in parentheses
+# only with a hyphen or a digit, as ``GitHub (optional)`` is prose
+HOST_HANDLE = re.compile(r"\bGit(?:Hub|Lab)\b(?:\s*\(@?(?=[a-z0-9-]*[-\d])|:\s*@?|\s+@)([a-z0-9][a-z0-9-]{1,38})(?![\w-]|\.\w)")
+# the directory (LDAP) entry a login binds as: ``uid=jdoe,ou=people``; a ``cn`` only after a bind key
+# (``LDAP_BIND_DN``, ``bindDN``), as other entries are groups and system accounts (``memberOf: CN=GG-VPN,OU=Groups``);
+# a ``cn`` with a space is a person's name (``cn=Ana Lima,ou=staff``)
+LDAP_LOGIN = re.compile(r"(?i)\b(?:cn|uid)=([^\s,=\"']+)(?=,\s*(?:ou|dc|o)=)")
+LDAP_NAME = re.compile(r"(?i)\bcn=([^\s,=\"'][^,=\"'\n]* [^,=\"'\n]+)(?=,\s*(?:ou|dc|o)=)")
+_BIND_KEY_BEFORE = re.compile(r"(?i)bind_?dn|bind\b|user_?dn|\s-D\s")
+
+
+def ldap_ok(text: str, start: int, value: str) -> bool:
+    """``uid=`` names a login; ``cn=`` one after a bind key on its line, or on the line before a YAML ``value:``
+    (``- name: LDAP_BIND_DN`` / ``value: "cn=..."``, a container's environment)."""
+    if text[start - 4:start].lower() == "uid=":
+        return True
+    line_start = text.rfind("\n", 0, start) + 1
+    if _BIND_KEY_BEFORE.search(text, line_start, start):
+        return True
+    previous = text.rfind("\n", 0, max(0, line_start - 1)) + 1
+    return bool(re.search(r"\bvalue\s*:", text[line_start:start])) and bool(_BIND_KEY_BEFORE.search(text, previous, line_start))
+# a Korean name (surname and two syllables) before a job title or an honorific (``⟦이서연⟧ 주임``, ``⟦김민지⟧님``)
+KOREAN_NAME_TITLE = re.compile(r"(?<![\uac00-\ud7a3])(" + alternation("korean_surnames") + r"[\uac00-\ud7a3]{2})"
+                               r"(?= ?" + alternation("korean_titles_after") + r"(?!점))")  # 대리점: a dealer
+# a password's shape: lower and upper case letters, a digit and a symbol in one word (``Wiosna2024!!``)
+# of 8 to 32 characters, as people make them (longer random strings are tokens: ``rules.TOKEN``); not ``=`` nor ``&``,
+# which join a key to its value and the fields of a query (``300Mi&quot``: an HTML entity)
+_PASSWORD_CHARS = r"[\w!@#$%^*?+~]"
+PASSWORD_SHAPE = re.compile(r"(?<![\w!@#$%^&*?+~./:-])(?=" + _PASSWORD_CHARS + r"*[a-z])(?=" + _PASSWORD_CHARS + r"*[A-Z])"
+                            r"(?=" + _PASSWORD_CHARS + r"*\d)(?=" + _PASSWORD_CHARS + r"*[!@#$%^*?+~])"
+                            + _PASSWORD_CHARS + r"{8,32}(?![\w!@#$%^&*?+~./:-])")
+_NOT_A_LOGIN = re.compile(r"(?i)true|false|null|none|nil|yes|no|(?:var|local|module|data|env|self)\..*|os\.environ|os\.getenv|"
+                         r"[a-z_]\w*\.(?:user_?name|login|user|email)|"  # code: ``username=user.username``
+                         r"\d+(?:ms|[smhdkg])")  # a size or a duration (nginx's ``zone=login:10m``)
 
 
 def login_ok(text: str, start: int, value: str) -> bool:
-    """A word with a letter that is not a literal, a code reference, a date or the next key (``Login: user=``)."""
+    """A word with a letter that is not a literal, a code reference, a date, the next key (``Login: user=``) or a
+    path's first part (``"logName": "projects/...``)."""
     end = start + len(value)
-    return (any(c.isalpha() for c in value) and not _NOT_A_LOGIN.fullmatch(value) and text[end:end + 1] not in (":", "=")
+    return (any(c.isalpha() for c in value) and not _NOT_A_LOGIN.fullmatch(value) and text[end:end + 1] not in (":", "=", "/")
             and not _NOT_PHONE_START.match(value))
 
 
@@ -112,6 +158,13 @@ def phone_ok(text: str, start: int, value: str) -> bool:
     lettered reference (``1Z 999 AA1 01 2345 6784``), bare digits after an ``id:`` key, a merchant's line on a
     card statement (``STEAMGAMES.COM 4259522985``)."""
     digits = sum(c.isdigit() for c in value)
+    end = start + len(value)
+    if "  " in value or "\t" in value or (text[end:end + 1] == ":" and text[end + 1:end + 2].isdigit()):
+        return False  # columns of a table (``31  24  6  1``), a date running into a time (``240129 10:02:44``)
+    if _DIGITS_AND_DOTS.fullmatch(value) and any(len(g) == 1 for g in value.split(".")):
+        return False  # a version (``128.0.6613.120``, ``10.0.22631.0``): phones written with dots have no 1-digit group
+    if value.isdigit() and _MACHINE_NUMBER.fullmatch(value):
+        return False
     if len({c for c in value if c.isdigit()}) == 1 or TOLL_FREE.fullmatch(value):
         return False  # 00000000 (a commit placeholder), an organisation's free line
     if not 8 <= digits <= 15 or rules.DATE_LIKE.fullmatch(value.strip("()")) or _NOT_PHONE.fullmatch(value):
@@ -124,7 +177,7 @@ def phone_ok(text: str, start: int, value: str) -> bool:
     if value.count("(") != value.count(")") or _HTTP_STATUS_BEFORE.search(text, max(0, start - 16), start):
         return False
     if value.isdigit() and (m := _JSON_NUMBER_KEY.search(text, max(0, start - 40), start)) \
-            and not _PHONE_KEY.search(m.group(1)):
+            and not PERSONAL_NUMBER_KEY.search(m.group(1)):
         return False
     if _ZIP4.fullmatch(value) and _STATE_BEFORE.search(text[max(0, start - 12):start]):  # "NL 74812-3060"
         return False
@@ -137,13 +190,101 @@ def phone_ok(text: str, start: int, value: str) -> bool:
     return bool(_PHONE_SEPARATED.search(value)) or digits >= 10
 
 
+_URL_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}|\*{3}")
+
+
+def password_shape_ok(text: str, start: int, value: str) -> bool:
+    """Not an address, a URL's escaped query (``environment%3Dproduction``), a masked value (``****x2Lp``),
+    Markdown emphasis (``*FieldsV1``) or a message ID (``<CAF3m+Kq8v2=...@mail``)."""
+    return "@" not in value and not _URL_ESCAPE.search(value) and text[start - 1:start] != "<" \
+        and value[0] not in "*~"
+
+
+# --- a table's name columns ------------------------------------------------------------------------------------
+# Why our own: Python's csv module gives a row's fields but not where they are in the text, and a span is offsets.
+_NAME_COLUMNS = frozenset(words("name_columns"))
+_NOT_NAME_COLUMNS = frozenset(words("not_name_columns"))  # ``company_name``, ``product_name``: not a person's
+_DELIMITERS = ",;\t|"
+_NAME_CELL = re.compile(r"[^\W\d_][^\d\n]{0,60}")  # letters first, no digits (``N/A`` and ``[NAME]`` fail below)
+_HEADER_CELL = re.compile(r"[ \t]*[^\W\d][\w.-]{0,30}(?: [\w.-]{1,30}){0,2}[ \t]*")  # a column's label: up to three words
+_NOT_A_NAME_CELL = re.compile(r"(?i)n/?a|null|none|nil|unknown|-+|\[.*\]|<.*>|\{.*\}")
+
+
+def _cells(line: str, delimiter: str) -> list[tuple[int, int]] | None:
+    """(start, end) of each field of a delimited line, quotes excluded; None when a quote is left open."""
+    out, i = [], 0
+    while True:
+        if line.startswith('"', i):
+            close = i + 1
+            while (close := line.find('"', close)) >= 0 and line.startswith('""', close):
+                close += 2
+            if close < 0:
+                return None
+            out.append((i + 1, close))
+            i = close + 1
+            i = line.find(delimiter, i)
+        else:
+            end = line.find(delimiter, i)
+            out.append((i, len(line) if end < 0 else end))
+            i = end
+        if i < 0:
+            return out
+        i += 1
+
+
+def _is_name_column(header: str) -> bool:
+    key = re.sub(r"[\s-]+", "_", header.strip().strip("\"'").lower())
+    return key in _NAME_COLUMNS or (key.endswith("_name") and key.count("_") <= 2 and key[:-5] not in _NOT_NAME_COLUMNS)
+
+
+def table_name_cells(text: str) -> list[tuple[int, int]]:
+    """The cells under a person's-name column of a delimited table (``first_name``, ``last_name``, ``Nachname``,
+    ``customer_name``): a tagger reads a row left to right and finds a given name more often than a surname, but
+    the header says what each column holds. A table: two or more lines in a row with the same number of fields,
+    the first its header: three or more labels."""
+    found: list[tuple[int, int]] = []
+    lines, offset = [], 0
+    for line in text.split("\n"):
+        lines.append((offset, line))
+        offset += len(line) + 1
+    i = 0
+    while i < len(lines):
+        start, header = lines[i]
+        delimiter = max(_DELIMITERS, key=header.count)
+        heads = _cells(header, delimiter) if header.count(delimiter) >= 2 else None
+        if heads and not all(_HEADER_CELL.fullmatch(header[a:b]) for a, b in heads):
+            heads = None  # code (``name=name,``), prose: a header is three or more labels
+        columns = [k for k, (a, b) in enumerate(heads or []) if _is_name_column(header[a:b])]
+        j = i + 1
+        while columns and j < len(lines) and (row := _cells(lines[j][1], delimiter)) is not None and len(row) == len(heads):
+            row_start, line = lines[j]
+            for k in columns:
+                a, b = row[k]
+                value = line[a:b].strip()
+                if _NAME_CELL.fullmatch(value) and not _NOT_A_NAME_CELL.fullmatch(value) and len(value.split()) <= 4 \
+                        and not value.isupper():  # XXX-XX-XXXX: a mask
+                    a += len(line[a:b]) - len(line[a:b].lstrip())
+                    found.append((row_start + a, row_start + a + len(value)))
+            j += 1
+        i = j if j > i + 1 else i + 1
+    return found
+
+
 @dataclass(frozen=True)
 class Pattern:
     name: str
     type: str
-    regex: re.Pattern
+    regex: re.Pattern | None
     check: Callable[[str, int, str], bool]  # (text, start, value) -> valid?
     group: int = 0
+    finder: Callable[[str], list[tuple[int, int]]] | None = None  # instead of the regex: (start, end) of each value
+
+    def matches(self, text: str) -> Iterable[tuple[int, int]]:
+        if self.finder is not None:
+            yield from self.finder(text)
+            return
+        for m in self.regex.finditer(text):
+            yield m.start(self.group), m.end(self.group)
 
 
 # the first digits of a card network's numbers (ISO/IEC 7812: airlines and old JCB 1, Diners/Amex/JCB 3, Visa 4,
@@ -176,6 +317,13 @@ PATTERNS: tuple[Pattern, ...] = (  # most specific first: an earlier pattern win
     Pattern("su_user", "USERNAME", SU_USER, login_ok, group=1),
     Pattern("pan_in", "SSN", PAN_IN, lambda t, s, v: True, group=1),
     Pattern("nino_uk", "SSN", NINO, lambda t, s, v: True),
+    Pattern("profile_handle", "USERNAME", PROFILE_HANDLE, lambda t, s, v: v.lower() not in _SITE_PAGES, group=1),
+    Pattern("host_handle", "USERNAME", HOST_HANDLE, lambda t, s, v: True, group=1),
+    Pattern("ldap_login", "USERNAME", LDAP_LOGIN, ldap_ok, group=1),
+    Pattern("ldap_name", "NAME", LDAP_NAME, ldap_ok, group=1),
+    Pattern("korean_name_title", "NAME", KOREAN_NAME_TITLE, lambda t, s, v: True, group=1),
+    Pattern("password_shape", "PASSWORD", PASSWORD_SHAPE, password_shape_ok),
+    Pattern("table_name", "NAME", None, lambda t, s, v: True, finder=table_name_cells),
     Pattern("title_name", "NAME", TITLE_NAME, lambda t, s, v: v.split()[1] not in _NOT_A_SURNAME),
     Pattern("honorific_name", "NAME", HONORIFIC_NAME, lambda t, s, v: v not in _NOT_A_SURNAME, group=1),
 )
@@ -197,10 +345,9 @@ def find(text: str, patterns: Iterable[Pattern] | None = None) -> list[Span]:
     """Validated pattern spans in ``text``, sorted, non-overlapping (earlier patterns win)."""
     found: list[Span] = []
     for p in (PATTERNS if patterns is None else patterns):
-        for m in p.regex.finditer(text):
-            start, end = m.start(p.group), m.end(p.group)
+        for start, end in p.matches(text):
             if start >= end or any(start < s.end and s.start < end for s in found):
                 continue
-            if p.check(text, start, m.group(p.group)):
+            if p.check(text, start, text[start:end]):
                 found.append(Span(start, end, p.type, 1.0, "patterns"))
     return sorted(found)

@@ -81,9 +81,10 @@ def split_joined(text: str, span: Span, patterns: list[Span]) -> list[Span]:
     in a CSV row, ``deploy@10.0.0.7`` in an ssh command) is cut at them: the patterns' spans hold the
     values, so what is left over is separators (dropped) or, before an address, the login of
     ``user@host`` (a USERNAME). Anything else left over (letters of an address around a number that
-    looks like a phone) keeps the span whole, as union always did."""
+    looks like a phone) keeps the span whole, as union always did, and so does a password inside: any character
+    may belong to a password (``)zjpf##p1oL!``), so the pattern's edges are no value's edges."""
     inside = sorted(p for p in patterns if span.start <= p.start and p.end <= span.end)  # patterns: any order
-    if not inside:
+    if not inside or any(p.type == "PASSWORD" for p in inside):
         return [span]
     pieces, cursor = [], span.start
     for p in inside:
