@@ -466,6 +466,8 @@ _VERSION_SUFFIX_AFTER = re.compile(r"-[a-z]|\+[a-z0-9]")  # ``6.1.0.18-rt9``, ``
 
 
 def _machine_number(text: str, span: Span, value: str) -> bool:
+    """A phone-, ID- or card-shaped number a machine wrote: the rest of a decimal or a time, or bare digits
+    after a ``key=`` that names no person's number, a process's or a thread's ID."""
     if span.type not in ("PHONE", "SSN", "CREDIT_CARD"):
         return False
     if re.match(r"\d[.:]", text[max(0, span.start - 2):span.start]):

@@ -38,7 +38,7 @@ TOLL_FREE = re.compile(r"(?:\+?1[ .-]?)?\(?8(?:00|33|44|55|66|77|88)\)?[ .-]\d{3
                        r"0120[ -]?\d{2,3}[ -]?\d{3}|1[56]88-\d{4}")
 _DOUBLE_SEPARATOR = re.compile(r"[.-]\s*[.-]")  # "200 390 - - ---- 91" in a log line
 _ZIP4 = re.compile(r"\d{5}-\d{4}")
-_DIGITS_AND_DOTS = re.compile(r"\d+(?:\.\d+)+")
+_DOTTED_DIGITS = re.compile(r"\d+(?:\.\d+)+")
 # an epoch in milliseconds (13 digits from 1), a compact timestamp (``20240611091502``): a machine's numbers
 _MACHINE_NUMBER = re.compile(r"1\d{12}|(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:[0-2]\d|3[01])(?:[01]\d|2[0-3])[0-5]\d[0-5]\d")
 # the tail of a longer reference: a letters-and-digits group right before (``1Z 999 AA1 01 2345 6784``, a parcel)
@@ -94,13 +94,15 @@ _BIND_KEY_BEFORE = re.compile(r"(?i)bind_?dn|bind\b|user_?dn|\s-D\s")
 def ldap_ok(text: str, start: int, value: str) -> bool:
     """``uid=`` names a login; ``cn=`` one after a bind key on its line, or on the line before a YAML ``value:``
     (``- name: LDAP_BIND_DN`` / ``value: "cn=..."``, a container's environment)."""
-    if text[start - 4:start].lower() == "uid=":
+    if text[max(0, start - 4):start].lower() == "uid=":
         return True
     line_start = text.rfind("\n", 0, start) + 1
     if _BIND_KEY_BEFORE.search(text, line_start, start):
         return True
     previous = text.rfind("\n", 0, max(0, line_start - 1)) + 1
     return bool(re.search(r"\bvalue\s*:", text[line_start:start])) and bool(_BIND_KEY_BEFORE.search(text, previous, line_start))
+
+
 # a Korean name (surname and two syllables) before a job title or an honorific (``⟦이서연⟧ 주임``, ``⟦김민지⟧님``)
 KOREAN_NAME_TITLE = re.compile(r"(?<![\uac00-\ud7a3])(" + alternation("korean_surnames") + r"[\uac00-\ud7a3]{2})"
                                r"(?= ?" + alternation("korean_titles_after") + r"(?!점))")  # 대리점: a dealer
@@ -156,12 +158,13 @@ def phone_ok(text: str, start: int, value: str) -> bool:
     unbalanced parentheses (``12.2.0-14) 12.2.0``: versions), the status and size of an access log line,
     a bare JSON number under a key that names no phone, one digit repeated, a toll-free line, the tail of a
     lettered reference (``1Z 999 AA1 01 2345 6784``), bare digits after an ``id:`` key, a merchant's line on a
-    card statement (``STEAMGAMES.COM 4259522985``)."""
+    card statement (``STEAMGAMES.COM 4259522985``), a table's columns (two spaces), a date running into a time, a
+    dotted version with a one-digit group, an epoch in milliseconds or a compact timestamp."""
     digits = sum(c.isdigit() for c in value)
     end = start + len(value)
     if "  " in value or "\t" in value or (text[end:end + 1] == ":" and text[end + 1:end + 2].isdigit()):
         return False  # columns of a table (``31  24  6  1``), a date running into a time (``240129 10:02:44``)
-    if _DIGITS_AND_DOTS.fullmatch(value) and any(len(g) == 1 for g in value.split(".")):
+    if _DOTTED_DIGITS.fullmatch(value) and any(len(g) == 1 for g in value.split(".")):
         return False  # a version (``128.0.6613.120``, ``10.0.22631.0``): phones written with dots have no 1-digit group
     if value.isdigit() and _MACHINE_NUMBER.fullmatch(value):
         return False
