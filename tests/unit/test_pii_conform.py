@@ -114,7 +114,6 @@ def kept(text: str, *pieces: tuple[str, str]) -> list[tuple[str, str]]:
     ("Arbeiten im Pumpenhaus (Auftrag 4500128834).", ("4500128834", "PHONE"), None),  # an order, in German
     ("Order paid: 4111 1111 1111 1111", ("4111 1111 1111 1111", "PHONE"), "4111 1111 1111 1111"),  # a card still
     ("EMAIL_HOST=smtp.mail.example.org", ("smtp.mail.example.org", "EMAIL"), None),
-    ("2024-09-06\tmsrvvhnvh\tbnyh@outlook.com", ("msrvvhnvh", "EMAIL"), "msrvvhnvh"),  # a login typed EMAIL: masked
     ("Felix: oye ya saqué los billetes", ("oye", "USERNAME"), None),
     ("用户：我叫苏玉兰，手机号13218739738", ("我叫苏玉兰", "NAME"), "苏玉兰"),  # "my name is" stays outside
     ("用户：我叫苏玉", ("苏玉", "NAME"), "苏玉"),  # and a field is not grown back over it
@@ -424,6 +423,11 @@ def test_a_number_found_without_its_first_group_gets_it_and_the_type_its_label_s
     assert kept("Plano 400 2234 5560 1177", ("2234 5560 1177", "SSN")) == [("2234 5560 1177", "SSN")]  # 400: no group
 
 
+def test_an_address_without_its_at_is_a_login():
+    assert kept("2024-09-06\tmsrvvhnvh\tbnyh@outlook.com", ("msrvvhnvh", "EMAIL")) == [("msrvvhnvh", "USERNAME")]
+    assert kept("EMAIL_HOST=smtp.mail.example.org", ("smtp.mail.example.org", "EMAIL")) == []  # a host
+
+
 def test_a_chat_speaker_before_a_colon_is_still_a_name():
     assert kept("Anna: see you\nVan: ok", ("Anna", "NAME")) == [("Anna", "NAME")]
 
@@ -491,3 +495,36 @@ def patterns_only(text: str) -> list[tuple[str, str]]:
 ])
 def test_what_the_patterns_find_in_logs_tables_and_other_languages(text, expected):
     assert patterns_only(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    # national IDs by their check digits (typed SSN, not PHONE); a Chinese mobile's eleven digits stay a phone
+    ("PESEL 90010112301, TC 10000000146, pnr 900101-1239, DNI 12345678Z, CPF 529.982.247-25, 2345 6789 0124",
+     [("90010112301", "SSN"), ("10000000146", "SSN"), ("900101-1239", "SSN"), ("12345678Z", "SSN"),
+      ("529.982.247-25", "SSN"), ("2345 6789 0124", "SSN")]),
+    ("nr 90010112302, mobile 13611872045", [("90010112302", "PHONE"), ("13611872045", "PHONE")]),  # a wrong
+    # check digit (no ID by pattern; a phone by shape), a mobile
+    # an Italian tax code after an invoice's label: its check character says it is one
+    ("Codice fiscale (per fattura): MRTGNV84H52F205N", [("MRTGNV84H52F205N", "SSN")]),
+    # an organisation's line (a switchboard, customer service, 客服电话) beside a person's mobile
+    ("Mobile +44 7700 914 226 | Switchboard +44 161 496 0800\n客服电话 +44 20 7946 0321\n"
+     "Assistenza clienti: 02 8088 4410", [("+44 7700 914 226", "PHONE")]),
+])
+def test_national_ids_and_organisation_lines(text, expected):
+    assert patterns_only(text) == expected
+
+
+@pytest.mark.parametrize("text, piece, value", [
+    ('      "tracking_number": "1Z4E80V96841270318",', ("1Z4E80V96841270318", "SSN"), None),  # a parcel's, by its key
+    ("KvK 81234410 · BTW NL862233451B01", ("NL862233451B01", "IBAN"), None),  # a VAT number
+    ("'ORD-1', 'JJD000390007711842031', '2024-09-12'", ("JJD000390007711842031", "IBAN"), None),  # no IBAN's start
+    ('  "id": "usr_01J7Q8ZK4M2X9T6B",', ("usr_01J7Q8ZK4M2X9T6B", "PASSWORD"), None),  # an identifier, not a secret
+    ("Oudegracht 120, +31 30 230 4410", ("120", "ADDRESS"), None),  # a house number alone
+    ("ghcr.io/kestrelpay/edge-gateway:10.4.12.1 pushed", ("10.4.12.1", "IP_ADDRESS"), None),  # an image's tag
+    ("Daughter is NOK, mob 07700 958 431.", ("mob 07700 958 431", "PHONE"), "07700 958 431"),
+    ("anahtarı komşu Nermin Hanım verecek", ("Nermin Hanım", "NAME"), "Nermin"),
+    ("akowalcz pts/1    10.8.14.71", ("akowalcz pts", "USERNAME"), "akowalcz"),
+    ("Customer C-448120 paid", ("C-448120", "CREDIT_CARD"), None),  # a record's code
+])
+def test_references_codes_and_edges_of_rules_15(text, piece, value):
+    assert kept(text, piece) == ([(value, piece[1])] if value else [])

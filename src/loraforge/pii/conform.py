@@ -16,7 +16,8 @@ import re
 
 from loraforge.data.pii_tags import spaceless
 from loraforge.eval.pii_baseline import TOKEN
-from loraforge.pii.patterns import PERSONAL_NUMBER_KEY, TOLL_FREE, card_number_ok
+from loraforge.eval.pii_baseline import iban_ok as rules_iban_ok
+from loraforge.pii.patterns import PERSONAL_NUMBER_KEY, TOLL_FREE, card_number_ok, national_id_ok
 from loraforge.pii.spans import Span
 from loraforge.pii.wordlists import alternation as _alternation
 from loraforge.pii.wordlists import words as _words
@@ -55,6 +56,7 @@ _COMPANY_BEFORE = re.compile(r"\b" + _LEGAL_FORM + r"\.?\s*[,·|–—-]\s*$")
 # nor is a key's public fingerprint (``SHA256:Xq2b...``)
 _ID_KEY_BEFORE = re.compile(r"(?i)(?:\b|_)(?:request|trace|span|event|correlation|transaction|message|chat|org|tenant|"
                             r"account|customer|order|job|run|build|bic|swift)(?:[ _-]?(?:id|code))?[\"']?\s*[:=]?\s*[\"']?$|"
+                            r"(?<![\w-])(?:id|uid|uuid|guid)[\"'`]?\s*[:=]?\s*[\"'`]?$|"  # a bare ``"id": "usr_01J7..."``
                             r"\b(?:SHA256|SHA1|MD5):$")
 
 _QUOTES = "\"'`‘’“”«»「」『』【】"  # never the first or last character of a value
@@ -203,9 +205,12 @@ def _name_cell(text: str, a: int, b: int) -> tuple[int, int]:
 # a name or a login never ends in a number of its own: ``⟦Pamela 21⟧:42`` is a chat speaker and a time
 _TRAILING_NUMBER = re.compile(r"\s+\d[\d:.]*$")
 _TRAILING_KEY = re.compile(r"\s+\S+$")
+_TERMINAL_AFTER = re.compile(r"\s+(?:pts|tty)\w*$")
+_WORD_BEFORE_NUMBER = re.compile(r"[^\W\d_][\w.]*[.:]?\s+(?=[+(\d])")
 # a surname after a given name: one capitalized word (``⟦Jeffrey⟧ Ross exceeded``), not an acronym
 _NEXT_WORD = re.compile(r" ([^\W\d_][^\W\d_'’-]*(?:[-'’][^\W\d_]+)*)(?=[\s.,;:!?)\]]|$)")
 _NOT_SURNAMES = frozenset(_words("not_surnames"))
+_HONORIFICS_AFTER = frozenset(_words("honorifics_after"))  # ``⟦Nermin⟧ Hanım``: the title after a name is no surname
 _TITLES = frozenset(_words("english_titles"))  # part of the name that follows: ``⟦Mr⟧. ⟦Holloway⟧`` is one name
 
 
@@ -220,7 +225,7 @@ def _surname_after(text: str, a: int, b: int) -> int:
     if not m:
         return b
     word = m.group(1)
-    if len(word) < 2 or not word[0].isupper() or word.isupper() or word in _NOT_SURNAMES:
+    if len(word) < 2 or not word[0].isupper() or word.isupper() or word in _NOT_SURNAMES or word in _HONORIFICS_AFTER:
         return b
     return m.end(1)
 
@@ -281,6 +286,9 @@ _JAPANESE_ERAS = _words("japanese_eras")  # a year of a Japanese date is written
 _DIGIT_GROUP_BEFORE = re.compile(r"(?<![\w.,/:-])\d{4} $")  # a card or ID number's first group of four, one space before
 _DAY_BEFORE = re.compile(r"(?<![\w.:])\d{1,2}(?:st|nd|rd|th|\.)? $")  # ``4th ⟦April 1990⟧``: the day is the date's
 
+# a house number, an age or a postcode alone (``Oudegracht ⟦120⟧``, ``Whitlock, ⟦81⟧``, ``⟦1017 BZ⟧``), once the
+# pieces are joined: no postal address
+_NUMBER_ONLY_ADDRESS = re.compile(r"\d{1,5}(?: ?[A-Z]{2})?")
 _PIECE_GAPS = {"NAME": (" ",), "ADDRESS": (" ", ", ")}
 # the lines between two pieces of an address written over several lines (``17 Hawthorn Close⟧ / Chesterton /
 # Cambridge / ⟦CB4 1XR``): at most two lines, each a place's name of up to three capitalized words
@@ -319,24 +327,32 @@ _CARD_LABEL = re.compile(r"(?i)\b(?:card|karte|tarjeta|carte|cartão|carta|kaart
 _BIRTH_LABEL = re.compile(r"(?i)\b(?:dob|d\.o\.b|born|birth|birthday|geb|geboren|née?|nacid[oa]|nat[oa]|nascimento|"
                           r"nascita|urodzon[ya])\b|生年月日|出生|誕生|생년월일")
 # the number of an order, ticket, parcel, medical record or meter (RULES.md: PHONE, not this)
-_REFERENCE_LABEL = re.compile(r"(?i:\b(?:order|ticket|invoice|tracking|booking|case|reference|ref|receipt|shipment|parcel|claim|"
+_REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|tracking|booking|case|reference|ref|receipt|shipment|parcel|claim|"
                               r"bestellung|auftrag|rechnung|pedido|factura|commande|facture|ordine|fattura|zamówienie|"
                               r"faktura|bestelling|factuur|employee (?:id|no\.?|number)|staff (?:id|no\.?|number)|"
                               r"company (?:no\.?|number)|registration (?:no\.?|number)|(?:england|wales|scotland) (?:no\.?|number)|"
                               r"UTR|arn|personalnummer|personal-?nr\.?|mitarbeiternummer|medical record|record (?:no\.?|number)|"
                               r"prontuário|meter|contador|zähler|compteur|seguimiento|env[ií]o|werkorder|"
-                              r"fakturanummer|nr seryjny|serial (?:no\.?|number)|protocolo|copyright|takip|ocr-nummer)\b|"
+                              r"fakturanummer|nr seryjny|serial (?:no\.?|number)|protocolo|copyright|takip|ocr-nummer|meeting id|"
+                              r"vat|btw|tva|iva|ust-?id(?:nr)?)(?![^\W_])|"
                               r"account[ _-]?id\b)|"
                               # a carrier's name, a product's or a company's code: their numbers follow (case as written)
                               r"\b(?:FedEx|UPS|DHL|USPS|SEUR|KRS|SIRET|SIREN|REGON|PO|CEP)\b|"
                               r"订单|注文|사번|社員番号|工号|工单|运单|账号|伝票番号|送り状番号|운송장번호|예약번호")
+# an organisation's line, not a person's (RULES.md: PHONE): a switchboard, a reception, customer service
+_LONGEST_FIRST = sorted(_words("organisation_phone_labels"), key=len, reverse=True)
+_ORGANISATION_PHONE_LABEL = re.compile(
+    r"(?i)(?<![^\W\d_])(?:" + "|".join(re.escape(w) for w in _LONGEST_FIRST if not any(spaceless(c) for c in w))
+    + r")(?![^\W\d_])|" + "|".join(re.escape(w) for w in _LONGEST_FIRST if any(spaceless(c) for c in w)))
 # a product's code: never a card, whatever its checksum (an EAN-13 passes the Luhn check one time in ten)
 _PRODUCT_CODE_LABEL = re.compile(r"\b(?:EAN|GTIN|UPC|ISBN|JAN)\b|(?i:\b(?:barcode|barkod|código de barras)\b)")
 _DATE_SHAPE = re.compile(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}")
 _LABEL_WINDOW = 24
 _LABELLED_TYPES = {"PHONE", "SSN", "CREDIT_CARD"}
-_LABELS = (("SSN", _ID_LABEL), ("PHONE", _PHONE_LABEL), ("CREDIT_CARD", _CARD_LABEL), ("DATE_OF_BIRTH", _BIRTH_LABEL),
-           (None, _REFERENCE_LABEL), ("CODE", _PRODUCT_CODE_LABEL))  # None, CODE: a reference, a product's code
+_LABELS = (("SSN", _ID_LABEL), ("ORGANISATION", _ORGANISATION_PHONE_LABEL), ("PHONE", _PHONE_LABEL), ("CREDIT_CARD", _CARD_LABEL), ("DATE_OF_BIRTH", _BIRTH_LABEL),
+           (None, _REFERENCE_LABEL), ("CODE", _PRODUCT_CODE_LABEL))
+# None, CODE: a reference, a product's code; ORGANISATION: an organisation's phone line (before PHONE: ``客服电话``
+# ends where its ``电话`` does, and the first of labels ending at one place wins)
 
 
 def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
@@ -344,6 +360,9 @@ def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
     ID: ⟦559 581 962⟧`` is an ID even if it looks like a phone number); the nearest label wins. A card
     label needs a number that passes the Luhn check, a birth label a date; after an order or ticket
     label the number is a reference (None: not personal data)."""
+    if ptype == "IBAN":  # only a reference's label speaks for an IBAN-shaped value (``BTW NL862233451B01``: a VAT number)
+        lo = max(_line_bounds(text, a, a)[0], a - _LABEL_WINDOW)
+        return None if _REFERENCE_LABEL.search(text[lo:a]) and not rules_iban_ok(text[a:b]) else ptype
     if ptype not in _LABELLED_TYPES:
         return ptype
     lo = max(_line_bounds(text, a, a)[0], a - _LABEL_WINDOW)
@@ -353,14 +372,16 @@ def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
     if last[label] < 0:
         return ptype
     value = text[a:b]
-    if label == "CODE":
+    if label == "CODE" or (label == "ORGANISATION" and ptype == "PHONE"):
         return None
+    if label == "ORGANISATION":
+        return ptype
     if label == "CREDIT_CARD" and not card_number_ok(value):
         return ptype  # "paid with card ⟦number⟧" only when the number is a card's
     if label == "DATE_OF_BIRTH" and not _DATE_SHAPE.fullmatch(value):
         return ptype
-    if label is None and card_number_ok(value):
-        return ptype  # a card number after "order" is still a card number
+    if label is None and (card_number_ok(value) or national_id_ok(value)):
+        return ptype  # a card number after "order" is still a card number, a national ID after "invoice" an ID
     return label
 
 
@@ -384,7 +405,7 @@ _MAC = re.compile(r"(?i)[0-9a-f]{2}(?:[:-][0-9a-f]{2}){5}")  # a network card's 
 _NOT_IP = re.compile(r"(?i)(?=[0-9a-f]*\d)[0-9a-f]{6,}|(?:sha\d+|md5):[0-9a-f]+|[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.\d|"
                      r"\d+(?:ms|[smhd])|localhost(?::\d{1,5})?")
 # a record's code: letters, a hyphen, digits (a customer or payment ID in a table), never a phone, card or ID number
-_RECORD_CODE = re.compile(r"[A-Z]{2,5}-\d{3,8}")
+_RECORD_CODE = re.compile(r"[A-Z]{1,5}-\d{3,8}")
 _IMAGE_TAG = re.compile(r"[a-z][\w.-]*:\d+(?:\.\d+)*")  # name:version
 _DIGITS_AND_DOTS = re.compile(r"[\d.]+")
 # a code path (``com.acme.billing.InvoiceService.computeTax``): dotted, with a CamelCase or call-like part
@@ -400,6 +421,7 @@ _BARE_NUMBER = re.compile(r"\d{1,6}(?:[.,]\d{1,2})?")  # an amount, a year, a co
 _NUMBER_TYPES = ("PHONE", "SSN", "IBAN", "DATE_OF_BIRTH", "IP_ADDRESS", "CREDIT_CARD")
 
 
+_IBAN_START = re.compile(r"[A-Z]{2}\d{2}")
 _TWO_GROUP_DATE = re.compile(r"\d{1,2}\s?/\s?\d{2}")  # MM/YY: a card's expiry, not a birth date
 _LETTERED_ID = re.compile(r"[A-Z]{5}\d{4}[A-Z]")  # an Indian PAN: ten characters, only four of them digits
 
@@ -419,6 +441,8 @@ def _implausible(value: str, ptype: str) -> bool:
         return True  # a version (``535.161.07``): a phone written with dots has at least nine digits
     if ptype == "DATE_OF_BIRTH" and (_TWO_GROUP_DATE.fullmatch(value) or (value.isdigit() and len(value) <= 2)):
         return True  # an expiry, an age (``満28歳``)
+    if ptype == "IBAN" and not _IBAN_START.match(value):
+        return True  # a parcel's number (``JJD000390007711842031``): an IBAN starts with a country and two digits
     return ptype in ("CREDIT_CARD", "IP_ADDRESS") and bool(_BARE_NUMBER.fullmatch(value))
 
 
@@ -462,6 +486,7 @@ def _log_process(text: str, span: Span, line_start: int) -> bool:
 # ``SET timestamp=1739439718``), a process's or a thread's ID (``[pid 1120:tid 140245110937472]``)
 _MACHINE_KEY_BEFORE = re.compile(r"(?:\b([A-Za-z_][\w.-]*)=[\"']?|\b(?:pid|tid|ppid|uid|gid|auid|ses)[ =])$")
 _GENERIC_KEYS = frozenset({"value", "val", "default", "text", "data", "content"})  # an HTML field's value="...": any number
+_IMAGE_BEFORE = re.compile(r"/[\w.-]+:$")
 _VERSION_SUFFIX_AFTER = re.compile(r"-[a-z]|\+[a-z0-9]")  # ``6.1.0.18-rt9``, ``1.2.3.4+build``: a version's suffix
 
 
@@ -502,7 +527,7 @@ def _never_personal(text: str, span: Span) -> bool:
     if span.type in ("SSN", "CREDIT_CARD", "PHONE") and _RECORD_CODE.fullmatch(value):
         return True  # a record's code in a table (``KH-20932``, ``PAY-55802``)
     if span.type == "EMAIL" and "@" not in value:
-        return bool(_HOSTNAME.fullmatch(value))  # a host; any other word keeps its mask (a login typed EMAIL)
+        return bool(_HOSTNAME.fullmatch(value))  # a host; any other word keeps its mask (retyped a login: conform)
     if span.type in ("NAME", "USERNAME") and (value in CHAT_WORDS or (len(value) == 1 and value.isascii())):
         return True
     if span.type in ("PASSWORD", "USERNAME") and _PLACEHOLDER_VALUE.fullmatch(value):
@@ -530,6 +555,8 @@ def _never_personal(text: str, span: Span) -> bool:
             text.startswith("[bot]", span.end) or (bool(_CODE_PATH.fullmatch(value)) and not value.islower())
     if span.type == "IP_ADDRESS" and (_IMAGE_TAG.fullmatch(value) or (_DIGITS_AND_DOTS.fullmatch(value) and not _parses_as_ip(value))):
         return True  # a container image (``postgres:16.2``), a timestamp or a status code (``11.630275``, ``5.7.1``)
+    if span.type == "IP_ADDRESS" and _IMAGE_BEFORE.search(text, line_start, span.start):
+        return True  # ``ghcr.io/kestrelpay/edge-gateway:⟦10.4.12.1⟧``: an image's tag
     if span.type == "IP_ADDRESS":
         return _not_an_address(text, span, value) or bool(_VERSION_SUFFIX_AFTER.match(text, span.end)) or \
             bool(_VERSION_BEFORE.search(text, max(line_start, span.start - 24), span.start))
@@ -576,6 +603,10 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
             b = m.start()
         if s.type == "USERNAME" and text.startswith("=", b) and (m := _TRAILING_KEY.search(text, a, b)) and m.start() > a:
             b = m.start()  # ``⟦qfreitas uid⟧=153``: the login, then the next field's key
+        if s.type == "USERNAME" and (m := _TERMINAL_AFTER.search(text, a, b)) and m.start() > a:
+            b = m.start()  # ``⟦akowalcz pts⟧/1`` (``w``, ``last``): the login, then its terminal
+        if s.type == "PHONE" and (m := _WORD_BEFORE_NUMBER.match(text, a, b)) and m.end() < b:
+            a = m.end()  # ``⟦mob 07700 958 431⟧``: a phone starts with a digit, + or (
         if s.type == "NAME" and text[a:b] in _HONORIFICS:
             continue  # before it grows into the name after it
         if s.type == "NAME":
@@ -598,9 +629,11 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
                 and (m := _DIGIT_GROUP_BEFORE.search(text, max(0, a - 6), a)):
             a = m.start()  # 0891 ⟦2234 5560 1177⟧: a number's first group, missed
         ptype = _retyped(text, a, b, s.type)
+        if ptype == "EMAIL" and "@" not in text[a:b] and not _HOSTNAME.fullmatch(text[a:b]):
+            ptype = "USERNAME"  # ``user is still ⟦t.wroblewski⟧``: an address without its @ is a login
         if ptype is None:
             continue
         s = Span(a, b, ptype, s.score, s.source)
         if not _never_personal(text, s):
             out.append(s)
-    return _join_pieces(text, out)
+    return [s for s in _join_pieces(text, out) if not (s.type == "ADDRESS" and _NUMBER_ONLY_ADDRESS.fullmatch(text[s.start:s.end]))]

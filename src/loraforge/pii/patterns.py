@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from importlib import import_module
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -193,6 +194,34 @@ def phone_ok(text: str, start: int, value: str) -> bool:
     return bool(_PHONE_SEPARATED.search(value)) or digits >= 10
 
 
+# --- national ID numbers, by their check digits (python-stdnum) ------------------------------------------------
+# Each shape is proposed by a regex and kept only when its country's check digits hold (PESEL's also encodes a
+# birth date): typed SSN before the phone pattern sees the same digits. Not the shapes a phone shares too often
+# (a BSN's nine digits, an NHS number's 3-3-4): those need their label (``pii.conform``).
+PESEL = re.compile(r"(?<![\w-])\d{11}(?![\w-])")  # also a Turkish TC Kimlik number: eleven digits
+PERSONNUMMER = re.compile(r"(?<![\w-])(?:\d{2})?\d{6}[-+]\d{4}(?![\w-])")
+DNI_NIE = re.compile(r"(?<![\w-])(?:\d{8}|[XYZ]-?\d{7})-?[A-Z](?![\w-])")
+CPF = re.compile(r"(?<![\w.])\d{3}\.\d{3}\.\d{3}-\d{2}(?![\w-])")
+CODICE_FISCALE = re.compile(r"\b[A-Z]{6}\d{2}[A-EHLMPRST]\d{2}[A-Z]\d{3}[A-Z]\b")
+AADHAAR = re.compile(r"(?<!\d)(?<!\d )[2-9]\d{3} \d{4} \d{4}(?! ?\d)")  # written in three groups of four
+
+
+_CHINESE_MOBILE = re.compile(r"1[3-9]\d{9}")  # eleven digits too: one in a hundred passes the TC Kimlik test
+
+
+def _national_id_ok(*modules: str) -> Callable[[str, int, str], bool]:
+    checks = [import_module(f"stdnum.{m}").is_valid for m in modules]
+    return lambda text, start, value: any(check(value) for check in checks) and not _CHINESE_MOBILE.fullmatch(value)
+
+
+_ALL_ID_CHECKS = ("pl.pesel", "tr.tckimlik", "se.personnummer", "es.dni", "es.nie", "br.cpf", "it.codicefiscale", "in_.aadhaar")
+
+
+def national_id_ok(value: str) -> bool:
+    """Passes one of the national ID check-digit tests the patterns use."""
+    return _national_id_ok(*_ALL_ID_CHECKS)("", 0, value)
+
+
 _URL_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}|\*{3}")
 
 
@@ -208,7 +237,7 @@ def password_shape_ok(text: str, start: int, value: str) -> bool:
 _NAME_COLUMNS = frozenset(words("name_columns"))
 _NOT_NAME_COLUMNS = frozenset(words("not_name_columns"))  # ``company_name``, ``product_name``: not a person's
 _DELIMITERS = ",;\t|"
-_NAME_CELL = re.compile(r"[^\W\d_][^\d\n]{0,60}")  # letters first, no digits (``N/A`` and ``[NAME]`` fail below)
+_NAME_CELL = re.compile(r"[^\W\d_][^\d\n()\[\]]{0,60}")  # letters first, no digits nor brackets (``N/A``: below)
 _HEADER_CELL = re.compile(r"[ \t]*[^\W\d][\w.-]{0,30}(?: [\w.-]{1,30}){0,2}[ \t]*")  # a column's label: up to three words
 _NOT_A_NAME_CELL = re.compile(r"(?i)n/?a|null|none|nil|unknown|-+|\[.*\]|<.*>|\{.*\}")
 
@@ -298,7 +327,10 @@ _CARD_ISSUER = re.compile(r"[13456]|2(?:22[1-9]|2[3-9]|[3-6]|7[01]|720)|2131|060
 
 
 def card_number_ok(value: str) -> bool:
-    """12 or more digits that pass the Luhn check and start as a card network's numbers do."""
+    """12 or more digits (and spaces or hyphens, no letters) that pass the Luhn check and start as a card
+    network's numbers do."""
+    if re.search(r"[^\d \-]", value):
+        return False  # ``1Z4E80V96841270318``, a parcel's number, whose digits alone may pass
     digits = re.sub(r"\D", "", value)
     return rules.luhn_ok(digits) and bool(_CARD_ISSUER.match(digits))
 
@@ -314,6 +346,12 @@ PATTERNS: tuple[Pattern, ...] = (  # most specific first: an earlier pattern win
     Pattern("ipv4", "IP_ADDRESS", rules.IPV4, ip_ok),
     Pattern("ipv6", "IP_ADDRESS", rules.IPV6, ip_ok),
     Pattern("ipv6_compressed", "IP_ADDRESS", IPV6_COMPRESSED, ipv6_compressed_ok),
+    Pattern("pesel_tckimlik", "SSN", PESEL, _national_id_ok("pl.pesel", "tr.tckimlik")),
+    Pattern("personnummer", "SSN", PERSONNUMMER, _national_id_ok("se.personnummer")),
+    Pattern("dni_nie", "SSN", DNI_NIE, _national_id_ok("es.dni", "es.nie")),
+    Pattern("cpf", "SSN", CPF, _national_id_ok("br.cpf")),
+    Pattern("codice_fiscale", "SSN", CODICE_FISCALE, _national_id_ok("it.codicefiscale")),
+    Pattern("aadhaar", "SSN", AADHAAR, _national_id_ok("in_.aadhaar")),
     Pattern("phone", "PHONE", PHONE, phone_ok),
     Pattern("user_key", "USERNAME", USER_KEY, login_ok, group=1),
     Pattern("cli_user", "USERNAME", CLI_USER, login_ok, group=1),
