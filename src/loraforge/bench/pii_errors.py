@@ -21,6 +21,7 @@ from loraforge.bench.report import cpu_name, table, write_results
 
 KEYS = ("leak_rate", "typed_f1", "entity_f1", "over_masking", "no_pii_unchanged")
 DEV_CASES = "bench/data/pii-handwritten-dev/cases.txt"
+DEV_FILES = (DEV_CASES, "bench/data/pii-handwritten-dev/cases-2.txt")  # round 1, round 2 (written later, apart)
 
 
 def errors(record: dict, spans) -> list[dict]:
@@ -63,7 +64,7 @@ def run(adapter: str, cases: str, bias: float | None, show_values: bool,
     from loraforge.pii.handwritten import parse_cases
     from loraforge.workflows.mask import build_masker
 
-    records = parse_cases(Path(cases).read_text(encoding="utf-8"), cases)
+    records = [r for path in cases.split(",") for r in parse_cases(Path(path).read_text(encoding="utf-8"), path)]
     masker = build_masker(adapter, merge="union", bias=bias)
     texts = [r["text"] for r in records]
     points = []
@@ -98,7 +99,7 @@ def markdown(results: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--adapter", default="runs/pii-tagger-v4")
-    parser.add_argument("--cases", default=DEV_CASES)
+    parser.add_argument("--cases", default=DEV_CASES, help="a cases file, or several comma-separated")
     parser.add_argument("--bias", type=float, default=None, help="the recall knob (default: the run's own)")
     parser.add_argument("--curve", default="", help="also score at these biases, e.g. --curve=-1,0,1,2")
     parser.add_argument("--show-values", action="store_true", help="print each error with its text")
