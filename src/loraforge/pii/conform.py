@@ -349,17 +349,18 @@ _PRODUCT_CODE_LABEL = re.compile(r"\b(?:EAN|GTIN|UPC|ISBN|JAN)\b|(?i:\b(?:barcod
 _DATE_SHAPE = re.compile(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}")
 _LABEL_WINDOW = 24
 _LABELLED_TYPES = {"PHONE", "SSN", "CREDIT_CARD"}
-_LABELS = (("SSN", _ID_LABEL), ("ORGANISATION", _ORGANISATION_PHONE_LABEL), ("PHONE", _PHONE_LABEL), ("CREDIT_CARD", _CARD_LABEL), ("DATE_OF_BIRTH", _BIRTH_LABEL),
-           (None, _REFERENCE_LABEL), ("CODE", _PRODUCT_CODE_LABEL))
 # None, CODE: a reference, a product's code; ORGANISATION: an organisation's phone line (before PHONE: ``客服电话``
 # ends where its ``电话`` does, and the first of labels ending at one place wins)
+_LABELS = (("SSN", _ID_LABEL), ("ORGANISATION", _ORGANISATION_PHONE_LABEL), ("PHONE", _PHONE_LABEL),
+           ("CREDIT_CARD", _CARD_LABEL), ("DATE_OF_BIRTH", _BIRTH_LABEL), (None, _REFERENCE_LABEL), ("CODE", _PRODUCT_CODE_LABEL))
 
 
 def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
     """A phone, ID or card number typed as the label right before it on its line says (``SSN / national
     ID: ⟦559 581 962⟧`` is an ID even if it looks like a phone number); the nearest label wins. A card
     label needs a number that passes the Luhn check, a birth label a date; after an order or ticket
-    label the number is a reference (None: not personal data)."""
+    label the number is a reference (None: not personal data), after an organisation's (``Switchboard``) a phone
+    is the organisation's (None too)."""
     if ptype == "IBAN":  # only a reference's label speaks for an IBAN-shaped value (``BTW NL862233451B01``: a VAT number)
         lo = max(_line_bounds(text, a, a)[0], a - _LABEL_WINDOW)
         return None if _REFERENCE_LABEL.search(text[lo:a]) and not rules_iban_ok(text[a:b]) else ptype
