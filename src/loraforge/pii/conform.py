@@ -206,7 +206,7 @@ def _name_cell(text: str, a: int, b: int) -> tuple[int, int]:
 _TRAILING_NUMBER = re.compile(r"\s+\d[\d:.]*$")
 _TRAILING_KEY = re.compile(r"\s+\S+$")
 _TERMINAL_AFTER = re.compile(r"\s+(?:pts|tty)\w*$")
-_WORD_BEFORE_NUMBER = re.compile(r"[^\W\d_][\w.]*[.:]?\s+(?=[+(\d])")
+_PHONE_WORD_BEFORE = re.compile(r"(?i)(?:mob|tel|phone|mobile|cell|fax|handy|tlf|tfn)\.?:?\s+(?=[+(\d])")
 # a surname after a given name: one capitalized word (``⟦Jeffrey⟧ Ross exceeded``), not an acronym
 _NEXT_WORD = re.compile(r" ([^\W\d_][^\W\d_'’-]*(?:[-'’][^\W\d_]+)*)(?=[\s.,;:!?)\]]|$)")
 _NOT_SURNAMES = frozenset(_words("not_surnames"))
@@ -387,8 +387,11 @@ def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
 
 
 def _retyped(text: str, a: int, b: int, ptype: str) -> str | None:
-    """The type by the label, then a "card" that fails the Luhn check is an ID number (a card number
-    passes it; an ID of the same shape one time in ten)."""
+    """An "IBAN" not shaped as one is an ID number; the type by the label; then a "card" that fails the Luhn
+    check is an ID number (a card number passes it; an ID of the same shape one time in ten)."""
+    if ptype == "IBAN" and not _IBAN_START.match(text, a):
+        ptype = "SSN"  # an IBAN starts with a country and two digits: another ID (``BQRPR7712C``, a PAN), or a
+        # reference its label names (``PAVG870923H41``; a parcel's ``JJD000390007711842031`` without one stays masked)
     ptype = _labelled_type(text, a, b, ptype)
     if ptype == "CREDIT_CARD" and len(re.sub(r"\D", "", text[a:b])) >= 12 and not card_number_ok(text[a:b]):
         return "SSN"
@@ -442,8 +445,6 @@ def _implausible(value: str, ptype: str) -> bool:
         return True  # a version (``535.161.07``): a phone written with dots has at least nine digits
     if ptype == "DATE_OF_BIRTH" and (_TWO_GROUP_DATE.fullmatch(value) or (value.isdigit() and len(value) <= 2)):
         return True  # an expiry, an age (``満28歳``)
-    if ptype == "IBAN" and not _IBAN_START.match(value):
-        return True  # a parcel's number (``JJD000390007711842031``): an IBAN starts with a country and two digits
     return ptype in ("CREDIT_CARD", "IP_ADDRESS") and bool(_BARE_NUMBER.fullmatch(value))
 
 
@@ -606,8 +607,8 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
             b = m.start()  # ``⟦qfreitas uid⟧=153``: the login, then the next field's key
         if s.type == "USERNAME" and (m := _TERMINAL_AFTER.search(text, a, b)) and m.start() > a:
             b = m.start()  # ``⟦akowalcz pts⟧/1`` (``w``, ``last``): the login, then its terminal
-        if s.type == "PHONE" and (m := _WORD_BEFORE_NUMBER.match(text, a, b)) and m.end() < b:
-            a = m.end()  # ``⟦mob 07700 958 431⟧``: a phone starts with a digit, + or (
+        if s.type == "PHONE" and (m := _PHONE_WORD_BEFORE.match(text, a, b)) and m.end() < b:
+            a = m.end()  # ``⟦mob 07700 958 431⟧``: the label is not the number (any other word stays: it may be a name)
         if s.type == "NAME" and text[a:b] in _HONORIFICS:
             continue  # before it grows into the name after it
         if s.type == "NAME":
