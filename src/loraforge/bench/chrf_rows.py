@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from loraforge.bench.report import table, write_results
+from loraforge.bench.report import publish, table
 
 
 def score(runs: list[str], test: str = "k8s:test", drop: int = 1) -> dict:
@@ -63,9 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="chrf-rows")
     args = parser.parse_args(argv)
     results = score(args.runs, args.test, args.drop)
-    print(markdown(results))
-    for path in write_results(args.out, args.name, results, markdown(results)):
-        print(path)
+    publish(args.out, args.name, results, markdown(results), [markdown(results)])
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import argparse
 import random
 from pathlib import Path
 
-from loraforge.bench.report import cpu_name, table, write_results
+from loraforge.bench.report import cpu_name, publish, table, write_results
 from loraforge.data.pii import GENERATIONS
 
 KEYS = ("leak_rate", "typed_f1", "entity_f1", "over_masking", "no_pii_unchanged")
@@ -147,8 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     results = compare(args.config, [float(s) for s in args.records_share.split(",")], args.hold, args.split_seed,
                       args.n_train, args.n_heldout, [float(b) for b in args.biases.split(",")], args.work,
                       args.overrides, args.reuse, args.generations, args.handwritten_repeat)
-    for path in write_results(args.out, args.name, results, markdown(results)):
-        print(path)
+    publish(args.out, args.name, results, markdown(results))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from loraforge.bench.report import cpu_name, table, write_results
+from loraforge.bench.report import cpu_name, publish, table
 
 KEYS = ("leak_rate", "typed_f1", "entity_f1", "over_masking", "no_pii_unchanged")
 DEV_CASES = "bench/data/pii-handwritten-dev/cases.txt"
@@ -108,10 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     curve = [float(b) for b in args.curve.split(",") if b.strip()]
     results, lines = run(args.adapter, args.cases, args.bias, args.show_values, curve)
-    for line in lines:
-        print(line)
-    for path in write_results(args.out, args.name, results, markdown(results)):
-        print(path)
+    publish(args.out, args.name, results, markdown(results), lines)
 
 
 if __name__ == "__main__":

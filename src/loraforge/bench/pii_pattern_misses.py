@@ -19,7 +19,7 @@ from collections import Counter
 from importlib.resources import files
 from pathlib import Path
 
-from loraforge.bench.report import table, write_results
+from loraforge.bench.report import publish, table
 
 DOCS = "../shared/data/k8s-zh-cn"
 
@@ -102,10 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     names = [n for n in args.patterns.split(",") if n.strip()] or None
     results, lines = run(names, args.docs or None, args.show_values)
-    for line in lines:
-        print(line)
-    for path in write_results(args.out, args.name, results, markdown(results)):
-        print(path)
+    publish(args.out, args.name, results, markdown(results), lines)
 
 
 if __name__ == "__main__":

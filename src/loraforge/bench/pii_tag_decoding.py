@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from loraforge.bench.report import cpu_name, table, write_results
+from loraforge.bench.report import cpu_name, publish, table, write_results
 
 KEYS = ("leak_rate", "typed_f1", "entity_f1", "over_masking", "no_pii_unchanged")
 
@@ -91,8 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args(argv)
     results = compare(args.run, [float(b) for b in args.biases.split(",")])
-    for path in write_results(args.out, "pii-tag-decoding", results, markdown(results)):
-        print(path)
+    publish(args.out, "pii-tag-decoding", results, markdown(results))
 
 
 if __name__ == "__main__":

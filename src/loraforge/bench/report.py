@@ -29,6 +29,14 @@ def write_results(out: str | Path, name: str, results: dict, markdown: str) -> t
     return paths
 
 
+def publish(out: str | Path, name: str, results: dict, markdown: str, lines: list[str] = ()) -> None:
+    """A bench script's ending: print its detail lines, write ``<name>.json`` / ``<name>.md``, print where."""
+    for line in lines:
+        print(line)
+    for path in write_results(out, name, results, markdown):
+        print(path)
+
+
 def table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
