@@ -21,7 +21,7 @@ import argparse
 import random
 from pathlib import Path
 
-from loraforge.bench.report import cpu_name, publish, table, write_results
+from loraforge.bench.report import cpu_name, publish, table
 from loraforge.data.pii import GENERATIONS
 
 KEYS = ("leak_rate", "typed_f1", "entity_f1", "over_masking", "no_pii_unchanged")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from loraforge.bench.report import cpu_name, publish, table, write_results
+from loraforge.bench.report import cpu_name, publish, table
 
 KEYS = ("leak_rate", "typed_f1", "entity_f1", "over_masking", "no_pii_unchanged")
 
