@@ -69,10 +69,10 @@ def _context(text: str, span) -> str:
 
 
 def _pattern_of(text: str, span, chosen) -> str:
-    """The first chosen pattern that finds this span's value (conform may have trimmed or grown it)."""
+    """The first chosen pattern that finds (and validates) this span's value (conform may have trimmed or grown it)."""
     for p in chosen:
         for a, b in p.matches(text):
-            if a < span.end and span.start < b:
+            if a < span.end and span.start < b and p.check(text, a, text[a:b]):
                 return p.name
     return "?"
 
