@@ -2,7 +2,7 @@
 are tuned, so the hand-written evaluation set (``datasets/pii-handwritten``) and ``pii:test`` are never read
 to find errors.
 
-    python -m loraforge.bench.pii_errors [--adapter runs/pii-tagger-v4] [--cases bench/data/pii-handwritten-dev/cases.txt]
+    python -m loraforge.bench.pii_errors [--adapter runs/pii-tagger-v4] [--cases bench/data/pii-handwritten-dev/cases.txt[,cases-2.txt]]
         [--bias 0] [--curve=-1,0,1,2] [--show-values] [--out bench/results] [--name pii-handdev]
 
 The set is written like the evaluation set (``⟦TYPE|value⟧`` inline, ``RULES.md``) but by other hands and
