@@ -526,6 +526,8 @@ def test_national_ids_and_organisation_lines(text, expected):
     ("anahtarı komşu Nermin Hanım verecek", ("Nermin Hanım", "NAME"), "Nermin"),
     ("akowalcz pts/1    10.8.14.71", ("akowalcz pts", "USERNAME"), "akowalcz"),
     ("Customer C-448120 paid", ("C-448120", "CREDIT_CARD"), None),  # a record's code
+    ("call Iva on 091 234 5678", ("091 234 5678", "PHONE"), "091 234 5678"),  # a name, not the VAT acronym
+    ("my standard number is 07700 900123", ("07700 900123", "PHONE"), "07700 900123"),
 ])
 def test_references_codes_and_edges_of_rules_15(text, piece, value):
     typed = "SSN" if piece[1] == "IBAN" else piece[1]

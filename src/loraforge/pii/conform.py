@@ -334,10 +334,10 @@ _REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|tracking|
                               r"UTR|arn|personalnummer|personal-?nr\.?|mitarbeiternummer|medical record|record (?:no\.?|number)|"
                               r"prontuário|meter|contador|zähler|compteur|seguimiento|env[ií]o|werkorder|"
                               r"fakturanummer|nr seryjny|serial (?:no\.?|number)|protocolo|copyright|takip|ocr-nummer|meeting id|"
-                              r"vat|btw|tva|iva|ust-?id(?:nr)?)(?![^\W_])|"
+                              r"vat(?: no\.?| number)?|ust-?id(?:nr)?)(?![^\W_])|"
                               r"account[ _-]?id\b)|"
                               # a carrier's name, a product's or a company's code: their numbers follow (case as written)
-                              r"\b(?:FedEx|UPS|DHL|USPS|SEUR|KRS|SIRET|SIREN|REGON|PO|CEP)\b|"
+                              r"\b(?:FedEx|UPS|DHL|USPS|SEUR|KRS|SIRET|SIREN|REGON|PO|CEP|BTW|TVA|IVA)\b|"  # (``Iva``: a name)
                               r"订单|注文|사번|社員番号|工号|工单|运单|账号|伝票番号|送り状番号|운송장번호|예약번호")
 # an organisation's line, not a person's (RULES.md: PHONE): a switchboard, a reception, customer service
 _LONGEST_FIRST = sorted(_words("organisation_phone_labels"), key=len, reverse=True)
