@@ -518,6 +518,7 @@ def test_national_ids_and_organisation_lines(text, expected):
     ('      "tracking_number": "1Z4E80V96841270318",', ("1Z4E80V96841270318", "SSN"), None),  # a parcel's, by its key
     ("KvK 81234410 · BTW NL862233451B01", ("NL862233451B01", "IBAN"), None),  # a VAT number
     ("[11:04] Guillermo: BQRPR7712C", ("BQRPR7712C", "IBAN"), "BQRPR7712C"),  # no IBAN's start: another ID (SSN, below)
+    ("Cliente: Tecla Palacio (DNI", ("Tecla Palacio", "IBAN"), "Tecla Palacio"),  # words typed IBAN: masked as typed
     ("i andra hand Mikael 073-988 21 04", ("Mikael 073-988 21 04", "PHONE"), "Mikael 073-988 21 04"),  # a name stays
     ('  "id": "usr_01J7Q8ZK4M2X9T6B",', ("usr_01J7Q8ZK4M2X9T6B", "PASSWORD"), None),  # an identifier, not a secret
     ("Oudegracht 120, +31 30 230 4410", ("120", "ADDRESS"), None),  # a house number alone
@@ -530,5 +531,5 @@ def test_national_ids_and_organisation_lines(text, expected):
     ("my standard number is 07700 900123", ("07700 900123", "PHONE"), "07700 900123"),
 ])
 def test_references_codes_and_edges_of_rules_15(text, piece, value):
-    typed = "SSN" if piece[1] == "IBAN" else piece[1]
+    typed = "SSN" if piece[1] == "IBAN" and sum(c.isdigit() for c in piece[0]) >= 5 else piece[1]
     assert kept(text, piece) == ([(value, typed)] if value else [])

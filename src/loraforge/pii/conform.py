@@ -389,9 +389,10 @@ def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
 def _retyped(text: str, a: int, b: int, ptype: str) -> str | None:
     """An "IBAN" not shaped as one is an ID number; the type by the label; then a "card" that fails the Luhn
     check is an ID number (a card number passes it; an ID of the same shape one time in ten)."""
-    if ptype == "IBAN" and not _IBAN_START.match(text, a):
+    if ptype == "IBAN" and not _IBAN_START.match(text, a) and sum(c.isdigit() for c in text[a:b]) >= 5:
         ptype = "SSN"  # an IBAN starts with a country and two digits: another ID (``BQRPR7712C``, a PAN), or a
-        # reference its label names (``PAVG870923H41``; a parcel's ``JJD000390007711842031`` without one stays masked)
+        # reference its label names (``PAVG870923H41``; a parcel's ``JJD000390007711842031`` without one stays masked);
+        # words typed IBAN keep that type (and their mask: an ID's test would drop them)
     ptype = _labelled_type(text, a, b, ptype)
     if ptype == "CREDIT_CARD" and len(re.sub(r"\D", "", text[a:b])) >= 12 and not card_number_ok(text[a:b]):
         return "SSN"
