@@ -17,7 +17,7 @@ import re
 from loraforge.data.pii_tags import spaceless
 from loraforge.eval.pii_baseline import TOKEN
 from loraforge.eval.pii_baseline import iban_ok as rules_iban_ok
-from loraforge.pii.patterns import PERSONAL_NUMBER_KEY, TOLL_FREE, card_number_ok, national_id_ok
+from loraforge.pii.patterns import DOTTED_NUMBER, PERSONAL_NUMBER_KEY, TOLL_FREE, card_number_ok, national_id_ok
 from loraforge.pii.spans import Span
 from loraforge.pii.wordlists import alternation as _alternation
 from loraforge.pii.wordlists import words as _words
@@ -421,7 +421,6 @@ _TIME_AFTER = re.compile(r"(?::|T|,?\s)\d{1,2}:\d{2}")  # also a chat export's `
 
 # a format, not a value: DD/MM/YYYY, XXX-XX-XXXX, **** (letters that stand for digits, in groups)
 _FORMAT_MASK = re.compile(r"(?i)[xdmyn#*•_]+(?:[-/. ][xdmyn#*•_]+)*")
-_DOTTED_NUMBER = re.compile(r"\d+(?:\.\d+)+")
 _BARE_NUMBER = re.compile(r"\d{1,6}(?:[.,]\d{1,2})?")  # an amount, a year, a count
 _NUMBER_TYPES = ("PHONE", "SSN", "IBAN", "DATE_OF_BIRTH", "IP_ADDRESS", "CREDIT_CARD")
 
@@ -442,7 +441,7 @@ def _implausible(value: str, ptype: str) -> bool:
         return True
     if ptype in ("PHONE", "SSN") and sum(c.isdigit() for c in value) < 5 and not _LETTERED_ID.fullmatch(value):
         return True  # a status code, a count (``200``, ``550``): every phone or ID number is longer
-    if ptype == "PHONE" and _DOTTED_NUMBER.fullmatch(value) and sum(c.isdigit() for c in value) < 9:
+    if ptype == "PHONE" and DOTTED_NUMBER.fullmatch(value) and sum(c.isdigit() for c in value) < 9:
         return True  # a version (``535.161.07``): a phone written with dots has at least nine digits
     if ptype == "DATE_OF_BIRTH" and (_TWO_GROUP_DATE.fullmatch(value) or (value.isdigit() and len(value) <= 2)):
         return True  # an expiry, an age (``満28歳``)

@@ -39,7 +39,7 @@ TOLL_FREE = re.compile(r"(?:\+?1[ .-]?)?\(?8(?:00|33|44|55|66|77|88)\)?[ .-]\d{3
                        r"0120[ -]?\d{2,3}[ -]?\d{3}|1[56]88-\d{4}")
 _DOUBLE_SEPARATOR = re.compile(r"[.-]\s*[.-]")  # "200 390 - - ---- 91" in a log line
 _ZIP4 = re.compile(r"\d{5}-\d{4}")
-_DOTTED_DIGITS = re.compile(r"\d+(?:\.\d+)+")
+DOTTED_NUMBER = re.compile(r"\d+(?:\.\d+)+")  # a version's shape (conform's too)
 # an epoch in milliseconds (13 digits from 1), a compact timestamp (``20240611091502``): a machine's numbers
 _MACHINE_NUMBER = re.compile(r"1\d{12}|(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:[0-2]\d|3[01])(?:[01]\d|2[0-3])[0-5]\d[0-5]\d")
 # the tail of a longer reference: a letters-and-digits group right before (``1Z 999 AA1 01 2345 6784``, a parcel)
@@ -165,7 +165,7 @@ def phone_ok(text: str, start: int, value: str) -> bool:
     end = start + len(value)
     if "  " in value or "\t" in value or (text[end:end + 1] == ":" and text[end + 1:end + 2].isdigit()):
         return False  # columns of a table (``31  24  6  1``), a date running into a time (``240129 10:02:44``)
-    if _DOTTED_DIGITS.fullmatch(value) and any(len(g) == 1 for g in value.split(".")):
+    if DOTTED_NUMBER.fullmatch(value) and any(len(g) == 1 for g in value.split(".")):
         return False  # a version (``128.0.6613.120``, ``10.0.22631.0``): phones written with dots have no 1-digit group
     if value.isdigit() and _MACHINE_NUMBER.fullmatch(value):
         return False
@@ -214,12 +214,13 @@ def _national_id_ok(*modules: str) -> Callable[[str, int, str], bool]:
     return lambda text, start, value: any(check(value) for check in checks) and not _CHINESE_MOBILE.fullmatch(value)
 
 
-_ALL_ID_CHECKS = ("pl.pesel", "tr.tckimlik", "se.personnummer", "es.dni", "es.nie", "br.cpf", "it.codicefiscale", "in_.aadhaar")
+_ANY_NATIONAL_ID = _national_id_ok("pl.pesel", "tr.tckimlik", "se.personnummer", "es.dni", "es.nie", "br.cpf",
+                                   "it.codicefiscale", "in_.aadhaar")  # built once: conform asks per span
 
 
 def national_id_ok(value: str) -> bool:
     """Passes one of the national ID check-digit tests the patterns use."""
-    return _national_id_ok(*_ALL_ID_CHECKS)("", 0, value)
+    return _ANY_NATIONAL_ID("", 0, value)
 
 
 _URL_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}|\*{3}")
