@@ -309,3 +309,32 @@ def test_beam_search_gives_each_rows_batch_one_beam_result_and_scores_at_least_g
 
     with pytest.raises(ValueError, match="exclusive"):
         generate_ids(model, tiny_tokenizer, PROMPTS, budget, progress=False, num_beams=2, sampler=Sampler())
+
+
+def test_a_translation_far_shorter_than_its_source_is_replaced_by_the_source(tiny_tokenizer):
+    """A model that stops after a few tokens of a long paragraph dropped most of it: evaluation (and
+    ``translate``, pages) keep the English instead and count the row; a short source's one-word
+    translation, other tasks and ``eval.min_output_ratio=0`` are left alone."""
+    from loraforge.config import load_config
+    from loraforge.data.formats import Example
+    from loraforge.eval.inference import SHORT_MIN_TOKENS, Generated, evaluate, keep_source_if_short
+    from scripted_model import scripted_model
+
+    long_source = " ".join(["Pods run containers and the scheduler places them on nodes."] * 6)
+    n_long = len(tiny_tokenizer(long_source, add_special_tokens=False)["input_ids"])
+    assert n_long >= SHORT_MIN_TOKENS
+    token = tiny_tokenizer.convert_tokens_to_ids("Pod")
+    loaded = scripted_model(tiny_tokenizer, token, 4)  # four tokens, then EOS
+    cfg = _sft_cfg("translate", 256)
+    metrics, hyps = evaluate(loaded, loaded.model, cfg, [Example(long_source, "x"), Example("Pods.", "Pod")],
+                             progress=False)
+    assert hyps[0] == long_source and hyps[1] != "Pods." and metrics["segments_short"] == 1
+
+    def outputs(task: str, ratio: float, texts: list[str]) -> Generated:
+        cfg = load_config(None, [f"data.task={task}", f"eval.min_output_ratio={ratio}"])
+        return keep_source_if_short(tiny_tokenizer, [long_source] * len(texts), Generated(list(texts), []), cfg)
+
+    half = tiny_tokenizer.decode([token] * (n_long // 2 + 1))
+    assert outputs("translate", 0.5, [half, "Pod"]).short == [1]  # half the length is a translation
+    assert outputs("translate", 0.5, [half, "Pod"]).texts == [half, long_source]
+    assert outputs("translate", 0.0, ["Pod"]).short == [] and outputs("sft", 0.5, ["Pod"]).texts == ["Pod"]

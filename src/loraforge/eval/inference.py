@@ -84,6 +84,8 @@ class Generated:
     """Indices of outputs that reached their budget before the model ended them (text is cut short)."""
     looped: list[int] = field(default_factory=list)
     """Indices of outputs that ended in a repetition loop, cut after its first pass (``trim_loops``)."""
+    short: list[int] = field(default_factory=list)
+    """Indices of translations replaced by their source for being too short (``keep_source_if_short``)."""
 
 
 def _cut_rows(ids: list[list[int]], budgets: list[int], stops: set[int]) -> list[int]:
@@ -141,6 +143,27 @@ def generate_answers(loaded, model, cfg: RunConfig, sources: list[str], systems:
     return Generated(texts, budgets, _cut_rows(ids, budgets, stops), looped)
 
 
+SHORT_MIN_TOKENS = 32
+"""Sources shorter than this are never judged too short: a heading's translation can be one word."""
+
+
+def keep_source_if_short(tokenizer, sources: list[str], out: Generated, cfg: RunConfig) -> Generated:
+    """Translations under ``eval.min_output_ratio`` x their source's tokens (sources of at least
+    ``SHORT_MIN_TOKENS``) replaced by the source, in place, listed in ``out.short``. Why: a model that
+    stops early drops most of a paragraph (seen: 81 tokens for a 406-token source), and a shortened
+    translation passes review where an English paragraph does not. Translation only: for any other task
+    (and for back-translation, whose source is the other language) the outputs are left alone."""
+    ratio = cfg.eval.min_output_ratio
+    if cfg.data.task != "translate" or not ratio or not sources:
+        return out
+    src = tokenizer(sources, add_special_tokens=False)["input_ids"]
+    hyp = tokenizer(out.texts, add_special_tokens=False)["input_ids"]
+    out.short = [i for i, (s, h) in enumerate(zip(src, hyp)) if len(s) >= SHORT_MIN_TOKENS and len(h) < ratio * len(s)]
+    for i in out.short:
+        out.texts[i] = sources[i]
+    return out
+
+
 def _trim_loops(ids: list[list[int]], rows: list[int]) -> list[int]:
     """Cut each of ``rows`` that ends in a repetition loop after the loop's first pass (in place);
     returns the rows cut."""
@@ -185,7 +208,10 @@ def evaluate(loaded, model, cfg: RunConfig, examples: list[Example], progress: b
                 for s, spans in zip(sources, tag_texts(model, loaded.tokenizer, sources))]
         return task_metrics(cfg.data.task, sources, hyps, [e.target for e in examples], cfg.data.tgt_lang), hyps
     out, repair = generate_restored(loaded, model, cfg, sources, [e.system for e in examples], progress=progress)
+    keep_source_if_short(loaded.tokenizer, sources, out, cfg)
     metrics = task_metrics(cfg.data.task, sources, out.texts, [e.target for e in examples], cfg.data.tgt_lang)
+    if cfg.data.task == "translate":
+        metrics["segments_short"] = len(out.short)
     if repair is not None:
         metrics.update(placeholders=repair["placeholders"], placeholders_repaired=repair["placeholders_repaired"],
                        segments_repaired=repair["segments_repaired"], segments_fallback=repair["segments_fallback"])

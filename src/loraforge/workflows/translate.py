@@ -64,7 +64,7 @@ def translate(texts: list[str], adapter: str | Path | None = None, model: str | 
     """Outputs for ``texts`` in order, and which were cut. An output cut by its task budget (about
     the source's length, for translation) is generated again with the whole ``max_new_tokens``, so
     only outputs longer than ``max_new_tokens`` come back cut."""
-    from loraforge.eval.inference import generate_restored, load_for_inference
+    from loraforge.eval.inference import generate_restored, keep_source_if_short, load_for_inference
 
     cfg = run_config(adapter, model, config_path, task)
     if not texts:
@@ -72,6 +72,7 @@ def translate(texts: list[str], adapter: str | Path | None = None, model: str | 
     loaded, net = load_for_inference(cfg, adapter)
     out, _ = generate_restored(loaded, net, cfg, texts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                progress=len(texts) > batch_size, widen_cut=True)
+    keep_source_if_short(loaded.tokenizer, texts, out, cfg)
     return Translation(out.texts, out.cut, max_new_tokens)
 
 
