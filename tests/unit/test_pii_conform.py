@@ -533,3 +533,97 @@ def test_national_ids_and_organisation_lines(text, expected):
 def test_references_codes_and_edges_of_rules_15(text, piece, value):
     typed = "SSN" if piece[1] == "IBAN" and sum(c.isdigit() for c in piece[0]) >= 5 else piece[1]
     assert kept(text, piece) == ([(value, typed)] if value else [])
+
+
+@pytest.mark.parametrize("text, phone, kept_", [
+    ("Vendor support: Elephant Support GmbH, contract ES-2023-4471, +49 30 5557 0118.", "+49 30 5557 0118", False),
+    ("Questions: events@kestrel.example or +31 20 808 4410", "+31 20 808 4410", False),
+    ("Altstadt · Maximilianstraße 14, 93047 Regensburg · 0941 56 73 20 · Mo–Fr 6:00–18:30", "0941 56 73 20", False),
+    ("store_id,store_name,city,phone\nST-014,Lumen Home Utrecht,Utrecht,+31 30 230 4410\nST-022,Lumen Gent,Gent,+32 9 265 41 10",
+     "+31 30 230 4410", False),
+    ("Teams lub telefonicznie: +48 22 307 18 44\\,\\,771203548#", "+48 22 307 18 44", False),  # a bridge's dial-in
+    ("Llama gratis al 900 813 442", "900 813 442", False),  # a national service range
+    ("anstnr,namn,mobil,växel\n1041,Jan Nowak,070-381 22 95,031-700 41 00\n1057,Ola,073-944 18 02,08-410 257 00",
+     "031-700 41 00", False),  # the switchboard's column, beside each person's own mobile
+    ("anstnr,namn,mobil,växel\n1041,Jan Nowak,070-381 22 95,031-700 41 00\n1057,Ola,073-944 18 02,08-410 257 00",
+     "070-381 22 95", True),
+    # a person on the line, a personal mailbox, a table of people: the phone is theirs
+    ("Jan Nowak, ACME Sp. z o.o., +48 601 234 567", "+48 601 234 567", True),
+    ("Best regards,\nJan Nowak\nSenior Engineer, ACME GmbH | +48 601 234 567", "+48 601 234 567", True),  # a signature
+    ("Jan Nowak wrote.\n\nSenior Engineer, ACME GmbH | +48 601 234 567", "+48 601 234 567", False),  # another paragraph
+    ("Call Jan Nowak on +48 601 234 567, Mon–Fri 9:00–17:00", "+48 601 234 567", True),
+    ("jan.nowak@gmail.com · +48 601 234 567", "+48 601 234 567", True),
+    ("id,first_name,city,phone\n1,Jan,Gdańsk,+48 601 234 567\n2,Ola,Sopot,+48 602 345 678", "+48 601 234 567", True),
+    ("call me on 0612 345 678 tonight", "0612 345 678", True),
+])
+def test_an_organisations_contact_line_keeps_its_phone_unmasked(text, phone, kept_):
+    """RULES.md: PHONE is a person's. A phone on a line that names an organisation (a legal form, a role mailbox, a
+    row of a table of stores, opening hours, a conference PIN, a service range) and holds no person is the
+    organisation's; the same phone beside a person's name, mailbox or row stays masked."""
+    class Model:  # finds the people the way the tagger does
+        def find_spans(self, texts):
+            return [spans_of(t, *[(n, "NAME") for n in ("Jan Nowak", "Jan", "Ola") if n in t]) for t in texts]
+
+    spans = Masker(Model(), MaskOptions(merge="union")).find_spans([text])[0]
+    assert any(text[s.start:s.end] == phone and s.type == "PHONE" for s in spans) is kept_
+
+
+def test_a_product_code_column_is_no_phone_nor_card():
+    text = ("sku,ean,name,price\nKT-2210,4067334372216,Wasserkocher,39.99\nCF-9000,4045110268571,Kaffeeautomat,649.00\n"
+            "Rückfragen: Anna Weber, +49 170 1234567")
+    found = {(text[s.start:s.end], s.type) for s in Masker(options=MaskOptions(merge="patterns")).find_spans([text])[0]}
+    assert not {v for v, _ in found} & {"4067334372216", "4045110268571"}  # the second passes the Luhn check
+    assert ("+49 170 1234567", "PHONE") in found
+
+
+@pytest.mark.parametrize("text, piece", [
+    ("Brunnhofer Präzisionstechnik GmbH · Gewerbepark Süd 12", ("Brunnhofer Präzisionstechnik", "NAME")),
+    ('MAIL_FROM="Venuely Tickets <tickets@venuely.example>"', ("Venuely Tickets", "NAME")),
+    ("- Date of birth picker no longer defaults to 1970-01-01 (#1851).", ("1970-01-01", "DATE_OF_BIRTH")),
+    ("Factuurdatum 07-10-2024 · Vervaldatum 06-11-2024", ("06-11-2024", "DATE_OF_BIRTH")),
+    ("Betaalreferentie: RF87 2024 1187 0031", ("RF87 2024 1187 0031", "IBAN")),
+    ("walidacja sumy kontrolnej (wagi 1-3-7-9-1-3-7-9-1-3)", ("1-3-7-9-1-3-7-9-1-3", "PHONE")),
+    ("顺丰单号 SF1458 2230 7716 4 显示已签收", ("1458 2230 7716 4", "CREDIT_CARD")),
+    ("Next sync: room Kraków / Zoom 921 4410 8821.", ("921 4410 8821", "PHONE")),
+    ("学校服务热线 021-6564 2222，有问题可以打", ("021-6564 2222", "PHONE")),
+])
+def test_companies_references_defaults_and_organisations_numbers_are_not_personal(text, piece):
+    assert kept(text, piece) == []
+
+
+@pytest.mark.parametrize("text, piece", [
+    ("DOB: 06-11-1984 (due 2024-11-06)", ("06-11-1984", "DATE_OF_BIRTH")),  # the birth label is nearer
+    ("From: Anna Weber <anna.weber@gmail.com>", ("Anna Weber", "NAME")),  # a person's mailbox
+    ("card 4111 1111 1111 1111 exp 09/27", ("4111 1111 1111 1111", "CREDIT_CARD")),
+    ("('FVBEVU', 'Zoom', '614-00-3679')", ("614-00-3679", "SSN")),  # a meeting's label speaks for phones only
+    ("電話番号：080-0693-9743", ("080-0693-9743", "PHONE")),  # a Japanese mobile, not Germany's 0800
+])
+def test_their_look_alikes_stay_masked(text, piece):
+    assert kept(text, piece) == [piece]
+
+
+def test_without_a_model_only_a_tables_header_speaks_for_a_phone():
+    """Patterns alone find no names, so a line's organisation cannot be told from a person's there: the phone
+    beside opening hours stays masked, the one under a switchboard's column does not."""
+    patterns_only = Masker(options=MaskOptions(merge="patterns"))
+    hours = "Call Jan Nowak on +48 601 234 567, Mon–Fri 9:00–17:00"
+    assert [hours[s.start:s.end] for s in patterns_only.find_spans([hours])[0]] == ["+48 601 234 567"]
+    table = "anstnr,namn,mobil,växel\n1041,Jan Nowak,070-381 22 95,031-700 41 00\n1057,Ola,073-944 18 02,08-410 257 00"
+    found = [table[s.start:s.end] for s in patterns_only.find_spans([table])[0]]
+    assert "070-381 22 95" in found and "031-700 41 00" not in found
+
+
+@pytest.mark.parametrize("text, pieces, expected", [
+    ('From: "Okonkwo, Ifeoma" <ifeoma.okonkwo@mail.example>', [("Okonkwo", "NAME"), ("Ifeoma", "NAME")],
+     [("Okonkwo, Ifeoma", "NAME")]),  # a quoted display name, surname first
+    ("Patient name (Last, First, MI): Delgado, Marisol", [("Delgado", "NAME"), ("Marisol", "NAME")],
+     [("Delgado, Marisol", "NAME")]),
+    ("Attendees: Okonkwo, Ifeoma", [("Okonkwo", "NAME"), ("Ifeoma", "NAME")],
+     [("Okonkwo", "NAME"), ("Ifeoma", "NAME")]),  # a list: two people
+    ('"ship_to":"Rua do Benformoso 112, 1100-084 Lisboa"', [("Benformoso 112, 1100-084 Lisboa", "ADDRESS")],
+     [("Rua do Benformoso 112, 1100-084 Lisboa", "ADDRESS")]),  # the street's word and its particle
+    ("C/ de Sant Pere Més Alt, 41\n08003 Barcelona", [("Sant Pere Més Alt, 41", "ADDRESS"), ("08003 Barcelona", "PHONE")],
+     [("C/ de Sant Pere Més Alt, 41\n08003 Barcelona", "ADDRESS")]),  # a postcode and city are no phone
+])
+def test_surname_first_names_street_particles_and_postcode_lines(text, pieces, expected):
+    assert kept(text, *pieces) == expected

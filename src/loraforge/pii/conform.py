@@ -15,9 +15,10 @@ import ipaddress
 import re
 
 from loraforge.data.pii_tags import spaceless
-from loraforge.eval.pii_baseline import TOKEN
+from loraforge.eval.pii_baseline import EMAIL, TOKEN
 from loraforge.eval.pii_baseline import iban_ok as rules_iban_ok
-from loraforge.pii.patterns import DOTTED_NUMBER, PERSONAL_NUMBER_KEY, TOLL_FREE, card_number_ok, national_id_ok
+from loraforge.pii.patterns import (DOTTED_NUMBER, PERSONAL_NUMBER_KEY, card_number_ok, code_cells, national_id_ok,
+                                    organisation_phone_cells, organisation_rows, service_number)
 from loraforge.pii.spans import Span
 from loraforge.pii.wordlists import alternation as _alternation
 from loraforge.pii.wordlists import words as _words
@@ -243,7 +244,9 @@ def _quoted_field(text: str, a: int, b: int) -> tuple[int, int]:
 
 
 # Words that begin a street's name, in the languages of the data (lower case; ``ul.``: Polish ulica)
-_STREET_WORD_BEFORE = re.compile(r"(?i)(?<!\w)" + _alternation("street_words_before") + r"\s+$")
+_STREET_WORD_BEFORE = re.compile(r"(?i)(?<!\w)" + _alternation("street_words_before")
+                                 + r"(?:\s+(?:do|da|dos|das|de|del|dels|de la|della|delle|dei|di|du|des|d')?)?\s*$")
+# (``Rua do ⟦Benformoso 112⟧``, ``C/ de ⟦Sant Pere Més Alt, 41⟧``: the street's word, then its particle)
 # a word of an address just before the span: a capitalized or Korean word, or a house number (``12``, ``14a``, ``12-14``)
 _ADDRESS_WORD_BEFORE = re.compile(r"(?<![^\s(])(?:[A-Z\u00c0-\u024f][\w'.-]*|[\uac00-\ud7a3]+|"
                                   r"\d{1,5}[A-Za-z]?(?:[-/]\d{1,4})?) $")
@@ -296,6 +299,19 @@ _ADDRESS_LINES_GAP = re.compile(r",?[ \t]*\n(?:[ \t]*[A-Z\u00c0-\u024f][^\W\d_]+
                                 r"[ \t]*,?[ \t]*\n){0,2}[ \t]*")
 
 
+_POSTCODE_CITY = re.compile(r"\d{4,5}\s+[A-ZÀ-Ý][^\W\d_]+(?:[ -][A-ZÀ-Ý][^\W\d_]+){0,2}")
+_LAST_FIRST_LABEL = re.compile(r"(?i)(?:last|sur|family)(?:[ _-]?name)?,\s*first|nachname,\s*vorname|apellidos?,\s*nombre|"
+                               r"nom,\s*pr[ée]nom|cognome,\s*nome|achternaam,\s*voornaam|nazwisko,\s*imi[eę]")
+
+
+def _last_first(text: str, a: int, b: int) -> bool:
+    """``"Okonkwo, Ifeoma"`` (a mail header's quoted display name) or a name after a ``Last, First`` label:
+    one person written surname first, not two people listed."""
+    line_start = _line_bounds(text, a, b)[0]
+    quoted = text[a - 1:a] == '"' and text[b:b + 1] == '"'
+    return quoted or bool(_LAST_FIRST_LABEL.search(text, line_start, a))
+
+
 def _join_pieces(text: str, spans: list[Span]) -> list[Span]:
     """NAME or ADDRESS spans one space (an address: or a comma, or the lines of place names between its
     lines) apart, or overlapping once grown, are one value (``⟦Elisa⟧ ⟦Zechner⟧``, ``⟦44/327⟧, ⟦Goda Circle,
@@ -306,8 +322,9 @@ def _join_pieces(text: str, spans: list[Span]) -> list[Span]:
         gap = text[prev.end:s.start] if prev else ""
         title = prev is not None and s.type == "NAME" and gap == ". " and text[prev.start:prev.end] in _TITLES
         lines = prev is not None and s.type == "ADDRESS" and bool(_ADDRESS_LINES_GAP.fullmatch(gap))
+        last_first = prev is not None and s.type == "NAME" and gap == ", " and _last_first(text, prev.start, s.end)
         if prev and prev.type == s.type and s.type in _PIECE_GAPS \
-                and (s.start <= prev.end or gap in _PIECE_GAPS[s.type] or title or lines):
+                and (s.start <= prev.end or gap in _PIECE_GAPS[s.type] or title or lines or last_first):
             out[-1] = Span(prev.start, max(prev.end, s.end), s.type, max(prev.score, s.score), prev.source)
         else:
             out.append(s)
@@ -334,11 +351,14 @@ _REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|tracking|
                               r"UTR|arn|personalnummer|personal-?nr\.?|mitarbeiternummer|medical record|record (?:no\.?|number)|"
                               r"prontuário|meter|contador|zähler|compteur|seguimiento|env[ií]o|werkorder|"
                               r"fakturanummer|nr seryjny|serial (?:no\.?|number)|protocolo|copyright|takip|ocr-nummer|meeting id|"
+                              r"zählernummer|kundennr\.?|kundennummer|"
                               r"vat(?: no\.?| number)?|ust-?id(?:nr)?)(?![^\W_])|"
                               r"account[ _-]?id\b)|"
-                              # a carrier's name, a product's or a company's code: their numbers follow (case as written)
-                              r"\b(?:FedEx|UPS|DHL|USPS|SEUR|KRS|SIRET|SIREN|REGON|PO|CEP|BTW|TVA|IVA)\b|"  # (``Iva``: a name)
-                              r"订单|注文|사번|社員番号|工号|工单|运单|账号|伝票番号|送り状番号|운송장번호|예약번호")
+                              # a carrier's name, a product's or a company's code (registration numbers: RULES.md does
+                              # not annotate them): their numbers follow (case as written: ``Iva`` is a name)
+                              r"\b(?:FedEx|UPS|DHL|USPS|SEUR|KRS|SIRET|SIREN|REGON|PO|CEP|BTW|TVA|IVA|KvK|KVK|Mersis|CIN|FINESS|IFSC|HRB|HRA|"
+                              r"EORI|DUNS|LEI|CIF)\b|"
+                              r"订单|注文|사번|社員番号|工号|工单|运单|单号|账号|伝票番号|送り状番号|운송장번호|예약번호")
 # an organisation's line, not a person's (RULES.md: PHONE): a switchboard, a reception, customer service
 _LONGEST_FIRST = sorted(_words("organisation_phone_labels"), key=len, reverse=True)
 _ORGANISATION_PHONE_LABEL = re.compile(
@@ -351,7 +371,8 @@ _LABEL_WINDOW = 24
 _LABELLED_TYPES = {"PHONE", "SSN", "CREDIT_CARD"}
 # None, CODE: a reference, a product's code; ORGANISATION: an organisation's phone line (before PHONE: ``客服电话``
 # ends where its ``电话`` does, and the first of labels ending at one place wins)
-_LABELS = (("SSN", _ID_LABEL), ("ORGANISATION", _ORGANISATION_PHONE_LABEL), ("PHONE", _PHONE_LABEL),
+_MEETING_LABEL = re.compile(r"(?i)\b(?:zoom|webex)\b")  # a meeting's ID has a phone's shape (``Zoom 921 4410 8821``)
+_LABELS = (("SSN", _ID_LABEL), ("ORGANISATION", _ORGANISATION_PHONE_LABEL), ("MEETING", _MEETING_LABEL), ("PHONE", _PHONE_LABEL),
            ("CREDIT_CARD", _CARD_LABEL), ("DATE_OF_BIRTH", _BIRTH_LABEL), (None, _REFERENCE_LABEL), ("CODE", _PRODUCT_CODE_LABEL))
 
 
@@ -373,9 +394,9 @@ def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
     if last[label] < 0:
         return ptype
     value = text[a:b]
-    if label == "CODE" or (label == "ORGANISATION" and ptype == "PHONE"):
+    if label == "CODE" or (label in ("ORGANISATION", "MEETING") and ptype == "PHONE"):
         return None
-    if label == "ORGANISATION":
+    if label in ("ORGANISATION", "MEETING"):
         return ptype
     if label == "CREDIT_CARD" and not card_number_ok(value):
         return ptype  # "paid with card ⟦number⟧" only when the number is a card's
@@ -543,12 +564,26 @@ def _never_personal(text: str, span: Span) -> bool:
         return _role_mailbox(value) or bool(_MAILING_LIST.search(value)) or bool(_SERVICE_ACCOUNT_DOMAIN.search(value)) \
             or bool(_MESSAGE_ID_BEFORE.search(text, max(0, span.start - 48), span.start))
     if span.type == "NAME" and (value.lower().rstrip(".") in FIELD_LABELS or _COMPANY_NAME.fullmatch(value)
-                                or value.lower() in SIGN_OFFS):
-        return True
+                                or value.lower() in SIGN_OFFS or _LEGAL_FORM_AFTER.match(text, span.end)):
+        return True  # ``⟦Brunnhofer Präzisionstechnik⟧ GmbH``: a company's name, its legal form after it
+    if span.type == "NAME" and (m := _MAILBOX_AFTER.match(text, span.end)) and _role_mailbox(m.group(1)):
+        return True  # ``MAIL_FROM="⟦Venuely Tickets⟧ <tickets@venuely.example>"``: a role mailbox's display name
+    if span.type == "DATE_OF_BIRTH" and (value in _SENTINEL_DATES or (
+            _OTHER_DATE_LABEL.search(text, max(line_start, span.start - _LABEL_WINDOW), span.start)
+            and not _BIRTH_LABEL.search(text, max(line_start, span.start - _LABEL_WINDOW), span.start))):
+        return True  # a default (``1970-01-01``), a due or invoice date
+    if span.type == "IBAN" and value.startswith("RF"):
+        return True  # an ISO 11649 creditor reference: an IBAN's check digits, no country (RULES.md: a reference)
+    if span.type == "PHONE" and _SINGLE_DIGIT_GROUPS.fullmatch(value):
+        return True  # ``1-3-7-9-1-3-7-9-1-3``: weights, a sequence; no phone is written one digit at a time
+    if span.type == "CREDIT_CARD" and span.start > 0 and text[span.start - 1].isalpha():
+        return True  # ``SF⟦1458 2230 7716 4⟧``: a parcel's number after its carrier's letters
     if span.type == "NAME" and span.start == line_start and text.startswith(":", span.end) and value in EMAIL_HEADERS:
         return True
-    if span.type == "PHONE" and TOLL_FREE.fullmatch(value):
+    if span.type == "PHONE" and service_number(value):
         return True  # an organisation's free line
+    if span.type == "PHONE" and _DIAL_IN_PIN_AFTER.match(text, span.end):
+        return True  # a conference bridge's dial-in (``+48 22 307 18 44,,771203548#``): the meeting's, no one's
     if span.type == "USERNAME" and ("bot_message" in text[line_start:line_end] or value.startswith("service-account-")):
         return True  # a chat bot's post (Slack's ``"subtype": "bot_message"``), an identity provider's service account
     if span.type == "USERNAME":
@@ -569,7 +604,7 @@ def _role_mailbox(address: str) -> bool:
     """An organisation's mailbox (RULES.md: EMAIL): a role word as the local part, or as one part of a
     hyphenated one (``accounts-payable``, ``logistics-ops``)."""
     local = address.split("@", 1)[0].lower()
-    parts = re.split(r"[-_]", local)
+    parts = re.split(r"[-_]", local)  # not at dots: first.last is a person's shape (``maria.personal@``)
     return local in ROLE_MAILBOXES or (len(parts) > 1 and any(part in _ROLE_PARTS for part in parts))
 
 
@@ -590,6 +625,63 @@ def _not_an_address(text: str, span: Span, value: str) -> bool:
     except ValueError:
         return False  # a piece of an address, or an address in context: the finder's call stands
     return ip.is_loopback or ip.is_unspecified
+
+
+_LEGAL_FORM_AFTER = re.compile(r"\s+" + _LEGAL_FORM + r"(?![\w/])")
+_MAILBOX_AFTER = re.compile(r"\s*<(" + EMAIL.pattern + r")>")
+_SENTINEL_DATES = frozenset({"1970-01-01", "1900-01-01", "0001-01-01", "1901-01-01", "01/01/1970", "01.01.1970"})
+_OTHER_DATE_LABEL = re.compile(r"(?i)(?<![^\W\d_])(?:due|invoice date|issued|issue date|expiry|expires|valid until|"
+                               r"vervaldatum|factuurdatum|rechnungsdatum|fällig(?:keit)?|lieferdatum|vencimiento|"
+                               r"fecha de factura|échéance|date de facture|scadenza|data fattura|vencimento|"
+                               r"termin płatności|data wystawienia|förfallodatum|fakturadatum)(?![^\W\d_])")
+_SINGLE_DIGIT_GROUPS = re.compile(r"\d(?:[-. ]\d){5,}")
+_DIAL_IN_PIN_AFTER = re.compile(r"(?:\\?[,;]){1,3}\d{4,}#")  # pauses then a meeting PIN and #; ICS escapes commas
+_LEGAL_FORM_WORD = re.compile(r"(?<![\w.])" + _LEGAL_FORM + r"(?![\w/])")
+_PERSONAL_TYPES = {"NAME", "EMAIL", "USERNAME"}
+# opening hours (``Mo–Fr 6:00–18:30``, ``9h–18h``, ``de 8 h à 19 h``, ``8:00〜22:00``): a shop's or an office's line
+_OPENING_HOURS = re.compile(r"(?<![\d:.])\d{1,2}(?:[:.]\d{2}|\s?h(?:\s?\d{2})?)\s*(?:[–—~〜-]|à|a|to|bis|tot|till)\s*"
+                            r"\d{1,2}(?:[:.]\d{2}|\s?h\b)(?![\d:.])")
+
+
+def _paragraph_bounds(text: str, at: int) -> tuple[int, int]:
+    """The lines around ``at`` up to the nearest blank lines."""
+    lo = max(text.rfind("\n\n", 0, at), -1) + 1
+    hi = text.find("\n\n", at)
+    return lo, len(text) if hi < 0 else hi
+
+
+def organisation_lines(text: str, spans: list[Span], people_found: bool = True) -> list[Span]:
+    """``spans`` without the phones on an organisation's contact line (RULES.md: PHONE is a person's): a line that
+    names an organisation (a role mailbox such as ``events@``, a company's legal form such as ``GmbH``, a row of a
+    table of stores or branches: ``patterns.organisation_rows``, opening hours) in a paragraph (a table's row:
+    the row) that holds no person (no name, personal mailbox or login found in it). Why after merging: the
+    patterns find the phone, the model the person that would make it theirs (``Jan Nowak, ACME Sp. z o.o.,
+    +48 601 ...`` keeps its phone, as does a signature's ``ACME GmbH | +49 170 ...`` under its person's name).
+    Without a model (``people_found=False``: patterns alone find no names) only what a table's header says
+    applies: any span in a product-code column (``patterns.code_cells``), any phone under an organisation's
+    phone column (``patterns.organisation_phone_cells``)."""
+    out, rows, codes = [], None, code_cells(text) if spans else []
+    phones = organisation_phone_cells(text) if any(s.type == "PHONE" for s in spans) else []
+    for s in spans:
+        if any(a <= s.start and s.end <= b for a, b in codes):
+            continue  # a product code in its column
+        if s.type == "PHONE" and any(a <= s.start and s.end <= b for a, b in phones):
+            continue  # under ``store_phone`` or ``växel``: the header says whose line it is
+        if s.type == "PHONE" and people_found:
+            lo, hi = _line_bounds(text, s.start, s.end)
+            line = text[lo:hi]
+            rows = organisation_rows(text) if rows is None else rows
+            row = next(((a, b) for a, b in rows if a <= s.start < b), None)
+            # a signature names its person a line or two above the company's line: look at the whole paragraph,
+            # except in a table's row, which is its own record
+            plo, phi = row or _paragraph_bounds(text, s.start)
+            person = any(o.type in _PERSONAL_TYPES and plo <= o.start < phi for o in spans)
+            organisation = row is not None or bool(_LEGAL_FORM_WORD.search(line)) or bool(_OPENING_HOURS.search(line)) \
+                or any(_role_mailbox(m.group(0)) for m in EMAIL.finditer(line))
+            if organisation and not person:
+                continue
+        out.append(s)
+    return out
 
 
 def conform(text: str, spans: list[Span]) -> list[Span]:
@@ -631,6 +723,8 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
                 and (m := _DIGIT_GROUP_BEFORE.search(text, max(0, a - 6), a)):
             a = m.start()  # 0891 ⟦2234 5560 1177⟧: a number's first group, missed
         ptype = _retyped(text, a, b, s.type)
+        if ptype == "PHONE" and _POSTCODE_CITY.fullmatch(text, a, b):
+            ptype = "ADDRESS"  # ``⟦08003 Barcelona⟧``: an address's last line, no phone has a city in it
         if ptype == "EMAIL" and "@" not in text[a:b] and not _HOSTNAME.fullmatch(text[a:b]):
             ptype = "USERNAME"  # ``user is still ⟦t.wroblewski⟧``: an address without its @ is a login
         if ptype is None:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from loraforge.pii import patterns as pat
-from loraforge.pii.conform import conform
+from loraforge.pii.conform import conform, organisation_lines
 from loraforge.pii.chunking import DEFAULT_CHUNK_CHARS, DEFAULT_OVERLAP_CHARS, find_chunked
 from loraforge.pii.identities import IdentityTable
 from loraforge.pii.io import check_text
@@ -102,10 +102,15 @@ class Masker:
 
     def find_spans(self, texts: list[str]) -> list[list[Span]]:
         """Merged, non-overlapping spans per text (character offsets)."""
+        return [self.combine(t, m) for t, m in zip(texts, self.model_spans(texts))]
+
+    def combine(self, text: str, model_spans: list[Span]) -> list[Span]:
+        """The model's spans for ``text`` put to the annotation rules, merged with the patterns' (per
+        ``options.merge``); then the phones of organisations' lines dropped (``conform.organisation_lines``)."""
         o = self.options
-        model = self.model_spans(texts)
-        return [merge_spans(conform(t, m), conform(t, pat.find(t, self.patterns)) if o.merge != "model" else [], o.merge, t)
-                for t, m in zip(texts, model)]
+        found = conform(text, pat.find(text, self.patterns)) if o.merge != "model" else []
+        return organisation_lines(text, merge_spans(conform(text, model_spans), found, o.merge, text),
+                                  people_found=o.merge != "patterns")
 
     # --- rendering ------------------------------------------------------------------------------
     def _replacements(self, text: str, spans: list[Span]) -> list[str]:

@@ -37,6 +37,26 @@ PERSONAL_NUMBER_KEY = re.compile(r"(?i)phone|tel|mobile|cell|fax|msisdn|contact|
 # a toll-free or shared-cost line is an organisation's, never a person's (RULES.md: PHONE): 1-800, 0800, 0120, 1588
 TOLL_FREE = re.compile(r"(?:\+?1[ .-]?)?\(?8(?:00|33|44|55|66|77|88)\)?[ .-]\d{3}[ .-]?\d{4}|0800[ ]?\d{3}[ ]?\d{3,4}|"
                        r"0120[ -]?\d{2,3}[ -]?\d{3}|1[56]88-\d{4}")
+# national service ranges, written without a country code (digits only): an organisation's line in every country
+# that has them. ES 900-905, PT 800/808/707, PL 800/801, IT 800/803 (9 digits); CN 400/800, JP 0120/0570 (10);
+# DE 0180/0800/0900, TR 0850, IN 1800 (11). Not the UK's 03/084/087 (Berlin's 030 numbers share their length),
+# nor anything with a country code.
+_SERVICE_DIGITS = re.compile(r"(?:90[0125]|80[0138]|707)\d{6}|(?:400|800)\d{7}|0(?:120|570)\d{6}|"
+                             r"0(?:180|800|900|850)\d{7}|1800\d{7}")
+# France's and Switzerland's 08 ranges by their grouping: a bare 08 and ten digits is also Perth's or Stockholm's
+_SERVICE_SHAPE = re.compile(r"08(?:[ .]\d{2}){4}|08\d{2} \d{2} \d{2} \d{2}")
+
+
+def service_number(value: str) -> bool:
+    """A toll-free, shared-cost or national service number (``TOLL_FREE``, ``_SERVICE_DIGITS``): no person's."""
+    if TOLL_FREE.fullmatch(value) or _SERVICE_SHAPE.fullmatch(value):
+        return True
+    if value.lstrip().startswith("+") or not (m := _SERVICE_DIGITS.fullmatch(re.sub(r"\D", "", value))):
+        return False
+    prefix = re.match(r"0?\d{3}", m.group(0)).group(0)  # the range's prefix, written as the first group:
+    return re.match(r"\D*(\d+)", value).group(1).startswith(prefix)  # ``080-0693-9743`` is a Japanese mobile
+
+
 _DOUBLE_SEPARATOR = re.compile(r"[.-]\s*[.-]")  # "200 390 - - ---- 91" in a log line
 _ZIP4 = re.compile(r"\d{5}-\d{4}")
 DOTTED_NUMBER = re.compile(r"\d+(?:\.\d+)+")  # a version's shape (conform's too)
@@ -169,7 +189,7 @@ def phone_ok(text: str, start: int, value: str) -> bool:
         return False  # a version (``128.0.6613.120``, ``10.0.22631.0``): phones written with dots have no 1-digit group
     if value.isdigit() and _MACHINE_NUMBER.fullmatch(value):
         return False
-    if len({c for c in value if c.isdigit()}) == 1 or TOLL_FREE.fullmatch(value):
+    if len({c for c in value if c.isdigit()}) == 1 or service_number(value):
         return False  # 00000000 (a commit placeholder), an organisation's free line
     if not 8 <= digits <= 15 or rules.DATE_LIKE.fullmatch(value.strip("()")) or _NOT_PHONE.fullmatch(value):
         return False
@@ -236,6 +256,11 @@ def password_shape_ok(text: str, start: int, value: str) -> bool:
 # --- a table's name columns ------------------------------------------------------------------------------------
 # Why our own: Python's csv module gives a row's fields but not where they are in the text, and a span is offsets.
 _NAME_COLUMNS = frozenset(words("name_columns"))
+_ORGANISATION_COLUMNS = frozenset(words("organisation_columns"))
+_CODE_COLUMNS = frozenset(words("code_columns"))
+_ORGANISATION_PHONE_COLUMNS = frozenset(w for w in words("organisation_phone_labels") if " " not in w)
+_PHONE_COLUMN_WORDS = frozenset({"phone", "tel", "telephone", "telefon", "telefoon", "telefono", "teléfono", "telefone",
+                                 "number", "line", "hotline"})
 _NOT_NAME_COLUMNS = frozenset(words("not_name_columns"))  # ``company_name``, ``product_name``: not a person's
 _DELIMITERS = ",;\t|"
 _NAME_CELL = re.compile(r"[^\W\d_][^\d\n()\[\]]{0,60}")  # letters first, no digits nor brackets (``N/A``: below)
@@ -265,32 +290,56 @@ def _cells(line: str, delimiter: str) -> list[tuple[int, int]] | None:
         i += 1
 
 
+def _column_key(label: str) -> str:
+    return re.sub(r"[\s-]+", "_", label.strip().strip("\"'").lower())
+
+
 def _is_name_column(header: str) -> bool:
-    key = re.sub(r"[\s-]+", "_", header.strip().strip("\"'").lower())
+    key = _column_key(header)
     return key in _NAME_COLUMNS or (key.endswith("_name") and key.count("_") <= 2 and key[:-5] not in _NOT_NAME_COLUMNS)
 
 
-def table_name_cells(text: str) -> list[tuple[int, int]]:
-    """The cells under a person's-name column of a delimited table (``first_name``, ``last_name``, ``Nachname``,
-    ``customer_name``): a tagger reads a row left to right and finds a given name more often than a surname, but
-    the header says what each column holds. A table: two or more lines in a row with the same number of fields,
-    the first its header: three or more labels."""
-    found: list[tuple[int, int]] = []
+@dataclass
+class Table:
+    """A delimited table in a text: its column labels and, per row, the row's offset, line and cells."""
+
+    labels: list[str]
+    rows: list[tuple[int, str, list[tuple[int, int]]]]
+
+
+def tables(text: str) -> list[Table]:
+    """The delimited tables in ``text``: two or more lines in a row with the same number of fields, the first its
+    header: three or more labels. Our own parser because ``csv`` gives no character offsets."""
+    found: list[Table] = []
     lines, offset = [], 0
     for line in text.split("\n"):
         lines.append((offset, line))
         offset += len(line) + 1
     i = 0
     while i < len(lines):
-        start, header = lines[i]
+        header = lines[i][1]
         delimiter = max(_DELIMITERS, key=header.count)
         heads = _cells(header, delimiter) if header.count(delimiter) >= 2 else None
         if heads and not all(_HEADER_CELL.fullmatch(header[a:b]) for a, b in heads):
             heads = None  # code (``name=name,``), prose: a header is three or more labels
-        columns = [k for k, (a, b) in enumerate(heads or []) if _is_name_column(header[a:b])]
-        j = i + 1
-        while columns and j < len(lines) and (row := _cells(lines[j][1], delimiter)) is not None and len(row) == len(heads):
-            row_start, line = lines[j]
+        j, rows = i + 1, []
+        while heads and j < len(lines) and (row := _cells(lines[j][1], delimiter)) is not None and len(row) == len(heads):
+            rows.append((*lines[j], row))
+            j += 1
+        if rows:
+            found.append(Table([header[a:b] for a, b in heads], rows))
+        i = j if j > i + 1 else i + 1
+    return found
+
+
+def table_name_cells(text: str) -> list[tuple[int, int]]:
+    """The cells under a person's-name column of a delimited table (``first_name``, ``last_name``, ``Nachname``,
+    ``customer_name``): a tagger reads a row left to right and finds a given name more often than a surname, but
+    the header says what each column holds."""
+    found: list[tuple[int, int]] = []
+    for table in tables(text):
+        columns = [k for k, label in enumerate(table.labels) if _is_name_column(label)]
+        for row_start, line, row in table.rows:
             for k in columns:
                 a, b = row[k]
                 value = line[a:b].strip()
@@ -298,8 +347,42 @@ def table_name_cells(text: str) -> list[tuple[int, int]]:
                         and not value.isupper():  # XXX-XX-XXXX: a mask
                     a += len(line[a:b]) - len(line[a:b].lstrip())
                     found.append((row_start + a, row_start + a + len(value)))
-            j += 1
-        i = j if j > i + 1 else i + 1
+    return found
+
+
+def _cells_under(text: str, wanted: Callable[[str], bool]) -> list[tuple[int, int]]:
+    found = []
+    for table in tables(text):
+        columns = [k for k, label in enumerate(table.labels) if wanted(_column_key(label))]
+        found += [(start + row[k][0], start + row[k][1]) for start, _, row in table.rows for k in columns]
+    return found
+
+
+def code_cells(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each cell under a product-code column (``ean``, ``gtin``, ``sku``; ``code_columns``): an
+    EAN-13 has a phone's length and passes the Luhn check one time in ten, but the header says what it is."""
+    return _cells_under(text, lambda key: key in _CODE_COLUMNS)
+
+
+def organisation_phone_cells(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each cell under an organisation's phone column: ``store_phone``, ``office_tel``, or a
+    switchboard's label (``växel``, ``Zentrale``; ``organisation_phone_labels``)."""
+    def wanted(key: str) -> bool:
+        parts = key.split("_")
+        return key in _ORGANISATION_PHONE_COLUMNS or (
+            len(parts) == 2 and parts[0] in _ORGANISATION_COLUMNS and parts[1] in _PHONE_COLUMN_WORDS)
+    return _cells_under(text, wanted)
+
+
+def organisation_rows(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each row of a table of organisations: its first column is one of ``organisation_columns``
+    (``store_id``, ``branch``, ``Filiale``) and no column holds a person's name. A phone in such a row is the
+    store's or the branch's, not a person's (RULES.md: PHONE)."""
+    found = []
+    for table in tables(text):
+        key = _column_key(table.labels[0])
+        if key.split("_")[0] in _ORGANISATION_COLUMNS and not any(_is_name_column(label) for label in table.labels):
+            found += [(start, start + len(line)) for start, line, _ in table.rows]
     return found
 
 
