@@ -240,6 +240,9 @@ def test_a_model_span_that_joins_validated_values_is_cut_at_them():
 
 
 @pytest.mark.parametrize("text, piece, typed", [
+    ("TFN: 459 031 722 (declaration lodged)", ("459 031 722", "PHONE"), "SSN"),  # national IDs by their labels
+    ("ИНН 771904318280, СНИЛС 132-847-655 75", ("132-847-655 75", "PHONE"), "SSN"),
+    ("ΑΜΚΑ: 20118504636", ("20118504636", "PHONE"), "SSN"),
     ("- SSN / national ID: 559 581 962\n- Salary", ("559 581 962", "PHONE"), "SSN"),  # the label says ID
     ("Rahul: Aadhaar 5843 2196 7740, PAN", ("5843 2196 7740", "PHONE"), "SSN"),
     ("Numéro de sécurité sociale : 2 84 11 44 109 058 42", ("2 84 11 44 109 058 42", "PHONE"), "SSN"),
@@ -620,6 +623,12 @@ def test_without_a_model_only_a_tables_header_speaks_for_a_phone():
      [("Delgado, Marisol", "NAME")]),
     ("Attendees: Okonkwo, Ifeoma", [("Okonkwo", "NAME"), ("Ifeoma", "NAME")],
      [("Okonkwo", "NAME"), ("Ifeoma", "NAME")]),  # a list: two people
+    ("Author: OGUNLEYE-BAKER, Temitope <t.ob@proton.me>", [("OGUNLEYE-BAKER", "NAME"), ("Temitope", "NAME")],
+     [("OGUNLEYE-BAKER, Temitope", "NAME")]),  # a mailbox's display name
+    ("| 4471 | Brandvold, Kjersti  | 1979-02-08 |", [("Brandvold", "NAME"), ("Kjersti", "NAME")],
+     [("Brandvold, Kjersti", "NAME")]),  # a whole cell
+    ("Watchers: Ahmad bin Yusof, D'Cruz, Anselm", [("D'Cruz", "NAME"), ("Anselm", "NAME")],
+     [("D'Cruz", "NAME"), ("Anselm", "NAME")]),  # a list goes on with commas
     ('"ship_to":"Rua do Benformoso 112, 1100-084 Lisboa"', [("Benformoso 112, 1100-084 Lisboa", "ADDRESS")],
      [("Rua do Benformoso 112, 1100-084 Lisboa", "ADDRESS")]),  # the street's word and its particle
     ("C/ de Sant Pere Més Alt, 41\n08003 Barcelona", [("Sant Pere Més Alt, 41", "ADDRESS"), ("08003 Barcelona", "PHONE")],

@@ -304,12 +304,20 @@ _LAST_FIRST_LABEL = re.compile(r"(?i)(?:last|sur|family)(?:[ _-]?name)?,\s*first
                                r"nom,\s*pr[ée]nom|cognome,\s*nome|achternaam,\s*voornaam|nazwisko,\s*imi[eę]")
 
 
+_FIELD_START = re.compile(r'(?:^|[|;\t"])[ \t]*$')  # a cell's or a quote's start
+_FIELD_END = re.compile(r'[ \t]*(?:$|[|;\t"<(\n])')  # a cell's end, a quote's, a mailbox or a role after it
+_LABEL_START = re.compile(r'\w:[ \t]*$')  # ``Author:``, ``An:``: a display name when a mailbox follows
+_MAILBOX_NEXT = re.compile(r'[ \t]*<')
+
+
 def _last_first(text: str, a: int, b: int) -> bool:
-    """``"Okonkwo, Ifeoma"`` (a mail header's quoted display name) or a name after a ``Last, First`` label:
-    one person written surname first, not two people listed."""
-    line_start = _line_bounds(text, a, b)[0]
-    quoted = text[a - 1:a] == '"' and text[b:b + 1] == '"'
-    return quoted or bool(_LAST_FIRST_LABEL.search(text, line_start, a))
+    """``"Okonkwo, Ifeoma"``, ``| Brandvold, Kjersti |``, ``Author: OGUNLEYE-BAKER, Temitope <t.o@...>``, or a
+    name after a ``Last, First`` label: one person written surname first (a whole field, a mailbox's display
+    name), not people listed (``Attendees: Okonkwo, Ifeoma``; ``Ahmad bin Yusof, D'Cruz, Anselm``)."""
+    line_start, line_end = _line_bounds(text, a, b)
+    whole_field = bool(_FIELD_START.search(text, line_start, a)) and bool(_FIELD_END.match(text, b))
+    display_name = bool(_LABEL_START.search(text, line_start, a)) and bool(_MAILBOX_NEXT.match(text, b))
+    return whole_field or display_name or bool(_LAST_FIRST_LABEL.search(text, line_start, a))
 
 
 def _join_pieces(text: str, spans: list[Span]) -> list[Span]:
@@ -335,8 +343,10 @@ def _join_pieces(text: str, spans: list[Span]) -> list[Span]:
 _ID_LABEL = re.compile(r"(?i:\b(?:ssn|social security|national id|id (?:number|no\.?|card)|identity (?:number|card)|"
                        r"passport|tax id|pesel|codice fiscale|steuer-?id|steuernummer|insurance id|member id|"
                        r"personnummer|henkilötunnus|aadhaar|medicare|medicaid|national insurance|"
-                       r"s[ée]curit[ée] sociale|seguridad social|sozialversicherung\w*|codice sanitario|carteirinha)\b)|"
-                       r"\b(?:CPF|DNI|NIE|NIF|NHS|AHV|BSN|TIN|NIR|NINO|SIN|PAN|RRN)\b|"  # acronyms: upper case
+                       r"s[ée]curit[ée] sociale|seguridad social|sozialversicherung\w*|codice sanitario|carteirinha|"
+                       r"fødselsnummer|personnummer|emirates id|pps(?: number)?|medicare card)\b)|"
+                       r"\b(?:CPF|DNI|NIE|NIF|NHS|AHV|BSN|TIN|NIR|NINO|SIN|PAN|RRN|TFN|NIP|AMKA|CCCD|CMND|CURP|RFC|INN|SNILS)\b|"
+                       r"ΑΜΚΑ|ΑΦΜ|ИНН|СНИЛС|паспорт|رقم الهوية|"  # acronyms: upper case
                        r"身份证|身分證|マイナンバー|주민등록번호")  # (Polish "nie", "dni" are words)
 _PHONE_LABEL = re.compile(r"(?i)\b(?:phone|tel|telephone|mobile|cell|fax|telefon|teléfono|téléphone|telefone|celular|"
                           r"handy|cellulare|telefoon)\b|电话|手机|電話|携帯|전화|휴대폰")
