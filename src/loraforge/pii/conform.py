@@ -17,8 +17,7 @@ import re
 from loraforge.data.pii_tags import spaceless
 from loraforge.eval.pii_baseline import EMAIL, TOKEN
 from loraforge.eval.pii_baseline import iban_ok as rules_iban_ok
-from loraforge.pii.patterns import (DOTTED_NUMBER, PERSONAL_NUMBER_KEY, card_number_ok, code_cells, national_id_ok,
-                                    organisation_phone_cells, organisation_rows, service_number)
+from loraforge.pii.patterns import DOTTED_NUMBER, PERSONAL_NUMBER_KEY, card_number_ok, national_id_ok, service_number
 from loraforge.pii.spans import Span
 from loraforge.pii.wordlists import alternation as _alternation
 from loraforge.pii.wordlists import words as _words
@@ -50,9 +49,9 @@ _PLACEHOLDER_VALUE = re.compile(r"(?i)\$\{[^}]*\}|\$\([^)]*\)|(?-i:\$[A-Z_][A-Z0
                                 r"\*+|change-?me|changeit|"
                                 r"\w*your[_-]\w*|[a-z]{2,5}_(?:test|live)_")  # sk_test_your_key_here; a key's prefix (``ph_test_``)
 # a company's legal form: a NAME ending in one is a company, an ADDRESS right after one is its premises (RULES.md)
-_LEGAL_FORM = _alternation("legal_forms")
-_COMPANY_NAME = re.compile(r".+\s" + _LEGAL_FORM + r"\.?")
-_COMPANY_BEFORE = re.compile(r"\b" + _LEGAL_FORM + r"\.?\s*[,·|–—-]\s*$")
+LEGAL_FORM = _alternation("legal_forms")
+_COMPANY_NAME = re.compile(r".+\s" + LEGAL_FORM + r"\.?")
+_COMPANY_BEFORE = re.compile(r"\b" + LEGAL_FORM + r"\.?\s*[,·|–—-]\s*$")
 # the identifier of a request, an event, an account or an organisation is not a secret (``"request_id":"req_01HZ..."``),
 # nor is a key's public fingerprint (``SHA256:Xq2b...``)
 _ID_KEY_BEFORE = re.compile(r"(?i)(?:\b|_)(?:request|trace|span|event|correlation|transaction|message|chat|org|tenant|"
@@ -159,7 +158,7 @@ def _credential_edges(text: str, a: int, b: int, ptype: str) -> tuple[int, int]:
     return a, b
 
 
-def _line_bounds(text: str, a: int, b: int) -> tuple[int, int]:
+def line_bounds(text: str, a: int, b: int) -> tuple[int, int]:
     """Start and end of the line that holds ``text[a:b]`` (where every field rule's search stops)."""
     end = text.find("\n", b)
     return text.rfind("\n", 0, a) + 1, len(text) if end < 0 else end
@@ -177,7 +176,7 @@ def _name_cell(text: str, a: int, b: int) -> tuple[int, int]:
     the surname. Grown only when a delimiter or a label's colon opens the field (not a line start:
     ``Dear John,``), the field is on one line, has at most four words, and every word added starts
     with a capital letter, or, in a script without spaces, the field has at most five characters."""
-    line_start, line_end = _line_bounds(text, a, b)
+    line_start, line_end = line_bounds(text, a, b)
     left = max(text.rfind(c, line_start, a) for c in _OPENERS)  # searches bounded by the line
     if left < 0:
         return a, b
@@ -234,7 +233,7 @@ def _surname_after(text: str, a: int, b: int) -> int:
 def _quoted_field(text: str, a: int, b: int) -> tuple[int, int]:
     """An address in a double-quoted field on its line (a CSV cell: ``,"44/327, Goda Circle, Bathinda",``)
     is the whole field: the tagger, reading left to right, often starts it late."""
-    line_start, line_end = _line_bounds(text, a, b)
+    line_start, line_end = line_bounds(text, a, b)
     lo, hi = text.rfind('"', line_start, a), text.find('"', b, line_end)
     if lo < 0 or hi < 0 or text.count('"', line_start, lo) % 2:  # an opening quote, not a closing one
         return a, b
@@ -259,7 +258,7 @@ def _address_edges(text: str, a: int, b: int) -> tuple[int, int]:
     the prefecture), the postal mark ``〒``, a street word (``Via``, ``Calle``, ``ul.``), and, when the span
     holds a number, up to three capitalized or Korean words or a house number (``Bergens ⟦Allé 214``), stopping
     at a field label; on to a street suffix just after a street's name (``14 Marchmont⟧ Crescent``)."""
-    line_start, line_end = _line_bounds(text, a, b)
+    line_start, line_end = line_bounds(text, a, b)
     if any(spaceless(c) for c in text[a:b]) and text.count(",", line_start, line_end) >= 3:
         cell_start, cell_end = text.rfind(",", line_start, a) + 1, text.find(",", b, line_end)
         cell_start = max(cell_start, line_start)
@@ -314,7 +313,7 @@ def _last_first(text: str, a: int, b: int) -> bool:
     """``"Okonkwo, Ifeoma"``, ``| Brandvold, Kjersti |``, ``Author: OGUNLEYE-BAKER, Temitope <t.o@...>``, or a
     name after a ``Last, First`` label: one person written surname first (a whole field, a mailbox's display
     name), not people listed (``Attendees: Okonkwo, Ifeoma``; ``Ahmad bin Yusof, D'Cruz, Anselm``)."""
-    line_start, line_end = _line_bounds(text, a, b)
+    line_start, line_end = line_bounds(text, a, b)
     whole_field = bool(_FIELD_START.search(text, line_start, a)) and bool(_FIELD_END.match(text, b))
     display_name = bool(_LABEL_START.search(text, line_start, a)) and bool(_MAILBOX_NEXT.match(text, b))
     return whole_field or display_name or bool(_LAST_FIRST_LABEL.search(text, line_start, a))
@@ -393,11 +392,11 @@ def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
     label the number is a reference (None: not personal data), after an organisation's (``Switchboard``) a phone
     is the organisation's (None too)."""
     if ptype == "IBAN":  # only a reference's label speaks for an IBAN-shaped value (``BTW NL862233451B01``: a VAT number)
-        lo = max(_line_bounds(text, a, a)[0], a - _LABEL_WINDOW)
+        lo = max(line_bounds(text, a, a)[0], a - _LABEL_WINDOW)
         return None if _REFERENCE_LABEL.search(text[lo:a]) and not rules_iban_ok(text[a:b]) else ptype
     if ptype not in _LABELLED_TYPES:
         return ptype
-    lo = max(_line_bounds(text, a, a)[0], a - _LABEL_WINDOW)
+    lo = max(line_bounds(text, a, a)[0], a - _LABEL_WINDOW)
     before = text[lo:a]
     last = {label: max((m.end() for m in rx.finditer(before)), default=-1) for label, rx in _LABELS}
     label = max(last, key=last.get)
@@ -537,13 +536,24 @@ def _machine_number(text: str, span: Span, value: str) -> bool:
     return bool(m) and key.lower() not in _GENERIC_KEYS and not PERSONAL_NUMBER_KEY.search(key)
 
 
+_LEGAL_FORM_AFTER = re.compile(r"\s+" + LEGAL_FORM + r"(?![\w/])")
+_MAILBOX_AFTER = re.compile(r"\s*<(" + EMAIL.pattern + r")>")
+_SENTINEL_DATES = frozenset({"1970-01-01", "1900-01-01", "0001-01-01", "1901-01-01", "01/01/1970", "01.01.1970"})
+_OTHER_DATE_LABEL = re.compile(r"(?i)(?<![^\W\d_])(?:due|invoice date|issued|issue date|expiry|expires|valid until|"
+                               r"vervaldatum|factuurdatum|rechnungsdatum|fällig(?:keit)?|lieferdatum|vencimiento|"
+                               r"fecha de factura|échéance|date de facture|scadenza|data fattura|vencimento|"
+                               r"termin płatności|data wystawienia|förfallodatum|fakturadatum)(?![^\W\d_])")
+_SINGLE_DIGIT_GROUPS = re.compile(r"\d(?:[-. ]\d){5,}")
+_DIAL_IN_PIN_AFTER = re.compile(r"(?:\\?[,;]){1,3}\d{4,}#")  # pauses then a meeting PIN and #; ICS escapes commas
+
+
 def _never_personal(text: str, span: Span) -> bool:
     value = text[span.start:span.end]
     if _machine_number(text, span, value):
         return True
     if _implausible(value, span.type) or _OBJECT_NAME_BEFORE.search(text, max(0, span.start - 80), span.start):
         return True
-    line_start, line_end = _line_bounds(text, span.start, span.end)
+    line_start, line_end = line_bounds(text, span.start, span.end)
     if _log_process(text, span, line_start):
         return True
     placeholders = _PLACEHOLDER_IN_TEXT.finditer(text, line_start, line_end)
@@ -571,12 +581,12 @@ def _never_personal(text: str, span: Span) -> bool:
         lone_place = " " not in value and not any(c.isdigit() for c in value) and not any(spaceless(c) for c in value)
         return lone_place or bool(_COMPANY_BEFORE.search(text, max(line_start, span.start - 40), span.start))
     if span.type == "EMAIL":
-        return _role_mailbox(value) or bool(_MAILING_LIST.search(value)) or bool(_SERVICE_ACCOUNT_DOMAIN.search(value)) \
+        return role_mailbox(value) or bool(_MAILING_LIST.search(value)) or bool(_SERVICE_ACCOUNT_DOMAIN.search(value)) \
             or bool(_MESSAGE_ID_BEFORE.search(text, max(0, span.start - 48), span.start))
     if span.type == "NAME" and (value.lower().rstrip(".") in FIELD_LABELS or _COMPANY_NAME.fullmatch(value)
                                 or value.lower() in SIGN_OFFS or _LEGAL_FORM_AFTER.match(text, span.end)):
         return True  # ``⟦Brunnhofer Präzisionstechnik⟧ GmbH``: a company's name, its legal form after it
-    if span.type == "NAME" and (m := _MAILBOX_AFTER.match(text, span.end)) and _role_mailbox(m.group(1)):
+    if span.type == "NAME" and (m := _MAILBOX_AFTER.match(text, span.end)) and role_mailbox(m.group(1)):
         return True  # ``MAIL_FROM="⟦Venuely Tickets⟧ <tickets@venuely.example>"``: a role mailbox's display name
     if span.type == "DATE_OF_BIRTH" and (value in _SENTINEL_DATES or (
             _OTHER_DATE_LABEL.search(text, max(line_start, span.start - _LABEL_WINDOW), span.start)
@@ -610,7 +620,7 @@ def _never_personal(text: str, span: Span) -> bool:
     return False
 
 
-def _role_mailbox(address: str) -> bool:
+def role_mailbox(address: str) -> bool:
     """An organisation's mailbox (RULES.md: EMAIL): a role word as the local part, or as one part of a
     hyphenated one (``accounts-payable``, ``logistics-ops``)."""
     local = address.split("@", 1)[0].lower()
@@ -635,63 +645,6 @@ def _not_an_address(text: str, span: Span, value: str) -> bool:
     except ValueError:
         return False  # a piece of an address, or an address in context: the finder's call stands
     return ip.is_loopback or ip.is_unspecified
-
-
-_LEGAL_FORM_AFTER = re.compile(r"\s+" + _LEGAL_FORM + r"(?![\w/])")
-_MAILBOX_AFTER = re.compile(r"\s*<(" + EMAIL.pattern + r")>")
-_SENTINEL_DATES = frozenset({"1970-01-01", "1900-01-01", "0001-01-01", "1901-01-01", "01/01/1970", "01.01.1970"})
-_OTHER_DATE_LABEL = re.compile(r"(?i)(?<![^\W\d_])(?:due|invoice date|issued|issue date|expiry|expires|valid until|"
-                               r"vervaldatum|factuurdatum|rechnungsdatum|fällig(?:keit)?|lieferdatum|vencimiento|"
-                               r"fecha de factura|échéance|date de facture|scadenza|data fattura|vencimento|"
-                               r"termin płatności|data wystawienia|förfallodatum|fakturadatum)(?![^\W\d_])")
-_SINGLE_DIGIT_GROUPS = re.compile(r"\d(?:[-. ]\d){5,}")
-_DIAL_IN_PIN_AFTER = re.compile(r"(?:\\?[,;]){1,3}\d{4,}#")  # pauses then a meeting PIN and #; ICS escapes commas
-_LEGAL_FORM_WORD = re.compile(r"(?<![\w.])" + _LEGAL_FORM + r"(?![\w/])")
-_PERSONAL_TYPES = {"NAME", "EMAIL", "USERNAME"}
-# opening hours (``Mo–Fr 6:00–18:30``, ``9h–18h``, ``de 8 h à 19 h``, ``8:00〜22:00``): a shop's or an office's line
-_OPENING_HOURS = re.compile(r"(?<![\d:.])\d{1,2}(?:[:.]\d{2}|\s?h(?:\s?\d{2})?)\s*(?:[–—~〜-]|à|a|to|bis|tot|till)\s*"
-                            r"\d{1,2}(?:[:.]\d{2}|\s?h\b)(?![\d:.])")
-
-
-def _paragraph_bounds(text: str, at: int) -> tuple[int, int]:
-    """The lines around ``at`` up to the nearest blank lines."""
-    lo = max(text.rfind("\n\n", 0, at), -1) + 1
-    hi = text.find("\n\n", at)
-    return lo, len(text) if hi < 0 else hi
-
-
-def organisation_lines(text: str, spans: list[Span], people_found: bool = True) -> list[Span]:
-    """``spans`` without the phones on an organisation's contact line (RULES.md: PHONE is a person's): a line that
-    names an organisation (a role mailbox such as ``events@``, a company's legal form such as ``GmbH``, a row of a
-    table of stores or branches: ``patterns.organisation_rows``, opening hours) in a paragraph (a table's row:
-    the row) that holds no person (no name, personal mailbox or login found in it). Why after merging: the
-    patterns find the phone, the model the person that would make it theirs (``Jan Nowak, ACME Sp. z o.o.,
-    +48 601 ...`` keeps its phone, as does a signature's ``ACME GmbH | +49 170 ...`` under its person's name).
-    Without a model (``people_found=False``: patterns alone find no names) only what a table's header says
-    applies: any span in a product-code column (``patterns.code_cells``), any phone under an organisation's
-    phone column (``patterns.organisation_phone_cells``)."""
-    out, rows, codes = [], None, code_cells(text) if spans else []
-    phones = organisation_phone_cells(text) if any(s.type == "PHONE" for s in spans) else []
-    for s in spans:
-        if any(a <= s.start and s.end <= b for a, b in codes):
-            continue  # a product code in its column
-        if s.type == "PHONE" and any(a <= s.start and s.end <= b for a, b in phones):
-            continue  # under ``store_phone`` or ``växel``: the header says whose line it is
-        if s.type == "PHONE" and people_found:
-            lo, hi = _line_bounds(text, s.start, s.end)
-            line = text[lo:hi]
-            rows = organisation_rows(text) if rows is None else rows
-            row = next(((a, b) for a, b in rows if a <= s.start < b), None)
-            # a signature names its person a line or two above the company's line: look at the whole paragraph,
-            # except in a table's row, which is its own record
-            plo, phi = row or _paragraph_bounds(text, s.start)
-            person = any(o.type in _PERSONAL_TYPES and plo <= o.start < phi for o in spans)
-            organisation = row is not None or bool(_LEGAL_FORM_WORD.search(line)) or bool(_OPENING_HOURS.search(line)) \
-                or any(_role_mailbox(m.group(0)) for m in EMAIL.finditer(line))
-            if organisation and not person:
-                continue
-        out.append(s)
-    return out
 
 
 def conform(text: str, spans: list[Span]) -> list[Span]:

@@ -11,7 +11,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from loraforge.pii import patterns as pat
-from loraforge.pii.conform import conform, organisation_lines
+from loraforge.pii.conform import conform
+from loraforge.pii.organisations import organisation_lines
 from loraforge.pii.chunking import DEFAULT_CHUNK_CHARS, DEFAULT_OVERLAP_CHARS, find_chunked
 from loraforge.pii.identities import IdentityTable
 from loraforge.pii.io import check_text
@@ -106,7 +107,7 @@ class Masker:
 
     def combine(self, text: str, model_spans: list[Span]) -> list[Span]:
         """The model's spans for ``text`` put to the annotation rules, merged with the patterns' (per
-        ``options.merge``); then the phones of organisations' lines dropped (``conform.organisation_lines``)."""
+        ``options.merge``); then the phones of organisations' lines dropped (``organisations.organisation_lines``)."""
         o = self.options
         found = conform(text, pat.find(text, self.patterns)) if o.merge != "model" else []
         return organisation_lines(text, merge_spans(conform(text, model_spans), found, o.merge, text),

@@ -1,0 +1,62 @@
+"""After merging: the phones of organisations' contact lines, which no single span's rule can tell.
+
+A phone's own text says nothing about whose line it is; its line and paragraph do (a company's legal form, a role
+mailbox, opening hours, a row of a table of stores) together with the people the model found there, so this pass
+runs on the merged spans of model and patterns (``Masker.combine``), after ``conform`` put each span to the rules.
+"""
+
+from __future__ import annotations
+
+import re
+
+from loraforge.eval.pii_baseline import EMAIL
+from loraforge.pii.conform import LEGAL_FORM, line_bounds, role_mailbox
+from loraforge.pii.patterns import code_cells, organisation_phone_cells, organisation_rows
+from loraforge.pii.spans import Span
+
+_LEGAL_FORM_WORD = re.compile(r"(?<![\w.])" + LEGAL_FORM + r"(?![\w/])")
+_PERSONAL_TYPES = {"NAME", "EMAIL", "USERNAME"}
+# opening hours (``Mo–Fr 6:00–18:30``, ``9h–18h``, ``de 8 h à 19 h``, ``8:00〜22:00``): a shop's or an office's line
+_OPENING_HOURS = re.compile(r"(?<![\d:.])\d{1,2}(?:[:.]\d{2}|\s?h(?:\s?\d{2})?)\s*(?:[–—~〜-]|à|a|to|bis|tot|till)\s*"
+                            r"\d{1,2}(?:[:.]\d{2}|\s?h\b)(?![\d:.])")
+
+
+def _paragraph_bounds(text: str, at: int) -> tuple[int, int]:
+    """The lines around ``at`` up to the nearest blank lines."""
+    lo = max(text.rfind("\n\n", 0, at), -1) + 1
+    hi = text.find("\n\n", at)
+    return lo, len(text) if hi < 0 else hi
+
+
+def organisation_lines(text: str, spans: list[Span], people_found: bool = True) -> list[Span]:
+    """``spans`` without the phones on an organisation's contact line (RULES.md: PHONE is a person's): a line that
+    names an organisation (a role mailbox such as ``events@``, a company's legal form such as ``GmbH``, a row of a
+    table of stores or branches: ``patterns.organisation_rows``, opening hours) in a paragraph (a table's row:
+    the row) that holds no person (no name, personal mailbox or login found in it). Why after merging: the
+    patterns find the phone, the model the person that would make it theirs (``Jan Nowak, ACME Sp. z o.o.,
+    +48 601 ...`` keeps its phone, as does a signature's ``ACME GmbH | +49 170 ...`` under its person's name).
+    Without a model (``people_found=False``: patterns alone find no names) only what a table's header says
+    applies: any span in a product-code column (``patterns.code_cells``), any phone under an organisation's
+    phone column (``patterns.organisation_phone_cells``)."""
+    out, rows, codes = [], None, code_cells(text) if spans else []
+    phones = organisation_phone_cells(text) if any(s.type == "PHONE" for s in spans) else []
+    for s in spans:
+        if any(a <= s.start and s.end <= b for a, b in codes):
+            continue  # a product code in its column
+        if s.type == "PHONE" and any(a <= s.start and s.end <= b for a, b in phones):
+            continue  # under ``store_phone`` or ``växel``: the header says whose line it is
+        if s.type == "PHONE" and people_found:
+            lo, hi = line_bounds(text, s.start, s.end)
+            line = text[lo:hi]
+            rows = organisation_rows(text) if rows is None else rows
+            row = next(((a, b) for a, b in rows if a <= s.start < b), None)
+            # a signature names its person a line or two above the company's line: look at the whole paragraph,
+            # except in a table's row, which is its own record
+            plo, phi = row or _paragraph_bounds(text, s.start)
+            person = any(o.type in _PERSONAL_TYPES and plo <= o.start < phi for o in spans)
+            organisation = row is not None or bool(_LEGAL_FORM_WORD.search(line)) or bool(_OPENING_HOURS.search(line)) \
+                or any(role_mailbox(m.group(0)) for m in EMAIL.finditer(line))
+            if organisation and not person:
+                continue
+        out.append(s)
+    return out
