@@ -223,15 +223,20 @@ def test_ddp_matches_one_process_with_accumulation(tiny_model_dir, tmp_path, top
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable, "-m", "torch.distributed.run"]
     if topology.startswith("1 node"):
-        procs = [subprocess.Popen([*launcher, "--nproc-per-node", "2", "--master-port", str(port), *train_args],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)]
+        commands = [[*launcher, "--nproc-per-node", "2", "--master-port", str(port), *train_args]]
     else:
-        procs = [subprocess.Popen([*launcher, "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank),
-                                   "--master-addr", "127.0.0.1", "--master-port", str(port), *train_args],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for rank in (0, 1)]
-    for p in procs:
-        out, _ = p.communicate(timeout=300)
-        assert p.returncode == 0, out.decode()[-3000:]
+        commands = [[*launcher, "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank),
+                     "--master-addr", "127.0.0.1", "--master-port", str(port), *train_args] for rank in (0, 1)]
+    # each launcher writes to its own file, not a pipe: a pipe read only after the other rank finished fills up,
+    # blocks its writer inside a collective, and both ranks wait for each other until the timeout
+    logs = [tmp_path / f"launcher{i}.log" for i in range(len(commands))]
+    procs = []
+    for command, log in zip(commands, logs):
+        with open(log, "wb") as sink:
+            procs.append(subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT))
+    for p, log in zip(procs, logs):
+        p.wait(timeout=300)
+        assert p.returncode == 0, log.read_text(errors="replace")[-3000:]
     metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert metrics["train"]["world_size"] == 2 and metrics["train"]["ranks_identical"] is True
     one, two = adapter_weights(single), adapter_weights(tmp_path / "two")
