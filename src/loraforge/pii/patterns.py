@@ -259,8 +259,7 @@ _NAME_COLUMNS = frozenset(words("name_columns"))
 _ORGANISATION_COLUMNS = frozenset(words("organisation_columns"))
 _CODE_COLUMNS = frozenset(words("code_columns"))
 _ORGANISATION_PHONE_COLUMNS = frozenset(w for w in words("organisation_phone_labels") if " " not in w)
-_PHONE_COLUMN_WORDS = frozenset({"phone", "tel", "telephone", "telefon", "telefoon", "telefono", "teléfono", "telefone",
-                                 "number", "line", "hotline"})
+_PHONE_COLUMN_WORDS = frozenset(words("phone_column_words"))
 _NOT_NAME_COLUMNS = frozenset(words("not_name_columns"))  # ``company_name``, ``product_name``: not a person's
 _DELIMITERS = ",;\t|"
 _NAME_CELL = re.compile(r"[^\W\d_][^\d\n()\[\]]{0,60}")  # letters first, no digits nor brackets (``N/A``: below)
