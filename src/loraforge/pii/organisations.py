@@ -11,7 +11,7 @@ import re
 
 from loraforge.eval.pii_baseline import EMAIL
 from loraforge.pii.conform import LEGAL_FORM, line_bounds, role_mailbox
-from loraforge.pii.patterns import code_cells, organisation_phone_cells, organisation_rows
+from loraforge.pii.patterns import code_cells, organisation_phone_cells, organisation_rows, tables
 from loraforge.pii.spans import Span
 
 _LEGAL_FORM_WORD = re.compile(r"(?<![\w.])" + LEGAL_FORM + r"(?![\w/])")
@@ -38,8 +38,13 @@ def organisation_lines(text: str, spans: list[Span], people_found: bool = True) 
     Without a model (``people_found=False``: patterns alone find no names) only what a table's header says
     applies: any span in a product-code column (``patterns.code_cells``), any phone under an organisation's
     phone column (``patterns.organisation_phone_cells``)."""
-    out, rows, codes = [], None, code_cells(text) if spans else []
-    phones = organisation_phone_cells(text) if any(s.type == "PHONE" for s in spans) else []
+    if not spans:
+        return []
+    found_tables = tables(text)  # parsed once for the three readings of their headers below
+    out, codes = [], code_cells(found_tables)
+    has_phone = any(s.type == "PHONE" for s in spans)
+    phones = organisation_phone_cells(found_tables) if has_phone else []
+    rows = organisation_rows(found_tables) if has_phone and people_found else []
     for s in spans:
         if any(a <= s.start and s.end <= b for a, b in codes):
             continue  # a product code in its column
@@ -48,7 +53,6 @@ def organisation_lines(text: str, spans: list[Span], people_found: bool = True) 
         if s.type == "PHONE" and people_found:
             lo, hi = line_bounds(text, s.start, s.end)
             line = text[lo:hi]
-            rows = organisation_rows(text) if rows is None else rows
             row = next(((a, b) for a, b in rows if a <= s.start < b), None)
             # a signature names its person a line or two above the company's line: look at the whole paragraph,
             # except in a table's row, which is its own record

@@ -349,36 +349,37 @@ def table_name_cells(text: str) -> list[tuple[int, int]]:
     return found
 
 
-def _cells_under(text: str, wanted: Callable[[str], bool]) -> list[tuple[int, int]]:
+def _cells_under(found_tables: list[Table], wanted: Callable[[str], bool]) -> list[tuple[int, int]]:
     found = []
-    for table in tables(text):
+    for table in found_tables:
         columns = [k for k, label in enumerate(table.labels) if wanted(_column_key(label))]
         found += [(start + row[k][0], start + row[k][1]) for start, _, row in table.rows for k in columns]
     return found
 
 
-def code_cells(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each cell under a product-code column (``ean``, ``gtin``, ``sku``; ``code_columns``): an
-    EAN-13 has a phone's length and passes the Luhn check one time in ten, but the header says what it is."""
-    return _cells_under(text, lambda key: key in _CODE_COLUMNS)
+def code_cells(found_tables: list[Table]) -> list[tuple[int, int]]:
+    """(start, end) of each cell under a product-code column (``ean``, ``gtin``, ``sku``; ``code_columns``) of
+    ``found_tables`` (``tables(text)``): an EAN-13 has a phone's length and passes the Luhn check one time in ten,
+    but the header says what it is."""
+    return _cells_under(found_tables, lambda key: key in _CODE_COLUMNS)
 
 
-def organisation_phone_cells(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each cell under an organisation's phone column: ``store_phone``, ``office_tel``, or a
-    switchboard's label (``växel``, ``Zentrale``; ``organisation_phone_labels``)."""
+def organisation_phone_cells(found_tables: list[Table]) -> list[tuple[int, int]]:
+    """(start, end) of each cell of ``found_tables`` under an organisation's phone column: ``store_phone``,
+    ``office_tel``, or a switchboard's label (``växel``, ``Zentrale``; ``organisation_phone_labels``)."""
     def wanted(key: str) -> bool:
         parts = key.split("_")
         return key in _ORGANISATION_PHONE_COLUMNS or (
             len(parts) == 2 and parts[0] in _ORGANISATION_COLUMNS and parts[1] in _PHONE_COLUMN_WORDS)
-    return _cells_under(text, wanted)
+    return _cells_under(found_tables, wanted)
 
 
-def organisation_rows(text: str) -> list[tuple[int, int]]:
+def organisation_rows(found_tables: list[Table]) -> list[tuple[int, int]]:
     """(start, end) of each row of a table of organisations: its first column is one of ``organisation_columns``
     (``store_id``, ``branch``, ``Filiale``) and no column holds a person's name. A phone in such a row is the
     store's or the branch's, not a person's (RULES.md: PHONE)."""
     found = []
-    for table in tables(text):
+    for table in found_tables:
         key = _column_key(table.labels[0])
         if key.split("_")[0] in _ORGANISATION_COLUMNS and not any(_is_name_column(label) for label in table.labels):
             found += [(start, start + len(line)) for start, line, _ in table.rows]
