@@ -15,20 +15,29 @@ outputs, for runs evaluated before the check existed, and which rows it kept in 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 
 from loraforge.bench.report import publish, table
 
 
+@functools.cache
+def _tokenizer(model_name: str, revision: str | None):
+    """One load per model: the runs compared are usually several seeds of one base model."""
+    from loraforge.config import ModelConfig
+    from loraforge.models.load import load_tokenizer
+
+    return load_tokenizer(ModelConfig(name=model_name, revision=revision))[0]
+
+
 def _guard(run: str, ratio: float):
     """Evaluation's short-translation check with the run's own tokenizer: (sources, outputs) -> Generated."""
     from loraforge.config import load_config
     from loraforge.eval.inference import Generated, keep_source_if_short
-    from loraforge.models.load import load_tokenizer
 
     cfg = load_config(Path(run) / "config.yaml", [f"eval.min_output_ratio={ratio}"])
-    tokenizer, _ = load_tokenizer(cfg.model)
+    tokenizer = _tokenizer(cfg.model.name, cfg.model.revision)
     return lambda sources, outputs: keep_source_if_short(tokenizer, sources, Generated(list(outputs), []), cfg)
 
 
