@@ -317,7 +317,7 @@ def test_a_translation_far_shorter_than_its_source_is_replaced_by_the_source(tin
     translation, other tasks and ``eval.min_output_ratio=0`` are left alone."""
     from loraforge.config import load_config
     from loraforge.data.formats import Example
-    from loraforge.eval.inference import SHORT_MIN_TOKENS, Generated, evaluate, keep_source_if_short
+    from loraforge.eval.inference import SHORT_MIN_TOKENS, Generated, evaluate, keep_source_if_unfit
     from scripted_model import scripted_model
 
     long_source = " ".join(["Pods run containers and the scheduler places them on nodes."] * 6)
@@ -332,9 +332,38 @@ def test_a_translation_far_shorter_than_its_source_is_replaced_by_the_source(tin
 
     def outputs(task: str, ratio: float, texts: list[str]) -> Generated:
         cfg = load_config(None, [f"data.task={task}", f"eval.min_output_ratio={ratio}"])
-        return keep_source_if_short(tiny_tokenizer, [long_source] * len(texts), Generated(list(texts), []), cfg)
+        return keep_source_if_unfit(tiny_tokenizer, [long_source] * len(texts), Generated(list(texts), []), cfg)
 
     half = tiny_tokenizer.decode([token] * (n_long // 2 + 1))
     assert outputs("translate", 0.5, [half, "Pod"]).short == [1]  # half the length is a translation
     assert outputs("translate", 0.5, [half, "Pod"]).texts == [half, long_source]
     assert outputs("translate", 0.0, ["Pod"]).short == [] and outputs("sft", 0.5, ["Pod"]).texts == ["Pod"]
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_translation_its_budget_cut_is_replaced_by_the_source(tiny_tokenizer, keep):
+    """A model that never ends a row (a loop, a run-on) fills its budget: evaluation keeps the English
+    and counts the row (``segments_unfinished``) unless ``eval.unfinished_keeps_source=false``; a row
+    the model ended is kept, and other tasks are left alone."""
+    from loraforge.config import load_config
+    from loraforge.data.formats import Example
+    from loraforge.eval.inference import Generated, evaluate, keep_source_if_unfit, source_budgets
+    from scripted_model import scripted_model
+
+    source = "Pods run containers."
+    budget = source_budgets(tiny_tokenizer, [source], 256)[0]
+    token = tiny_tokenizer.convert_tokens_to_ids("Pod")
+    loaded = scripted_model(tiny_tokenizer, token, budget + 5)  # runs past its budget
+    cfg = _sft_cfg("translate", 256).model_copy(deep=True)
+    cfg.eval.unfinished_keeps_source = keep
+    metrics, hyps = evaluate(loaded, loaded.model, cfg, [Example(source, "x")], progress=False)
+    assert metrics["segments_unfinished"] == int(keep) and metrics["segments_short"] == 0
+    cut = tiny_tokenizer.decode([token] * budget).strip()
+    assert hyps == ([source] if keep else [cut])
+
+    both = Generated(["Pod Pod", "Pod"], [4, 4], cut=[0])
+    cfg = load_config(None, ["data.task=translate"])
+    assert keep_source_if_unfit(tiny_tokenizer, ["a b", "c d"], both, cfg).texts == ["a b", "Pod"]
+    assert both.unfinished == [0]
+    sft = Generated(["Pod Pod"], [4], cut=[0])
+    assert keep_source_if_unfit(tiny_tokenizer, ["a b"], sft, load_config(None, ["data.task=sft"])).texts == ["Pod Pod"]

@@ -211,7 +211,10 @@ def test_extra_tests_are_scored_beside_test_and_flagged_when_training_saw_their_
         rows = load_examples(str(path))
         hyps = [run.outputs(f"after-{name}")[e.id] for e in rows]
         after = dict(extra[name].after)
-        assert isinstance(after.pop("segments_short"), int)  # translations kept as their source (eval.min_output_ratio)
+        # translations kept as their source (eval.min_output_ratio, eval.unfinished_keeps_source): each counted
+        # row's output is its source
+        kept = after.pop("segments_short") + after.pop("segments_unfinished")
+        assert 0 <= kept <= sum(h == e.source for h, e in zip(hyps, rows))
         assert after == task_metrics("translate", [e.source for e in rows], hyps, [e.target for e in rows], "zh")
         assert extra[name].before and extra[name].split == str(path)
     assert not extra["held"].contaminated and extra["held"].documents == 1
@@ -304,3 +307,10 @@ def test_a_multitask_run_scores_extra_tests_with_its_translate_tasks_settings(ti
     assert not held.contaminated and held.before is None
     assert "## Extra test held (" in run.report_md.read_text()
     assert eval_run(cfg, adapter=str(run))["extra_tests"]["held"]["after"] == held.after
+    # eval --outputs-dir keeps the outputs as the training run named them, and never over earlier ones
+    kept = RunDir(tmp_path / "eval-outputs")
+    eval_run(cfg, adapter=str(run), outputs_dir=str(kept))
+    for stage in ("after-held", "after-zh-en"):
+        assert kept.outputs(stage) and kept.outputs(stage) == run.outputs(stage)
+    with pytest.raises(DataError, match="holds outputs already"):
+        eval_run(cfg, adapter=str(run), outputs_dir=str(kept))

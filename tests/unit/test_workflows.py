@@ -297,13 +297,13 @@ def test_data_check_with_template_model_and_no_chat_template_says_what_to_use(ti
         check_data(cfg, out=io.StringIO())
 
 
-def test_translate_reports_outputs_cut_by_their_budget(tiny_tokenizer, monkeypatch, capsys):
+def test_translate_reports_outputs_cut_by_their_budget(tiny_tokenizer, monkeypatch, capsys, tmp_path):
     from scripted_model import scripted_model
 
     from loraforge.workflows import translate, translate_texts
 
     token = tiny_tokenizer.convert_tokens_to_ids("Pod")
-    scripts = iter([5, None, None])  # one script per model load: ends after 5 tokens, then never ends
+    scripts = iter([5, None, None, None])  # one script per model load: ends after 5 tokens, then never ends
     monkeypatch.setattr("loraforge.eval.inference.load_for_inference",
                         lambda cfg, adapter: (loaded := scripted_model(tiny_tokenizer, token, next(scripts)),
                                               loaded.model))
@@ -313,6 +313,11 @@ def test_translate_reports_outputs_cut_by_their_budget(tiny_tokenizer, monkeypat
     assert cut == [] and outputs == [tiny_tokenizer.decode([token] * 5).strip()] * 2
     result = translate(texts, batch_size=1, max_new_tokens=30)
     assert result.cut == [0, 1] and result.budget == 30
+    assert result.outputs == texts  # never finished, even with the whole budget: kept as their source
+    keep_cut = tmp_path / "keep-cut.yaml"
+    keep_cut.write_text("eval:\n  unfinished_keeps_source: false\n")
+    result = translate(texts, batch_size=1, max_new_tokens=30, config_path=keep_cut)
+    assert result.cut == [0, 1]
     assert result.outputs == [tiny_tokenizer.decode([token] * 30).strip()] * 2  # widened to the whole budget
     capsys.readouterr()
     translate_texts(texts, batch_size=1, max_new_tokens=8)  # the default on_cut: a warning on stderr

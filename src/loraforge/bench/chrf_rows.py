@@ -8,7 +8,7 @@ falls back to its English swings the whole set's chrF by up to three points betw
 Reads each run's ``outputs_after.jsonl`` (what ``loraforge train``/``eval`` wrote) and scores it with sacrebleu
 against the test split's references: the corpus chrF, the chrF without the ``--drop`` longest rows (by source
 length), and each dropped row's own chrF and length. ``--min-output-ratio``: also the chrF after evaluation's
-short-translation check (``eval.inference.keep_source_if_short``, ``eval.min_output_ratio``) on the stored
+short-translation check (``eval.inference.keep_source_if_unfit``, ``eval.min_output_ratio``) on the stored
 outputs, for runs evaluated before the check existed, and which rows it kept in English.
 """
 
@@ -34,11 +34,11 @@ def _tokenizer(model_name: str, revision: str | None):
 def _guard(run: str, ratio: float):
     """Evaluation's short-translation check with the run's own tokenizer: (sources, outputs) -> Generated."""
     from loraforge.config import load_config
-    from loraforge.eval.inference import Generated, keep_source_if_short
+    from loraforge.eval.inference import Generated, keep_source_if_unfit
 
     cfg = load_config(Path(run) / "config.yaml", [f"eval.min_output_ratio={ratio}"])
     tokenizer = _tokenizer(cfg.model.name, cfg.model.revision)
-    return lambda sources, outputs: keep_source_if_short(tokenizer, sources, Generated(list(outputs), []), cfg)
+    return lambda sources, outputs: keep_source_if_unfit(tokenizer, sources, Generated(list(outputs), []), cfg)
 
 
 def score(runs: list[str], test: str = "k8s:test", drop: int = 1, min_output_ratio: float | None = None) -> dict:

@@ -85,7 +85,9 @@ class Generated:
     looped: list[int] = field(default_factory=list)
     """Indices of outputs that ended in a repetition loop, cut after its first pass (``trim_loops``)."""
     short: list[int] = field(default_factory=list)
-    """Indices of translations replaced by their source for being too short (``keep_source_if_short``)."""
+    """Indices of translations replaced by their source for being too short (``keep_source_if_unfit``)."""
+    unfinished: list[int] = field(default_factory=list)
+    """Indices of cut translations replaced by their source (``keep_source_if_unfit``)."""
 
 
 def _cut_rows(ids: list[list[int]], budgets: list[int], stops: set[int]) -> list[int]:
@@ -147,19 +149,24 @@ SHORT_MIN_TOKENS = 32
 """Sources shorter than this are never judged too short: a heading's translation can be one word."""
 
 
-def keep_source_if_short(tokenizer, sources: list[str], out: Generated, cfg: RunConfig) -> Generated:
-    """Translations under ``eval.min_output_ratio`` x their source's tokens (sources of at least
-    ``SHORT_MIN_TOKENS``) replaced by the source, in place, listed in ``out.short``. Why: a model that
-    stops early drops most of a paragraph (seen: 81 tokens for a 406-token source), and a shortened
-    translation passes review where an English paragraph does not. Translation only: for any other task
-    (and for back-translation, whose source is the other language) the outputs are left alone."""
-    ratio = cfg.eval.min_output_ratio
-    if cfg.data.task != "translate" or not ratio or not sources:
+def keep_source_if_unfit(tokenizer, sources: list[str], out: Generated, cfg: RunConfig) -> Generated:
+    """Translations that cannot be shipped replaced by their source, in place: ones under
+    ``eval.min_output_ratio`` x their source's tokens (sources of at least ``SHORT_MIN_TOKENS``), listed
+    in ``out.short``, and, with ``eval.unfinished_keeps_source``, ones still cut by their budget
+    (``out.cut``: the model never ended them), listed in ``out.unfinished``. Why: a model that stops
+    early drops most of a paragraph (seen: 81 tokens for a 406-token source), one that loops writes
+    repeats until its budget ends (seen: 2,491 characters for a 1,713-character list), and a shortened
+    or garbled translation passes review where an English paragraph does not. Translation only: for any
+    other task (and for back-translation, whose source is the other language) the outputs are left alone."""
+    if cfg.data.task != "translate" or not sources:
         return out
-    src = tokenizer(sources, add_special_tokens=False)["input_ids"]
-    hyp = tokenizer(out.texts, add_special_tokens=False)["input_ids"]
-    out.short = [i for i, (s, h) in enumerate(zip(src, hyp)) if len(s) >= SHORT_MIN_TOKENS and len(h) < ratio * len(s)]
-    for i in out.short:
+    ratio = cfg.eval.min_output_ratio
+    if ratio:
+        src = tokenizer(sources, add_special_tokens=False)["input_ids"]
+        hyp = tokenizer(out.texts, add_special_tokens=False)["input_ids"]
+        out.short = [i for i, (s, h) in enumerate(zip(src, hyp)) if len(s) >= SHORT_MIN_TOKENS and len(h) < ratio * len(s)]
+    out.unfinished = [i for i in out.cut if i not in out.short] if cfg.eval.unfinished_keeps_source else []
+    for i in out.short + out.unfinished:
         out.texts[i] = sources[i]
     return out
 
@@ -208,10 +215,10 @@ def evaluate(loaded, model, cfg: RunConfig, examples: list[Example], progress: b
                 for s, spans in zip(sources, tag_texts(model, loaded.tokenizer, sources))]
         return task_metrics(cfg.data.task, sources, hyps, [e.target for e in examples], cfg.data.tgt_lang), hyps
     out, repair = generate_restored(loaded, model, cfg, sources, [e.system for e in examples], progress=progress)
-    keep_source_if_short(loaded.tokenizer, sources, out, cfg)
+    keep_source_if_unfit(loaded.tokenizer, sources, out, cfg)
     metrics = task_metrics(cfg.data.task, sources, out.texts, [e.target for e in examples], cfg.data.tgt_lang)
     if cfg.data.task == "translate":
-        metrics["segments_short"] = len(out.short)
+        metrics.update(segments_short=len(out.short), segments_unfinished=len(out.unfinished))
     if repair is not None:
         metrics.update(placeholders=repair["placeholders"], placeholders_repaired=repair["placeholders_repaired"],
                        segments_repaired=repair["segments_repaired"], segments_fallback=repair["segments_fallback"])

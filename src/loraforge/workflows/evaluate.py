@@ -17,21 +17,26 @@ __all__ = ["eval_run", "evaluate", "rebuild_report"]
 
 def eval_run(cfg: RunConfig, adapter: str | Path | None = None, out_path: str | Path | None = None,
              show_examples: bool = False, pii_curve: list[float] | None = None, bias: float | None = None,
-             worst: int = 0) -> dict:
+             worst: int = 0, outputs_dir: str | Path | None = None) -> dict:
     """Evaluate the base model (or an adapter) on the config's test split; returns the metrics.
     The test data and the adapter path are checked before the model loads. A multi-task config
     (data.tasks) scores every task with a test split on its own: {"tasks": {name: metrics}}.
     PII adapter only: ``bias`` is the operating point of the side-by-side table, ``pii_curve`` the
     biases of the recall knob's curve on the dev split. ``worst``: print that many translated segments with
-    the lowest sentence chrF (jsonl on stdout, before the metrics)."""
+    the lowest sentence chrF (jsonl on stdout, before the metrics). ``outputs_dir``: also keep every
+    output there, named as a training run names them (``outputs_after.jsonl``, ``outputs_after-NAME.jsonl``
+    per extra test or task), so the ``bench`` scripts read it like a run directory."""
     dev = _check_pii_flags(cfg, adapter, pii_curve, bias)
     _check_worst(cfg, worst)
+    outputs = _outputs_dir(outputs_dir)
     if cfg.data.tasks:
-        return _eval_tasks(cfg, adapter, out_path, show_examples, worst)
+        return _eval_tasks(cfg, adapter, out_path, show_examples, worst, outputs)
     test, extra = test_examples(cfg), extra_tests(cfg)
     loaded, model = load_for_inference(cfg, adapter)
     metrics, hyps = evaluate(loaded, model, cfg, test)
-    metrics.update(_score_extra(cfg, loaded, model, extra, adapter))
+    if outputs is not None:
+        outputs.write_outputs("after", [e.id for e in test], hyps)
+    metrics.update(_score_extra(cfg, loaded, model, extra, adapter, outputs))
     if cfg.data.task == "pii" and adapter is not None:
         table, curve = pii_side_by_side(cfg, loaded, model, adapter, bias, pii_curve, dev)
         metrics["pii_compare"] = table.model_dump()
@@ -46,8 +51,21 @@ def eval_run(cfg: RunConfig, adapter: str | Path | None = None, out_path: str | 
     return metrics
 
 
+def _outputs_dir(path: str | Path | None) -> RunDir | None:
+    """Where ``eval --outputs-dir`` keeps outputs, checked before the model loads: never over a run's own
+    outputs or an earlier eval's."""
+    if path is None:
+        return None
+    run = RunDir(path)
+    if run.path.exists() and (not run.path.is_dir() or any(run.path.glob("outputs_*.jsonl"))):
+        raise DataError(f"--outputs-dir {run.path}: " + ("holds outputs already (outputs_*.jsonl); give a new folder"
+                                                           if run.path.is_dir() else "is a file, not a folder"))
+    run.path.mkdir(parents=True, exist_ok=True)
+    return run
+
+
 def _eval_tasks(cfg: RunConfig, adapter: str | Path | None, out_path: str | Path | None,
-                show_examples: bool, worst: int = 0) -> dict:
+                show_examples: bool, worst: int = 0, outputs: RunDir | None = None) -> dict:
     """``eval_run`` for data.tasks: each task's test split under its own settings and metrics."""
     from loraforge.data.splits import task_tests
     from loraforge.eval.inference import evaluate_tasks
@@ -57,6 +75,9 @@ def _eval_tasks(cfg: RunConfig, adapter: str | Path | None, out_path: str | Path
         raise DataError("no entry of data.tasks has a test split: nothing to evaluate")
     loaded, model = load_for_inference(cfg, adapter)
     results = evaluate_tasks(loaded, model, cfg, tests)
+    if outputs is not None:
+        for name, (_, hyps) in results.items():
+            outputs.write_outputs(f"after-{name}", [e.id for e in tests[name][1]], hyps)
     if show_examples:
         for name, (_, hyps) in results.items():
             for e, h in list(zip(tests[name][1], hyps))[: cfg.eval.samples_in_report]:
@@ -66,13 +87,14 @@ def _eval_tasks(cfg: RunConfig, adapter: str | Path | None, out_path: str | Path
         if tests[name][0].task == "translate":
             _print_worst(tests[name][1], hyps, worst, task=name)
     metrics = {"tasks": {name: m for name, (m, _) in results.items()},
-               **_score_extra(cfg, loaded, model, extra, adapter)}
+               **_score_extra(cfg, loaded, model, extra, adapter, outputs)}
     if out_path:
         atomic_write(out_path, json.dumps(metrics, indent=2))
     return metrics
 
 
-def _score_extra(cfg: RunConfig, loaded, model, tests: dict, adapter: str | Path | None) -> dict:
+def _score_extra(cfg: RunConfig, loaded, model, tests: dict, adapter: str | Path | None,
+                 outputs: RunDir | None = None) -> dict:
     """eval.extra_tests beside the test split: {"extra_tests": {name: scores}} ({} without). For an
     adapter, each set says how many of its pages the config's training rows (after
     data.exclude_sources) hold: the config is taken to be the one the adapter was trained with."""
@@ -82,7 +104,7 @@ def _score_extra(cfg: RunConfig, loaded, model, tests: dict, adapter: str | Path
     if not tests:
         return {}
     train = [] if adapter is None else [e for _, d in cfg.data.task_configs() for e in read_split(d, "train")[0]]
-    return heldout.as_metrics(heldout.score_after(cfg, loaded, model, tests, train))
+    return heldout.as_metrics(heldout.score_after(cfg, loaded, model, tests, train, run=outputs))
 
 
 def rebuild_report(run_dir: str | Path | RunDir) -> Path:

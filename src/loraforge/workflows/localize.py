@@ -40,8 +40,8 @@ class SegmentTranslator:
     """``translator(segments) -> translations`` over loraforge's batched generator (progress bar
     included); the model loads on the first call. A segment that ends in a repetition loop is cut
     after the loop's first pass (not re-decoded at the whole budget), and one far shorter than its
-    source is kept in English (``keep_source_if_short``); ``stats`` counts segments, looped ones, short
-    ones and ones still cut by ``max_new_tokens``."""
+    source, or still cut by ``max_new_tokens``, is kept in English (``keep_source_if_unfit``); ``stats``
+    counts segments, looped ones, short ones and ones still cut."""
 
     def __init__(self, cfg: RunConfig, adapter: str | Path | None, batch_size: int, max_new_tokens: int):
         self.cfg, self.adapter, self.batch_size, self.max_new_tokens = cfg, adapter, batch_size, max_new_tokens
@@ -49,7 +49,7 @@ class SegmentTranslator:
         self.stats = {"segments": 0, "segments_looped": 0, "segments_short": 0, "segments_cut": 0}
 
     def __call__(self, segments: list[str]) -> list[str]:
-        from loraforge.eval.inference import generate_answers, keep_source_if_short, load_for_inference
+        from loraforge.eval.inference import generate_answers, keep_source_if_unfit, load_for_inference
 
         if not segments:
             return []
@@ -58,7 +58,7 @@ class SegmentTranslator:
         loaded, net = self.model
         out = generate_answers(loaded, net, self.cfg, segments, max_new_tokens=self.max_new_tokens,
                                batch_size=self.batch_size, progress=True, widen_cut=True, trim_loops=True)
-        keep_source_if_short(loaded.tokenizer, segments, out, self.cfg)
+        keep_source_if_unfit(loaded.tokenizer, segments, out, self.cfg)
         self.stats["segments"] += len(segments)
         self.stats["segments_looped"] += len(out.looped)
         self.stats["segments_short"] += len(out.short)

@@ -33,7 +33,8 @@ class Translation:
 def warn_cut(index: int, budget: int) -> None:
     """The default ``on_cut``: one line on stderr per cut output."""
     print(f"[loraforge] warning: segment {index + 1} was cut at its budget of {budget} new tokens before the model "
-          "finished it; raise the budget with --max-new-tokens (Python: max_new_tokens=)", file=sys.stderr, flush=True)
+          "finished it (a translation then comes back as its source: eval.unfinished_keeps_source); raise the budget with "
+          "--max-new-tokens (Python: max_new_tokens=)", file=sys.stderr, flush=True)
 
 
 def run_config(adapter: str | Path | None, model: str | None, config_path: str | Path | None,
@@ -64,7 +65,7 @@ def translate(texts: list[str], adapter: str | Path | None = None, model: str | 
     """Outputs for ``texts`` in order, and which were cut. An output cut by its task budget (about
     the source's length, for translation) is generated again with the whole ``max_new_tokens``, so
     only outputs longer than ``max_new_tokens`` come back cut."""
-    from loraforge.eval.inference import generate_restored, keep_source_if_short, load_for_inference
+    from loraforge.eval.inference import generate_restored, keep_source_if_unfit, load_for_inference
 
     cfg = run_config(adapter, model, config_path, task)
     if not texts:
@@ -72,7 +73,7 @@ def translate(texts: list[str], adapter: str | Path | None = None, model: str | 
     loaded, net = load_for_inference(cfg, adapter)
     out, _ = generate_restored(loaded, net, cfg, texts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                progress=len(texts) > batch_size, widen_cut=True)
-    keep_source_if_short(loaded.tokenizer, texts, out, cfg)
+    keep_source_if_unfit(loaded.tokenizer, texts, out, cfg)
     return Translation(out.texts, out.cut, max_new_tokens)
 
 
