@@ -397,6 +397,32 @@ def test_every_word_list_is_read_and_holds_no_repeats():
     ("生年月日 昭和62年4月1日生", [("昭和62年4月1日生", "DATE_OF_BIRTH")], [("昭和62年4月1日", "DATE_OF_BIRTH")]),
     # an honorific tagged on its own does not join the name after it
     ("Tak, pan Jan Nowak, tel", [("pan", "NAME"), ("Jan Nowak", "NAME")], [("Jan Nowak", "NAME")]),
+    # a birth date the tagger cut: its day, a Japanese year and era, the day's mark; not a Russian "year of birth"
+    ("Гарипов Тимур, 14.09.1992 г.р., паспорт", [("09.1992 г.р", "DATE_OF_BIRTH")], [("14.09.1992", "DATE_OF_BIRTH")]),
+    ("俺は平成元年11月30日生まれ", [("11月30", "DATE_OF_BIRTH")], [("平成元年11月30日", "DATE_OF_BIRTH")]),
+    ("생일: 1990년 3월 5일", [("3월 5", "DATE_OF_BIRTH")], [("1990년 3월 5일", "DATE_OF_BIRTH")]),
+    # a direct line's extension is the phone's
+    ("Telephone : 514-555-0173 poste 22\nTel. 089 1234567 ext. 41, fax", [("514-555-0173", "PHONE"), ("089 1234567", "PHONE")],
+     [("514-555-0173 poste 22", "PHONE"), ("089 1234567 ext. 41", "PHONE")]),
+    # a city before a Russian street; a city after the postcode an address ends with (not after a postcode alone)
+    ("прописка: г. Москва, ул. Большая Серпуховская, д. 31", [("ул. Большая Серпуховская, д. 31", "ADDRESS")],
+     [("г. Москва, ул. Большая Серпуховская, д. 31", "ADDRESS")]),
+    ("Folkbokföringsadress: Tegnérgatan 17 lgh 1102, 113 58 Stockholm\n", [("Tegnérgatan 17 lgh 1102, 113 58", "ADDRESS")],
+     [("Tegnérgatan 17 lgh 1102, 113 58 Stockholm", "ADDRESS")]),
+    ("GmbH · 01099 Dresden", [("01099", "ADDRESS")], []),
+    ("mình chuyển rồi: số 18 ngõ 42 Trần Duy Hưng, Hà Nội", [("18 ngõ 42 Trần Duy Hưng, Hà Nội", "ADDRESS")],
+     [("số 18 ngõ 42 Trần Duy Hưng, Hà Nội", "ADDRESS")]),
+    # a display name surname first; not people listed
+    ("An: Wagenknecht, Ingo <ingo.wagenknecht@web.de>", [("Ingo", "NAME")], [("Wagenknecht, Ingo", "NAME")]),
+    ("Watchers: Ahmad bin Yusof, D'Cruz, Anselm", [("Anselm", "NAME")], [("Anselm", "NAME")]),
+    # a UK National Insurance number's letter; an ID's label off its number; a note after a date; a Hindi honorific;
+    # a bracket opened at a value's end
+    ("Tax ID;Bank\nZZ 162330 T;GB58", [("ZZ 162330", "SSN")], [("ZZ 162330 T", "SSN")]),
+    ("Rodzic: ja, PESEL 88050314575", [("PESEL 88050314575", "SSN")], [("88050314575", "SSN")]),
+    ("생년월일: 1990년 7월 3일 (양력)", [("1990년 7월 3일 (양력)", "DATE_OF_BIRTH")], [("1990년 7월 3일", "DATE_OF_BIRTH")]),
+    ("नाम / Name: सुश्री अनुराधा मिश्रा", [("सुश्री अनुराधा मिश्रा", "NAME")], [("अनुराधा मिश्रा", "NAME")]),
+    ("Mailing address: PO Box 1187, Bozeman, MT 59771 (the damaged", [("PO Box 1187, Bozeman, MT 59771 (", "ADDRESS")],
+     [("PO Box 1187, Bozeman, MT 59771", "ADDRESS")]),
 ])
 def test_pieces_and_edges_of_names_and_addresses(text, pieces, expected):
     assert kept(text, *pieces) == expected
@@ -569,6 +595,23 @@ def test_an_organisations_contact_line_keeps_its_phone_unmasked(text, phone, kep
 
     spans = Masker(Model(), MaskOptions(merge="union")).find_spans([text])[0]
     assert any(text[s.start:s.end] == phone and s.type == "PHONE" for s in spans) is kept_
+
+
+def test_a_column_header_names_the_type_of_the_values_under_it():
+    """A Norwegian fødselsnummer has a phone's shape and a password a login's; a CSV's or an SQL INSERT's
+    header says which they are (``ssn_columns``, ``password_columns``, ``birth_columns``)."""
+    class Model:  # types them by shape, as the tagger does
+        def find_spans(self, texts):
+            return [spans_of(t, *[(v, "USERNAME") for v in ("Kumasi1989",) if v in t]) for t in texts]
+
+    csv = "country,last_name,national_id,birth_date\nNO,Eikrem,03077625568,1976-07-03\nNO,Hauge,27039149252,1991-03-27"
+    sql = "INSERT INTO `users` (`id`,`login`,`password`) VALUES\n(2,'vboateng','Kumasi1989');"
+    for text, value, ptype in ((csv, "03077625568", "SSN"), (csv, "27039149252", "SSN"), (sql, "Kumasi1989", "PASSWORD")):
+        found = {(text[s.start:s.end], s.type) for s in Masker(Model(), MaskOptions(merge="union")).find_spans([text])[0]}
+        assert (value, ptype) in found
+    call = "name,note\nEikrem,03077625568"  # no header names it: the shape decides
+    found = {(call[s.start:s.end], s.type) for s in Masker(Model(), MaskOptions(merge="union")).find_spans([call])[0]}
+    assert ("03077625568", "SSN") not in found
 
 
 def test_a_product_code_column_is_no_phone_nor_card():

@@ -93,6 +93,10 @@ def _found(text):
       ("m@y.es", "EMAIL")]),
     ("id;naam;stad;company_name\n7;Albert Heijn;Utrecht;Ahold\nis relevant, such as a pod name, is only\n"
      "components. Other data, such as metrics, is not", []),
+    # an SQL INSERT's column list is a header: a surname in capitals is a name, an account's display name is not
+    ("INSERT INTO patients (mrn, family_name, given_names, full_name) VALUES\n  ('M1', 'ABIODUN', 'Folasade Mary', "
+     "'Import Bot'),\n  ('M2', 'Ó Floinn', 'Donnchadh', 'XXX');",
+     [("ABIODUN", "NAME"), ("Folasade Mary", "NAME"), ("Ó Floinn", "NAME"), ("Donnchadh", "NAME")]),
 ])
 def test_patterns_find_only_valid_values(text, expected):
     assert _found(text) == expected

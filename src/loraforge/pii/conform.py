@@ -116,7 +116,7 @@ def _strip(value: str, ptype: str) -> tuple[int, int]:
             a, b, changed = a + 1, b - 1, True
         elif first in _QUOTES or first in punct or first.isspace() or (first in _PAIRS and _PAIRS[first] not in value[a:b]):
             a, changed = a + 1, True
-        elif (last in _QUOTES or last in punct or last.isspace()
+        elif (last in _QUOTES or last in punct or last.isspace() or (last in _PAIRS and b - a > 1)
               or (last in closing and closing[last] not in value[a:b - 1])
               or (last in _SENTENCE_END and ptype in _NO_TRAILING_DOT)):
             b, changed = b - 1, True
@@ -214,6 +214,20 @@ _HONORIFICS_AFTER = frozenset(_words("honorifics_after"))  # ``⟦Nermin⟧ Han�
 _TITLES = frozenset(_words("english_titles"))  # part of the name that follows: ``⟦Mr⟧. ⟦Holloway⟧`` is one name
 
 
+# a display name written surname first, before the given name the tagger found (``An: Wagenknecht, ⟦Ingo⟧ <...>``)
+_SURNAME_COMMA_BEFORE = re.compile(r"(?<![\w'’-])([^\W\d_][\w'’-]*), ?$")
+
+
+def _surname_first(text: str, a: int, b: int) -> int:
+    """Where a NAME starts once a ``Surname, `` just before it joins it, where ``_last_first`` says the whole
+    is one person (a field, a mailbox's display name, after a ``Last, First`` label), not people listed."""
+    line_start, _ = line_bounds(text, a, b)
+    m = _SURNAME_COMMA_BEFORE.search(text, max(line_start, a - 40), a)
+    if not m or not m.group(1)[0].isupper() or m.group(1).lower().rstrip(".:") in FIELD_LABELS:
+        return a
+    return m.start() if _last_first(text, m.start(), b) else a
+
+
 def _surname_after(text: str, a: int, b: int) -> int:
     """Where a one-word NAME ends once the capitalized word right after it joins it: a left-to-right
     tagger labels a given name before it reads the surname and often stops there."""
@@ -281,12 +295,50 @@ def _address_edges(text: str, a: int, b: int) -> tuple[int, int]:
         b = m.end()
     if text[b - 1].isdigit() and (m := _FLAT_AFTER.match(text, b)):
         b = m.end()  # ``ul. Słowackiego 24⟧/7``: the flat's number after the house's
+    if m := _CITY_BEFORE.search(text, max(line_start, a - 32), a):
+        a = m.start()
+    if _POSTCODE_END.search(text, a, b) and any(c.isalpha() for c in text[a:b]) and (m := _CITY_AFTER.match(text, b)):
+        b = m.end()
     return a, b
 
 
 _JAPANESE_ERAS = _words("japanese_eras")  # a year of a Japanese date is written after its era
+# the rest of a date the tagger cut: its day before a month.year (``14.⟦09.1992⟧``), a Japanese date's year (and era)
+# before its month (``平成元年⟦11月30⟧日``), the day's mark after it; a Russian ``г.р.`` (year of birth) is no part of it
+_DAY_NUMBER_BEFORE = re.compile(r"(?<![\w.:/-])\d{1,2}[./-]$")
+_MONTH_YEAR = re.compile(r"\d{1,2}[./-]\d{2,4}\b")
+_YEAR_BEFORE = re.compile("(?:" + "|".join(_JAPANESE_ERAS) + r")?(?:\d{1,4}|元)年\s?$|\d{4}년\s?$")
+_YEAR_OF_BIRTH_AFTER = re.compile(r"\s+г\.?\s?р\.?$")
+# a direct line's extension after the number (``514-555-0173 poste 22``, ``ext. 4411``, ``内線 123``)
+_EXTENSION_AFTER = re.compile(r"(?i)[ \t]*,?[ \t]*(?:ext\.?|extension|x|poste|durchwahl|ramal|interno|wew\.|内線|分機|내선)"
+                              r"[ \t]*:?[ \t]*\d{1,5}(?!\d)")
+# a city written before a Russian street (``г. Москва, ⟦ul. ...⟧``) and a city after a postcode the address ends
+# with (``lgh 1102, 113 58⟧ Stockholm``)
+_CITY_BEFORE = re.compile(r"(?:г\.|гор\.|город)\s?[А-ЯЁ][а-яё-]+(?:[ -][А-ЯЁ][а-яё-]+)?,\s*$")
+_POSTCODE_END = re.compile(r"(?<![\w-])(?:\d{3} \d{2}|\d{4,5})$")
+_CITY_AFTER = re.compile(r" [A-ZÀ-Ý][^\W\d_]+(?:[ -][A-ZÀ-Ý][^\W\d_]+){0,2}(?=[ \t]*(?:$|[,;)\n]))", re.M)
 _DIGIT_GROUP_BEFORE = re.compile(r"(?<![\w.,/:-])\d{4} $")  # a card or ID number's first group of four, one space before
 _DAY_BEFORE = re.compile(r"(?<![\w.:])\d{1,2}(?:st|nd|rd|th|\.)? $")  # ``4th ⟦April 1990⟧``: the day is the date's
+
+_NINO_HEAD = re.compile(r"[A-Z]{2} ?\d{2} ?\d{2} ?\d{2}")
+_NINO_LETTER_AFTER = re.compile(r" ?[A-Z](?!\w)")  # A-D by the rules; generators write any letter
+_TRAILING_ASIDE = re.compile(r"\s*\([^()]*\)$")  # ``1990년 7월 3일 (양력)``: a note after the date
+
+
+def _date_edges(text: str, a: int, b: int) -> tuple[int, int]:
+    """A birth date the tagger cut, made whole: ``_DAY_NUMBER_BEFORE``, ``_YEAR_BEFORE``, the day's mark after
+    it (日, 일), without a trailing ``г.р.``."""
+    if (m := _YEAR_OF_BIRTH_AFTER.search(text, a, b) or _TRAILING_ASIDE.search(text, a, b)) and m.start() > a:
+        b = m.start()
+    if _MONTH_YEAR.match(text, a) and (m := _DAY_NUMBER_BEFORE.search(text, max(0, a - 4), a)):
+        a = m.start()
+    elif text[a:a + 1].isdigit() and ("月" in text[a:b] or "월" in text[a:b]) \
+            and (m := _YEAR_BEFORE.search(text, max(0, a - 8), a)):
+        a = m.start()
+    if text[b - 1:b].isdigit() and text[b:b + 1] in ("日", "일") and ("月" in text[a:b] or "월" in text[a:b]):
+        b += 1
+    return a, b
+
 
 # a house number, an age or a postcode alone (``Oudegracht ⟦120⟧``, ``Whitlock, ⟦81⟧``, ``⟦1017 BZ⟧``), once the
 # pieces are joined: no postal address
@@ -347,6 +399,7 @@ _ID_LABEL = re.compile(r"(?i:\b(?:ssn|social security|national id|id (?:number|n
                        r"\b(?:CPF|DNI|NIE|NIF|NHS|AHV|BSN|TIN|NIR|NINO|SIN|PAN|RRN|TFN|NIP|AMKA|CCCD|CMND|CURP|RFC|INN|SNILS)\b|"
                        r"ΑΜΚΑ|ΑΦΜ|ИНН|СНИЛС|паспорт|رقم الهوية|"  # acronyms: upper case
                        r"身份证|身分證|マイナンバー|주민등록번호")  # (Polish "nie", "dni" are words)
+_ID_LABEL_HEAD = re.compile(r"(?:" + _ID_LABEL.pattern + r")[ \t]*[:#]?[ \t]*(?=\d)")
 _PHONE_LABEL = re.compile(r"(?i)\b(?:phone|tel|telephone|mobile|cell|fax|telefon|teléfono|téléphone|telefone|celular|"
                           r"handy|cellulare|telefoon)\b|电话|手机|電話|携帯|전화|휴대폰")
 _CARD_LABEL = re.compile(r"(?i)\b(?:card|karte|tarjeta|carte|cartão|carta|kaart)\b|卡号|信用卡|カード|카드")
@@ -668,7 +721,10 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
             continue  # before it grows into the name after it
         if s.type == "NAME":
             a, b = _name_cell(text, a, b)
+            a = _surname_first(text, a, b)
             b = _surname_after(text, a, b)
+        if s.type == "PHONE" and (m := _EXTENSION_AFTER.match(text, b)):
+            b = m.end()
         if s.type == "ADDRESS":
             a, b = _address_edges(text, *_quoted_field(text, a, b))
         if s.type == "DATE_OF_BIRTH" and text[max(0, a - 2):a] in _JAPANESE_ERAS:
@@ -677,6 +733,12 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
             b -= 1  # 2月29日⟦生⟧: "born" after the date is not part of it
         if s.type == "DATE_OF_BIRTH" and text[a:a + 1].isalpha() and (m := _DAY_BEFORE.search(text, max(0, a - 6), a)):
             a = m.start()
+        if s.type == "DATE_OF_BIRTH":
+            a, b = _date_edges(text, a, b)
+        if (m := _NINO_LETTER_AFTER.match(text, b)) and _NINO_HEAD.fullmatch(text, a, b):
+            b = m.end()  # ``⟦ZZ 162330⟧ T``: a UK National Insurance number ends in its letter
+        if s.type == "SSN" and (m := _ID_LABEL_HEAD.match(text, a, b)) and m.end() < b:
+            a = m.end()  # ``⟦PESEL 88050314575⟧``: the label is not the number
         if s.type == "IP_ADDRESS":
             if m := _IPV4_PORT.fullmatch(text, a, b):
                 b = m.end(1)

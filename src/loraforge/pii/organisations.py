@@ -1,4 +1,5 @@
-"""After merging: the phones of organisations' contact lines, which no single span's rule can tell.
+"""After merging: what a text's tables and lines say about the spans in them, which no single span's rule can
+tell: the type a column's header names, and the phones of organisations' contact lines.
 
 A phone's own text says nothing about whose line it is; its line and paragraph do (a company's legal form, a role
 mailbox, opening hours, a row of a table of stores) together with the people the model found there, so this pass
@@ -11,7 +12,7 @@ import re
 
 from loraforge.eval.pii_baseline import EMAIL
 from loraforge.pii.conform import LEGAL_FORM, line_bounds, role_mailbox
-from loraforge.pii.patterns import code_cells, organisation_phone_cells, organisation_rows, tables
+from loraforge.pii.patterns import code_cells, organisation_phone_cells, organisation_rows, tables, typed_cells
 from loraforge.pii.spans import Span
 
 _LEGAL_FORM_WORD = re.compile(r"(?<![\w.])" + LEGAL_FORM + r"(?![\w/])")
@@ -28,6 +29,16 @@ def _paragraph_bounds(text: str, at: int) -> tuple[int, int]:
     return lo, len(text) if hi < 0 else hi
 
 
+def typed_by_header(spans: list[Span], cells: list[tuple[int, int, str]]) -> list[Span]:
+    """``spans`` with the type their table column's header names (``patterns.typed_cells``), for a span
+    found in such a cell: the header says what a value's shape cannot."""
+    out = []
+    for s in spans:
+        ptype = next((t for a, b, t in cells if a <= s.start and s.end <= b), s.type)
+        out.append(s if ptype == s.type else Span(s.start, s.end, ptype, s.score, s.source))
+    return out
+
+
 def organisation_lines(text: str, spans: list[Span], people_found: bool = True) -> list[Span]:
     """``spans`` without the phones on an organisation's contact line (RULES.md: PHONE is a person's): a line that
     names an organisation (a role mailbox such as ``events@``, a company's legal form such as ``GmbH``, a row of a
@@ -40,7 +51,8 @@ def organisation_lines(text: str, spans: list[Span], people_found: bool = True) 
     phone column (``patterns.organisation_phone_cells``)."""
     if not spans:
         return []
-    found_tables = tables(text)  # parsed once for the three readings of their headers below
+    found_tables = tables(text)  # parsed once for the readings of their headers below
+    spans = typed_by_header(spans, typed_cells(found_tables))
     out, codes = [], code_cells(found_tables)
     has_phone = any(s.type == "PHONE" for s in spans)
     phones = organisation_phone_cells(found_tables) if has_phone else []

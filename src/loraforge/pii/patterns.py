@@ -264,7 +264,9 @@ _NOT_NAME_COLUMNS = frozenset(words("not_name_columns"))  # ``company_name``, ``
 _DELIMITERS = ",;\t|"
 _NAME_CELL = re.compile(r"[^\W\d_][^\d\n()\[\]]{0,60}")  # letters first, no digits nor brackets (``N/A``: below)
 _HEADER_CELL = re.compile(r"[ \t]*[^\W\d][\w.-]{0,30}(?: [\w.-]{1,30}){0,2}[ \t]*")  # a column's label: up to three words
-_NOT_A_NAME_CELL = re.compile(r"(?i)n/?a|null|none|nil|unknown|-+|\[.*\]|<.*>|\{.*\}")
+_NOT_A_NAME_CELL = re.compile(r"(?i)n/?a|null|none|nil|unknown|redacted|anonymi[sz]ed|tbd|-+|\[.*\]|<.*>|\{.*\}")
+_ACCOUNT_CELL = re.compile(r"(?i)\b(?:bot|system|administrator|admin|service|daemon|no-?reply)\b")  # ``Import Bot``
+_MASK_CELL = re.compile(r"[X*•#_](?:[X*•#_ -]*[X*•#_])?")  # XXX-XX-XXXX, ***: a mask, not a name in capitals
 
 
 def _cells(line: str, delimiter: str) -> list[tuple[int, int]] | None:
@@ -328,6 +330,40 @@ def tables(text: str) -> list[Table]:
         if rows:
             found.append(Table([header[a:b] for a, b in heads], rows))
         i = j if j > i + 1 else i + 1
+    return found + sql_tables(text)
+
+
+_SQL_INSERT = re.compile(r"(?i)\binsert\s+into\s+[\w.\"`\[\]]+\s*\(([^()]*)\)\s*values\s*")
+_SQL_ROW_START = re.compile(r"\s*\(")
+_SQL_VALUE = re.compile(r"\s*(?:'((?:[^']|'')*)'|([^,()'\s][^,()']*?))\s*(?=[,)])")
+_SQL_NEXT_ROW = re.compile(r"\s*,")
+
+
+def sql_tables(text: str) -> list[Table]:
+    """The rows of each ``INSERT INTO t (col, ...) VALUES (...), (...)`` in ``text`` as a table: the column
+    list is its header (a seed file's ``family_name`` column says what its quoted values are, as a CSV's
+    header does). Each row's cells are its values (a quoted one without its quotes)."""
+    found = []
+    for m in _SQL_INSERT.finditer(text):
+        labels = [c.strip().strip('"`[]') for c in m.group(1).split(",")]
+        rows, pos = [], m.end()
+        while start := _SQL_ROW_START.match(text, pos):
+            cells, p = [], start.end()
+            while value := _SQL_VALUE.match(text, p):
+                g = 1 if value.group(1) is not None else 2
+                cells.append((value.start(g) - start.end() + 1, value.end(g) - start.end() + 1))
+                p = value.end() + 1 if text.startswith(",", value.end()) else value.end()
+                if text.startswith(")", value.end()):
+                    break
+            if not text.startswith(")", p) or len(cells) != len(labels):
+                break
+            row_start = start.end() - 1
+            rows.append((row_start, text[row_start:p + 1], cells))
+            if not (sep := _SQL_NEXT_ROW.match(text, p + 1)):
+                break
+            pos = sep.end()
+        if rows:
+            found.append(Table(labels, rows))
     return found
 
 
@@ -343,7 +379,7 @@ def table_name_cells(text: str) -> list[tuple[int, int]]:
                 a, b = row[k]
                 value = line[a:b].strip()
                 if _NAME_CELL.fullmatch(value) and not _NOT_A_NAME_CELL.fullmatch(value) and len(value.split()) <= 4 \
-                        and not value.isupper():  # XXX-XX-XXXX: a mask
+                        and not _MASK_CELL.fullmatch(value) and not _ACCOUNT_CELL.search(value):  # XXX-XX-XXXX: a mask
                     a += len(line[a:b]) - len(line[a:b].lstrip())
                     found.append((row_start + a, row_start + a + len(value)))
     return found
@@ -362,6 +398,22 @@ def code_cells(found_tables: list[Table]) -> list[tuple[int, int]]:
     ``found_tables`` (``tables(text)``): an EAN-13 has a phone's length and passes the Luhn check one time in ten,
     but the header says what it is."""
     return _cells_under(found_tables, lambda key: key in _CODE_COLUMNS)
+
+
+_COLUMN_TYPES = {**{k: "SSN" for k in words("ssn_columns")}, **{k: "PASSWORD" for k in words("password_columns")},
+                 **{k: "DATE_OF_BIRTH" for k in words("birth_columns")}}
+
+
+def typed_cells(found_tables: list[Table]) -> list[tuple[int, int, str]]:
+    """(start, end, type) of each cell of ``found_tables`` under a column whose header names its type
+    (``national_id``: SSN, ``password``: PASSWORD, ``birth_date``: DATE_OF_BIRTH; ``ssn_columns`` and its
+    neighbours in words.toml)."""
+    found = []
+    for table in found_tables:
+        for k, label in enumerate(table.labels):
+            if ptype := _COLUMN_TYPES.get(_column_key(label)):
+                found += [(start + row[k][0], start + row[k][1], ptype) for start, _, row in table.rows]
+    return found
 
 
 def organisation_phone_cells(found_tables: list[Table]) -> list[tuple[int, int]]:
