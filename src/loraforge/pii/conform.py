@@ -444,13 +444,11 @@ def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
     label needs a number that passes the Luhn check, a birth label a date; after an order or ticket
     label the number is a reference (None: not personal data), after an organisation's (``Switchboard``) a phone
     is the organisation's (None too)."""
-    if ptype == "IBAN":  # only a reference's label speaks for an IBAN-shaped value (``BTW NL862233451B01``: a VAT number)
-        lo = max(line_bounds(text, a, a)[0], a - _LABEL_WINDOW)
-        return None if _REFERENCE_LABEL.search(text[lo:a]) and not rules_iban_ok(text[a:b]) else ptype
-    if ptype not in _LABELLED_TYPES:
+    if ptype != "IBAN" and ptype not in _LABELLED_TYPES:
         return ptype
-    lo = max(line_bounds(text, a, a)[0], a - _LABEL_WINDOW)
-    before = text[lo:a]
+    before = text[max(line_bounds(text, a, a)[0], a - _LABEL_WINDOW):a]
+    if ptype == "IBAN":  # only a reference's label speaks for an IBAN-shaped value (``BTW NL862233451B01``: a VAT number)
+        return None if _REFERENCE_LABEL.search(before) and not rules_iban_ok(text[a:b]) else ptype
     last = {label: max((m.end() for m in rx.finditer(before)), default=-1) for label, rx in _LABELS}
     label = max(last, key=last.get)
     if last[label] < 0:
