@@ -289,7 +289,8 @@ def commands() -> list[Command]:
                 show=show_eval, args=(
                     arg("--adapter", help="adapter directory (a run directory or its adapter/ folder)"),
                     arg("--metrics-out", dest="out_path", help="also write the metrics JSON to this file"),
-                    arg("--outputs-dir", help="also keep every output (jsonl, as a run names them) in this new folder"),
+                    arg("--outputs-dir", help="also keep every output (jsonl, as a run names them) in this new folder "
+                        "(PII: the texts hold personal data)"),
                     arg("--show-examples", action="store_true", help="print sample outputs (PII: raw data!)"),
                     arg("--worst", type=int, default=0, metavar="N",
                         help="print the N translated segments with the lowest sentence chrF, worst first"),
