@@ -58,7 +58,9 @@ def test_merged_equals_unmerged(run, tmp_path):
     with torch.no_grad():
         got = merged(**run["ids"]).logits
     mask = run["ids"]["attention_mask"].bool()
-    torch.testing.assert_close(got[mask], run["want"][mask], atol=2e-3, rtol=1e-3)
+    # (W + BA)x against Wx + B(Ax): fp32 rounding differs per layer and adds up over 18 layers to a few 1e-3 on
+    # logits near 30 (a clean clone saw 4.3e-3 on 92 of 10.7M logits); the adapter moves them by more than 0.5
+    torch.testing.assert_close(got[mask], run["want"][mask], atol=1e-2, rtol=1e-3)
 
 
 def test_gguf_q8_0_round_trip(run, tmp_path):
