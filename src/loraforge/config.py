@@ -409,12 +409,14 @@ class EvalConfig(_Section):
     replaced by the source and counted (``segments_short``): the model stopped early and dropped
     content, which a reviewer misses, where an English block is seen. 0.5 is under the 0.1st percentile
     of k8s:train's Chinese/English token ratios (16 of 12,114 pairs). 0 turns it off."""
-    unfinished_keeps_source: bool = True
-    """A translation the model did not end within its budget is replaced by the source and counted
-    (``segments_unfinished``): it looped or ran on past any real translation's length (evaluation's
-    budget, 1.25x the source's tokens + 16, fits every k8s:dev reference), and its end is missing or
-    garbage. ``translate`` and pages first decode such a row again with the whole ``max_new_tokens``
-    (and cut a loop after its first pass); only a row still unfinished then keeps its source."""
+    unfinished_keeps_source: bool = False
+    """true: a translation the model did not end within its budget is replaced by the source and
+    counted (``segments_unfinished``): it looped or ran on past any real translation's length
+    (evaluation's budget, 1.25x the source's tokens + 16, fits every k8s:dev reference), and its end is
+    missing or garbage. ``translate`` and pages first decode such a row again with the whole
+    ``max_new_tokens`` (and cut a loop after its first pass); only a row still unfinished then keeps its
+    source. On in the k8s presets (a localizer should get English, not a garbled paragraph); off by
+    default, where a base model that rarely ends a row would come back as its input."""
     num_beams: int = Field(1, ge=1)
     """Beam search with this many beams instead of greedy decoding, wherever a run's outputs are
     generated from its config (eval, ``translate``, page localization); 1 is greedy. Costs about

@@ -342,9 +342,9 @@ def test_a_translation_far_shorter_than_its_source_is_replaced_by_the_source(tin
 
 @pytest.mark.parametrize("keep", [True, False])
 def test_a_translation_its_budget_cut_is_replaced_by_the_source(tiny_tokenizer, keep):
-    """A model that never ends a row (a loop, a run-on) fills its budget: evaluation keeps the English
-    and counts the row (``segments_unfinished``) unless ``eval.unfinished_keeps_source=false``; a row
-    the model ended is kept, and other tasks are left alone."""
+    """A model that never ends a row (a loop, a run-on) fills its budget: with ``eval.unfinished_keeps_source``
+    evaluation keeps the English and counts the row (``segments_unfinished``); a row the model ended is kept,
+    other tasks are left alone, and by default the cut output stands."""
     from loraforge.config import load_config
     from loraforge.data.formats import Example
     from loraforge.eval.inference import Generated, evaluate, keep_source_if_unfit, source_budgets
@@ -362,8 +362,11 @@ def test_a_translation_its_budget_cut_is_replaced_by_the_source(tiny_tokenizer, 
     assert hyps == ([source] if keep else [cut])
 
     both = Generated(["Pod Pod", "Pod"], [4, 4], cut=[0])
-    cfg = load_config(None, ["data.task=translate"])
+    cfg = load_config(None, ["data.task=translate", "eval.unfinished_keeps_source=true"])
     assert keep_source_if_unfit(tiny_tokenizer, ["a b", "c d"], both, cfg).texts == ["a b", "Pod"]
     assert both.unfinished == [0]
     sft = Generated(["Pod Pod"], [4], cut=[0])
-    assert keep_source_if_unfit(tiny_tokenizer, ["a b"], sft, load_config(None, ["data.task=sft"])).texts == ["Pod Pod"]
+    cfg = load_config(None, ["data.task=sft", "eval.unfinished_keeps_source=true"])
+    assert keep_source_if_unfit(tiny_tokenizer, ["a b"], sft, cfg).texts == ["Pod Pod"]
+    off = Generated(["Pod Pod"], [4], cut=[0])  # the default: what the model wrote
+    assert keep_source_if_unfit(tiny_tokenizer, ["a b"], off, load_config(None, ["data.task=translate"])).texts == ["Pod Pod"]

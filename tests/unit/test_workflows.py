@@ -313,12 +313,12 @@ def test_translate_reports_outputs_cut_by_their_budget(tiny_tokenizer, monkeypat
     assert cut == [] and outputs == [tiny_tokenizer.decode([token] * 5).strip()] * 2
     result = translate(texts, batch_size=1, max_new_tokens=30)
     assert result.cut == [0, 1] and result.budget == 30
-    assert result.outputs == texts  # never finished, even with the whole budget: kept as their source
-    keep_cut = tmp_path / "keep-cut.yaml"
-    keep_cut.write_text("eval:\n  unfinished_keeps_source: false\n")
-    result = translate(texts, batch_size=1, max_new_tokens=30, config_path=keep_cut)
-    assert result.cut == [0, 1]
     assert result.outputs == [tiny_tokenizer.decode([token] * 30).strip()] * 2  # widened to the whole budget
+    keep_source = tmp_path / "keep-source.yaml"
+    keep_source.write_text("eval:\n  unfinished_keeps_source: true\n")
+    result = translate(texts, batch_size=1, max_new_tokens=30, config_path=keep_source)
+    assert result.cut == [0, 1]
+    assert result.outputs == texts  # never finished, even with the whole budget: kept as their source
     capsys.readouterr()
     translate_texts(texts, batch_size=1, max_new_tokens=8)  # the default on_cut: a warning on stderr
     err = capsys.readouterr().err

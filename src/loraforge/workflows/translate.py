@@ -33,7 +33,7 @@ class Translation:
 def warn_cut(index: int, budget: int) -> None:
     """The default ``on_cut``: one line on stderr per cut output."""
     print(f"[loraforge] warning: segment {index + 1} was cut at its budget of {budget} new tokens before the model "
-          "finished it (a translation then comes back as its source: eval.unfinished_keeps_source); raise the budget with "
+          "finished it (with eval.unfinished_keeps_source a translation comes back as its source); raise the budget with "
           "--max-new-tokens (Python: max_new_tokens=)", file=sys.stderr, flush=True)
 
 
