@@ -323,3 +323,24 @@ def test_translate_reports_outputs_cut_by_their_budget(tiny_tokenizer, monkeypat
     translate_texts(texts, batch_size=1, max_new_tokens=8)  # the default on_cut: a warning on stderr
     err = capsys.readouterr().err
     assert "segment 1 was cut" in err and "segment 2 was cut" in err and "--max-new-tokens" in err
+
+
+def test_eval_says_when_its_config_is_not_the_one_the_adapter_trained_with(tmp_path, capsys):
+    """``eval CONFIG --adapter RUN`` scores under CONFIG; where its prompt-shaping keys differ from the run's own
+    config, a warning names them and the command that scores the adapter as trained."""
+    from loraforge.workflows.evaluate import warn_if_not_trained_with
+
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_config.json").write_text("{}")
+    (run / "config.yaml").write_text("data:\n  task: translate\n  system_prompt: Translate.\n")
+    assert warn_if_not_trained_with(load_config(run / "config.yaml", ["eval.max_new_tokens=64"]), run) == []
+    assert capsys.readouterr().err == ""  # budgets, test sets, decoding: the user's to change
+    other = load_config(run / "config.yaml", ["data.system_prompt=Translate to Japanese."])
+    assert warn_if_not_trained_with(other, run) == ["data.system_prompt"]
+    err = capsys.readouterr().err
+    assert "data.system_prompt ('Translate.', here 'Translate to Japanese.')" in err
+    assert f"loraforge eval {run / 'config.yaml'} --adapter {run}" in err
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "adapter_config.json").write_text("{}")
+    assert warn_if_not_trained_with(other, tmp_path / "bare") == []  # a bare adapter folder has no run config

@@ -29,6 +29,8 @@ def eval_run(cfg: RunConfig, adapter: str | Path | None = None, out_path: str | 
     dev = _check_pii_flags(cfg, adapter, pii_curve, bias)
     _check_worst(cfg, worst)
     outputs = _outputs_dir(outputs_dir)
+    if adapter is not None:
+        warn_if_not_trained_with(cfg, adapter)
     if cfg.data.tasks:
         return _eval_tasks(cfg, adapter, out_path, show_examples, worst, outputs)
     test, extra = test_examples(cfg), extra_tests(cfg)
@@ -49,6 +51,39 @@ def eval_run(cfg: RunConfig, adapter: str | Path | None = None, out_path: str | 
     if out_path:
         atomic_write(out_path, json.dumps(metrics, indent=2))
     return metrics
+
+
+# the keys that decide what the model sees and how it is read: an adapter scored under others is scored on prompts
+# (or a task) it never trained on
+PROMPT_KEYS = ("model.name", "model.head", "data.task", "data.template", "data.system_prompt", "data.src_lang",
+               "data.tgt_lang", "data.protect_markup", "data.memory", "data.tasks")
+
+
+def warn_if_not_trained_with(cfg: RunConfig, adapter: str | Path) -> list[str]:
+    """``eval`` scores an adapter under the config it is given (to test it on other data, budgets or decoding);
+    where that config's ``PROMPT_KEYS`` differ from the adapter's own run's, say which on stderr (and return
+    them), so a wrong config does not pass for the adapter's quality."""
+    import sys
+
+    from loraforge.config import load_config
+
+    ref = resolve_adapter(adapter)
+    if ref.run is None or not ref.run.config_path.is_file():
+        return []
+    trained = load_config(ref.run.config_path)
+
+    def value(c: RunConfig, key: str):
+        section, name = key.split(".")
+        v = getattr(getattr(c, section), name)
+        return v.model_dump() if hasattr(v, "model_dump") else v
+
+    differ = [k for k in PROMPT_KEYS if value(cfg, k) != value(trained, k)]
+    if differ:
+        print(f"[loraforge] warning: {ref.run.path} was trained with other " + ", ".join(
+            f"{k} ({value(trained, k)!r}, here {value(cfg, k)!r})" for k in differ)
+              + f"; to score it as trained, pass its own config: loraforge eval {ref.run.config_path} --adapter "
+              f"{adapter}", file=sys.stderr, flush=True)
+    return differ
 
 
 def _outputs_dir(path: str | Path | None) -> RunDir | None:
