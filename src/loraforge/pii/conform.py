@@ -330,12 +330,12 @@ def _date_edges(text: str, a: int, b: int) -> tuple[int, int]:
     it (日, 일), without a trailing ``г.р.``."""
     if (m := _YEAR_OF_BIRTH_AFTER.search(text, a, b) or _TRAILING_ASIDE.search(text, a, b)) and m.start() > a:
         b = m.start()
+    month_mark = "月" in text[a:b] or "월" in text[a:b]  # a CJK date
     if _MONTH_YEAR.match(text, a) and (m := _DAY_NUMBER_BEFORE.search(text, max(0, a - 4), a)):
         a = m.start()
-    elif text[a:a + 1].isdigit() and ("月" in text[a:b] or "월" in text[a:b]) \
-            and (m := _YEAR_BEFORE.search(text, max(0, a - 8), a)):
+    elif month_mark and text[a:a + 1].isdigit() and (m := _YEAR_BEFORE.search(text, max(0, a - 8), a)):
         a = m.start()
-    if text[b - 1:b].isdigit() and text[b:b + 1] in ("日", "일") and ("月" in text[a:b] or "월" in text[a:b]):
+    if month_mark and text[b - 1:b].isdigit() and text[b:b + 1] in ("日", "일"):
         b += 1
     return a, b
 
@@ -734,7 +734,7 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
         if s.type == "DATE_OF_BIRTH":
             a, b = _date_edges(text, a, b)
         if (m := _NINO_LETTER_AFTER.match(text, b)) and _NINO_HEAD.fullmatch(text, a, b):
-            b = m.end()  # ``⟦ZZ 162330⟧ T``: a UK National Insurance number ends in its letter
+            b = m.end()  # ``⟦ZZ 162330⟧ T``: a UK National Insurance number ends in its letter (whatever it was typed)
         if s.type == "SSN" and (m := _ID_LABEL_HEAD.match(text, a, b)) and m.end() < b:
             a = m.end()  # ``⟦PESEL 88050314575⟧``: the label is not the number
         if s.type == "IP_ADDRESS":

@@ -9,10 +9,11 @@ runs on the merged spans of model and patterns (``Masker.combine``), after ``con
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from loraforge.eval.pii_baseline import EMAIL
 from loraforge.pii.conform import LEGAL_FORM, line_bounds, role_mailbox
-from loraforge.pii.patterns import code_cells, organisation_phone_cells, organisation_rows, tables, typed_cells
+from loraforge.pii.patterns import Table, code_cells, organisation_phone_cells, organisation_rows, typed_cells
 from loraforge.pii.spans import Span
 
 _LEGAL_FORM_WORD = re.compile(r"(?<![\w.])" + LEGAL_FORM + r"(?![\w/])")
@@ -29,17 +30,15 @@ def _paragraph_bounds(text: str, at: int) -> tuple[int, int]:
     return lo, len(text) if hi < 0 else hi
 
 
-def typed_by_header(spans: list[Span], cells: list[tuple[int, int, str]]) -> list[Span]:
+def typed_by_header(spans: list[Span], found_tables: tuple[Table, ...]) -> list[Span]:
     """``spans`` with the type their table column's header names (``patterns.typed_cells``), for a span
     found in such a cell: the header says what a value's shape cannot."""
-    out = []
-    for s in spans:
-        ptype = next((t for a, b, t in cells if a <= s.start and s.end <= b), s.type)
-        out.append(s if ptype == s.type else Span(s.start, s.end, ptype, s.score, s.source))
-    return out
+    cells = typed_cells(found_tables)
+    return [replace(s, type=next((t for a, b, t in cells if a <= s.start and s.end <= b), s.type)) for s in spans]
 
 
-def organisation_lines(text: str, spans: list[Span], people_found: bool = True) -> list[Span]:
+def organisation_lines(text: str, spans: list[Span], found_tables: tuple[Table, ...],
+                       people_found: bool = True) -> list[Span]:
     """``spans`` without the phones on an organisation's contact line (RULES.md: PHONE is a person's): a line that
     names an organisation (a role mailbox such as ``events@``, a company's legal form such as ``GmbH``, a row of a
     table of stores or branches: ``patterns.organisation_rows``, opening hours) in a paragraph (a table's row:
@@ -48,11 +47,9 @@ def organisation_lines(text: str, spans: list[Span], people_found: bool = True) 
     +48 601 ...`` keeps its phone, as does a signature's ``ACME GmbH | +49 170 ...`` under its person's name).
     Without a model (``people_found=False``: patterns alone find no names) only what a table's header says
     applies: any span in a product-code column (``patterns.code_cells``), any phone under an organisation's
-    phone column (``patterns.organisation_phone_cells``)."""
+    phone column (``patterns.organisation_phone_cells``). ``found_tables``: ``patterns.tables(text)``."""
     if not spans:
         return []
-    found_tables = tables(text)  # parsed once for the readings of their headers below
-    spans = typed_by_header(spans, typed_cells(found_tables))
     out, codes = [], code_cells(found_tables)
     has_phone = any(s.type == "PHONE" for s in spans)
     phones = organisation_phone_cells(found_tables) if has_phone else []

@@ -11,6 +11,7 @@ surname after an honorific, ``Herr Brandt``, the one name).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from importlib import import_module
@@ -308,9 +309,12 @@ class Table:
     rows: list[tuple[int, str, list[tuple[int, int]]]]
 
 
-def tables(text: str) -> list[Table]:
+@functools.lru_cache(maxsize=1)
+def tables(text: str) -> tuple[Table, ...]:
     """The delimited tables in ``text``: two or more lines in a row with the same number of fields, the first its
-    header: three or more labels. Our own parser because ``csv`` gives no character offsets."""
+    header: three or more labels, and the rows of SQL ``INSERT`` statements (``sql_tables``). Our own parser
+    because ``csv`` gives no character offsets. Cached for the last text: the patterns' pass
+    (``table_name_cells``) and the after-merge pass (``Masker.combine``) read the same tables."""
     found: list[Table] = []
     lines, offset = [], 0
     for line in text.split("\n"):
@@ -330,7 +334,7 @@ def tables(text: str) -> list[Table]:
         if rows:
             found.append(Table([header[a:b] for a, b in heads], rows))
         i = j if j > i + 1 else i + 1
-    return found + sql_tables(text)
+    return tuple(found + sql_tables(text))
 
 
 _SQL_INSERT = re.compile(r"(?i)\binsert\s+into\s+[\w.\"`\[\]]+\s*\(([^()]*)\)\s*values\s*")
@@ -385,7 +389,7 @@ def table_name_cells(text: str) -> list[tuple[int, int]]:
     return found
 
 
-def _cells_under(found_tables: list[Table], wanted: Callable[[str], bool]) -> list[tuple[int, int]]:
+def _cells_under(found_tables: tuple[Table, ...], wanted: Callable[[str], bool]) -> list[tuple[int, int]]:
     found = []
     for table in found_tables:
         columns = [k for k, label in enumerate(table.labels) if wanted(_column_key(label))]
@@ -393,7 +397,7 @@ def _cells_under(found_tables: list[Table], wanted: Callable[[str], bool]) -> li
     return found
 
 
-def code_cells(found_tables: list[Table]) -> list[tuple[int, int]]:
+def code_cells(found_tables: tuple[Table, ...]) -> list[tuple[int, int]]:
     """(start, end) of each cell under a product-code column (``ean``, ``gtin``, ``sku``; ``code_columns``) of
     ``found_tables`` (``tables(text)``): an EAN-13 has a phone's length and passes the Luhn check one time in ten,
     but the header says what it is."""
@@ -404,7 +408,7 @@ _COLUMN_TYPES = {**{k: "SSN" for k in words("ssn_columns")}, **{k: "PASSWORD" fo
                  **{k: "DATE_OF_BIRTH" for k in words("birth_columns")}}
 
 
-def typed_cells(found_tables: list[Table]) -> list[tuple[int, int, str]]:
+def typed_cells(found_tables: tuple[Table, ...]) -> list[tuple[int, int, str]]:
     """(start, end, type) of each cell of ``found_tables`` under a column whose header names its type
     (``national_id``: SSN, ``password``: PASSWORD, ``birth_date``: DATE_OF_BIRTH; ``ssn_columns`` and its
     neighbours in words.toml)."""
@@ -416,7 +420,7 @@ def typed_cells(found_tables: list[Table]) -> list[tuple[int, int, str]]:
     return found
 
 
-def organisation_phone_cells(found_tables: list[Table]) -> list[tuple[int, int]]:
+def organisation_phone_cells(found_tables: tuple[Table, ...]) -> list[tuple[int, int]]:
     """(start, end) of each cell of ``found_tables`` under an organisation's phone column: ``store_phone``,
     ``office_tel``, or a switchboard's label (``växel``, ``Zentrale``; ``organisation_phone_labels``)."""
     def wanted(key: str) -> bool:
@@ -426,7 +430,7 @@ def organisation_phone_cells(found_tables: list[Table]) -> list[tuple[int, int]]
     return _cells_under(found_tables, wanted)
 
 
-def organisation_rows(found_tables: list[Table]) -> list[tuple[int, int]]:
+def organisation_rows(found_tables: tuple[Table, ...]) -> list[tuple[int, int]]:
     """(start, end) of each row of a table of organisations: its first column is one of ``organisation_columns``
     (``store_id``, ``branch``, ``Filiale``) and no column holds a person's name. A phone in such a row is the
     store's or the branch's, not a person's (RULES.md: PHONE)."""

@@ -70,17 +70,16 @@ def warn_if_not_trained_with(cfg: RunConfig, adapter: str | Path) -> list[str]:
     ref = resolve_adapter(adapter)
     if ref.run is None or not ref.run.config_path.is_file():
         return []
-    trained = load_config(ref.run.config_path)
+    given, trained = cfg, load_config(ref.run.config_path)
 
-    def value(c: RunConfig, key: str):
+    def value(c: RunConfig, key: str):  # pydantic models compare by value
         section, name = key.split(".")
-        v = getattr(getattr(c, section), name)
-        return v.model_dump() if hasattr(v, "model_dump") else v
+        return getattr(getattr(c, section), name)
 
-    differ = [k for k in PROMPT_KEYS if value(cfg, k) != value(trained, k)]
+    differ = [k for k in PROMPT_KEYS if value(given, k) != value(trained, k)]
     if differ:
         print(f"[loraforge] warning: {ref.run.path} was trained with other " + ", ".join(
-            f"{k} ({value(trained, k)!r}, here {value(cfg, k)!r})" for k in differ)
+            f"{k} ({value(trained, k)!r}, here {value(given, k)!r})" for k in differ)
               + f"; to score it as trained, pass its own config: loraforge eval {ref.run.config_path} --adapter "
               f"{adapter}", file=sys.stderr, flush=True)
     return differ

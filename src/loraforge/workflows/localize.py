@@ -40,8 +40,8 @@ class SegmentTranslator:
     """``translator(segments) -> translations`` over loraforge's batched generator (progress bar
     included); the model loads on the first call. A segment that ends in a repetition loop is cut
     after the loop's first pass (not re-decoded at the whole budget), and one far shorter than its
-    source, or still cut by ``max_new_tokens``, is kept in English (``keep_source_if_unfit``); ``stats``
-    counts segments, looped ones, short ones and ones still cut."""
+    source (with ``eval.unfinished_keeps_source``, also one still cut by ``max_new_tokens``) is kept in
+    English (``keep_source_if_unfit``); ``stats`` counts segments, looped ones, short ones and ones still cut."""
 
     def __init__(self, cfg: RunConfig, adapter: str | Path | None, batch_size: int, max_new_tokens: int):
         self.cfg, self.adapter, self.batch_size, self.max_new_tokens = cfg, adapter, batch_size, max_new_tokens
