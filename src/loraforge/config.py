@@ -413,10 +413,11 @@ class EvalConfig(_Section):
     """true: a translation the model did not end within its budget is replaced by the source and
     counted (``segments_unfinished``): it looped or ran on past any real translation's length
     (evaluation's budget, 1.25x the source's tokens + 16, fits every k8s:dev reference), and its end is
-    missing or garbage. ``translate`` and pages first decode such a row again with the whole
-    ``max_new_tokens`` (and cut a loop after its first pass); only a row still unfinished then keeps its
-    source. On in the k8s presets (a localizer should get English, not a garbled paragraph); off by
-    default, where a base model that rarely ends a row would come back as its input."""
+    missing or garbage. ``translate``, pages and (with this on) evaluation first decode such a row again
+    with the whole ``max_new_tokens`` and cut a loop after its first pass (``segments_looped``); only a
+    row still unfinished then keeps its source, so evaluation scores what the products ship. On in the
+    k8s presets (a localizer should get English, not a garbled paragraph); off by default, where a base
+    model that rarely ends a row would come back as its input."""
     num_beams: int = Field(1, ge=1)
     """Beam search with this many beams instead of greedy decoding, wherever a run's outputs are
     generated from its config (eval, ``translate``, page localization); 1 is greedy. Costs about

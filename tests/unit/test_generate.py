@@ -351,15 +351,28 @@ def test_a_translation_its_budget_cut_is_replaced_by_the_source(tiny_tokenizer, 
     from scripted_model import scripted_model
 
     source = "Pods run containers."
-    budget = source_budgets(tiny_tokenizer, [source], 256)[0]
+    budget = source_budgets(tiny_tokenizer, [source], 64)[0]
     token = tiny_tokenizer.convert_tokens_to_ids("Pod")
-    loaded = scripted_model(tiny_tokenizer, token, budget + 5)  # runs past its budget
-    cfg = _sft_cfg("translate", 256).model_copy(deep=True)
+    cfg = _sft_cfg("translate", 64).model_copy(deep=True)
     cfg.eval.unfinished_keeps_source = keep
-    metrics, hyps = evaluate(loaded, loaded.model, cfg, [Example(source, "x")], progress=False)
+    plain = [i for i in range(len(tiny_tokenizer)) if i not in tiny_tokenizer.all_special_ids][20:85]
+    endless = scripted_model(tiny_tokenizer, [token] + plain, None)  # never ends, never repeats
+    metrics, hyps = evaluate(endless, endless.model, cfg, [Example(source, "x")], progress=False)
     assert metrics["segments_unfinished"] == int(keep) and metrics["segments_short"] == 0
-    cut = tiny_tokenizer.decode([token] * budget).strip()
+    cut = tiny_tokenizer.decode([token] + plain[:budget - 1]).strip()
     assert hyps == ([source] if keep else [cut])
+    # with the check, evaluation decodes as the products do: a row that ends past its budget but under the
+    # cap is decoded again and kept whole (by default it stays cut there), a looping row is cut after one pass
+    late = scripted_model(tiny_tokenizer, plain, budget + 5)
+    metrics, hyps = evaluate(late, late.model, cfg, [Example(source, "x")], progress=False)
+    assert hyps == [tiny_tokenizer.decode(plain[:budget + 5 if keep else budget]).strip()]
+    assert metrics["segments_unfinished"] == 0 and metrics.get("segments_looped", 0) == 0
+    phrase = list(dict.fromkeys(tiny_tokenizer("Pods run on nodes", add_special_tokens=False)["input_ids"]))[:3]
+    looping = scripted_model(tiny_tokenizer, phrase, None)
+    metrics, hyps = evaluate(looping, looping.model, cfg, [Example(source, "x")], progress=False)
+    assert metrics.get("segments_looped", 0) == int(keep) and metrics["segments_unfinished"] == 0
+    one_pass = tiny_tokenizer.decode(phrase).strip()
+    assert (hyps == [one_pass]) if keep else (hyps[0].startswith(one_pass) and len(hyps[0]) > 2 * len(one_pass))
 
     both = Generated(["Pod Pod", "Pod"], [4, 4], cut=[0])
     cfg = load_config(None, ["data.task=translate", "eval.unfinished_keeps_source=true"])

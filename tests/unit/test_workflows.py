@@ -302,18 +302,18 @@ def test_translate_reports_outputs_cut_by_their_budget(tiny_tokenizer, monkeypat
 
     from loraforge.workflows import translate, translate_texts
 
+    plain = [i for i in range(len(tiny_tokenizer)) if i not in tiny_tokenizer.all_special_ids][20:60]  # no loop
     token = tiny_tokenizer.convert_tokens_to_ids("Pod")
-    scripts = iter([5, None, None, None])  # one script per model load: ends after 5 tokens, then never ends
+    scripts = iter([(plain, 5), (plain, None), (plain, None), (plain, None), (token, None)])  # one per model load
     monkeypatch.setattr("loraforge.eval.inference.load_for_inference",
-                        lambda cfg, adapter: (loaded := scripted_model(tiny_tokenizer, token, next(scripts)),
-                                              loaded.model))
+                        lambda cfg, adapter: (loaded := scripted_model(tiny_tokenizer, *next(scripts)), loaded.model))
     texts = ["A Pod.", "A Service."]
     cut = []
     outputs = translate_texts(texts, batch_size=1, max_new_tokens=30, on_cut=lambda i, budget: cut.append((i, budget)))
-    assert cut == [] and outputs == [tiny_tokenizer.decode([token] * 5).strip()] * 2
+    assert cut == [] and outputs == [tiny_tokenizer.decode(plain[:5]).strip()] * 2
     result = translate(texts, batch_size=1, max_new_tokens=30)
     assert result.cut == [0, 1] and result.budget == 30
-    assert result.outputs == [tiny_tokenizer.decode([token] * 30).strip()] * 2  # widened to the whole budget
+    assert result.outputs == [tiny_tokenizer.decode(plain[:30]).strip()] * 2  # widened to the whole budget
     keep_source = tmp_path / "keep-source.yaml"
     keep_source.write_text("eval:\n  unfinished_keeps_source: true\n")
     result = translate(texts, batch_size=1, max_new_tokens=30, config_path=keep_source)
@@ -323,6 +323,8 @@ def test_translate_reports_outputs_cut_by_their_budget(tiny_tokenizer, monkeypat
     translate_texts(texts, batch_size=1, max_new_tokens=8)  # the default on_cut: a warning on stderr
     err = capsys.readouterr().err
     assert "segment 1 was cut" in err and "segment 2 was cut" in err and "--max-new-tokens" in err
+    result = translate(texts, batch_size=1, max_new_tokens=30)  # a loop is cut after its first pass, not widened
+    assert result.cut == [] and result.outputs == ["Pod"] * 2
 
 
 def test_eval_says_when_its_config_is_not_the_one_the_adapter_trained_with(tmp_path, capsys):

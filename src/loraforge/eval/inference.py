@@ -203,7 +203,10 @@ def generate_restored(loaded, model, cfg: RunConfig, sources: list[str], systems
 
 def evaluate(loaded, model, cfg: RunConfig, examples: list[Example], progress: bool = True) -> tuple[dict, list[str]]:
     """Generate on ``examples`` and score against their targets: (metrics, outputs). With markup
-    protection, the metrics also count placeholders repaired and segments that fell back."""
+    protection, the metrics also count placeholders repaired and segments that fell back. A translation
+    run with ``eval.unfinished_keeps_source`` is decoded as ``translate`` and page translation ship it
+    (rows cut by their budget again up to the cap, loops cut after one pass, ``segments_looped``) before
+    the rows still unfinished keep their source, so the score is the product's."""
     from loraforge.eval.metrics import task_metrics
 
     sources = [e.source for e in examples]
@@ -214,11 +217,15 @@ def evaluate(loaded, model, cfg: RunConfig, examples: list[Example], progress: b
         hyps = [replace_spans(s, [(a, b, f"[{t}]") for a, b, t, *_ in spans])
                 for s, spans in zip(sources, tag_texts(model, loaded.tokenizer, sources))]
         return task_metrics(cfg.data.task, sources, hyps, [e.target for e in examples], cfg.data.tgt_lang), hyps
-    out, repair = generate_restored(loaded, model, cfg, sources, [e.system for e in examples], progress=progress)
+    as_shipped = cfg.data.task == "translate" and cfg.eval.unfinished_keeps_source
+    out, repair = generate_restored(loaded, model, cfg, sources, [e.system for e in examples], progress=progress,
+                                    widen_cut=as_shipped, trim_loops=as_shipped)
     keep_source_if_unfit(loaded.tokenizer, sources, out, cfg)
     metrics = task_metrics(cfg.data.task, sources, out.texts, [e.target for e in examples], cfg.data.tgt_lang)
     if cfg.data.task == "translate":
         metrics.update(segments_short=len(out.short), segments_unfinished=len(out.unfinished))
+        if as_shipped:
+            metrics.update(segments_looped=len(out.looped))
     if repair is not None:
         metrics.update(placeholders=repair["placeholders"], placeholders_repaired=repair["placeholders_repaired"],
                        segments_repaired=repair["segments_repaired"], segments_fallback=repair["segments_fallback"])

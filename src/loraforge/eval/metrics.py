@@ -87,5 +87,5 @@ def task_metrics(task: str, sources: list[str], hyps: list[str], refs: list[str]
 
 HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "ter": False, "markup": True, "term_accuracy": True, "exact_match": True,
                     "placeholders_repaired": False, "segments_repaired": False, "segments_fallback": False,
-                    "segments_short": False, "segments_unfinished": False,
+                    "segments_short": False, "segments_unfinished": False, "segments_looped": False,
                     "leak_rate": False, "over_masking": False}
