@@ -14,27 +14,10 @@ import re
 
 from loraforge.pii.conform import LEGAL_FORM
 from loraforge.pii.spans import Span
-from loraforge.pii.wordlists import words
 
 _MIN_PART = 4  # a name's word said alone: shorter ones (``Li``, ``Ana``) are too often other words or parts of them
 # a company's name goes on past the mention: ``& Partner``, ``Sanitär & Heizung``, a legal form within a few words
 _COMPANY_AFTER = re.compile(r"(?:[ \t]+[^\W\d_][\w.'’-]*){0,3}(?:[ \t]*[&+]|[ \t]+" + LEGAL_FORM + r"(?![\w]))")
-
-
-# a capitalized word right before or after a mention makes it part of another name: a place's (``South ⟦Thomas⟧``,
-# ``⟦Samantha⟧ Tarn``, Faker's and the world's streets and towns are named after people) or another person's
-_CAPITALIZED_BEFORE = re.compile(r"(?<![\w'’-])[A-ZÀ-Ý][a-zà-ÿ]+ $")
-_CAPITALIZED_AFTER = re.compile(r" [A-ZÀ-Ý][a-zà-ÿ]+(?![\w'’-])")
-
-
-# ...except the words that stand before a name (``Frau``, ``Dear``, ``Hola``, ``Thanks``)
-_BEFORE_A_NAME = frozenset(w.lower() for key in ("honorifics_before", "english_titles", "greetings_before", "sign_offs")
-                           for w in words(key)) | {"dear"}
-
-
-def _inside_another_name(text: str, a: int, b: int) -> bool:
-    before = _CAPITALIZED_BEFORE.search(text, max(0, a - 30), a)
-    return bool(before and before.group().strip().lower() not in _BEFORE_A_NAME) or bool(_CAPITALIZED_AFTER.match(text, b))
 
 
 def _mentions(name: str) -> set[str]:
@@ -54,8 +37,7 @@ def names_everywhere(text: str, spans: list[Span]) -> list[Span]:
     for value in sorted(mentions, key=len, reverse=True):
         for m in re.finditer(r"(?<![\w-])" + re.escape(value) + r"(?![\w-])", text):
             a, b = m.span()
-            if any(x < b and a < y for x, y in taken) or _COMPANY_AFTER.match(text, b) \
-                    or (" " not in value and _inside_another_name(text, a, b)):
+            if any(x < b and a < y for x, y in taken) or _COMPANY_AFTER.match(text, b):
                 continue
             added.append(Span(a, b, "NAME", 1.0, "recurring"))  # source: found again, by this pass
             taken.append((a, b))
