@@ -15,8 +15,8 @@ import ipaddress
 import re
 
 from loraforge.data.pii_tags import spaceless
-from loraforge.eval.pii_baseline import EMAIL, TOKEN, iban_ok
-from loraforge.pii.patterns import DOTTED_NUMBER, PERSONAL_NUMBER_KEY, card_number_ok, national_id_ok, service_number
+from loraforge.eval.pii_baseline import EMAIL, TOKEN
+from loraforge.pii.patterns import DOTTED_NUMBER, PERSONAL_NUMBER_KEY, card_number_ok, iban_ok, national_id_ok, service_number
 from loraforge.pii.spans import Span
 from loraforge.pii.wordlists import alternation as _alternation
 from loraforge.pii.wordlists import words as _words
@@ -481,7 +481,7 @@ def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
         return ptype
     before = text[max(line_bounds(text, a, a)[0], a - _LABEL_WINDOW):a]
     if ptype == "IBAN":  # only a reference's label speaks for an IBAN-shaped value (``BTW NL862233451B01``: a VAT number)
-        if _CREDITOR_REFERENCE.fullmatch(text[a:b]):  # found by the tagger or the IBAN pattern (it passes mod-97)
+        if _CREDITOR_REFERENCE.fullmatch(text[a:b]):
             return None  # ISO 11649's ``RF87 2024 1187 0031``: a payment's reference, no one's account
         return None if _REFERENCE_LABEL.search(before) and not iban_ok(text[a:b]) else ptype
     last = {label: max((m.end() for m in rx.finditer(before)), default=-1) for label, rx in _LABELS}
