@@ -445,7 +445,7 @@ _REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|tracking|
                               r"UTR|arn|personalnummer|personal-?nr\.?|mitarbeiternummer|medical record|record (?:no\.?|number)|"
                               r"prontuário|meter|contador|zähler|compteur|seguimiento|env[ií]o|werkorder|"
                               r"fakturanummer|nr seryjny|serial (?:no\.?|number)|protocolo|copyright|takip|ocr-nummer|meeting id|"
-                              r"zählernummer|kundennr\.?|kundennummer|org\.? ?nr\.?|organisasjonsnummer|organisationsnummer|"
+                              r"zählernummer|kundennr\.?|kundennummer|"
                               r"vat(?: no\.?| number)?|ust-?id(?:nr)?)(?![^\W_])|"
                               r"account[ _-]?id\b)|"
                               # a carrier's name, a product's or a company's code (registration numbers: RULES.md does
