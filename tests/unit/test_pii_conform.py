@@ -745,24 +745,3 @@ def test_the_masker_masks_a_name_at_every_mention():
     text = "Custodia: hola\nCustodia: me pasas tu dni"
     found = [(text[s.start:s.end], s.type) for s in Masker(Model(), MaskOptions(merge="union")).find_spans([text])[0]]
     assert found == [("Custodia", "NAME"), ("Custodia", "NAME")]
-
-
-def test_a_text_with_no_one_in_it_that_speaks_for_an_organisation_keeps_its_phones():
-    """A shop's page names no person; its phone on one line, its opening hours on another: the shop's line.
-    The same page once the model finds a person in it keeps the phone masked (it may be theirs)."""
-    class Model:
-        def __init__(self, names):
-            self.names = names
-
-        def find_spans(self, texts):
-            return [spans_of(t, *[(n, "NAME") for n in self.names]) for t in texts]
-
-    page = "Trattoria da Nives\nVia del Pratello 61/a, 40122 Bologna · 051 644 28 17\nAperto Lu–Sa 12:00–15:00"
-    found = [page[s.start:s.end] for s in Masker(Model([]), MaskOptions(merge="union")).find_spans([page])[0]]
-    assert "051 644 28 17" not in found
-    signed = page + "\nChef: Nives Bertoli"
-    found = [signed[s.start:s.end] for s in Masker(Model(["Nives Bertoli"]), MaskOptions(merge="union")).find_spans([signed])[0]]
-    assert "051 644 28 17" in found
-    plain = "Trattoria da Nives\nVia del Pratello 61/a, 40122 Bologna · 051 644 28 17"  # nothing names an organisation
-    found = [plain[s.start:s.end] for s in Masker(Model([]), MaskOptions(merge="union")).find_spans([plain])[0]]
-    assert "051 644 28 17" in found

@@ -42,8 +42,7 @@ def organisation_lines(text: str, spans: list[Span], found_tables: tuple[Table, 
     """``spans`` without the phones on an organisation's contact line (RULES.md: PHONE is a person's): a line that
     names an organisation (a role mailbox such as ``events@``, a company's legal form such as ``GmbH``, a row of a
     table of stores or branches: ``patterns.organisation_rows``, opening hours) in a paragraph (a table's row:
-    the row) that holds no person (no name, personal mailbox or login found in it), or any line of a text that
-    holds no person at all and names an organisation on some line. Why after merging: the
+    the row) that holds no person (no name, personal mailbox or login found in it). Why after merging: the
     patterns find the phone, the model the person that would make it theirs (``Jan Nowak, ACME Sp. z o.o.,
     +48 601 ...`` keeps its phone, as does a signature's ``ACME GmbH | +49 170 ...`` under its person's name).
     Without a model (``people_found=False``: patterns alone find no names) only what a table's header says
@@ -55,10 +54,6 @@ def organisation_lines(text: str, spans: list[Span], found_tables: tuple[Table, 
     has_phone = any(s.type == "PHONE" for s in spans)
     phones = organisation_phone_cells(found_tables) if has_phone else []
     rows = organisation_rows(found_tables) if has_phone and people_found else []
-    # a text where the model found no one (no name, personal mailbox or login) and that speaks for an organisation
-    # somewhere (a shop's page, a municipality's notice, a menu): its phones are the organisation's, on any line
-    nobody = people_found and not any(o.type in _PERSONAL_TYPES for o in spans)
-    organisation_text = nobody and has_phone and _organisation_signal(text)
     for s in spans:
         if any(a <= s.start and s.end <= b for a, b in codes):
             continue  # a product code in its column
@@ -74,13 +69,7 @@ def organisation_lines(text: str, spans: list[Span], found_tables: tuple[Table, 
             person = any(o.type in _PERSONAL_TYPES and plo <= o.start < phi for o in spans)
             organisation = row is not None or bool(_LEGAL_FORM_WORD.search(line)) or bool(_OPENING_HOURS.search(line)) \
                 or any(role_mailbox(m.group(0)) for m in EMAIL.finditer(line))
-            if (organisation and not person) or organisation_text:
+            if organisation and not person:
                 continue
         out.append(s)
     return out
-
-
-def _organisation_signal(text: str) -> bool:
-    """The text speaks for an organisation somewhere: a legal form, opening hours, a role mailbox."""
-    return bool(_LEGAL_FORM_WORD.search(text)) or bool(_OPENING_HOURS.search(text)) \
-        or any(role_mailbox(m.group(0)) for m in EMAIL.finditer(text))
