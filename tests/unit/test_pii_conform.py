@@ -51,10 +51,6 @@ def kept(text: str, *pieces: tuple[str, str]) -> list[tuple[str, str]]:
     ("export PGPASSWORD='#9qA+&S#'", ("='#9qA+&S#'", "PASSWORD"), "#9qA+&S#"),
     ("mysql -p'(750fIys0O%' db", ("750fIys0O%", "PASSWORD"), "(750fIys0O%"),
     ('DB_PASSWORD: "zp963&Tp(7)"', ("zp963&Tp(7", "PASSWORD"), "zp963&Tp(7)"),
-    # a password's symbols the tokenizer split off, not the sentence's full stop
-    ("contraseña Primavera_2024$. Caduca", ("Primavera_2024", "PASSWORD"), "Primavera_2024$"),
-    ("[o.sandberg/Sommar2024!] (from", ("Sommar2024", "PASSWORD"), "Sommar2024!"),
-    ("EMAIL_HOST_PASSWORD=&0Sgq3PxjGmNB%Yj$qO", ("0Sgq3PxjGmNB%Yj$qO", "PASSWORD"), "&0Sgq3PxjGmNB%Yj$qO"),
     # values that cannot be of their type: formats, amounts, years
     ("Date of birth (DD/MM/YYYY): __/__/____", ("DD/MM/YYYY", "DATE_OF_BIRTH"), None),
     ("37,***,XXX-XX-XXXX,{customer_name}", ("XXX-XX-XXXX", "SSN"), None),
@@ -688,8 +684,6 @@ def test_without_a_model_only_a_tables_header_speaks_for_a_phone():
     ("Kinder:\n1) Öztürk, Derya      Mobil 0176 48392017", [("Öztürk", "NAME"), ("Derya", "NAME")],
      [("Öztürk, Derya", "NAME")]),
     ("Antrag\nName, Vorname: Öztürk, Elif", [("Öztürk", "NAME"), ("Elif", "NAME")], [("Öztürk, Elif", "NAME")]),
-    ("Date of birth: March 2, 2020     Birthplace", [("March 2", "DATE_OF_BIRTH"), ("2020", "DATE_OF_BIRTH")],
-     [("March 2, 2020", "DATE_OF_BIRTH")]),  # a date's pieces are one date
     ("Danke!\nThanks, Gloria", [("Gloria", "NAME")], [("Gloria", "NAME")]),  # a sign-off, then the name
     ("Hi all\nAnna, Ben, Carl 09:17", [("Anna", "NAME"), ("Ben", "NAME")], [("Anna", "NAME"), ("Ben", "NAME")]),
     # an address the tagger started at its house number: the street's name before it, the city's after it

@@ -154,17 +154,7 @@ def _credential_edges(text: str, a: int, b: int, ptype: str) -> tuple[int, int]:
         k = text.find(text[a - 1], b, b + _QUOTE_REACH)
         if k >= 0 and not any(c.isspace() for c in text[b:k]):
             b = k
-    elif m := _SYMBOLS_AFTER.match(text, b):
-        b = m.end()  # ``Sommar2024⟧!``, ``Primavera_2024⟧$.``: a tokenizer splits a password's last symbols off
-    if a > 1 and text[a - 1] in _PASSWORD_SYMBOLS and text[a - 2] in "=: \t":
-        a -= 1  # ``PASSWORD=⟦&0Sgq...``: its first symbol, right after the key's sign
     return a, b
-
-
-_PASSWORD_SYMBOLS = "!$*#%&^@?+~"
-# a password's own last symbols: up to the next space, closing bracket or sentence's end (a final ``.`` or ``,``
-# is the sentence's)
-_SYMBOLS_AFTER = re.compile(r"[!$*#%&^@?+~]{1,3}(?=[\s\])}>,;]|[.:](?:\s|$)|$)")
 
 
 def line_bounds(text: str, a: int, b: int) -> tuple[int, int]:
@@ -372,7 +362,7 @@ def _date_edges(text: str, a: int, b: int) -> tuple[int, int]:
 # a house number, an age or a postcode alone (``Oudegracht ⟦120⟧``, ``Whitlock, ⟦81⟧``, ``⟦1017 BZ⟧``), once the
 # pieces are joined: no postal address
 _NUMBER_ONLY_ADDRESS = re.compile(r"\d{1,5}(?: ?[A-Z]{2})?")
-_PIECE_GAPS = {"NAME": (" ",), "ADDRESS": (" ", ", "), "DATE_OF_BIRTH": (" ", ", ")}  # ``⟦March 2⟧, ⟦2020⟧``
+_PIECE_GAPS = {"NAME": (" ",), "ADDRESS": (" ", ", ")}
 # the lines between two pieces of an address written over several lines (``17 Hawthorn Close⟧ / Chesterton /
 # Cambridge / ⟦CB4 1XR``): at most two lines, each a place's name of up to three capitalized words
 _ADDRESS_LINES_GAP = re.compile(r",?[ \t]*\n(?:[ \t]*[A-Z\u00c0-\u024f][^\W\d_]+(?:[ -][A-Z\u00c0-\u024f][^\W\d_]+){0,2}"
