@@ -263,20 +263,6 @@ _STREET_WORD_BEFORE = re.compile(r"(?i)(?<!\w)" + _alternation("street_words_bef
 _ADDRESS_WORD_BEFORE = re.compile(r"(?<![^\s(])(?:[A-Z\u00c0-\u024f][\w'.-]*|[\uac00-\ud7a3]+|"
                                   r"\d{1,5}[A-Za-z]?(?:[-/]\d{1,4})?) $")
 _FLAT_AFTER = re.compile(r"/\d{1,4}[a-zA-Z]?\b")
-# a street's name before a span that starts at its house number: one word ending in a street's suffix (German,
-# Dutch, Nordic, Hungarian compounds: ``Goethestraße``, ``Kalverstraat``), capitalized words ending in one written
-# apart (``Karether Straße``), or a street's word and up to four capitalized words (``Corso Vittorio Emanuele II``)
-_CAP = r"[A-ZÀ-Ý][\w'’.-]*"
-_STREET_NAME_BEFORE = re.compile(
-    r"(?<![\w-])(?:[A-ZÀ-Ý][\w'’-]*(?:straße|strasse|str\.|weg|allee|gasse|platz|ring|damm|ufer|chaussee|steig|"
-    r"gade|vej|gatan|vägen|gata|veien|straat|laan|plein|gracht|kade|utca)"
-    r"|(?:" + _CAP + r"[ -]){1,3}(?:Straße|Strasse|Str\.|Weg|Allee|Gasse|Platz|Ring|Damm|Ufer)"
-    r"|(?i:" + _alternation("street_words_before") + r")(?: (?:de|del|della|di|do|da|du|des|la))?(?: " + _CAP + r"){1,4}"
-    r") $")
-# a city after the postcode an address ends with, and the particle and word its name goes on with
-_POSTCODE_CITY_END = re.compile(r"(?<![\w-])\d{4,5} [A-ZÀ-Ý][\w-]+$")
-_CITY_PARTICLE_AFTER = re.compile(r" (?:am|an der|im|in der|ob der|upon|on|sur|en) [A-ZÀ-Ý][\w-]+(?=[ \t]*(?:$|[,;.)\n]))",
-                                  re.M)
 _STREET_SUFFIX_AFTER = re.compile(" " + _alternation("street_suffixes_after") + r"\b")
 
 
@@ -296,13 +282,9 @@ def _address_edges(text: str, a: int, b: int) -> tuple[int, int]:
         a -= 1  # 福島⟦県横浜市...⟧: a CJK address starts at its prefecture
     if a > line_start and text[a - 1] == "〒":
         a -= 1
-    named = False
     if m := _STREET_WORD_BEFORE.search(text, max(line_start, a - 16), a):
         a = m.start()
-    elif text[a].isdigit() and not _BARE_NUMBER.fullmatch(text[a:b]) \
-            and (m := _STREET_NAME_BEFORE.search(text, max(line_start, a - 48), a)):
-        a, named = m.start(), True  # ``Goethestraße ⟦41, 60313 ...``, ``Corso Vittorio Emanuele II ⟦88, ...``
-    for _ in range(3 if any(c.isdigit() for c in text[a:b]) and not named else 0):  # 25 Hilton ⟦Forges, DA1 7DU⟧; not New ⟦Elaineshire⟧
+    for _ in range(3 if any(c.isdigit() for c in text[a:b]) else 0):  # 25 Hilton ⟦Forges, DA1 7DU⟧; not New ⟦Elaineshire⟧
         if text[a].isdigit() or not (m := _ADDRESS_WORD_BEFORE.search(text, max(line_start, a - 32), a)):
             break
         if m.group().strip().lower().rstrip(".:") in FIELD_LABELS:
@@ -316,8 +298,6 @@ def _address_edges(text: str, a: int, b: int) -> tuple[int, int]:
         a = m.start()
     if _POSTCODE_END.search(text, a, b) and any(c.isalpha() for c in text[a:b]) and (m := _CITY_AFTER.match(text, b)):
         b = m.end()
-    elif _POSTCODE_CITY_END.search(text, a, b) and (m := _CITY_PARTICLE_AFTER.match(text, b)):
-        b = m.end()  # ``60313 Frankfurt⟧ am Main``
     return a, b
 
 
