@@ -16,7 +16,8 @@ import re
 
 from loraforge.data.pii_tags import spaceless
 from loraforge.eval.pii_baseline import EMAIL, TOKEN
-from loraforge.pii.patterns import DOTTED_NUMBER, PERSONAL_NUMBER_KEY, card_number_ok, iban_ok, national_id_ok, service_number
+from loraforge.eval.pii_baseline import iban_ok as rules_iban_ok
+from loraforge.pii.patterns import DOTTED_NUMBER, PERSONAL_NUMBER_KEY, card_number_ok, national_id_ok, service_number
 from loraforge.pii.spans import Span
 from loraforge.pii.wordlists import alternation as _alternation
 from loraforge.pii.wordlists import words as _words
@@ -350,13 +351,12 @@ _ADDRESS_LINES_GAP = re.compile(r",?[ \t]*\n(?:[ \t]*[A-Z\u00c0-\u024f][^\W\d_]+
 
 
 _POSTCODE_CITY = re.compile(r"\d{4,5}\s+[A-ZÀ-Ý][^\W\d_]+(?:[ -][A-ZÀ-Ý][^\W\d_]+){0,2}")
-_LAST_FIRST_LABEL = re.compile(r"(?i)(?:last|sur|family)(?:[ _-]?name)?,\s*first|(?:nach)?name,\s*vorname|apellidos?,\s*nombre|"
+_LAST_FIRST_LABEL = re.compile(r"(?i)(?:last|sur|family)(?:[ _-]?name)?,\s*first|nachname,\s*vorname|apellidos?,\s*nombre|"
                                r"nom,\s*pr[ée]nom|cognome,\s*nome|achternaam,\s*voornaam|nazwisko,\s*imi[eę]")
 
 
-_FIELD_START = re.compile(r'(?m)(?:^(?:[ \t]*(?:\d{1,3}[.)]|[-*•]))?|[|;\t"])[ \t]*$')  # a line's (or a list item's), a cell's or a quote's start
-# a cell's end, a quote's, a mailbox or a role after it, a column's gap, a chat export's time (``Zieliński, Tomasz 09:17``)
-_FIELD_END = re.compile(r'[ \t]*(?:$|[|;\t"<(\n])|[ \t]{2,}|[ \t]+\d{1,2}:\d{2}(?!\d)')
+_FIELD_START = re.compile(r'(?:^|[|;\t"])[ \t]*$')  # a cell's or a quote's start
+_FIELD_END = re.compile(r'[ \t]*(?:$|[|;\t"<(\n])')  # a cell's end, a quote's, a mailbox or a role after it
 _LABEL_START = re.compile(r'\w:[ \t]*$')  # ``Author:``, ``An:``: a display name when a mailbox follows
 _MAILBOX_NEXT = re.compile(r'[ \t]*<')
 
@@ -366,8 +366,6 @@ def _last_first(text: str, a: int, b: int) -> bool:
     name after a ``Last, First`` label: one person written surname first (a whole field, a mailbox's display
     name), not people listed (``Attendees: Okonkwo, Ifeoma``; ``Ahmad bin Yusof, D'Cruz, Anselm``)."""
     line_start, line_end = line_bounds(text, a, b)
-    if text[a:b].split(",")[0].strip().lower() in SIGN_OFFS:
-        return False  # ``Thanks, Gloria``: a sign-off, then the name
     whole_field = bool(_FIELD_START.search(text, line_start, a)) and bool(_FIELD_END.match(text, b))
     display_name = bool(_LABEL_START.search(text, line_start, a)) and bool(_MAILBOX_NEXT.match(text, b))
     return whole_field or display_name or bool(_LAST_FIRST_LABEL.search(text, line_start, a))
@@ -393,8 +391,8 @@ def _join_pieces(text: str, spans: list[Span]) -> list[Span]:
 
 
 # the label before a number on its line says which number it is (as Presidio's context words do)
-_ID_LABEL = re.compile(r"(?i:\b(?:ssn|social[ _-]security|national[ _-]id|id[ _-](?:number|no\.?|card)|identity[ _-](?:number|card)|"
-                       r"passport|tax[ _-]id|pesel|codice fiscale|steuer-?id|steuernummer|insurance[ _-](?:id|no\.?|number)|member[ _-]id|"
+_ID_LABEL = re.compile(r"(?i:\b(?:ssn|social security|national id|id (?:number|no\.?|card)|identity (?:number|card)|"
+                       r"passport|tax id|pesel|codice fiscale|steuer-?id|steuernummer|insurance id|member id|"
                        r"personnummer|henkilötunnus|aadhaar|medicare|medicaid|national insurance|"
                        r"s[ée]curit[ée] sociale|seguridad social|sozialversicherung\w*|codice sanitario|carteirinha|"
                        r"fødselsnummer|personnummer|emirates id|pps(?: number)?|medicare card)\b)|"
@@ -432,7 +430,6 @@ _ORGANISATION_PHONE_LABEL = re.compile(
 _PRODUCT_CODE_LABEL = re.compile(r"\b(?:EAN|GTIN|UPC|ISBN|JAN)\b|(?i:\b(?:barcode|barkod|código de barras)\b)")
 _DATE_SHAPE = re.compile(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}")
 _LABEL_WINDOW = 24
-_CREDITOR_REFERENCE = re.compile(r"RF\d{2}(?: ?[A-Z0-9]){1,21}")
 _LABELLED_TYPES = {"PHONE", "SSN", "CREDIT_CARD"}
 # None, CODE: a reference, a product's code; ORGANISATION: an organisation's phone line (before PHONE: ``客服电话``
 # ends where its ``电话`` does, and the first of labels ending at one place wins)
@@ -451,9 +448,7 @@ def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
         return ptype
     before = text[max(line_bounds(text, a, a)[0], a - _LABEL_WINDOW):a]
     if ptype == "IBAN":  # only a reference's label speaks for an IBAN-shaped value (``BTW NL862233451B01``: a VAT number)
-        if _CREDITOR_REFERENCE.fullmatch(text[a:b]):
-            return None  # ISO 11649's ``RF87 2024 1187 0031``: a payment's reference, no one's account
-        return None if _REFERENCE_LABEL.search(before) and not iban_ok(text[a:b]) else ptype
+        return None if _REFERENCE_LABEL.search(before) and not rules_iban_ok(text[a:b]) else ptype
     last = {label: max((m.end() for m in rx.finditer(before)), default=-1) for label, rx in _LABELS}
     label = max(last, key=last.get)
     if last[label] < 0:

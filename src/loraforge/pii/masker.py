@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from loraforge.pii import patterns as pat
 from loraforge.pii.conform import conform
 from loraforge.pii.organisations import organisation_lines, typed_by_header
-from loraforge.pii.recurring import names_everywhere
 from loraforge.pii.chunking import DEFAULT_CHUNK_CHARS, DEFAULT_OVERLAP_CHARS, find_chunked
 from loraforge.pii.identities import IdentityTable
 from loraforge.pii.io import check_text
@@ -110,14 +109,12 @@ class Masker:
         """The model's spans for ``text`` put to the annotation rules, merged with the patterns' (per
         ``options.merge``); then what the text's tables and lines say: the type a column's header names
         (``organisations.typed_by_header``), the phones of organisations' lines dropped
-        (``organisations.organisation_lines``); last, each name found is masked at its other mentions
-        (``recurring.names_everywhere``)."""
+        (``organisations.organisation_lines``)."""
         o = self.options
         found = conform(text, pat.find(text, self.patterns)) if o.merge != "model" else []
         merged, found_tables = merge_spans(conform(text, model_spans), found, o.merge, text), pat.tables(text)
-        spans = organisation_lines(text, typed_by_header(merged, found_tables), found_tables,
-                                   people_found=o.merge != "patterns")
-        return names_everywhere(text, spans)
+        return organisation_lines(text, typed_by_header(merged, found_tables), found_tables,
+                                  people_found=o.merge != "patterns")
 
     # --- rendering ------------------------------------------------------------------------------
     def _replacements(self, text: str, spans: list[Span]) -> list[str]:

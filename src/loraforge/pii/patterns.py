@@ -475,29 +475,12 @@ def card_number_ok(value: str) -> bool:
     return rules.luhn_ok(digits) and bool(_CARD_ISSUER.match(digits))
 
 
-@functools.cache
-def _iban_countries() -> frozenset[str]:
-    """The countries of the IBAN registry (python-stdnum's copy of it)."""
-    from stdnum import numdb
-
-    db = numdb.get("iban")
-    return frozenset(c for c in (a + b for a in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" for b in "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-                     if "country" in db.info(c + "00")[0][1])
-
-
-def iban_ok(value: str) -> bool:
-    """mod-97 and a country of the IBAN registry: ``RF87 2024 1187 0031``, an ISO 11649 payment reference, passes
-    mod-97 too. Not each country's length or national check digits: people write IBANs whose bank-level digits
-    fail (the hand-written sets hold 17 such) and still mean an account."""
-    return rules.iban_ok(value) and value[:2].upper() in _iban_countries()
-
-
 PATTERNS: tuple[Pattern, ...] = (  # most specific first: an earlier pattern wins an overlap
     Pattern("url_user", "USERNAME", rules.URL_CREDENTIALS, lambda t, s, v: True, group=1),
     Pattern("url_password", "PASSWORD", rules.URL_CREDENTIALS, lambda t, s, v: True, group=2),
     Pattern("email", "EMAIL", rules.EMAIL, lambda t, s, v: True),
     Pattern("token", "PASSWORD", rules.TOKEN, lambda t, s, v: True),
-    Pattern("iban", "IBAN", rules.IBAN, lambda t, s, v: iban_ok(v)),
+    Pattern("iban", "IBAN", rules.IBAN, lambda t, s, v: rules.iban_ok(v)),
     Pattern("card", "CREDIT_CARD", rules.CARD, lambda t, s, v: card_number_ok(v)),
     Pattern("ssn_us", "SSN", rules.SSN_US, lambda t, s, v: ssn_ok(v)),
     Pattern("ipv4", "IP_ADDRESS", rules.IPV4, ip_ok),
