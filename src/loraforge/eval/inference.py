@@ -108,7 +108,7 @@ def with_memory(sources: list[str], data) -> list[str]:
 
 def generate_answers(loaded, model, cfg: RunConfig, sources: list[str], systems: list[str | None] | None = None,
                      max_new_tokens: int | None = None, batch_size: int | None = None, progress: bool = True,
-                     widen_cut: bool = False, trim_loops: bool = False, sampler=None) -> Generated:
+                     widen_cut: bool = False, trim_loops: bool = False, sampler=None, keep_unfit: bool = False) -> Generated:
     """Greedy (``eval.num_beams`` > 1: beam-search) outputs for ``sources`` under the run's template,
     task budgets and ``eval.exact`` (``sampler``: an ``eval.generate.Sampler`` draws them instead).
 
@@ -118,6 +118,8 @@ def generate_answers(loaded, model, cfg: RunConfig, sources: list[str], systems:
     ``trim_loops``: a cut row that ends in a repetition loop (``loop_end``) is cut after the loop's
     first pass instead, listed in ``Generated.looped`` and not widened (more budget only buys more
     repeats); for page translation, where one looping paragraph otherwise costs the whole cap.
+    ``keep_unfit``: translations that cannot be shipped come back as their source (``keep_source_if_unfit``),
+    for the callers that ship or score translations (not back-translation, whose source is the other language).
     """
     from loraforge.data.templates import generation_prompts
     from loraforge.eval.generate import generate_ids
@@ -142,7 +144,8 @@ def generate_answers(loaded, model, cfg: RunConfig, sources: list[str], systems:
             if trim_loops:
                 looped = sorted(looped + _trim_loops(ids, [i for i in _cut_rows(ids, budgets, stops) if i in short]))
     texts = [tok.decode(row, skip_special_tokens=True).strip() for row in ids]
-    return Generated(texts, budgets, _cut_rows(ids, budgets, stops), looped)
+    out = Generated(texts, budgets, _cut_rows(ids, budgets, stops), looped)
+    return keep_source_if_unfit(tok, sources, out, cfg) if keep_unfit else out
 
 
 SHORT_MIN_TOKENS = 32
@@ -189,15 +192,19 @@ def generate_restored(loaded, model, cfg: RunConfig, sources: list[str], systems
                       **kwargs) -> tuple[Generated, dict | None]:
     """``generate_answers``, with markup protected and restored when ``data.protect_markup`` is on:
     the model sees {n} placeholders, the caller gets the real markup back, and every placeholder that
-    did not come back exactly once is repaired and counted (the second value; None when off)."""
+    did not come back exactly once is repaired and counted (the second value; None when off).
+    ``keep_unfit`` judges the restored translations against the real sources."""
     if not cfg.data.protect_markup:
         return generate_answers(loaded, model, cfg, sources, systems, **kwargs), None
     from loraforge.data.markup import protect, restore_batch
 
+    keep_unfit = kwargs.pop("keep_unfit", False)
     protected = [protect(s) for s in sources]
     out = generate_answers(loaded, model, cfg, [p.text for p in protected], systems, **kwargs)
     restored, stats = restore_batch(protected, out.texts)
     out.texts = [r.text for r in restored]
+    if keep_unfit:
+        keep_source_if_unfit(loaded.tokenizer, sources, out, cfg)
     return out, stats.as_dict()
 
 
@@ -219,8 +226,7 @@ def evaluate(loaded, model, cfg: RunConfig, examples: list[Example], progress: b
         return task_metrics(cfg.data.task, sources, hyps, [e.target for e in examples], cfg.data.tgt_lang), hyps
     as_shipped = cfg.data.task == "translate" and cfg.eval.unfinished_keeps_source
     out, repair = generate_restored(loaded, model, cfg, sources, [e.system for e in examples], progress=progress,
-                                    widen_cut=as_shipped, trim_loops=as_shipped)
-    keep_source_if_unfit(loaded.tokenizer, sources, out, cfg)
+                                    widen_cut=as_shipped, trim_loops=as_shipped, keep_unfit=True)
     metrics = task_metrics(cfg.data.task, sources, out.texts, [e.target for e in examples], cfg.data.tgt_lang)
     if cfg.data.task == "translate":
         metrics.update(segments_short=len(out.short), segments_unfinished=len(out.unfinished))

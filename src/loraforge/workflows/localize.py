@@ -49,7 +49,7 @@ class SegmentTranslator:
         self.stats = {"segments": 0, "segments_looped": 0, "segments_short": 0, "segments_cut": 0}
 
     def __call__(self, segments: list[str]) -> list[str]:
-        from loraforge.eval.inference import generate_answers, keep_source_if_unfit, load_for_inference
+        from loraforge.eval.inference import generate_answers, load_for_inference
 
         if not segments:
             return []
@@ -57,8 +57,8 @@ class SegmentTranslator:
             self.model = load_for_inference(self.cfg, self.adapter)
         loaded, net = self.model
         out = generate_answers(loaded, net, self.cfg, segments, max_new_tokens=self.max_new_tokens,
-                               batch_size=self.batch_size, progress=True, widen_cut=True, trim_loops=True)
-        keep_source_if_unfit(loaded.tokenizer, segments, out, self.cfg)
+                               batch_size=self.batch_size, progress=True, widen_cut=True, trim_loops=True,
+                               keep_unfit=True)
         self.stats["segments"] += len(segments)
         self.stats["segments_looped"] += len(out.looped)
         self.stats["segments_short"] += len(out.short)

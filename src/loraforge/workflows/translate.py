@@ -67,15 +67,14 @@ def translate(texts: list[str], adapter: str | Path | None = None, model: str | 
     only outputs longer than ``max_new_tokens`` come back cut; one that ends in a repetition loop is cut
     after the loop's first pass instead (as page translation and evaluation with
     ``eval.unfinished_keeps_source`` do)."""
-    from loraforge.eval.inference import generate_restored, keep_source_if_unfit, load_for_inference
+    from loraforge.eval.inference import generate_restored, load_for_inference
 
     cfg = run_config(adapter, model, config_path, task)
     if not texts:
         return Translation([], [], max_new_tokens)
     loaded, net = load_for_inference(cfg, adapter)
     out, _ = generate_restored(loaded, net, cfg, texts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                               progress=len(texts) > batch_size, widen_cut=True, trim_loops=True)
-    keep_source_if_unfit(loaded.tokenizer, texts, out, cfg)
+                               progress=len(texts) > batch_size, widen_cut=True, trim_loops=True, keep_unfit=True)
     return Translation(out.texts, out.cut, max_new_tokens)
 
 
