@@ -189,16 +189,15 @@ def _trim_loops(ids: list[list[int]], rows: list[int]) -> list[int]:
 
 
 def generate_restored(loaded, model, cfg: RunConfig, sources: list[str], systems: list[str | None] | None = None,
-                      **kwargs) -> tuple[Generated, dict | None]:
+                      keep_unfit: bool = False, **kwargs) -> tuple[Generated, dict | None]:
     """``generate_answers``, with markup protected and restored when ``data.protect_markup`` is on:
     the model sees {n} placeholders, the caller gets the real markup back, and every placeholder that
     did not come back exactly once is repaired and counted (the second value; None when off).
     ``keep_unfit`` judges the restored translations against the real sources."""
     if not cfg.data.protect_markup:
-        return generate_answers(loaded, model, cfg, sources, systems, **kwargs), None
+        return generate_answers(loaded, model, cfg, sources, systems, keep_unfit=keep_unfit, **kwargs), None
     from loraforge.data.markup import protect, restore_batch
 
-    keep_unfit = kwargs.pop("keep_unfit", False)
     protected = [protect(s) for s in sources]
     out = generate_answers(loaded, model, cfg, [p.text for p in protected], systems, **kwargs)
     restored, stats = restore_batch(protected, out.texts)
