@@ -139,3 +139,16 @@ def test_merge_is_deterministic_and_pattern_wins_a_tie():
 def test_render_refuses_overlaps():
     with pytest.raises(ValueError, match="overlapping"):
         render("abcdefghij", [Span(0, 5, "NAME"), Span(3, 8, "NAME")])
+
+
+def test_tables_are_shared_and_cannot_be_changed():
+    # tables() caches the last text's tables for two passes; a caller that changed one would change the other's
+    text = "name,email,city\nAda Lovelace,ada@example.org,London\nAlan Turing,alan@example.org,Wilmslow\n"
+    first = patterns.tables(text)
+    assert patterns.tables(text) is first
+    (table,) = first
+    assert table.labels == ("name", "email", "city")
+    assert [line for _, line, _ in table.rows] == ["Ada Lovelace,ada@example.org,London", "Alan Turing,alan@example.org,Wilmslow"]
+    with pytest.raises(AttributeError):
+        table.labels = ("x",)
+    assert not hasattr(table.rows, "append") and not hasattr(table.rows[0][2], "append")

@@ -301,12 +301,13 @@ def _is_name_column(header: str) -> bool:
     return key in _NAME_COLUMNS or (key.endswith("_name") and key.count("_") <= 2 and key[:-5] not in _NOT_NAME_COLUMNS)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Table:
-    """A delimited table in a text: its column labels and, per row, the row's offset, line and cells."""
+    """A delimited table in a text: its column labels and, per row, the row's offset, line and cells.
+    Immutable: ``tables`` caches it, so every caller reads the same object."""
 
-    labels: list[str]
-    rows: list[tuple[int, str, list[tuple[int, int]]]]
+    labels: tuple[str, ...]
+    rows: tuple[tuple[int, str, tuple[tuple[int, int], ...]], ...]
 
 
 @functools.lru_cache(maxsize=1)
@@ -332,7 +333,7 @@ def tables(text: str) -> tuple[Table, ...]:
             rows.append((*lines[j], row))
             j += 1
         if rows:
-            found.append(Table([header[a:b] for a, b in heads], rows))
+            found.append(Table(tuple(header[a:b] for a, b in heads), tuple((o, line, tuple(row)) for o, line, row in rows)))
         i = j if j > i + 1 else i + 1
     return tuple(found + sql_tables(text))
 
@@ -367,7 +368,7 @@ def sql_tables(text: str) -> list[Table]:
                 break
             pos = sep.end()
         if rows:
-            found.append(Table(labels, rows))
+            found.append(Table(tuple(labels), tuple((o, line, tuple(cells)) for o, line, cells in rows)))
     return found
 
 
