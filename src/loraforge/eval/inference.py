@@ -12,8 +12,13 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from loraforge.config import RunConfig
 from loraforge.data.formats import Example
+
+if TYPE_CHECKING:
+    from loraforge.runs import AdapterRef
 
 RATIO_TASKS = ("translate", "pii")
 """Tasks whose output is about as long as its input: a translation, a masked copy of the text."""
@@ -237,14 +242,14 @@ def evaluate(loaded, model, cfg: RunConfig, examples: list[Example], progress: b
     return metrics, out.texts
 
 
-def load_for_inference(cfg: RunConfig, adapter: str | Path | None):
-    """(loaded base, model to run). The adapter path is resolved before the (slow) model load, so a
-    wrong path fails at once."""
+def load_for_inference(cfg: RunConfig, adapter: AdapterRef | str | Path | None):
+    """(loaded base, model to run). ``adapter``: a path, resolved before the (slow) model load so a wrong
+    path fails at once, or the ``AdapterRef`` a caller resolved already."""
     from loraforge.adapters import load_adapter
     from loraforge.models.load import load_model
-    from loraforge.runs import resolve_adapter
+    from loraforge.runs import AdapterRef, resolve_adapter
 
-    ref = None if adapter is None else resolve_adapter(adapter)
+    ref = adapter if adapter is None or isinstance(adapter, AdapterRef) else resolve_adapter(adapter)
     loaded = load_model(cfg.model.name, cfg.model.dtype, cfg.model.family)
     model = loaded.model if ref is None else load_adapter(loaded.model, ref.dir)
     return loaded, model

@@ -10,7 +10,7 @@ from loraforge.config import RunConfig
 from loraforge.data.formats import DataError
 from loraforge.data.splits import extra_tests, test_examples
 from loraforge.eval.inference import evaluate, load_for_inference
-from loraforge.runs import RunDir, atomic_write, resolve_adapter
+from loraforge.runs import AdapterRef, RunDir, atomic_write, resolve_adapter
 
 __all__ = ["eval_run", "evaluate", "rebuild_report"]
 
@@ -29,18 +29,19 @@ def eval_run(cfg: RunConfig, adapter: str | Path | None = None, out_path: str | 
     dev = _check_pii_flags(cfg, adapter, pii_curve, bias)
     _check_worst(cfg, worst)
     outputs = _outputs_dir(outputs_dir)
-    if adapter is not None:
-        warn_if_not_trained_with(cfg, adapter)
+    ref = None if adapter is None else resolve_adapter(adapter)
+    if ref is not None:
+        warn_if_not_trained_with(cfg, ref)
     if cfg.data.tasks:
-        return _eval_tasks(cfg, adapter, out_path, show_examples, worst, outputs)
+        return _eval_tasks(cfg, ref, out_path, show_examples, worst, outputs)
     test, extra = test_examples(cfg), extra_tests(cfg)
-    loaded, model = load_for_inference(cfg, adapter)
+    loaded, model = load_for_inference(cfg, ref)
     metrics, hyps = evaluate(loaded, model, cfg, test)
     if outputs is not None:
         outputs.write_outputs("after", [e.id for e in test], hyps)
-    metrics.update(_score_extra(cfg, loaded, model, extra, adapter, outputs))
-    if cfg.data.task == "pii" and adapter is not None:
-        table, curve = pii_side_by_side(cfg, loaded, model, adapter, bias, pii_curve, dev)
+    metrics.update(_score_extra(cfg, loaded, model, extra, ref, outputs))
+    if cfg.data.task == "pii" and ref is not None:
+        table, curve = pii_side_by_side(cfg, loaded, model, ref, bias, pii_curve, dev)
         metrics["pii_compare"] = table.model_dump()
         if curve is not None:
             metrics["pii_curve"] = curve.model_dump()
@@ -59,7 +60,7 @@ PROMPT_KEYS = ("model.name", "model.head", "data.task", "data.template", "data.s
                "data.tgt_lang", "data.protect_markup", "data.memory", "data.tasks")
 
 
-def warn_if_not_trained_with(cfg: RunConfig, adapter: str | Path) -> list[str]:
+def warn_if_not_trained_with(cfg: RunConfig, adapter: AdapterRef | str | Path) -> list[str]:
     """``eval`` scores an adapter under the config it is given (to test it on other data, budgets or decoding);
     where that config's ``PROMPT_KEYS`` differ from the adapter's own run's, say which on stderr (and return
     them), so a wrong config does not pass for the adapter's quality."""
@@ -67,7 +68,7 @@ def warn_if_not_trained_with(cfg: RunConfig, adapter: str | Path) -> list[str]:
 
     from loraforge.config import load_config
 
-    ref = resolve_adapter(adapter)
+    ref = adapter if isinstance(adapter, AdapterRef) else resolve_adapter(adapter)
     if ref.run is None or not ref.run.config_path.is_file():
         return []
     given, trained = cfg, load_config(ref.run.config_path)
@@ -81,7 +82,7 @@ def warn_if_not_trained_with(cfg: RunConfig, adapter: str | Path) -> list[str]:
         print(f"[loraforge] warning: {ref.run.path} was trained with other " + ", ".join(
             f"{k} ({value(trained, k)!r}, here {value(given, k)!r})" for k in differ)
               + f"; to score it as trained, pass its own config: loraforge eval {ref.run.config_path} --adapter "
-              f"{adapter}", file=sys.stderr, flush=True)
+              f"{ref.dir if isinstance(adapter, AdapterRef) else adapter}", file=sys.stderr, flush=True)
     return differ
 
 
@@ -98,7 +99,7 @@ def _outputs_dir(path: str | Path | None) -> RunDir | None:
     return run
 
 
-def _eval_tasks(cfg: RunConfig, adapter: str | Path | None, out_path: str | Path | None,
+def _eval_tasks(cfg: RunConfig, adapter: AdapterRef | None, out_path: str | Path | None,
                 show_examples: bool, worst: int = 0, outputs: RunDir | None = None) -> dict:
     """``eval_run`` for data.tasks: each task's test split under its own settings and metrics."""
     from loraforge.data.splits import task_tests
@@ -127,7 +128,7 @@ def _eval_tasks(cfg: RunConfig, adapter: str | Path | None, out_path: str | Path
     return metrics
 
 
-def _score_extra(cfg: RunConfig, loaded, model, tests: dict, adapter: str | Path | None,
+def _score_extra(cfg: RunConfig, loaded, model, tests: dict, adapter: AdapterRef | None,
                  outputs: RunDir | None = None) -> dict:
     """eval.extra_tests beside the test split: {"extra_tests": {name: scores}} ({} without). For an
     adapter, each set says how many of its pages the config's training rows (after
@@ -200,7 +201,7 @@ def _check_pii_flags(cfg: RunConfig, adapter: str | Path | None, pii_curve: list
     return None
 
 
-def pii_side_by_side(cfg: RunConfig, loaded, model, adapter: str | Path, bias: float | None = None,
+def pii_side_by_side(cfg: RunConfig, loaded, model, adapter: AdapterRef | str | Path, bias: float | None = None,
                      curve_biases: list[float] | None = None, dev: tuple[str, list[dict]] | None = None):
     """The PII maskers side by side at operating point ``bias`` (``pii.sidebyside``) and, given
     ``curve_biases``, the recall knob's curve on the dev split; both stored in the adapter's run
@@ -211,7 +212,8 @@ def pii_side_by_side(cfg: RunConfig, loaded, model, adapter: str | Path, bias: f
 
     table = compare_run(cfg, model, loaded.tokenizer, bias=bias)
     curve = curve_run(cfg, model, loaded.tokenizer, curve_biases, dev=dev) if curve_biases else None
-    run = resolve_adapter(adapter).run
+    ref = adapter if isinstance(adapter, AdapterRef) else resolve_adapter(adapter)
+    run = ref.run
     if run is not None and run.is_finished():
         metrics = run.metrics()
         metrics.pii_compare = table
@@ -220,6 +222,6 @@ def pii_side_by_side(cfg: RunConfig, loaded, model, adapter: str | Path, bias: f
         run.write_metrics(metrics)
         print(f"loraforge: updated {run.metrics_path} and {rebuild_report(run)}", file=sys.stderr)
     elif curve is not None:
-        print(f"loraforge: {adapter} is not a finished run: the curve is printed, not stored or plotted",
+        print(f"loraforge: {ref.dir} is not a finished run: the curve is printed, not stored or plotted",
               file=sys.stderr)
     return table, curve

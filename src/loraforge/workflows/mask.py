@@ -36,7 +36,7 @@ def build_masker(adapter: str | None = None, merge: str | None = None, style: st
     ref = resolve_adapter(adapter)
     cfg = pii_config(ref.run.config() if ref.run else None, adapter)
     cfg.model.dtype = "fp32"  # decoding compares log-probabilities; fp32 keeps them batch-independent
-    loaded, model = load_for_inference(cfg, adapter)
+    loaded, model = load_for_inference(cfg, ref)
     return Masker.from_model(model, loaded.tokenizer, cfg.data, options=options, bias=bias, batch_size=batch_size)
 
 
