@@ -82,7 +82,7 @@ def warn_if_not_trained_with(cfg: RunConfig, adapter: AdapterRef | str | Path) -
         print(f"[loraforge] warning: {ref.run.path} was trained with other " + ", ".join(
             f"{k} ({value(trained, k)!r}, here {value(given, k)!r})" for k in differ)
               + f"; to score it as trained, pass its own config: loraforge eval {ref.run.config_path} --adapter "
-              f"{ref.dir if isinstance(adapter, AdapterRef) else adapter}", file=sys.stderr, flush=True)
+              f"{ref.run.path}", file=sys.stderr, flush=True)
     return differ
 
 
