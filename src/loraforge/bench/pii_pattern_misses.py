@@ -45,9 +45,10 @@ def run(names: list[str] | None, docs: str | None, show_values: bool) -> tuple[d
         records = _records(split)
         for r in records:
             text = r["text"]
+            matches = _validated_matches(text, chosen)
             for s in conform(text, pat.find(text, chosen)):
                 gold = any(s.start < g["end"] and g["start"] < s.end for g in r["spans"])
-                counts[("found" if gold else "over", _pattern_of(text, s, chosen))] += 1
+                counts[("found" if gold else "over", _pattern_of(s, matches))] += 1
                 if not gold and show_values:
                     lines.append(f"{split} over {s.type}: {_context(text, s)!r}")
         rows[split] = {"texts": len(records), "found": _by_pattern(counts, "found"), "over": _by_pattern(counts, "over")}
@@ -56,8 +57,9 @@ def run(names: list[str] | None, docs: str | None, show_values: bool) -> tuple[d
         pages = sorted(root.rglob("*.md"))
         for page in pages:
             text = page.read_text(encoding="utf-8")
+            matches = _validated_matches(text, chosen)
             for s in conform(text, pat.find(text, chosen)):
-                counts[("over", _pattern_of(text, s, chosen))] += 1
+                counts[("over", _pattern_of(s, matches))] += 1
                 if show_values:
                     lines.append(f"docs {page.relative_to(root)} {s.type}: {_context(text, s)!r}")
         rows["k8s-en-docs"] = {"texts": len(pages), "found": {}, "over": _by_pattern(counts, "over")}
@@ -68,13 +70,15 @@ def _context(text: str, span) -> str:
     return f"{text[max(0, span.start - 40):span.start]}⟦{text[span.start:span.end]}⟧{text[span.end:span.end + 20]}"
 
 
-def _pattern_of(text: str, span, chosen) -> str:
-    """The first chosen pattern that finds (and validates) this span's value (conform may have trimmed or grown it)."""
-    for p in chosen:
-        for a, b in p.matches(text):
-            if a < span.end and span.start < b and p.check(text, a, text[a:b]):
-                return p.name
-    return "?"
+def _validated_matches(text: str, chosen) -> list[tuple[str, int, int]]:
+    """(pattern name, start, end) of every validated match in ``text``, in the order of ``chosen``: found once per
+    text, then looked up for each of its spans."""
+    return [(p.name, a, b) for p in chosen for a, b in p.matches(text) if p.check(text, a, text[a:b])]
+
+
+def _pattern_of(span, matches: list[tuple[str, int, int]]) -> str:
+    """The first chosen pattern whose validated match overlaps this span (conform may have trimmed or grown it)."""
+    return next((name for name, a, b in matches if a < span.end and span.start < b), "?")
 
 
 def _by_pattern(counts: Counter, kind: str) -> dict[str, int]:
