@@ -94,6 +94,7 @@ def test_resolve_adapter_forms_and_errors(tmp_path):
         ref = resolve_adapter(given)
         assert ref.dir == run.adapter_dir and ref.kind == "peft" and ref.run == run
         assert ref.peft_config()["peft_type"] == "LORA"
+        assert resolve_adapter(ref) is ref  # resolved once, passed on
     with pytest.raises(RunDirError, match=f"pass its folder: {run.adapter_dir}"):
         resolve_adapter(run.adapter_dir / "adapter_model.safetensors")
     with pytest.raises(RunDirError, match="not found"):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from loraforge.config import RunConfig
@@ -247,9 +246,9 @@ def load_for_inference(cfg: RunConfig, adapter: AdapterRef | str | Path | None):
     path fails at once, or the ``AdapterRef`` a caller resolved already."""
     from loraforge.adapters import load_adapter
     from loraforge.models.load import load_model
-    from loraforge.runs import AdapterRef, resolve_adapter
+    from loraforge.runs import resolve_adapter
 
-    ref = adapter if adapter is None or isinstance(adapter, AdapterRef) else resolve_adapter(adapter)
+    ref = None if adapter is None else resolve_adapter(adapter)
     loaded = load_model(cfg.model.name, cfg.model.dtype, cfg.model.family)
     model = loaded.model if ref is None else load_adapter(loaded.model, ref.dir)
     return loaded, model

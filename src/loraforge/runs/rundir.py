@@ -214,12 +214,15 @@ def _adapter_kind(folder: Path) -> str | None:
     return None
 
 
-def resolve_adapter(path: str | Path) -> AdapterRef:
-    """A run directory, its ``adapter/`` folder or a bare adapter folder -> ``AdapterRef``.
+def resolve_adapter(path: str | Path | AdapterRef) -> AdapterRef:
+    """A run directory, its ``adapter/`` folder or a bare adapter folder -> ``AdapterRef`` (one already resolved
+    comes back as it is, so a caller can resolve early and pass the result on).
 
     Errors say what to pass instead: a file inside an adapter folder names the folder; a run that
     was interrupted before it saved its adapter suggests ``--resume``.
     """
+    if isinstance(path, AdapterRef):
+        return path
     path = Path(path)
     if path.is_file():
         hint = f"; pass its folder: {path.parent}" if _adapter_kind(path.parent) else ""

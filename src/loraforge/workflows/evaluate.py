@@ -68,7 +68,7 @@ def warn_if_not_trained_with(cfg: RunConfig, adapter: AdapterRef | str | Path) -
 
     from loraforge.config import load_config
 
-    ref = adapter if isinstance(adapter, AdapterRef) else resolve_adapter(adapter)
+    ref = resolve_adapter(adapter)
     if ref.run is None or not ref.run.config_path.is_file():
         return []
     given, trained = cfg, load_config(ref.run.config_path)
@@ -212,7 +212,7 @@ def pii_side_by_side(cfg: RunConfig, loaded, model, adapter: AdapterRef | str | 
 
     table = compare_run(cfg, model, loaded.tokenizer, bias=bias)
     curve = curve_run(cfg, model, loaded.tokenizer, curve_biases, dev=dev) if curve_biases else None
-    ref = adapter if isinstance(adapter, AdapterRef) else resolve_adapter(adapter)
+    ref = resolve_adapter(adapter)
     run = ref.run
     if run is not None and run.is_finished():
         metrics = run.metrics()
