@@ -353,6 +353,9 @@ class TrainConfig(_Section):
     warmup_steps: int = Field(10, ge=0)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     max_grad_norm: float | None = 1.0
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    """Training loss only: the target keeps 1 - this much probability, the rest spread over the vocabulary
+    (or the tags), as torch's ``cross_entropy(label_smoothing=)``. Dev loss stays plain cross-entropy."""
     loraplus_lr_ratio: float | None = Field(None, ge=1)
     """LoRA+ (Hayou et al., 2024): LoRA's B matrices (and DoRA's magnitudes) learn at lr x this ratio,
     A at lr (PEFT's create_loraplus_optimizer). None: one lr for every trainable weight. Methods that

@@ -19,16 +19,19 @@ def _case(seed=0, vocab=97, dim=16, trainable_weight=False):
 @pytest.mark.parametrize("chunk", [1, 4, 1024])
 @pytest.mark.parametrize("softcap", [None, 5.0])
 @pytest.mark.parametrize("compile", [False, True])
-def test_matches_full_logits_loss_and_gradients(chunk, softcap, compile):
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_matches_full_logits_loss_and_gradients(chunk, softcap, compile, smoothing):
+    """Loss and gradients equal torch's cross-entropy on full logits (with its label smoothing too)."""
     hidden, head, labels = _case(trainable_weight=True)
-    loss, n = target_only_ce(hidden, head, labels, chunk=chunk, softcap=softcap, compile=compile)
+    loss, n = target_only_ce(hidden, head, labels, chunk=chunk, softcap=softcap, compile=compile,
+                             label_smoothing=smoothing)
     (2 * loss).backward()
     gh, gw = hidden.grad.clone(), head.weight.grad.clone()
     hidden.grad, head.weight.grad = None, None
     logits = head(hidden)
     if softcap:
         logits = softcap * torch.tanh(logits / softcap)
-    ref, n_ref = full_logits_ce(logits, labels)
+    ref, n_ref = full_logits_ce(logits, labels, label_smoothing=smoothing)
     (2 * ref).backward()
     assert n == n_ref == int((labels[:, 1:] != IGNORE).sum())
     torch.testing.assert_close(loss.double(), ref.double(), rtol=1e-6, atol=0)  # the reference sums in fp32
@@ -93,3 +96,30 @@ def test_without_gradients_the_loss_is_the_same_and_no_gradient_is_made(compile,
     assert asked and not any(asked) and n2 == n
     torch.testing.assert_close(without, with_grad.detach())
     assert loss_mod.softmax_xent(torch.randn(2, 5), torch.tensor([0, 3]), grad=False)[1] is None
+
+
+def test_label_smoothing_changes_the_training_loss_only():
+    """``train.label_smoothing`` raises the training loss of a confident model; the dev loss (no grad) is plain CE."""
+    from loraforge.config import TrainConfig
+    from loraforge.train.loop import TrainStep
+
+    class Causal(torch.nn.Module):  # a tiny LM: embedding then head, full logits
+        def __init__(self):
+            super().__init__()
+            self.emb, self.head = torch.nn.Embedding(13, 8), torch.nn.Linear(8, 13, bias=False)
+
+        def forward(self, input_ids, attention_mask=None, **_):
+            return type("Out", (), {"logits": self.head(self.emb(input_ids))})()
+
+    torch.manual_seed(0)
+    model = Causal()
+    ids = torch.randint(0, 13, (2, 6))
+    plain = TrainStep(model, "causal", TrainConfig(target_only_logits=False))
+    smoothed = TrainStep(model, "causal", TrainConfig(target_only_logits=False, label_smoothing=0.2))
+    for step in (plain, smoothed):
+        step.compute_dtype = None
+    train_plain, _ = plain(ids, torch.ones_like(ids), ids)
+    train_smoothed, _ = smoothed(ids, torch.ones_like(ids), ids)
+    assert not torch.isclose(train_plain, train_smoothed)
+    with torch.no_grad():
+        assert torch.isclose(plain(ids, torch.ones_like(ids), ids)[0], smoothed(ids, torch.ones_like(ids), ids)[0])

@@ -56,6 +56,7 @@ class TrainStep(torch.nn.Module):
             return self._loss(input_ids, attention_mask, labels, packed)
 
     def _loss(self, input_ids, attention_mask, labels, packed):
+        smoothing = self.cfg.label_smoothing if self.training and torch.is_grad_enabled() else 0.0  # dev loss: plain CE
         if self.fast:
             stack = _backbone(self.model)
             use_compiled = self.compiled_layers is not None and self.training and torch.is_grad_enabled()
@@ -63,17 +64,18 @@ class TrainStep(torch.nn.Module):
                 hidden = stack(input_ids=input_ids, attention_mask=attention_mask, **packed).last_hidden_state
             lm_head = self.model.get_output_embeddings()
             softcap = getattr(self.model.config, "final_logit_softcapping", None)
-            loss, n = target_only_ce(hidden, lm_head, labels, self.cfg.logits_chunk, softcap, self.cfg.compile)
+            loss, n = target_only_ce(hidden, lm_head, labels, self.cfg.logits_chunk, softcap, self.cfg.compile,
+                                     smoothing)
             return loss, torch.tensor(n)
         if self.family in ("seq2seq", "tagger"):  # a label per decoder / input position, no shift
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).logits
             flat = labels.reshape(-1)
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), flat,
-                                                     ignore_index=-100, reduction="sum")
+                                                     ignore_index=-100, reduction="sum", label_smoothing=smoothing)
             return loss, (flat != -100).sum()
         logits = self.model(input_ids=input_ids, attention_mask=attention_mask, **packed).logits
         logits = logits[:, -labels.shape[1]:]  # prompt tuning prepends virtual-token positions
-        loss, n = full_logits_ce(logits, labels)
+        loss, n = full_logits_ce(logits, labels, smoothing)
         return loss, torch.tensor(n)
 
 
