@@ -15,7 +15,7 @@ from pathlib import Path
 
 from loraforge.config import ConfigError, DataConfig, RunConfig
 from loraforge.data.formats import DataError, read_records
-from loraforge.runs import atomic_write
+from loraforge.runs import AdapterRef, atomic_write
 
 
 def materialize(cfg: RunConfig, out: str | Path, epoch: int = 0) -> dict:
@@ -86,11 +86,9 @@ def _forward(cfg: RunConfig, task: str | None) -> tuple[str, DataConfig]:
     return tasks[0]
 
 
-def _reverse_config(adapter: str, forward: DataConfig) -> RunConfig:
-    """The reverse run's config, narrowed to its task that translates tgt->src of ``forward``."""
-    from loraforge.runs import resolve_adapter
-
-    ref = resolve_adapter(adapter)
+def _reverse_config(adapter: str, ref: AdapterRef, forward: DataConfig) -> RunConfig:
+    """The reverse run's config (``ref``: ``adapter`` resolved), narrowed to its task that translates tgt->src
+    of ``forward``."""
     if ref.run is None:
         raise ConfigError(f"--back-translate {adapter}: a run directory is needed (its config.yaml says how the "
                           "reverse model was prompted)")
@@ -111,12 +109,14 @@ def back_translate_cache(cfg: RunConfig, adapter: str, mono: str, out: str | Pat
     (data.augment.back_translation.tagged), so one cache serves both."""
     from loraforge.data.augment import BackTranslation, back_translate, write_synthetic
     from loraforge.eval.inference import generate_restored, load_for_inference, sample_answers
+    from loraforge.runs import resolve_adapter
 
     name, forward = _forward(cfg, task)
     texts, pages = read_monolingual(mono, forward.tgt_lang, limit, forward.exclude_sources)
-    rev = _reverse_config(adapter, forward)
+    ref = resolve_adapter(adapter)
+    rev = _reverse_config(adapter, ref, forward)
     bt = BackTranslation(sampling=sampling, temperature=temperature, top_p=top_p, tagged=False, seed=cfg.data.seed)
-    loaded, model = load_for_inference(rev, adapter)
+    loaded, model = load_for_inference(rev, ref)
 
     def translate(targets: list[str]) -> list[str]:
         if sampling:

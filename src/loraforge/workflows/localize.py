@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from loraforge.config import RunConfig, load_config
-from loraforge.runs import atomic_write, resolve_adapter
+from loraforge.runs import AdapterRef, atomic_write, resolve_adapter
 
 
-def run_config(adapter: str | Path | None, model: str | None, config_path: str | Path | None) -> RunConfig:
+def run_config(adapter: str | Path | AdapterRef | None, model: str | None, config_path: str | Path | None) -> RunConfig:
     """The config whose template and system prompt translate: --config, else the adapter's run, else defaults;
     of a multi-task run, its en->zh task (else its first translate task)."""
 
@@ -43,7 +43,7 @@ class SegmentTranslator:
     source (with ``eval.unfinished_keeps_source``, also one still cut by ``max_new_tokens``) is kept in
     English (``keep_source_if_unfit``); ``stats`` counts segments, looped ones, short ones and ones still cut."""
 
-    def __init__(self, cfg: RunConfig, adapter: str | Path | None, batch_size: int, max_new_tokens: int):
+    def __init__(self, cfg: RunConfig, adapter: str | Path | AdapterRef | None, batch_size: int, max_new_tokens: int):
         self.cfg, self.adapter, self.batch_size, self.max_new_tokens = cfg, adapter, batch_size, max_new_tokens
         self.model = None  # (loaded base, model to run), on the first call
         self.stats = {"segments": 0, "segments_looped": 0, "segments_short": 0, "segments_cut": 0}
@@ -71,10 +71,8 @@ def segment_translator(adapter: str | Path | None = None, model: str | None = No
                        max_new_tokens: int = 256) -> SegmentTranslator:
     """The page translator of a run (or a base model): its config now, so a bad path fails before any
     page work; its model on the first call."""
-    cfg = run_config(adapter, model, config_path)
-    if adapter:
-        resolve_adapter(adapter)
-    return SegmentTranslator(cfg, adapter, batch_size, max_new_tokens)
+    ref = resolve_adapter(adapter) if adapter else None  # once: the config and the model load take it
+    return SegmentTranslator(run_config(ref, model, config_path), ref, batch_size, max_new_tokens)
 
 
 def _options(comments: bool, code_comments: bool, glossary: str | None, fragment: bool):

@@ -14,8 +14,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loraforge.config import RunConfig, load_config
+
+if TYPE_CHECKING:
+    from loraforge.runs import AdapterRef
 
 CutHandler = Callable[[int, int], None]
 """Called as ``on_cut(index, budget)`` for each output that hit its token budget (0-based index)."""
@@ -37,7 +41,7 @@ def warn_cut(index: int, budget: int) -> None:
           "--max-new-tokens (Python: max_new_tokens=)", file=sys.stderr, flush=True)
 
 
-def run_config(adapter: str | Path | None, model: str | None, config_path: str | Path | None,
+def run_config(adapter: str | Path | AdapterRef | None, model: str | None, config_path: str | Path | None,
                task: str | None = None) -> RunConfig:
     """The config that decides template, task and model: the given file, else the adapter's own run's,
     else the defaults; ``model`` replaces the base model. Narrowed to one task (``task_config``)."""
@@ -68,11 +72,13 @@ def translate(texts: list[str], adapter: str | Path | None = None, model: str | 
     after the loop's first pass instead (as page translation and evaluation with
     ``eval.unfinished_keeps_source`` do)."""
     from loraforge.eval.inference import generate_restored, load_for_inference
+    from loraforge.runs import resolve_adapter
 
-    cfg = run_config(adapter, model, config_path, task)
+    ref = resolve_adapter(adapter) if adapter is not None else None  # once: run_config and the load take it
+    cfg = run_config(ref, model, config_path, task)
     if not texts:
         return Translation([], [], max_new_tokens)
-    loaded, net = load_for_inference(cfg, adapter)
+    loaded, net = load_for_inference(cfg, ref)
     out, _ = generate_restored(loaded, net, cfg, texts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                                progress=len(texts) > batch_size, widen_cut=True, trim_loops=True, keep_unfit=True)
     return Translation(out.texts, out.cut, max_new_tokens)
