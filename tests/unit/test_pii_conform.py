@@ -153,6 +153,7 @@ def kept(text: str, *pieces: tuple[str, str]) -> list[tuple[str, str]]:
     ("Invoice to accounts-payable@brightfield.com", ("accounts-payable@brightfield.com", "EMAIL"), None),
     ("Cc: logistics-ops@brightfield.com", ("logistics-ops@brightfield.com", "EMAIL"), None),
     ("write to mary-jane@example.com", ("mary-jane@example.com", "EMAIL"), "mary-jane@example.com"),
+    ("Tel. 0251 610 48-0 · verkauf@autohaus.example", ("verkauf@autohaus.example", "EMAIL"), None),  # sales
     ("Linux version 6.1.0 (debian-kernel@lists.debian.org)", ("debian-kernel@lists.debian.org", "EMAIL"), None),
     ("cleanup: message-id=<CAF3x7Q+9wLp2@mail.gmail.com>", ("CAF3x7Q+9wLp2@mail.gmail.com", "EMAIL"), None),
     ("claim at brightline.example/claims", ("brightline.example", "EMAIL"), None),  # a host
@@ -176,6 +177,23 @@ def kept(text: str, *pieces: tuple[str, str]) -> list[tuple[str, str]]:
     ('ports: ["192.168.1.20:8080:3000"]', ("192.168.1.20:8080:3000", "IP_ADDRESS"), "192.168.1.20"),
     ("> Host: localhost:8443", ("localhost:8443", "IP_ADDRESS"), None),
     ("remote=2a01:4f8:c17:3b2a::1 user=x", ("2a01:4f8:c17:3b2a::1", "IP_ADDRESS"), "2a01:4f8:c17:3b2a::1"),
+    # a version in the languages of the rules, an image's tag, an upgrade's target
+    ("Entegrasyon Servisi sürüm 3.7.1.204", ("3.7.1.204", "IP_ADDRESS"), None),
+    ("Descarga la versión 4.2.0.17", ("4.2.0.17", "IP_ADDRESS"), None),
+    ("portal do colaborador (v. 8.3.0.41)", ("8.3.0.41", "IP_ADDRESS"), None),
+    ('  tag: "2.9.0.4"', ("2.9.0.4", "IP_ADDRESS"), None),
+    ("系统版本由 5.6.2.118 升级至 6.0.0.7", ("6.0.0.7", "IP_ADDRESS"), None),
+    ("firmware bumped to 4.18.0.6 today", ("4.18.0.6", "IP_ADDRESS"), None),
+    ("sessions from 86.142.75.230 are torn down", ("86.142.75.230", "IP_ADDRESS"), "86.142.75.230"),
+    # the label of a reference, in more languages: a receipt's, an order's, a customer's, a transaction's number
+    ("Beleg-Nr. 0041-2024-118732   Kasse 03", ("0041-2024-118732", "PHONE"), None),
+    ("주문번호: 20240603-0018847", ("20240603-0018847", "PHONE"), None),
+    ("Tack för din beställning 5520184736 den 7 maj", ("5520184736", "PHONE"), None),
+    ("Numer klienta: 7100 4428 1930", ("7100 4428 1930", "PHONE"), None),
+    ("card ****4821 txn 7741200918 amount mismatch", ("7741200918", "PHONE"), None),
+    ("رقم الطلب: 2024051800342", ("2024051800342", "PHONE"), None),
+    # an insurance member's policy number is an ID (RULES.md: SSN), not a reference
+    ("Zorgverzekeraar: Zilveren Kruis, polisnummer 184927361", ("184927361", "SSN"), "184927361"),
 ])
 def test_spans_are_trimmed_to_the_value(text, piece, value):
     assert kept(text, piece) == ([(value, piece[1])] if value else [])
@@ -595,6 +613,23 @@ def test_an_organisations_contact_line_keeps_its_phone_unmasked(text, phone, kep
 
     spans = Masker(Model(), MaskOptions(merge="union")).find_spans([text])[0]
     assert any(text[s.start:s.end] == phone and s.type == "PHONE" for s in spans) is kept_
+
+
+@pytest.mark.parametrize("text, number, model_finds, merge, masked", [
+    ("Artikel 4012345678901 ist wieder lieferbar.", "4012345678901", False, "union", False),  # an EAN, no label
+    ("Artikel 4012345678901 ist wieder lieferbar.", "4012345678901", False, "patterns", True),  # patterns alone: all
+    ("ruf mich an: 01715839482, bin ab 18 Uhr da", "01715839482", True, "union", True),  # the model agrees
+    ("ruf mich an: 0171 583 9482, bin ab 18 Uhr da", "0171 583 9482", False, "union", True),  # written as a phone
+])
+def test_a_number_found_by_its_length_alone_needs_the_model_in_a_union(text, number, model_finds, merge, masked):
+    """Bare digits are a phone to the patterns only by their length (``patterns.length_only``): with a model, a
+    union keeps them where the model found them too; a number written as a phone (groups, a +) needs no one."""
+    class Model:
+        def find_spans(self, texts):
+            return [spans_of(t, (number, "PHONE")) if model_finds else [] for t in texts]
+
+    spans = Masker(Model(), MaskOptions(merge=merge)).find_spans([text])[0]
+    assert any(text[s.start:s.end] == number and s.type == "PHONE" for s in spans) is masked
 
 
 def test_a_column_header_names_the_type_of_the_values_under_it():

@@ -24,7 +24,8 @@ DEV_CASES = "bench/data/pii-handwritten-dev/cases.txt"
 DEV_FILES = (DEV_CASES, "bench/data/pii-handwritten-dev/cases-2.txt",  # round 1, round 2 (written later, apart)
              "bench/data/pii-handwritten-dev/cases-3.txt",  # round 3: mostly texts without personal data
              "bench/data/pii-handwritten-dev/cases-4.txt",  # round 4: values that leak (names, IDs, dates of birth)
-             "bench/data/pii-handwritten-dev/cases-5.txt")  # round 5: from RULES.md alone, no rule written from it; chooses between taggers
+             "bench/data/pii-handwritten-dev/cases-5.txt",  # round 5: from RULES.md alone, no rule written from it; chooses between taggers
+             "bench/data/pii-handwritten-dev/cases-6.txt")  # round 6: structured look-alikes, for the validated patterns' rules
 
 
 def errors(record: dict, spans) -> list[dict]:

@@ -413,14 +413,18 @@ _REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|tracking|
                               r"UTR|arn|personalnummer|personal-?nr\.?|mitarbeiternummer|medical record|record (?:no\.?|number)|"
                               r"prontuário|meter|contador|zähler|compteur|seguimiento|env[ií]o|werkorder|"
                               r"fakturanummer|nr seryjny|serial (?:no\.?|number)|protocolo|copyright|takip|ocr-nummer|meeting id|"
-                              r"zählernummer|kundennr\.?|kundennummer|"
+                              r"zählernummer|kundennr\.?|kundennummer|beleg(?:-?nr\.?|nummer)?|reserva|localizador|reservation|"
+                              r"reservierung|réservation|prenotazione|rezerwacja|beställning|order(?:nummer|bekräftelse)|"
+                              r"bestellnummer|auftragsnummer|numer klienta|nr klienta|vertrags(?:konto|nummer)|merchant id|"
+                              r"txn|transaction|transaktion|dossier|"
                               r"vat(?: no\.?| number)?|ust-?id(?:nr)?)(?![^\W_])|"
                               r"account[ _-]?id\b)|"
                               # a carrier's name, a product's or a company's code (registration numbers: RULES.md does
                               # not annotate them): their numbers follow (case as written: ``Iva`` is a name)
                               r"\b(?:FedEx|UPS|DHL|USPS|SEUR|KRS|SIRET|SIREN|REGON|PO|CEP|BTW|TVA|IVA|KvK|KVK|Mersis|CIN|FINESS|IFSC|HRB|HRA|"
                               r"EORI|DUNS|LEI|CIF)\b|"
-                              r"订单|注文|사번|社員番号|工号|工单|运单|单号|账号|伝票番号|送り状番号|운송장번호|예약번호")
+                              r"订单|注文|사번|社員番号|工号|工单|运单|单号|账号|伝票番号|送り状番号|운송장번호|예약번호|주문번호|"
+                              r"法人番号|取引番号|会议号|رقم الطلب|رقم الحجز|رقم التذكرة|केस संख्या|\bRCS\b")
 # an organisation's line, not a person's (RULES.md: PHONE): a switchboard, a reception, customer service
 _LONGEST_FIRST = sorted(_words("organisation_phone_labels"), key=len, reverse=True)
 _ORGANISATION_PHONE_LABEL = re.compile(
@@ -547,11 +551,13 @@ _SYSLOG_PROGRAM = re.compile(r"(?:[A-Z][a-z]{2} +\d{1,2} \d\d:\d\d:\d\d|\d{4}-\d
 _PAM_MODULE = re.compile(r"pam_\w+")  # ``pam_unix(su:auth)``: a module, not an account
 # a template placeholder in the text (``%(username)s``, ``${DB_PASSWORD}``, ``{{ .Values.x }}``): no piece of it is a value
 _PLACEHOLDER_IN_TEXT = re.compile(r"%\([^)\n]*\)s|\$\{[^}\n]*\}|\{\{[^}\n]*\}\}")
-# a version's key or word right before an IP-shaped number (``"driver":"8.36.3.0"``, ``upgrade from 10.27.13.24``)
+# a version's key or word right before an IP-shaped number (``"driver":"8.36.3.0"``, ``upgrade from 10.27.13.24``,
+# in the rules' languages too: ``sürüm 3.7.1.204``, ``v. 8.3.0.41``; an image's ``tag: "2.9.0.4"``, ``bumped to 4.18.0.6``)
 # (one word may come between: ``Firmware atual: 1.4.0.22``), or a changelog's heading (``## [10.2.0.1] - 2024-05-14``)
-_VERSION_BEFORE = re.compile(r"(?i)(?:(?:(?-i:\b[A-Z][A-Za-z]+/)|\bv|\bversion|\bver\.?|\brelease|\bbuild|\bfirmware|\bkernel|"
-                             r"\bdriver|\bupgraded? from)(?:\s+[^\W\d]+)?|最新版|版本|バージョン|버전)[\"']?\s*[:=]?\s*[\"'（(]?v?$|"
-                             r"^#{1,6}\s*\[?v?$", re.M)
+_VERSION_BEFORE = re.compile(r"(?i)(?:(?:(?-i:\b[A-Z][A-Za-z]+/)|\bv\.?|\bversion|\bver\.?|\brelease|\bbuild|\bfirmware|\bkernel|"
+                             r"\bdriver|\bupgraded? (?:from|to)|\bbumped to|\bversión|\bversão|\bversione|\bwersj[ai]|\bверси[яи]|"
+                             r"\bsürüm(?:ü)?|\btag)(?:\s+[^\W\d]+)?|最新版|版本由?|升级至|バージョン|버전|संस्करण|फ़र्मवेयर|إصدار)"
+                             r"[\"']?\s*[:=]?\s*[\"'（(]?v?$|^#{1,6}\s*\[?v?$", re.M)
 
 
 def _log_process(text: str, span: Span, line_start: int) -> bool:

@@ -23,6 +23,10 @@ from loraforge.pii.spans import MERGE_MODES, MaskResult, Span, merge_spans
 STYLES = ("placeholder", "numbered", "pseudonym")
 
 
+def _overlaps(span: Span, others: list[Span]) -> bool:
+    return any(o.start < span.end and span.start < o.end for o in others)
+
+
 def model_finder(model, tokenizer, data_cfg, bias: float | None = None, batch_size: int = 8, **decode_kwargs):
     """The span finder over a tuned PII model: a tagger's ``TagFinder`` (``model.head=tagger``), else
     copy-or-mask decoding prompted as training prompted it (``data_cfg``: the run's ``DataConfig``).
@@ -107,12 +111,17 @@ class Masker:
 
     def combine(self, text: str, model_spans: list[Span]) -> list[Span]:
         """The model's spans for ``text`` put to the annotation rules, merged with the patterns' (per
-        ``options.merge``); then what the text's tables and lines say: the type a column's header names
-        (``organisations.typed_by_header``), the phones of organisations' lines dropped
+        ``options.merge``; in a union, a phone the patterns found by its length alone only where the model or a
+        column's header agrees: ``patterns.length_only``); then what the text's tables and lines say: the type
+        a column's header names (``organisations.typed_by_header``), the phones of organisations' lines dropped
         (``organisations.organisation_lines``)."""
         o = self.options
         found = conform(text, pat.find(text, self.patterns)) if o.merge != "model" else []
-        merged, found_tables = merge_spans(conform(text, model_spans), found, o.merge, text), pat.tables(text)
+        model_spans, found_tables = conform(text, model_spans), pat.tables(text)
+        if o.merge == "union" and self.model is not None:  # a number found by its length alone needs the model
+            found = [p for p in found if not pat.length_only(text, p) or _overlaps(p, model_spans)
+                     or _overlaps(p, [Span(a, b, t) for a, b, t in pat.typed_cells(found_tables)])]  # or its header
+        merged = merge_spans(model_spans, found, o.merge, text)
         return organisation_lines(text, typed_by_header(merged, found_tables), found_tables,
                                   people_found=o.merge != "patterns")
 
