@@ -23,8 +23,8 @@ from loraforge.pii.spans import MERGE_MODES, MaskResult, Span, merge_spans
 STYLES = ("placeholder", "numbered", "pseudonym")
 
 
-def _overlaps(span: Span, others: list[Span]) -> bool:
-    return any(o.start < span.end and span.start < o.end for o in others)
+def _overlaps(span: Span, ranges: list[tuple[int, int]]) -> bool:
+    return any(a < span.end and span.start < b for a, b in ranges)
 
 
 def model_finder(model, tokenizer, data_cfg, bias: float | None = None, batch_size: int = 8, **decode_kwargs):
@@ -118,9 +118,9 @@ class Masker:
         o = self.options
         found = conform(text, pat.find(text, self.patterns)) if o.merge != "model" else []
         model_spans, found_tables = conform(text, model_spans), pat.tables(text)
-        if o.merge == "union" and self.model is not None:  # a number found by its length alone needs the model
-            found = [p for p in found if not pat.length_only(text, p) or _overlaps(p, model_spans)
-                     or _overlaps(p, [Span(a, b, t) for a, b, t in pat.typed_cells(found_tables)])]  # or its header
+        if o.merge == "union" and self.model is not None and any(pat.length_only(text, p) for p in found):
+            agree = [(m.start, m.end) for m in model_spans] + [(a, b) for a, b, _ in pat.typed_cells(found_tables)]
+            found = [p for p in found if not pat.length_only(text, p) or _overlaps(p, agree)]  # the model or a header
         merged = merge_spans(model_spans, found, o.merge, text)
         return organisation_lines(text, typed_by_header(merged, found_tables), found_tables,
                                   people_found=o.merge != "patterns")

@@ -56,10 +56,11 @@ class TrainStep(torch.nn.Module):
             return self._loss(input_ids, attention_mask, labels, packed)
 
     def _loss(self, input_ids, attention_mask, labels, packed):
-        smoothing = self.cfg.label_smoothing if self.training and torch.is_grad_enabled() else 0.0  # dev loss: plain CE
+        training = self.training and torch.is_grad_enabled()
+        smoothing = self.cfg.label_smoothing if training else 0.0  # dev loss: plain CE
         if self.fast:
             stack = _backbone(self.model)
-            use_compiled = self.compiled_layers is not None and self.training and torch.is_grad_enabled()
+            use_compiled = self.compiled_layers is not None and training
             with swapped_layers(stack, self.compiled_layers if use_compiled else None):
                 hidden = stack(input_ids=input_ids, attention_mask=attention_mask, **packed).last_hidden_state
             lm_head = self.model.get_output_embeddings()
