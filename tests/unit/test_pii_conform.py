@@ -683,6 +683,91 @@ def test_their_look_alikes_stay_masked(text, piece):
     assert kept(text, piece) == [piece]
 
 
+@pytest.mark.parametrize("text, piece", [
+    # a team's or a role's mailbox, in more languages, or two role words run together
+    ("Next step: escalate to payments-oncall@acme-pay.example", ("payments-oncall@acme-pay.example", "EMAIL")),
+    ("Pour toute question : rh@groupe.example", ("rh@groupe.example", "EMAIL")),
+    ("CC: atencionclientes@seguros.example", ("atencionclientes@seguros.example", "EMAIL")),
+    # a meeting's, an account's, a transaction's number; an nginx directive's status codes
+    ("Teams-Besprechungs-ID: 352 118 906 447 · Kenncode: ***", ("352 118 906 447", "PHONE")),
+    ("ID da reunião: 381 442 907 15", ("381 442 907 15", "PHONE")),
+    ("ब्रॉडबैंड कनेक्शन (खाता संख्या 1005-4418-2290) पर", ("1005-4418-2290", "PHONE")),
+    ("    error_page 502 503 504 /50x.html;", ("502 503 504", "PHONE")),
+    ("llama al 900 812 340.", ("812 340", "PHONE")),  # the tail of a free line
+    # an IP-shaped section or kernel number
+    ("Runbook: wiki/runbooks/checkout, section 3.2.1.4", ("3.2.1.4", "IP_ADDRESS")),
+    ("원인: 노드 커널 5.15.0.105 업데이트 후", ("5.15.0.105", "IP_ADDRESS")),
+    # a company's INN (10 digits) and registration numbers; a UUID; the name of a Secret; a system account
+    ("ИНН 7704381296, КПП 770401001", ("7704381296", "SSN")),
+    ("ИНН 7704381296, КПП 770401001", ("770401001", "SSN")),
+    ("user_ids:\n  - 'a3f1c2d4-5e6f-4a7b-8c9d-0e1f2a3b4c5d'", ("a3f1c2d4-5e6f-4a7b-8c9d-0e1f2a3b4c5d", "USERNAME")),
+    ("  existingSecret: grafana-admin", ("grafana-admin", "PASSWORD")),
+    ("[Service]\nUser=node_exporter", ("node_exporter", "USERNAME")),
+])
+def test_rules_22_mailboxes_meeting_ids_sections_and_company_numbers_are_not_personal(text, piece):
+    assert kept(text, piece) == []
+
+
+@pytest.mark.parametrize("text, piece", [
+    ("ИНН 770412345678", ("770412345678", "SSN")),  # 12 digits: a person's INN
+    ("api_key: 3f1c2d4e-5e6f-4a7b-8c9d-0e1f2a3b4c5d", ("3f1c2d4e-5e6f-4a7b-8c9d-0e1f2a3b4c5d", "PASSWORD")),
+    ("mail me: ana.clientes@gmail.com", ("ana.clientes@gmail.com", "EMAIL")),  # a dot: a person's shape
+    ("  password: grafana-admin-7Qx!", ("grafana-admin-7Qx!", "PASSWORD")),
+    ("ruf an: 0171 812 340 9", ("0171 812 340 9", "PHONE")),
+])
+def test_rules_22_look_alikes_stay_masked(text, piece):
+    assert kept(text, piece) == [piece]
+
+
+@pytest.mark.parametrize("text, value, kept_", [
+    ("Einwahl per Telefon: +49 89 2019 5500 (Zentrale)", "+49 89 2019 5500", False),  # a switchboard after it
+    ("Acesso por telefone: +351 21 000 4400 (linha da empresa)", "+351 21 000 4400", False),
+    ("Store #0217, 455 Market Street, San Francisco – Tel (415) 555-0142", "(415) 555-0142", False),
+    ("Jan Nowak (Zentrale nicht erreichbar): +49 171 2019 550", "+49 171 2019 550", True),  # a person on the line
+    ("ring our switchboard (reception) on 020 7946 0000 or me directly on 07700 900417", "07700 900417", True),
+    ("Sklep: ElektroMax Sp. z o.o., NIP 779-24-18-335", "779-24-18-335", False),  # a company's tax number
+    ("Jan Nowak, ElektroMax Sp. z o.o., NIP 779-24-18-335", "779-24-18-335", True),  # a person's, on the same line
+])
+def test_rules_22_an_organisations_line_keeps_its_numbers_unmasked(text, value, kept_):
+    class Model:  # finds the people the way the tagger does
+        def find_spans(self, texts):
+            return [spans_of(t, *[(n, "NAME") for n in ("Jan Nowak",) if n in t]) for t in texts]
+
+    spans = Masker(Model(), MaskOptions(merge="union")).find_spans([text])[0]
+    assert any(text[s.start:s.end] == value for s in spans) is kept_
+
+
+@pytest.mark.parametrize("text, piece, value", [
+    ("Billing address on file: 21, rue Arnaud, 46252 Ferrand.", ("21, rue Arnaud, 46252 Ferrand.", "ADDRESS"),
+     "21, rue Arnaud, 46252 Ferrand"),  # the sentence's full stop
+    ("C.P. 44160, Guadalajara, Jal.", ("C.P. 44160, Guadalajara, Jal.", "ADDRESS"), "C.P. 44160, Guadalajara, Jal."),
+    ("EMAIL_HOST_PASSWORD=&0Sgq3PxjGmNB%Yj$qO", ("=&0Sgq3PxjGmNB%Yj$qO", "PASSWORD"), "&0Sgq3PxjGmNB%Yj$qO"),
+    ("Your temporary password is sAi^Jsbg+g6*. Support will never ask for it.", ("sAi^Jsbg+g6", "PASSWORD"),
+     "sAi^Jsbg+g6*"),  # to the token's end, not over the full stop
+    ("DATABASE_URL=postgres://hz:Tr0ut-Lake!2291@10.20.14.37:5432/crm", ("Tr0ut-Lake!2291", "PASSWORD"),
+     "Tr0ut-Lake!2291"),  # a URL's password ends at its host
+    ("password=Xq29vLbN4s&user=ops", ("Xq29vLbN4s", "PASSWORD"), "Xq29vLbN4s&user"),  # a query's next key: a known cost
+])
+def test_rules_23_a_sentences_full_stop_and_a_passwords_edges(text, piece, value):
+    assert kept(text, piece) == [(value, piece[1])]
+
+
+def test_rules_23_a_number_found_by_its_length_takes_the_models_type():
+    """Bare digits are a phone to the patterns by their length only; where the model typed the same digits an ID
+    (or a card, a birth date), its reading of the context wins the tie that the patterns won before."""
+    class Model:
+        def __init__(self, ptype):
+            self.ptype = ptype
+
+        def find_spans(self, texts):
+            return [spans_of(t, ("07048805803", self.ptype)) for t in texts]
+
+    text = "msg=signup national_id=07048805803 status=ok"
+    for ptype, expected in (("SSN", "SSN"), ("PHONE", "PHONE"), ("NAME", "PHONE")):
+        spans = Masker(Model(ptype), MaskOptions(merge="union")).find_spans([text])[0]
+        assert [(text[s.start:s.end], s.type) for s in spans] == [("07048805803", expected)]
+
+
 def test_without_a_model_only_a_tables_header_speaks_for_a_phone():
     """Patterns alone find no names, so a line's organisation cannot be told from a person's there: the phone
     beside opening hours stays masked, the one under a switchboard's column does not."""

@@ -159,3 +159,51 @@ def test_no_copies_asked_reads_no_case_file_and_the_summary_counts_what_the_docs
     assert summary(cases) == {"cases": 2, "without_pii": 1, "values": 3, "kinds": 2,
                               "by_type": {"NAME": 2, "EMAIL": 1}}
     assert summary(training_cases())["values"] == 4902  # the count README and docs/benchmarks.md give
+
+
+def test_cached_model_spans_replay_without_the_model_and_refuse_other_weights(tmp_path):
+    """``pii_errors --spans-cache``: the model's spans are kept per text, a second run reads them without
+    loading the model, and a file made with other weights or another bias is refused, not mixed."""
+    from loraforge.bench.pii_errors import CachedFinder
+    from loraforge.data.formats import DataError
+    from loraforge.pii import Masker, MaskOptions
+    from loraforge.pii.spans import Span
+
+    adapter = tmp_path / "run" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights one")
+    calls = []
+
+    class Model:
+        def find_spans(self, texts):
+            calls.append(list(texts))
+            return [[Span(t.index("Ann"), t.index("Ann") + 3, "NAME", 0.9)] if "Ann" in t else [] for t in texts]
+
+    def load():
+        calls.append("load")
+        return Model()
+
+    texts = ["Ann wrote", "no one here", "Ann wrote"]
+    cache = tmp_path / "spans.json.gz"
+    first = CachedFinder(cache, str(tmp_path / "run"), 1.0, load)
+    masked = Masker(first, MaskOptions(merge="union")).mask([t for t in texts])
+    first.save()
+    assert [m.text for m in masked] == ["[NAME] wrote", "no one here", "[NAME] wrote"]
+    assert calls == ["load", ["Ann wrote", "no one here"]]  # each distinct text once
+
+    def no_model():
+        raise AssertionError("the model was loaded for cached texts")
+
+    again = CachedFinder(cache, str(tmp_path / "run"), 1.0, no_model)
+    assert again.find_spans(texts) == first.find_spans(texts)
+    with pytest.raises(DataError, match="name another file"):
+        CachedFinder(cache, str(tmp_path / "run"), 0.0, no_model)
+    moved = tmp_path / "elsewhere"
+    (tmp_path / "run").rename(moved)  # the run is not on this machine: the file's spans are replayed as they are
+    assert CachedFinder(cache, str(tmp_path / "run"), 1.0, no_model).find_spans(texts) == first.find_spans(texts)
+    with pytest.raises(AssertionError, match="was loaded"):
+        CachedFinder(cache, str(tmp_path / "run"), 1.0, no_model).find_spans(["a text never tagged"])
+    moved.rename(tmp_path / "run")
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights two")  # retrained under the same path
+    with pytest.raises(DataError, match="name another file"):
+        CachedFinder(cache, str(tmp_path / "run"), 1.0, no_model)

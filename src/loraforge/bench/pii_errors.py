@@ -3,17 +3,22 @@ are tuned, so the hand-written evaluation set (``datasets/pii-handwritten``) and
 to find errors.
 
     python -m loraforge.bench.pii_errors [--adapter runs/pii-tagger-v4] [--cases bench/data/pii-handwritten-dev/cases.txt[,cases-2.txt]]
-        [--bias 0] [--curve=-1,0,1,2] [--show-values] [--out bench/results] [--name pii-handdev]
+        [--bias 0] [--curve=-1,0,1,2] [--spans-cache FILE] [--show-values] [--out bench/results] [--name pii-handdev]
 
 The set is written like the evaluation set (``⟦TYPE|value⟧`` inline, ``RULES.md``) but by other hands and
 kept apart from it. Writes ``<name>.json`` / ``<name>.md`` with the scores and the error counts by kind;
 ``--show-values`` also prints every error with its text (personal data of the development set: asked for).
 ``--curve`` adds the scores at more biases (the recall knob), from the same tagging pass.
+``--spans-cache FILE`` keeps the model's spans per text in a file (``CachedFinder``): a change to the rules is
+then scored again in seconds on the very same model output, and anyone holding the file gets the same numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import hashlib
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -25,7 +30,67 @@ DEV_FILES = (DEV_CASES, "bench/data/pii-handwritten-dev/cases-2.txt",  # round 1
              "bench/data/pii-handwritten-dev/cases-3.txt",  # round 3: mostly texts without personal data
              "bench/data/pii-handwritten-dev/cases-4.txt",  # round 4: values that leak (names, IDs, dates of birth)
              "bench/data/pii-handwritten-dev/cases-5.txt",  # round 5: from RULES.md alone, no rule written from it; chooses between taggers
-             "bench/data/pii-handwritten-dev/cases-6.txt")  # round 6: structured look-alikes, for the validated patterns' rules
+             "bench/data/pii-handwritten-dev/cases-6.txt",  # round 6: structured look-alikes, for the validated patterns' rules
+             "bench/data/pii-handwritten-dev/cases-7.txt")  # round 7: RULES.md's hard negatives, human and technical texts
+
+
+class CachedFinder:
+    """A model finder read from a file of its spans, keyed by each text's SHA-256, for replaying rule changes.
+
+    Texts not in the file yet go to the real finder (``load()``, called at most once, so a replay over cached
+    texts loads no model) and are added; ``save()`` writes the file back whole. The file records the adapter's
+    weights (their SHA-256) and the bias, and a file made with others is refused rather than mixed. Where the
+    adapter's folder is absent, the file's spans are replayed as they are (``bench/data/pii-spans``: a rule change
+    scored by anyone on the spans the published numbers came from)."""
+
+    def __init__(self, path: str | Path, adapter: str, bias: float | None, load):
+        self.path, self.load, self._finder, self.added = Path(path), load, None, 0
+        self.spans: dict[str, list] = {}
+        data = json.loads(gzip.decompress(self.path.read_bytes())) if self.path.exists() else None
+        weights = adapter_digest(adapter) if Path(adapter).exists() else None
+        if weights is None and data and data["key"].get("adapter") == adapter:
+            weights = data["key"]["weights"]  # the run is not on this machine: replay the file's spans alone
+        self.key = {"adapter": adapter, "weights": weights, "bias": bias}
+        if data is not None:
+            if data.get("key") != self.key:
+                from loraforge.data.formats import DataError
+
+                raise DataError(f"{self.path}: spans of {data.get('key')}, not of {self.key}; name another file")
+            self.spans = data["spans"]
+        self.bias = bias
+
+    @staticmethod
+    def digest(text: str) -> str:
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def find_spans(self, texts: list[str]) -> list:
+        from loraforge.pii.spans import Span
+
+        missing = list(dict.fromkeys(t for t in texts if self.digest(t) not in self.spans))
+        if missing:
+            self._finder = self._finder or self.load()
+            for t, found in zip(missing, self._finder.find_spans(missing)):
+                self.spans[self.digest(t)] = [[s.start, s.end, s.type, s.score, s.source] for s in found]
+            self.added += len(missing)
+        return [[Span(*row) for row in self.spans[self.digest(t)]] for t in texts]
+
+    def save(self) -> None:
+        from loraforge.runs.files import atomic_write
+
+        if self.added or not self.path.exists():
+            data = {"key": self.key, "spans": dict(sorted(self.spans.items()))}
+            atomic_write(self.path, gzip.compress(json.dumps(data).encode("utf-8"), mtime=0))
+
+
+def adapter_digest(adapter: str) -> str:
+    """SHA-256 over the weight files of an adapter folder (a run folder: its final ``adapter/``): which weights
+    made the spans, so a retrained run under the same path does not reuse the old run's spans."""
+    root = Path(adapter)
+    root = root / "adapter" if (root / "adapter").is_dir() else root
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.safetensors")) if root.is_dir() else [root]:
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
 
 
 def errors(record: dict, spans) -> list[dict]:
@@ -63,27 +128,51 @@ def describe(record: dict, err: dict) -> str:
 
 
 def run(adapter: str, cases: str, bias: float | None, show_values: bool,
-        curve: list[float] = ()) -> tuple[dict, list[str]]:
+        curve: list[float] = (), spans_cache: str | None = None) -> tuple[dict, list[str]]:
+    from loraforge.pii import Masker, MaskOptions
     from loraforge.pii.evaluate import score_spans, sweep_bias, timed
-    from loraforge.pii.handwritten import parse_cases
     from loraforge.workflows.mask import build_masker
 
-    records = [r for path in cases.split(",") for r in parse_cases(Path(path).read_text(encoding="utf-8"), path)]
-    masker = build_masker(adapter, merge="union", bias=bias)
+    records = [r for part in cases.split(",") for r in _records(part)]
     texts = [r["text"] for r in records]
+    if spans_cache:
+        if curve:
+            raise ValueError("--curve decodes at each bias; it cannot replay one bias's cached spans")
+        finder = CachedFinder(spans_cache, adapter, bias, lambda: build_masker(adapter, merge="union", bias=bias).model)
+        masker = Masker(finder, MaskOptions(merge="union"))
+        spans = masker.find_spans(texts)
+        finder.save()
+        results = _results(adapter, cases, bias, records, spans, score_spans(records, spans), [])
+        results["spans_cache"] = spans_cache
+        errs = [(r, e) for r, s in zip(records, spans) for e in errors(r, s)]
+        return results, [describe(r, e) for r, e in errs] if show_values else []
+    masker = build_masker(adapter, merge="union", bias=bias)
     points = []
     if curve:
         masker.model.memo = {}  # the tagger reads each text once; every bias decodes the same probabilities
         points = sweep_bias(masker, records, curve, batch_size=max(1, len(records)))
         masker.model.memo = None
     spans, seconds = timed(masker.find_spans, texts, max(1, len(records)))  # timed without the memo
-    scores = score_spans(records, spans, seconds)
+    results = _results(adapter, cases, masker.bias, records, spans, score_spans(records, spans, seconds), points)
     errs = [(r, e) for r, s in zip(records, spans) for e in errors(r, s)]
-    kinds = Counter(f"{e['kind']} {e['type']}" for _, e in errs)
-    results = {"adapter": adapter, "cases": cases, "bias": masker.bias, "cpu": cpu_name(), "n": len(records),
-               "no_pii_cases": sum(1 for r in records if not r["spans"]), "scores": {k: scores[k] for k in KEYS},
-               "texts_per_s": scores.get("texts_per_s"), "errors": dict(sorted(kinds.items())), "curve": points}
     return results, [describe(r, e) for r, e in errs] if show_values else []
+
+
+def _results(adapter, cases, bias, records, spans, scores, points) -> dict:
+    kinds = Counter(f"{e['kind']} {e['type']}" for r, s in zip(records, spans) for e in errors(r, s))
+    return {"adapter": adapter, "cases": cases, "bias": bias, "cpu": cpu_name(), "n": len(records),
+            "no_pii_cases": sum(1 for r in records if not r["spans"]), "scores": {k: scores[k] for k in KEYS},
+            "texts_per_s": scores.get("texts_per_s"), "errors": dict(sorted(kinds.items())), "curve": points}
+
+
+def _records(part: str) -> list[dict]:
+    """A cases file's records, or a packaged split's (``pii:dev``: generated texts with their spans)."""
+    from loraforge.data.formats import read_records, resolve_spec
+    from loraforge.pii.handwritten import parse_cases
+
+    if Path(part).is_file() or ":" not in part:
+        return parse_cases(Path(part).read_text(encoding="utf-8"), part)
+    return [{"id": f"{part}#{i}", **r} for i, (_, r) in enumerate(read_records(resolve_spec(part)))]
 
 
 def markdown(results: dict) -> str:
@@ -97,21 +186,24 @@ def markdown(results: dict) -> str:
             f"without personal data), model + validated patterns, adapter `{results['adapter']}`. CPU: "
             f"{results['cpu']}.\n\n{scores}\n\nErrors by kind and gold (or found) type:\n\n{errs}{curve}\n\n"
             f"Reproduce: `python -m loraforge.bench.pii_errors --adapter {results['adapter']} --cases {results['cases']}"
-            f" --bias {results['bias']:g}" + (f" --curve={biases}" if biases else "") + "`\n")
+            + (f" --bias {results['bias']:g}" if results["bias"] is not None else "")
+            + (f" --curve={biases}" if biases else "")
+            + (f" --spans-cache {results['spans_cache']}" if results.get("spans_cache") else "") + "`\n")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--adapter", default="runs/pii-tagger-v4")
-    parser.add_argument("--cases", default=DEV_CASES, help="a cases file, or several comma-separated")
+    parser.add_argument("--cases", default=DEV_CASES, help="a cases file or a split (pii:dev), or several comma-separated")
     parser.add_argument("--bias", type=float, default=None, help="the recall knob (default: the run's own)")
     parser.add_argument("--curve", default="", help="also score at these biases, e.g. --curve=-1,0,1,2")
+    parser.add_argument("--spans-cache", default=None, help="read/add the model's spans per text here (.json.gz)")
     parser.add_argument("--show-values", action="store_true", help="print each error with its text")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--name", default="pii-handdev")
     args = parser.parse_args(argv)
     curve = [float(b) for b in args.curve.split(",") if b.strip()]
-    results, lines = run(args.adapter, args.cases, args.bias, args.show_values, curve)
+    results, lines = run(args.adapter, args.cases, args.bias, args.show_values, curve, args.spans_cache)
     publish(args.out, args.name, results, markdown(results), lines)
 
 

@@ -55,7 +55,7 @@ _COMPANY_BEFORE = re.compile(r"\b" + LEGAL_FORM + r"\.?\s*[,·|–—-]\s*$")
 # the identifier of a request, an event, an account or an organisation is not a secret (``"request_id":"req_01HZ..."``),
 # nor is a key's public fingerprint (``SHA256:Xq2b...``)
 _ID_KEY_BEFORE = re.compile(r"(?i)(?:\b|_)(?:request|trace|span|event|correlation|transaction|message|chat|org|tenant|"
-                            r"account|customer|order|job|run|build|bic|swift)(?:[ _-]?(?:id|code))?[\"']?\s*[:=]?\s*[\"']?$|"
+                            r"account|customer|order|job|run|build|bic|swift|existing[ _-]?secret|secret[ _-]?name)(?:[ _-]?(?:id|code))?[\"']?\s*[:=]?\s*[\"']?$|"
                             r"(?<![\w-])(?:id|uid|uuid|guid)[\"'`]?\s*[:=]?\s*[\"'`]?$|"  # a bare ``"id": "usr_01J7..."``
                             r"\b(?:SHA256|SHA1|MD5):$")
 
@@ -71,6 +71,11 @@ _IPV4_PORT = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3})(?::\d{1,5})+")  # the ports 
 _URL_CREDENTIALS_BEFORE = re.compile(r"://[^\s/@:]*:?$")
 _HOST_TAIL = re.compile(r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+(?::\d{1,5})?(?:/\S*)?$")
 _SHELL_QUOTES = "\"'`"
+# the rest of a password's token the tagger stopped short of: no space, quote or bracket, not the sentence's end
+# (nor ``@ / : = $``, where a URL's host, a path, the next key or a template variable starts)
+_TOKEN_REST = re.compile(r"[^\s\"'`<>()\[\]{},;@/:=$]*?(?=[.!?]*(?:[\s\"'`<>()\[\]{},;@/:=$]|$))")
+_LAST_WORD = re.compile(r"[^\W\d_]+$")
+ADDRESS_ABBREVIATIONS = frozenset(_words("address_abbreviations"))
 _QUOTE_REACH = 8  # how far a password's quote may be from where the tagger started or ended it
 # honorifics stay outside a name (RULES.md: ``Frau ⟦Brandt⟧``, ``⟦佐藤 健⟧様``); English title
 # abbreviations (Dr., Mr., Ms., Mrs.) are part of it
@@ -131,6 +136,13 @@ def _credential_edges(text: str, a: int, b: int, ptype: str) -> tuple[int, int]:
             b = m.start()
     if ptype != "PASSWORD" or a >= b:
         return a, b
+    if b - a > 1 and text[a] == "=" and a > 0 and (text[a - 1].isalnum() or text[a - 1] == "_") \
+            and text[a + 1] not in _SHELL_QUOTES:
+        a += 1  # KEY⟦=secret⟧: the key's sign is not the value's (quoted values: below)
+    if b < len(text) and b - a >= 3 and not _URL_CREDENTIALS_BEFORE.search(text, max(0, a - 64), a) \
+            and (m := _TOKEN_REST.match(text, b)) and m.group().strip("_") and not text[a:b].isspace():
+        b = m.end()  # ``password is ⟦sAi^Jsbg+g6⟧*.``: a secret runs to its token's end, less a sentence's punctuation
+        # (not over a blank form's underscores: ``⟦IT⟧__ _ ____``)
     if (m := re.search(r"\s", text[a:b])) and not any(c.isalnum() for c in text[a + m.start():b]):
         b = a + m.start()  # ⟦'secret' },⟧: what follows a space is the code around the value
     while b - a > 2 and text[a] in "=:" and text[a + 1] in _SHELL_QUOTES and text[b - 1] == text[a + 1]:
@@ -416,20 +428,21 @@ _REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|tracking|
                               r"zählernummer|kundennr\.?|kundennummer|beleg(?:-?nr\.?|nummer)?|reserva|localizador|reservation|"
                               r"reservierung|réservation|prenotazione|rezerwacja|beställning|order(?:nummer|bekräftelse)|"
                               r"bestellnummer|auftragsnummer|numer klienta|nr klienta|vertrags(?:konto|nummer)|merchant id|"
-                              r"txn|transaction|transaktion|dossier|"
+                              r"txn|transaction|transaktion|dossier|account (?:no\.?|number)|error_page|"
                               r"vat(?: no\.?| number)?|ust-?id(?:nr)?)(?![^\W_])|"
                               r"account[ _-]?id\b)|"
                               # a carrier's name, a product's or a company's code (registration numbers: RULES.md does
                               # not annotate them): their numbers follow (case as written: ``Iva`` is a name)
                               r"\b(?:FedEx|UPS|DHL|USPS|SEUR|KRS|SIRET|SIREN|REGON|PO|CEP|BTW|TVA|IVA|KvK|KVK|Mersis|CIN|FINESS|IFSC|HRB|HRA|"
-                              r"EORI|DUNS|LEI|CIF)\b|"
+                              r"EORI|DUNS|LEI|CIF|КПП|ОГРН(?:ИП)?)\b|"
                               r"订单|注文|사번|社員番号|工号|工单|运单|单号|账号|伝票番号|送り状番号|운송장번호|예약번호|주문번호|"
-                              r"法人番号|取引番号|会议号|رقم الطلب|رقم الحجز|رقم التذكرة|केस संख्या|\bRCS\b")
+                              r"法人番号|取引番号|会议号|رقم الطلب|رقم الحجز|رقم التذكرة|केस संख्या|खाता संख्या|लेन-देन आईडी|\bRCS\b")
 # an organisation's line, not a person's (RULES.md: PHONE): a switchboard, a reception, customer service
 _LONGEST_FIRST = sorted(_words("organisation_phone_labels"), key=len, reverse=True)
 _ORGANISATION_PHONE_LABEL = re.compile(
     r"(?i)(?<![^\W\d_])(?:" + "|".join(re.escape(w) for w in _LONGEST_FIRST if not any(spaceless(c) for c in w))
     + r")(?![^\W\d_])|" + "|".join(re.escape(w) for w in _LONGEST_FIRST if any(spaceless(c) for c in w)))
+ORGANISATION_PHONE_LABEL = _ORGANISATION_PHONE_LABEL  # also read on a phone's whole line (organisations)
 # a product's code: never a card, whatever its checksum (an EAN-13 passes the Luhn check one time in ten)
 _PRODUCT_CODE_LABEL = re.compile(r"\b(?:EAN|GTIN|UPC|ISBN|JAN)\b|(?i:\b(?:barcode|barkod|código de barras)\b)")
 _DATE_SHAPE = re.compile(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}")
@@ -437,7 +450,9 @@ _LABEL_WINDOW = 24
 _LABELLED_TYPES = {"PHONE", "SSN", "CREDIT_CARD"}
 # None, CODE: a reference, a product's code; ORGANISATION: an organisation's phone line (before PHONE: ``客服电话``
 # ends where its ``电话`` does, and the first of labels ending at one place wins)
-_MEETING_LABEL = re.compile(r"(?i)\b(?:zoom|webex)\b")  # a meeting's ID has a phone's shape (``Zoom 921 4410 8821``)
+# a meeting's ID has a phone's shape (``Zoom 921 4410 8821``, ``ID da reunião: 381 442 907 15``), and may pass an ID's check
+_MEETING_LABEL = re.compile(r"(?i)\b(?:zoom|webex)\b|(?i:(?<![^\W_])(?:(?:besprechungs|konferenz|meeting)-id|"
+                            r"id d[ae] reuni(?:ão|ón)|id de (?:la )?réunion)(?![^\W_]))")
 _LABELS = (("SSN", _ID_LABEL), ("ORGANISATION", _ORGANISATION_PHONE_LABEL), ("MEETING", _MEETING_LABEL), ("PHONE", _PHONE_LABEL),
            ("CREDIT_CARD", _CARD_LABEL), ("DATE_OF_BIRTH", _BIRTH_LABEL), (None, _REFERENCE_LABEL), ("CODE", _PRODUCT_CODE_LABEL))
 
@@ -556,7 +571,8 @@ _PLACEHOLDER_IN_TEXT = re.compile(r"%\([^)\n]*\)s|\$\{[^}\n]*\}|\{\{[^}\n]*\}\}"
 # (one word may come between: ``Firmware atual: 1.4.0.22``), or a changelog's heading (``## [10.2.0.1] - 2024-05-14``)
 _VERSION_BEFORE = re.compile(r"(?i)(?:(?:(?-i:\b[A-Z][A-Za-z]+/)|\bv\.?|\bversion|\bver\.?|\brelease|\bbuild|\bfirmware|\bkernel|"
                              r"\bdriver|\bupgraded? (?:from|to)|\bbumped to|\bversión|\bversão|\bversione|\bwersj[ai]|\bверси[яи]|"
-                             r"\bsürüm(?:ü)?|\btag)(?:\s+[^\W\d]+)?|最新版|版本由?|升级至|バージョン|버전|संस्करण|फ़र्मवेयर|إصدار)"
+                             r"\bsürüm(?:ü)?|\btag|\bsection|\babschnitt|\bsecci[oó]n|\bchapter|\bядр[оа])(?:\s+[^\W\d]+)?|"
+                             r"最新版|版本由?|升级至|バージョン|버전|संस्करण|फ़र्मवेयर|إصدار|§|커널|カーネル|内核)"
                              r"[\"']?\s*[:=]?\s*[\"'（(]?v?$|^#{1,6}\s*\[?v?$", re.M)
 
 
@@ -601,6 +617,8 @@ _OTHER_DATE_LABEL = re.compile(r"(?i)(?<![^\W\d_])(?:due|invoice date|issued|iss
                                r"fecha de factura|échéance|date de facture|scadenza|data fattura|vencimento|"
                                r"termin płatności|data wystawienia|förfallodatum|fakturadatum)(?![^\W\d_])")
 _SINGLE_DIGIT_GROUPS = re.compile(r"\d(?:[-. ]\d){5,}")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_NUMBER_HEAD_BEFORE = re.compile(r"(?<![\d+])(\+?\d{1,4}[ .-])$")  # a number's first group, right before a span
 _DIAL_IN_PIN_AFTER = re.compile(r"(?:\\?[,;]){1,3}\d{4,}#")  # pauses then a meeting PIN and #; ICS escapes commas
 
 
@@ -651,6 +669,14 @@ def _never_personal(text: str, span: Span) -> bool:
         return True  # a default (``1970-01-01``), a due or invoice date
     if span.type == "IBAN" and value.startswith("RF"):
         return True  # an ISO 11649 creditor reference: an IBAN's check digits, no country (RULES.md: a reference)
+    if span.type != "PASSWORD" and _UUID.fullmatch(value):
+        return True  # RULES.md: UUIDs are not personal data (a secret may still have a UUID's shape)
+    if span.type == "SSN" and len(value) == 10 and value.isdigit() and \
+            "ИНН" in text[max(line_start, span.start - _LABEL_WINDOW):span.start]:
+        return True  # a 10-digit INN is an organisation's (a person's has 12)
+    if span.type == "PHONE" and (m := _NUMBER_HEAD_BEFORE.search(text, max(line_start, span.start - 8), span.start)) \
+            and service_number(m.group(1) + value):
+        return True  # ``900 ⟦812 340⟧``: the tail of a free line
     if span.type == "PHONE" and _SINGLE_DIGIT_GROUPS.fullmatch(value):
         return True  # ``1-3-7-9-1-3-7-9-1-3``: weights, a sequence; no phone is written one digit at a time
     if span.type == "CREDIT_CARD" and span.start > 0 and text[span.start - 1].isalpha():
@@ -682,7 +708,8 @@ def role_mailbox(address: str) -> bool:
     hyphenated one (``accounts-payable``, ``logistics-ops``)."""
     local = address.split("@", 1)[0].lower()
     parts = re.split(r"[-_]", local)  # not at dots: first.last is a person's shape (``maria.personal@``)
-    return local in ROLE_MAILBOXES or (len(parts) > 1 and any(part in _ROLE_PARTS for part in parts))
+    return local in ROLE_MAILBOXES or (len(parts) > 1 and any(part in _ROLE_PARTS for part in parts)) or \
+        any(local[:i] in _ROLE_PARTS and local[i:] in _ROLE_PARTS for i in range(3, len(local) - 2))  # ``atencionclientes``
 
 
 def _parses_as_ip(value: str) -> bool:
@@ -731,6 +758,9 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
             b = m.end()
         if s.type == "ADDRESS":
             a, b = _address_edges(text, *_quoted_field(text, a, b))
+            if b - a > 1 and text[b - 1] == "." and (m := _LAST_WORD.search(text, a, b - 1)) \
+                    and len(m.group()) >= 5 and m.group().lower() not in ADDRESS_ABBREVIATIONS:
+                b -= 1  # ``..., 46252 Ferrand⟧.``: the sentence's full stop (``Main St.``, ``Jal.`` keep their own)
         if s.type == "DATE_OF_BIRTH" and text[max(0, a - 2):a] in _JAPANESE_ERAS:
             a -= 2  # ⟦平成⟧8年2月29日: the era is part of the year
         if s.type == "DATE_OF_BIRTH" and text.endswith("日生", a, b):

@@ -8,7 +8,7 @@ rendered as placeholders, numbered identities or pseudonyms, optionally with a r
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from loraforge.pii import patterns as pat
 from loraforge.pii.conform import conform
@@ -25,6 +25,16 @@ STYLES = ("placeholder", "numbered", "pseudonym")
 
 def _overlaps(span: Span, ranges: list[tuple[int, int]]) -> bool:
     return any(a < span.end and span.start < b for a, b in ranges)
+
+
+def _model_typed(phone: Span, model_spans: list[Span]) -> Span:
+    """A phone the patterns found by its length alone, typed as the model typed the same digits (``national_id=
+    07048805803``: an ID): bare digits are a phone to the patterns by length only, the model reads the context."""
+    same = [m for m in model_spans if m.start <= phone.start and phone.end <= m.end and m.type != "PHONE"]
+    return replace(phone, type=same[0].type) if len(same) == 1 and same[0].type in _DIGIT_TYPES else phone
+
+
+_DIGIT_TYPES = {"SSN", "CREDIT_CARD", "DATE_OF_BIRTH"}
 
 
 def model_finder(model, tokenizer, data_cfg, bias: float | None = None, batch_size: int = 8, **decode_kwargs):
@@ -121,6 +131,7 @@ class Masker:
         if o.merge == "union" and self.model is not None and any(pat.length_only(text, p) for p in found):
             agree = [(m.start, m.end) for m in model_spans] + [(a, b) for a, b, _ in pat.typed_cells(found_tables)]
             found = [p for p in found if not pat.length_only(text, p) or _overlaps(p, agree)]  # the model or a header
+            found = [_model_typed(p, model_spans) if pat.length_only(text, p) else p for p in found]
         merged = merge_spans(model_spans, found, o.merge, text)
         return organisation_lines(text, typed_by_header(merged, found_tables), found_tables,
                                   people_found=o.merge != "patterns")

@@ -12,12 +12,25 @@ import re
 from dataclasses import replace
 
 from loraforge.eval.pii_baseline import EMAIL
-from loraforge.pii.conform import LEGAL_FORM, line_bounds, role_mailbox
+from loraforge.pii.conform import LEGAL_FORM, ORGANISATION_PHONE_LABEL, line_bounds, role_mailbox
 from loraforge.pii.patterns import Table, code_cells, organisation_phone_cells, organisation_rows, typed_cells
 from loraforge.pii.spans import Span
 
 _LEGAL_FORM_WORD = re.compile(r"(?<![\w.])" + LEGAL_FORM + r"(?![\w/])")
 _PERSONAL_TYPES = {"NAME", "EMAIL", "USERNAME"}
+_BRACKET_OPEN = re.compile(r"[ \t]*[(\[][ \t]*")
+
+
+def _switchboard_after(text: str, end: int) -> bool:
+    """A switchboard's label in brackets right after the number (``+49 89 2019 5500 (Zentrale)``); a label before
+    it is the number's own (``conform``), and one elsewhere on the line may be another number's (``vår växel på
+    090-13 42 00 eller mig direkt på 070-...``)."""
+    m = _BRACKET_OPEN.match(text, end)
+    return bool(m and ORGANISATION_PHONE_LABEL.match(text, m.end()))
+
+
+# a shop or branch by its number (``Store #0217``, ``Filiale Nr. 12``): its line is the shop's
+_STORE_NUMBER = re.compile(r"(?i)\b(?:store|branch|shop|filiale|sucursal|tienda|magasin|loja|negozio)\s*(?:#|no\.?|nr\.?)\s*\d+")
 # opening hours (``Mo–Fr 6:00–18:30``, ``9h–18h``, ``de 8 h à 19 h``, ``8:00〜22:00``): a shop's or an office's line
 _OPENING_HOURS = re.compile(r"(?<![\d:.])\d{1,2}(?:[:.]\d{2}|\s?h(?:\s?\d{2})?)\s*(?:[–—~〜-]|à|a|to|bis|tot|till)\s*"
                             r"\d{1,2}(?:[:.]\d{2}|\s?h\b)(?![\d:.])")
@@ -59,16 +72,20 @@ def organisation_lines(text: str, spans: list[Span], found_tables: tuple[Table, 
             continue  # a product code in its column
         if s.type == "PHONE" and any(a <= s.start and s.end <= b for a, b in phones):
             continue  # under ``store_phone`` or ``växel``: the header says whose line it is
-        if s.type == "PHONE" and people_found:
+        if s.type in ("PHONE", "SSN") and people_found:
             lo, hi = line_bounds(text, s.start, s.end)
             line = text[lo:hi]
-            row = next(((a, b) for a, b in rows if a <= s.start < b), None)
+            row = next(((a, b) for a, b in rows if a <= s.start < b), None) if s.type == "PHONE" else None
             # a signature names its person a line or two above the company's line: look at the whole paragraph,
             # except in a table's row, which is its own record
             plo, phi = row or _paragraph_bounds(text, s.start)
             person = any(o.type in _PERSONAL_TYPES and plo <= o.start < phi for o in spans)
-            organisation = row is not None or bool(_LEGAL_FORM_WORD.search(line)) or bool(_OPENING_HOURS.search(line)) \
-                or any(role_mailbox(m.group(0)) for m in EMAIL.finditer(line))
+            if s.type == "SSN":  # a company's tax number on its own line (``ElektroMax Sp. z o.o., NIP 779-...``)
+                organisation = bool(_LEGAL_FORM_WORD.search(line))
+            else:
+                organisation = row is not None or bool(_LEGAL_FORM_WORD.search(line)) or bool(_OPENING_HOURS.search(line)) \
+                    or _switchboard_after(text, s.end) or bool(_STORE_NUMBER.search(line)) \
+                    or any(role_mailbox(m.group(0)) for m in EMAIL.finditer(line))
             if organisation and not person:
                 continue
         out.append(s)
