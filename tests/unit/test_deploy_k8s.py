@@ -103,6 +103,9 @@ def test_kaito_training_config_maps_our_settings():
 def test_kaito_says_what_it_cannot_express():
     lost = " ".join(not_expressible(load_config(None, ["adapter.method=dora"])))
     assert "loss masking" in lost and "dora" in lost and "target_only_logits" in lost
+    assert "max_minutes" not in lost
+    assert "train.max_minutes=14: KAITO runs all 550 steps" in " ".join(
+        not_expressible(load_config(ROOT / "configs" / "k8s-en-zh-gemma3-270m.yaml")))
     rendered = render(RunConfig(), "kaito", Options(**KAITO))
     assert any("KAITO cannot express: loss masking" in n for n in rendered.terminal_notes())
 

@@ -227,3 +227,67 @@ def test_loraplus_is_refused_for_methods_without_b_matrices():
     RunConfig.model_validate({"adapter": {"method": "dora"}, "train": {"loraplus_lr_ratio": 16}})
     with pytest.raises(ValidationError, match="loraplus_lr_ratio needs adapter.method"):
         RunConfig.model_validate({"adapter": {"method": "ia3"}, "train": {"loraplus_lr_ratio": 16}})
+
+
+class _Clock:
+    """``time`` for the loop: each step takes ``pace`` seconds (``slower`` after step ``slow_after``); raises
+    after step ``fail_after``, as a killed process would stop."""
+
+    def __init__(self, pace, slow_after=None, slower=None, fail_after=None):
+        self.t, self.calls, self.pace, self.slow_after, self.slower, self.fail_after = 0.0, 0, pace, slow_after, slower, fail_after
+
+    def perf_counter(self):
+        self.calls += 1
+        if self.calls % 2 == 0:  # a step's end (its start is the odd call)
+            step = self.calls // 2
+            if self.fail_after is not None and step > self.fail_after:
+                raise RuntimeError("killed")
+            self.t += self.slower if self.slow_after is not None and step > self.slow_after else self.pace
+        return self.t
+
+
+def _budget_run(monkeypatch, tiny_tokenizer, run_dir, model, clock, resume=False):
+    import loraforge.train.loop as loop
+
+    monkeypatch.setattr(loop, "time", clock)
+    data = encoded(tiny_tokenizer, n=2)
+    cfg = TrainConfig(steps=100, batch_size=4, lr=1e-2, warmup_steps=5, eval_every=0, save_every=5, max_minutes=0.25)
+    return train(model, data, [], cfg, run_dir, tiny_tokenizer.pad_token_id, resume=resume, progress=False)
+
+
+def test_a_time_budget_fixes_the_runs_length_and_ends_its_schedule_there(monkeypatch, tiny_tokenizer, tmp_path):
+    """train.max_minutes: 0.5 s a step over the first 20 steps, 15 s of budget: 30 steps, not 100, with the
+    cosine schedule ending at step 30 (its learning rate reaches 0 there, as a 30-step run's does)."""
+    from loraforge.train.loop import BUDGET_PROBE_STEPS
+
+    model = apply_adapter(tiny_causal("gemma3", vocab_size=len(tiny_tokenizer)), AdapterConfig(r=4))
+    result = _budget_run(monkeypatch, tiny_tokenizer, tmp_path / "a", model, _Clock(0.5))
+    rows = [r for r in result.history if "loss" in r]
+    assert result.steps == len(rows) == 30 and result.train_seconds == pytest.approx(15.0)
+    assert rows[BUDGET_PROBE_STEPS - 1]["budgeted_steps"] == 30
+    assert rows[-1]["lr"] == pytest.approx(0.0, abs=1e-12) and rows[BUDGET_PROBE_STEPS]["lr"] > 0
+
+
+def test_a_run_that_slows_after_the_probe_stops_at_its_budget(monkeypatch, tiny_tokenizer, tmp_path):
+    model = apply_adapter(tiny_causal("gemma3", vocab_size=len(tiny_tokenizer)), AdapterConfig(r=4))
+    result = _budget_run(monkeypatch, tiny_tokenizer, tmp_path / "a", model, _Clock(0.5, slow_after=20, slower=2.0))
+    rows = [r for r in result.history if "loss" in r]
+    assert result.steps == len(rows) == 23 and rows[-1].get("budget_stop")  # 10 s + 3 x 2 s >= 15 s
+    assert result.train_seconds == pytest.approx(16.0)
+
+
+def test_a_resumed_budgeted_run_keeps_the_length_it_fixed_and_gives_the_same_adapter(monkeypatch, tiny_tokenizer,
+                                                                                        tmp_path):
+    """The length was fixed from the first host's pace: a resumed run does not guess again (here its steps are
+    50 times faster), so it ends where the uninterrupted run did, with the same weights."""
+    initial = apply_adapter(tiny_causal("gemma3", vocab_size=len(tiny_tokenizer)), AdapterConfig(r=4))
+    whole = _budget_run(monkeypatch, tiny_tokenizer, tmp_path / "whole", model := copy.deepcopy(initial), _Clock(0.5))
+    reference = {k: v.clone() for k, v in model.named_parameters() if v.requires_grad}
+    with pytest.raises(RuntimeError, match="killed"):
+        _budget_run(monkeypatch, tiny_tokenizer, tmp_path / "cut", copy.deepcopy(initial), _Clock(0.5, fail_after=27))
+    resumed = copy.deepcopy(initial)
+    result = _budget_run(monkeypatch, tiny_tokenizer, tmp_path / "cut", resumed, _Clock(0.01), resume=True)
+    assert result.steps == whole.steps == 30
+    for k, v in resumed.named_parameters():
+        if v.requires_grad:
+            torch.testing.assert_close(v, reference[k], rtol=1e-5, atol=1e-7)

@@ -114,6 +114,19 @@ def test_interrupted_run_resumes_to_the_same_adapter(tiny_model_dir, tmp_path, h
     assert [r["step"] for r in history if "loss" in r] == list(range(1, 401))
 
 
+def test_a_run_cut_by_its_time_budget_says_so(tiny_model_dir, tmp_path):
+    """A budget shorter than one step: the run stops after its first, metrics.json keeps what was asked beside
+    what ran, and the report and the history say why."""
+    cfg = load_config(None, overrides(tiny_model_dir, tmp_path / "run", "train.steps=40", "train.eval_every=0",
+                                      "train.max_minutes=0.000001", "eval.before=false"))
+    run = train_run(cfg, progress=False)
+    train = json.loads((run / "metrics.json").read_text())["train"]
+    assert (train["steps"], train["steps_asked"]) == (1, 40)
+    assert "1 of 40 (train.max_minutes)" in (run / "report.md").read_text()
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert history[0]["budget_stop"] is True and [r["step"] for r in history if "loss" in r] == [1]
+
+
 @pytest.fixture
 def no_model_load(monkeypatch):
     """Fail the test if anything loads a model: input errors must come first."""

@@ -105,6 +105,9 @@ def not_expressible(cfg: RunConfig) -> list[str]:
         lost.append(f"data.max_train_examples={d.max_train_examples}")
     if t.packing is not False:
         lost.append("train.packing: KAITO's Trainer pads each batch")
+    if t.max_minutes:
+        lost.append(f"train.max_minutes={t.max_minutes:g}: KAITO runs all {t.steps} steps (TrainingArguments has no "
+                    "time budget)")
     lost.append("train.target_only_logits / logits_chunk: KAITO's Trainer computes full logits "
                     "(memory: see `loraforge estimate` with train.target_only_logits=false)")
     if registry.get(a.method).kaito is None:

@@ -228,7 +228,8 @@ def write_run_report(run: RunDir, cfg: RunConfig, metrics: RunMetrics, test: lis
     if t is None:
         summary["batch"] = batch
     else:
-        summary.update({"steps": t.steps, "batch": batch,
+        steps = t.steps if t.steps_asked is None else f"{t.steps} of {t.steps_asked} (train.max_minutes)"
+        summary.update({"steps": steps, "batch": batch,
                         "trainable params": f"{t.trainable_params:,} ({t.trainable_pct:.3f}%)",
                         "train time": f"{t.seconds} s", "tokens/s": t.tokens_per_s,
                         "peak RSS": f"{t.peak_rss_mb:g} MB", "dtype": t.dtype})

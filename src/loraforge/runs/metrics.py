@@ -32,6 +32,8 @@ class TrainStats(_Record):
     dtype: str
     world_size: int = 1
     ranks_identical: bool = True
+    steps_asked: int | None = None
+    """``train.steps`` where ``train.max_minutes`` ran fewer (None: it ran them all)."""
 
     @property
     def trainable_pct(self) -> float:

@@ -11,6 +11,7 @@ import resource
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -139,6 +140,29 @@ def _backbone(model: torch.nn.Module):
     return inner if isinstance(inner, torch.nn.Module) and base.get_output_embeddings() is not None else None
 
 
+BUDGET_PROBE_STEPS = 20
+"""Steps timed before ``train.max_minutes`` fixes a run's length. Their mean pace includes the first, slowest
+steps (allocations, compiling), so the length it gives errs short."""
+
+
+def budgeted_steps(cfg: TrainConfig, seconds: float, done: int) -> int:
+    """The step count that fits ``cfg.max_minutes`` at the pace of the ``done`` steps that took ``seconds``:
+    at most ``cfg.steps``, at least ``done``."""
+    pace = seconds / max(done, 1)
+    return max(done, min(cfg.steps, int(cfg.max_minutes * 60 / pace))) if pace > 0 else cfg.steps
+
+
+def set_schedule_length(scheduler, total: int) -> None:
+    """End the learning-rate schedule at ``total`` steps. The transformers schedules are LambdaLR over a
+    ``partial`` that holds ``num_training_steps``; a constant schedule has none and needs no change."""
+    lambdas = []
+    for fn in scheduler.lr_lambdas:
+        if isinstance(fn, partial) and "num_training_steps" in fn.keywords:
+            fn = partial(fn.func, *fn.args, **{**fn.keywords, "num_training_steps": total})
+        lambdas.append(fn)
+    scheduler.lr_lambdas = lambdas
+
+
 @dataclass
 class TrainResult:
     history: list[dict] = field(default_factory=list)  # one row per optimizer step (+ dev_loss rows)
@@ -204,15 +228,20 @@ def train(model, train_set, dev_set: list[Encoded], cfg: TrainConfig, run_dir: P
     optimizer, scheduler = build_optimizer(model, cfg, cfg.steps)
     stream = make_stream(train_set, cfg.batch_size, cfg.seed, cfg.length_grouping, packed)
     result, start = TrainResult(), 0
+    total = cfg.steps  # train.max_minutes may shorten it once, after BUDGET_PROBE_STEPS
     if resume and (ckpt := latest_checkpoint(run_dir)) is not None:
         state = load_checkpoint(ckpt, model, optimizer, scheduler)
         start, result.history = state["step"], state["history"]
         result.tokens, result.target_tokens, result.train_seconds = state["tokens"], state["target_tokens"], state["seconds"]
+        if state.get("budgeted_steps"):  # the length the budget fixed before the interruption, not a new guess
+            total = state["budgeted_steps"]
+            set_schedule_length(scheduler, total)
+    fixed = total != cfg.steps or start >= BUDGET_PROBE_STEPS
 
     def checkpoint(step: int) -> None:
         if rank == 0:
             meta = {"history": result.history, "tokens": result.tokens, "target_tokens": result.target_tokens,
-                    "seconds": result.train_seconds}
+                    "seconds": result.train_seconds, **({"budgeted_steps": total} if cfg.max_minutes else {})}
             save_checkpoint(run_dir, step, model, optimizer, scheduler, meta)
         dist.barrier()
 
@@ -222,7 +251,9 @@ def train(model, train_set, dev_set: list[Encoded], cfg: TrainConfig, run_dir: P
     with (dist.graceful_interrupt() as stop, activation_checkpointing(model, cfg.activation_checkpointing),
           packed_attention(model, packed, matmul), matmul_attention(model, matmul and not packed),
           freed_memory_policy(cfg.freed_memory) as after_step):
-        for step in range(start + 1, cfg.steps + 1):
+        step = start
+        while step < total:
+            step += 1
             t0 = time.perf_counter()
             micro = [to_model_device(stream.batch(((step - 1) * cfg.grad_accum + a) * world + rank, pad_id, family),
                                      model) for a in range(cfg.grad_accum)]
@@ -252,7 +283,16 @@ def train(model, train_set, dev_set: list[Encoded], cfg: TrainConfig, run_dir: P
             result.train_seconds += seconds
             row = {"step": step, "loss": loss_sum / max(n_target, 1), "lr": scheduler.get_last_lr()[0],
                    "tokens_per_s": tokens / seconds}
-            if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps and dev_set:
+            if cfg.max_minutes:  # every rank decides on the same (averaged) clock
+                elapsed = dist.all_reduce_sum(result.train_seconds) / world
+                if not fixed and step >= BUDGET_PROBE_STEPS:
+                    total, fixed = budgeted_steps(cfg, elapsed, step), True
+                    set_schedule_length(scheduler, total)
+                    bar.total, row["budgeted_steps"] = total, total
+                elif elapsed >= cfg.max_minutes * 60 and step < total:
+                    total = step  # the pace slowed after the probe: stop at the budget, the schedule not ended
+                    row["budget_stop"] = True
+            if cfg.eval_every and step % cfg.eval_every == 0 and step < total and dev_set:
                 row["dev_loss"] = dev_loss(step_fn, dev_set, pad_id, cfg.batch_size)
             result.history.append(row)
             bar.update(1)
@@ -263,15 +303,15 @@ def train(model, train_set, dev_set: list[Encoded], cfg: TrainConfig, run_dir: P
                 checkpoint(step)
                 raise TrainingInterrupted(f"interrupted after step {step}; checkpoint saved in "
                                           f"{run_dir / 'checkpoints'}; continue with --resume")
-            if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
+            if cfg.save_every and step % cfg.save_every == 0 and step < total:
                 checkpoint(step)
     bar.close()
     if dev_set:
-        result.history.append({"step": cfg.steps, "dev_loss": dev_loss(step_fn, dev_set, pad_id, cfg.batch_size)})
-    result.steps = cfg.steps
+        result.history.append({"step": total, "dev_loss": dev_loss(step_fn, dev_set, pad_id, cfg.batch_size)})
+    result.steps = total
     result.peak_rss_mb = peak_rss_mb()
     if hasattr(stream, "task_counts"):
-        result.task_counts = stream.task_counts(cfg.steps * cfg.grad_accum * world)
+        result.task_counts = stream.task_counts(total * cfg.grad_accum * world)
     return result
 
 

@@ -129,7 +129,7 @@ def _fit(run: RunDir, cfg: RunConfig, loaded, data: Datasets, resume: bool, prog
     return model, result
 
 
-def _train_stats(model, loaded, result, identical: bool) -> TrainStats:
+def _train_stats(model, loaded, result, identical: bool, steps_asked: int) -> TrainStats:
     from loraforge.adapters import trainable_parameters
     from loraforge.train import distributed as dist
 
@@ -140,7 +140,8 @@ def _train_stats(model, loaded, result, identical: bool) -> TrainStats:
         target_tokens_per_s=round(result.target_tokens / max(result.train_seconds, 1e-9), 1),
         final_dev_loss=dev_losses[-1] if dev_losses else None, trainable_params=n_trainable, total_params=n_total,
         peak_rss_mb=round(result.peak_rss_mb), dtype=str(next(loaded.model.parameters()).dtype).replace("torch.", ""),
-        world_size=dist.world_size(), ranks_identical=identical)
+        world_size=dist.world_size(), ranks_identical=identical,
+        steps_asked=steps_asked if result.steps != steps_asked else None)
 
 
 def _score_tuned(run: RunDir, cfg: RunConfig, loaded, model, data: Datasets, progress: bool) -> tuple[dict, list[str]]:
@@ -251,7 +252,7 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Ru
         return run
     save_adapter(model, run.adapter_dir)
     run.write_history(result.history)
-    stats = _train_stats(model, loaded, result, identical)
+    stats = _train_stats(model, loaded, result, identical, cfg.train.steps)
     if extra_tests:
         _log(f"evaluating the tuned model on eval.extra_tests: {', '.join(extra_tests)}")
     extra = heldout.as_metrics(heldout.score_after(cfg, loaded, model, extra_tests, splits.train, extra_before, run,
