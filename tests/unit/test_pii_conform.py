@@ -182,6 +182,7 @@ def kept(text: str, *pieces: tuple[str, str]) -> list[tuple[str, str]]:
     ("Descarga la versión 4.2.0.17", ("4.2.0.17", "IP_ADDRESS"), None),
     ("portal do colaborador (v. 8.3.0.41)", ("8.3.0.41", "IP_ADDRESS"), None),
     ('  tag: "2.9.0.4"', ("2.9.0.4", "IP_ADDRESS"), None),
+    ("Login am Tag 86.142.75.230 fehlgeschlagen", ("86.142.75.230", "IP_ADDRESS"), "86.142.75.230"),  # a day
     ("系统版本由 5.6.2.118 升级至 6.0.0.7", ("6.0.0.7", "IP_ADDRESS"), None),
     ("firmware bumped to 4.18.0.6 today", ("4.18.0.6", "IP_ADDRESS"), None),
     ("sessions from 86.142.75.230 are torn down", ("86.142.75.230", "IP_ADDRESS"), "86.142.75.230"),

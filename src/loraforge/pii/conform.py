@@ -571,9 +571,10 @@ _PLACEHOLDER_IN_TEXT = re.compile(r"%\([^)\n]*\)s|\$\{[^}\n]*\}|\{\{[^}\n]*\}\}"
 # (one word may come between: ``Firmware atual: 1.4.0.22``), or a changelog's heading (``## [10.2.0.1] - 2024-05-14``)
 _VERSION_BEFORE = re.compile(r"(?i)(?:(?:(?-i:\b[A-Z][A-Za-z]+/)|\bv\.?|\bversion|\bver\.?|\brelease|\bbuild|\bfirmware|\bkernel|"
                              r"\bdriver|\bupgraded? (?:from|to)|\bbumped to|\bversión|\bversão|\bversione|\bwersj[ai]|\bверси[яи]|"
-                             r"\bsürüm(?:ü)?|\btag|\bsection|\babschnitt|\bsecci[oó]n|\bchapter|\bядр[оа])(?:\s+[^\W\d]+)?|"
+                             r"\bsürüm(?:ü)?|\bsection|\babschnitt|\bsecci[oó]n|\bchapter|\bядр[оа])(?:\s+[^\W\d]+)?|"
                              r"最新版|版本由?|升级至|バージョン|버전|संस्करण|फ़र्मवेयर|إصدار|§|커널|カーネル|内核)"
-                             r"[\"']?\s*[:=]?\s*[\"'（(]?v?$|^#{1,6}\s*\[?v?$", re.M)
+                             r"[\"']?\s*[:=]?\s*[\"'（(]?v?$|^#{1,6}\s*\[?v?$|"
+                             r"\btag[\"']?\s*[:=]\s*[\"']?v?$", re.M)  # ``tag:`` as a key (German ``Tag`` is a day)
 
 
 def _log_process(text: str, span: Span, line_start: int) -> bool:
