@@ -12,9 +12,10 @@ import re
 from dataclasses import replace
 
 from loraforge.eval.pii_baseline import EMAIL
-from loraforge.pii.conform import LEGAL_FORM, ORGANISATION_PHONE_LABEL, line_bounds, role_mailbox
+from loraforge.pii.labels import ORGANISATION_PHONE_LABEL
+from loraforge.pii.never_personal import LEGAL_FORM, role_mailbox
 from loraforge.pii.patterns import Table, code_cells, organisation_phone_cells, organisation_rows, typed_cells
-from loraforge.pii.spans import Span
+from loraforge.pii.spans import Span, line_bounds
 
 _LEGAL_FORM_WORD = re.compile(r"(?<![\w.])" + LEGAL_FORM + r"(?![\w/])")
 _PERSONAL_TYPES = {"NAME", "EMAIL", "USERNAME"}

@@ -13,6 +13,13 @@ from loraforge.data.pii_templates import PLACEHOLDER_TYPES
 
 TYPES = PLACEHOLDER_TYPES
 MERGE_MODES = ("union", "model", "patterns")
+BRACKETS = {"(": ")", "[": "]", "{": "}", "<": ">"}  # a value's edges lose them when unmatched inside it, or around all of it
+
+
+def line_bounds(text: str, a: int, b: int) -> tuple[int, int]:
+    """Start and end of the line that holds ``text[a:b]`` (where every field rule's search stops)."""
+    end = text.find("\n", b)
+    return text.rfind("\n", 0, a) + 1, len(text) if end < 0 else end
 
 
 @dataclass(frozen=True, order=True)

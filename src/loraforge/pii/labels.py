@@ -1,0 +1,109 @@
+"""What the label right before a number on its line says it is, as Presidio's context words do: an ID after
+``PESEL``, a reference after ``order`` (no personal data), an organisation's line after ``Switchboard``, a card
+only where the number passes the card's check. Read by ``conform`` for any finder's spans."""
+
+from __future__ import annotations
+
+import re
+
+from loraforge.data.pii_tags import spaceless
+from loraforge.eval.pii_baseline import iban_ok as rules_iban_ok
+from loraforge.pii.patterns import card_number_ok, national_id_ok
+from loraforge.pii.spans import line_bounds
+from loraforge.pii.wordlists import words as _words
+
+# the label before a number on its line says which number it is (as Presidio's context words do)
+_ID_LABEL = re.compile(r"(?i:\b(?:ssn|social security|national id|id (?:number|no\.?|card)|identity (?:number|card)|"
+                       r"passport|tax id|pesel|codice fiscale|steuer-?id|steuernummer|insurance id|member id|"
+                       r"personnummer|henkilötunnus|aadhaar|medicare|medicaid|national insurance|"
+                       r"s[ée]curit[ée] sociale|seguridad social|sozialversicherung\w*|codice sanitario|carteirinha|"
+                       r"fødselsnummer|personnummer|emirates id|pps(?: number)?|medicare card)\b)|"
+                       r"\b(?:CPF|DNI|NIE|NIF|NHS|AHV|BSN|TIN|NIR|NINO|SIN|PAN|RRN|TFN|NIP|AMKA|CCCD|CMND|CURP|RFC|INN|SNILS)\b|"
+                       r"ΑΜΚΑ|ΑΦΜ|ИНН|СНИЛС|паспорт|رقم الهوية|"  # acronyms: upper case
+                       r"身份证|身分證|マイナンバー|주민등록번호")  # (Polish "nie", "dni" are words)
+ID_LABEL_HEAD = re.compile(r"(?:" + _ID_LABEL.pattern + r")[ \t]*[:#]?[ \t]*(?=\d)")
+_PHONE_LABEL = re.compile(r"(?i)\b(?:phone|tel|telephone|mobile|cell|fax|telefon|teléfono|téléphone|telefone|celular|"
+                          r"handy|cellulare|telefoon)\b|电话|手机|電話|携帯|전화|휴대폰")
+_CARD_LABEL = re.compile(r"(?i)\b(?:card|karte|tarjeta|carte|cartão|carta|kaart)\b|卡号|信用卡|カード|카드")
+BIRTH_LABEL = re.compile(r"(?i)\b(?:dob|d\.o\.b|born|birth|birthday|geb|geboren|née?|nacid[oa]|nat[oa]|nascimento|"
+                          r"nascita|urodzon[ya])\b|生年月日|出生|誕生|생년월일")
+# the number of an order, ticket, parcel, medical record or meter (RULES.md: PHONE, not this)
+_REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|tracking|booking|case|reference|ref|receipt|shipment|parcel|claim|"
+                              r"bestellung|auftrag|rechnung|pedido|factura|commande|facture|ordine|fattura|zamówienie|"
+                              r"faktura|bestelling|factuur|employee (?:id|no\.?|number)|staff (?:id|no\.?|number)|"
+                              r"company (?:no\.?|number)|registration (?:no\.?|number)|(?:england|wales|scotland) (?:no\.?|number)|"
+                              r"UTR|arn|personalnummer|personal-?nr\.?|mitarbeiternummer|medical record|record (?:no\.?|number)|"
+                              r"prontuário|meter|contador|zähler|compteur|seguimiento|env[ií]o|werkorder|"
+                              r"fakturanummer|nr seryjny|serial (?:no\.?|number)|protocolo|copyright|takip|ocr-nummer|meeting id|"
+                              r"zählernummer|kundennr\.?|kundennummer|beleg(?:-?nr\.?|nummer)?|reserva|localizador|reservation|"
+                              r"reservierung|réservation|prenotazione|rezerwacja|beställning|order(?:nummer|bekräftelse)|"
+                              r"bestellnummer|auftragsnummer|numer klienta|nr klienta|vertrags(?:konto|nummer)|merchant id|"
+                              r"txn|transaction|transaktion|dossier|account (?:no\.?|number)|error_page|"
+                              r"vat(?: no\.?| number)?|ust-?id(?:nr)?)(?![^\W_])|"
+                              r"account[ _-]?id\b)|"
+                              # a carrier's name, a product's or a company's code (registration numbers: RULES.md does
+                              # not annotate them): their numbers follow (case as written: ``Iva`` is a name)
+                              r"\b(?:FedEx|UPS|DHL|USPS|SEUR|KRS|SIRET|SIREN|REGON|PO|CEP|BTW|TVA|IVA|KvK|KVK|Mersis|CIN|FINESS|IFSC|HRB|HRA|"
+                              r"EORI|DUNS|LEI|CIF|КПП|ОГРН(?:ИП)?)\b|"
+                              r"订单|注文|사번|社員番号|工号|工单|运单|单号|账号|伝票番号|送り状番号|운송장번호|예약번호|주문번호|"
+                              r"法人番号|取引番号|会议号|رقم الطلب|رقم الحجز|رقم التذكرة|केस संख्या|खाता संख्या|लेन-देन आईडी|\bRCS\b")
+# an organisation's line, not a person's (RULES.md: PHONE): a switchboard, a reception, customer service
+_LONGEST_FIRST = sorted(_words("organisation_phone_labels"), key=len, reverse=True)
+ORGANISATION_PHONE_LABEL = re.compile(
+    r"(?i)(?<![^\W\d_])(?:" + "|".join(re.escape(w) for w in _LONGEST_FIRST if not any(spaceless(c) for c in w))
+    + r")(?![^\W\d_])|" + "|".join(re.escape(w) for w in _LONGEST_FIRST if any(spaceless(c) for c in w)))
+# a product's code: never a card, whatever its checksum (an EAN-13 passes the Luhn check one time in ten)
+_PRODUCT_CODE_LABEL = re.compile(r"\b(?:EAN|GTIN|UPC|ISBN|JAN)\b|(?i:\b(?:barcode|barkod|código de barras)\b)")
+_DATE_SHAPE = re.compile(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}")
+LABEL_WINDOW = 24
+_IBAN_START = re.compile(r"[A-Z]{2}\d{2}")
+_LABELLED_TYPES = {"PHONE", "SSN", "CREDIT_CARD"}
+# None, CODE: a reference, a product's code; ORGANISATION: an organisation's phone line (before PHONE: ``客服电话``
+# ends where its ``电话`` does, and the first of labels ending at one place wins)
+# a meeting's ID has a phone's shape (``Zoom 921 4410 8821``, ``ID da reunião: 381 442 907 15``), and may pass an ID's check
+_MEETING_LABEL = re.compile(r"(?i)\b(?:zoom|webex)\b|(?i:(?<![^\W_])(?:(?:besprechungs|konferenz|meeting)-id|"
+                            r"id d[ae] reuni(?:ão|ón)|id de (?:la )?réunion)(?![^\W_]))")
+_LABELS = (("SSN", _ID_LABEL), ("ORGANISATION", ORGANISATION_PHONE_LABEL), ("MEETING", _MEETING_LABEL), ("PHONE", _PHONE_LABEL),
+           ("CREDIT_CARD", _CARD_LABEL), ("DATE_OF_BIRTH", BIRTH_LABEL), (None, _REFERENCE_LABEL), ("CODE", _PRODUCT_CODE_LABEL))
+
+
+def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
+    """A phone, ID or card number typed as the label right before it on its line says (``SSN / national
+    ID: ⟦559 581 962⟧`` is an ID even if it looks like a phone number); the nearest label wins. A card
+    label needs a number that passes the Luhn check, a birth label a date; after an order or ticket
+    label the number is a reference (None: not personal data), after an organisation's (``Switchboard``) a phone
+    is the organisation's (None too)."""
+    if ptype != "IBAN" and ptype not in _LABELLED_TYPES:
+        return ptype
+    before = text[max(line_bounds(text, a, a)[0], a - LABEL_WINDOW):a]
+    if ptype == "IBAN":  # only a reference's label speaks for an IBAN-shaped value (``BTW NL862233451B01``: a VAT number)
+        return None if _REFERENCE_LABEL.search(before) and not rules_iban_ok(text[a:b]) else ptype
+    last = {label: max((m.end() for m in rx.finditer(before)), default=-1) for label, rx in _LABELS}
+    label = max(last, key=last.get)
+    if last[label] < 0:
+        return ptype
+    value = text[a:b]
+    if label == "CODE" or (label in ("ORGANISATION", "MEETING") and ptype == "PHONE"):
+        return None
+    if label in ("ORGANISATION", "MEETING"):
+        return ptype
+    if label == "CREDIT_CARD" and not card_number_ok(value):
+        return ptype  # "paid with card ⟦number⟧" only when the number is a card's
+    if label == "DATE_OF_BIRTH" and not _DATE_SHAPE.fullmatch(value):
+        return ptype
+    if label is None and (card_number_ok(value) or national_id_ok(value)):
+        return ptype  # a card number after "order" is still a card number, a national ID after "invoice" an ID
+    return label
+
+
+def retyped(text: str, a: int, b: int, ptype: str) -> str | None:
+    """An "IBAN" not shaped as one is an ID number; the type by the label; then a "card" that fails the Luhn
+    check is an ID number (a card number passes it; an ID of the same shape one time in ten)."""
+    if ptype == "IBAN" and not _IBAN_START.match(text, a) and sum(c.isdigit() for c in text[a:b]) >= 5:
+        ptype = "SSN"  # an IBAN starts with a country and two digits: another ID (``BQRPR7712C``, a PAN), or a
+        # reference its label names (``PAVG870923H41``; a parcel's ``JJD000390007711842031`` without one stays masked);
+        # words typed IBAN keep that type (and their mask: an ID's test would drop them)
+    ptype = _labelled_type(text, a, b, ptype)
+    if ptype == "CREDIT_CARD" and len(re.sub(r"\D", "", text[a:b])) >= 12 and not card_number_ok(text[a:b]):
+        return "SSN"
+    return ptype

@@ -1,0 +1,286 @@
+"""What the annotation rules (``datasets/pii-handwritten/RULES.md``) say is never personal data however it looks:
+role mailboxes of an organisation (``security@``, ``no-reply@``), loopback addresses and CIDR ranges, versions and
+image tags, generic system accounts and bots, template placeholders, a machine's numbers in logs, companies'
+names and numbers. ``never_personal(text, span)`` is asked by ``conform`` for every span, the model's and the
+patterns' alike, so neither depends on having seen that context in training."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from loraforge.data.pii_tags import spaceless
+from loraforge.eval.pii_baseline import EMAIL, TOKEN
+from loraforge.pii.labels import BIRTH_LABEL, LABEL_WINDOW
+from loraforge.pii.patterns import DOTTED_NUMBER, PERSONAL_NUMBER_KEY, service_number
+from loraforge.pii.spans import BRACKETS, Span, line_bounds
+from loraforge.pii.wordlists import alternation as _alternation
+from loraforge.pii.wordlists import words as _words
+
+# local parts of mailboxes that belong to an organisation, not a person (RULES.md: EMAIL)
+ROLE_MAILBOXES = frozenset(_words("role_mailboxes"))
+# a role word as one part of a hyphenated local part: accounts-payable@, logistics-ops@, sales-emea@
+_ROLE_PARTS = ROLE_MAILBOXES - set(_words("role_mailboxes_not_as_parts"))
+_MAILING_LIST = re.compile(r"(?i)@(?:lists?|groups|googlegroups)\.|@users\.noreply\.")
+# <...@mail.gmail.com> names a message (also the tail of one: ``message-id=<CAF3m+Kq8v2=J1xQ7hZ0pWcT@mail.gmail.com>``)
+_MESSAGE_ID_BEFORE = re.compile(r"(?i)(?:message[-_ ]?id|msgid)\s*[:=]\s*<?[^\s<>@]*$")
+# a cloud's service account, not a person's address (``terraform-ci@acme-prod.iam.gserviceaccount.com``)
+_SERVICE_ACCOUNT_DOMAIN = re.compile(r"(?i)@[\w.-]*\.(?:iam\.gserviceaccount\.com|svc\.id\.goog)$")
+# a form's field label, not the name written in it (``Naam: Neha Gupta``, ``Requester: ...``)
+FIELD_LABELS = frozenset(_words("field_labels"))
+# an email's header words at a line's start (``An: buchhaltung@...``, ``Oggetto:``), not a name
+EMAIL_HEADERS = frozenset(_words("email_headers"))
+# the word of thanks that closes a letter (``Dhanyavaad,``), not a name
+SIGN_OFFS = frozenset(_words("sign_offs"))
+# generic system accounts and bots (RULES.md: USERNAME)
+SYSTEM_ACCOUNTS = frozenset(_words("system_accounts"))
+_BOT = re.compile(r"(?i)(?:^|[-_.])bot(?:\[bot\])?$|\[bot\]$|^bot[-_.]")
+# chat words a tagger takes for a handle or a name (``hey r u coming``); lower case only: ``Ty`` is a name
+CHAT_WORDS = frozenset(_words("chat_words"))
+# placeholders, not secrets or logins (RULES.md: PASSWORD): template variables, changeme, masks
+_PLACEHOLDER_VALUE = re.compile(r"(?i)\$\{[^}]*\}|\$\([^)]*\)|(?-i:\$[A-Z_][A-Z0-9_]*)|\{\{.*\}\}|<[^<>]+>|%\([^)]*\)s|"
+                                r"user(?:name)?|pass(?:word)?|"  # the word itself: ``postgres://USER:PASS@HOST``
+                                r"\*+|change-?me|changeit|"
+                                r"\w*your[_-]\w*|[a-z]{2,5}_(?:test|live)_")  # sk_test_your_key_here; a key's prefix (``ph_test_``)
+# a company's legal form: a NAME ending in one is a company, an ADDRESS right after one is its premises (RULES.md)
+LEGAL_FORM = _alternation("legal_forms")
+_COMPANY_NAME = re.compile(r".+\s" + LEGAL_FORM + r"\.?")
+_COMPANY_BEFORE = re.compile(r"\b" + LEGAL_FORM + r"\.?\s*[,·|–—-]\s*$")
+# the identifier of a request, an event, an account or an organisation is not a secret (``"request_id":"req_01HZ..."``),
+# nor is a key's public fingerprint (``SHA256:Xq2b...``)
+_ID_KEY_BEFORE = re.compile(r"(?i)(?:\b|_)(?:request|trace|span|event|correlation|transaction|message|chat|org|tenant|"
+                            r"account|customer|order|job|run|build|bic|swift|existing[ _-]?secret|secret[ _-]?name)(?:[ _-]?(?:id|code))?[\"']?\s*[:=]?\s*[\"']?$|"
+                            r"(?<![\w-])(?:id|uid|uuid|guid)[\"'`]?\s*[:=]?\s*[\"'`]?$|"  # a bare ``"id": "usr_01J7..."``
+                            r"\b(?:SHA256|SHA1|MD5):$")
+_RANGE_AFTER = re.compile(r"(?:[0-9a-fA-F]*::?)*/\d{1,3}\b")  # an address (or its first groups) then /n: a CIDR range
+
+# a Kubernetes object's own name (``metadata:`` / ``name: regcred``), YAML or JSON: named by the API, not a person
+_OBJECT_NAME_BEFORE = re.compile(r'(?:^|\n)[ \t]*metadata:[ \t]*\n[ \t]+name:[ \t]*["\']?$|"metadata"\s*:\s*\{\s*"name"\s*:\s*"$')
+# a host, not a login (``"auths": {"ghcr.io": ...}``)
+HOSTNAME = re.compile(r"(?i)(?:[a-z0-9-]+\.)+(?:io|com|org|net|dev|cloud|local|internal|svc|app|ai|example|test|"
+                       r"invalid|localhost|lan|corp|eu|de|uk|fr|es|it|nl|pl|jp|cn|kr|in|br|ch|at|se)(?::\d{1,5})?")
+_MAC = re.compile(r"(?i)[0-9a-f]{2}(?:[:-][0-9a-f]{2}){5}")  # a network card's MAC address: not an IP (RULES.md)
+# machine identifiers a tagger takes for an address: a hash or container ID, an image digest, a PCI slot,
+# a duration (``47m``), localhost; a word typed IP_ADDRESS keeps its mask (it may be a name)
+_NOT_IP = re.compile(r"(?i)(?=[0-9a-f]*\d)[0-9a-f]{6,}|(?:sha\d+|md5):[0-9a-f]+|[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.\d|"
+                     r"\d+(?:ms|[smhd])|localhost(?::\d{1,5})?")
+# a record's code: letters, a hyphen, digits (a customer or payment ID in a table), never a phone, card or ID number
+_RECORD_CODE = re.compile(r"[A-Z]{1,5}-\d{3,8}")
+_IMAGE_TAG = re.compile(r"[a-z][\w.-]*:\d+(?:\.\d+)*")  # name:version
+_DIGITS_AND_DOTS = re.compile(r"[\d.]+")
+# a code path (``com.acme.billing.InvoiceService.computeTax``): dotted, with a CamelCase or call-like part
+_CODE_PATH = re.compile(r"[a-z][\w]*(?:\.[A-Za-z_]\w*){2,}")
+# a date with a time of day is when something happened, not a birth (``[30/Sep/2023:23:56:46 +0000]``)
+_TIME_AFTER = re.compile(r"(?::|T|,?\s)\d{1,2}:\d{2}")  # also a chat export's ``[12/6/24, 18:07]``
+
+
+# a format, not a value: DD/MM/YYYY, XXX-XX-XXXX, **** (letters that stand for digits, in groups)
+_FORMAT_MASK = re.compile(r"(?i)[xdmyn#*•_]+(?:[-/. ][xdmyn#*•_]+)*")
+_BARE_NUMBER = re.compile(r"\d{1,6}(?:[.,]\d{1,2})?")  # an amount, a year, a count
+_NUMBER_TYPES = ("PHONE", "SSN", "IBAN", "DATE_OF_BIRTH", "IP_ADDRESS", "CREDIT_CARD")
+
+
+_TWO_GROUP_DATE = re.compile(r"\d{1,2}\s?/\s?\d{2}")  # MM/YY: a card's expiry, not a birth date
+_LETTERED_ID = re.compile(r"[A-Z]{5}\d{4}[A-Z]")  # an Indian PAN: ten characters, only four of them digits
+
+
+def _implausible(value: str, ptype: str) -> bool:
+    """A value that cannot be of its type nor of any other: a format where a number should be
+    (``DD/MM/YYYY`` in a blank form, ``XXX-XX-XXXX`` in a masked CSV), or an amount or a year where
+    a card number or an address should be (``3805.39``, ``2023``). Only such values are dropped: a
+    value of the wrong type is still personal data, and masked under the type it was given."""
+    if not any(c.isalnum() for c in value):
+        return True  # punctuation alone (``/__`` of a blank date)
+    if ptype in _NUMBER_TYPES and _FORMAT_MASK.fullmatch(value):
+        return True
+    if ptype in ("PHONE", "SSN") and sum(c.isdigit() for c in value) < 5 and not _LETTERED_ID.fullmatch(value):
+        return True  # a status code, a count (``200``, ``550``): every phone or ID number is longer
+    if ptype == "PHONE" and DOTTED_NUMBER.fullmatch(value) and sum(c.isdigit() for c in value) < 9:
+        return True  # a version (``535.161.07``): a phone written with dots has at least nine digits
+    if ptype == "DATE_OF_BIRTH" and (_TWO_GROUP_DATE.fullmatch(value) or (value.isdigit() and len(value) <= 2)):
+        return True  # an expiry, an age (``満28歳``)
+    return ptype in ("CREDIT_CARD", "IP_ADDRESS") and bool(_BARE_NUMBER.fullmatch(value))
+
+
+def ipv6_port(value: str) -> int | None:
+    """Where the port starts when an IPv6 address is followed by ``:port`` without brackets (nine groups)."""
+    if value.count(":") != 8 or "::" in value:
+        return None
+    head = value.rsplit(":", 1)[0]
+    try:
+        ipaddress.IPv6Address(head)
+    except ValueError:
+        return None
+    return len(head)
+
+
+# a syslog line's head: its time, its host, then the program that wrote it (``Apr 15 17:40:22 mail dovecot: ``)
+_SYSLOG_PROGRAM = re.compile(r"(?:[A-Z][a-z]{2} +\d{1,2} \d\d:\d\d:\d\d|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S*) \S+ "
+                             r"([\w./-]+)(?:\[\d+\])?: ")
+_PAM_MODULE = re.compile(r"pam_\w+")  # ``pam_unix(su:auth)``: a module, not an account
+# a template placeholder in the text (``%(username)s``, ``${DB_PASSWORD}``, ``{{ .Values.x }}``): no piece of it is a value
+_PLACEHOLDER_IN_TEXT = re.compile(r"%\([^)\n]*\)s|\$\{[^}\n]*\}|\{\{[^}\n]*\}\}")
+# a version's key or word right before an IP-shaped number (``"driver":"8.36.3.0"``, ``upgrade from 10.27.13.24``,
+# in the rules' languages too: ``sürüm 3.7.1.204``, ``v. 8.3.0.41``; an image's ``tag: "2.9.0.4"``, ``bumped to 4.18.0.6``)
+# (one word may come between: ``Firmware atual: 1.4.0.22``), or a changelog's heading (``## [10.2.0.1] - 2024-05-14``)
+_VERSION_BEFORE = re.compile(r"(?i)(?:(?:(?-i:\b[A-Z][A-Za-z]+/)|\bv\.?|\bversion|\bver\.?|\brelease|\bbuild|\bfirmware|\bkernel|"
+                             r"\bdriver|\bupgraded? (?:from|to)|\bbumped to|\bversión|\bversão|\bversione|\bwersj[ai]|\bверси[яи]|"
+                             r"\bsürüm(?:ü)?|\bsection|\babschnitt|\bsecci[oó]n|\bchapter|\bядр[оа])(?:\s+[^\W\d]+)?|"
+                             r"最新版|版本由?|升级至|バージョン|버전|संस्करण|फ़र्मवेयर|إصدار|§|커널|カーネル|内核)"
+                             r"[\"']?\s*[:=]?\s*[\"'（(]?v?$|^#{1,6}\s*\[?v?$|"
+                             r"\btag[\"']?\s*[:=]\s*[\"']?v?$", re.M)  # ``tag:`` as a key (German ``Tag`` is a day)
+
+
+def _log_process(text: str, span: Span, line_start: int) -> bool:
+    """The program or the process ID of a log line (``mail ⟦dovecot⟧:``, ``su[⟦66873⟧]``, ``)<⟦75437⟧>``):
+    a machine's, never a person's, whatever its type."""
+    value, a, b = text[span.start:span.end], span.start, span.end
+    if value.isdigit() and len(value) <= 7 and a >= 2 and text[a - 1] in "[<" \
+            and text[b:b + 1] == BRACKETS[text[a - 1]] and (text[a - 2].isalnum() or text[a - 2] in ")_-"):
+        return True
+    m = _SYSLOG_PROGRAM.match(text, line_start)
+    return bool(m) and m.start(1) <= a and b <= m.end(1)
+
+
+# a machine's numbers in a log or a config: a ``key=`` whose key names no phone, ID or card (``ses=4294967295``,
+# ``SET timestamp=1739439718``), a process's or a thread's ID (``[pid 1120:tid 140245110937472]``)
+_MACHINE_KEY_BEFORE = re.compile(r"(?:\b([A-Za-z_][\w.-]*)=[\"']?|\b(?:pid|tid|ppid|uid|gid|auid|ses)[ =])$")
+_GENERIC_KEYS = frozenset({"value", "val", "default", "text", "data", "content"})  # an HTML field's value="...": any number
+_IMAGE_BEFORE = re.compile(r"/[\w.-]+:$")
+_VERSION_SUFFIX_AFTER = re.compile(r"-[a-z]|\+[a-z0-9]")  # ``6.1.0.18-rt9``, ``1.2.3.4+build``: a version's suffix
+
+
+def _machine_number(text: str, span: Span, value: str) -> bool:
+    """A phone-, ID- or card-shaped number a machine wrote: the rest of a decimal or a time, or bare digits
+    after a ``key=`` that names no person's number, a process's or a thread's ID."""
+    if span.type not in ("PHONE", "SSN", "CREDIT_CARD"):
+        return False
+    if re.match(r"\d[.:]", text[max(0, span.start - 2):span.start]):
+        return True  # right after a decimal's or a time's digits, the number goes on (``ps``: ``11.2 5120448 3671032``)
+    if not value.isdigit():
+        return False
+    m = _MACHINE_KEY_BEFORE.search(text, max(0, span.start - 40), span.start)
+    key = (m.group(1) or "") if m else ""
+    return bool(m) and key.lower() not in _GENERIC_KEYS and not PERSONAL_NUMBER_KEY.search(key)
+
+
+_LEGAL_FORM_AFTER = re.compile(r"\s+" + LEGAL_FORM + r"(?![\w/])")
+_MAILBOX_AFTER = re.compile(r"\s*<(" + EMAIL.pattern + r")>")
+_SENTINEL_DATES = frozenset({"1970-01-01", "1900-01-01", "0001-01-01", "1901-01-01", "01/01/1970", "01.01.1970"})
+_OTHER_DATE_LABEL = re.compile(r"(?i)(?<![^\W\d_])(?:due|invoice date|issued|issue date|expiry|expires|valid until|"
+                               r"vervaldatum|factuurdatum|rechnungsdatum|fällig(?:keit)?|lieferdatum|vencimiento|"
+                               r"fecha de factura|échéance|date de facture|scadenza|data fattura|vencimento|"
+                               r"termin płatności|data wystawienia|förfallodatum|fakturadatum)(?![^\W\d_])")
+_SINGLE_DIGIT_GROUPS = re.compile(r"\d(?:[-. ]\d){5,}")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_NUMBER_HEAD_BEFORE = re.compile(r"(?<![\d+])(\+?\d{1,4}[ .-])$")  # a number's first group, right before a span
+_DIAL_IN_PIN_AFTER = re.compile(r"(?:\\?[,;]){1,3}\d{4,}#")  # pauses then a meeting PIN and #; ICS escapes commas
+
+
+def never_personal(text: str, span: Span) -> bool:
+    value = text[span.start:span.end]
+    if _machine_number(text, span, value):
+        return True
+    if _implausible(value, span.type) or _OBJECT_NAME_BEFORE.search(text, max(0, span.start - 80), span.start):
+        return True
+    line_start, line_end = line_bounds(text, span.start, span.end)
+    if _log_process(text, span, line_start):
+        return True
+    placeholders = _PLACEHOLDER_IN_TEXT.finditer(text, line_start, line_end)
+    if any(m.start() <= span.start and span.end <= m.end() for m in placeholders):
+        return True
+    if span.type == "DATE_OF_BIRTH" and _TIME_AFTER.match(text, span.end):
+        return True
+    if span.type in ("NAME", "USERNAME") and text.startswith("=", span.end) and not any(c.isspace() for c in value):
+        return True  # a key (``tty=``, ``ruser=``), not its value
+    if span.type in ("USERNAME", "PASSWORD") and text[max(0, span.start - 2):span.start] in (" -", "\t-"):
+        return True  # a command's flags (``ss -tlnp``)
+    if span.type == "PASSWORD" and len(value) < 3:
+        return True  # a format verb, a chat word (``%s``, ``GG``): no secret is that short
+    if span.type in ("SSN", "CREDIT_CARD", "PHONE") and _RECORD_CODE.fullmatch(value):
+        return True  # a record's code in a table (``KH-20932``, ``PAY-55802``)
+    if span.type == "EMAIL" and "@" not in value:
+        return bool(HOSTNAME.fullmatch(value))  # a host; any other word keeps its mask (retyped a login: conform)
+    if span.type in ("NAME", "USERNAME") and (value in CHAT_WORDS or (len(value) == 1 and value.isascii())):
+        return True
+    if span.type in ("PASSWORD", "USERNAME") and _PLACEHOLDER_VALUE.fullmatch(value):
+        return True
+    if span.type == "PASSWORD" and _ID_KEY_BEFORE.search(text, max(0, span.start - 24), span.start):
+        return not TOKEN.fullmatch(value)  # a well-known secret's shape is a secret under any key
+    if span.type == "ADDRESS":  # a city or a place on its own is not a postal address, nor a company's premises
+        lone_place = " " not in value and not any(c.isdigit() for c in value) and not any(spaceless(c) for c in value)
+        return lone_place or bool(_COMPANY_BEFORE.search(text, max(line_start, span.start - 40), span.start))
+    if span.type == "EMAIL":
+        return role_mailbox(value) or bool(_MAILING_LIST.search(value)) or bool(_SERVICE_ACCOUNT_DOMAIN.search(value)) \
+            or bool(_MESSAGE_ID_BEFORE.search(text, max(0, span.start - 48), span.start))
+    if span.type == "NAME" and (value.lower().rstrip(".") in FIELD_LABELS or _COMPANY_NAME.fullmatch(value)
+                                or value.lower() in SIGN_OFFS or _LEGAL_FORM_AFTER.match(text, span.end)):
+        return True  # ``⟦Brunnhofer Präzisionstechnik⟧ GmbH``: a company's name, its legal form after it
+    if span.type == "NAME" and (m := _MAILBOX_AFTER.match(text, span.end)) and role_mailbox(m.group(1)):
+        return True  # ``MAIL_FROM="⟦Venuely Tickets⟧ <tickets@venuely.example>"``: a role mailbox's display name
+    if span.type == "DATE_OF_BIRTH" and (value in _SENTINEL_DATES or (
+            _OTHER_DATE_LABEL.search(text, max(line_start, span.start - LABEL_WINDOW), span.start)
+            and not BIRTH_LABEL.search(text, max(line_start, span.start - LABEL_WINDOW), span.start))):
+        return True  # a default (``1970-01-01``), a due or invoice date
+    if span.type == "IBAN" and value.startswith("RF"):
+        return True  # an ISO 11649 creditor reference: an IBAN's check digits, no country (RULES.md: a reference)
+    if span.type != "PASSWORD" and _UUID.fullmatch(value):
+        return True  # RULES.md: UUIDs are not personal data (a secret may still have a UUID's shape)
+    if span.type == "SSN" and len(value) == 10 and value.isdigit() and \
+            "ИНН" in text[max(line_start, span.start - LABEL_WINDOW):span.start]:
+        return True  # a 10-digit INN is an organisation's (a person's has 12)
+    if span.type == "PHONE" and (m := _NUMBER_HEAD_BEFORE.search(text, max(line_start, span.start - 8), span.start)) \
+            and service_number(m.group(1) + value):
+        return True  # ``900 ⟦812 340⟧``: the tail of a free line
+    if span.type == "PHONE" and _SINGLE_DIGIT_GROUPS.fullmatch(value):
+        return True  # ``1-3-7-9-1-3-7-9-1-3``: weights, a sequence; no phone is written one digit at a time
+    if span.type == "CREDIT_CARD" and span.start > 0 and text[span.start - 1].isalpha():
+        return True  # ``SF⟦1458 2230 7716 4⟧``: a parcel's number after its carrier's letters
+    if span.type == "NAME" and span.start == line_start and text.startswith(":", span.end) and value in EMAIL_HEADERS:
+        return True
+    if span.type == "PHONE" and service_number(value):
+        return True  # an organisation's free line
+    if span.type == "PHONE" and _DIAL_IN_PIN_AFTER.match(text, span.end):
+        return True  # a conference bridge's dial-in (``+48 22 307 18 44,,771203548#``): the meeting's, no one's
+    if span.type == "USERNAME" and ("bot_message" in text[line_start:line_end] or value.startswith("service-account-")):
+        return True  # a chat bot's post (Slack's ``"subtype": "bot_message"``), an identity provider's service account
+    if span.type == "USERNAME":
+        return value.lower() in SYSTEM_ACCOUNTS or bool(_BOT.search(value)) or bool(HOSTNAME.fullmatch(value)) or \
+            bool(_PAM_MODULE.fullmatch(value)) or \
+            text.startswith("[bot]", span.end) or (bool(_CODE_PATH.fullmatch(value)) and not value.islower())
+    if span.type == "IP_ADDRESS" and (_IMAGE_TAG.fullmatch(value) or (_DIGITS_AND_DOTS.fullmatch(value) and not _parses_as_ip(value))):
+        return True  # a container image (``postgres:16.2``), a timestamp or a status code (``11.630275``, ``5.7.1``)
+    if span.type == "IP_ADDRESS" and _IMAGE_BEFORE.search(text, line_start, span.start):
+        return True  # ``ghcr.io/kestrelpay/edge-gateway:⟦10.4.12.1⟧``: an image's tag
+    if span.type == "IP_ADDRESS":
+        return _not_an_address(text, span, value) or bool(_VERSION_SUFFIX_AFTER.match(text, span.end)) or \
+            bool(_VERSION_BEFORE.search(text, max(line_start, span.start - 24), span.start))
+    return False
+
+
+def role_mailbox(address: str) -> bool:
+    """An organisation's mailbox (RULES.md: EMAIL): a role word as the local part, or as one part of a
+    hyphenated one (``accounts-payable``, ``logistics-ops``)."""
+    local = address.split("@", 1)[0].lower()
+    parts = re.split(r"[-_]", local)  # not at dots: first.last is a person's shape (``maria.personal@``)
+    return local in ROLE_MAILBOXES or (len(parts) > 1 and any(part in _ROLE_PARTS for part in parts)) or \
+        any(local[:i] in _ROLE_PARTS and local[i:] in _ROLE_PARTS for i in range(3, len(local) - 2))  # ``atencionclientes``
+
+
+def _parses_as_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _not_an_address(text: str, span: Span, value: str) -> bool:
+    """Loopback, unspecified, a range, a MAC address, or a machine identifier (``_NOT_IP``)."""
+    if "/" in value or _RANGE_AFTER.match(text, span.end) or _MAC.fullmatch(value) or _NOT_IP.fullmatch(value):
+        return True
+    try:
+        ip = ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        return False  # a piece of an address, or an address in context: the finder's call stands
+    return ip.is_loopback or ip.is_unspecified
