@@ -611,9 +611,12 @@ def test_an_organisations_contact_line_keeps_its_phone_unmasked(text, phone, kep
     """RULES.md: PHONE is a person's. A phone on a line that names an organisation (a legal form, a role mailbox, a
     row of a table of stores, opening hours, a conference PIN, a service range) and holds no person is the
     organisation's; the same phone beside a person's name, mailbox or row stays masked."""
-    class Model:  # finds the people the way the tagger does
+    class Model:  # finds the people the way the tagger does (and a mailbox or a phone where no name is)
         def find_spans(self, texts):
-            return [spans_of(t, *[(n, "NAME") for n in ("Jan Nowak", "Jan", "Ola") if n in t]) for t in texts]
+            found = [("Jan Nowak", "NAME"), ("Jan", "NAME"), ("Ola", "NAME"), ("jan.nowak@gmail.com", "EMAIL"),
+                     ("0612 345 678", "PHONE")]
+            return [spans_of(t, *[(v, k) for v, k in found if v in t and not (k == "NAME" and v.lower() + "." in t)])
+                    for t in texts]
 
     spans = Masker(Model(), MaskOptions(merge="union")).find_spans([text])[0]
     assert any(text[s.start:s.end] == phone and s.type == "PHONE" for s in spans) is kept_
@@ -623,14 +626,15 @@ def test_an_organisations_contact_line_keeps_its_phone_unmasked(text, phone, kep
     ("Artikel 4012345678901 ist wieder lieferbar.", "4012345678901", False, "union", False),  # an EAN, no label
     ("Artikel 4012345678901 ist wieder lieferbar.", "4012345678901", False, "patterns", True),  # patterns alone: all
     ("ruf mich an: 01715839482, bin ab 18 Uhr da", "01715839482", True, "union", True),  # the model agrees
-    ("ruf mich an: 0171 583 9482, bin ab 18 Uhr da", "0171 583 9482", False, "union", True),  # written as a phone
+    ("Jan: ruf mich an: 0171 583 9482, bin ab 18 Uhr da", "0171 583 9482", False, "union", True),  # written as a phone
 ])
 def test_a_number_found_by_its_length_alone_needs_the_model_in_a_union(text, number, model_finds, merge, masked):
     """Bare digits are a phone to the patterns only by their length (``patterns.length_only``): with a model, a
     union keeps them where the model found them too; a number written as a phone (groups, a +) needs no one."""
-    class Model:
+    class Model:  # and a chat's speaker, where there is one
         def find_spans(self, texts):
-            return [spans_of(t, (number, "PHONE")) if model_finds else [] for t in texts]
+            return [spans_of(t, *([(number, "PHONE")] if model_finds else []), *([("Jan", "NAME")] if "Jan:" in t else []))
+                    for t in texts]
 
     spans = Masker(Model(), MaskOptions(merge=merge)).find_spans([text])[0]
     assert any(text[s.start:s.end] == number and s.type == "PHONE" for s in spans) is masked
@@ -733,9 +737,10 @@ def test_rules_22_look_alikes_stay_masked(text, piece):
     ("Jan Nowak, ElektroMax Sp. z o.o., NIP 779-24-18-335", "779-24-18-335", True),  # a person's, on the same line
 ])
 def test_rules_22_an_organisations_line_keeps_its_numbers_unmasked(text, value, kept_):
-    class Model:  # finds the people the way the tagger does
+    class Model:  # finds the people the way the tagger does, and a person's direct line
         def find_spans(self, texts):
-            return [spans_of(t, *[(n, "NAME") for n in ("Jan Nowak",) if n in t]) for t in texts]
+            return [spans_of(t, *[(v, k) for v, k in (("Jan Nowak", "NAME"), ("07700 900417", "PHONE")) if v in t])
+                    for t in texts]
 
     spans = Masker(Model(), MaskOptions(merge="union")).find_spans([text])[0]
     assert any(text[s.start:s.end] == value for s in spans) is kept_
@@ -770,6 +775,26 @@ def test_rules_23_a_number_found_by_its_length_takes_the_models_type():
     for ptype, expected in (("SSN", "SSN"), ("PHONE", "PHONE"), ("NAME", "PHONE")):
         spans = Masker(Model(ptype), MaskOptions(merge="union")).find_spans([text])[0]
         assert [(text[s.start:s.end], s.type) for s in spans] == [("07048805803", expected)]
+
+
+@pytest.mark.parametrize("text, model_finds, kept_", [
+    ("Filiale Hamburg: Tel. 040 3861 2200, hamburg@tischlerei.example", [], []),  # nothing personal: the shop's
+    ("Filiale Hamburg: Tel. 040 3861 2200, hamburg@tischlerei.example, Jan Nowak",
+     [("Jan Nowak", "NAME")], ["040 3861 2200", "hamburg@tischlerei.example", "Jan Nowak"]),  # the safety net stays
+    ("Refund to DE89 3704 0044 0532 0130 00 from 10.8.4.21", [], ["DE89 3704 0044 0532 0130 00", "10.8.4.21"]),
+    ("country,city,national_id\nNO,Oslo,03077625568\nNO,Bergen,27039149252", [], ["03077625568", "27039149252"]),
+])
+def test_rules_24_a_phone_or_mailbox_needs_personal_data_in_the_text(text, model_finds, kept_):
+    """In a union, a phone or an email the patterns found stays where the model found personal data in the text
+    (or a column's header types it); checksum-validated IBANs and cards and IP addresses stay regardless."""
+    class Model:
+        def find_spans(self, texts):
+            return [spans_of(t, *model_finds) for t in texts]
+
+    spans = Masker(Model(), MaskOptions(merge="union")).find_spans([text])[0]
+    assert [text[s.start:s.end] for s in spans] == kept_
+    patterns_only = Masker(options=MaskOptions(merge="patterns")).find_spans([text])[0]
+    assert "040 3861 2200" in [text[s.start:s.end] for s in patterns_only] or "040" not in text  # patterns alone: all
 
 
 def test_without_a_model_only_a_tables_header_speaks_for_a_phone():

@@ -5,8 +5,9 @@ Rows per set: the tuned model alone (copy-or-mask decoding, ``merge=model``), th
 validated patterns merged (``union``, what ``loraforge mask`` runs), the validated patterns alone,
 the rule baseline (``eval.pii_baseline``) and Presidio's analyzer when it is installed (``presidio``
 says whether with a spaCy model or its pattern recognizers only, or why it did not run). The model
-decodes each set once: the union row reuses its spans, and its texts/s counts the model's time plus
-the patterns'. Scores only, never the texts.
+decodes each set once: both rows put the same model spans through ``Masker.combine`` (the union row exactly as
+``loraforge mask`` does, with the union's own rules), and their texts/s count the decoding plus their own
+combining. Scores only, never the texts.
 
 ``curve_run``: the recall knob's curve (``runs.PiiCurve``) of the tuned model alone on the dev split,
 where an operating point may be picked without looking at the test rows.
@@ -18,7 +19,6 @@ from collections.abc import Callable
 
 from loraforge.pii.evaluate import rule_finder, score_spans, sweep_bias, timed
 from loraforge.pii.masker import Masker, MaskOptions
-from loraforge.pii.spans import merge_spans
 from loraforge.runs.metrics import MaskerScores, PiiComparison, PiiCurve, PiiCurvePoint
 
 HANDWRITTEN = "pii-handwritten"
@@ -70,10 +70,12 @@ def compare_sets(sets: dict[str, list[dict]], model=None, bias: float | None = N
         whole = max(1, len(texts))  # one call: the decoder batches by length itself
         pat_spans, pat_s = timed(patterns, texts, whole)
         if model is not None:
-            model_spans, model_s = timed(Masker(model, MaskOptions(merge="model")).find_spans, texts, whole)
-            union = [merge_spans(m, p, "union", t) for t, m, p in zip(texts, model_spans, pat_spans)]
-            rows += [_row(name, MODEL, score_spans(recs, model_spans, model_s)),
-                     _row(name, UNION, score_spans(recs, union, model_s + pat_s))]
+            alone, union = Masker(model, MaskOptions(merge="model")), Masker(model, MaskOptions(merge="union"))
+            found, decode_s = timed(alone.model_spans, texts, whole)  # the model reads each text once
+            model_spans, alone_s = timed(lambda ts: [alone.combine(t, m) for t, m in zip(ts, found)], texts, whole)
+            merged, union_s = timed(lambda ts: [union.combine(t, m) for t, m in zip(ts, found)], texts, whole)
+            rows += [_row(name, MODEL, score_spans(recs, model_spans, decode_s + alone_s)),
+                     _row(name, UNION, score_spans(recs, merged, decode_s + union_s))]  # what ``loraforge mask`` runs
         rows.append(_row(name, PATTERNS, score_spans(recs, pat_spans, pat_s)))
         rows.append(_row(name, RULES, score_spans(recs, *timed(rule_finder, texts, whole))))
         if find_presidio is not None:
