@@ -329,6 +329,7 @@ def test_a_translation_far_shorter_than_its_source_is_replaced_by_the_source(tin
     metrics, hyps = evaluate(loaded, loaded.model, cfg, [Example(long_source, "x"), Example("Pods.", "Pod")],
                              progress=False)
     assert hyps[0] == long_source and hyps[1] != "Pods." and metrics["segments_short"] == 1
+    assert hyps.notes == {0: {"kept_source": "short"}}  # the run's outputs file says the row is its English
 
     def outputs(task: str, ratio: float, texts: list[str]) -> Generated:
         cfg = load_config(None, [f"data.task={task}", f"eval.min_output_ratio={ratio}"])
@@ -371,6 +372,7 @@ def test_a_translation_its_budget_cut_is_replaced_by_the_source(tiny_tokenizer, 
     looping = scripted_model(tiny_tokenizer, phrase, None)
     metrics, hyps = evaluate(looping, looping.model, cfg, [Example(source, "x")], progress=False)
     assert metrics.get("segments_looped", 0) == int(keep) and metrics["segments_unfinished"] == 0
+    assert hyps.notes == ({0: {"loop_cut": True}} if keep else {})
     one_pass = tiny_tokenizer.decode(phrase).strip()
     assert (hyps == [one_pass]) if keep else (hyps[0].startswith(one_pass) and len(hyps[0]) > 2 * len(one_pass))
 

@@ -137,3 +137,20 @@ def test_run_isolated_runs_a_function_in_a_fresh_process(tmp_path):
     assert "Traceback" in echo.getvalue()  # streamed to the caller's stderr as it came
     with pytest.raises(ValueError, match="module:function"):
         run_isolated("no_colon", {})
+
+
+def test_outputs_files_say_which_rows_evaluation_kept_in_english(tmp_path):
+    """A row the short or unfinished check replaced by its source reads like a translation in the file unless it
+    says so; plain lists (other callers) write id and output only, and the run reads both back the same."""
+    from loraforge.eval.inference import Outputs
+
+    run = RunDir(tmp_path / "run")
+    run.write_outputs("after", ["a", "b", "c"], Outputs(["Pod 是最小单元。", "A long English paragraph.", "循环"],
+                                                       {1: {"kept_source": "unfinished"}, 2: {"loop_cut": True}}))
+    rows = [json.loads(line) for line in run.outputs_path("after").read_text(encoding="utf-8").splitlines()]
+    assert rows == [{"id": "a", "output": "Pod 是最小单元。"},
+                    {"id": "b", "output": "A long English paragraph.", "kept_source": "unfinished"},
+                    {"id": "c", "output": "循环", "loop_cut": True}]
+    assert run.outputs("after") == {"a": "Pod 是最小单元。", "b": "A long English paragraph.", "c": "循环"}
+    run.write_outputs("before", ["a"], ["x"])
+    assert json.loads(run.outputs_path("before").read_text(encoding="utf-8")) == {"id": "a", "output": "x"}

@@ -211,7 +211,27 @@ def generate_restored(loaded, model, cfg: RunConfig, sources: list[str], systems
     return out, stats.as_dict()
 
 
-def evaluate(loaded, model, cfg: RunConfig, examples: list[Example], progress: bool = True) -> tuple[dict, list[str]]:
+class Outputs(list):
+    """Outputs in input order, and ``notes``: per row index, what the guards did to it (``kept_source``: ``short``
+    or ``unfinished``, the row is its English source; ``loop_cut``: a loop cut after its first pass). The run's
+    outputs files carry the notes, so a reader can tell a row kept in English from a translation."""
+
+    def __init__(self, texts: list[str], notes: dict[int, dict] | None = None):
+        super().__init__(texts)
+        self.notes = notes or {}
+
+
+def _notes(out: Generated) -> dict[int, dict]:
+    notes: dict[int, dict] = {}
+    for i in out.looped:
+        notes.setdefault(i, {})["loop_cut"] = True
+    for kind in ("short", "unfinished"):
+        for i in getattr(out, kind):
+            notes.setdefault(i, {})["kept_source"] = kind
+    return notes
+
+
+def evaluate(loaded, model, cfg: RunConfig, examples: list[Example], progress: bool = True) -> tuple[dict, Outputs]:
     """Generate on ``examples`` and score against their targets: (metrics, outputs). With markup
     protection, the metrics also count placeholders repaired and segments that fell back. A translation
     run with ``eval.unfinished_keeps_source`` is decoded as ``translate`` and page translation ship it
@@ -238,7 +258,7 @@ def evaluate(loaded, model, cfg: RunConfig, examples: list[Example], progress: b
     if repair is not None:
         metrics.update(placeholders=repair["placeholders"], placeholders_repaired=repair["placeholders_repaired"],
                        segments_repaired=repair["segments_repaired"], segments_fallback=repair["segments_fallback"])
-    return metrics, out.texts
+    return metrics, Outputs(out.texts, _notes(out))
 
 
 def load_for_inference(cfg: RunConfig, adapter: AdapterRef | str | Path | None):

@@ -152,7 +152,11 @@ class RunDir:
         return {r["id"]: r["output"] for r in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if r}
 
     def write_outputs(self, stage: str, ids: list[str | None], outputs: list[str]) -> Path:
-        lines = [json.dumps({"id": i, "output": o}, ensure_ascii=False) for i, o in zip(ids, outputs)]
+        """One line per row: its id, its output, and what evaluation's guards did to it where they did (``outputs``
+        as ``eval.inference.Outputs``: ``kept_source``, ``loop_cut``)."""
+        notes = getattr(outputs, "notes", {})
+        lines = [json.dumps({"id": i, "output": o, **notes.get(k, {})}, ensure_ascii=False)
+                 for k, (i, o) in enumerate(zip(ids, outputs))]
         return atomic_write(self.outputs_path(stage), "\n".join(lines) + "\n")
 
     def prepare(self, resume: bool, overwrite: bool) -> None:
