@@ -57,7 +57,6 @@ class CachedFinder:
 
                 raise DataError(f"{self.path}: spans of {data.get('key')}, not of {self.key}; name another file")
             self.spans = data["spans"]
-        self.bias = bias
 
     @staticmethod
     def digest(text: str) -> str:
@@ -135,34 +134,29 @@ def run(adapter: str, cases: str, bias: float | None, show_values: bool,
 
     records = [r for part in cases.split(",") for r in _records(part)]
     texts = [r["text"] for r in records]
-    if spans_cache:
+    points, seconds = [], None
+    if spans_cache:  # the rules replayed on stored spans: nothing decoded, nothing timed
         if curve:
             raise ValueError("--curve decodes at each bias; it cannot replay one bias's cached spans")
         finder = CachedFinder(spans_cache, adapter, bias, lambda: build_masker(adapter, merge="union", bias=bias).model)
-        masker = Masker(finder, MaskOptions(merge="union"))
-        spans = masker.find_spans(texts)
+        spans = Masker(finder, MaskOptions(merge="union")).find_spans(texts)
         finder.save()
-        results = _results(adapter, cases, bias, records, spans, score_spans(records, spans), [])
-        results["spans_cache"] = spans_cache
-        errs = [(r, e) for r, s in zip(records, spans) for e in errors(r, s)]
-        return results, [describe(r, e) for r, e in errs] if show_values else []
-    masker = build_masker(adapter, merge="union", bias=bias)
-    points = []
-    if curve:
-        masker.model.memo = {}  # the tagger reads each text once; every bias decodes the same probabilities
-        points = sweep_bias(masker, records, curve, batch_size=max(1, len(records)))
-        masker.model.memo = None
-    spans, seconds = timed(masker.find_spans, texts, max(1, len(records)))  # timed without the memo
-    results = _results(adapter, cases, masker.bias, records, spans, score_spans(records, spans, seconds), points)
+    else:
+        masker = build_masker(adapter, merge="union", bias=bias)
+        if curve:
+            masker.model.memo = {}  # the tagger reads each text once; every bias decodes the same probabilities
+            points = sweep_bias(masker, records, curve, batch_size=max(1, len(records)))
+            masker.model.memo = None
+        spans, seconds = timed(masker.find_spans, texts, max(1, len(records)))  # timed without the memo
+        bias = masker.bias
+    scores = score_spans(records, spans, seconds)
     errs = [(r, e) for r, s in zip(records, spans) for e in errors(r, s)]
+    kinds = Counter(f"{e['kind']} {e['type']}" for _, e in errs)
+    results = {"adapter": adapter, "cases": cases, "bias": bias, "cpu": cpu_name(), "n": len(records),
+               "no_pii_cases": sum(1 for r in records if not r["spans"]), "scores": {k: scores[k] for k in KEYS},
+               "texts_per_s": scores.get("texts_per_s"), "errors": dict(sorted(kinds.items())), "curve": points,
+               **({"spans_cache": spans_cache} if spans_cache else {})}
     return results, [describe(r, e) for r, e in errs] if show_values else []
-
-
-def _results(adapter, cases, bias, records, spans, scores, points) -> dict:
-    kinds = Counter(f"{e['kind']} {e['type']}" for r, s in zip(records, spans) for e in errors(r, s))
-    return {"adapter": adapter, "cases": cases, "bias": bias, "cpu": cpu_name(), "n": len(records),
-            "no_pii_cases": sum(1 for r in records if not r["spans"]), "scores": {k: scores[k] for k in KEYS},
-            "texts_per_s": scores.get("texts_per_s"), "errors": dict(sorted(kinds.items())), "curve": points}
 
 
 def _records(part: str) -> list[dict]:

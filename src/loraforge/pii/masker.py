@@ -27,6 +27,24 @@ def _overlaps(span: Span, ranges: list[tuple[int, int]]) -> bool:
     return any(a < span.end and span.start < b for a, b in ranges)
 
 
+def _vouched(text: str, found: list[Span], model_spans: list[Span], found_tables) -> list[Span]:
+    """The patterns' spans a union keeps: a phone found by its length alone (``patterns.length_only``) where the
+    model or a column's header agrees, typed as the model typed it; a phone or an email in a text where the model
+    found no personal data only under a column's header that types it (``_NEED_A_PERSON``); the rest as found."""
+    typed = [(a, b) for a, b, _ in pat.typed_cells(found_tables)]
+    agree = [(m.start, m.end) for m in model_spans] + typed
+    kept = []
+    for p in found:
+        if pat.length_only(text, p):
+            if not _overlaps(p, agree):
+                continue
+            p = _model_typed(p, model_spans)
+        elif not model_spans and p.type in _NEED_A_PERSON and not _overlaps(p, typed):
+            continue
+        kept.append(p)
+    return kept
+
+
 def _model_typed(phone: Span, model_spans: list[Span]) -> Span:
     """A phone the patterns found by its length alone, typed as the model typed the same digits (``national_id=
     07048805803``: an ID): bare digits are a phone to the patterns by length only, the model reads the context."""
@@ -134,13 +152,8 @@ class Masker:
         o = self.options
         found = conform(text, pat.find(text, self.patterns)) if o.merge != "model" else []
         model_spans, found_tables = conform(text, model_spans), pat.tables(text)
-        if o.merge == "union" and self.model is not None and any(pat.length_only(text, p) for p in found):
-            agree = [(m.start, m.end) for m in model_spans] + [(a, b) for a, b, _ in pat.typed_cells(found_tables)]
-            found = [p for p in found if not pat.length_only(text, p) or _overlaps(p, agree)]  # the model or a header
-            found = [_model_typed(p, model_spans) if pat.length_only(text, p) else p for p in found]
-        if o.merge == "union" and self.model is not None and not model_spans and found:
-            typed = [(a, b) for a, b, _ in pat.typed_cells(found_tables)]
-            found = [p for p in found if p.type not in _NEED_A_PERSON or _overlaps(p, typed)]
+        if o.merge == "union" and self.model is not None and found:
+            found = _vouched(text, found, model_spans, found_tables)
         merged = merge_spans(model_spans, found, o.merge, text)
         return organisation_lines(text, typed_by_header(merged, found_tables), found_tables,
                                   people_found=o.merge != "patterns")
