@@ -28,3 +28,13 @@ def test_a_row_naming_a_missing_file_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         seed_table.main(["--row", f"x={tmp_path / 'nope.json'}", "--out", str(tmp_path)])
     assert "no such file" in capsys.readouterr().err
+
+
+def test_a_training_runs_metrics_file_gives_its_tuned_models_scores(tmp_path):
+    run = tmp_path / "metrics.json"
+    run.write_text(json.dumps({"task": "translate", "before": {"chrf": 27.6}, "after": {"chrf": 66.8},
+                               "train": {"steps": 550}}))
+    flat = tmp_path / "eval.json"
+    flat.write_text(json.dumps({"chrf": 66.9}))
+    seed_table.main(["--row", f"ref={run},{flat}", "--metrics", "chrf", "--out", str(tmp_path / "out"), "--name", "t"])
+    assert json.loads((tmp_path / "out" / "t.json").read_text())["rows"]["ref"]["chrf"]["values"] == [66.8, 66.9]

@@ -207,3 +207,18 @@ def test_cached_model_spans_replay_without_the_model_and_refuse_other_weights(tm
     (adapter / "adapter_model.safetensors").write_bytes(b"weights two")  # retrained under the same path
     with pytest.raises(DataError, match="name another file"):
         CachedFinder(cache, str(tmp_path / "run"), 1.0, no_model)
+
+
+def test_pattern_agreement_counts_each_find_against_gold_and_the_model():
+    from loraforge.bench.pii_errors import pattern_agreement
+    from loraforge.pii import patterns as pat
+    from loraforge.pii.spans import Span
+
+    [person] = parse_cases("=== a chat\nmail ⟦EMAIL|ann.lee@mail.example⟧ or call 040 3861 2200")
+    [shop] = parse_cases("=== b doc\nFiliale: hamburg@tischlerei.example")
+    text = person["text"]
+    at = text.index("ann.lee")
+    model = [[Span(at, at + len("ann.lee@mail.example"), "EMAIL")], []]
+    counts = pattern_agreement([person, shop], model, pat.select(None))
+    assert counts == {"EMAIL over, alone in text": 1, "EMAIL over, patterns only": 1, "EMAIL real, model agrees": 1,
+                      "PHONE over, patterns only": 1}

@@ -19,6 +19,7 @@ import argparse
 import gzip
 import hashlib
 import json
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -129,7 +130,7 @@ def describe(record: dict, err: dict) -> str:
 def run(adapter: str, cases: str, bias: float | None, show_values: bool,
         curve: list[float] = (), spans_cache: str | None = None) -> tuple[dict, list[str]]:
     from loraforge.pii import Masker, MaskOptions
-    from loraforge.pii.evaluate import score_spans, sweep_bias, timed
+    from loraforge.pii.evaluate import score_spans, sweep_bias
     from loraforge.workflows.mask import build_masker
 
     records = [r for part in cases.split(",") for r in _records(part)]
@@ -139,7 +140,8 @@ def run(adapter: str, cases: str, bias: float | None, show_values: bool,
         if curve:
             raise ValueError("--curve decodes at each bias; it cannot replay one bias's cached spans")
         finder = CachedFinder(spans_cache, adapter, bias, lambda: build_masker(adapter, merge="union", bias=bias).model)
-        spans = Masker(finder, MaskOptions(merge="union")).find_spans(texts)
+        masker = Masker(finder, MaskOptions(merge="union"))
+        found = masker.model_spans(texts)
         finder.save()
     else:
         masker = build_masker(adapter, merge="union", bias=bias)
@@ -147,16 +149,40 @@ def run(adapter: str, cases: str, bias: float | None, show_values: bool,
             masker.model.memo = {}  # the tagger reads each text once; every bias decodes the same probabilities
             points = sweep_bias(masker, records, curve, batch_size=max(1, len(records)))
             masker.model.memo = None
-        spans, seconds = timed(masker.find_spans, texts, max(1, len(records)))  # timed without the memo
+        start = time.perf_counter()  # timed without the memo: the model, then the rules (as ``find_spans``)
+        found = masker.model_spans(texts)
         bias = masker.bias
+    spans = [masker.combine(t, m) for t, m in zip(texts, found)]
+    seconds = None if spans_cache else time.perf_counter() - start
     scores = score_spans(records, spans, seconds)
     errs = [(r, e) for r, s in zip(records, spans) for e in errors(r, s)]
     kinds = Counter(f"{e['kind']} {e['type']}" for _, e in errs)
     results = {"adapter": adapter, "cases": cases, "bias": bias, "cpu": cpu_name(), "n": len(records),
                "no_pii_cases": sum(1 for r in records if not r["spans"]), "scores": {k: scores[k] for k in KEYS},
                "texts_per_s": scores.get("texts_per_s"), "errors": dict(sorted(kinds.items())), "curve": points,
+               "pattern_agreement": pattern_agreement(records, found, masker.patterns),
                **({"spans_cache": spans_cache} if spans_cache else {})}
     return results, [describe(r, e) for r, e in errs] if show_values else []
+
+
+def pattern_agreement(records: list[dict], model_spans: list, patterns) -> dict[str, int]:
+    """What the union's rules for the patterns rest on: each validated pattern's find (after ``conform``), counted by
+    type as over a gold value (``real``) or not (``over``), and as overlapping one of the model's spans or not; then
+    the same counts in the texts where the model found nothing (``alone in text``)."""
+    from loraforge.pii import patterns as pat
+    from loraforge.pii.conform import conform
+
+    counts: Counter = Counter()
+    for r, raw in zip(records, model_spans):
+        text = r["text"]
+        model = conform(text, raw)
+        for p in conform(text, pat.find(text, patterns)):
+            real = "real" if any(g["start"] < p.end and p.start < g["end"] for g in r["spans"]) else "over"
+            agree = any(m.start < p.end and p.start < m.end for m in model)
+            counts[f"{p.type} {real}, {'model agrees' if agree else 'patterns only'}"] += 1
+            if not model:
+                counts[f"{p.type} {real}, alone in text"] += 1
+    return dict(sorted(counts.items()))
 
 
 def _records(part: str) -> list[dict]:
@@ -172,6 +198,8 @@ def _records(part: str) -> list[dict]:
 def markdown(results: dict) -> str:
     scores = table(["set", "bias", *KEYS], [[results["cases"], results["bias"], *(results["scores"][k] for k in KEYS)]])
     errs = table(["error", "count"], [[k, v] for k, v in results["errors"].items()])
+    agreement = table(["find", "count"], [[k, v] for k, v in results.get("pattern_agreement", {}).items()])
+    agreement = agreement if results.get("pattern_agreement") else ""
     curve, biases = "", ",".join(format(p["bias"], "g") for p in results.get("curve", []))
     if results.get("curve"):
         rows = [[p["bias"], *(p[k] for k in KEYS)] for p in results["curve"]]
@@ -179,6 +207,8 @@ def markdown(results: dict) -> str:
     return (f"# PII masker on the hand-written development set\n\n{results['n']} cases ({results['no_pii_cases']} "
             f"without personal data), model + validated patterns, adapter `{results['adapter']}`. CPU: "
             f"{results['cpu']}.\n\n{scores}\n\nErrors by kind and gold (or found) type:\n\n{errs}{curve}\n\n"
+            + (f"The validated patterns' finds, against gold and the model (``pattern_agreement``):\n\n{agreement}\n\n"
+               if agreement else "") +
             f"Reproduce: `python -m loraforge.bench.pii_errors --adapter {results['adapter']} --cases {results['cases']}"
             + (f" --bias {results['bias']:g}" if results["bias"] is not None else "")
             + (f" --curve={biases}" if biases else "")

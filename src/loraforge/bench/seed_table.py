@@ -4,7 +4,8 @@ recipe's gain can be told from the spread between its seeds (issue 20's ablation
     python -m loraforge.bench.seed_table --row "today, k8s:test=runs/guard/lift-today-test.json,..." \
         --row "preset, k8s:test=..." [--metrics chrf,bleu,segments_unfinished] [--name seed-table]
 
-Each ``--row`` is ``LABEL=FILE,FILE,...`` (one metrics file per seed, in seed order). The table gives each metric's
+Each ``--row`` is ``LABEL=FILE,FILE,...`` (one metrics file per seed, in seed order): what ``eval --metrics-out``
+wrote, or a training run's ``metrics.json`` (its tuned model's test scores, ``after``). The table gives each metric's
 mean ± sample sd and its values; a metric a file lacks is left out of that row.
 """
 
@@ -21,7 +22,7 @@ from loraforge.bench.report import publish, table
 def summarize(rows: dict[str, list[str]], metrics: list[str]) -> dict:
     out = {"metrics": metrics, "rows": {}}
     for label, files in rows.items():
-        loaded = [json.loads(Path(f).read_text(encoding="utf-8")) for f in files]
+        loaded = [_scores(json.loads(Path(f).read_text(encoding="utf-8"))) for f in files]
         row = {"files": files}
         for metric in metrics:
             values = [m[metric] for m in loaded if metric in m]
@@ -30,6 +31,11 @@ def summarize(rows: dict[str, list[str]], metrics: list[str]) -> dict:
                 row[metric] = {"mean": round(float(statistics.mean(values)), 2), "sd": round(sd, 2), "values": values}
         out["rows"][label] = row
     return out
+
+
+def _scores(metrics: dict) -> dict:
+    """The scores of a metrics file: a training run's keeps its tuned model's under ``after``."""
+    return metrics["after"] if isinstance(metrics.get("after"), dict) and "task" in metrics else metrics
 
 
 def markdown(results: dict) -> str:

@@ -56,7 +56,8 @@ _DIGIT_TYPES = {"SSN", "CREDIT_CARD", "DATE_OF_BIRTH"}
 # A phone or a mailbox is a person's (RULES.md): in a text where the model found no personal data at all, one the
 # patterns found is an organisation's line or role mailbox, or no phone. On development rounds 1-7 and pii:dev the
 # model had found each of the 568 real phones and emails the patterns found; 114 the patterns found alone were not
-# personal. Where the model finds a person, the patterns' phones and emails stay, the safety net where one is missed.
+# personal (bench/results/pii-pattern-agreement-rules24.json). Where the model finds a person, the patterns' phones
+# and emails stay, the safety net where one is missed.
 _NEED_A_PERSON = {"PHONE", "EMAIL"}
 
 
