@@ -694,6 +694,26 @@ def test_a_product_code_column_is_no_phone_nor_card():
     ("user_ids:\n  - 'a3f1c2d4-5e6f-4a7b-8c9d-0e1f2a3b4c5d'", ("a3f1c2d4-5e6f-4a7b-8c9d-0e1f2a3b4c5d", "USERNAME")),
     ("  existingSecret: grafana-admin", ("grafana-admin", "PASSWORD")),
     ("[Service]\nUser=node_exporter", ("node_exporter", "USERNAME")),
+    # rules 26 (dev round 8): a creditor ID, a four-digit piece of a longer code; placeholders in code and URL
+    # templates; a URL's port, an image's tag, a Dockerfile's user ID, a file's name; a GitLab CI login
+    ("Gläubiger-Identifikationsnummer: DE98ZZZ09999999999", ("DE98ZZZ09999999999", "IBAN")),
+    ("il codice avviso (es. 3012 0000 0000 4518 77)", ("4518", "IBAN")),
+    ('return f"postgresql://{user}:{password}@db:5432/app"', ("{password}", "PASSWORD")),
+    ("return f\"postgresql://{os.environ['DB_USER']}:x@db/app\"", ("os.environ['DB_USER']", "USERNAME")),
+    ("DATABASE_URL=postgres://<db-user>:<db-password>@localhost:5432/tidepool", ("db-user", "USERNAME")),
+    ("DATABASE_URL=postgres://<db-user>:<db-password>@localhost:5432/tidepool", ("5432/tidepool", "PASSWORD")),
+    ("+ docker build -t registry.osprey-labs.io/ledger-ui:pr-1432-b57 .", ("pr-1432-b57", "PASSWORD")),
+    ("FROM gcr.io/distroless/python3:nonroot\nUSER 65532:65532\nEXPOSE 8000", ("65532", "PASSWORD")),
+    ("grafana.ini:\n  server:\n    root_url: https://grafana.example", ("grafana.ini", "USERNAME")),
+    ("docker login registry.gitlab.example -u gitlab-ci-token --password-stdin", ("gitlab-ci-token", "USERNAME")),
+    # a street, a shop, a restaurant named after a person; an organisation's sender name beside its role mailbox
+    ("Vanuit ons distributiecentrum aan de Dr. Van Thienenweg 5 in Zwolle", ("Dr. Van Thienenweg", "NAME")),
+    ("Hasan Usta Kebap ve Lahmacun Salonu taşınıyor", ("Hasan Usta", "NAME")),
+    ("タナカ文具店オンラインで購入しました", ("タナカ", "NAME")),
+    ("Fuimos a la Pastelería Doña Carmen, en la calle Ruzafa", ("Carmen", "NAME")),
+    ("Hartley & Finch Bakehouse — Spring Letter", ("Hartley", "NAME")),
+    ("  ('billing', 'billing@corvid-health.com', 'Corvid Billing'),", ("Corvid Billing", "NAME")),
+    ("Отследить посылку можно по трек-номеру 80099412345678", ("80099412345678", "SSN")),
 ])
 def test_companies_references_defaults_and_organisations_numbers_are_not_personal(text, piece):
     assert kept(text, piece) == []
@@ -710,6 +730,16 @@ def test_companies_references_defaults_and_organisations_numbers_are_not_persona
     ("mail me: ana.clientes@gmail.com", ("ana.clientes@gmail.com", "EMAIL")),  # a dot: a person's shape
     ("  password: grafana-admin-7Qx!", ("grafana-admin-7Qx!", "PASSWORD")),
     ("ruf an: 0171 812 340 9", ("0171 812 340 9", "PHONE")),
+    # rules 26's look-alikes: a password in a URL, an address in angle brackets, a chat's <nick>, a real IBAN,
+    # a person's name beside a company mailbox, a baker by name, a person on a street
+    ("DATABASE_URL=postgres://app:Xq7-pass!@db.internal:5432/app", ("Xq7-pass!", "PASSWORD")),
+    ("curl -u anjali:Nx8fQ2rKalimba https://nexus.example/status", ("Nx8fQ2rKalimba", "PASSWORD")),
+    ("From: Dave <dave.whitfield77@gmail.com>", ("dave.whitfield77@gmail.com", "EMAIL")),
+    ("<jdoe> anyone up for lunch?", ("jdoe", "USERNAME")),
+    ("IBAN: DE34 5001 0517 5419 7328 66", ("DE34 5001 0517 5419 7328 66", "IBAN")),
+    ("Ansprechpartnerin: Corinna Vogt, billing@corvid-health.com", ("Corinna Vogt", "NAME")),
+    ("Our baker Hasan Usta will be there on Saturday", ("Hasan Usta", "NAME")),
+    ("Herr Tobias Wendland, Kiefernweg 7", ("Tobias Wendland", "NAME")),
 ])
 def test_their_look_alikes_stay_masked(text, piece):
     assert kept(text, piece) == [piece]
@@ -723,6 +753,8 @@ def test_their_look_alikes_stay_masked(text, piece):
     ("ring our switchboard (reception) on 020 7946 0000 or me directly on 07700 900417", "07700 900417", True),
     ("Sklep: ElektroMax Sp. z o.o., NIP 779-24-18-335", "779-24-18-335", False),  # a company's tax number
     ("Jan Nowak, ElektroMax Sp. z o.o., NIP 779-24-18-335", "779-24-18-335", True),  # a person's, on the same line
+    ("Bei Fragen erreichen Sie uns unter 0341 9928-100.", "0341 9928-100", False),  # rules 26: "us" is the company
+    ("Jan Nowak: rufen Sie mich unter 0341 9928-100 an", "0341 9928-100", True),  # "me" is the person
 ])
 def test_rules_22_an_organisations_line_keeps_its_numbers_unmasked(text, value, kept_):
     class Model:  # finds the people the way the tagger does, and a person's direct line

@@ -95,6 +95,8 @@ def _implausible(value: str, ptype: str) -> bool:
         return True
     if ptype in ("PHONE", "SSN") and sum(c.isdigit() for c in value) < 5 and not _LETTERED_ID.fullmatch(value):
         return True  # a status code, a count (``200``, ``550``): every phone or ID number is longer
+    if ptype == "IBAN" and sum(c.isdigit() for c in value) < 5 and not any(c.isalpha() for c in value):
+        return True  # four digits of a longer code (``4518``); words typed IBAN are a wrongly typed value, kept
     if ptype == "PHONE" and DOTTED_NUMBER.fullmatch(value) and sum(c.isdigit() for c in value) < 9:
         return True  # a version (``535.161.07``): a phone written with dots has at least nine digits
     if ptype == "DATE_OF_BIRTH" and (_TWO_GROUP_DATE.fullmatch(value) or (value.isdigit() and len(value) <= 2)):
@@ -164,6 +166,9 @@ def _machine_number(text: str, span: Span, value: str) -> bool:
     return bool(m) and key.lower() not in _GENERIC_KEYS and not PERSONAL_NUMBER_KEY.search(key)
 
 
+_BUSINESS_NOUN = _alternation("business_nouns")
+_BUSINESS_AFTER = re.compile(r"(?i)(?:[ \t]*&[ \t]*[^\W\d_]+)?[ \t]+" + _BUSINESS_NOUN + r"(?![^\W\d_])|" + _alternation("business_suffixes"))
+_BUSINESS_BEFORE = re.compile(r"(?i)(?<![^\W\d_])" + _BUSINESS_NOUN + r"[ \t]+(?:" + _alternation("honorifics_before") + r"[ \t]+)?$")
 _LEGAL_FORM_AFTER = re.compile(r"\s+" + LEGAL_FORM + r"(?![\w/])")
 _MAILBOX_AFTER = re.compile(r"\s*<(" + EMAIL.pattern + r")>")
 _SENTINEL_DATES = frozenset({"1970-01-01", "1900-01-01", "0001-01-01", "1901-01-01", "01/01/1970", "01.01.1970"})
@@ -175,6 +180,20 @@ _SINGLE_DIGIT_GROUPS = re.compile(r"\d(?:[-. ]\d){5,}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _NUMBER_HEAD_BEFORE = re.compile(r"(?<![\d+])(\+?\d{1,4}[ .-])$")  # a number's first group, right before a span
 _DIAL_IN_PIN_AFTER = re.compile(r"(?:\\?[,;]){1,3}\d{4,}#")  # pauses then a meeting PIN and #; ICS escapes commas
+# a SEPA creditor identifier (``DE98ZZZ09999999999``): an IBAN's country and check digits, then a business code
+# (``ZZZ`` where none); it names the creditor, an organisation collecting direct debits (RULES.md: not a person's IBAN)
+_CREDITOR_ID = re.compile(r"[A-Z]{2}\d{2}\s?ZZZ")
+# the port (and path) of a URL, after its host (``postgres://<user>:<pw>@localhost:⟦5432/tidepool⟧``): no secret
+_URL_PORT_BEFORE = re.compile(r"@[\w.-]+:$")
+# a container image's tag, after its registry and repository (``registry.osprey-labs.io/ledger-ui:⟦pr-1432-b57⟧``)
+_IMAGE_REPOSITORY_BEFORE = re.compile(r"[\w-]+(?:\.[\w-]+)+(?::\d+)?/(?:[\w.-]+/)*[\w.-]+:$")
+# a Dockerfile's ``USER <uid>[:<gid>]``: a user's or a group's number, no secret
+_DOCKERFILE_USER = re.compile(r"[ \t]*USER[ \t]+\d+(?::\d+)?[ \t]*$")
+# a configuration file's name (``grafana.ini:`` as a YAML key), not a login
+_FILE_NAME = re.compile(r"(?i)[\w.-]+\.(?:ini|ya?ml|json|conf|cfg|toml|env|xml|properties|txt|log|sh|py)")
+# a street named after a person, then its house number (``aan de ⟦Dr. Van Thienenweg⟧ 5``): a place (RULES.md: NAME)
+_STREET_NAME = re.compile(r"(?i).*\w(?:weg|straat|laan|gracht|plein|kade|dijk|singel|stra(?:ß|ss)e|gasse|allee|platz|damm)")
+_HOUSE_NUMBER_AFTER = re.compile(r"[ \t]+\d{1,4}[a-zA-Z]?\b")
 
 
 def never_personal(text: str, span: Span) -> bool:
@@ -205,6 +224,16 @@ def never_personal(text: str, span: Span) -> bool:
         return True
     if span.type in ("PASSWORD", "USERNAME") and _PLACEHOLDER_VALUE.fullmatch(value):
         return True
+    if span.type in ("PASSWORD", "USERNAME", "NAME") and _bracketed_placeholder(text, span):
+        return True  # ``{⟦password⟧}`` in an f-string, ``://<⟦db-user⟧>:`` in a URL template (RULES.md: placeholders)
+    if span.type == "PASSWORD" and (_URL_PORT_BEFORE.search(text, line_start, span.start)
+                                    or _IMAGE_REPOSITORY_BEFORE.search(text, line_start, span.start)
+                                    or (value.isdigit() and _DOCKERFILE_USER.fullmatch(text, line_start, line_end))):
+        return True  # a URL's port, an image's tag, a Dockerfile's user ID
+    if span.type == "USERNAME" and _FILE_NAME.fullmatch(value):
+        return True
+    if span.type == "NAME" and _STREET_NAME.fullmatch(value) and _HOUSE_NUMBER_AFTER.match(text, span.end):
+        return True
     if span.type == "PASSWORD" and _ID_KEY_BEFORE.search(text, max(0, span.start - 24), span.start):
         return not TOKEN.fullmatch(value)  # a well-known secret's shape is a secret under any key
     if span.type == "ADDRESS":  # a city or a place on its own is not a postal address, nor a company's premises
@@ -218,12 +247,19 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # ``⟦Brunnhofer Präzisionstechnik⟧ GmbH``: a company's name, its legal form after it
     if span.type == "NAME" and (m := _MAILBOX_AFTER.match(text, span.end)) and role_mailbox(m.group(1)):
         return True  # ``MAIL_FROM="⟦Venuely Tickets⟧ <tickets@venuely.example>"``: a role mailbox's display name
+    if span.type == "NAME" and (_BUSINESS_AFTER.match(text, span.end)
+                                or _BUSINESS_BEFORE.search(text, max(line_start, span.start - 40), span.start)):
+        return True  # a business named after a person: ``⟦Hasan Usta⟧ Kebap``, ``Pastelería Doña ⟦Carmen⟧``
+    if span.type == "NAME" and _organisation_sender(value, text[line_start:line_end]):
+        return True  # ``('billing', 'billing@corvid-health.com', '⟦Corvid Billing⟧')``: the same, in a record
     if span.type == "DATE_OF_BIRTH" and (value in _SENTINEL_DATES or (
             _OTHER_DATE_LABEL.search(text, max(line_start, span.start - LABEL_WINDOW), span.start)
             and not BIRTH_LABEL.search(text, max(line_start, span.start - LABEL_WINDOW), span.start))):
         return True  # a default (``1970-01-01``), a due or invoice date
     if span.type == "IBAN" and value.startswith("RF"):
         return True  # an ISO 11649 creditor reference: an IBAN's check digits, no country (RULES.md: a reference)
+    if span.type == "IBAN" and _CREDITOR_ID.match(value):
+        return True
     if span.type != "PASSWORD" and _UUID.fullmatch(value):
         return True  # RULES.md: UUIDs are not personal data (a secret may still have a UUID's shape)
     if span.type == "SSN" and len(value) == 10 and value.isdigit() and \
@@ -255,6 +291,35 @@ def never_personal(text: str, span: Span) -> bool:
     if span.type == "IP_ADDRESS":
         return _not_an_address(text, span, value) or bool(_VERSION_SUFFIX_AFTER.match(text, span.end)) or \
             bool(_VERSION_BEFORE.search(text, max(line_start, span.start - 24), span.start))
+    return False
+
+
+_FORMAT_FIELD = re.compile(r"\{[A-Za-z_][\w.\[\]'\"]*\}")  # a Python/C# format field: ``{password}``, ``{user.name}``
+
+
+def _bracketed_placeholder(text: str, span: Span) -> bool:
+    """A span that is (or sits in) a template's placeholder: a format field in braces (``{password}``,
+    ``{os.environ['DB_USER']}``), or a word in angle brackets in a URL's user part (``postgres://<db-user>:``); an
+    address in angle brackets (``<dave@…>``) and a chat's ``<nick>`` stay personal data."""
+    value = text[span.start:span.end]
+    if "@" in value:
+        return False
+    if _FORMAT_FIELD.fullmatch(value):
+        return True
+    before, after = text[max(0, span.start - 4):span.start], text[span.end:span.end + 1]
+    if before.endswith("{") and after == "}" and not before.endswith("{{"):
+        return True
+    return before.endswith(("://<", ":<")) and after == ">"
+
+
+def _organisation_sender(name: str, line: str) -> bool:
+    """A name that carries the domain of a role mailbox on its line is that organisation's display name, not a
+    person's (``Corvid Billing`` beside ``billing@corvid-health.com``)."""
+    words = {w.lower() for w in re.findall(r"[^\W\d_]{3,}", name)}
+    for m in EMAIL.finditer(line):
+        address = m.group(0)
+        if role_mailbox(address) and words & set(re.split(r"[.-]", address.split("@", 1)[1].lower())):
+            return True
     return False
 
 
