@@ -739,6 +739,8 @@ def test_companies_references_defaults_and_organisations_numbers_are_not_persona
     ("IBAN: DE34 5001 0517 5419 7328 66", ("DE34 5001 0517 5419 7328 66", "IBAN")),
     ("Ansprechpartnerin: Corinna Vogt, billing@corvid-health.com", ("Corinna Vogt", "NAME")),
     ("Our baker Hasan Usta will be there on Saturday", ("Hasan Usta", "NAME")),
+    ("I called the pharmacy Jane Morris recommended", ("Jane Morris", "NAME")),  # a business's kind in lower case
+    ("Hasan Usta kebap yaptı", ("Hasan Usta", "NAME")),
     ("Herr Tobias Wendland, Kiefernweg 7", ("Tobias Wendland", "NAME")),
 ])
 def test_their_look_alikes_stay_masked(text, piece):

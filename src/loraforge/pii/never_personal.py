@@ -166,9 +166,10 @@ def _machine_number(text: str, span: Span, value: str) -> bool:
     return bool(m) and key.lower() not in _GENERIC_KEYS and not PERSONAL_NUMBER_KEY.search(key)
 
 
-_BUSINESS_NOUN = _alternation("business_nouns")
-_BUSINESS_AFTER = re.compile(r"(?i)(?:[ \t]*&[ \t]*[^\W\d_]+)?[ \t]+" + _BUSINESS_NOUN + r"(?![^\W\d_])|" + _alternation("business_suffixes"))
-_BUSINESS_BEFORE = re.compile(r"(?i)(?<![^\W\d_])" + _BUSINESS_NOUN + r"[ \t]+(?:" + _alternation("honorifics_before") + r"[ \t]+)?$")
+# a business's kind as part of its proper name, so capitalized (``Hasan Usta Kebap``; ``the hotel Anna booked`` is a person)
+_BUSINESS_NOUN = "(?:" + "|".join(re.escape(w[:1].upper() + w[1:]) for w in sorted(_words("business_nouns"), key=len, reverse=True)) + ")"
+_BUSINESS_AFTER = re.compile(r"(?:[ \t]*&[ \t]*[^\W\d_]+)?[ \t]+" + _BUSINESS_NOUN + r"(?![^\W\d_])|" + _alternation("business_suffixes"))
+_BUSINESS_BEFORE = re.compile(r"(?<![^\W\d_])" + _BUSINESS_NOUN + r"[ \t]+(?:" + _alternation("honorifics_before") + r"[ \t]+)?$")
 _LEGAL_FORM_AFTER = re.compile(r"\s+" + LEGAL_FORM + r"(?![\w/])")
 _MAILBOX_AFTER = re.compile(r"\s*<(" + EMAIL.pattern + r")>")
 _SENTINEL_DATES = frozenset({"1970-01-01", "1900-01-01", "0001-01-01", "1901-01-01", "01/01/1970", "01.01.1970"})
