@@ -305,6 +305,14 @@ def test_beam_search_gives_each_rows_batch_one_beam_result_and_scores_at_least_g
         if len(row) == len(g) == budget:  # same length: beam search keeps the likelier sequence
             assert logprob(row) >= logprob(g) - 1e-4
     assert beams != greedy  # on this model at least one row differs, else the test checks nothing
+    calls = []  # a batch holds batch_size sequences: batch_size // num_beams prompts of num_beams beams each
+    real = model.generate
+    model.generate = lambda **kw: calls.append(kw["input_ids"].shape[0]) or real(**kw)
+    two_at_a_time = generate_ids(model, tiny_tokenizer, PROMPTS, budget, 4, stop_ids=stops, progress=False, num_beams=2)
+    assert calls == [2] * (len(PROMPTS) // 2) + [1] * (len(PROMPTS) % 2)
+    calls.clear()
+    assert generate_ids(model, tiny_tokenizer, PROMPTS, budget, 1, stop_ids=stops, progress=False, num_beams=2) \
+        == two_at_a_time and calls == [1] * len(PROMPTS)  # batch 1 < num_beams: still one prompt at a time
     from loraforge.eval.generate import Sampler
 
     with pytest.raises(ValueError, match="exclusive"):

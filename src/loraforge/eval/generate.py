@@ -240,7 +240,10 @@ def generate_ids(model, tokenizer, prompts: list[str], max_new_tokens: int = 256
     """Generated token ids per prompt, up to and including the first stop token; greedy, drawn by
     ``sampler``, or the best of ``num_beams`` beams (``model.generate``'s beam search, to the batch's
     largest budget, each row then cut at its own). Sampled and beam rows are not re-decoded: there
-    is no batch-1 greedy result to match.
+    is no batch-1 greedy result to match. Beam search decodes ``batch_size // num_beams`` prompts at a
+    time, so a batch holds ``batch_size`` sequences either way: ``generate`` runs a beam batch to its
+    longest row's end, and 32 prompts x 4 beams held up by the longest rows cost 15x greedy's time on
+    ``k8s:test`` (docs/training.md).
 
     ``budgets`` caps new tokens per prompt (e.g. twice the source length). ``tie_margin``: "auto"
     (by dtype; none in bf16), a number of logits, or None to skip re-decoding near ties (faster,
@@ -278,8 +281,9 @@ def generate_ids(model, tokenizer, prompts: list[str], max_new_tokens: int = 256
     tokenizer.padding_side = "left" if family == "causal" else "right"
     try:
         bar = tqdm(total=len(prompts), desc="generate", unit="ex", disable=not progress, dynamic_ncols=True)
-        for s in range(0, len(order), batch_size):
-            idx = order[s:s + batch_size]
+        rows = batch_size if num_beams == 1 else max(1, batch_size // num_beams)
+        for s in range(0, len(order), rows):
+            idx = order[s:s + rows]
             batch = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
                               add_special_tokens=add_special).to(model.device)
             ties = TieTracker([budgets[i] for i in idx], stop_ids) if tie_margin is not None and len(idx) > 1 else None
