@@ -393,7 +393,7 @@ def test_every_word_list_is_read_and_holds_no_repeats():
     for key, value in lists.items():
         words = value.split() if isinstance(value, str) else value
         assert words and len(words) == len(set(words)), key
-        assert any(f'{call}("{key}")' in source for call in ("_words", "_alternation", "words", "alternation")), key
+        assert any(f'{call}("{key}"' in source for call in ("_words", "_alternation", "words", "alternation")), key
 
 
 
@@ -736,6 +736,7 @@ def test_companies_references_defaults_and_organisations_numbers_are_not_persona
     ("curl -u anjali:Nx8fQ2rKalimba https://nexus.example/status", ("Nx8fQ2rKalimba", "PASSWORD")),
     ("From: Dave <dave.whitfield77@gmail.com>", ("dave.whitfield77@gmail.com", "EMAIL")),
     ("<jdoe> anyone up for lunch?", ("jdoe", "USERNAME")),
+    ("auth: {user: jdoe, password: S3cret-77}", ("S3cret-77", "PASSWORD")),  # a YAML map of values, no format field
     ("IBAN: DE34 5001 0517 5419 7328 66", ("DE34 5001 0517 5419 7328 66", "IBAN")),
     ("Ansprechpartnerin: Corinna Vogt, billing@corvid-health.com", ("Corinna Vogt", "NAME")),
     ("Our baker Hasan Usta will be there on Saturday", ("Hasan Usta", "NAME")),

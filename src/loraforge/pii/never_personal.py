@@ -120,8 +120,12 @@ def ipv6_port(value: str) -> int | None:
 _SYSLOG_PROGRAM = re.compile(r"(?:[A-Z][a-z]{2} +\d{1,2} \d\d:\d\d:\d\d|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S*) \S+ "
                              r"([\w./-]+)(?:\[\d+\])?: ")
 _PAM_MODULE = re.compile(r"pam_\w+")  # ``pam_unix(su:auth)``: a module, not an account
-# a template placeholder in the text (``%(username)s``, ``${DB_PASSWORD}``, ``{{ .Values.x }}``): no piece of it is a value
-_PLACEHOLDER_IN_TEXT = re.compile(r"%\([^)\n]*\)s|\$\{[^}\n]*\}|\{\{[^}\n]*\}\}")
+# a template placeholder in the text (``%(username)s``, ``${DB_PASSWORD}``, ``{{ .Values.x }}``, a format field
+# ``{password}`` or ``{os.environ['DB_USER']}``, a word in angle brackets in a URL's user part ``://<db-user>:<pw>@``):
+# no piece of it is a value. A format field holds no space or colon (``{user: jdoe, password: S3cret}`` is a YAML map
+# of values), and no ``@`` anywhere (``<dave@example.com>`` is an address)
+_PLACEHOLDER_IN_TEXT = re.compile(r"%\([^)\n]*\)s|\$\{[^}\n]*\}|\{\{[^}\n]*\}\}|(?<![{$])\{[A-Za-z_][\w.\[\]'\"]*\}(?!\})|"
+                                  r"(?<=//)<[^<>@\s]+>(?=:)|(?<=:)<[^<>@\s]+>(?=@)")
 # a version's key or word right before an IP-shaped number (``"driver":"8.36.3.0"``, ``upgrade from 10.27.13.24``,
 # in the rules' languages too: ``sürüm 3.7.1.204``, ``v. 8.3.0.41``; an image's ``tag: "2.9.0.4"``, ``bumped to 4.18.0.6``)
 # (one word may come between: ``Firmware atual: 1.4.0.22``), or a changelog's heading (``## [10.2.0.1] - 2024-05-14``)
@@ -167,7 +171,7 @@ def _machine_number(text: str, span: Span, value: str) -> bool:
 
 
 # a business's kind as part of its proper name, so capitalized (``Hasan Usta Kebap``; ``the hotel Anna booked`` is a person)
-_BUSINESS_NOUN = "(?:" + "|".join(re.escape(w[:1].upper() + w[1:]) for w in sorted(_words("business_nouns"), key=len, reverse=True)) + ")"
+_BUSINESS_NOUN = _alternation("business_nouns", capitalized=True)
 _BUSINESS_AFTER = re.compile(r"(?:[ \t]*&[ \t]*[^\W\d_]+)?[ \t]+" + _BUSINESS_NOUN + r"(?![^\W\d_])|" + _alternation("business_suffixes"))
 _BUSINESS_BEFORE = re.compile(r"(?<![^\W\d_])" + _BUSINESS_NOUN + r"[ \t]+(?:" + _alternation("honorifics_before") + r"[ \t]+)?$")
 _LEGAL_FORM_AFTER = re.compile(r"\s+" + LEGAL_FORM + r"(?![\w/])")
@@ -186,7 +190,8 @@ _DIAL_IN_PIN_AFTER = re.compile(r"(?:\\?[,;]){1,3}\d{4,}#")  # pauses then a mee
 _CREDITOR_ID = re.compile(r"[A-Z]{2}\d{2}\s?ZZZ")
 # the port (and path) of a URL, after its host (``postgres://<user>:<pw>@localhost:⟦5432/tidepool⟧``): no secret
 _URL_PORT_BEFORE = re.compile(r"@[\w.-]+:$")
-# a container image's tag, after its registry and repository (``registry.osprey-labs.io/ledger-ui:⟦pr-1432-b57⟧``)
+# a container image's tag, after its registry and repository (``registry.osprey-labs.io/ledger-ui:⟦pr-1432-b57⟧``);
+# stricter than ``_IMAGE_BEFORE`` (a dotted registry host first): ``https://user:⟦pw⟧@`` ends in ``/user:`` too
 _IMAGE_REPOSITORY_BEFORE = re.compile(r"[\w-]+(?:\.[\w-]+)+(?::\d+)?/(?:[\w.-]+/)*[\w.-]+:$")
 # a Dockerfile's ``USER <uid>[:<gid>]``: a user's or a group's number, no secret
 _DOCKERFILE_USER = re.compile(r"[ \t]*USER[ \t]+\d+(?::\d+)?[ \t]*$")
@@ -225,8 +230,6 @@ def never_personal(text: str, span: Span) -> bool:
         return True
     if span.type in ("PASSWORD", "USERNAME") and _PLACEHOLDER_VALUE.fullmatch(value):
         return True
-    if span.type in ("PASSWORD", "USERNAME", "NAME") and _bracketed_placeholder(text, span):
-        return True  # ``{⟦password⟧}`` in an f-string, ``://<⟦db-user⟧>:`` in a URL template (RULES.md: placeholders)
     if span.type == "PASSWORD" and (_URL_PORT_BEFORE.search(text, line_start, span.start)
                                     or _IMAGE_REPOSITORY_BEFORE.search(text, line_start, span.start)
                                     or (value.isdigit() and _DOCKERFILE_USER.fullmatch(text, line_start, line_end))):
@@ -293,24 +296,6 @@ def never_personal(text: str, span: Span) -> bool:
         return _not_an_address(text, span, value) or bool(_VERSION_SUFFIX_AFTER.match(text, span.end)) or \
             bool(_VERSION_BEFORE.search(text, max(line_start, span.start - 24), span.start))
     return False
-
-
-_FORMAT_FIELD = re.compile(r"\{[A-Za-z_][\w.\[\]'\"]*\}")  # a Python/C# format field: ``{password}``, ``{user.name}``
-
-
-def _bracketed_placeholder(text: str, span: Span) -> bool:
-    """A span that is (or sits in) a template's placeholder: a format field in braces (``{password}``,
-    ``{os.environ['DB_USER']}``), or a word in angle brackets in a URL's user part (``postgres://<db-user>:``); an
-    address in angle brackets (``<dave@…>``) and a chat's ``<nick>`` stay personal data."""
-    value = text[span.start:span.end]
-    if "@" in value:
-        return False
-    if _FORMAT_FIELD.fullmatch(value):
-        return True
-    before, after = text[max(0, span.start - 4):span.start], text[span.end:span.end + 1]
-    if before.endswith("{") and after == "}" and not before.endswith("{{"):
-        return True
-    return before.endswith(("://<", ":<")) and after == ">"
 
 
 def _organisation_sender(name: str, line: str) -> bool:

@@ -15,6 +15,8 @@ def words(key: str) -> tuple[str, ...]:
     return tuple(value.split() if isinstance(value, str) else value)
 
 
-def alternation(key: str) -> str:
-    """A list as a regex group, longest words first (``Herrn`` before ``Herr``)."""
-    return "(?:" + "|".join(re.escape(w) for w in sorted(words(key), key=len, reverse=True)) + ")"
+def alternation(key: str, capitalized: bool = False) -> str:
+    """A list as a regex group, longest words first (``Herrn`` before ``Herr``); ``capitalized``: each word with
+    a capital first letter (a list kept in lower case, matched as part of a proper name)."""
+    listed = (w[:1].upper() + w[1:] if capitalized else w for w in words(key))
+    return "(?:" + "|".join(re.escape(w) for w in sorted(listed, key=len, reverse=True)) + ")"
