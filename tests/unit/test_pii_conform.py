@@ -824,6 +824,57 @@ def test_rules_24_leave_the_patterns_alone_as_they_were():
     assert [text[s.start:s.end] for s in found] == ["040 3861 2200", "hamburg@tischlerei.example"]
 
 
+@pytest.mark.parametrize("text, piece", [
+    # rules 27 (dev round 9): a customer's, a booking's, an invoice's compound label, a recording's code, a pet's chip;
+    # digits inside a bot's mailbox; an SSH public key's line; a container's port mapping; service accounts and bots;
+    # a role mailbox's local part taken for a login; an inquiries line
+    ("Codice cliente: 512 377 904 — Codice POD: IT001E00000001", ("512 377 904", "PHONE")),
+    ("Factuurnr. 2023-11842, € 41,20, gepind", ("2023-11842", "PHONE")),
+    ("Buchungsbestätigung Nr. 5520-1187 — Hotel am See", ("5520-1187", "PHONE")),
+    ("ISRC: FR-Z03-21-00981 · Label: Disques Mistral", ("FR-Z03-21-00981", "SSN")),
+    ("Hond Max, chipnummer 528140000123456", ("528140000123456", "SSN")),
+    ('git config user.email "49699333+dependabot[bot]@users.noreply.github.com"', ("49699333", "PHONE")),
+    ("|1|aB3dE5fG7hJ9kL1mN3pQ5rS7tU9=|vW1xY3zA5bC7dE9fG1hJ3kL5mN7= ssh-ed25519 AAAAC3NzaC1lZDI1NTE5",
+     ("vW1xY3zA5bC7dE9fG1hJ3kL5mN7", "PASSWORD")),
+    ("docker run -p 9090:90 prom/prometheus", ("9090:90", "IP_ADDRESS")),
+    ("global\n    user haproxy\n    group haproxy", ("haproxy", "USERNAME")),
+    ("- Bump tokio from 1.36.0 to 1.37.0 (#912, @dependabot)", ("dependabot", "USERNAME")),
+    ("<author>plataforma@vela.example (Equipe de Plataforma)</author>", ("plataforma", "USERNAME")),
+    ("문의: 민원실 02-2133-0000 (평일 09:00–18:00)", ("02-2133-0000", "PHONE")),
+])
+def test_rules_27_references_codes_keys_and_service_accounts_are_not_personal(text, piece):
+    assert kept(text, piece) == []
+
+
+@pytest.mark.parametrize("text, piece", [
+    ("Call me: 07700 900417, or mail anna.k@gmail.com", ("07700 900417", "PHONE")),  # a phone, then a mailbox
+    ("ssh ops@10.2.3.4 and the password is Xk9-Fjord-Lantern", ("Xk9-Fjord-Lantern", "PASSWORD")),  # no key's line
+    ("addr fe80::8080:80 on eth0", ("fe80::8080:80", "IP_ADDRESS")),
+    ("<author>jana.novak@vela.example</author>", ("jana.novak", "USERNAME")),  # a person's mailbox's local part
+    ("Customer Jane Roe, phone 020 7946 0321", ("020 7946 0321", "PHONE")),  # "customer" is not its number's label
+    ("user: haproxy-jdoe", ("haproxy-jdoe", "USERNAME")),
+])
+def test_rules_27_look_alikes_stay_masked(text, piece):
+    assert kept(text, piece) == [piece]
+
+
+@pytest.mark.parametrize("text, kept_", [
+    ("所在地: 静岡県熱海市和田浜南町 4-12 / TEL 0557-81-2240 / reservations@matsunoya.example", []),  # premises
+    ("Jan Nowak\nul. Lipowa 7, 31-416 Kraków / biuro@lipowa.example", ["Jan Nowak", "ul. Lipowa 7, 31-416 Kraków"]),
+])
+def test_rules_27_an_organisations_line_keeps_its_premises_unmasked(text, kept_):
+    """An address on an organisation's contact line (a role mailbox, opening hours, a legal form) in a paragraph
+    without a person is the organisation's premises (RULES.md: ADDRESS); with a person there, it is theirs."""
+    class Model:
+        def find_spans(self, texts):
+            return [spans_of(t, *[(v, k) for v, k in (("Jan Nowak", "NAME"), ("静岡県熱海市和田浜南町 4-12", "ADDRESS"),
+                                                       ("ul. Lipowa 7, 31-416 Kraków", "ADDRESS")) if v in t])
+                    for t in texts]
+
+    spans = Masker(Model(), MaskOptions(merge="union")).find_spans([text])[0]
+    assert [text[s.start:s.end] for s in spans if s.type in ("NAME", "ADDRESS")] == kept_
+
+
 def test_without_a_model_only_a_tables_header_speaks_for_a_phone():
     """Patterns alone find no names, so a line's organisation cannot be told from a person's there: the phone
     beside opening hours stays masked, the one under a switchboard's column does not."""

@@ -39,7 +39,11 @@ _REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|tracking|
                               r"reservierung|réservation|prenotazione|rezerwacja|beställning|order(?:nummer|bekräftelse)|"
                               r"bestellnummer|auftragsnummer|numer klienta|nr klienta|vertrags(?:konto|nummer)|merchant id|"
                               r"txn|transaction|transaktion|dossier|account (?:no\.?|number)|error_page|"
-                              r"vat(?: no\.?| number)?|ust-?id(?:nr)?)(?![^\W_])|"
+                              r"vat(?: no\.?| number)?|ust-?id(?:nr)?|buchung(?:sbestätigung|snummer)?|codice cliente|"
+                              r"customer (?:no\.?|number|id)|client (?:no\.?|number)|n° client|num[ée]ro (?:de )?client|"
+                              r"klantnummer|número de cliente|kundnummer|(?:micro)?chip(?:nummer| number)?|puce)"
+                              # a reference word's compound with its number word (``Factuurnr.``, ``Ordernr.``)
+                              r"(?:-?(?:nr|no|nummer)\.?)?(?![^\W_])|"
                               r"account[ _-]?id\b)|"
                               # a carrier's name, a product's or a company's code (registration numbers: RULES.md does
                               # not annotate them): their numbers follow (case as written: ``Iva`` is a name)
@@ -52,8 +56,8 @@ _LONGEST_FIRST = sorted(_words("organisation_phone_labels"), key=len, reverse=Tr
 ORGANISATION_PHONE_LABEL = re.compile(
     r"(?i)(?<![^\W\d_])(?:" + "|".join(re.escape(w) for w in _LONGEST_FIRST if not any(spaceless(c) for c in w))
     + r")(?![^\W\d_])|" + "|".join(re.escape(w) for w in _LONGEST_FIRST if any(spaceless(c) for c in w)))
-# a product's code: never a card, whatever its checksum (an EAN-13 passes the Luhn check one time in ten)
-_PRODUCT_CODE_LABEL = re.compile(r"\b(?:EAN|GTIN|UPC|ISBN|JAN)\b|(?i:\b(?:barcode|barkod|código de barras)\b)")
+# a product's, a recording's or a publication's code: never a card or an ID, whatever its checksum (an EAN-13 passes the Luhn check one time in ten)
+_PRODUCT_CODE_LABEL = re.compile(r"\b(?:EAN|GTIN|UPC|ISBN|ISSN|ISRC|ISWC|DOI|SKU|JAN)\b|(?i:\b(?:barcode|barkod|código de barras)\b)")
 _DATE_SHAPE = re.compile(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}")
 LABEL_WINDOW = 24
 _IBAN_START = re.compile(r"[A-Z]{2}\d{2}")

@@ -196,6 +196,12 @@ _IMAGE_REPOSITORY_BEFORE = re.compile(r"[\w-]+(?:\.[\w-]+)+(?::\d+)?/(?:[\w.-]+/
 # a Dockerfile's ``USER <uid>[:<gid>]``: a user's or a group's number, no secret
 _DOCKERFILE_USER = re.compile(r"[ \t]*USER[ \t]+\d+(?::\d+)?[ \t]*$")
 # a configuration file's name (``grafana.ini:`` as a YAML key), not a login
+# a container's port mapping (``docker run -p 8080:80``): decimal ports, no address's piece (no colon or hex beside)
+_MAILBOX_REST = re.compile(r"[^\s\"'<>(),;@]*@[\w-]+\.")  # the rest of a mailbox's local part, its @ and domain
+_PORT_MAPPING = re.compile(r"(?<![\w:.])\d{1,5}:\d{1,5}(?::\d{1,5})?(?![\w:.])")
+# an SSH public key's line (known_hosts, authorized_keys): its key and hashed host are public, not secrets
+_SSH_PUBLIC_KEY = re.compile(r"\b(?:ssh-(?:rsa|dss|ed25519)|ecdsa-sha2-nistp\d+|sk-(?:ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)"
+                             r"[ \t]+AAAA[A-Za-z0-9+/]")
 _FILE_NAME = re.compile(r"(?i)[\w.-]+\.(?:ini|ya?ml|json|conf|cfg|toml|env|xml|properties|txt|log|sh|py)")
 # a street named after a person, then its house number (``aan de ⟦Dr. Van Thienenweg⟧ 5``): a place (RULES.md: NAME)
 _STREET_NAME = re.compile(r"(?i).*\w(?:weg|straat|laan|gracht|plein|kade|dijk|singel|stra(?:ß|ss)e|gasse|allee|platz|damm)")
@@ -235,6 +241,15 @@ def never_personal(text: str, span: Span) -> bool:
                                     or (value.isdigit() and _DOCKERFILE_USER.fullmatch(text, line_start, line_end))):
         return True  # a URL's port, an image's tag, a Dockerfile's user ID
     if span.type == "USERNAME" and _FILE_NAME.fullmatch(value):
+        return True
+    if span.type == "USERNAME" and text.startswith("@", span.end) and role_mailbox(value + "@"):
+        return True  # ``<author>⟦plataforma⟧@lumen.example``: a role mailbox's local part is no one's login
+    if span.type == "PHONE" and (_MAILBOX_REST.match(text, span.end) or any(
+            m.start() <= span.start and span.end <= m.end() for m in EMAIL.finditer(text, line_start, line_end))):
+        return True  # ``41898282+github-actions[bot]@users.noreply...``: digits inside a mailbox are no phone
+    if span.type == "PASSWORD" and _SSH_PUBLIC_KEY.search(text, line_start, line_end):
+        return True
+    if span.type == "IP_ADDRESS" and (m := _PORT_MAPPING.match(text, span.start)) and m.end() == span.end:
         return True
     if span.type == "NAME" and _STREET_NAME.fullmatch(value) and _HOUSE_NUMBER_AFTER.match(text, span.end):
         return True

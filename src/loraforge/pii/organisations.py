@@ -1,5 +1,5 @@
 """After merging: what a text's tables and lines say about the spans in them, which no single span's rule can
-tell: the type a column's header names, and the phones of organisations' contact lines.
+tell: the type a column's header names, and the phones and premises on organisations' contact lines.
 
 A phone's own text says nothing about whose line it is; its line and paragraph do (a company's legal form, a role
 mailbox, opening hours, a row of a table of stores) together with the people the model found there, so this pass
@@ -15,7 +15,7 @@ from loraforge.eval.pii_baseline import EMAIL
 from loraforge.pii.labels import ORGANISATION_PHONE_LABEL
 from loraforge.pii.never_personal import LEGAL_FORM, role_mailbox
 from loraforge.pii.patterns import Table, code_cells, organisation_phone_cells, organisation_rows, typed_cells
-from loraforge.pii.spans import Span, line_bounds
+from loraforge.pii.spans import Span, line_bounds, paragraph_bounds
 
 _LEGAL_FORM_WORD = re.compile(r"(?<![\w.])" + LEGAL_FORM + r"(?![\w/])")
 _PERSONAL_TYPES = {"NAME", "EMAIL", "USERNAME"}
@@ -37,13 +37,6 @@ _OPENING_HOURS = re.compile(r"(?<![\d:.])\d{1,2}(?:[:.]\d{2}|\s?h(?:\s?\d{2})?)\
                             r"\d{1,2}(?:[:.]\d{2}|\s?h\b)(?![\d:.])")
 
 
-def _paragraph_bounds(text: str, at: int) -> tuple[int, int]:
-    """The lines around ``at`` up to the nearest blank lines."""
-    lo = max(text.rfind("\n\n", 0, at), -1) + 1
-    hi = text.find("\n\n", at)
-    return lo, len(text) if hi < 0 else hi
-
-
 def typed_by_header(spans: list[Span], found_tables: tuple[Table, ...]) -> list[Span]:
     """``spans`` with the type their table column's header names (``patterns.typed_cells``), for a span
     found in such a cell: the header says what a value's shape cannot."""
@@ -53,7 +46,8 @@ def typed_by_header(spans: list[Span], found_tables: tuple[Table, ...]) -> list[
 
 def organisation_lines(text: str, spans: list[Span], found_tables: tuple[Table, ...],
                        people_found: bool = True) -> list[Span]:
-    """``spans`` without the phones on an organisation's contact line (RULES.md: PHONE is a person's): a line that
+    """``spans`` without the phones and addresses on an organisation's contact line (RULES.md: PHONE and ADDRESS
+    are a person's; a company's premises are not): a line that
     names an organisation (a role mailbox such as ``events@``, a company's legal form such as ``GmbH``, a row of a
     table of stores or branches: ``patterns.organisation_rows``, opening hours) in a paragraph (a table's row:
     the row) that holds no person (no name, personal mailbox or login found in it). Why after merging: the
@@ -73,13 +67,13 @@ def organisation_lines(text: str, spans: list[Span], found_tables: tuple[Table, 
             continue  # a product code in its column
         if s.type == "PHONE" and any(a <= s.start and s.end <= b for a, b in phones):
             continue  # under ``store_phone`` or ``växel``: the header says whose line it is
-        if s.type in ("PHONE", "SSN") and people_found:
+        if s.type in ("PHONE", "SSN", "ADDRESS") and people_found:
             lo, hi = line_bounds(text, s.start, s.end)
             line = text[lo:hi]
             row = next(((a, b) for a, b in rows if a <= s.start < b), None) if s.type == "PHONE" else None
             # a signature names its person a line or two above the company's line: look at the whole paragraph,
             # except in a table's row, which is its own record
-            plo, phi = row or _paragraph_bounds(text, s.start)
+            plo, phi = row or paragraph_bounds(text, s.start)
             person = any(o.type in _PERSONAL_TYPES and plo <= o.start < phi for o in spans)
             if s.type == "SSN":  # a company's tax number on its own line (``ElektroMax Sp. z o.o., NIP 779-...``)
                 organisation = bool(_LEGAL_FORM_WORD.search(line))

@@ -22,6 +22,13 @@ def line_bounds(text: str, a: int, b: int) -> tuple[int, int]:
     return text.rfind("\n", 0, a) + 1, len(text) if end < 0 else end
 
 
+def paragraph_bounds(text: str, at: int) -> tuple[int, int]:
+    """The lines around ``at`` up to the nearest blank lines."""
+    lo = max(text.rfind("\n\n", 0, at), -1) + 1
+    hi = text.find("\n\n", at)
+    return lo, len(text) if hi < 0 else hi
+
+
 @dataclass(frozen=True, order=True)
 class Span:
     """``text[start:end]`` is personal data of ``type``; ``source`` says who found it."""
