@@ -56,7 +56,8 @@ _LONGEST_FIRST = sorted(_words("organisation_phone_labels"), key=len, reverse=Tr
 ORGANISATION_PHONE_LABEL = re.compile(
     r"(?i)(?<![^\W\d_])(?:" + "|".join(re.escape(w) for w in _LONGEST_FIRST if not any(spaceless(c) for c in w))
     + r")(?![^\W\d_])|" + "|".join(re.escape(w) for w in _LONGEST_FIRST if any(spaceless(c) for c in w)))
-# a product's, a recording's or a publication's code: never a card or an ID, whatever its checksum (an EAN-13 passes the Luhn check one time in ten)
+# a product's, a recording's or a publication's code: never a card or an ID, whatever its checksum (an EAN-13
+# passes the Luhn check one time in ten)
 _PRODUCT_CODE_LABEL = re.compile(r"\b(?:EAN|GTIN|UPC|ISBN|ISSN|ISRC|ISWC|DOI|SKU|JAN)\b|(?i:\b(?:barcode|barkod|código de barras)\b)")
 _DATE_SHAPE = re.compile(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}")
 LABEL_WINDOW = 24

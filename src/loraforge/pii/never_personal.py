@@ -195,13 +195,13 @@ _URL_PORT_BEFORE = re.compile(r"@[\w.-]+:$")
 _IMAGE_REPOSITORY_BEFORE = re.compile(r"[\w-]+(?:\.[\w-]+)+(?::\d+)?/(?:[\w.-]+/)*[\w.-]+:$")
 # a Dockerfile's ``USER <uid>[:<gid>]``: a user's or a group's number, no secret
 _DOCKERFILE_USER = re.compile(r"[ \t]*USER[ \t]+\d+(?::\d+)?[ \t]*$")
-# a configuration file's name (``grafana.ini:`` as a YAML key), not a login
-# a container's port mapping (``docker run -p 8080:80``): decimal ports, no address's piece (no colon or hex beside)
 _MAILBOX_REST = re.compile(r"[^\s\"'<>(),;@]*@[\w-]+\.")  # the rest of a mailbox's local part, its @ and domain
+# a container's port mapping (``docker run -p 8080:80``): decimal ports, no address's piece (no colon or hex beside)
 _PORT_MAPPING = re.compile(r"(?<![\w:.])\d{1,5}:\d{1,5}(?::\d{1,5})?(?![\w:.])")
 # an SSH public key's line (known_hosts, authorized_keys): its key and hashed host are public, not secrets
 _SSH_PUBLIC_KEY = re.compile(r"\b(?:ssh-(?:rsa|dss|ed25519)|ecdsa-sha2-nistp\d+|sk-(?:ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)"
                              r"[ \t]+AAAA[A-Za-z0-9+/]")
+# a configuration file's name (``grafana.ini:`` as a YAML key), not a login
 _FILE_NAME = re.compile(r"(?i)[\w.-]+\.(?:ini|ya?ml|json|conf|cfg|toml|env|xml|properties|txt|log|sh|py)")
 # a street named after a person, then its house number (``aan de ⟦Dr. Van Thienenweg⟧ 5``): a place (RULES.md: NAME)
 _STREET_NAME = re.compile(r"(?i).*\w(?:weg|straat|laan|gracht|plein|kade|dijk|singel|stra(?:ß|ss)e|gasse|allee|platz|damm)")
