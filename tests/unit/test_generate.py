@@ -200,6 +200,27 @@ def test_an_sft_answer_three_times_its_prompt_is_generated_whole(tiny_tokenizer)
     assert out.cut == [0] and len(tiny_tokenizer(out.texts[0], add_special_tokens=False)["input_ids"]) < n
 
 
+def test_the_configs_beams_reach_every_caller_of_generate_answers(tiny_tokenizer, monkeypatch):
+    """``eval.num_beams`` (4 in the k8s presets) decodes evaluation, ``translate`` and pages alike: all of them
+    call ``generate_answers``; a sampler (back-translation) still draws, never beams."""
+    import loraforge.eval.generate as gen
+    from loraforge.eval.generate import Sampler
+    from loraforge.eval.inference import generate_answers
+    from scripted_model import scripted_model
+
+    seen = []
+    real = gen.generate_ids
+    monkeypatch.setattr(gen, "generate_ids", lambda *a, **k: seen.append(k["num_beams"]) or real(*a, **k))
+    token = tiny_tokenizer.convert_tokens_to_ids("Pod")
+    loaded = scripted_model(tiny_tokenizer, token, 3)
+    cfg = _sft_cfg("translate", 16)
+    for beams in (1, 4):
+        cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"num_beams": beams})})
+        generate_answers(loaded, loaded.model, cfg, ["A Pod."], progress=False)
+    generate_answers(loaded, loaded.model, cfg, ["A Pod."], progress=False, sampler=Sampler(0.7, 0.9, seed=1))
+    assert seen == [1, 4, 1]
+
+
 def test_loop_end_finds_a_trailing_repetition_and_nothing_else():
     from loraforge.eval.generate import loop_end
 
