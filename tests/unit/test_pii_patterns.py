@@ -24,6 +24,13 @@ def _found(text):
     ("from 999.168.1.20", []),  # not an IP
     ("kernel 5.10.0.1 and version 10.4.2.1", []),  # versions, not IPs
     ('{"driver":"10.28.29.1","peer":"10.28.29.7"}', [("10.28.29.7", "IP_ADDRESS")]),
+    # another version of a family the text versions: a three-number version, or a four-number one in a version's
+    # context, with the same first two numbers; an address that shares only a two-number decimal stays an address
+    ("deployed  billing-api-4.11.0       4.11.0.2", []),
+    ("on firmware 7.2.14.1; there's a known issue that 7.2.15.0 fixes", []),
+    ("firmware 7.2.14.1, console at 7.3.15.10", [("7.3.15.10", "IP_ADDRESS")]),
+    ("load 10.8 at peak; from 10.8.0.27 port 49870", [("10.8.0.27", "IP_ADDRESS")]),
+    ("ssh from 10.8.0.27 then 10.8.0.31", [("10.8.0.27", "IP_ADDRESS"), ("10.8.0.31", "IP_ADDRESS")]),
     ("ssn 123-45-6789, not 000-12-3456 or 666-12-3456", [("123-45-6789", "SSN")]),
     ("call +49 30 1234567 or (555) 123-4567", [("+49 30 1234567", "PHONE"), ("(555) 123-4567", "PHONE")]),
     ("order 12345678 on 2024-03-01", []),  # an order number and a date are not phones

@@ -168,8 +168,32 @@ def ipv6_compressed_ok(text: str, start: int, value: str) -> bool:
 
 
 def ip_ok(text: str, start: int, value: str) -> bool:
-    """Parses as an IP address and is not a version number (``kernel 5.10.0.1``)."""
-    return rules._valid_ip(value) and not _VERSION_CONTEXT.search(text[max(0, start - 24):start])
+    """Parses as an IP address and is not a version number (``kernel 5.10.0.1``, or one of a family the text
+    names: ``_version_family``)."""
+    return (rules._valid_ip(value) and not _VERSION_CONTEXT.search(text[max(0, start - 24):start])
+            and not _version_family(text, start, value))
+
+
+_KEYED_VALUE = re.compile(r"\w\"?\s*[:=]\s*\"?$")  # peer=, "peer":", host:
+_DOTTED_NUMBER_RUN = re.compile(r"(?<![\d.])\d{1,4}(?:\.\d{1,4}){2,3}(?![\d.])")
+
+
+def _version_family(text: str, start: int, value: str) -> bool:
+    """Another version of something the text versions (RULES.md: versions that look like IPs are not IPs): the
+    same first two numbers as a three-number version elsewhere in the text (``billing-api-4.11.0 ... 4.11.0.2``)
+    or as a four-number one in a version's context (``firmware 7.2.14.1; ... that 7.2.15.0 fixes``). Two
+    numbers alone (``4.11``) are too often a decimal to name a family. A value under a key is what its key
+    says (``"driver":"10.28.29.1","peer":"10.28.29.7"``: the peer is a host)."""
+    head = value.split(".")[:2]
+    if len(head) < 2 or _KEYED_VALUE.search(text[max(0, start - 40):start]):
+        return False  # IPv6; a keyed value
+    for m in _DOTTED_NUMBER_RUN.finditer(text):
+        groups = m.group().split(".")
+        if m.start() == start or groups[:2] != head:
+            continue
+        if len(groups) == 3 or _VERSION_CONTEXT.search(text[max(0, m.start() - 24):m.start()]):
+            return True
+    return False
 
 
 def phone_ok(text: str, start: int, value: str) -> bool:
