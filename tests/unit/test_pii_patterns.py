@@ -31,6 +31,9 @@ def _found(text):
     ("firmware 7.2.14.1, console at 7.3.15.10", [("7.3.15.10", "IP_ADDRESS")]),
     ("load 10.8 at peak; from 10.8.0.27 port 49870", [("10.8.0.27", "IP_ADDRESS")]),
     ("ssh from 10.8.0.27 then 10.8.0.31", [("10.8.0.27", "IP_ADDRESS"), ("10.8.0.31", "IP_ADDRESS")]),
+    # a package's pin is a version; a comparison in code with spaces is not a pin
+    ("nvidia-cudnn-cu12==8.9.2.26\nnvidia-cufft-cu12>=11.0.2.54", []),
+    ('if peer == "10.2.3.4":', [("10.2.3.4", "IP_ADDRESS")]),
     ("ssn 123-45-6789, not 000-12-3456 or 666-12-3456", [("123-45-6789", "SSN")]),
     ("call +49 30 1234567 or (555) 123-4567", [("+49 30 1234567", "PHONE"), ("(555) 123-4567", "PHONE")]),
     ("order 12345678 on 2024-03-01", []),  # an order number and a date are not phones

@@ -47,9 +47,10 @@ LEGAL_FORM = _alternation("legal_forms")
 _COMPANY_NAME = re.compile(r".+\s" + LEGAL_FORM + r"\.?")
 _COMPANY_BEFORE = re.compile(r"\b" + LEGAL_FORM + r"\.?\s*[,·|–—-]\s*$")
 # the identifier of a request, an event, an account or an organisation is not a secret (``"request_id":"req_01HZ..."``),
-# nor is a key's public fingerprint (``SHA256:Xq2b...``)
+# nor is a key's public fingerprint (``SHA256:Xq2b...``, ``Fingerprint: 8c1f...``), a checksum or a commit
 _ID_KEY_BEFORE = re.compile(r"(?i)(?:\b|_)(?:request|trace|span|event|correlation|transaction|message|chat|org|tenant|"
-                            r"account|customer|order|job|run|build|bic|swift|existing[ _-]?secret|secret[ _-]?name)(?:[ _-]?(?:id|code))?[\"']?\s*[:=]?\s*[\"']?$|"
+                            r"account|customer|order|job|run|build|bic|swift|existing[ _-]?secret|secret[ _-]?name|"
+                            r"fingerprint|checksum|digest|etag|commit)(?:[ _-]?(?:id|code))?[\"']?\s*[:=]?\s*[\"']?$|"
                             r"(?<![\w-])(?:id|uid|uuid|guid)[\"'`]?\s*[:=]?\s*[\"'`]?$|"  # a bare ``"id": "usr_01J7..."``
                             r"\b(?:SHA256|SHA1|MD5):$")
 _RANGE_AFTER = re.compile(r"(?:[0-9a-fA-F]*::?)*/\d{1,3}\b")  # an address (or its first groups) then /n: a CIDR range
@@ -151,18 +152,21 @@ def _log_process(text: str, span: Span, line_start: int) -> bool:
 # a machine's numbers in a log or a config: a ``key=`` whose key names no phone, ID or card (``ses=4294967295``,
 # ``SET timestamp=1739439718``), a process's or a thread's ID (``[pid 1120:tid 140245110937472]``)
 _MACHINE_KEY_BEFORE = re.compile(r"(?:\b([A-Za-z_][\w.-]*)=[\"']?|\b(?:pid|tid|ppid|uid|gid|auid|ses)[ =])$")
+_SNMP_TYPE_BEFORE = re.compile(r"\b(?:Counter32|Counter64|Gauge32|Unsigned32|Integer32|INTEGER|Timeticks|TimeTicks):[ \t]*$")
 _GENERIC_KEYS = frozenset({"value", "val", "default", "text", "data", "content"})  # an HTML field's value="...": any number
 _IMAGE_BEFORE = re.compile(r"/[\w.-]+:$")
 _VERSION_SUFFIX_AFTER = re.compile(r"-[a-z]|\+[a-z0-9]")  # ``6.1.0.18-rt9``, ``1.2.3.4+build``: a version's suffix
 
 
 def _machine_number(text: str, span: Span, value: str) -> bool:
-    """A phone-, ID- or card-shaped number a machine wrote: the rest of a decimal or a time, or bare digits
-    after a ``key=`` that names no person's number, a process's or a thread's ID."""
+    """A phone-, ID- or card-shaped number a machine wrote: the rest of a decimal or a time, an SNMP agent's typed
+    value, or bare digits after a ``key=`` that names no person's number, a process's or a thread's ID."""
     if span.type not in ("PHONE", "SSN", "CREDIT_CARD"):
         return False
     if re.match(r"\d[.:]", text[max(0, span.start - 2):span.start]):
         return True  # right after a decimal's or a time's digits, the number goes on (``ps``: ``11.2 5120448 3671032``)
+    if _SNMP_TYPE_BEFORE.search(text, max(0, span.start - 24), span.start):
+        return True  # ``Counter64: 918273645501``, ``Timeticks: (418237712)``: a counter, never a person's number
     if not value.isdigit():
         return False
     m = _MACHINE_KEY_BEFORE.search(text, max(0, span.start - 40), span.start)
@@ -244,6 +248,8 @@ def never_personal(text: str, span: Span) -> bool:
         return True
     if span.type == "USERNAME" and text.startswith("@", span.end) and role_mailbox(value + "@"):
         return True  # ``<author>⟦plataforma⟧@lumen.example``: a role mailbox's local part is no one's login
+    if span.type == "USERNAME" and "@" in value and role_mailbox(value):
+        return True  # ``(owner: ⟦sre-oncall@internal.example⟧)``: a role mailbox, whatever the model typed it
     if span.type == "PHONE" and (_MAILBOX_REST.match(text, span.end) or any(
             m.start() <= span.start and span.end <= m.end() for m in EMAIL.finditer(text, line_start, line_end))):
         return True  # ``41898282+github-actions[bot]@users.noreply...``: digits inside a mailbox are no phone

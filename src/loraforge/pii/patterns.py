@@ -23,7 +23,8 @@ from loraforge.pii.spans import Span
 from loraforge.pii.wordlists import alternation, words
 
 _VERSION_CONTEXT = re.compile(r"(?i)(?:version|\bver\.?|kernel|driver|build|release|firmware|upgrade from|"
-                              r"_version|\bv)\"?\s*[:=]?\s*\"?$")  # also a JSON key: "driver":"10.28.29.1"
+                              r"_version|\bv|(?<=[\w\]])[=<>~!]=)\"?\s*[:=]?\s*\"?$")  # also a JSON key: "driver":"10.28.29.1"
+# (and a package's pin: ``nvidia-cudnn-cu12==8.9.2.26``)
 _PHONE_SEPARATED = re.compile(r"^(?:\+|00|\(\+?\d{1,5}\))|\d[ .()-]+\d")  # "(" only as a closed area code
 _NOT_PHONE_START = re.compile(r"\d{1,2}[./-]\d{1,2}[./-](?:19|20)\d\d\b|\d{4}-\d{2}-\d{2}|(?:19|20)\d\d\. \d{1,2}\. \d{1,2}\.|"
                               r"(?:19|20)\d\d\.\d{1,2}\.\d{1,2}\b")  # a date (and a time, a build suffix): 2024.06.12-1
