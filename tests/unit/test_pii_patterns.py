@@ -162,3 +162,21 @@ def test_tables_are_shared_and_cannot_be_changed():
     with pytest.raises(AttributeError):
         table.labels = ("x",)
     assert not hasattr(table.rows, "append") and not hasattr(table.rows[0][2], "append")
+
+
+def test_find_keeps_the_earlier_pattern_on_every_overlap_whatever_the_order_of_matches():
+    """``find`` checks overlaps against the kept spans by their sorted starts (a long log holds tens of thousands):
+    the same result as comparing each candidate with every kept span, on random overlapping finders."""
+    rng = random.Random(7)
+    for _ in range(300):
+        text = "x" * 120
+        cands = [[(a, a + rng.randrange(0, 9)) for a in (rng.randrange(115) for _ in range(rng.randrange(1, 25)))]
+                 for _ in range(3)]
+        pats = [patterns.Pattern(f"p{k}", "NAME", None, lambda t, s, v: True, finder=lambda t, c=c: c)
+                for k, c in enumerate(cands)]
+        kept: list[tuple[int, int]] = []
+        for c in cands:
+            for a, b in c:
+                if a < b and not any(a < e and s < b for s, e in kept):
+                    kept.append((a, b))
+        assert [(s.start, s.end) for s in patterns.find(text, pats)] == sorted(kept)

@@ -11,6 +11,7 @@ surname after an honorific, ``Herr Brandt``, the one name).
 
 from __future__ import annotations
 
+import bisect
 import functools
 import ipaddress
 import re
@@ -185,16 +186,22 @@ def _version_family(text: str, start: int, value: str) -> bool:
     or as a four-number one in a version's context (``firmware 7.2.14.1; ... that 7.2.15.0 fixes``). Two
     numbers alone (``4.11``) are too often a decimal to name a family. A value under a key is what its key
     says (``"driver":"10.28.29.1","peer":"10.28.29.7"``: the peer is a host)."""
-    head = value.split(".")[:2]
+    head = tuple(value.split(".")[:2])
     if len(head) < 2 or _KEYED_VALUE.search(text[max(0, start - 40):start]):
         return False  # IPv6; a keyed value
+    return bool(_version_heads(text).get(head, set()) - {start})
+
+
+@functools.lru_cache(maxsize=4)
+def _version_heads(text: str) -> dict[tuple[str, ...], set[int]]:
+    """Where the text's versions start, by their first two numbers: once per text, not once per address (a long
+    log holds thousands of both)."""
+    heads: dict[tuple[str, ...], set[int]] = {}
     for m in _DOTTED_NUMBER_RUN.finditer(text):
         groups = m.group().split(".")
-        if m.start() == start or groups[:2] != head:
-            continue
         if len(groups) == 3 or _VERSION_CONTEXT.search(text[max(0, m.start() - 24):m.start()]):
-            return True
-    return False
+            heads.setdefault(tuple(groups[:2]), set()).add(m.start())
+    return heads
 
 
 def phone_ok(text: str, start: int, value: str) -> bool:
@@ -559,10 +566,15 @@ def select(names: Iterable[str] | None = None) -> tuple[Pattern, ...]:
 def find(text: str, patterns: Iterable[Pattern] | None = None) -> list[Span]:
     """Validated pattern spans in ``text``, sorted, non-overlapping (earlier patterns win)."""
     found: list[Span] = []
+    starts: list[int] = []  # the kept spans' starts, sorted; kept spans never overlap, so their ends sort alike
+    ends: list[int] = []
     for p in (PATTERNS if patterns is None else patterns):
         for start, end in p.matches(text):
-            if start >= end or any(start < s.end and s.start < end for s in found):
+            i = bisect.bisect_left(starts, end)  # kept spans starting before this one ends; the last ends latest
+            if start >= end or (i and ends[i - 1] > start):
                 continue
             if p.check(text, start, text[start:end]):
                 found.append(Span(start, end, p.type, 1.0, "patterns"))
+                starts.insert(i, start)
+                ends.insert(i, end)
     return sorted(found)
