@@ -429,7 +429,8 @@ class EvalConfig(_Section):
     num_beams: int = Field(1, ge=1)
     """Beam search with this many beams instead of greedy decoding, wherever a run's outputs are
     generated from its config (eval, ``translate``, page localization); 1 is greedy. Costs about
-    num_beams x the decoding time or more (4 beams: about 5x greedy on k8s:test, docs/training.md). The server decodes greedily or by sampling, whatever this says."""
+    num_beams x the decoding time or more (4 beams: about 5x greedy on k8s:test, docs/training.md). The
+    server decodes greedily or by sampling, whatever this says."""
 
     @field_validator("extra_tests")
     @classmethod

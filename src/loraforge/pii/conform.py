@@ -25,11 +25,6 @@ _PUNCT_BEFORE = ",;:"  # nor punctuation
 _SENTENCE_END = ".!?。！？"  # ends a sentence, not a value of a structured type
 _CONNECTOR_AFTER = re.compile(r"\s+(?:and|or|und|oder|et|ou|y|o|e|en|i|oraz)$")  # "and" after an address: prose goes on
 _NO_TRAILING_DOT = {"EMAIL", "PHONE", "IP_ADDRESS", "CREDIT_CARD", "IBAN", "SSN", "DATE_OF_BIRTH", "USERNAME"}
-# an IP_ADDRESS span holds a whole IPv4 address (not a run of dotted numbers: an SNMP OID) or an IPv6 one; what the
-# model typed an address without one is dropped when it is a number with its unit (``41.27MB``, ``12.877s``), an OID
-# or a host's name, and kept otherwise (a name typed an address is still a name: the wrong type still masks)
-_HAS_ADDRESS = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])|[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:")
-_NOT_AN_ADDRESS = re.compile(r"[\d.,]+[ \t]*[A-Za-zµ%/]{0,4}|(?:\.?\d+(?:\.\d+){4,}[ \t]*)+")
 _IPV4_PORT = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3})(?::\d{1,5})+")  # the ports (docker's host:port:port) are not the address
 # a URL's credentials end at the @ of its host: https://user:TOKEN@github.com/org/repo.git
 _URL_CREDENTIALS_BEFORE = re.compile(r"://[^\s/@:]*:?$")
@@ -360,20 +355,6 @@ def _join_pieces(text: str, spans: list[Span]) -> list[Span]:
     return out
 
 
-def _shaped_type(value: str, ptype: str) -> str | None:
-    """The type the value's shape allows. An address the model typed that holds none and is a measurement, an OID
-    or a host is none (``_NOT_AN_ADDRESS``). A "card" of fewer than 12 digits is no card: an ID number when it has 8
-    letters and digits or more (``529-71-4836``, ``8170343NA``: the model read a personal number, typed it wrong), a
-    phone when it has 7 digits (``555-1234``), nothing when shorter (``300 800``; RULES.md: a card's last four
-    digits are not a card)."""
-    if ptype == "IP_ADDRESS" and not _HAS_ADDRESS.search(value) and (_NOT_AN_ADDRESS.fullmatch(value)
-                                                                     or HOSTNAME.fullmatch(value)):
-        return None
-    if ptype == "CREDIT_CARD" and (digits := sum(c.isdigit() for c in value)) < 12:
-        return "SSN" if sum(c.isalnum() for c in value) >= 8 else "PHONE" if digits >= 7 else None
-    return ptype
-
-
 def conform(text: str, spans: list[Span]) -> list[Span]:
     """``spans`` trimmed to their values and without those the rules say are never personal data."""
     out = []
@@ -429,7 +410,7 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
             ptype = "ADDRESS"  # ``⟦08003 Barcelona⟧``: an address's last line, no phone has a city in it
         if ptype == "EMAIL" and "@" not in text[a:b] and not HOSTNAME.fullmatch(text[a:b]):
             ptype = "USERNAME"  # ``user is still ⟦t.wroblewski⟧``: an address without its @ is a login
-        if ptype is None or (ptype := _shaped_type(text[a:b], ptype)) is None:
+        if ptype is None:
             continue
         s = Span(a, b, ptype, s.score, s.source)
         if not never_personal(text, s):

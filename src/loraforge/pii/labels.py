@@ -103,12 +103,19 @@ def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
 
 def retyped(text: str, a: int, b: int, ptype: str) -> str | None:
     """An "IBAN" not shaped as one is an ID number; the type by the label; then a "card" that fails the Luhn
-    check is an ID number (a card number passes it; an ID of the same shape one time in ten)."""
+    check is an ID number (a card number passes it; an ID of the same shape one time in ten), and one of fewer than
+    12 digits is no card: an ID number with 8 letters and digits or more (``529-71-4836``, ``8170343NA``: the model
+    read a personal number, typed it wrong), a phone with 7 digits (``555-1234``), nothing when shorter (``300 800``;
+    RULES.md: a card's last four digits are not a card)."""
     if ptype == "IBAN" and not _IBAN_START.match(text, a) and sum(c.isdigit() for c in text[a:b]) >= 5:
         ptype = "SSN"  # an IBAN starts with a country and two digits: another ID (``BQRPR7712C``, a PAN), or a
         # reference its label names (``PAVG870923H41``; a parcel's ``JJD000390007711842031`` without one stays masked);
         # words typed IBAN keep that type (and their mask: an ID's test would drop them)
     ptype = _labelled_type(text, a, b, ptype)
-    if ptype == "CREDIT_CARD" and len(re.sub(r"\D", "", text[a:b])) >= 12 and not card_number_ok(text[a:b]):
-        return "SSN"
-    return ptype
+    if ptype != "CREDIT_CARD":
+        return ptype
+    value = text[a:b]
+    digits = sum(c.isdigit() for c in value)
+    if digits >= 12:
+        return ptype if card_number_ok(value) else "SSN"
+    return "SSN" if sum(c.isalnum() for c in value) >= 8 else "PHONE" if digits >= 7 else None

@@ -68,7 +68,11 @@ _NOT_IP = re.compile(r"(?i)(?=[0-9a-f]*\d)[0-9a-f]{6,}|(?:sha\d+|md5):[0-9a-f]+|
 # a record's code: letters, a hyphen, digits (a customer or payment ID in a table), never a phone, card or ID number
 _RECORD_CODE = re.compile(r"[A-Z]{1,5}-\d{3,8}")
 _IMAGE_TAG = re.compile(r"[a-z][\w.-]*:\d+(?:\.\d+)*")  # name:version
-_DIGITS_AND_DOTS = re.compile(r"[\d.]+")
+# what a model may type an address that is none: a number with its unit (``41.27MB``, ``12.877s``), a timestamp or a
+# status (``11.630275``, ``5.7.1``), SNMP OIDs; an address inside keeps its mask (``_WHOLE_IPV4``: letters may follow
+# it, ``10.8.0.27MB``, where ``pii_baseline.IPV4`` would not match)
+_NUMBER_WITH_UNIT = re.compile(r"[\d.,]+[ \t]*[A-Za-zµ%/]{0,4}|(?:\.?\d+(?:\.\d+){4,}[ \t]*)+")
+_WHOLE_IPV4 = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])")
 # a code path (``com.acme.billing.InvoiceService.computeTax``): dotted, with a CamelCase or call-like part
 _CODE_PATH = re.compile(r"[a-z][\w]*(?:\.[A-Za-z_]\w*){2,}")
 # a date with a time of day is when something happened, not a birth (``[30/Sep/2023:23:56:46 +0000]``)
@@ -309,8 +313,9 @@ def never_personal(text: str, span: Span) -> bool:
         return value.lower() in SYSTEM_ACCOUNTS or bool(_BOT.search(value)) or bool(HOSTNAME.fullmatch(value)) or \
             bool(_PAM_MODULE.fullmatch(value)) or \
             text.startswith("[bot]", span.end) or (bool(_CODE_PATH.fullmatch(value)) and not value.islower())
-    if span.type == "IP_ADDRESS" and (_IMAGE_TAG.fullmatch(value) or (_DIGITS_AND_DOTS.fullmatch(value) and not _parses_as_ip(value))):
-        return True  # a container image (``postgres:16.2``), a timestamp or a status code (``11.630275``, ``5.7.1``)
+    if span.type == "IP_ADDRESS" and (_IMAGE_TAG.fullmatch(value) or HOSTNAME.fullmatch(value) or (
+            _NUMBER_WITH_UNIT.fullmatch(value) and not any(_parses_as_ip(m.group()) for m in _WHOLE_IPV4.finditer(value)))):
+        return True  # a container image (``postgres:16.2``), a host's name, a number that is no address
     if span.type == "IP_ADDRESS" and _IMAGE_BEFORE.search(text, line_start, span.start):
         return True  # ``ghcr.io/kestrelpay/edge-gateway:⟦10.4.12.1⟧``: an image's tag
     if span.type == "IP_ADDRESS":
