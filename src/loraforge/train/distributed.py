@@ -28,6 +28,13 @@ def init() -> None:
         tdist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
+def shutdown() -> None:
+    """Leave the process group before the interpreter exits: a gloo group left to the interpreter's
+    teardown can abort the process ("terminate called without an active exception") after a finished run."""
+    if tdist.is_initialized():
+        tdist.destroy_process_group()
+
+
 def wrap(module: torch.nn.Module) -> torch.nn.Module:
     if not tdist.is_initialized() or tdist.get_world_size() == 1:
         return module

@@ -224,10 +224,19 @@ def _finish_tasks(run: RunDir, cfg: RunConfig, loaded, model, data: Datasets, be
 
 def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> RunDir:
     """Fine-tune, evaluate before and after, and write the run directory; returns it."""
-    from loraforge.adapters.build import save_adapter
     from loraforge.train import distributed as dist
 
     dist.init()
+    try:
+        return _train_run(cfg, resume, progress)
+    finally:
+        dist.shutdown()
+
+
+def _train_run(cfg: RunConfig, resume: bool, progress: bool) -> RunDir:
+    from loraforge.adapters.build import save_adapter
+    from loraforge.train import distributed as dist
+
     is_main = dist.rank() == 0
     run, cfg = _open_run(cfg, resume, is_main)
     t_start = time.perf_counter()
