@@ -940,3 +940,27 @@ def test_surname_first_names_street_particles_and_postcode_lines(text, pieces, e
 ])
 def test_a_type_the_value_cannot_have_is_dropped_or_corrected(text, piece, expected):
     assert kept(text, piece) == expected
+
+
+@pytest.mark.parametrize("text, piece, expected", [
+    # a hash under its label, an identifier's UUID under a label that says "ID" in another language: no secrets
+    ("Log-Hash (MD5): 5b7e3f0a9c21d84e6f1a2b3c4d5e6f70", ("5b7e3f0a9c21d84e6f1a2b3c4d5e6f70", "PASSWORD"), []),
+    ("api_key: 5b7e3f0a9c21d84e6f1a2b3c4d5e6f70", ("5b7e3f0a9c21d84e6f1a2b3c4d5e6f70", "PASSWORD"),
+     [("5b7e3f0a9c21d84e6f1a2b3c4d5e6f70", "PASSWORD")]),
+    ("password_hash: $2b$12$KIXQJkz9", ("$2b$12$KIXQJkz9", "PASSWORD"), [("$2b$12$KIXQJkz9", "PASSWORD")]),
+    ("Hata kimliği: 6e1f0c3a-8b27-4d95-b4e2-91a7c5d0f3b8", ("6e1f0c3a-8b27-4d95-b4e2-91a7c5d0f3b8", "PASSWORD"), []),
+    ("HEROKU_API_KEY=6e1f0c3a-8b27-4d95-b4e2-91a7c5d0f3b8", ("6e1f0c3a-8b27-4d95-b4e2-91a7c5d0f3b8", "PASSWORD"),
+     [("6e1f0c3a-8b27-4d95-b4e2-91a7c5d0f3b8", "PASSWORD")]),
+    # a fingerprint in pairs is no address; an IPv6 address is one
+    ("新しいフィンガープリントは 3A:7F:C2:91:0B:DE:44:18:6A:F5", ("3A:7F:C2:91:0B:DE:44:18:6A:F5", "IP_ADDRESS"), []),
+    ("from 2a02:8108:1c0:4e00::1b3", ("2a02:8108:1c0:4e00::1b3", "IP_ADDRESS"), [("2a02:8108:1c0:4e00::1b3", "IP_ADDRESS")]),
+    # Turkish puts the label after the number: a shipment's number is a reference, a phone's number a phone
+    ("Sorun: 7281 0045 3392 numaralı gönderi sorgulandığında", ("7281 0045 3392", "PHONE"), []),
+    ("0532 418 27 96 numaralı telefondan aradı", ("0532 418 27 96", "PHONE"), [("0532 418 27 96", "PHONE")]),
+    # a team's mailbox in Turkish, Spanish, Italian, Polish
+    ("Atanan ekip: mobil-ekip@kargotakip.com.tr", ("mobil-ekip@kargotakip.com.tr", "EMAIL"), []),
+    ("Atanan: mehmet.ekinci@kargotakip.com.tr", ("mehmet.ekinci@kargotakip.com.tr", "EMAIL"),
+     [("mehmet.ekinci@kargotakip.com.tr", "EMAIL")]),
+])
+def test_hashes_identifiers_fingerprints_and_labels_after_a_number(text, piece, expected):
+    assert kept(text, piece) == expected

@@ -72,6 +72,11 @@ _LABELS = (("SSN", _ID_LABEL), ("ORGANISATION", ORGANISATION_PHONE_LABEL), ("MEE
            ("CREDIT_CARD", _CARD_LABEL), ("DATE_OF_BIRTH", BIRTH_LABEL), (None, _REFERENCE_LABEL), ("CODE", _PRODUCT_CODE_LABEL))
 
 
+# a label after the number, as Turkish writes it (``7281 0045 3392 numaralı gönderi``: the shipment numbered ...)
+_REFERENCE_AFTER = re.compile(r"(?i)[ \t]+numaral[ıi][ \t]+(?:gönderi|sipariş|siparis|kargo|fatura|talep|başvuru|dosya|"
+                              r"kayıt|bilet|paket|rezervasyon|poliçe|sözleşme)")
+
+
 def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
     """A phone, ID or card number typed as the label right before it on its line says (``SSN / national
     ID: ⟦559 581 962⟧`` is an ID even if it looks like a phone number); the nearest label wins. A card
@@ -81,6 +86,8 @@ def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
     if ptype != "IBAN" and ptype not in _LABELLED_TYPES:
         return ptype
     before = text[max(line_bounds(text, a, a)[0], a - LABEL_WINDOW):a]
+    if ptype != "IBAN" and _REFERENCE_AFTER.match(text, b) and not (card_number_ok(text[a:b]) or national_id_ok(text[a:b])):
+        return None
     if ptype == "IBAN":  # only a reference's label speaks for an IBAN-shaped value (``BTW NL862233451B01``: a VAT number)
         return None if _REFERENCE_LABEL.search(before) and not rules_iban_ok(text[a:b]) else ptype
     last = {label: max((m.end() for m in rx.finditer(before)), default=-1) for label, rx in _LABELS}

@@ -52,7 +52,9 @@ _ID_KEY_BEFORE = re.compile(r"(?i)(?:\b|_)(?:request|trace|span|event|correlatio
                             r"account|customer|order|job|run|build|bic|swift|existing[ _-]?secret|secret[ _-]?name|"
                             r"fingerprint|checksum|digest|etag|commit)(?:[ _-]?(?:id|code))?[\"']?\s*[:=]?\s*[\"']?$|"
                             r"(?<![\w-])(?:id|uid|uuid|guid)[\"'`]?\s*[:=]?\s*[\"'`]?$|"  # a bare ``"id": "usr_01J7..."``
-                            r"\b(?:SHA256|SHA1|MD5):$")
+                            r"\b(?:SHA256|SHA1|MD5):$|"
+                            r"(?i:\b(?:hash|md5|sha-?(?:1|224|256|384|512))\b)\)?[ \t]*[:=][ \t]*$|"  # ``Log-Hash (MD5): 5b7e...``
+                            r"(?i:\b(?:kimli[gğ]i|identifiant|kennung|identificador|identificativo))[ \t]*[:=][ \t]*$|識別子[:：]?$")
 _RANGE_AFTER = re.compile(r"(?:[0-9a-fA-F]*::?)*/\d{1,3}\b")  # an address (or its first groups) then /n: a CIDR range
 
 # a Kubernetes object's own name (``metadata:`` / ``name: regcred``), YAML or JSON: named by the API, not a person
@@ -60,7 +62,8 @@ _OBJECT_NAME_BEFORE = re.compile(r'(?:^|\n)[ \t]*metadata:[ \t]*\n[ \t]+name:[ \
 # a host, not a login (``"auths": {"ghcr.io": ...}``)
 HOSTNAME = re.compile(r"(?i)(?:[a-z0-9-]+\.)+(?:io|com|org|net|dev|cloud|local|internal|svc|app|ai|example|test|"
                        r"invalid|localhost|lan|corp|eu|de|uk|fr|es|it|nl|pl|jp|cn|kr|in|br|ch|at|se)(?::\d{1,5})?")
-_MAC = re.compile(r"(?i)[0-9a-f]{2}(?:[:-][0-9a-f]{2}){5}")  # a network card's MAC address: not an IP (RULES.md)
+# a network card's MAC address (RULES.md: not annotated), a certificate's or a key's fingerprint in pairs: not an IP
+_MAC = re.compile(r"(?i)[0-9a-f]{2}(?:[:-][0-9a-f]{2}){5,}")
 # machine identifiers a tagger takes for an address: a hash or container ID, an image digest, a PCI slot,
 # a duration (``47m``), localhost; a word typed IP_ADDRESS keeps its mask (it may be a name)
 _NOT_IP = re.compile(r"(?i)(?=[0-9a-f]*\d)[0-9a-f]{6,}|(?:sha\d+|md5):[0-9a-f]+|[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.\d|"
