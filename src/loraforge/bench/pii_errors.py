@@ -8,7 +8,7 @@ to find errors.
 The set is written like the evaluation set (``⟦TYPE|value⟧`` inline, ``RULES.md``) but by other hands and
 kept apart from it. Writes ``<name>.json`` / ``<name>.md`` with the scores and the error counts by kind;
 ``--show-values`` also prints every error with its text (personal data of the development set: asked for).
-``--curve`` adds the scores at more biases (the recall knob), from the same tagging pass.
+``--curve`` adds the scores at more biases (the recall knob); each bias decodes the whole set again.
 ``--spans-cache FILE`` keeps the model's spans per text in a file (``CachedFinder``): a change to the rules is
 then scored again in seconds on the very same model output, and anyone holding the file gets the same numbers.
 """
