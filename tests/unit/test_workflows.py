@@ -222,6 +222,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_train_run_leaves_a_process_group_it_did_not_join(tiny_model_dir, tmp_path):
+    """train_run leaves the launcher's group it joined (the 2-process runs below exit cleanly), but a group the
+    caller had already joined stays the caller's: still usable after the run."""
+    import torch.distributed as tdist
+
+    tdist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        train_run(load_config(None, overrides(tiny_model_dir, tmp_path / "run", "train.steps=2", "train.eval_every=0",
+                                              "train.save_every=0", "data.test=null", "eval.before=false")),
+                  progress=False)
+        assert tdist.is_initialized()
+        t = torch.ones(1)
+        tdist.all_reduce(t)
+        assert t.item() == 1.0
+    finally:
+        if tdist.is_initialized():
+            tdist.destroy_process_group()
+
+
 @pytest.mark.parametrize("topology", ["1 node x 2 processes", "2 nodes x 1 process"])
 def test_ddp_matches_one_process_with_accumulation(tiny_model_dir, tmp_path, topology):
     """What the PyTorchJob/TrainJob manifests run (torchrun, static rendezvous, gloo on CPU) gives the

@@ -575,6 +575,6 @@ def find(text: str, patterns: Iterable[Pattern] | None = None) -> list[Span]:
                 continue
             if p.check(text, start, text[start:end]):
                 found.append(Span(start, end, p.type, 1.0, "patterns"))
-                starts.insert(i, start)
+                starts.insert(i, start)  # no kept span starts inside [start, end): start sorts where end does
                 ends.insert(i, end)
     return sorted(found)

@@ -22,17 +22,19 @@ def rank() -> int:
     return tdist.get_rank() if tdist.is_initialized() else int(os.environ.get("RANK", 0))
 
 
-def init() -> None:
-    """Join the launcher's process group, if there is one."""
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not tdist.is_initialized():
+@contextlib.contextmanager
+def process_group():
+    """Join the launcher's process group, if there is one, and leave it on the way out: a gloo group left to
+    the interpreter's teardown can abort the process ("terminate called without an active exception") after a
+    finished run. A group the caller had already joined is theirs: used, not left."""
+    joins = int(os.environ.get("WORLD_SIZE", 1)) > 1 and not tdist.is_initialized()
+    if joins:
         tdist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-
-
-def shutdown() -> None:
-    """Leave the process group before the interpreter exits: a gloo group left to the interpreter's
-    teardown can abort the process ("terminate called without an active exception") after a finished run."""
-    if tdist.is_initialized():
-        tdist.destroy_process_group()
+    try:
+        yield
+    finally:
+        if joins and tdist.is_initialized():
+            tdist.destroy_process_group()
 
 
 def wrap(module: torch.nn.Module) -> torch.nn.Module:

@@ -226,11 +226,8 @@ def train_run(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Ru
     """Fine-tune, evaluate before and after, and write the run directory; returns it."""
     from loraforge.train import distributed as dist
 
-    dist.init()
-    try:
+    with dist.process_group():
         return _train_run(cfg, resume, progress)
-    finally:
-        dist.shutdown()
 
 
 def _train_run(cfg: RunConfig, resume: bool, progress: bool) -> RunDir:
