@@ -958,3 +958,35 @@ def test_surname_first_names_street_particles_and_postcode_lines(text, pieces, e
 ])
 def test_a_type_the_value_cannot_have_is_dropped_or_corrected(text, piece, expected):
     assert kept(text, piece) == expected
+
+
+@pytest.mark.parametrize("text, piece, expected", [
+    # rules 31 (dev round 13): a chatbot's name, its role right before it or after it where it introduces itself;
+    # the name a person gives the bot, the bot's words to a person, a person beside a bot keep their masks
+    ("Je suis Léa, l'assistante virtuelle d'Horizon.", ("Léa", "NAME"), []),
+    ('Der Chatbot "Max" versteht mein Anliegen nicht', ("Max", "NAME"), []),
+    ('Agente: asistente virtual "Alba"', ("Alba", "NAME"), []),
+    ("Hi, I'm Ava (virtual assistant). How can I help?", ("Ava", "NAME"), []),
+    ("Thanks Anna, the bot will reply soon", ("Anna", "NAME"), [("Anna", "NAME")]),
+    ("Bot: Anna, your order has shipped", ("Anna", "NAME"), [("Anna", "NAME")]),
+    ("I'm Anna, the account manager", ("Anna", "NAME"), [("Anna", "NAME")]),
+    ("Chatbot: Hallo Anna, wie kann ich helfen?", ("Anna", "NAME"), [("Anna", "NAME")]),
+    # a product model named after a person, in quotes; a model who is a person keeps the mask
+    ('pedido 2024-ALB-77213 (sofá modelo "Lucía", tres plazas)', ("Lucía", "NAME"), []),
+    ("My model is Anna Berg, she posed for us", ("Anna Berg", "NAME"), [("Anna Berg", "NAME")]),
+    # a template's placeholder after a key's prefix or inside it; a secret without one keeps its mask
+    ('STRIPE_API_KEY = os.getenv("STRIPE_API_KEY", "sk_test_<your-key>")', ("sk_test_<your-key>", "PASSWORD"), []),
+    ('STRIPE_API_KEY = os.getenv("STRIPE_API_KEY", "sk_test_<your-key>")', ("sk_test", "PASSWORD"), []),
+    ("DB_PASSWORD=Tr0ub4dor&3-wintergreen", ("Tr0ub4dor&3-wintergreen", "PASSWORD"),
+     [("Tr0ub4dor&3-wintergreen", "PASSWORD")]),
+    # a public key's ID (gpg's output, a PGP key for reports) and an idempotency key are no secrets; a UUID that is
+    # an API key stays one
+    ("gpg:                using EDDSA key 8A3F1C6E0B2D4975E1C3A8F6D0B7E2941C5A3D8F",
+     ("8A3F1C6E0B2D4975E1C3A8F6D0B7E2941C5A3D8F", "PASSWORD"), []),
+    ("Security issues: security@example.org (PGP key 0x5A1C9E37D2B04F68).", ("0x5A1C9E37D2B04F68", "PASSWORD"), []),
+    ('"idempotency_key": "7c0f2b9e-4a1d-4e6b-9f38-b2d5a7c1e064"', ("7c0f2b9e-4a1d-4e6b-9f38-b2d5a7c1e064", "PASSWORD"), []),
+    ('"api_key": "7c0f2b9e-4a1d-4e6b-9f38-b2d5a7c1e064"', ("7c0f2b9e-4a1d-4e6b-9f38-b2d5a7c1e064", "PASSWORD"),
+     [("7c0f2b9e-4a1d-4e6b-9f38-b2d5a7c1e064", "PASSWORD")]),
+])
+def test_rules_31_bots_products_placeholders_and_public_key_ids(text, piece, expected):
+    assert kept(text, piece) == expected
