@@ -990,3 +990,25 @@ def test_a_type_the_value_cannot_have_is_dropped_or_corrected(text, piece, expec
 ])
 def test_rules_31_bots_products_placeholders_and_public_key_ids(text, piece, expected):
     assert kept(text, piece) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    # rules 31: Chinese, Japanese and Korean write particles and words right against a value: their letters end it
+    # as a space does (the rule baseline's expressions take them as part of a longer word and miss the value)
+    ("我的邮箱是zhang.wei88@163.com，谢谢", [("zhang.wei88@163.com", "EMAIL")]),
+    ("客户IP是203.0.113.45。", [("203.0.113.45", "IP_ADDRESS")]),
+    ("接続元IP:198.51.100.7から", [("198.51.100.7", "IP_ADDRESS")]),
+    ("IP 주소는 81.249.17.203입니다", [("81.249.17.203", "IP_ADDRESS")]),
+    ("手机号是13912345678，请联系", [("13912345678", "PHONE")]),
+    ("제 번호는 010-4821-7735입니다", [("010-4821-7735", "PHONE")]),
+    ("携帯090-3318-7742までご連絡ください", [("090-3318-7742", "PHONE")]),
+    ("IBAN은 DE70370400448217730451입니다", [("DE70370400448217730451", "IBAN")]),
+    ("请联系support@example.cn咨询", []),  # a role mailbox, now read without the words before it
+    # ... while a Latin letter still joins a value to a longer word or code
+    ("abc10.0.0.1 ID 260343-718E v1.2.3.4", []),
+    # a Korean company's nationwide number (15xx/16xx/18xx-xxxx), a waybill's or a case's number after its label
+    ("추가 문의는 1644-7320 또는 1899-0420으로", []),
+    ("운송장 번호는 6893 4471 0265입니다. Vorgangsnummer 2024-031-88417", []),
+])
+def test_rules_31_values_written_against_cjk_letters(text, expected):
+    assert patterns_only(text) == expected

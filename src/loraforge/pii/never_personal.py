@@ -10,9 +10,9 @@ import ipaddress
 import re
 
 from loraforge.data.pii_tags import spaceless
-from loraforge.eval.pii_baseline import EMAIL, TOKEN
+from loraforge.eval.pii_baseline import TOKEN
 from loraforge.pii.labels import BIRTH_LABEL, LABEL_WINDOW
-from loraforge.pii.patterns import DOTTED_NUMBER, PERSONAL_NUMBER_KEY, service_number
+from loraforge.pii.patterns import DOTTED_NUMBER, EMAIL, PERSONAL_NUMBER_KEY, service_number
 from loraforge.pii.spans import BRACKETS, Span, line_bounds
 from loraforge.pii.wordlists import alternation as _alternation
 from loraforge.pii.wordlists import words as _words
