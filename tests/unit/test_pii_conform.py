@@ -958,3 +958,57 @@ def test_surname_first_names_street_particles_and_postcode_lines(text, pieces, e
 ])
 def test_a_type_the_value_cannot_have_is_dropped_or_corrected(text, piece, expected):
     assert kept(text, piece) == expected
+
+
+@pytest.mark.parametrize("text, piece, expected", [
+    # rules 31 (dev round 13): a chatbot's name, its role right before it or after it where it introduces itself;
+    # the name a person gives the bot, the bot's words to a person, a person beside a bot keep their masks
+    ("Je suis Léa, l'assistante virtuelle d'Horizon.", ("Léa", "NAME"), []),
+    ('Der Chatbot "Max" versteht mein Anliegen nicht', ("Max", "NAME"), []),
+    ('Agente: asistente virtual "Alba"', ("Alba", "NAME"), []),
+    ("Hi, I'm Ava (virtual assistant). How can I help?", ("Ava", "NAME"), []),
+    ("Thanks Anna, the bot will reply soon", ("Anna", "NAME"), [("Anna", "NAME")]),
+    ("Bot: Anna, your order has shipped", ("Anna", "NAME"), [("Anna", "NAME")]),
+    ("I'm Anna, the account manager", ("Anna", "NAME"), [("Anna", "NAME")]),
+    ("Chatbot: Hallo Anna, wie kann ich helfen?", ("Anna", "NAME"), [("Anna", "NAME")]),
+    # a product model named after a person, in quotes; a model who is a person keeps the mask
+    ('pedido 2024-ALB-77213 (sofá modelo "Lucía", tres plazas)', ("Lucía", "NAME"), []),
+    ("My model is Anna Berg, she posed for us", ("Anna Berg", "NAME"), [("Anna Berg", "NAME")]),
+    # a template's placeholder after a key's prefix or inside it; a secret without one keeps its mask
+    ('STRIPE_API_KEY = os.getenv("STRIPE_API_KEY", "sk_test_<your-key>")', ("sk_test_<your-key>", "PASSWORD"), []),
+    ('STRIPE_API_KEY = os.getenv("STRIPE_API_KEY", "sk_test_<your-key>")', ("sk_test", "PASSWORD"), []),
+    ("DB_PASSWORD=Tr0ub4dor&3-wintergreen", ("Tr0ub4dor&3-wintergreen", "PASSWORD"),
+     [("Tr0ub4dor&3-wintergreen", "PASSWORD")]),
+    # a public key's ID (gpg's output, a PGP key for reports) and an idempotency key are no secrets; a UUID that is
+    # an API key stays one
+    ("gpg:                using EDDSA key 8A3F1C6E0B2D4975E1C3A8F6D0B7E2941C5A3D8F",
+     ("8A3F1C6E0B2D4975E1C3A8F6D0B7E2941C5A3D8F", "PASSWORD"), []),
+    ("Security issues: security@example.org (PGP key 0x5A1C9E37D2B04F68).", ("0x5A1C9E37D2B04F68", "PASSWORD"), []),
+    ('"idempotency_key": "7c0f2b9e-4a1d-4e6b-9f38-b2d5a7c1e064"', ("7c0f2b9e-4a1d-4e6b-9f38-b2d5a7c1e064", "PASSWORD"), []),
+    ('"api_key": "7c0f2b9e-4a1d-4e6b-9f38-b2d5a7c1e064"', ("7c0f2b9e-4a1d-4e6b-9f38-b2d5a7c1e064", "PASSWORD"),
+     [("7c0f2b9e-4a1d-4e6b-9f38-b2d5a7c1e064", "PASSWORD")]),
+])
+def test_rules_31_bots_products_placeholders_and_public_key_ids(text, piece, expected):
+    assert kept(text, piece) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    # rules 31: Chinese, Japanese and Korean write particles and words right against a value: their letters end it
+    # as a space does (the rule baseline's expressions take them as part of a longer word and miss the value)
+    ("我的邮箱是zhang.wei88@163.com，谢谢", [("zhang.wei88@163.com", "EMAIL")]),
+    ("客户IP是203.0.113.45。", [("203.0.113.45", "IP_ADDRESS")]),
+    ("接続元IP:198.51.100.7から", [("198.51.100.7", "IP_ADDRESS")]),
+    ("IP 주소는 81.249.17.203입니다", [("81.249.17.203", "IP_ADDRESS")]),
+    ("手机号是13912345678，请联系", [("13912345678", "PHONE")]),
+    ("제 번호는 010-4821-7735입니다", [("010-4821-7735", "PHONE")]),
+    ("携帯090-3318-7742までご連絡ください", [("090-3318-7742", "PHONE")]),
+    ("IBAN은 DE70370400448217730451입니다", [("DE70370400448217730451", "IBAN")]),
+    ("请联系support@example.cn咨询", []),  # a role mailbox, now read without the words before it
+    # ... while a Latin letter still joins a value to a longer word or code
+    ("abc10.0.0.1 ID 260343-718E v1.2.3.4", []),
+    # a Korean company's nationwide number (15xx/16xx/18xx-xxxx), a waybill's or a case's number after its label
+    ("추가 문의는 1644-7320 또는 1899-0420으로", []),
+    ("운송장 번호는 6893 4471 0265입니다. Vorgangsnummer 2024-031-88417", []),
+])
+def test_rules_31_values_written_against_cjk_letters(text, expected):
+    assert patterns_only(text) == expected

@@ -37,7 +37,7 @@ _REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|tracking|
                               r"fakturanummer|nr seryjny|serial (?:no\.?|number)|protocolo|copyright|takip|ocr-nummer|meeting id|"
                               r"zählernummer|kundennr\.?|kundennummer|beleg(?:-?nr\.?|nummer)?|reserva|localizador|reservation|"
                               r"reservierung|réservation|prenotazione|rezerwacja|beställning|order(?:nummer|bekräftelse)|"
-                              r"bestellnummer|auftragsnummer|numer klienta|nr klienta|vertrags(?:konto|nummer)|merchant id|"
+                              r"bestellnummer|auftragsnummer|vorgangsnummer|numer klienta|nr klienta|vertrags(?:konto|nummer)|merchant id|"
                               r"txn|transaction|transaktion|dossier|account (?:no\.?|number)|error_page|"
                               r"vat(?: no\.?| number)?|ust-?id(?:nr)?|buchung(?:sbestätigung|snummer)?|codice cliente|"
                               r"customer (?:no\.?|number|id)|client (?:no\.?|number)|n° client|num[ée]ro (?:de )?client|"
@@ -49,7 +49,7 @@ _REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|tracking|
                               # not annotate them): their numbers follow (case as written: ``Iva`` is a name)
                               r"\b(?:FedEx|UPS|DHL|USPS|SEUR|KRS|SIRET|SIREN|REGON|PO|CEP|BTW|TVA|IVA|KvK|KVK|Mersis|CIN|FINESS|IFSC|HRB|HRA|"
                               r"EORI|DUNS|LEI|CIF|КПП|ОГРН(?:ИП)?)\b|"
-                              r"订单|注文|사번|社員番号|工号|工单|运单|单号|账号|伝票番号|送り状番号|운송장번호|예약번호|주문번호|"
+                              r"订单|注文|사번|社員番号|工号|工单|运单|单号|账号|伝票番号|送り状番号|운송장 ?번호|예약 ?번호|주문 ?번호|"
                               r"法人番号|取引番号|会议号|رقم الطلب|رقم الحجز|رقم التذكرة|केस संख्या|खाता संख्या|लेन-देन आईडी|\bRCS\b")
 # an organisation's line, not a person's (RULES.md: PHONE): a switchboard, a reception, customer service
 _LONGEST_FIRST = sorted(_words("organisation_phone_labels"), key=len, reverse=True)

@@ -10,9 +10,9 @@ import ipaddress
 import re
 
 from loraforge.data.pii_tags import spaceless
-from loraforge.eval.pii_baseline import EMAIL, TOKEN
+from loraforge.eval.pii_baseline import TOKEN
 from loraforge.pii.labels import BIRTH_LABEL, LABEL_WINDOW
-from loraforge.pii.patterns import DOTTED_NUMBER, PERSONAL_NUMBER_KEY, service_number
+from loraforge.pii.patterns import DOTTED_NUMBER, EMAIL, PERSONAL_NUMBER_KEY, service_number
 from loraforge.pii.spans import BRACKETS, Span, line_bounds
 from loraforge.pii.wordlists import alternation as _alternation
 from loraforge.pii.wordlists import words as _words
@@ -42,6 +42,19 @@ _PLACEHOLDER_VALUE = re.compile(r"(?i)\$\{[^}]*\}|\$\([^)]*\)|(?-i:\$[A-Z_][A-Z0
                                 r"user(?:name)?|pass(?:word)?|"  # the word itself: ``postgres://USER:PASS@HOST``
                                 r"\*+|change-?me|changeit|"
                                 r"\w*your[_-]\w*|[a-z]{2,5}_(?:test|live)_")  # sk_test_your_key_here; a key's prefix (``ph_test_``)
+# a template's placeholder inside a secret's value or right after its prefix (``sk_test_<your-key>``): no secret
+_PLACEHOLDER_PART = re.compile(r"<[^\W\d_][\w.-]{2,}>")
+_PLACEHOLDER_AFTER = re.compile(r"[_-]?<[^\W\d_][\w.-]{2,}>")
+# a chatbot's name: its role right before (``Chatbot "⟦Max⟧"``) or after it (``⟦Léa⟧, l'assistante virtuelle``)
+_BOT_ROLE = _alternation("bot_roles")
+_BOT_ROLE_BEFORE = re.compile(r"(?i)(?<![^\W\d_])" + _BOT_ROLE + r"[ \t]+[\"'„“«]?$|(?<![^\W\d_])" + _BOT_ROLE + r"[\"'„“«]$")
+# ... after it only where the bot introduces itself (``Je suis ⟦Léa⟧, ...``): ``Thanks Anna, the bot ...`` keeps its mask
+_SELF_INTRODUCTION_BEFORE = re.compile(r"(?i)(?<![^\W\d_])(?:I'm|I am|this is|my name is|je suis|c'est|je m'appelle|soy|me llamo|"
+                                       r"sono|mi chiamo|ich bin|hier ist|eu sou|sou|jestem|ik ben|hier is|ben)[ \t]+$")
+_BOT_ROLE_AFTER = re.compile(r"(?i)[\"'“”»]?[ \t]*(?:,[ \t]*|[ \t]*\([ \t]*)(?:(?:l'|the |la |el |il |der |die |our |your |votre |"
+                             r"notre |nuestro |nuestra |su |tu |o |a |de |ihr |ihre |unser |unsere )[ \t]*)?" + _BOT_ROLE + r"(?![^\W\d_])")
+# a product named after a person, its model's name in quotes (``sofá modelo "⟦Lucía⟧"``)
+_PRODUCT_MODEL_BEFORE = re.compile(r"(?i)(?<![^\W\d_])" + _alternation("product_model_before") + r"[ \t]+[\"'„“«]$")
 # a company's legal form: a NAME ending in one is a company, an ADDRESS right after one is its premises (RULES.md)
 LEGAL_FORM = _alternation("legal_forms")
 _COMPANY_NAME = re.compile(r".+\s" + LEGAL_FORM + r"\.?")
@@ -50,9 +63,10 @@ _COMPANY_BEFORE = re.compile(r"\b" + LEGAL_FORM + r"\.?\s*[,·|–—-]\s*$")
 # nor is a key's public fingerprint (``SHA256:Xq2b...``, ``Fingerprint: 8c1f...``), a checksum or a commit
 _ID_KEY_BEFORE = re.compile(r"(?i)(?:\b|_)(?:request|trace|span|event|correlation|transaction|message|chat|org|tenant|"
                             r"account|customer|order|job|run|build|bic|swift|existing[ _-]?secret|secret[ _-]?name|"
-                            r"fingerprint|checksum|digest|etag|commit)(?:[ _-]?(?:id|code))?[\"']?\s*[:=]?\s*[\"']?$|"
+                            r"fingerprint|checksum|digest|etag|commit|idempotency[ _-]?key)(?:[ _-]?(?:id|code))?[\"']?\s*[:=]?\s*[\"']?$|"
                             r"(?<![\w-])(?:id|uid|uuid|guid)[\"'`]?\s*[:=]?\s*[\"'`]?$|"  # a bare ``"id": "usr_01J7..."``
                             r"\b(?:SHA256|SHA1|MD5):$|"
+                            r"(?i:\b(?:RSA|DSA|ECDSA|EDDSA|ED25519|PGP|GPG|OpenPGP)[ \t]+key(?:[ \t]+ID)?)[ \t]*[:=]?[ \t]*$|"  # gpg's ``using EDDSA key 8A3F...``
                             r"(?i:\b(?:hash|md5|sha-?(?:1|224|256|384|512))\b)\)?[ \t]*[:=][ \t]*$|"  # ``Log-Hash (MD5): 5b7e...``
                             r"(?i:\b(?:kimli[gğ]i|identifiant|kennung|identificador|identificativo))[ \t]*[:=][ \t]*$|識別子[:：]?$")
 _RANGE_AFTER = re.compile(r"(?:[0-9a-fA-F]*::?)*/\d{1,3}\b")  # an address (or its first groups) then /n: a CIDR range
@@ -237,6 +251,13 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # a key (``tty=``, ``ruser=``), not its value
     if span.type in ("USERNAME", "PASSWORD") and text[max(0, span.start - 2):span.start] in (" -", "\t-"):
         return True  # a command's flags (``ss -tlnp``)
+    if span.type == "PASSWORD" and (_PLACEHOLDER_PART.search(value) or _PLACEHOLDER_AFTER.match(text, span.end)):
+        return True  # ``sk_test_<your-key>``: a template's placeholder, not a secret (RULES.md: PASSWORD)
+    if span.type == "NAME" and (_BOT_ROLE_BEFORE.search(text, max(line_start, span.start - 40), span.start)
+                                or (_BOT_ROLE_AFTER.match(text, span.end) and
+                                    _SELF_INTRODUCTION_BEFORE.search(text, max(line_start, span.start - 20), span.start))
+                                or _PRODUCT_MODEL_BEFORE.search(text, max(line_start, span.start - 16), span.start)):
+        return True  # a chatbot's or a product's name (RULES.md: NAME), not a person's
     if span.type == "PASSWORD" and len(value) < 3:
         return True  # a format verb, a chat word (``%s``, ``GG``): no secret is that short
     if span.type in ("SSN", "CREDIT_CARD", "PHONE") and _RECORD_CODE.fullmatch(value):

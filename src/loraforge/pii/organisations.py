@@ -11,10 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from loraforge.eval.pii_baseline import EMAIL
 from loraforge.pii.labels import ORGANISATION_PHONE_LABEL
 from loraforge.pii.never_personal import LEGAL_FORM, role_mailbox
-from loraforge.pii.patterns import Table, code_cells, organisation_phone_cells, organisation_rows, typed_cells
+from loraforge.pii.patterns import EMAIL, Table, code_cells, organisation_phone_cells, organisation_rows, typed_cells
 from loraforge.pii.spans import Span, line_bounds, paragraph_bounds
 
 _LEGAL_FORM_WORD = re.compile(r"(?<![\w.])" + LEGAL_FORM + r"(?![\w/])")
