@@ -148,6 +148,24 @@ def test_refreshing_the_train_split_keeps_the_generated_records(tmp_path):
     assert [r for _, r in read_records(path)] == generated + training_records(1)
 
 
+def test_extra_case_files_join_the_training_cases_in_a_split_written_elsewhere(tmp_path):
+    from loraforge.data.pii import generate, refresh_training_split, write_jsonl
+    from loraforge.data.pii_cases import TRAINING_FAMILY, training_records
+
+    generated = generate(3, seed=2)
+    path = write_jsonl(generated, tmp_path / "train.jsonl.gz")
+    before = path.read_bytes()
+    (tmp_path / "round.txt").write_text("=== r1-01 email\nHi ⟦NAME|Ann Lee⟧, see you.\n", encoding="utf-8")
+    out = tmp_path / "screen.jsonl.gz"
+    counts = refresh_training_split(path, repeat=2, extra=(tmp_path / "round.txt",), out=out)
+    assert counts == {"generated": 3, "handwritten": len(training_records(2)) + 2}
+    assert path.read_bytes() == before  # the packaged split is left as it was
+    records = [r for _, r in read_records(out)]
+    added = [r for r in records if r["id"].startswith("pii-handwritten-r1-01#")]
+    assert [r["id"][-2:] for r in added] == ["#0", "#1"] and {r["family"] for r in added} == {TRAINING_FAMILY}
+    assert added[0]["spans"][0]["value"] == "Ann Lee" and records[:3] == generated
+
+
 def test_no_copies_asked_reads_no_case_file_and_the_summary_counts_what_the_docs_quote(tmp_path):
     from loraforge.data.pii_cases import summary, training_cases, training_records
 

@@ -327,15 +327,20 @@ def build_packaged(out_dir: str | Path, n_train: int, n_dev: int, n_test: int, s
     return {name: len(records) for name, records in splits.items()}
 
 
-def refresh_training_split(path: str | Path, repeat: int = HANDWRITTEN_REPEAT) -> dict[str, int]:
+def refresh_training_split(path: str | Path, repeat: int = HANDWRITTEN_REPEAT, extra: tuple[str | Path, ...] = (),
+                           out: str | Path | None = None) -> dict[str, int]:
     """Rewrite a packaged train split with the current hand-written cases: the generated records are kept
-    byte for byte (a rebuild would read Faker's clock), the hand-written ones replaced."""
+    byte for byte (a rebuild would read Faker's clock), the hand-written ones replaced. ``extra``: more case
+    files trained on as hand-written training cases (a screen of used-up development rounds), written to
+    ``out`` (default: ``path`` itself)."""
     from loraforge.data.formats import read_records
-    from loraforge.data.pii_cases import TRAINING_FAMILY
+    from loraforge.data.pii_cases import TRAINING_FAMILY, parse_cases, training_cases
 
     generated = [r for _, r in read_records(path) if r.get("family") != TRAINING_FAMILY]
-    handwritten = training_records(repeat)
-    write_jsonl(generated + handwritten, path)
+    cases = [] if repeat <= 0 else training_cases() + [
+        {**r, "family": TRAINING_FAMILY} for f in extra for r in parse_cases(Path(f).read_text(encoding="utf-8"), str(f))]
+    handwritten = [{**r, "id": f"{r['id']}#{k}"} for k in range(repeat) for r in cases]
+    write_jsonl(generated + handwritten, out or path)
     return {"generated": len(generated), "handwritten": len(handwritten)}
 
 

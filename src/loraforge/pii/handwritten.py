@@ -30,12 +30,20 @@ def build(out: Path | None = None) -> Path:
 
 
 if __name__ == "__main__":  # --train: rewrite pii:train with the current hand-written training cases
-    import sys
+    import argparse
 
-    if sys.argv[1:] == ["--train"]:
+    parser = argparse.ArgumentParser(description="rebuild eval.jsonl.gz, or (--train) pii:train's hand-written part")
+    parser.add_argument("--train", action="store_true")
+    parser.add_argument("--with-cases", default="", help="--train: comma-separated case files trained on too")
+    parser.add_argument("--out", help="--train: write the split here instead of over pii:train")
+    args = parser.parse_args()
+    if args.train:
         from loraforge.data.formats import resolve_spec
         from loraforge.data.pii import refresh_training_split
 
-        print(refresh_training_split(resolve_spec("pii:train")))
+        extra = tuple(f for f in args.with_cases.split(",") if f)
+        print(refresh_training_split(resolve_spec("pii:train"), extra=extra, out=args.out))
+    elif args.with_cases or args.out:
+        parser.error("--with-cases and --out go with --train")
     else:
         print(build())
