@@ -1004,6 +1004,7 @@ def test_rules_31_bots_products_placeholders_and_public_key_ids(text, piece, exp
     ("携帯090-3318-7742までご連絡ください", [("090-3318-7742", "PHONE")]),
     ("IBAN은 DE70370400448217730451입니다", [("DE70370400448217730451", "IBAN")]),
     ("请联系support@example.cn咨询", []),  # a role mailbox, now read without the words before it
+    ("邮箱：张伟@example.com", [("张伟@example.com", "EMAIL")]),  # a local part in Chinese is still an address
     # ... while a Latin letter still joins a value to a longer word or code
     ("abc10.0.0.1 ID 260343-718E v1.2.3.4", []),
     # a Korean company's nationwide number (15xx/16xx/18xx-xxxx), a waybill's or a case's number after its label

@@ -535,6 +535,8 @@ PATTERNS: tuple[Pattern, ...] = (  # most specific first: an earlier pattern win
     Pattern("url_user", "USERNAME", rules.URL_CREDENTIALS, lambda t, s, v: True, group=1),
     Pattern("url_password", "PASSWORD", rules.URL_CREDENTIALS, lambda t, s, v: True, group=2),
     Pattern("email", "EMAIL", EMAIL, lambda t, s, v: True),
+    # a local part in those scripts (``张伟@example.com``): the baseline's wider expression, where no address was found
+    Pattern("email_attached", "EMAIL", rules.EMAIL, lambda t, s, v: True),
     Pattern("token", "PASSWORD", rules.TOKEN, lambda t, s, v: True),
     Pattern("iban", "IBAN", IBAN, lambda t, s, v: rules.iban_ok(v)),
     Pattern("card", "CREDIT_CARD", rules.CARD, lambda t, s, v: card_number_ok(v)),
