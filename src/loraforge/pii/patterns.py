@@ -19,7 +19,6 @@ from importlib import import_module
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from loraforge.data.pii_tags import spaceless
 from loraforge.eval import pii_baseline as rules
 from loraforge.pii.spans import Span
 from loraforge.pii.wordlists import alternation, words
@@ -38,9 +37,10 @@ _JSON_NUMBER_KEY = re.compile(r'"([\w.-]*)"\s*:\s*\[?\s*"?$')  # also a number a
 PERSONAL_NUMBER_KEY = re.compile(r"(?i)phone|tel|mobile|cell|fax|msisdn|contact|ssn|\bsin\b|national|passport|tax|insurance|"
                                  r"member|card|cc_|\bpan\b|iban|pesel|aadhaar|cpf|dni|nhs|tckn|id_?(?:number|no)|personnummer|"
                                  r"\bnin\b|bsn|nif|nie\b")
-# a toll-free or shared-cost line is an organisation's, never a person's (RULES.md: PHONE): 1-800, 0800, 0120, 1588-
+# a toll-free or shared-cost line is an organisation's, never a person's (RULES.md: PHONE): 1-800, 0800, 0120, and
+# Korea's nationwide company numbers (15xx/16xx/18xx-xxxx)
 TOLL_FREE = re.compile(r"(?:\+?1[ .-]?)?\(?8(?:00|33|44|55|66|77|88)\)?[ .-]\d{3}[ .-]?\d{4}|0800[ ]?\d{3}[ ]?\d{3,4}|"
-                       r"0120[ -]?\d{2,3}[ -]?\d{3}|1[568]\d\d-\d{4}")  # KR: 15xx/16xx/18xx-xxxx, a company's nationwide number
+                       r"0120[ -]?\d{2,3}[ -]?\d{3}|1[568]\d\d-\d{4}")
 # national service ranges, written without a country code (digits only): an organisation's line in every country
 # that has them. ES 900-905, PT 800/808/707, PL 800/801, IT 800/803 (9 digits); CN 400/800, JP 0120/0570 (10);
 # DE 0180/0800/0900, TR 0850, IN 1800 (11). Not the UK's 03/084/087 (Berlin's 030 numbers share their length),
@@ -49,11 +49,6 @@ _SERVICE_DIGITS = re.compile(r"(?:90[0125]|80[0138]|707)\d{6}|(?:400|800)\d{7}|0
                              r"0(?:180|800|900|850)\d{7}|1800\d{7}")
 # France's and Switzerland's 08 ranges by their grouping: a bare 08 and ten digits is also Perth's or Stockholm's
 _SERVICE_SHAPE = re.compile(r"08(?:[ .]\d{2}){4}|08\d{2} \d{2} \d{2} \d{2}")
-
-
-def _particle_script(ch: str) -> bool:
-    """A letter of a script whose particles and words follow a number without a space (CJK, kana, Hangul)."""
-    return spaceless(ch) or 0xAC00 <= ord(ch) <= 0xD7AF
 
 
 def service_number(value: str) -> bool:
@@ -82,6 +77,7 @@ _MERCHANT_BEFORE = re.compile(r"\b[A-Z0-9*-]+\.(?:COM|NET|ORG|CO|IO)\s+$")
 # take any ``\w`` as part of a longer word and miss these; the patterns take the baseline's shapes with these edges.
 _ATTACHED = "\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff"  # CJK, kana, Hangul
 _WORD = rf"[^\W{_ATTACHED}]"  # a letter, digit or _ of a script that spaces its words
+_ATTACHED_LETTER = re.compile(rf"[{_ATTACHED}]")
 EMAIL = re.compile(rf"(?:{_WORD}|[.+-])+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{{2,}}")
 IBAN = re.compile(rf"(?<!{_WORD})[A-Z]{{2}}\d{{2}}(?: ?[A-Z0-9]){{11,30}}(?!{_WORD})")
 IPV4 = re.compile(rf"(?<!{_WORD})(?<!\.)(?:\d{{1,3}}\.){{3}}\d{{1,3}}(?!{_WORD})(?!\.)")
@@ -242,7 +238,7 @@ def phone_ok(text: str, start: int, value: str) -> bool:
     if not 8 <= digits <= 15 or rules.DATE_LIKE.fullmatch(value.strip("()")) or _NOT_PHONE.fullmatch(value):
         return False
     end = start + len(value)
-    if end < len(text) and ((text[end].isalnum() and not _particle_script(text[end])) or text[end] == "/"):
+    if end < len(text) and ((text[end].isalnum() and not _ATTACHED_LETTER.match(text[end])) or text[end] == "/"):
         return False  # 260343-718E (an ID), 91/146 (timers); ``010-4821-7735입니다``: a particle, not the number's end
     if _NOT_PHONE_START.match(value.lstrip("(")) or _DOUBLE_SEPARATOR.search(value) or _DECIMAL.fullmatch(value):
         return False
