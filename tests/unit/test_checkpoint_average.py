@@ -3,6 +3,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from loraforge.bench import checkpoint_average
+from loraforge.runs import RunDir
 
 
 def _run(tmp_path, finals: float, checkpoints: list[float], extra_key: bool = False):
@@ -30,7 +31,7 @@ def test_the_adapter_is_the_mean_of_the_final_weights_and_the_kept_checkpoints(t
     assert torch.equal(mean["base_model.model.score.weight"], torch.full((4,), 3.0))
     assert torch.equal(mean["base_model.model.model.layers.0.q_proj.lora_A.weight"], torch.full((2, 3), 3.0))
     assert (tmp_path / "avg" / "adapter" / "tagger.json").exists() and (tmp_path / "avg" / "config.yaml").exists()
-    _, n = checkpoint_average.average(_run(tmp_path / "b", 1.0, [2.0]))
+    _, n = checkpoint_average.average(RunDir(_run(tmp_path / "b", 1.0, [2.0])))
     assert n == 2
     with pytest.raises(SystemExit, match="exists"):  # never over an existing folder
         checkpoint_average.main([str(run), "--out", str(tmp_path / "avg")])
@@ -38,4 +39,4 @@ def test_the_adapter_is_the_mean_of_the_final_weights_and_the_kept_checkpoints(t
 
 def test_a_checkpoint_of_other_weights_is_refused(tmp_path):
     with pytest.raises(ValueError, match="not the adapter's"):
-        checkpoint_average.average(_run(tmp_path, 1.0, [2.0], extra_key=True))
+        checkpoint_average.average(RunDir(_run(tmp_path, 1.0, [2.0], extra_key=True)))

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from loraforge.runs import RunDir
 from loraforge.runs.files import atomic_dir
 
 
@@ -25,31 +26,32 @@ def adapter_key(checkpoint_key: str) -> str:
     return checkpoint_key.replace("modules_to_save.default.", "").replace(".default.", ".")
 
 
-def average(run: Path) -> tuple[dict[str, torch.Tensor], int]:
+def average(run: RunDir) -> tuple[dict[str, torch.Tensor], int]:
     """The mean of the final adapter's weights and every kept checkpoint's, and how many states went in."""
-    final = load_file(str(run / "adapter" / "adapter_model.safetensors"))
+    final = load_file(str(run.adapter_dir / "adapter_model.safetensors"))
     states = [final]
-    for checkpoint in sorted((run / "checkpoints").glob("step-*")):
+    for checkpoint in sorted(run.checkpoints_dir.glob("step-*")):
         weights = load_file(str(checkpoint / "trainable.safetensors"))
         states.append({adapter_key(k): v for k, v in weights.items()})
         if set(states[-1]) != set(final):
-            raise ValueError(f"{checkpoint}: its trainable weights are not the adapter's ({run / 'adapter'})")
+            raise ValueError(f"{checkpoint}: its trainable weights are not the adapter's ({run.adapter_dir})")
     mean = {k: torch.stack([s[k].float() for s in states]).mean(0).to(final[k].dtype).contiguous() for k in final}
     return mean, len(states)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("run", type=Path)
+    parser.add_argument("run", type=RunDir)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.out.exists():
         raise SystemExit(f"{args.out} exists; name another folder")
     mean, n = average(args.run)
     with atomic_dir(args.out) as tmp:
-        shutil.copytree(args.run / "adapter", tmp / "adapter")
-        save_file(mean, str(tmp / "adapter" / "adapter_model.safetensors"), metadata={"format": "pt"})
-        shutil.copy(args.run / "config.yaml", tmp / "config.yaml")
+        out = RunDir(tmp)
+        shutil.copytree(args.run.adapter_dir, out.adapter_dir)
+        save_file(mean, str(out.adapter_dir / "adapter_model.safetensors"), metadata={"format": "pt"})
+        shutil.copy(args.run.config_path, out.config_path)
     print(f"{args.out}: the mean of {n} states of {args.run}")
 
 

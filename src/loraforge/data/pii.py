@@ -334,12 +334,10 @@ def refresh_training_split(path: str | Path, repeat: int = HANDWRITTEN_REPEAT, e
     files trained on as hand-written training cases (a screen of used-up development rounds), written to
     ``out`` (default: ``path`` itself)."""
     from loraforge.data.formats import read_records
-    from loraforge.data.pii_cases import TRAINING_FAMILY, parse_cases, training_cases
+    from loraforge.data.pii_cases import TRAINING_FAMILY
 
     generated = [r for _, r in read_records(path) if r.get("family") != TRAINING_FAMILY]
-    cases = [] if repeat <= 0 else training_cases() + [
-        {**r, "family": TRAINING_FAMILY} for f in extra for r in parse_cases(Path(f).read_text(encoding="utf-8"), str(f))]
-    handwritten = [{**r, "id": f"{r['id']}#{k}"} for k in range(repeat) for r in cases]
+    handwritten = training_records(repeat, extra=extra)
     write_jsonl(generated + handwritten, out or path)
     return {"generated": len(generated), "handwritten": len(handwritten)}
 

@@ -67,11 +67,15 @@ def training_cases(folder: Path | None = None) -> list[dict]:
     return records
 
 
-def training_records(repeat: int = HANDWRITTEN_REPEAT, folder: Path | None = None) -> list[dict]:
-    """``repeat`` copies of every training case, ids suffixed ``#k``: the share they take in pii:train."""
+def training_records(repeat: int = HANDWRITTEN_REPEAT, folder: Path | None = None,
+                     extra: tuple[str | Path, ...] = ()) -> list[dict]:
+    """``repeat`` copies of every training case, ids suffixed ``#k``: the share they take in pii:train.
+    ``extra``: more case files trained on as training cases after them (used-up development rounds); their
+    records keep their own ids, which say where they came from."""
     if repeat <= 0:
         return []  # the files are not read: held-out context runs ask for none by default
-    cases = training_cases(folder)
+    cases = training_cases(folder) + [{**r, "family": TRAINING_FAMILY} for f in extra
+                                      for r in parse_cases(Path(f).read_text(encoding="utf-8"), str(f))]
     return [{**r, "id": f"{r['id']}#{k}"} for k in range(repeat) for r in cases]
 
 

@@ -47,7 +47,7 @@ _PLACEHOLDER_PART = re.compile(r"<[^\W\d_][\w.-]{2,}>")
 _PLACEHOLDER_AFTER = re.compile(r"[_-]?<[^\W\d_][\w.-]{2,}>")
 # a chatbot's name: its role right before (``Chatbot "⟦Max⟧"``) or after it (``⟦Léa⟧, l'assistante virtuelle``)
 _BOT_ROLE = _alternation("bot_roles")
-_BOT_ROLE_BEFORE = re.compile(r"(?i)(?<![^\W\d_])" + _BOT_ROLE + r"[ \t]+[\"'„“«]?$|(?<![^\W\d_])" + _BOT_ROLE + r"[\"'„“«]$")
+_BOT_ROLE_BEFORE = re.compile(r"(?i)(?<![^\W\d_])" + _BOT_ROLE + r"(?:[ \t]+[\"'„“«]?|[\"'„“«])$")
 # ... after it only where the bot introduces itself (``Je suis ⟦Léa⟧, ...``): ``Thanks Anna, the bot ...`` keeps its mask
 _SELF_INTRODUCTION_BEFORE = re.compile(r"(?i)(?<![^\W\d_])(?:I'm|I am|this is|my name is|je suis|c'est|je m'appelle|soy|me llamo|"
                                        r"sono|mi chiamo|ich bin|hier ist|eu sou|sou|jestem|ik ben|hier is|ben)[ \t]+$")
