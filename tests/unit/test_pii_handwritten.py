@@ -176,7 +176,7 @@ def test_no_copies_asked_reads_no_case_file_and_the_summary_counts_what_the_docs
     cases = parse_cases("=== a chat\n⟦NAME|Ann⟧ and ⟦NAME|Bo⟧ at ⟦EMAIL|a@b.io⟧\n=== b log\nok")
     assert summary(cases) == {"cases": 2, "without_pii": 1, "values": 3, "kinds": 2,
                               "by_type": {"NAME": 2, "EMAIL": 1}}
-    assert summary(training_cases())["values"] == 5106  # the count the training folder's README gives
+    assert summary(training_cases())["values"] == 7715  # the count the training folder's README gives
 
 
 def test_cached_model_spans_replay_without_the_model_and_refuse_other_weights(tmp_path):
@@ -240,3 +240,22 @@ def test_pattern_agreement_counts_each_find_against_gold_and_the_model():
     counts = pattern_agreement([person, shop], model, pat.select(None))
     assert counts == {"EMAIL over, alone in text": 1, "EMAIL over, patterns only": 1, "EMAIL real, model agrees": 1,
                       "PHONE over, patterns only": 1}
+
+
+def test_gold_as_the_model_shows_what_the_rules_drop_and_add(tmp_path):
+    """``pii_errors --adapter gold``: the annotation goes through the rules and patterns in place of a model, so a
+    gold value the rules drop is a leak (here an organisation's phone, wrongly annotated as personal, which the
+    organisation-line rule removes) and a pattern find the annotation lacks is an over (an unmarked email beside
+    a person); a clean case scores perfectly. No model is loaded and nothing is timed."""
+    from loraforge.bench.pii_errors import GOLD, run
+
+    cases = tmp_path / "cases.txt"
+    cases.write_text("=== clean chat\nMail from ⟦NAME|Ann Lee⟧: ⟦EMAIL|ann.lee@example.org⟧\n"
+                     "=== org letter\nAcme Logistics GmbH, Hafenstraße 4, Tel. ⟦PHONE|+49 40 3345 7781⟧\n"
+                     "=== unmarked email\n⟦NAME|Bo Chen⟧ wrote to bo.chen@example.org today\n", encoding="utf-8")
+    results, lines = run(GOLD, str(cases), None, True)
+    assert results["errors"] == {"leak PHONE": 1, "over EMAIL": 1}
+    assert results["texts_per_s"] is None and results["bias"] is None
+    assert any(line.startswith("pii-handwritten-org leak PHONE") for line in lines)
+    with pytest.raises(ValueError, match="no bias to sweep"):
+        run(GOLD, str(cases), None, False, curve=[0.0])

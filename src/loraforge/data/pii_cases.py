@@ -3,8 +3,8 @@
 
 Three sets are written this way, by different hands, and kept apart (tests check no text or value is shared):
 - ``datasets/pii-handwritten/cases.txt``: the evaluation set; never trained or tuned on.
-- ``bench/data/pii-handwritten-dev/cases.txt`` and ``cases-2.txt``: the development set (two rounds, the second
-  written once the first was nearly clean), where rules are tuned.
+- ``bench/data/pii-handwritten-dev/cases-*.txt``: the development rounds in use (``bench.pii_errors.DEV_FILES``),
+  where rules and taggers are chosen; a round used up moves into training.
 - ``datasets/pii-handwritten-train/part-*.txt``: realistic texts for training, added to ``pii:train``
   ``HANDWRITTEN_REPEAT`` times (``python -m loraforge.pii.handwritten --train`` refreshes it after an edit);
   the generator's templates cannot write text this varied.
