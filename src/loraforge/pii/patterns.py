@@ -78,12 +78,7 @@ _MERCHANT_BEFORE = re.compile(r"\b[A-Z0-9*-]+\.(?:COM|NET|ORG|CO|IO)\s+$")
 _ATTACHED = "\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff"  # CJK, kana, Hangul
 _WORD = rf"[^\W{_ATTACHED}]"  # a letter, digit or _ of a script that spaces its words
 _ATTACHED_LETTER = re.compile(rf"[{_ATTACHED}]")
-EMAIL = re.compile(rf"(?:{_WORD}|[.+-])+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{{2,}}")
-IBAN = re.compile(rf"(?<!{_WORD})[A-Z]{{2}}\d{{2}}(?: ?[A-Z0-9]){{11,30}}(?!{_WORD})")
-IPV4 = re.compile(rf"(?<!{_WORD})(?<!\.)(?:\d{{1,3}}\.){{3}}\d{{1,3}}(?!{_WORD})(?!\.)")
-# the baseline's phone expression with those edges, plus a country code in parentheses: (+358) 291926593
-PHONE = re.compile(rf"(?<!{_WORD})(?<![+/.-])(?:\(\+\d{{1,4}}\)\s?|(?:\+|00)?\(?)"
-                   rf"\d[\d ().-]{{6,}}\d(?:\s?x\d+)?(?!{_WORD}\w)(?![.-]\w)")
+EMAIL, IBAN, IPV4, PHONE = rules.structured_expressions(_WORD, country_in_parentheses=True)  # also (+358) 291926593
 _STATE_BEFORE = re.compile(r"\b[A-Z]{2,4}\s+$")
 _NOT_PHONE = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}|\d{3}-\d{2}-\d{4}|(?:19|20)\d\d-(?:19|20)\d\d")  # IP-, SSN-shaped, years
 # a login after a user key of a config, a CLI or a log line (``DB_USER=orders_svc``, ``username: billing_app``,
