@@ -257,5 +257,7 @@ def test_gold_as_the_model_shows_what_the_rules_drop_and_add(tmp_path):
     assert results["errors"] == {"leak PHONE": 1, "over EMAIL": 1}
     assert results["texts_per_s"] is None and results["bias"] is None
     assert any(line.startswith("pii-handwritten-org leak PHONE") for line in lines)
-    with pytest.raises(ValueError, match="no bias to sweep"):
+    with pytest.raises(ValueError, match="no bias to set or sweep"):
         run(GOLD, str(cases), None, False, curve=[0.0])
+    with pytest.raises(ValueError, match="no bias to set or sweep"):
+        run(GOLD, str(cases), 1.0, False)

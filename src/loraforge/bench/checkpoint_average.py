@@ -19,10 +19,12 @@ from safetensors.torch import load_file, save_file
 
 from loraforge.runs import RunDir
 from loraforge.runs.files import atomic_dir
+from loraforge.train.checkpoint import TRAINABLE_FILE, kept_checkpoints
 
 
 def adapter_key(checkpoint_key: str) -> str:
-    """A training checkpoint's parameter name as PEFT saves it in the adapter file (no adapter name)."""
+    """A training checkpoint's parameter name as PEFT saves it in the adapter file (no adapter name). PEFT's
+    ``get_peft_model_state_dict`` does this on a loaded model; here no model is built, only files are read."""
     return checkpoint_key.replace("modules_to_save.default.", "").replace(".default.", ".")
 
 
@@ -30,8 +32,8 @@ def average(run: RunDir) -> tuple[dict[str, torch.Tensor], int]:
     """The mean of the final adapter's weights and every kept checkpoint's, and how many states went in."""
     final = load_file(str(run.adapter_dir / "adapter_model.safetensors"))
     states = [final]
-    for checkpoint in sorted(run.checkpoints_dir.glob("step-*")):
-        weights = load_file(str(checkpoint / "trainable.safetensors"))
+    for checkpoint in kept_checkpoints(run.path):
+        weights = load_file(str(checkpoint / TRAINABLE_FILE))
         states.append({adapter_key(k): v for k, v in weights.items()})
         if set(states[-1]) != set(final):
             raise ValueError(f"{checkpoint}: its trainable weights are not the adapter's ({run.adapter_dir})")

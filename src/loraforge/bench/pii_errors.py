@@ -95,8 +95,6 @@ class GoldFinder:
     is a pattern find the annotation does not hold: the check a rules change passes before it merges (it must not
     drop more gold values than the rules before it)."""
 
-    bias = None
-
     def __init__(self, records: list[dict]):
         from loraforge.pii.spans import Span
 
@@ -161,8 +159,8 @@ def run(adapter: str, cases: str, bias: float | None, show_values: bool,
     texts = [r["text"] for r in records]
     points, seconds = [], None
     if adapter == GOLD:  # the annotation as the model's output: what the rules alone do to perfect spans
-        if curve or spans_cache:
-            raise ValueError("--adapter gold has no bias to sweep and no spans to cache")
+        if curve or spans_cache or bias is not None:
+            raise ValueError("--adapter gold has no bias to set or sweep and no spans to cache")
         finder = GoldFinder(records)
         masker = Masker(finder, MaskOptions(merge="union"))
         found = finder.find_spans(texts)  # whole texts: a chunk would not be found by its text

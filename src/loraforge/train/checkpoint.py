@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from loraforge.runs.files import atomic_dir
 
 KEEP = 2  # checkpoints kept on disk; older ones are deleted after a newer one is complete
+TRAINABLE_FILE = "trainable.safetensors"  # a checkpoint's trainable weights, under the model's parameter names
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -39,25 +40,30 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, meta:
     root = run_dir / "checkpoints"
     final = root / f"step-{step:06d}"
     with atomic_dir(final) as tmp:
-        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        save_file(trainable_state(model), str(tmp / TRAINABLE_FILE))
         opt_tensors, opt_meta = _optimizer_tensors(optimizer)
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         save_file({"torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
         state = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), **meta}
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
-    for old in sorted(root.glob("step-*"))[:-KEEP]:
+    for old in kept_checkpoints(run_dir)[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def kept_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's complete checkpoints, oldest first (a half-written one is never under its final name)."""
+    return sorted((Path(run_dir) / "checkpoints").glob("step-*"))
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    done = sorted((run_dir / "checkpoints").glob("step-*"))
+    done = kept_checkpoints(run_dir)
     return done[-1] if done else None
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     """Restore into already-built objects; returns the saved trainer state (step, history, ...)."""
-    weights = load_file(str(path / "trainable.safetensors"))
+    weights = load_file(str(path / TRAINABLE_FILE))
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if set(weights) != set(params):
         raise ValueError(f"{path}: checkpoint does not match this model/adapter config (trainable weights differ)")
