@@ -1013,3 +1013,54 @@ def test_rules_31_bots_products_placeholders_and_public_key_ids(text, piece, exp
 ])
 def test_rules_31_values_written_against_cjk_letters(text, expected):
     assert patterns_only(text) == expected
+
+
+@pytest.mark.parametrize("text, piece, expected", [
+    # rules 32 (the gold check's no-PII finds, v14's no-PII errors on rounds 11-14): IP-shaped versions after
+    # ``@since``, "older", "anterior a", before "or later", in a package's file name; a netmask
+    (" * @since 3.12.0.1", ("3.12.0.1", "IP_ADDRESS"), []),
+    ("Firmware bumped; older 4.17.3.2 units keep working.", ("4.17.3.2", "IP_ADDRESS"), []),
+    ("Si la versión actual es anterior a 4.1.9.2, instala primero", ("4.1.9.2", "IP_ADDRESS"), []),
+    ("إصدار التطبيق المطلوب بعد الصيانة: 6.3.0.12 أو أحدث.", ("6.3.0.12", "IP_ADDRESS"), []),
+    ("requires agent 7.2.0.14 or later", ("7.2.0.14", "IP_ADDRESS"), []),
+    ("Successfully installed nvidia-cudnn-cu12-8.9.2.26 protobuf-4.25.3", ("8.9.2.26", "IP_ADDRESS"), []),
+    ("netmask 255.255.255.0 broadcast 10.20.3.255", ("255.255.255.0", "IP_ADDRESS"), []),
+    # ... while hosts keep their masks: after "from", in a dash range, an address that is no mask, beside a version
+    ("Accepted password for anna from 203.0.113.58 port 52214 (client 7.2 or later)", ("203.0.113.58", "IP_ADDRESS"),
+     [("203.0.113.58", "IP_ADDRESS")]),
+    ("dhcp range 10.20.3.10-10.20.3.90", ("10.20.3.90", "IP_ADDRESS"), [("10.20.3.90", "IP_ADDRESS")]),
+    ("inet 255.1.7.3 peer", ("255.1.7.3", "IP_ADDRESS"), [("255.1.7.3", "IP_ADDRESS")]),
+    # a month in a log's timestamp; a person called Jan or May keeps the mask
+    ("Jan 28 02:15:00 relay1 postfix/postqueue[2311]: warning", ("Jan", "NAME"), []),
+    ("Jan 28 is when Jan Nowak starts", ("Jan", "NAME"), [("Jan", "NAME")]),
+    ("Thanks May, see you at 10:30", ("May", "NAME"), [("May", "NAME")]),
+    # a connection pool's or a thread's name
+    ("SQLTransientConnectionException: HikariPool-1 - Connection is not available", ("HikariPool-1", "NAME"), []),
+    # a placeholder key, a payment record's ID, a DSN's host; a real key, a client secret keep their masks
+    ("STRIPE_KEY=pk_test_xxxxxxxxxxxxxxxxxxxxxxxx", ("pk_test_xxxxxxxxxxxxxxxxxxxxxxxx", "PASSWORD"), []),
+    ("STRIPE_KEY=sk_live_51Hx9Qa7Lm2Vt8Rw4Kp0ZcYd", ("sk_live_51Hx9Qa7Lm2Vt8Rw4Kp0ZcYd", "PASSWORD"),
+     [("sk_live_51Hx9Qa7Lm2Vt8Rw4Kp0ZcYd", "PASSWORD")]),
+    ("status=succeeded psp_ref=ch_3PqL8vK2eZvKYlo21x9sT0aB", ("ch_3PqL8vK2eZvKYlo21x9sT0aB", "PASSWORD"), []),
+    ('"client_secret": "pi_3PqL8vK2eZvKYlo2_secret_Xw9aLm2Qp7"', ("pi_3PqL8vK2eZvKYlo2_secret_Xw9aLm2Qp7", "PASSWORD"),
+     [("pi_3PqL8vK2eZvKYlo2_secret_Xw9aLm2Qp7", "PASSWORD")]),
+    ("SENTRY_DSN=https://<key>@o0.ingest.sentry.io/0", ("o0.ingest.sentry.io/0", "PASSWORD"), []),
+    # a Kubernetes object in a kubectl command; a password given on the command line keeps its mask
+    ("$ kubectl describe secret ledger-db -n payments", ("ledger-db", "PASSWORD"), []),
+    ("$ kubectl create secret generic db --from-literal=password=Vq8#rLm2!pZx", ("Vq8#rLm2!pZx", "PASSWORD"),
+     [("Vq8#rLm2!pZx", "PASSWORD")]),
+    # a Japanese invoice issuer's registration number (a company's), an employee's number after its label
+    ("登録番号 T4120001093827", ("T4120001093827", "SSN"), []),
+    ("Dipendente: [NOME] (matricola 004517, reparto Logistica)", ("004517", "SSN"), []),
+    ("Codice fiscale RSSMRA85T10A562S", ("RSSMRA85T10A562S", "SSN"), [("RSSMRA85T10A562S", "SSN")]),
+    # a call assigned in code; a log's user before its uid keeps the mask
+    ('            username = env("MIMIR_USER")', ("env", "USERNAME"), []),
+    ("session opened for user lnakamura(uid=1017) by (uid=0)", ("lnakamura", "USERNAME"), [("lnakamura", "USERNAME")]),
+    ("ansible_user: ansible", ("ansible", "USERNAME"), []),
+])
+def test_rules_32_versions_timestamps_placeholders_objects_and_company_numbers(text, piece, expected):
+    assert kept(text, piece) == expected
+
+
+def test_rules_32_a_korean_car_park_is_no_name_before_a_title():
+    assert patterns_only("[관리사무소 공지] 지하주차장 바닥 도장 공사 안내") == []
+    assert patterns_only("김민수 차장님께 보고드립니다") == [("김민수", "NAME")]

@@ -33,6 +33,8 @@ _REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|tracking|
                               r"faktura|bestelling|factuur|employee (?:id|no\.?|number)|staff (?:id|no\.?|number)|"
                               r"company (?:no\.?|number)|registration (?:no\.?|number)|(?:england|wales|scotland) (?:no\.?|number)|"
                               r"UTR|arn|personalnummer|personal-?nr\.?|mitarbeiternummer|medical record|record (?:no\.?|number)|"
+                              r"matricola|matricule|personeelsnummer|personeelsnr\.?|nr ewid\.?|numer ewidencyjny|numer pracownika|"
+                              r"anställningsnummer|työntekijänumero|"
                               r"prontuário|meter|contador|zähler|compteur|seguimiento|env[ií]o|werkorder|трек|"
                               r"fakturanummer|nr seryjny|serial (?:no\.?|number)|protocolo|copyright|takip|ocr-nummer|meeting id|"
                               r"zählernummer|kundennr\.?|kundennummer|beleg(?:-?nr\.?|nummer)?|reserva|localizador|reservation|"

@@ -153,10 +153,46 @@ _PLACEHOLDER_IN_TEXT = re.compile(r"%\([^)\n]*\)s|\$\{[^}\n]*\}|\{\{[^}\n]*\}\}|
 # (one word may come between: ``Firmware atual: 1.4.0.22``), or a changelog's heading (``## [10.2.0.1] - 2024-05-14``)
 _VERSION_BEFORE = re.compile(r"(?i)(?:(?:(?-i:\b[A-Z][A-Za-z]+/)|\bv\.?|\bversion|\bver\.?|\brelease|\bbuild|\bfirmware|\bkernel|"
                              r"\bdriver|\bupgraded? (?:from|to)|\bbumped to|\bversión|\bversão|\bversione|\bwersj[ai]|\bверси[яи]|"
-                             r"\bsürüm(?:ü)?|\bsection|\babschnitt|\bsecci[oó]n|\bchapter|\bядр[оа])(?:\s+[^\W\d]+)?|"
+                             r"\bsürüm(?:ü)?|\bsection|\babschnitt|\bsecci[oó]n|\bchapter|\bядр[оа]|\bolder|\bnewer|\bprior to|"
+                             r"\banterior a|\bposterior a|@since)(?:\s+[^\W\d]+)?|"
                              r"最新版|版本由?|升级至|バージョン|버전|संस्करण|फ़र्मवेयर|إصدار|§|커널|カーネル|内核)"
                              r"[\"']?\s*[:=]?\s*[\"'（(]?v?$|^#{1,6}\s*\[?v?$|"
                              r"\btag[\"']?\s*[:=]\s*[\"']?v?$", re.M)  # ``tag:`` as a key (German ``Tag`` is a day)
+
+
+# a version's range after the number (``4.1.9.2 or later``, ``6.3.0.12 أو أحدث``), and a package's file name before it
+# (``nvidia-cudnn-cu12-8.9.2.26``, ``opencv-python-headless-4.10.0.84``: a name's letters, then a hyphen)
+_VERSION_RANGE_AFTER = re.compile(r"(?i)[ \t]*(?:or (?:later|newer|above|higher)|and (?:later|newer|above)|o (?:superior|posterior)|"
+                                  r"ou (?:supérieure?|plus récente?)|oder (?:höher|neuer)|of (?:hoger|nieuwer)|lub nowsz[ay]|"
+                                  r"или (?:новее|выше)|أو أحدث|أو أعلى|以降|及以上|或更高|이상)")
+_PACKAGE_BEFORE = re.compile(r"(?<![\w.-])[A-Za-z][\w.]*(?:-[A-Za-z][\w.]*)*-$")
+_MONTH_NAME = re.compile(r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sept?|Oct|Nov|Dec)(?:[a-z]{2,6})?")
+_DAY_TIME_AFTER = re.compile(r"\.?[ \t]{1,2}\d{1,2},?[ \t]+\d{1,2}:\d{2}")  # ``Jan 28 02:15:00``: a log's timestamp
+_THREAD_NAME = re.compile(r"[A-Z][a-z]+(?:[A-Z][a-z]+)+-\d+(?:-\w+)*")  # ``HikariPool-1``, ``ForkJoinPool-3-worker-1``
+# a placeholder key: a prefix, then one character repeated (``pk_test_xxxxxxxxxxxxxxxx``, ``AKIAXXXXXXXXXXXXXXXX``)
+_PLACEHOLDER_RUN = re.compile(r"[\w-]*?([xX*•#])\1{7,}")
+# a payment platform's object ID (a charge, a customer, an invoice): a record's key, not a secret; its secrets are
+# ``sk_``, ``rk_``, ``whsec_`` and a client secret's ``_secret_`` part
+_OBJECT_ID = re.compile(r"(?:ch|py|pi|cus|in|txn|re|src|pm|seti|evt|acct|prod|price|sub|po|tr|ii|il|si|ba|card|cs|tok)_"
+                        r"(?:test_|live_)?[A-Za-z0-9]{14,}")
+# a Kubernetes object named in a kubectl command (``kubectl describe secret ⟦ledger-db⟧``): an object, no one's
+_KUBECTL_OBJECT_BEFORE = re.compile(r"\bkubectl\b(?:[ \t]+-{1,2}[\w-]+(?:[ =][\w.-]+)?)*[ \t]+(?:get|describe|delete|edit|patch|"
+                                    r"label|annotate|rollout (?:restart|status|undo))[ \t]+(?:secrets?|configmaps?|cm|"
+                                    r"deployments?|deploy|pods?|po|services?|svc|serviceaccounts?|sa|ingress(?:es)?|ing|"
+                                    r"statefulsets?|sts|jobs?|cronjobs?|cj|nodes?|namespaces?|ns|pvc|pv|roles?|rolebindings?|"
+                                    r"clusterroles?|clusterrolebindings?)(?:/|[ \t]+)$")
+_CALL_AFTER = re.compile(r"\((?!uid=)")
+
+
+def _netmask(value: str) -> bool:
+    """``255.255.255.0``, ``255.0.0.0``: a network's mask, no host's address."""
+    if not value.startswith("255."):
+        return False
+    try:
+        ipaddress.IPv4Network(f"0.0.0.0/{value}")
+    except ValueError:
+        return False
+    return True
 
 
 def _log_process(text: str, span: Span, line_start: int) -> bool:
@@ -258,6 +294,20 @@ def never_personal(text: str, span: Span) -> bool:
                                     _SELF_INTRODUCTION_BEFORE.search(text, max(line_start, span.start - 20), span.start))
                                 or _PRODUCT_MODEL_BEFORE.search(text, max(line_start, span.start - 16), span.start)):
         return True  # a chatbot's or a product's name (RULES.md: NAME), not a person's
+    if span.type == "NAME" and _MONTH_NAME.fullmatch(value) and _DAY_TIME_AFTER.match(text, span.end):
+        return True  # ``⟦Jan⟧ 28 02:15:00 relay1 postfix``: a month in a timestamp
+    if span.type == "NAME" and _THREAD_NAME.fullmatch(value):
+        return True  # a connection pool's or a thread's name
+    if span.type == "PASSWORD" and (_PLACEHOLDER_RUN.fullmatch(value) or (_OBJECT_ID.fullmatch(value) and "_secret_" not in value)
+                                    or ("." in value and HOSTNAME.fullmatch(value.split("/", 1)[0]))):
+        return True  # a placeholder key, a payment record's ID, a DSN's host (``o0.ingest.sentry.io/0``)
+    if span.type in ("PASSWORD", "USERNAME", "NAME") and _KUBECTL_OBJECT_BEFORE.search(text, line_start, span.start):
+        return True
+    if span.type == "SSN" and re.fullmatch(r"T\d{13}", value):
+        return True  # a Japanese invoice issuer's registration number: a company's (RULES.md: not annotated)
+    if span.type == "USERNAME" and _CALL_AFTER.match(text, span.end) and re.fullmatch(r"[A-Za-z_][\w.]*", value) \
+            and re.search(r"=[ \t]*$", text[line_start:span.start]):
+        return True  # a call assigned in code (``username = ⟦env⟧("MIMIR_USER")``); not a log's ``user jdoe(uid=1017)``
     if span.type == "PASSWORD" and len(value) < 3:
         return True  # a format verb, a chat word (``%s``, ``GG``): no secret is that short
     if span.type in ("SSN", "CREDIT_CARD", "PHONE") and _RECORD_CODE.fullmatch(value):
@@ -344,7 +394,9 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # ``ghcr.io/kestrelpay/edge-gateway:⟦10.4.12.1⟧``: an image's tag
     if span.type == "IP_ADDRESS":
         return _not_an_address(text, span, value) or bool(_VERSION_SUFFIX_AFTER.match(text, span.end)) or \
-            bool(_VERSION_BEFORE.search(text, max(line_start, span.start - 24), span.start))
+            bool(_VERSION_BEFORE.search(text, max(line_start, span.start - 24), span.start)) or \
+            bool(_VERSION_RANGE_AFTER.match(text, span.end)) or \
+            bool(_PACKAGE_BEFORE.search(text, max(line_start, span.start - 60), span.start)) or _netmask(value)
     return False
 
 
