@@ -181,7 +181,20 @@ _KUBECTL_OBJECT_BEFORE = re.compile(r"\bkubectl\b(?:[ \t]+-{1,2}[\w-]+(?:[ =][\w
                                     r"deployments?|deploy|pods?|po|services?|svc|serviceaccounts?|sa|ingress(?:es)?|ing|"
                                     r"statefulsets?|sts|jobs?|cronjobs?|cj|nodes?|namespaces?|ns|pvc|pv|roles?|rolebindings?|"
                                     r"clusterroles?|clusterrolebindings?)(?:/|[ \t]+)$")
+# a call assigned in code (``username = ⟦env⟧("MIMIR_USER")``); not a log's ``user jdoe(uid=1017)``
+_ASSIGNED_BEFORE = re.compile(r"=[ \t]*$")
+_IDENTIFIER = re.compile(r"[A-Za-z_][\w.]*")
 _CALL_AFTER = re.compile(r"\((?!uid=)")
+_INVOICE_ISSUER_NUMBER = re.compile(r"T\d{13}")  # Japan's qualified invoice issuer number: a company's
+_VERSION_SUFFIX_AFTER = re.compile(r"-[a-z]|\+[a-z0-9]")  # ``6.1.0.18-rt9``, ``1.2.3.4+build``: a version's suffix
+
+
+def _reads_as_version(text: str, span: Span, line_start: int) -> bool:
+    """An IP-shaped number in a version's context: a version word or key before it, a range after it
+    (``or later``), a package's file name before it, a version's suffix after it (``6.1.0.18-rt9``)."""
+    return bool(_VERSION_BEFORE.search(text, max(line_start, span.start - 24), span.start)
+                or _VERSION_RANGE_AFTER.match(text, span.end) or _VERSION_SUFFIX_AFTER.match(text, span.end)
+                or _PACKAGE_BEFORE.search(text, max(line_start, span.start - 60), span.start))
 
 
 def _netmask(value: str) -> bool:
@@ -212,7 +225,6 @@ _MACHINE_KEY_BEFORE = re.compile(r"(?:\b([A-Za-z_][\w.-]*)=[\"']?|\b(?:pid|tid|p
 _SNMP_TYPE_BEFORE = re.compile(r"\b(?:Counter32|Counter64|Gauge32|Unsigned32|Integer32|INTEGER|Timeticks|TimeTicks):[ \t]*$")
 _GENERIC_KEYS = frozenset({"value", "val", "default", "text", "data", "content"})  # an HTML field's value="...": any number
 _IMAGE_BEFORE = re.compile(r"/[\w.-]+:$")
-_VERSION_SUFFIX_AFTER = re.compile(r"-[a-z]|\+[a-z0-9]")  # ``6.1.0.18-rt9``, ``1.2.3.4+build``: a version's suffix
 
 
 def _machine_number(text: str, span: Span, value: str) -> bool:
@@ -303,11 +315,11 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # a placeholder key, a payment record's ID, a DSN's host (``o0.ingest.sentry.io/0``)
     if span.type in ("PASSWORD", "USERNAME", "NAME") and _KUBECTL_OBJECT_BEFORE.search(text, line_start, span.start):
         return True
-    if span.type == "SSN" and re.fullmatch(r"T\d{13}", value):
-        return True  # a Japanese invoice issuer's registration number: a company's (RULES.md: not annotated)
-    if span.type == "USERNAME" and _CALL_AFTER.match(text, span.end) and re.fullmatch(r"[A-Za-z_][\w.]*", value) \
-            and re.search(r"=[ \t]*$", text[line_start:span.start]):
-        return True  # a call assigned in code (``username = ⟦env⟧("MIMIR_USER")``); not a log's ``user jdoe(uid=1017)``
+    if span.type == "SSN" and _INVOICE_ISSUER_NUMBER.fullmatch(value):
+        return True  # a company's registration number (RULES.md: not annotated)
+    if span.type == "USERNAME" and _CALL_AFTER.match(text, span.end) and _IDENTIFIER.fullmatch(value) \
+            and _ASSIGNED_BEFORE.search(text, line_start, span.start):
+        return True
     if span.type == "PASSWORD" and len(value) < 3:
         return True  # a format verb, a chat word (``%s``, ``GG``): no secret is that short
     if span.type in ("SSN", "CREDIT_CARD", "PHONE") and _RECORD_CODE.fullmatch(value):
@@ -393,10 +405,7 @@ def never_personal(text: str, span: Span) -> bool:
     if span.type == "IP_ADDRESS" and _IMAGE_BEFORE.search(text, line_start, span.start):
         return True  # ``ghcr.io/kestrelpay/edge-gateway:⟦10.4.12.1⟧``: an image's tag
     if span.type == "IP_ADDRESS":
-        return _not_an_address(text, span, value) or bool(_VERSION_SUFFIX_AFTER.match(text, span.end)) or \
-            bool(_VERSION_BEFORE.search(text, max(line_start, span.start - 24), span.start)) or \
-            bool(_VERSION_RANGE_AFTER.match(text, span.end)) or \
-            bool(_PACKAGE_BEFORE.search(text, max(line_start, span.start - 60), span.start)) or _netmask(value)
+        return _not_an_address(text, span, value) or _reads_as_version(text, span, line_start) or _netmask(value)
     return False
 
 

@@ -135,9 +135,8 @@ def ldap_ok(text: str, start: int, value: str) -> bool:
 
 # a Korean name (surname and two syllables) before a job title or an honorific (``⟦이서연⟧ 주임``, ``⟦김민지⟧님``)
 KOREAN_NAME_TITLE = re.compile(r"(?<![\uac00-\ud7a3])(" + alternation("korean_surnames") + r"[\uac00-\ud7a3]{2})"
+                               r"(?!(?<=[주정승하])차장)"  # 지하주차장: a car park, 승차장: a stop (no name before)
                                r"(?= ?" + alternation("korean_titles_after") + r"(?!점))")  # 대리점: a dealer
-# a place noun that ends in a title's syllables (``지하주차장``, a car park; ``승차장``, a bus stop): no name before it
-_KOREAN_PLACE_NOUN = re.compile(r"[주정승하]차장")
 # a password's shape: lower and upper case letters, a digit and a symbol in one word (``Wiosna2024!!``)
 # of 8 to 32 characters, as people make them (longer random strings are tokens: ``rules.TOKEN``); not ``=`` nor ``&``,
 # which join a key to its value and the fields of a query (``300Mi&quot``: an HTML entity)
@@ -553,8 +552,7 @@ PATTERNS: tuple[Pattern, ...] = (  # most specific first: an earlier pattern win
     Pattern("host_handle", "USERNAME", HOST_HANDLE, lambda t, s, v: True, group=1),
     Pattern("ldap_login", "USERNAME", LDAP_LOGIN, ldap_ok, group=1),
     Pattern("ldap_name", "NAME", LDAP_NAME, ldap_ok, group=1),
-    Pattern("korean_name_title", "NAME", KOREAN_NAME_TITLE, lambda t, s, v: not _KOREAN_PLACE_NOUN.match(t, s + len(v) - 1),
-            group=1),
+    Pattern("korean_name_title", "NAME", KOREAN_NAME_TITLE, lambda t, s, v: True, group=1),
     Pattern("password_shape", "PASSWORD", PASSWORD_SHAPE, password_shape_ok),
     Pattern("table_name", "NAME", None, lambda t, s, v: True, finder=table_name_cells),
     Pattern("title_name", "NAME", TITLE_NAME, lambda t, s, v: v.split()[1] not in _NOT_A_SURNAME),
