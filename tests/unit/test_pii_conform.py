@@ -1064,3 +1064,61 @@ def test_rules_32_versions_timestamps_placeholders_objects_and_company_numbers(t
 def test_rules_32_a_korean_car_park_is_no_name_before_a_title():
     assert patterns_only("[관리사무소 공지] 지하주차장 바닥 도장 공사 안내") == []
     assert patterns_only("김민수 차장님께 보고드립니다") == [("김민수", "NAME")]
+
+
+@pytest.mark.parametrize("text, piece, expected", [
+    # rules 33 (the gold check's no-PII finds, v14's no-PII errors on rounds 11-16): a four-part version after a word
+    # or a product's name, first number 0-15 but not 10, nothing on its line about an address
+    ("Visitor: skyctl 4.2.0.1 on macOS 14.5", ("4.2.0.1", "IP_ADDRESS"), []),
+    ("대상 버전: PayCore 9.1.4.207 → 9.2.0.15", ("9.2.0.15", "IP_ADDRESS"), []),
+    ('"GET / HTTP/1.1" 304 0 "-" "synthetic-monitor/4.2.0.17" 0.012', ("4.2.0.17", "IP_ADDRESS"), []),
+    ("Seit dem Firmware-Update auf 2.4.0.18 druckt das Gerät nur leere Seiten.", ("2.4.0.18", "IP_ADDRESS"), []),
+    ("/// Since: 0.9.4.2", ("0.9.4.2", "IP_ADDRESS"), []),
+    ("IBAN, stored encrypted since 2.7.0.0 (pgcrypto)", ("2.7.0.0", "IP_ADDRESS"), []),
+    # ... while an address keeps its mask: an address's word before it on its line or after it, a port, a table's
+    # cell, a 10.x host, a path, a first number over 15
+    ("Failed password for anna from 5.146.201.38 port 52214", ("5.146.201.38", "IP_ADDRESS"), [("5.146.201.38", "IP_ADDRESS")]),
+    ('bastion_public_ip = "15.161.44.203"', ("15.161.44.203", "IP_ADDRESS"), [("15.161.44.203", "IP_ADDRESS")]),
+    ("Tel. 0234 9182 774, IP 5.146.201.38", ("5.146.201.38", "IP_ADDRESS"), [("5.146.201.38", "IP_ADDRESS")]),
+    ("blocked 3.5.12.7:443 after 5 attempts", ("3.5.12.7", "IP_ADDRESS"), [("3.5.12.7", "IP_ADDRESS")]),
+    ("ssh anna@ 3.5.12.7", ("3.5.12.7", "IP_ADDRESS"), [("3.5.12.7", "IP_ADDRESS")]),
+    ("2025-12-25T06:50:03Z\tbrennanjohn\tlewislinda@hotmail.com\t1.131.183.116\tpro", ("1.131.183.116", "IP_ADDRESS"),
+     [("1.131.183.116", "IP_ADDRESS")]),
+    ("wrote to dnsmasq 10.2.0.1 twice", ("10.2.0.1", "IP_ADDRESS"), [("10.2.0.1", "IP_ADDRESS")]),
+    ("cat /var/lib/4.2.0.1", ("4.2.0.1", "IP_ADDRESS"), [("4.2.0.1", "IP_ADDRESS")]),
+    ("Patrick 87.12.4.9 again", ("87.12.4.9", "IP_ADDRESS"), [("87.12.4.9", "IP_ADDRESS")]),
+    # a type in code, a timestamp's weekday, a server's own service login, a service accounts' directory branch
+    ("    pub username: Option<String>,", ("Option", "USERNAME"), []),
+    ("Last login: Tue Apr  9 08:51:17 2024 from 10.20.9.73", ("Tue", "USERNAME"), []),
+    ("auth_user = pgbouncer_auth", ("pgbouncer_auth", "USERNAME"), []),
+    ("LDAP_BIND_DN=cn=svc-ldap-read,ou=Service Accounts,dc=corp,dc=example", ("svc-ldap-read", "USERNAME"), []),
+    # ... while people's logins keep their masks: a credential's user named with a generic word, a person's branch
+    ("$ mysql -h db -u deploy_rw -p shop", ("deploy_rw", "USERNAME"), [("deploy_rw", "USERNAME")]),
+    ("LDAP_BIND_DN=cn=jkowalski,ou=People,dc=corp,dc=example", ("jkowalski", "USERNAME"), [("jkowalski", "USERNAME")]),
+    ("user: Tuesday_fan", ("Tuesday_fan", "USERNAME"), [("Tuesday_fan", "USERNAME")]),
+    # a title and a name together in quotes name a thing: a rose, a food truck; a person addressed keeps the mask
+    ("• 'Mme Alfred Carrière' (Kletterrose) – 15,50 €", ("Alfred", "NAME"), []),
+    ('Ersatz: Foodtruck „Frau Holle" auf Parkplatz P3.', ("Holle", "NAME"), []),
+    ("Bitte rufen Sie Frau Holle zurück.", ("Holle", "NAME"), [("Holle", "NAME")]),
+    ('Er sagte: „Frau Holle ist krank."', ("Holle", "NAME"), [("Holle", "NAME")]),
+    # a Thai taxpayer number starting with 0 is a company's; a person's keeps its mask
+    ("เลขประจำตัวผู้เสียภาษี 0105561204738", ("0105561204738", "SSN"), []),
+    ("เลขประจำตัวประชาชน 1103700012345", ("1103700012345", "SSN"), [("1103700012345", "SSN")]),
+])
+def test_rules_33_versions_without_an_address_word_service_logins_quoted_titles_and_company_numbers(text, piece, expected):
+    assert kept(text, piece) == expected
+
+
+def test_rules_33_card_numbers_only_in_a_card_networks_groups():
+    """A Luhn-valid number in groups no card network prints is another number (an order's, a phone's); a card
+    written 4-4-4-4 or 4-6-5 keeps its type."""
+    assert patterns_only("Pedido n.º 402-7718265-3390, recibido en 48 h.") == []
+    assert patterns_only("Sie ist mobil unter +49 151 23847761 erreichbar") == [("+49 151 23847761", "PHONE")]
+    assert patterns_only("Karte 4532-0151-1283-0366 belastet") == [("4532-0151-1283-0366", "CREDIT_CARD")]
+    assert patterns_only("Amex 3782 822463 10005 charged") == [("3782 822463 10005", "CREDIT_CARD")]
+    assert patterns_only("card 4532015112830366 charged") == [("4532015112830366", "CREDIT_CARD")]
+
+
+def test_rules_33_company_registration_labels_keep_numbers_unmasked():
+    assert patterns_only("Kaupunginkirjasto, Y-tunnus 0157486-3, Tampere") == []
+    assert patterns_only("CNPJ 12.345.678/0001-95") == []

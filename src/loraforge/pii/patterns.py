@@ -514,11 +514,19 @@ class Pattern:
 _CARD_ISSUER = re.compile(r"[13456]|2(?:22[1-9]|2[3-9]|[3-6]|7[01]|720)|2131|0604")
 
 
+# the groups card networks print a number in: 4-4-4-4 (and a tail of 1-4), 4-6-5 (Amex), 4-6-4 (Diners). Other
+# groups are another number's, Luhn-valid by chance: an order's (``Pedido n.º 402-7718265-3390``), a phone's
+# (``+49 151 23847761``), an ID's (``070516-1440569``)
+_CARD_GROUPING = re.compile(r"\d{4}(?:[ -]\d{4}){2,3}(?:[ -]\d{1,4})?|\d{4}[ -]\d{6}[ -]\d{4,5}")
+
+
 def card_number_ok(value: str) -> bool:
-    """12 or more digits (and spaces or hyphens, no letters) that pass the Luhn check and start as a card
-    network's numbers do."""
+    """12 or more digits (no letters) that pass the Luhn check and start as a card network's numbers do, unbroken
+    or in a card's groups (``_CARD_GROUPING``)."""
     if re.search(r"[^\d \-]", value):
         return False  # ``1Z4E80V96841270318``, a parcel's number, whose digits alone may pass
+    if re.search(r"[ -]", value) and not _CARD_GROUPING.fullmatch(value):
+        return False
     digits = re.sub(r"\D", "", value)
     return rules.luhn_ok(digits) and bool(_CARD_ISSUER.match(digits))
 
