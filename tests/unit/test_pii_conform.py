@@ -1122,3 +1122,30 @@ def test_rules_33_card_numbers_only_in_a_card_networks_groups():
 def test_rules_33_company_registration_labels_keep_numbers_unmasked():
     assert patterns_only("Kaupunginkirjasto, Y-tunnus 0157486-3, Tampere") == []
     assert patterns_only("CNPJ 12.345.678/0001-95") == []
+
+
+@pytest.mark.parametrize("text, finds, lone_min_score, masked", [
+    # a text's only find, the model unsure of it: a heading, a greeting word; gone too, the organisation's phone
+    # it would have vouched for
+    ("Aushang – Hausverwaltung Kessler\nFragen: 0221 9480 330", [("Aushang", "NAME", 0.31)], 0.5, []),
+    ("Hej allihop!", [("allihop", "USERNAME", 0.42)], 0.5, []),
+    # ... kept: the model sure of it, a second find in the text, a pattern that finds it too, the gate off
+    ("Hej Ingvild!", [("Ingvild", "NAME", 0.93)], 0.5, ["Ingvild"]),
+    ("Hej Ingvild och Maja!", [("Ingvild", "NAME", 0.31), ("Maja", "NAME", 0.42)], 0.5, ["Ingvild", "Maja"]),
+    ("skriv till ingvild.berg@posteo.se", [("ingvild.berg@posteo.se", "EMAIL", 0.31)], 0.5, ["ingvild.berg@posteo.se"]),
+    ("Hej allihop!", [("allihop", "USERNAME", 0.42)], 0.0, ["allihop"]),
+])
+def test_a_texts_only_find_is_masked_when_the_model_is_sure_or_a_pattern_agrees(text, finds, lone_min_score, masked):
+    """``MaskOptions.lone_min_score``: the bias masks unsure words, which pays where a text shows personal data; a
+    text whose only find is one word the model is unsure of (score below even odds) most often shows none."""
+    class Model:
+        def find_spans(self, texts):
+            return [[Span(t.index(v), t.index(v) + len(v), k, score) for v, k, score in finds] for t in texts]
+
+    spans = Masker(Model(), MaskOptions(merge="union", lone_min_score=lone_min_score)).find_spans([text])[0]
+    assert [text[s.start:s.end] for s in spans] == masked
+
+
+def test_lone_min_score_is_a_probability():
+    with pytest.raises(ValueError, match="lone_min_score"):
+        MaskOptions(lone_min_score=1.5)

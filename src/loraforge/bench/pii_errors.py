@@ -153,7 +153,8 @@ def describe(record: dict, err: dict) -> str:
 
 
 def run(adapter: str, cases: str, bias: float | None, show_values: bool,
-        curve: list[float] = (), spans_cache: str | None = None) -> tuple[dict, list[str]]:
+        curve: list[float] = (), spans_cache: str | None = None,
+        lone_min_score: float | None = None) -> tuple[dict, list[str]]:
     from loraforge.pii import Masker, MaskOptions
     from loraforge.pii.evaluate import score_spans, sweep_bias
     from loraforge.workflows.mask import build_masker
@@ -161,21 +162,22 @@ def run(adapter: str, cases: str, bias: float | None, show_values: bool,
     records = [r for part in cases.split(",") for r in _records(part)]
     texts = [r["text"] for r in records]
     points, seconds = [], None
+    options = MaskOptions(merge="union", **({} if lone_min_score is None else {"lone_min_score": lone_min_score}))
     if adapter == GOLD:  # the annotation as the model's output: what the rules alone do to perfect spans
         if curve or spans_cache or bias is not None:
             raise ValueError("--adapter gold has no bias to set or sweep and no spans to cache")
         finder = GoldFinder(records)
-        masker = Masker(finder, MaskOptions(merge="union"))
+        masker = Masker(finder, options)
         found = finder.find_spans(texts)  # whole texts: a chunk would not be found by its text
     elif spans_cache:  # the rules replayed on stored spans: nothing decoded, nothing timed
         if curve:
             raise ValueError("--curve decodes at each bias; it cannot replay one bias's cached spans")
         finder = CachedFinder(spans_cache, adapter, bias, lambda: build_masker(adapter, merge="union", bias=bias).model)
-        masker = Masker(finder, MaskOptions(merge="union"))
+        masker = Masker(finder, options)
         found = masker.model_spans(texts)
         finder.save()
     else:
-        masker = build_masker(adapter, merge="union", bias=bias)
+        masker = build_masker(adapter, merge="union", bias=bias, lone_min_score=options.lone_min_score)
         if curve:
             masker.model.memo = {}  # the tagger reads each text once; every bias decodes the same probabilities
             points = sweep_bias(masker, records, curve, batch_size=max(1, len(records)))
@@ -188,7 +190,8 @@ def run(adapter: str, cases: str, bias: float | None, show_values: bool,
     scores = score_spans(records, spans, seconds)
     errs = [(r, e) for r, s in zip(records, spans) for e in errors(r, s)]
     kinds = Counter(f"{e['kind']} {e['type']}" for _, e in errs)
-    results = {"adapter": adapter, "cases": cases, "bias": bias, "cpu": cpu_name(), "n": len(records),
+    results = {"adapter": adapter, "cases": cases, "bias": bias, "lone_min_score": options.lone_min_score,
+               "cpu": cpu_name(), "n": len(records),
                "no_pii_cases": sum(1 for r in records if not r["spans"]), "scores": {k: scores[k] for k in KEYS},
                "texts_per_s": scores.get("texts_per_s"), "errors": dict(sorted(kinds.items())), "curve": points,
                "pattern_agreement": pattern_agreement(records, found, masker.patterns),
@@ -253,12 +256,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bias", type=float, default=None, help="the recall knob (default: the run's own)")
     parser.add_argument("--curve", default="", help="also score at these biases, e.g. --curve=-1,0,1,2")
     parser.add_argument("--spans-cache", default=None, help="read/add the model's spans per text here (.json.gz)")
+    parser.add_argument("--lone-min-score", type=float, default=None,
+                        help="a text's only model span kept from this score (default: MaskOptions'; 0: every span)")
     parser.add_argument("--show-values", action="store_true", help="print each error with its text")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--name", default="pii-handdev")
     args = parser.parse_args(argv)
     curve = [float(b) for b in args.curve.split(",") if b.strip()]
-    results, lines = run(args.adapter, args.cases, args.bias, args.show_values, curve, args.spans_cache)
+    results, lines = run(args.adapter, args.cases, args.bias, args.show_values, curve, args.spans_cache,
+                         args.lone_min_score)
     publish(args.out, args.name, results, markdown(results), lines)
 
 

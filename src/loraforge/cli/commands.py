@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from loraforge.cli.spec import Command, UsageError, arg, call, resolve, show_json, show_lines, show_text
-from loraforge.pii.defaults import DEFAULT_BIAS, DEFAULT_TAG_BIAS
+from loraforge.pii.defaults import DEFAULT_BIAS, DEFAULT_LONE_MIN_SCORE, DEFAULT_TAG_BIAS
 
 _DEFAULT_BIASES = f"default {DEFAULT_BIAS:g}, tagger {DEFAULT_TAG_BIAS:g}"
 
@@ -371,6 +371,8 @@ def commands() -> list[Command]:
                     arg("--bias", type=float, help="recall knob: added to the model's log-odds of starting a "
                         "placeholder, or of tagging a token for a tagger (higher: fewer leaks, more over-masking; "
                         f"{_DEFAULT_BIASES})"),
+                    arg("--lone-min-score", type=float, help="a text's only model find is masked from this "
+                        f"probability, or where a pattern finds it too (default {DEFAULT_LONE_MIN_SCORE:g}; 0: always)"),
                     arg("--locale", default="en_US", help="pseudonym locale (Faker)"),
                     arg("--across-batch", action="store_true", help="same numbers/pseudonyms across all texts"),
                     arg("--mapping", help="write the reversible mapping here (0600; it is personal data!)"),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from loraforge.pii import patterns as pat
 from loraforge.pii.conform import conform
+from loraforge.pii.defaults import DEFAULT_LONE_MIN_SCORE
 from loraforge.pii.organisations import organisation_lines, typed_by_header
 from loraforge.pii.chunking import DEFAULT_CHUNK_CHARS, DEFAULT_OVERLAP_CHARS, find_chunked
 from loraforge.pii.identities import IdentityTable
@@ -43,6 +44,17 @@ def _vouched(text: str, found: list[Span], model_spans: list[Span], found_tables
             continue
         kept.append(p)
     return kept
+
+
+def _unless_lone_and_unsure(model_spans: list[Span], found: list[Span], min_score: float) -> list[Span]:
+    """The model's spans, less a text's only one when the model is unsure of it (score below ``min_score``) and no
+    validated pattern finds it. The bias makes the model mask unsure words, which pays where a text shows personal
+    data; a text whose only find is one unsure word most often shows none (a heading, a greeting, a product). Gone
+    with it is what it vouched for (``_vouched``): an organisation's phone in such a text stays unmasked too."""
+    if len(model_spans) == 1 and model_spans[0].score < min_score \
+            and not _overlaps(model_spans[0], [(p.start, p.end) for p in found]):
+        return []
+    return model_spans
 
 
 def _model_typed(phone: Span, model_spans: list[Span]) -> Span:
@@ -89,6 +101,9 @@ class MaskOptions:
     overlap_chars: int = DEFAULT_OVERLAP_CHARS
     across_batch: bool = False
     """Numbers and pseudonyms consistent across all texts masked by this Masker (else per text)."""
+    lone_min_score: float = DEFAULT_LONE_MIN_SCORE
+    """A text's only model span is kept when its score is at least this or a validated pattern finds it too
+    (``_unless_lone_and_unsure``); 0 keeps every span."""
 
     def __post_init__(self) -> None:
         if self.merge not in MERGE_MODES:
@@ -96,6 +111,8 @@ class MaskOptions:
         if self.style not in STYLES:
             raise ValueError(f"pii style must be one of {STYLES}, got {self.style!r}")
         pat.select(self.patterns)  # unknown names fail now, not mid-file
+        if not 0.0 <= self.lone_min_score <= 1.0:
+            raise ValueError(f"pii lone_min_score is a probability in [0, 1], got {self.lone_min_score!r}")
 
 
 class Masker:
@@ -153,6 +170,7 @@ class Masker:
         o = self.options
         found = conform(text, pat.find(text, self.patterns)) if o.merge != "model" else []
         model_spans, found_tables = conform(text, model_spans), pat.tables(text)
+        model_spans = _unless_lone_and_unsure(model_spans, found, o.lone_min_score)
         if o.merge == "union" and self.model is not None and found:
             found = _vouched(text, found, model_spans, found_tables)
         merged = merge_spans(model_spans, found, o.merge, text)

@@ -20,14 +20,15 @@ from loraforge.runs import atomic_write
 
 def build_masker(adapter: str | None = None, merge: str | None = None, style: str = "placeholder",
                  bias: float | None = None, locale: str = "en_US", across_batch: bool = False,
-                 batch_size: int = 8):
+                 batch_size: int = 8, lone_min_score: float | None = None):
     """A ``pii.Masker``: patterns only without an adapter, else the run's model (+ patterns by default)."""
     from loraforge.pii import Masker, MaskOptions
 
     merge = merge or ("union" if adapter else "patterns")
     if merge != "patterns" and not adapter:
         raise DataError(f"--merge {merge} needs a tuned PII model: pass --adapter RUN (or --merge patterns)")
-    options = MaskOptions(merge=merge, style=style, locale=locale, across_batch=across_batch)
+    options = MaskOptions(merge=merge, style=style, locale=locale, across_batch=across_batch,
+                          **({} if lone_min_score is None else {"lone_min_score": lone_min_score}))
     if merge == "patterns":
         return Masker(options=options)
     from loraforge.eval.inference import load_for_inference
@@ -83,7 +84,8 @@ def _write_mapping(path: str, mappings: list) -> None:
 def mask_run(text: list[str], file: str | None = None, jsonl: str | None = None, folder: str | None = None,
              out: str | None = None, field: str = "text", fmt: str = "text", mapping: str | None = None,
              adapter: str | None = None, merge: str | None = None, style: str = "placeholder",
-             bias: float | None = None, locale: str = "en_US", across_batch: bool = False) -> Iterator[str]:
+             bias: float | None = None, locale: str = "en_US", across_batch: bool = False,
+             lone_min_score: float | None = None) -> Iterator[str]:
     """Masked outputs, one item per input (a text, a jsonl line, or a line naming a written file)."""
     from loraforge.pii import iter_files, iter_jsonl, output_record, read_text
 
@@ -94,7 +96,7 @@ def mask_run(text: list[str], file: str | None = None, jsonl: str | None = None,
     if folder and Path(out).exists() and any(Path(out).iterdir()):
         raise DataError(f"{out} already exists and is not empty; choose another --out")
     kind, texts = ("folder", []) if folder else ("jsonl", []) if jsonl else _inputs(text, file)
-    masker = build_masker(adapter, merge, style, bias, locale, across_batch)
+    masker = build_masker(adapter, merge, style, bias, locale, across_batch, lone_min_score=lone_min_score)
     if jsonl:
         for _where, rec, result in masker.mask_stream(iter_jsonl(jsonl, field, progress=True), field=field):
             yield output_record(result, "both" if fmt == "text" else fmt, rec, field)
