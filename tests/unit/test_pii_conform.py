@@ -1134,10 +1134,12 @@ def test_rules_33_company_registration_labels_keep_numbers_unmasked():
     ("Hej Ingvild och Maja!", [("Ingvild", "NAME", 0.31), ("Maja", "NAME", 0.42)], 0.5, ["Ingvild", "Maja"]),
     ("skriv till ingvild.berg@posteo.se", [("ingvild.berg@posteo.se", "EMAIL", 0.31)], 0.5, ["ingvild.berg@posteo.se"]),
     ("Hej allihop!", [("allihop", "USERNAME", 0.42)], 0.0, ["allihop"]),
+    # ... and a secret or a number, however unsure: a leaked key costs more than a masked word
+    ("  MAILGUN_API_KEY: a7f3c91e2b6d48f0e5c2", [("a7f3c91e2b6d48f0e5c2", "PASSWORD", 0.35)], 0.5, ["a7f3c91e2b6d48f0e5c2"]),
 ])
 def test_a_texts_only_find_is_masked_when_the_model_is_sure_or_a_pattern_agrees(text, finds, lone_min_score, masked):
     """``MaskOptions.lone_min_score``: the bias masks unsure words, which pays where a text shows personal data; a
-    text whose only find is one word the model is unsure of (score below even odds) most often shows none."""
+    text whose only find is one word (a name, a login) the model is unsure of (below even odds) most often shows none."""
     class Model:
         def find_spans(self, texts):
             return [[Span(t.index(v), t.index(v) + len(v), k, score) for v, k, score in finds] for t in texts]

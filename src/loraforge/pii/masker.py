@@ -47,14 +47,18 @@ def _vouched(text: str, found: list[Span], model_spans: list[Span], found_tables
 
 
 def _unless_lone_and_unsure(model_spans: list[Span], found: list[Span], min_score: float) -> list[Span]:
-    """The model's spans, less a text's only one when the model is unsure of it (score below ``min_score``) and no
-    validated pattern finds it. The bias makes the model mask unsure words, which pays where a text shows personal
-    data; a text whose only find is one unsure word most often shows none (a heading, a greeting, a product). Gone
-    with it is what it vouched for (``_vouched``): an organisation's phone in such a text stays unmasked too."""
-    if len(model_spans) == 1 and model_spans[0].score < min_score \
+    """The model's spans, less a text's only one when it is a word (``_LONE_WORD_TYPES``), the model is unsure of it
+    (score below ``min_score``) and no validated pattern finds it. The bias makes the model mask unsure words, which
+    pays where a text shows personal data; a text whose only find is one unsure word most often shows none (a
+    heading, a greeting, a product). Gone with it is what it vouched for (``_vouched``): an organisation's phone in
+    such a text stays unmasked too. A secret or a number stays masked however unsure: a leaked key costs more."""
+    if len(model_spans) == 1 and model_spans[0].type in _LONE_WORD_TYPES and model_spans[0].score < min_score \
             and not _overlaps(model_spans[0], [(p.start, p.end) for p in found]):
         return []
     return model_spans
+
+
+_LONE_WORD_TYPES = {"NAME", "USERNAME"}
 
 
 def _model_typed(phone: Span, model_spans: list[Span]) -> Span:
