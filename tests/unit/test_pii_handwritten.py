@@ -70,6 +70,12 @@ def test_development_set_is_apart_from_the_evaluation_set_and_training():
     for r in dev:
         for s in r["spans"]:
             assert r["text"][s["start"]:s["end"]] == s["value"], r["id"]
+    # no value either: a value shared with the evaluation set or the training texts was renamed before scoring
+    from loraforge.data.pii_cases import training_cases
+
+    values = {s["value"] for r in dev for s in r["spans"]}
+    assert not values & {s["value"] for r in SHIPPED for s in r["spans"]}
+    assert not values & {s["value"] for r in training_cases() for s in r["spans"]}
 
 
 def test_errors_are_told_apart_by_kind():
@@ -102,6 +108,8 @@ def test_the_report_shows_the_curve_and_the_command_that_made_it():
     assert "| -1 | 2.5 |" in text and "| 1 | 0.5 |" in text
     assert "--bias 0 --curve=-1,1`" in text
     assert "--curve" not in markdown({**results, "curve": []})
+    assert "--lone-min-score 0`" in markdown({**results, "curve": [], "lone_min_score": 0.0})
+    assert "--lone-min-score" not in markdown({**results, "curve": [], "lone_min_score": 0.5})
 
 
 def test_training_cases_are_valid_varied_and_apart_from_every_held_out_set():
@@ -240,6 +248,12 @@ def test_pattern_agreement_counts_each_find_against_gold_and_the_model():
     counts = pattern_agreement([person, shop], model, pat.select(None))
     assert counts == {"EMAIL over, alone in text": 1, "EMAIL over, patterns only": 1, "EMAIL real, model agrees": 1,
                       "PHONE over, patterns only": 1}
+    # given the masker's final spans: the shop's mailbox, alone in its text, is the find the union dropped
+    phone = text.index("040")
+    masked = [[model[0][0], Span(phone, phone + len("040 3861 2200"), "PHONE")], []]
+    dropped = {k: v for k, v in pattern_agreement([person, shop], model, pat.select(None), masked).items()
+               if k.endswith("dropped")}
+    assert dropped == {"EMAIL over, dropped": 1}
 
 
 def test_gold_as_the_model_shows_what_the_rules_drop_and_add(tmp_path):

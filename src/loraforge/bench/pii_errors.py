@@ -26,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 from loraforge.bench.report import cpu_name, publish, table
+from loraforge.pii.defaults import DEFAULT_LONE_MIN_SCORE
 
 KEYS = ("leak_rate", "typed_f1", "entity_f1", "over_masking", "no_pii_unchanged")
 DEV_FILES = ("bench/data/pii-handwritten-dev/cases-11.txt",  # round 11: the evaluation set's kinds; before rules 30
@@ -155,7 +156,7 @@ def describe(record: dict, err: dict) -> str:
 
 def run(adapter: str, cases: str, bias: float | None, show_values: bool,
         curve: list[float] = (), spans_cache: str | None = None,
-        lone_min_score: float | None = None) -> tuple[dict, list[str]]:
+        lone_min_score: float = DEFAULT_LONE_MIN_SCORE) -> tuple[dict, list[str]]:
     from loraforge.pii import Masker, MaskOptions
     from loraforge.pii.evaluate import score_spans, sweep_bias
     from loraforge.workflows.mask import build_masker
@@ -163,7 +164,7 @@ def run(adapter: str, cases: str, bias: float | None, show_values: bool,
     records = [r for part in cases.split(",") for r in _records(part)]
     texts = [r["text"] for r in records]
     points, seconds = [], None
-    options = MaskOptions(merge="union", **({} if lone_min_score is None else {"lone_min_score": lone_min_score}))
+    options = MaskOptions(merge="union", lone_min_score=lone_min_score)
     if adapter == GOLD:  # the annotation as the model's output: what the rules alone do to perfect spans
         if curve or spans_cache or bias is not None:
             raise ValueError("--adapter gold has no bias to set or sweep and no spans to cache")
@@ -178,7 +179,7 @@ def run(adapter: str, cases: str, bias: float | None, show_values: bool,
         found = masker.model_spans(texts)
         finder.save()
     else:
-        masker = build_masker(adapter, merge="union", bias=bias, lone_min_score=options.lone_min_score)
+        masker = build_masker(adapter, merge="union", bias=bias, lone_min_score=lone_min_score)
         if curve:
             masker.model.memo = {}  # the tagger reads each text once; every bias decodes the same probabilities
             points = sweep_bias(masker, records, curve, batch_size=max(1, len(records)))
@@ -191,24 +192,26 @@ def run(adapter: str, cases: str, bias: float | None, show_values: bool,
     scores = score_spans(records, spans, seconds)
     errs = [(r, e) for r, s in zip(records, spans) for e in errors(r, s)]
     kinds = Counter(f"{e['kind']} {e['type']}" for _, e in errs)
-    results = {"adapter": adapter, "cases": cases, "bias": bias, "lone_min_score": options.lone_min_score,
+    results = {"adapter": adapter, "cases": cases, "bias": bias, "lone_min_score": lone_min_score,
                "cpu": cpu_name(), "n": len(records),
-               "no_pii_cases": sum(1 for r in records if not r["spans"]), "scores": {k: scores[k] for k in KEYS},
+               "no_pii_cases": sum(1 for r in records if not r["spans"]),
+               "single_value_cases": sum(1 for r in records if len(r["spans"]) == 1), "scores": {k: scores[k] for k in KEYS},
                "texts_per_s": scores.get("texts_per_s"), "errors": dict(sorted(kinds.items())), "curve": points,
-               "pattern_agreement": pattern_agreement(records, found, masker.patterns),
+               "pattern_agreement": pattern_agreement(records, found, masker.patterns, spans),
                **({"spans_cache": spans_cache} if spans_cache else {})}
     return results, [describe(r, e) for r, e in errs] if show_values else []
 
 
-def pattern_agreement(records: list[dict], model_spans: list, patterns) -> dict[str, int]:
+def pattern_agreement(records: list[dict], model_spans: list, patterns, masked: list | None = None) -> dict[str, int]:
     """What the union's rules for the patterns rest on: each validated pattern's find (after ``conform``), counted by
     type as over a gold value (``real``) or not (``over``), and as overlapping one of the model's spans or not; then
-    the same counts in the texts where the model found nothing (``alone in text``)."""
+    the same counts in the texts where the model found nothing (``alone in text``), and, given the masker's final
+    spans (``masked``), the finds no final span covers (``dropped``: by the union's rules, e.g. ``_NEED_A_PERSON``)."""
     from loraforge.pii import patterns as pat
     from loraforge.pii.conform import conform
 
     counts: Counter = Counter()
-    for r, raw in zip(records, model_spans):
+    for i, (r, raw) in enumerate(zip(records, model_spans)):
         text = r["text"]
         model = conform(text, raw)
         for p in conform(text, pat.find(text, patterns)):
@@ -217,6 +220,8 @@ def pattern_agreement(records: list[dict], model_spans: list, patterns) -> dict[
             counts[f"{p.type} {real}, {'model agrees' if agree else 'patterns only'}"] += 1
             if not model:
                 counts[f"{p.type} {real}, alone in text"] += 1
+            if masked is not None and not any(s.start <= p.start and p.end <= s.end for s in masked[i]):
+                counts[f"{p.type} {real}, dropped"] += 1
     return dict(sorted(counts.items()))
 
 
@@ -239,13 +244,16 @@ def markdown(results: dict) -> str:
     if results.get("curve"):
         rows = [[p["bias"], *(p[k] for k in KEYS)] for p in results["curve"]]
         curve = "\n\nAt each bias (`--curve`):\n\n" + table(["bias", *KEYS], rows)
+    single = f", {results['single_value_cases']} with one value" if "single_value_cases" in results else ""
+    lone = results.get("lone_min_score", DEFAULT_LONE_MIN_SCORE)
     return (f"# PII masker on the hand-written development set\n\n{results['n']} cases ({results['no_pii_cases']} "
-            f"without personal data), model + validated patterns, adapter `{results['adapter']}`. CPU: "
+            f"without personal data{single}), model + validated patterns, adapter `{results['adapter']}`. CPU: "
             f"{results['cpu']}.\n\n{scores}\n\nErrors by kind and gold (or found) type:\n\n{errs}{curve}\n\n"
             + (f"The validated patterns' finds, against gold and the model (``pattern_agreement``):\n\n{agreement}\n\n"
                if agreement else "") +
             f"Reproduce: `python -m loraforge.bench.pii_errors --adapter {results['adapter']} --cases {results['cases']}"
             + (f" --bias {results['bias']:g}" if results["bias"] is not None else "")
+            + (f" --lone-min-score {lone:g}" if lone != DEFAULT_LONE_MIN_SCORE else "")
             + (f" --curve={biases}" if biases else "")
             + (f" --spans-cache {results['spans_cache']}" if results.get("spans_cache") else "") + "`\n")
 
@@ -257,8 +265,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bias", type=float, default=None, help="the recall knob (default: the run's own)")
     parser.add_argument("--curve", default="", help="also score at these biases, e.g. --curve=-1,0,1,2")
     parser.add_argument("--spans-cache", default=None, help="read/add the model's spans per text here (.json.gz)")
-    parser.add_argument("--lone-min-score", type=float, default=None,
-                        help="a text's only model span kept from this score (default: MaskOptions'; 0: every span)")
+    parser.add_argument("--lone-min-score", type=float, default=DEFAULT_LONE_MIN_SCORE,
+                        help="a text's only model find, a name or a login, kept from this score (0: every span)")
     parser.add_argument("--show-values", action="store_true", help="print each error with its text")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--name", default="pii-handdev")

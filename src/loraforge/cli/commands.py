@@ -371,8 +371,9 @@ def commands() -> list[Command]:
                     arg("--bias", type=float, help="recall knob: added to the model's log-odds of starting a "
                         "placeholder, or of tagging a token for a tagger (higher: fewer leaks, more over-masking; "
                         f"{_DEFAULT_BIASES})"),
-                    arg("--lone-min-score", type=float, help="a text's only model find, a name or a login, is masked from this "
-                        f"probability, or where a pattern finds it too (default {DEFAULT_LONE_MIN_SCORE:g}; 0: always)"),
+                    arg("--lone-min-score", type=float, default=DEFAULT_LONE_MIN_SCORE, help="a text's only model find, "
+                        "a name or a login, is masked from this probability, or where a pattern finds it too "
+                        f"(default {DEFAULT_LONE_MIN_SCORE:g}; 0: always)"),
                     arg("--locale", default="en_US", help="pseudonym locale (Faker)"),
                     arg("--across-batch", action="store_true", help="same numbers/pseudonyms across all texts"),
                     arg("--mapping", help="write the reversible mapping here (0600; it is personal data!)"),

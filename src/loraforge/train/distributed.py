@@ -28,9 +28,8 @@ def process_group():
     """Join the launcher's process group, if there is one, and leave it on the way out: a gloo group left to
     the interpreter's teardown can abort the process ("terminate called without an active exception") after a
     finished run. The run's DistributedDataParallel wrapper holds the group too, and it may sit in a reference cycle
-    that only the garbage collector frees: collected first, so the group's threads end before the interpreter does
-    (one clean-clone CI run in three on 2026-12-07 saw rank 1 abort this way at exit; 15 runs of the test alone did
-    not). A group the caller had already joined is theirs: used, not left."""
+    that only the garbage collector frees: collected first, so the group's threads end before the interpreter does.
+    A group the caller had already joined is theirs: used, not left."""
     joins = int(os.environ.get("WORLD_SIZE", 1)) > 1 and not tdist.is_initialized()
     if joins:
         tdist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")

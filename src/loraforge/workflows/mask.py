@@ -15,12 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from loraforge.data.formats import DataError
+from loraforge.pii.defaults import DEFAULT_LONE_MIN_SCORE
 from loraforge.runs import atomic_write
 
 
 def build_masker(adapter: str | None = None, merge: str | None = None, style: str = "placeholder",
                  bias: float | None = None, locale: str = "en_US", across_batch: bool = False,
-                 batch_size: int = 8, lone_min_score: float | None = None):
+                 batch_size: int = 8, lone_min_score: float = DEFAULT_LONE_MIN_SCORE):
     """A ``pii.Masker``: patterns only without an adapter, else the run's model (+ patterns by default)."""
     from loraforge.pii import Masker, MaskOptions
 
@@ -28,7 +29,7 @@ def build_masker(adapter: str | None = None, merge: str | None = None, style: st
     if merge != "patterns" and not adapter:
         raise DataError(f"--merge {merge} needs a tuned PII model: pass --adapter RUN (or --merge patterns)")
     options = MaskOptions(merge=merge, style=style, locale=locale, across_batch=across_batch,
-                          **({} if lone_min_score is None else {"lone_min_score": lone_min_score}))
+                          lone_min_score=lone_min_score)
     if merge == "patterns":
         return Masker(options=options)
     from loraforge.eval.inference import load_for_inference
@@ -85,7 +86,7 @@ def mask_run(text: list[str], file: str | None = None, jsonl: str | None = None,
              out: str | None = None, field: str = "text", fmt: str = "text", mapping: str | None = None,
              adapter: str | None = None, merge: str | None = None, style: str = "placeholder",
              bias: float | None = None, locale: str = "en_US", across_batch: bool = False,
-             lone_min_score: float | None = None) -> Iterator[str]:
+             lone_min_score: float = DEFAULT_LONE_MIN_SCORE) -> Iterator[str]:
     """Masked outputs, one item per input (a text, a jsonl line, or a line naming a written file)."""
     from loraforge.pii import iter_files, iter_jsonl, output_record, read_text
 
