@@ -33,7 +33,7 @@ EMAIL_HEADERS = frozenset(_words("email_headers"))
 # the word of thanks that closes a letter (``Dhanyavaad,``), not a name
 SIGN_OFFS = frozenset(_words("sign_offs"))
 # generic system accounts and bots (RULES.md: USERNAME)
-SYSTEM_ACCOUNTS = frozenset(_words("system_accounts"))
+SYSTEM_ACCOUNTS = frozenset(_words("system_accounts")) | frozenset(_words("server_accounts"))
 _BOT = re.compile(r"(?i)(?:^|[-_.])bot(?:\[bot\])?$|\[bot\]$|^bot[-_.]")
 # chat words a tagger takes for a handle or a name (``hey r u coming``); lower case only: ``Ty`` is a name
 CHAT_WORDS = frozenset(_words("chat_words"))
@@ -218,11 +218,10 @@ _GENERIC_TYPE_AFTER = re.compile(r"<[A-Za-z_]")
 # a weekday before a month and its day: a timestamp (``Last login: ⟦Tue⟧ Apr  9 08:51:17 2024``), no login
 _WEEKDAY = re.compile(r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)(?:day|sday|nesday|rsday|urday)?")
 _MONTH_DAY_AFTER = re.compile(r"[ \t]+" + _MONTH_NAME.pattern + r"\.?[ \t]+\d{1,2}\b")
-# a server's own service login (``auth_user=⟦pgbouncer_auth⟧``, ``grafana-reader``): the software's name, then a
+# a server's own service login (``auth_user=⟦pgbouncer_auth⟧``, ``grafana-reader``): a ``server_accounts`` name, then a
 # role (a generic word's is a credential's user: ``mysql -u ⟦deploy_rw⟧``)
-_ACCOUNT_ROLE = re.compile(r"(?i)(pgbouncer|postgres|mysql|mariadb|prometheus|grafana|nginx|redis|jenkins|haproxy|kafka|"
-                           r"zookeeper|rabbitmq|elasticsearch|mongodb|consul|vault|etcd|minio|openldap)[_-](?:auth|admin|ro|rw|"
-                           r"read(?:er|only)?|writer?|stats|monitor(?:ing)?|exporter|repl(?:ication)?|backup)")
+_ACCOUNT_ROLE = re.compile(r"(?i)" + _alternation("server_accounts") + r"[_-](?:auth|admin|ro|rw|read(?:er|only)?|writer?|"
+                           r"stats|monitor(?:ing)?|exporter|repl(?:ication)?|backup)")
 # a directory entry under a service accounts' branch (``cn=⟦svc-ldap-read⟧,ou=Service Accounts,dc=corp``): no person's
 _SERVICE_BRANCH_AFTER = re.compile(r"(?i)[^\n]*?\bou=(?:service[ _-]?accounts?|svc|services|applications?|apps|"
                                    r"system(?:[ _-]?accounts?)?|robots?|bots?)\b")
