@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from loraforge.pii import Masker, MaskOptions
+from loraforge.pii import patterns as pat
 from loraforge.pii.conform import conform
 from loraforge.pii.spans import Span, merge_spans
 
@@ -815,6 +816,32 @@ def test_rules_24_a_phone_or_mailbox_needs_personal_data_in_the_text(text, model
 
     spans = Masker(Model(), MaskOptions(merge="union")).find_spans([text])[0]
     assert [text[s.start:s.end] for s in spans] == kept_
+
+
+@pytest.mark.parametrize("text, kept_", [
+    ("Zit vast bij de garage, bel me even op +31 6 2847 1936", ["+31 6 2847 1936"]),  # a mobile with its country code
+    ("SMS only: 0044 7911 123 456", ["0044 7911 123 456"]),  # 00 for + is the same
+    ("Reception: +44 20 7946 0018, open 9-5", []),  # a fixed line alone: an organisation's, dropped as before
+    ("Zit vast bij de garage, bel me op 06 2847 1936", []),  # no country code: whose plan it follows is a guess
+])
+def test_rules_34_a_mobile_with_its_country_code_needs_no_person_in_the_text(text, kept_):
+    """A phone the patterns find in a text where the model found nothing stays when it is a mobile number written
+    with its country's code (``patterns.international_mobile``), by the numbering plan of that country."""
+    class Model:
+        def find_spans(self, texts):
+            return [[] for _ in texts]
+
+    spans = Masker(Model(), MaskOptions(merge="union")).find_spans([text])[0]
+    assert [text[s.start:s.end] for s in spans] == kept_
+
+
+@pytest.mark.parametrize("value, mobile", [
+    ("+31 6 2847 1936", True), ("+39 347 582 1967", True), ("+7 916 735-91-28", True), ("0044 7911 123 456", True),
+    ("+31 20 794 8810", False), ("+49 40 5550 1200", False),  # fixed lines
+    ("06 2847 1936", False), ("+31 6 2847", False), ("+999 123 4567", False),  # no country code; too short; no country
+])
+def test_rules_34_international_mobile_reads_the_countrys_numbering_plan(value, mobile):
+    assert pat.international_mobile(value) is mobile
 
 
 def test_rules_24_leave_the_patterns_alone_as_they_were():

@@ -262,6 +262,25 @@ def length_only(text: str, span: Span) -> bool:
     return span.type == "PHONE" and text[span.start:span.end].isdigit()
 
 
+def international_mobile(value: str) -> bool:
+    """A mobile number written with its country's code (``+31 6 2847 1936``, ``0044 7911 123456``), by the country's
+    numbering plan (libphonenumber's metadata via ``phonenumbers``). Written without one, a number's country, and so
+    its line type, is a guess: most organisations' national numbers are a valid mobile in some country."""
+    import phonenumbers
+
+    digits = value.strip()
+    if digits.startswith("00"):
+        digits = "+" + digits[2:]
+    if not digits.startswith("+"):
+        return False
+    try:
+        number = phonenumbers.parse(digits, None)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.is_valid_number(number) and \
+        phonenumbers.number_type(number) == phonenumbers.PhoneNumberType.MOBILE
+
+
 # --- national ID numbers, by their check digits (python-stdnum) ------------------------------------------------
 # Each shape is proposed by a regex and kept only when its country's check digits hold (PESEL's also encodes a
 # birth date): typed SSN before the phone pattern sees the same digits. Not the shapes a phone shares too often
