@@ -1178,3 +1178,23 @@ def test_a_texts_only_find_is_masked_when_the_model_is_sure_or_a_pattern_agrees(
 def test_lone_min_score_is_a_probability():
     with pytest.raises(ValueError, match="lone_min_score"):
         MaskOptions(lone_min_score=1.5)
+
+
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 35: a family member or the writer called by role in a chat, not by name
+    ("Mama: Jesi li ispunila obrazac?\nJa: Skoro, fali mi tvoj datum rođenja",
+     [("Mama", "NAME"), ("Ja", "NAME")], []),
+    ("妈妈：好，下午让你爸去寄", [("妈妈", "NAME")], []),
+    ("[18:02] Мама: купи хлеба", [("Мама", "NAME")], []),
+    # ... a name beside the role stays (joined with it, as name pieces a space apart are), and a role that is also a
+    # given name is not on the list
+    ("Oma Hildegard kommt am Sonntag", [("Oma", "NAME"), ("Hildegard", "NAME")], ["Oma Hildegard"]),
+    ("Anne: see you at 6", [("Anne", "NAME")], ["Anne"]),
+])
+def test_rules_35_a_family_role_or_the_writer_is_no_name(text, finds, masked):
+    class Model:
+        def find_spans(self, texts):
+            return [spans_of(t, *finds) for t in texts]
+
+    spans = Masker(Model(), MaskOptions(merge="union", lone_min_score=0.0)).find_spans([text])[0]
+    assert [text[s.start:s.end] for s in spans] == masked
