@@ -1198,3 +1198,36 @@ def test_rules_35_a_family_role_or_the_writer_is_no_name(text, finds, masked):
 
     spans = Masker(Model(), MaskOptions(merge="union", lone_min_score=0.0)).find_spans([text])[0]
     assert [text[s.start:s.end] for s in spans] == masked
+
+
+@pytest.mark.parametrize("text, piece, masked", [
+    # rules 36: a revision's four-part version, even with an address's word on its line
+    ("rollback started via argocd (app checkout-api-prod, rev 5.17.4.9)", "5.17.4.9", False),
+    ("rollback started via 5.17.4.9", "5.17.4.9", True),
+    # a version's column in a table; a host's column keeps its address
+    ("hostname,agent_version,ip\ndb-01,7.52.0.1,203.0.113.9\ndb-02,7.49.1.2,203.0.113.10", "7.52.0.1", False),
+    ("hostname,agent_version,ip\ndb-01,7.52.0.1,203.0.113.9\ndb-02,7.49.1.2,203.0.113.10", "203.0.113.9", True),
+    # a systemd unit's service account; the same key in a log line is a login
+    ("[Unit]\nDescription=Telemetry agent\n\n[Service]\nUser=telemetry\nGroup=telemetry\nExecStart=/usr/bin/agent",
+     "telemetry", False),
+    ("audit: op=login User=mbrandt result=success", "mbrandt", True),
+])
+def test_rules_36_versions_service_units_and_what_only_looks_personal(text, piece, masked):
+    """The union of a model that finds the piece with the patterns, after the rules (a systemd ``User=`` and a
+    version's column or word say what the value's shape cannot)."""
+    ptype = "USERNAME" if piece.isalpha() else "IP_ADDRESS"
+
+    class Model:
+        def find_spans(self, texts):
+            return [spans_of(t, (piece, ptype)) for t in texts]
+
+    spans = Masker(Model(), MaskOptions(merge="union", lone_min_score=0.0)).find_spans([text])[0]
+    assert (piece in [text[s.start:s.end] for s in spans]) is masked
+
+
+@pytest.mark.parametrize("address", ["post@sjostjerna.no", "postmottak@kommune.example", "it-identity@nordfjord.example"])
+def test_rules_36_role_mailboxes(address):
+    from loraforge.pii.never_personal import role_mailbox
+
+    assert role_mailbox(address)
+    assert not role_mailbox("ingrid.post@sjostjerna.no")  # a person's name that holds the word

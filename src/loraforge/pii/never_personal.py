@@ -155,7 +155,7 @@ _PLACEHOLDER_IN_TEXT = re.compile(r"%\([^)\n]*\)s|\$\{[^}\n]*\}|\{\{[^}\n]*\}\}|
 # a version's key or word right before an IP-shaped number (``"driver":"8.36.3.0"``, ``upgrade from 10.27.13.24``,
 # in the rules' languages too: ``sürüm 3.7.1.204``, ``v. 8.3.0.41``; an image's ``tag: "2.9.0.4"``, ``bumped to 4.18.0.6``)
 # (one word may come between: ``Firmware atual: 1.4.0.22``), or a changelog's heading (``## [10.2.0.1] - 2024-05-14``)
-_VERSION_BEFORE = re.compile(r"(?i)(?:(?:(?-i:\b[A-Z][A-Za-z]+/)|\bv\.?|\bversion|\bver\.?|\brelease|\bbuild|\bfirmware|\bkernel|"
+_VERSION_BEFORE = re.compile(r"(?i)(?:(?:(?-i:\b[A-Z][A-Za-z]+/)|\bv\.?|\bversion|\bver\.?|\brev(?:ision)?\.?|\brelease|\bbuild|\bfirmware|\bkernel|"
                              r"\bdriver|\bupgraded? (?:from|to)|\bbumped to|\bversión|\bversão|\bversione|\bwersj[ai]|\bверси[яи]|"
                              r"\bsürüm(?:ü)?|\bsection|\babschnitt|\bsecci[oó]n|\bchapter|\bядр[оа]|\bolder|\bnewer|\bprior to|"
                              r"\banterior a|\bposterior a|\bsince)(?:\s+[^\W\d]+)?|"
@@ -320,6 +320,9 @@ _URL_PORT_BEFORE = re.compile(r"@[\w.-]+:$")
 _IMAGE_REPOSITORY_BEFORE = re.compile(r"[\w-]+(?:\.[\w-]+)+(?::\d+)?/(?:[\w.-]+/)*[\w.-]+:$")
 # a Dockerfile's ``USER <uid>[:<gid>]``: a user's or a group's number, no secret
 _DOCKERFILE_USER = re.compile(r"[ \t]*USER[ \t]+\d+(?::\d+)?[ \t]*$")
+# a systemd unit's service account (``[Service]`` ... ``User=⟦telemetry⟧``): the account a daemon runs as, no one's login
+_UNIT_USER = re.compile(r"(?:User|Group)=")
+_UNIT_SECTION = re.compile(r"^\[(?:Service|Socket|Timer|Unit|Install)\][ \t]*$", re.M)
 _MAILBOX_REST = re.compile(r"[^\s\"'<>(),;@]*@[\w-]+\.")  # the rest of a mailbox's local part, its @ and domain
 # a container's port mapping (``docker run -p 8080:80``): decimal ports, no address's piece (no colon or hex beside)
 _PORT_MAPPING = re.compile(r"(?<![\w:.])\d{1,5}:\d{1,5}(?::\d{1,5})?(?![\w:.])")
@@ -389,6 +392,8 @@ def never_personal(text: str, span: Span) -> bool:
                                     or (value.isdigit() and _DOCKERFILE_USER.fullmatch(text, line_start, line_end))):
         return True  # a URL's port, an image's tag, a Dockerfile's user ID
     if span.type == "USERNAME" and _FILE_NAME.fullmatch(value):
+        return True
+    if span.type == "USERNAME" and _UNIT_USER.fullmatch(text, line_start, span.start) and _UNIT_SECTION.search(text):
         return True
     if span.type == "USERNAME" and text.startswith("@", span.end) and role_mailbox(value + "@"):
         return True  # ``<author>⟦plataforma⟧@lumen.example``: a role mailbox's local part is no one's login

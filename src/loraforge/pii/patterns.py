@@ -465,10 +465,10 @@ def _cells_under(found_tables: tuple[Table, ...], wanted: Callable[[str], bool])
 
 
 def code_cells(found_tables: tuple[Table, ...]) -> list[tuple[int, int]]:
-    """(start, end) of each cell under a product-code column (``ean``, ``gtin``, ``sku``; ``code_columns``) of
+    """(start, end) of each cell under a product-code or a version's column (``ean``, ``sku``, ``agent_version``; ``code_columns``) of
     ``found_tables`` (``tables(text)``): an EAN-13 has a phone's length and passes the Luhn check one time in ten,
     but the header says what it is."""
-    return _cells_under(found_tables, lambda key: key in _CODE_COLUMNS)
+    return _cells_under(found_tables, lambda key: key in _CODE_COLUMNS or key.endswith("_version"))  # ``agent_version``
 
 
 _COLUMN_TYPES = {**{k: "SSN" for k in words("ssn_columns")}, **{k: "PASSWORD" for k in words("password_columns")},
