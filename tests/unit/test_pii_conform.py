@@ -1231,3 +1231,21 @@ def test_rules_36_role_mailboxes(address):
 
     assert role_mailbox(address)
     assert not role_mailbox("ingrid.post@sjostjerna.no")  # a person's name that holds the word
+
+
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 37: a directory's domain or branch is no login; its user is
+    ("dn: uid=gpetrosyan,ou=people,dc=hartwell,dc=example", [("gpetrosyan", "USERNAME"), ("hartwell", "USERNAME")],
+     ["gpetrosyan"]),
+    # a family role in Bengali; a letter's sign-off; a greeting before the name stays outside it
+    ("[রাত ৯:১২] আম্মু: তানভীর, নম্বরটা রাখ", [("আম্মু", "NAME"), ("তানভীর", "NAME")], ["তানভীর"]),
+    ("Mvh\nGunnar", [("Mvh", "NAME"), ("Gunnar", "NAME")], ["Gunnar"]),
+    ("Živjo Tjaša, a lahko jutri pobereš malega?", [("Živjo Tjaša", "NAME")], ["Tjaša"]),
+])
+def test_rules_37_directory_parts_family_roles_sign_offs_and_greetings(text, finds, masked):
+    class Model:
+        def find_spans(self, texts):
+            return [spans_of(t, *finds) for t in texts]
+
+    spans = Masker(Model(), MaskOptions(merge="union", lone_min_score=0.0)).find_spans([text])[0]
+    assert [text[s.start:s.end] for s in spans] == masked

@@ -324,6 +324,7 @@ _DOCKERFILE_USER = re.compile(r"[ \t]*USER[ \t]+\d+(?::\d+)?[ \t]*$")
 # a systemd unit's service account (``[Service]`` ... ``User=⟦telemetry⟧``): the account a daemon runs as, no one's login
 _UNIT_USER = re.compile(r"(?:User|Group)=")
 _UNIT_SECTION = re.compile(r"^\[(?:Service|Socket|Timer|Unit|Install)\][ \t]*$", re.M)
+_DIRECTORY_PART_BEFORE = re.compile(r"(?i)(?<![\w-])(?:dc|ou|o)=$")
 _MAILBOX_REST = re.compile(r"[^\s\"'<>(),;@]*@[\w-]+\.")  # the rest of a mailbox's local part, its @ and domain
 # a container's port mapping (``docker run -p 8080:80``): decimal ports, no address's piece (no colon or hex beside)
 _PORT_MAPPING = re.compile(r"(?<![\w:.])\d{1,5}:\d{1,5}(?::\d{1,5})?(?![\w:.])")
@@ -396,6 +397,8 @@ def never_personal(text: str, span: Span) -> bool:
         return True
     if span.type == "USERNAME" and _UNIT_USER.fullmatch(text, line_start, span.start) and _UNIT_SECTION.search(text):
         return True
+    if span.type == "USERNAME" and _DIRECTORY_PART_BEFORE.search(text, max(line_start, span.start - 4), span.start):
+        return True  # ``uid=gpetrosyan,ou=people,dc=⟦hartwell⟧``: a directory's domain or branch, no one's login
     if span.type == "USERNAME" and text.startswith("@", span.end) and role_mailbox(value + "@"):
         return True  # ``<author>⟦plataforma⟧@lumen.example``: a role mailbox's local part is no one's login
     if span.type == "USERNAME" and "@" in value and role_mailbox(value):
