@@ -1249,3 +1249,31 @@ def test_rules_37_directory_parts_family_roles_sign_offs_and_greetings(text, fin
 
     spans = Masker(Model(), MaskOptions(merge="union", lone_min_score=0.0)).find_spans([text])[0]
     assert [text[s.start:s.end] for s in spans] == masked
+
+
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 38: a version's constant or key; a key named like it is not one
+    ('pub const MIN_SERVER_VERSION: &str = "3.2.0.41";', [("3.2.0.41", "IP_ADDRESS")], []),
+    ('{"agentVersion": "7.52.0.1", "peer": "203.0.113.9"}', [("7.52.0.1", "IP_ADDRESS"), ("203.0.113.9", "IP_ADDRESS")],
+     ["203.0.113.9"]),
+    ("conversion: 3.2.0.41", [("3.2.0.41", "IP_ADDRESS")], ["3.2.0.41"]),
+    # a template's variables in a connection string; a bearer token whatever its prefix
+    ("DATABASE_URL: postgres://${POSTGRES_USER:-app}:${POSTGRES_PASSWORD}@db:5432/inventory",
+     [("-app}:${POSTGRES_PASSWORD}", "PASSWORD")], []),
+    ("Authorization: Bearer tr_live_8KfQ2xWm7NzP4vLc9RbT3hYd6JsA1eGu", [("tr_live_8KfQ2xWm7NzP4vLc9RbT3hYd6JsA1eGu", "PASSWORD")],
+     ["tr_live_8KfQ2xWm7NzP4vLc9RbT3hYd6JsA1eGu"]),
+    ('"transfer": "tr_live_8KfQ2xWm7NzP4vLc9RbT3hYd6JsA1eGu"', [("tr_live_8KfQ2xWm7NzP4vLc9RbT3hYd6JsA1eGu", "PASSWORD")],
+     []),
+    # a company's registration number after its label; a department's mailbox
+    ("Utleier: Bjørkvik Eiendom AS, org.nr. 924 318 560", [("924 318 560", "PHONE")], []),
+    ("Ring Ola Nordmann, 924 31 856, eller skriv til hr.casework@ashford.example",
+     [("Ola Nordmann", "NAME"), ("924 31 856", "PHONE"), ("hr.casework@ashford.example", "EMAIL")],
+     ["Ola Nordmann", "924 31 856"]),
+])
+def test_rules_38_version_keys_templates_tokens_company_numbers_and_departments(text, finds, masked):
+    class Model:
+        def find_spans(self, texts):
+            return [spans_of(t, *finds) for t in texts]
+
+    spans = Masker(Model(), MaskOptions(merge="union", lone_min_score=0.0)).find_spans([text])[0]
+    assert [text[s.start:s.end] for s in spans] == masked

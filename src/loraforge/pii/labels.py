@@ -50,7 +50,8 @@ _REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|tracking|
                               # a carrier's name, a product's or a company's code (registration numbers: RULES.md does
                               # not annotate them): their numbers follow (case as written: ``Iva`` is a name)
                               r"\b(?:FedEx|UPS|DHL|USPS|SEUR|KRS|SIRET|SIREN|REGON|PO|CEP|BTW|TVA|IVA|KvK|KVK|Mersis|CIN|FINESS|IFSC|HRB|HRA|"
-                              r"EORI|DUNS|LEI|CIF|CNPJ|ABN|EIN|GSTIN|UEN|Y-tunnus|КПП|ОГРН(?:ИП)?)\b|"
+                              r"EORI|DUNS|LEI|CIF|CNPJ|ABN|EIN|GSTIN|UEN|Y-tunnus|CVR|IČO|CUI|КПП|ОГРН(?:ИП)?)\b|"
+                              r"(?i:\borg\.? ?-?nr\b\.?|\borganisasjonsnummer\b)|"
                               r"订单|注文|사번|社員番号|工号|工单|运单|单号|账号|伝票番号|送り状番号|운송장 ?번호|예약 ?번호|주문 ?번호|"
                               r"法人番号|取引番号|会议号|رقم الطلب|رقم الحجز|رقم التذكرة|केस संख्या|खाता संख्या|लेन-देन आईडी|\bRCS\b")
 # an organisation's line, not a person's (RULES.md: PHONE): a switchboard, a reception, customer service

@@ -325,6 +325,11 @@ _DOCKERFILE_USER = re.compile(r"[ \t]*USER[ \t]+\d+(?::\d+)?[ \t]*$")
 _UNIT_USER = re.compile(r"(?:User|Group)=")
 _UNIT_SECTION = re.compile(r"^\[(?:Service|Socket|Timer|Unit|Install)\][ \t]*$", re.M)
 _DIRECTORY_PART_BEFORE = re.compile(r"(?i)(?<![\w-])(?:dc|ou|o)=$")
+_BEARER_BEFORE = re.compile(r"(?i)\bbearer[ \t]+$")  # what follows ``Bearer`` is a token, whatever its prefix
+# a constant or a key that names a version (``MIN_SERVER_VERSION: &str = "⟦3.2.0.41⟧"``, ``"agentVersion": "``)
+# (a typed constant too; not ``conversion:``)
+_VERSION_KEY_BEFORE = re.compile(r"(?:(?<![A-Za-z])(?i:version)|(?<=[a-z])Version)\w*[\"']?"
+                                 r"(?:[ \t]*:[ \t]*&?'?[\w<>\[\]]+)?[ \t]*[:=][ \t]*[\"']?v?$")
 _MAILBOX_REST = re.compile(r"[^\s\"'<>(),;@]*@[\w-]+\.")  # the rest of a mailbox's local part, its @ and domain
 # a container's port mapping (``docker run -p 8080:80``): decimal ports, no address's piece (no colon or hex beside)
 _PORT_MAPPING = re.compile(r"(?<![\w:.])\d{1,5}:\d{1,5}(?::\d{1,5})?(?![\w:.])")
@@ -367,9 +372,12 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # ``⟦Jan⟧ 28 02:15:00 relay1 postfix``: a month in a timestamp
     if span.type == "NAME" and _THREAD_NAME.fullmatch(value):
         return True  # a connection pool's or a thread's name
-    if span.type == "PASSWORD" and (_PLACEHOLDER_RUN.fullmatch(value) or (_OBJECT_ID.fullmatch(value) and "_secret_" not in value)
+    if span.type == "PASSWORD" and (_PLACEHOLDER_RUN.fullmatch(value) or (
+            _OBJECT_ID.fullmatch(value) and "_secret_" not in value and not _BEARER_BEFORE.search(text, line_start, span.start))
                                     or ("." in value and HOSTNAME.fullmatch(value.split("/", 1)[0]))):
-        return True  # a placeholder key, a payment record's ID, a DSN's host (``o0.ingest.sentry.io/0``)
+        return True  # a placeholder key, a payment record's ID (not a bearer token), a DSN's host (``o0.ingest.sentry.io/0``)
+    if span.type in ("PASSWORD", "USERNAME") and "${" in value:
+        return True  # a template's variable inside the value (``${POSTGRES_USER:-app}:${POSTGRES_PASSWORD}``)
     if span.type in ("PASSWORD", "USERNAME", "NAME") and _KUBECTL_OBJECT_BEFORE.search(text, line_start, span.start):
         return True
     if span.type == "SSN" and _INVOICE_ISSUER_NUMBER.fullmatch(value):
@@ -481,6 +489,7 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # ``ghcr.io/kestrelpay/edge-gateway:⟦10.4.12.1⟧``: an image's tag
     if span.type == "IP_ADDRESS":
         return _not_an_address(text, span, value) or _reads_as_version(text, span, line_start) or _netmask(value) \
+            or bool(_VERSION_KEY_BEFORE.search(text, max(line_start, span.start - 40), span.start)) \
             or _small_version(text, span, value, line_start, line_end)
     return False
 
@@ -496,12 +505,17 @@ def _organisation_sender(name: str, line: str) -> bool:
     return False
 
 
+# a department's short name before a dot (``hr.casework@``, ``it.support@``): no one's first name
+_DEPARTMENTS_BEFORE_DOT = frozenset(_words("departments_before_dot"))
+
+
 def role_mailbox(address: str) -> bool:
     """An organisation's mailbox (RULES.md: EMAIL): a role word as the local part, or as one part of a
     hyphenated one (``accounts-payable``, ``logistics-ops``)."""
     local = address.split("@", 1)[0].lower()
     parts = re.split(r"[-_]", local)  # not at dots: first.last is a person's shape (``maria.personal@``)
     return local in ROLE_MAILBOXES or (len(parts) > 1 and any(part in _ROLE_PARTS for part in parts)) or \
+        local.split(".", 1)[0] in _DEPARTMENTS_BEFORE_DOT or \
         any(local[:i] in _ROLE_PARTS and local[i:] in _ROLE_PARTS for i in range(3, len(local) - 2))  # ``atencionclientes``
 
 
