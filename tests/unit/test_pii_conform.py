@@ -20,6 +20,17 @@ def spans_of(text: str, *pieces: tuple[str, str]) -> list[Span]:
     return out
 
 
+def union_masked(text: str, *finds: tuple[str, str]) -> list[str]:
+    """What the shipped union masks in ``text`` when the model finds ``finds`` (the lone-find gate off: the rules
+    alone decide)."""
+    class Model:
+        def find_spans(self, texts):
+            return [spans_of(t, *finds) for t in texts]
+
+    spans = Masker(Model(), MaskOptions(merge="union", lone_min_score=0.0)).find_spans([text])[0]
+    return [text[s.start:s.end] for s in spans]
+
+
 def kept(text: str, *pieces: tuple[str, str]) -> list[tuple[str, str]]:
     return [(text[s.start:s.end], s.type) for s in conform(text, spans_of(text, *pieces))]
 
@@ -1192,12 +1203,7 @@ def test_lone_min_score_is_a_probability():
     ("Anne: see you at 6", [("Anne", "NAME")], ["Anne"]),
 ])
 def test_rules_35_a_family_role_or_the_writer_is_no_name(text, finds, masked):
-    class Model:
-        def find_spans(self, texts):
-            return [spans_of(t, *finds) for t in texts]
-
-    spans = Masker(Model(), MaskOptions(merge="union", lone_min_score=0.0)).find_spans([text])[0]
-    assert [text[s.start:s.end] for s in spans] == masked
+    assert union_masked(text, *finds) == masked
 
 
 @pytest.mark.parametrize("text, piece, masked", [
@@ -1216,13 +1222,7 @@ def test_rules_36_versions_service_units_and_what_only_looks_personal(text, piec
     """The union of a model that finds the piece with the patterns, after the rules (a systemd ``User=`` and a
     version's column or word say what the value's shape cannot)."""
     ptype = "USERNAME" if piece.isalpha() else "IP_ADDRESS"
-
-    class Model:
-        def find_spans(self, texts):
-            return [spans_of(t, (piece, ptype)) for t in texts]
-
-    spans = Masker(Model(), MaskOptions(merge="union", lone_min_score=0.0)).find_spans([text])[0]
-    assert (piece in [text[s.start:s.end] for s in spans]) is masked
+    assert (piece in union_masked(text, (piece, ptype))) is masked
 
 
 @pytest.mark.parametrize("address", ["post@sjostjerna.no", "postmottak@kommune.example", "it-identity@nordfjord.example"])
@@ -1243,12 +1243,7 @@ def test_rules_36_role_mailboxes(address):
     ("Živjo Tjaša, a lahko jutri pobereš malega?", [("Živjo Tjaša", "NAME")], ["Tjaša"]),
 ])
 def test_rules_37_directory_parts_family_roles_sign_offs_and_greetings(text, finds, masked):
-    class Model:
-        def find_spans(self, texts):
-            return [spans_of(t, *finds) for t in texts]
-
-    spans = Masker(Model(), MaskOptions(merge="union", lone_min_score=0.0)).find_spans([text])[0]
-    assert [text[s.start:s.end] for s in spans] == masked
+    assert union_masked(text, *finds) == masked
 
 
 @pytest.mark.parametrize("text, finds, masked", [
@@ -1271,9 +1266,4 @@ def test_rules_37_directory_parts_family_roles_sign_offs_and_greetings(text, fin
      ["Ola Nordmann", "924 31 856"]),
 ])
 def test_rules_38_version_keys_templates_tokens_company_numbers_and_departments(text, finds, masked):
-    class Model:
-        def find_spans(self, texts):
-            return [spans_of(t, *finds) for t in texts]
-
-    spans = Masker(Model(), MaskOptions(merge="union", lone_min_score=0.0)).find_spans([text])[0]
-    assert [text[s.start:s.end] for s in spans] == masked
+    assert union_masked(text, *finds) == masked
