@@ -1267,3 +1267,16 @@ def test_rules_37_directory_parts_family_roles_sign_offs_and_greetings(text, fin
 ])
 def test_rules_38_version_keys_templates_tokens_company_numbers_and_departments(text, finds, masked):
     assert union_masked(text, *finds) == masked
+
+
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 39: a post's hashtag is no password; a line that asks for a secret, or a flag's quoted value, keeps it
+    ("Sale hanggang 70% off! #TrafficPaMore #Pasko2024", [("#Pasko2024", "PASSWORD")], []),
+    ("Neues WLAN-Passwort: #Winter2024", [("#Winter2024", "PASSWORD")], ["#Winter2024"]),
+    ("mysql -u nancywhite -p'#a9hRyxfP70H' auth_dev", [("#a9hRyxfP70H", "PASSWORD")], ["nancywhite", "#a9hRyxfP70H"]),
+    # role mailboxes: a support desk in Serbian, a law firm's conveyancing team
+    ("Јован Петровић, ИТ подршка: podrska@dunavtrans.example",
+     [("Јован Петровић", "NAME"), ("podrska@dunavtrans.example", "EMAIL")], ["Јован Петровић"]),
+])
+def test_rules_39_hashtags_and_role_mailboxes(text, finds, masked):
+    assert union_masked(text, *finds) == masked

@@ -325,7 +325,10 @@ _DOCKERFILE_USER = re.compile(r"[ \t]*USER[ \t]+\d+(?::\d+)?[ \t]*$")
 _UNIT_USER = re.compile(r"(?:User|Group)=")
 _UNIT_SECTION = re.compile(r"^\[(?:Service|Socket|Timer|Unit|Install)\][ \t]*$", re.M)
 _DIRECTORY_PART_BEFORE = re.compile(r"(?i)(?<![\w-])(?:dc|ou|o)=$")
-_BEARER_BEFORE = re.compile(r"(?i)\bbearer[ \t]+$")  # what follows ``Bearer`` is a token, whatever its prefix
+_BEARER_BEFORE = re.compile(r"(?i)\bbearer[ \t]+$")
+_HASHTAG = re.compile(r"#[^\W_]\w*")
+_SECRET_WORD = re.compile(r"(?i)pass|pwd|secret|token|key|kennwort|wachtwoord|contrase|senha|hasło|heslo|jelszó|salasana|"
+                          r"parol|пароль|密码|密碼|비밀번호|비번|パスワード|wifi|wi-fi")  # what follows ``Bearer`` is a token, whatever its prefix
 # a constant or a key that names a version (``MIN_SERVER_VERSION: &str = "⟦3.2.0.41⟧"``, ``"agentVersion": "``)
 # (a typed constant too; not ``conversion:``)
 _VERSION_KEY_BEFORE = re.compile(r"(?:(?<![A-Za-z])(?i:version)|(?<=[a-z])Version)\w*[\"']?"
@@ -376,6 +379,9 @@ def never_personal(text: str, span: Span) -> bool:
             _OBJECT_ID.fullmatch(value) and "_secret_" not in value and not _BEARER_BEFORE.search(text, line_start, span.start))
                                     or ("." in value and HOSTNAME.fullmatch(value.split("/", 1)[0]))):
         return True  # a placeholder key, a payment record's ID (not a bearer token), a DSN's host (``o0.ingest.sentry.io/0``)
+    if span.type == "PASSWORD" and _HASHTAG.fullmatch(value) and text[span.start - 1:span.start] in ("", " ", "\n") \
+            and not _SECRET_WORD.search(text, line_start, span.start):
+        return True  # ``#Pasko2024``: a post's hashtag, a word of its own; no secret unless the line asks for one
     if span.type in ("PASSWORD", "USERNAME") and "${" in value:
         return True  # a template's variable inside the value (``${POSTGRES_USER:-app}:${POSTGRES_PASSWORD}``)
     if span.type in ("PASSWORD", "USERNAME", "NAME") and _KUBECTL_OBJECT_BEFORE.search(text, line_start, span.start):
