@@ -165,6 +165,10 @@ _VERSION_BEFORE = re.compile(r"(?i)(?:(?:(?-i:\b[A-Z][A-Za-z]+/)|\bv\.?|\bversio
                              r"\btag[\"']?\s*[:=]\s*[\"']?v?$", re.M)  # ``tag:`` as a key (German ``Tag`` is a day)
 
 
+# a constant or a key whose name holds ``version`` (``MIN_SERVER_VERSION: &str = "⟦3.2.0.41⟧"``, ``"agentVersion": "``;
+# ``_VERSION_BEFORE`` reads the word alone), its type annotation too; not ``conversion:``
+_VERSION_KEY_BEFORE = re.compile(r"(?:(?<![A-Za-z])(?i:version)|(?<=[a-z])Version)\w*[\"']?"
+                                 r"(?:[ \t]*:[ \t]*&?'?[\w<>\[\]]+)?[ \t]*[:=][ \t]*[\"']?v?$")
 # a version's range after the number (``4.1.9.2 or later``, ``6.3.0.12 أو أحدث``), and a package's file name before it
 # (``nvidia-cudnn-cu12-8.9.2.26``, ``opencv-python-headless-4.10.0.84``: a name's letters, then a hyphen)
 _VERSION_RANGE_AFTER = re.compile(r"(?i)[ \t]*(?:or (?:later|newer|above|higher)|and (?:later|newer|above)|o (?:superior|posterior)|"
@@ -208,9 +212,11 @@ _ADDRESS_WORD_REACH = 200
 
 
 def _reads_as_version(text: str, span: Span, line_start: int) -> bool:
-    """An IP-shaped number in a version's context: a version word or key before it, a range after it
-    (``or later``), a package's file name before it, a version's suffix after it (``6.1.0.18-rt9``)."""
+    """An IP-shaped number in a version's context: a version word or key before it (a key or a constant named
+    ``*version*`` too), a range after it (``or later``), a package's file name before it, a version's suffix after
+    it (``6.1.0.18-rt9``)."""
     return bool(_VERSION_BEFORE.search(text, max(line_start, span.start - 24), span.start)
+                or _VERSION_KEY_BEFORE.search(text, max(line_start, span.start - 40), span.start)
                 or _VERSION_RANGE_AFTER.match(text, span.end) or _VERSION_SUFFIX_AFTER.match(text, span.end)
                 or _PACKAGE_BEFORE.search(text, max(line_start, span.start - 60), span.start))
 
@@ -324,15 +330,14 @@ _DOCKERFILE_USER = re.compile(r"[ \t]*USER[ \t]+\d+(?::\d+)?[ \t]*$")
 # a systemd unit's service account (``[Service]`` ... ``User=⟦telemetry⟧``): the account a daemon runs as, no one's login
 _UNIT_USER = re.compile(r"(?:User|Group)=")
 _UNIT_SECTION = re.compile(r"^\[(?:Service|Socket|Timer|Unit|Install)\][ \t]*$", re.M)
+# a directory's domain or branch in a distinguished name (``ou=people,dc=⟦hartwell⟧``): no login
 _DIRECTORY_PART_BEFORE = re.compile(r"(?i)(?<![\w-])(?:dc|ou|o)=$")
+# what follows ``Bearer`` is a token, whatever its prefix (``tr_live_...`` is no payment record's ID there)
 _BEARER_BEFORE = re.compile(r"(?i)\bbearer[ \t]+$")
+# a post's hashtag (``#Pasko2024``), unless its line names a secret (``WLAN-Passwort: #Winter2024``)
 _HASHTAG = re.compile(r"#[^\W_]\w*")
 _SECRET_WORD = re.compile(r"(?i)pass|pwd|secret|token|key|kennwort|wachtwoord|contrase|senha|hasło|heslo|jelszó|salasana|"
-                          r"parol|пароль|密码|密碼|비밀번호|비번|パスワード|wifi|wi-fi")  # what follows ``Bearer`` is a token, whatever its prefix
-# a constant or a key that names a version (``MIN_SERVER_VERSION: &str = "⟦3.2.0.41⟧"``, ``"agentVersion": "``)
-# (a typed constant too; not ``conversion:``)
-_VERSION_KEY_BEFORE = re.compile(r"(?:(?<![A-Za-z])(?i:version)|(?<=[a-z])Version)\w*[\"']?"
-                                 r"(?:[ \t]*:[ \t]*&?'?[\w<>\[\]]+)?[ \t]*[:=][ \t]*[\"']?v?$")
+                          r"parol|пароль|密码|密碼|비밀번호|비번|パスワード|wifi|wi-fi")
 _MAILBOX_REST = re.compile(r"[^\s\"'<>(),;@]*@[\w-]+\.")  # the rest of a mailbox's local part, its @ and domain
 # a container's port mapping (``docker run -p 8080:80``): decimal ports, no address's piece (no colon or hex beside)
 _PORT_MAPPING = re.compile(r"(?<![\w:.])\d{1,5}:\d{1,5}(?::\d{1,5})?(?![\w:.])")
@@ -410,9 +415,9 @@ def never_personal(text: str, span: Span) -> bool:
     if span.type == "USERNAME" and _FILE_NAME.fullmatch(value):
         return True
     if span.type == "USERNAME" and _UNIT_USER.fullmatch(text, line_start, span.start) and _UNIT_SECTION.search(text):
-        return True
+        return True  # the line's key first: the whole text is searched for a unit's section only after ``User=``
     if span.type == "USERNAME" and _DIRECTORY_PART_BEFORE.search(text, max(line_start, span.start - 4), span.start):
-        return True  # ``uid=gpetrosyan,ou=people,dc=⟦hartwell⟧``: a directory's domain or branch, no one's login
+        return True
     if span.type == "USERNAME" and text.startswith("@", span.end) and role_mailbox(value + "@"):
         return True  # ``<author>⟦plataforma⟧@lumen.example``: a role mailbox's local part is no one's login
     if span.type == "USERNAME" and "@" in value and role_mailbox(value):
@@ -495,7 +500,6 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # ``ghcr.io/kestrelpay/edge-gateway:⟦10.4.12.1⟧``: an image's tag
     if span.type == "IP_ADDRESS":
         return _not_an_address(text, span, value) or _reads_as_version(text, span, line_start) or _netmask(value) \
-            or bool(_VERSION_KEY_BEFORE.search(text, max(line_start, span.start - 40), span.start)) \
             or _small_version(text, span, value, line_start, line_end)
     return False
 
