@@ -41,11 +41,18 @@ def _vouched(text: str, found: list[Span], model_spans: list[Span], found_tables
             if not _overlaps(p, agree):
                 continue
             p = _model_typed(p, model_spans)
-        elif not model_spans and p.type in _NEED_A_PERSON and not _overlaps(p, typed) \
-                and not (p.type == "PHONE" and pat.international_mobile(text[p.start:p.end])):
+        elif not model_spans and _needs_a_person(text, p, typed):
             continue
         kept.append(p)
     return kept
+
+
+def _needs_a_person(text: str, found: Span, typed: list[tuple[int, int]]) -> bool:
+    """A phone or an email the union keeps only in a text that shows personal data (``_NEED_A_PERSON``): not one under
+    a column's header that types it, nor a mobile number with its country's code (``patterns.international_mobile``)."""
+    if found.type not in _NEED_A_PERSON or _overlaps(found, typed):
+        return False
+    return not (found.type == "PHONE" and pat.international_mobile(text[found.start:found.end]))
 
 
 def _unless_lone_and_unsure(model_spans: list[Span], found: list[Span], min_score: float) -> list[Span]:

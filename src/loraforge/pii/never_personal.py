@@ -336,8 +336,7 @@ _DIRECTORY_PART_BEFORE = re.compile(r"(?i)(?<![\w-])(?:dc|ou|o)=$")
 _BEARER_BEFORE = re.compile(r"(?i)\bbearer[ \t]+$")
 # a post's hashtag (``#Pasko2024``), unless its line names a secret (``WLAN-Passwort: #Winter2024``)
 _HASHTAG = re.compile(r"#[^\W_]\w*")
-_SECRET_WORD = re.compile(r"(?i)pass|pwd|secret|token|key|kennwort|wachtwoord|contrase|senha|hasło|heslo|jelszó|salasana|"
-                          r"parol|пароль|密码|密碼|비밀번호|비번|パスワード|wifi|wi-fi")
+_SECRET_WORD = re.compile(r"(?i)" + _alternation("secret_words"))
 _MAILBOX_REST = re.compile(r"[^\s\"'<>(),;@]*@[\w-]+\.")  # the rest of a mailbox's local part, its @ and domain
 # a container's port mapping (``docker run -p 8080:80``): decimal ports, no address's piece (no colon or hex beside)
 _PORT_MAPPING = re.compile(r"(?<![\w:.])\d{1,5}:\d{1,5}(?::\d{1,5})?(?![\w:.])")
