@@ -362,7 +362,8 @@ class TrainConfig(_Section):
     train A and B only (the registry's ``low_rank_pairs``)."""
     max_minutes: float | None = Field(None, gt=0)
     """A wall-clock budget for the optimizer steps (``train.seconds`` in metrics.json). After the first
-    ``BUDGET_PROBE_STEPS`` steps the run fixes its length to what fits at their pace (never more than
+    ``BUDGET_PROBE_STEPS`` steps the run fixes its length to what fits at their pace per token position over
+    the batches still to come (never more than
     ``steps``) and ends its schedule there; a run that still outgrows it stops at the budget. A slower host
     trains fewer steps: the same config is the same recipe, not the same adapter, on another machine."""
     eval_every: int = Field(100, ge=0)

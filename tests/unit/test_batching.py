@@ -42,3 +42,34 @@ def test_collate_masks_padding_by_position_even_when_pad_is_eos():
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert batch["labels"].tolist() == [[IGNORE, 6, eos], [IGNORE, eos, IGNORE]]
     assert batch["labels"].dtype == torch.long
+
+
+class _Encoded:
+    """A ``TrainExamples`` stand-in for ``MixtureStream``: lengths, and each example by index."""
+
+    def __init__(self, examples):
+        self.examples, self.lengths = examples, [len(e.input_ids) for e in examples]
+
+    def __len__(self):
+        return len(self.examples)
+
+    def at(self, i, epoch):
+        return self.examples[i]
+
+
+def test_a_streams_work_is_the_token_positions_its_batch_computes():
+    """The time budget forecasts from ``work(g)`` without building batches: it must equal what the batch
+    holds (rows x longest when padded, the one packed row's length when packed) for either stream."""
+    from types import SimpleNamespace
+
+    from loraforge.train.batching import MixtureStream
+
+    examples = [Encoded([1] * (3 + (i * 13) % 40), [IGNORE] * (3 + (i * 13) % 40)) for i in range(50)]
+    mix = SimpleNamespace(sets={"a": _Encoded(examples[:30]), "b": _Encoded(examples[30:])},
+                          probabilities={"a": 0.5, "b": 0.5})
+    for packed in (False, True):
+        for stream in (BatchStream(examples, batch_size=4, seed=0, grouping=True, packed=packed),
+                       MixtureStream(mix, batch_size=4, seed=0, grouping=True, packed=packed)):
+            works = [stream.work(g) for g in range(30)]
+            assert works == [stream.batch(g, 0, "causal")["input_ids"].numel() for g in range(30)]
+            assert len(set(works)) > 5  # grouped batches differ: the forecast has something to follow

@@ -291,3 +291,29 @@ def test_a_resumed_budgeted_run_keeps_the_length_it_fixed_and_gives_the_same_ada
     for k, v in resumed.named_parameters():
         if v.requires_grad:
             torch.testing.assert_close(v, reference[k], rtol=1e-5, atol=1e-7)
+
+
+def test_the_budget_forecast_follows_the_batches_still_to_come():
+    """Length grouping makes some steps long and some short. 20 probe steps of 2 units of work took 20 s:
+    0.5 s a unit. With 30 s of budget the 10 s left buy 20 one-unit steps (40 in all), not the 10 (30 in all)
+    that the probe's mean step time would give; a run whose later steps are longer gets fewer."""
+    from loraforge.train.loop import budgeted_steps
+
+    cfg = TrainConfig(steps=100, max_minutes=0.5)
+    assert budgeted_steps(cfg, 20.0, 20) == 30
+    assert budgeted_steps(cfg, 20.0, 20, lambda s: 2 if s <= 20 else 1) == 40
+    assert budgeted_steps(cfg, 20.0, 20, lambda s: 2 if s <= 20 else 4) == 25
+    assert budgeted_steps(cfg, 20.0, 20, lambda s: 1) == 30
+    assert budgeted_steps(TrainConfig(steps=25, max_minutes=0.5), 20.0, 20, lambda s: 1) == 25  # never past steps
+    assert budgeted_steps(cfg, 40.0, 20, lambda s: 1) == 20  # already over: at least the steps done
+
+
+def test_the_forecast_replay_scores_a_pace_per_token_exact_when_time_follows_the_work():
+    """bench.budget_forecast: steps whose seconds are exactly proportional to their work are forecast
+    exactly per token position; the per-step pace errs by how far the probe's batches differ from the rest."""
+    from loraforge.bench.budget_forecast import forecast_errors
+
+    work = [4] * 20 + [2] * 80
+    row = forecast_errors([0.5 * w for w in work], work, probe=20)
+    assert row["per_token_error_pct"] == 0.0 and row["seconds"] == 120.0
+    assert row["per_step_error_pct"] == pytest.approx(100 * (200 / 120 - 1), abs=0.1)

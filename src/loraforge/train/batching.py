@@ -42,6 +42,12 @@ def _lengths(examples) -> list[int]:
     return examples.lengths if hasattr(examples, "lengths") else [len(e.input_ids) for e in examples]
 
 
+def batch_work(lengths: list[int], packed: bool) -> int:
+    """Token positions a micro-batch of these example lengths computes: the sum when packed (no padding),
+    else rows x the longest. A step's time grows with it, which is what the time budget forecasts from."""
+    return sum(lengths) if packed else len(lengths) * max(lengths)
+
+
 class BatchStream:
     """Micro-batch number g of an endless sequence of epochs; rank r of w takes g = k*w + r."""
 
@@ -58,6 +64,10 @@ class BatchStream:
         if epoch not in self._cache:
             self._cache = {epoch: epoch_batches(self.lengths, self.batch_size, self.seed, epoch, self.grouping)}
         return self._cache[epoch][i]
+
+    def work(self, g: int) -> int:
+        """``batch_work`` of micro-batch g, from the lengths alone (nothing is encoded or collated)."""
+        return batch_work([self.lengths[i] for i in self.indices(g)], self.packed)
 
     def batch(self, g: int, pad_id: int, family: str) -> dict:
         epoch = g // self.per_epoch
@@ -99,6 +109,10 @@ class MixtureStream:
     def _length(self, p: int) -> int:
         task, _, index = self.mixture.locate(p)
         return self.sets[task].lengths[index]
+
+    def work(self, g: int) -> int:
+        """``batch_work`` of micro-batch g, from the lengths alone."""
+        return batch_work([self._length(p) for p in self.positions(g)], self.packed)
 
     def tasks(self, g: int) -> list[str]:
         return [self.mixture.locate(p)[0] for p in self.positions(g)]

@@ -141,15 +141,26 @@ def _backbone(model: torch.nn.Module):
 
 
 BUDGET_PROBE_STEPS = 20
-"""Steps timed before ``train.max_minutes`` fixes a run's length. Their mean pace includes the first, slowest
+"""Steps timed before ``train.max_minutes`` fixes a run's length. Their pace includes the first, slowest
 steps (allocations, compiling), so the length it gives errs short."""
 
 
-def budgeted_steps(cfg: TrainConfig, seconds: float, done: int) -> int:
-    """The step count that fits ``cfg.max_minutes`` at the pace of the ``done`` steps that took ``seconds``:
-    at most ``cfg.steps``, at least ``done``."""
-    pace = seconds / max(done, 1)
-    return max(done, min(cfg.steps, int(cfg.max_minutes * 60 / pace))) if pace > 0 else cfg.steps
+def budgeted_steps(cfg: TrainConfig, seconds: float, done: int, work=None) -> int:
+    """The step count that fits ``cfg.max_minutes``, given that the first ``done`` steps took ``seconds``:
+    at most ``cfg.steps``, at least ``done``. ``work(step)`` (the token positions a step computes) turns
+    the probe's pace into seconds per token position, so the forecast follows the batches the run will
+    actually see: with length grouping, 20 steps of long batches would otherwise cut a run of mostly
+    short ones (and 20 short ones overrun the budget, to be stopped there with its schedule unfinished)."""
+    if seconds <= 0:
+        return cfg.steps
+    if work is None:
+        return max(done, min(cfg.steps, int(cfg.max_minutes * 60 / (seconds / max(done, 1)))))
+    pace = seconds / max(sum(work(s) for s in range(1, done + 1)), 1)
+    spent, step, budget = seconds, done, cfg.max_minutes * 60 * (1 + 1e-9)  # float sums may not land exactly
+    while step < cfg.steps and spent + work(step + 1) * pace <= budget:
+        step += 1
+        spent += work(step) * pace
+    return step
 
 
 def set_schedule_length(scheduler, total: int) -> None:
@@ -238,6 +249,10 @@ def train(model, train_set, dev_set: list[Encoded], cfg: TrainConfig, run_dir: P
             set_schedule_length(scheduler, total)
     fixed = total != cfg.steps or start >= BUDGET_PROBE_STEPS
 
+    def step_work(s: int) -> int:  # every rank's micro-batches of step s: all ranks forecast alike
+        return sum(stream.work(((s - 1) * cfg.grad_accum + a) * world + r)
+                   for a in range(cfg.grad_accum) for r in range(world))
+
     def checkpoint(step: int) -> None:
         if rank == 0:
             meta = {"history": result.history, "tokens": result.tokens, "target_tokens": result.target_tokens,
@@ -286,7 +301,7 @@ def train(model, train_set, dev_set: list[Encoded], cfg: TrainConfig, run_dir: P
             if cfg.max_minutes:  # every rank decides on the same (averaged) clock
                 elapsed = dist.all_reduce_sum(result.train_seconds) / world
                 if not fixed and step >= BUDGET_PROBE_STEPS:
-                    total, fixed = budgeted_steps(cfg, elapsed, step), True
+                    total, fixed = budgeted_steps(cfg, elapsed, step, step_work), True
                     set_schedule_length(scheduler, total)
                     bar.total, row["budgeted_steps"] = total, total
                 elif elapsed >= cfg.max_minutes * 60 and step < total:
