@@ -184,7 +184,7 @@ def test_no_copies_asked_reads_no_case_file_and_the_summary_counts_what_the_docs
     cases = parse_cases("=== a chat\n⟦NAME|Ann⟧ and ⟦NAME|Bo⟧ at ⟦EMAIL|a@b.io⟧\n=== b log\nok")
     assert summary(cases) == {"cases": 2, "without_pii": 1, "values": 3, "kinds": 2,
                               "by_type": {"NAME": 2, "EMAIL": 1}}
-    assert summary(training_cases())["values"] == 7715  # the count the training folder's README gives
+    assert summary(training_cases())["values"] == 8224  # the count the training folder's README gives
 
 
 def test_cached_model_spans_replay_without_the_model_and_refuse_other_weights(tmp_path):

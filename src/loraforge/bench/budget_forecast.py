@@ -1,13 +1,15 @@
 """How well ``train.max_minutes`` forecasts a run's length, replayed on finished runs.
 
     python -m loraforge.bench.budget_forecast runs/pii-tagger-v14 runs/pii-tagger-b14s1 [...] [--out bench/results]
-        [--name budget-forecast]
+        [--name budget-forecast] [--set data.train=FILE ...]
 
 Each run's stream is rebuilt from its ``config.yaml`` (the batch order is a function of the seed), each step's
 seconds from its history (its tokens / its ``tokens_per_s``), and the forecast made after the first
 ``BUDGET_PROBE_STEPS`` steps is compared with the seconds the run's steps really took: by the pace per step
 (before 2026-12-07) and by the pace per token position over the batches still to come (``budgeted_steps``). A
 positive error errs short (it would cut a run that fits); a negative one would run into the budget's stop.
+The replayed tokens must add up to the run's own count (``train.seconds`` x ``train.tokens_per_s``): a run whose
+data has changed since (a rewritten ``pii:train``) is refused; ``--set data.train=<the old split>`` replays it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from loraforge.bench.report import cpu_name, publish, table
 
 
-def step_seconds(run: Path) -> tuple[list[float], list[int], dict]:
+def step_seconds(run: Path, overrides: list[str] = ()) -> tuple[list[float], list[int], dict]:
     """Per step of a finished run: its seconds and its ``work``; and its train config's budget settings."""
     from loraforge.config import load_config
     from loraforge.data.splits import encode_splits, load_splits
@@ -27,7 +29,7 @@ def step_seconds(run: Path) -> tuple[list[float], list[int], dict]:
     from loraforge.train.batching import make_stream
     from loraforge.train.loop import packs
 
-    cfg = load_config(run / "config.yaml")
+    cfg = load_config(run / "config.yaml", list(overrides))
     loaded = load_model(cfg.model.name, cfg.model.dtype, cfg.model.family)
     data = encode_splits(cfg, load_splits(cfg), loaded.tokenizer, cfg.model.trained_family(loaded.family))
     if cfg.train.grad_accum != 1:
@@ -35,12 +37,18 @@ def step_seconds(run: Path) -> tuple[list[float], list[int], dict]:
     packed = packs(loaded.model, loaded.family, cfg.train.packing, "cpu")
     stream = make_stream(data.train, cfg.train.batch_size, cfg.train.seed, cfg.train.length_grouping, packed)
     rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines() if line.strip()]
-    seconds, work = [], []
+    seconds, work, replayed = [], [], 0
     for row in (r for r in rows if "tokens_per_s" in r):
         batch = stream.batch(row["step"] - 1, loaded.tokenizer.pad_token_id or 0, loaded.family)
         tokens = int(batch["attention_mask"].sum()) if batch.get("attention_mask") is not None else batch["input_ids"].numel()
         seconds.append(tokens / row["tokens_per_s"])
         work.append(stream.work(row["step"] - 1))
+        replayed += tokens
+    stats = json.loads((run / "metrics.json").read_text())["train"]
+    if abs(replayed / (stats["seconds"] * stats["tokens_per_s"]) - 1) > 0.01:
+        raise SystemExit(f"{run}: the replayed batches hold {replayed} tokens, the run trained on "
+                         f"{stats['seconds'] * stats['tokens_per_s']:.0f}: its data has changed since; "
+                         "replay it with --set data.train=<the split it trained on>")
     return seconds, work, {"steps": cfg.train.steps, "max_minutes": cfg.train.max_minutes}
 
 
@@ -63,10 +71,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", nargs="+", help="finished run directories (config.yaml, history.jsonl)")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--name", default="budget-forecast")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every run replayed (e.g. the data it trained on)")
     args = parser.parse_args(argv)
     results, rows = {"cpu": cpu_name(), "probe_steps": BUDGET_PROBE_STEPS, "runs": {}}, []
     for run in map(Path, args.runs):
-        seconds, work, budget = step_seconds(run)
+        seconds, work, budget = step_seconds(run, args.set)
         row = forecast_errors(seconds, work, BUDGET_PROBE_STEPS)
         if budget["max_minutes"]:  # what each forecast would have fixed; steps past the history at their mean work
             cfg = TrainConfig(steps=budget["steps"], max_minutes=budget["max_minutes"])
