@@ -1280,3 +1280,42 @@ def test_rules_38_version_keys_templates_tokens_company_numbers_and_departments(
 ])
 def test_rules_39_hashtags_and_role_mailboxes(text, finds, masked):
     assert union_masked(text, *finds) == masked
+
+
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 40: an order's, a ticket's, a giro account's, a land registry's or an employee's number after its label
+    ("Dobrý den, Petr Novák, objednávka č. 2025-402117", [("Petr Novák", "NAME"), ("2025-402117", "PHONE")],
+     ["Petr Novák"]),
+    ("Anna Berger, Bestellnr. 2024-11873", [("Anna Berger", "NAME"), ("2024-11873", "PHONE")], ["Anna Berger"]),
+    ("Иван Орлов, ваш заказ № 60418823-0311 передан курьеру", [("Иван Орлов", "NAME"), ("60418823-0311", "PHONE")],
+     ["Иван Орлов"]),
+    ("Avgiften betalas av Karin Lind till bankgiro 5311-9027", [("Karin Lind", "NAME"), ("5311-9027", "PHONE")],
+     ["Karin Lind"]),
+    ("Yolcu: Deniz Acar  Bilet No: 235-4418207731", [("Deniz Acar", "NAME"), ("235-4418207731", "PHONE")], ["Deniz Acar"]),
+    ("con referencia catastral 7142309VK4774A0012PL", [("7142309VK4774A0012PL", "SSN")], []),
+    ("Alta de Lucas Prieto, n.º de empleado 2025-0733", [("Lucas Prieto", "NAME"), ("2025-0733", "PHONE")], ["Lucas Prieto"]),
+    ("송장번호 7314 2290 5581 조회 부탁드립니다, 박지훈 드림", [("7314 2290 5581", "PHONE"), ("박지훈", "NAME")], ["박지훈"]),
+    # a person's phone after the same words elsewhere on the line stays masked when its own label says phone
+    ("objednávka vyřízena, volejte mi na tel. 604 221 873", [("604 221 873", "PHONE")], ["604 221 873"]),
+])
+def test_rules_40_order_ticket_giro_registry_and_employee_numbers(text, finds, masked):
+    assert union_masked(text, *finds) == masked
+
+
+def test_a_span_never_splits_a_letter_from_its_combining_marks():
+    """Token offsets may end between a letter and its combining mark: the mark would be left as a leak and the name
+    cut in two. Grown over the marks, the pieces are one span, typed and scored as before."""
+    from loraforge.pii.conform import conform
+    from loraforge.pii.spans import Span
+
+    text = "Ayọ̀kúnlé: Ẹ ṣeun."  # o + combining dot below + combining grave, then kúnlé
+    mark = text.index("\u0300")
+    spans = conform(text, [Span(0, mark, "NAME", 0.9, "model"), Span(mark + 1, text.index(":"), "NAME", 0.8, "model")])
+    assert [(text[s.start:s.end], s.type, s.score) for s in spans] == [("Ayọ̀kúnlé", "NAME", 0.9)]
+    hindi = "नमस्ते, मैं सुनीता हूँ"
+    end = hindi.index("ता") + 1  # before the vowel sign ा
+    (span,) = conform(hindi, [Span(hindi.index("सु"), end, "NAME", 0.9, "model")])
+    assert hindi[span.start:span.end] == "सुनीता"
+    start = hindi.index("ी")  # a span that starts on a mark starts on its letter
+    (span,) = conform(hindi, [Span(start, hindi.index(" हूँ"), "NAME", 0.9, "model")])
+    assert hindi[span.start:span.end] == "नीता"

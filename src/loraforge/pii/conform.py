@@ -12,6 +12,7 @@ that context in training.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from loraforge.data.pii_tags import spaceless
 from loraforge.pii.labels import ID_LABEL_HEAD, retyped
@@ -355,13 +356,24 @@ def _join_pieces(text: str, spans: list[Span]) -> list[Span]:
     return out
 
 
+def _whole_letters(text: str, a: int, b: int) -> tuple[int, int]:
+    """A span never splits a letter from its combining marks (Yoruba ``ọ̀``, Devanagari vowel signs, Lao tone marks):
+    a model's token offsets may end between them, which left the mark unmasked (a leak) and cut one name in two
+    (``⟦Ayọ⟧̀⟦kúnlé⟧``); grown over the marks, the two pieces touch and ``_join_pieces`` makes them one."""
+    while b < len(text) and unicodedata.category(text[b]).startswith("M"):
+        b += 1
+    while 0 < a < b and unicodedata.category(text[a]).startswith("M"):
+        a -= 1
+    return a, b
+
+
 def conform(text: str, spans: list[Span]) -> list[Span]:
     """``spans`` trimmed to their values and without those the rules say are never personal data."""
     out = []
     for s in spans:
         a, b = _credential_edges(text, s.start, s.end, s.type)
         da, db = _strip(text[a:b], s.type)
-        a, b = a + da, a + db
+        a, b = _whole_letters(text, a + da, a + db)
         if a >= b:
             continue
         if s.type in ("NAME", "USERNAME") and (m := _TRAILING_NUMBER.search(text, a, b)) and m.start() > a:
