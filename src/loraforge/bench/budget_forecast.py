@@ -27,24 +27,26 @@ def step_seconds(run: Path, overrides: list[str] = ()) -> tuple[list[float], lis
     from loraforge.data.splits import encode_splits, load_splits
     from loraforge.models.load import load_model
     from loraforge.train.batching import make_stream
-    from loraforge.train.loop import packs
+    from loraforge.train.loop import count_tokens, packs
 
     cfg = load_config(run / "config.yaml", list(overrides))
-    loaded = load_model(cfg.model.name, cfg.model.dtype, cfg.model.family)
-    data = encode_splits(cfg, load_splits(cfg), loaded.tokenizer, cfg.model.trained_family(loaded.family))
+    stats = json.loads((run / "metrics.json").read_text())["train"]
+    if stats.get("world_size", 1) != 1:
+        raise SystemExit(f"{run}: {stats['world_size']} ranks; the replay reads one rank's micro-batches")
     if cfg.train.grad_accum != 1:
         raise SystemExit(f"{run}: grad_accum {cfg.train.grad_accum}; the replay reads one micro-batch per step")
+    loaded = load_model(cfg.model.name, cfg.model.dtype, cfg.model.family)
+    data = encode_splits(cfg, load_splits(cfg), loaded.tokenizer, cfg.model.trained_family(loaded.family))
     packed = packs(loaded.model, loaded.family, cfg.train.packing, "cpu")
     stream = make_stream(data.train, cfg.train.batch_size, cfg.train.seed, cfg.train.length_grouping, packed)
     rows = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines() if line.strip()]
     seconds, work, replayed = [], [], 0
     for row in (r for r in rows if "tokens_per_s" in r):
         batch = stream.batch(row["step"] - 1, loaded.tokenizer.pad_token_id or 0, loaded.family)
-        tokens = int(batch["attention_mask"].sum()) if batch.get("attention_mask") is not None else batch["input_ids"].numel()
+        tokens = count_tokens(batch)  # what the run's tokens_per_s counted
         seconds.append(tokens / row["tokens_per_s"])
         work.append(stream.work(row["step"] - 1))
         replayed += tokens
-    stats = json.loads((run / "metrics.json").read_text())["train"]
     if abs(replayed / (stats["seconds"] * stats["tokens_per_s"]) - 1) > 0.01:
         raise SystemExit(f"{run}: the replayed batches hold {replayed} tokens, the run trained on "
                          f"{stats['seconds'] * stats['tokens_per_s']:.0f}: its data has changed since; "
@@ -53,14 +55,16 @@ def step_seconds(run: Path, overrides: list[str] = ()) -> tuple[list[float], lis
 
 
 def forecast_errors(seconds: list[float], work: list[int], probe: int) -> dict:
-    """Each forecast of the time the run's own steps took, made from its first ``probe`` steps."""
-    real = sum(seconds)
-    spent = sum(seconds[:probe])
-    per_step = spent / probe * len(seconds)
-    per_token = spent + spent / sum(work[:probe]) * sum(work[probe:])
+    """Each forecast of the time the run's own steps took, made from its first ``probe`` steps: by the pace per
+    step (every step one unit of work) and by the pace per token position (``work``)."""
+    real, spent = sum(seconds), sum(seconds[:probe])
+
+    def error(units: list[int]) -> float:
+        forecast = spent + spent / sum(units[:probe]) * sum(units[probe:])
+        return round(100 * (forecast / real - 1), 1)
+
     return {"steps": len(seconds), "seconds": round(real, 1), "probe_seconds": round(spent, 1),
-            "per_step_error_pct": round(100 * (per_step / real - 1), 1),
-            "per_token_error_pct": round(100 * (per_token / real - 1), 1)}
+            "per_step_error_pct": error([1] * len(seconds)), "per_token_error_pct": error(work)}
 
 
 def main(argv: list[str] | None = None) -> None:

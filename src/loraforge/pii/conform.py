@@ -358,8 +358,8 @@ def _join_pieces(text: str, spans: list[Span]) -> list[Span]:
 
 def _whole_letters(text: str, a: int, b: int) -> tuple[int, int]:
     """A span never splits a letter from its combining marks (Yoruba ``ọ̀``, Devanagari vowel signs, Lao tone marks):
-    a model's token offsets may end between them, which left the mark unmasked (a leak) and cut one name in two
-    (``⟦Ayọ⟧̀⟦kúnlé⟧``); grown over the marks, the two pieces touch and ``_join_pieces`` makes them one."""
+    a model's token offsets may end between them, which left the mark in the output between two placeholders and
+    cut one name in two (``⟦Ayọ⟧̀⟦kúnlé⟧``); grown over the marks, the pieces touch and ``_join_pieces`` makes them one."""
     while b < len(text) and unicodedata.category(text[b]).startswith("M"):
         b += 1
     while 0 < a < b and unicodedata.category(text[a]).startswith("M"):

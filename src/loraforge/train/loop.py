@@ -145,21 +145,19 @@ BUDGET_PROBE_STEPS = 20
 steps (allocations, compiling), so the length it gives errs short."""
 
 
-def budgeted_steps(cfg: TrainConfig, seconds: float, done: int, work=None) -> int:
+def budgeted_steps(cfg: TrainConfig, seconds: float, done: int, work=lambda step: 1) -> int:
     """The step count that fits ``cfg.max_minutes``, given that the first ``done`` steps took ``seconds``:
     at most ``cfg.steps``, at least ``done``. ``work(step)`` (the token positions a step computes) turns
     the probe's pace into seconds per token position, so the forecast follows the batches the run will
     actually see: with length grouping, 20 steps of long batches would otherwise cut a run of mostly
-    short ones (and 20 short ones overrun the budget, to be stopped there with its schedule unfinished)."""
+    short ones (and 20 short ones overrun the budget, to be stopped there with its schedule unfinished).
+    The default, one unit a step, is the pace per step."""
     if seconds <= 0:
         return cfg.steps
-    if work is None:
-        return max(done, min(cfg.steps, int(cfg.max_minutes * 60 / (seconds / max(done, 1)))))
     pace = seconds / max(sum(work(s) for s in range(1, done + 1)), 1)
     spent, step, budget = seconds, done, cfg.max_minutes * 60 * (1 + 1e-9)  # float sums may not land exactly
-    while step < cfg.steps and spent + work(step + 1) * pace <= budget:
-        step += 1
-        spent += work(step) * pace
+    while step < cfg.steps and spent + (cost := work(step + 1) * pace) <= budget:
+        step, spent = step + 1, spent + cost
     return step
 
 
@@ -291,7 +289,7 @@ def train(model, train_set, dev_set: list[Encoded], cfg: TrainConfig, run_dir: P
             if step_fn.device_type == "cuda":
                 torch.cuda.synchronize()  # GPU work is asynchronous: time the step, not its launch
             seconds = time.perf_counter() - t0
-            tokens = dist.all_reduce_sum(sum(_count_tokens(b) for b in micro))
+            tokens = dist.all_reduce_sum(sum(count_tokens(b) for b in micro))
             loss_sum = dist.all_reduce_sum(loss_sum)
             result.tokens += tokens
             result.target_tokens += n_target
@@ -354,7 +352,7 @@ def to_model_device(batch: dict, model: torch.nn.Module) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def _count_tokens(batch: dict) -> int:
+def count_tokens(batch: dict) -> int:
     """Real (non-pad) tokens; a packed row has no padding."""
     mask = batch["attention_mask"]
     return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
