@@ -378,3 +378,24 @@ def test_eval_says_when_its_config_is_not_the_one_the_adapter_trained_with(tmp_p
     (tmp_path / "bare").mkdir()
     (tmp_path / "bare" / "adapter_config.json").write_text("{}")
     assert warn_if_not_trained_with(other, tmp_path / "bare") == []  # a bare adapter folder has no run config
+
+
+def test_the_forecast_replay_refuses_a_run_whose_data_changed_since(tiny_model_dir, tmp_path):
+    """bench.budget_forecast rebuilds a finished run's batches from its config: they must hold the tokens the run
+    counted. After the training file is rewritten the replay is refused with the way out (``--set``), which
+    replays it from a copy of the data it trained on."""
+    from loraforge.bench.budget_forecast import step_seconds
+
+    data = tmp_path / "train.jsonl"
+    data.write_text(PAIRS.read_text())
+    (kept := tmp_path / "kept.jsonl").write_text(PAIRS.read_text())
+    cfg = load_config(None, overrides(tiny_model_dir, tmp_path / "run", "train.steps=4", "train.eval_every=0",
+                                      "eval.before=false", "data.test=null", f"data.train={data}"))
+    run = train_run(cfg, progress=False).path
+    seconds, work, budget = step_seconds(run)
+    assert len(seconds) == len(work) == 4 and all(s > 0 for s in seconds) and budget["steps"] == 4
+    lines = PAIRS.read_text().splitlines()
+    data.write_text("\n".join(line for i, line in enumerate(lines) if i % 2 == 0) + "\n")
+    with pytest.raises(SystemExit, match="data has changed since.*--set data.train="):
+        step_seconds(run)
+    assert step_seconds(run, [f"data.train={kept}"])[0] == pytest.approx(seconds)
