@@ -418,3 +418,25 @@ def test_the_held_out_contexts_bench_trains_each_variant_and_scores_only_context
     assert [v["rows"] for v in again["variants"]] == [[r for r in v["rows"] if r["bias"] == 50.0]
                                                        for v in results["variants"]]
     assert f"--records-share 0,0.5 --biases=50 --work {tmp_path / 'work'}`" in (tmp_path / "out" / "again.md").read_text()
+
+
+def test_the_error_report_reads_each_text_once_for_a_whole_curve(tagger_run, tmp_path, monkeypatch):
+    """bench.pii_errors --curve: the tagger reads the set once; each bias, the run's own included, decodes the
+    stored probabilities, so the run's own row is the curve's point at its bias, and nothing is timed."""
+    import loraforge.models.tagger as tagger_module
+    from loraforge.bench.pii_errors import KEYS, run as pii_errors
+
+    cases = tmp_path / "cases.txt"
+    cases.write_text("=== c-01 chat\nHi ⟦NAME|Maria Lopez⟧, call me on ⟦PHONE|+44 7700 900123⟧.\n\n"
+                     "=== c-02 log\ndeploy ok, version 1.2.3 on node-7\n\n"
+                     "=== c-03 mail\nFrom: ⟦EMAIL|j.okafor@example.org⟧\nThanks, ⟦NAME|Jide⟧\n")
+    read, real = [], tagger_module.tag_probabilities
+    monkeypatch.setattr(tagger_module, "tag_probabilities", lambda m, t, texts, b: read.extend(texts) or real(m, t, texts, b))
+    run, _ = tagger_run
+    results, _ = pii_errors(str(run.path), str(cases), None, False, curve=[-1.0, 0.0, 1.0])
+    assert sorted(read) == sorted(set(read)) and len(read) == 3
+    assert results["texts_per_s"] is None and [p["bias"] for p in results["curve"]] == [-1.0, 0.0, 1.0]
+    own = next(p for p in results["curve"] if p["bias"] == results["bias"])
+    assert {k: own[k] for k in KEYS} == results["scores"]
+    plain, _ = pii_errors(str(run.path), str(cases), None, False)
+    assert len(read) == 6 and plain["scores"] == results["scores"] and plain["texts_per_s"] > 0

@@ -8,7 +8,8 @@ to find errors.
 The set is written like the evaluation set (``⟦TYPE|value⟧`` inline, ``RULES.md``) but by other hands and
 kept apart from it. Writes ``<name>.json`` / ``<name>.md`` with the scores and the error counts by kind;
 ``--show-values`` also prints every error with its text (personal data of the development set: asked for).
-``--curve`` adds the scores at more biases (the recall knob); each bias decodes the whole set again.
+``--curve`` adds the scores at more biases (the recall knob): the tagger reads the set once and each bias decodes
+its stored probabilities, so a curve's report has no texts/s (time a plain run for that).
 ``--spans-cache FILE`` keeps the model's spans per text in a file (``CachedFinder``): a change to the rules is
 then scored again in seconds on the very same model output, and anyone holding the file gets the same numbers.
 ``--adapter gold`` puts the annotation itself through the rules and patterns (no model): its leaks are gold values
@@ -195,15 +196,15 @@ def run(adapter: str, cases: str, bias: float | None, show_values: bool,
         finder.save()
     else:
         masker = build_masker(adapter, merge="union", bias=bias, lone_min_score=lone_min_score)
-        if curve:
-            masker.model.memo = {}  # the tagger reads each text once; every bias decodes the same probabilities
+        if curve:  # the tagger reads each text once; every bias, the run's own too, decodes the same probabilities
+            masker.model.memo = {}
             points = sweep_bias(masker, records, curve, batch_size=max(1, len(records)))
-            masker.model.memo = None
-        start = time.perf_counter()  # timed without the memo: the model, then the rules (as ``find_spans``)
+        start = time.perf_counter()  # without a curve: the model, then the rules (as ``find_spans``), timed
         found = masker.model_spans(texts)
+        masker.model.memo = None
         bias = masker.bias
     spans = [masker.combine(t, m) for t, m in zip(texts, found)]
-    seconds = None if spans_cache or adapter == GOLD else time.perf_counter() - start
+    seconds = None if spans_cache or adapter == GOLD or curve else time.perf_counter() - start
     scores = score_spans(records, spans, seconds)
     errs = [(r, e) for r, s in zip(records, spans) for e in errors(r, s)]
     kinds = Counter(f"{e['kind']} {e['type']}" for _, e in errs)
