@@ -1302,6 +1302,31 @@ def test_rules_40_order_ticket_giro_registry_and_employee_numbers(text, finds, m
     assert union_masked(text, *finds) == masked
 
 
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 41: a type in code is no login; replication's own role
+    ("def notify(user_name: str) -> None:", [("str", "USERNAME")], []),
+    ("    pub login: String,", [("String", "USERNAME")], []),
+    ("user: str = 'mbaptiste'", [("str", "USERNAME"), ("mbaptiste", "USERNAME")], ["mbaptiste"]),
+    # a service's login beside its password is a credential's (RULES.md), kept
+    ("DATABASE_URL=postgres://svc_ledger:Qm4!rT9vLx@10.4.1.7:5432/ledger", [("svc_ledger", "USERNAME")],
+     ["svc_ledger", "Qm4!rT9vLx", "10.4.1.7"]),
+    ("connection authorized: user=replicator database=replication", [("replicator", "USERNAME")], []),
+    ("connection authorized: user=akowalski database=orders", [("akowalski", "USERNAME")], ["akowalski"]),
+    # IP-shaped versions: a release after the number, a --version example, a parametrised test, a network's address
+    ("release-bot: ledger-api 10.6.3.2 tagged (commit 9f1e2ab)", [], []),
+    ("firewall: 10.6.3.2 tagged as hostile after 40 failed logins", [], ["10.6.3.2"]),
+    ("Paste the output of `quarry --version`, e.g. 3.11.0.7, with your report.", [], []),
+    ("FAILED tests/test_semver.py::test_bump[2.9.0.14] - AssertionError", [], []),
+    ("the office range 172.20.0.0 is routed through the VPN", [], []),
+    ("ssh login from 172.20.4.18 for user kdlamini", [("kdlamini", "USERNAME")], ["172.20.4.18", "kdlamini"]),
+    # a Polish tax number beside the company register's is the company's; a person's NIP alone keeps its mask
+    ("Serwis Okien Gdańsk sp. j., KRS 0000581193, NIP 5842719906", [], []),
+    ("Jan Wróbel, NIP 5842719906", [("Jan Wróbel", "NAME")], ["Jan Wróbel", "5842719906"]),
+])
+def test_rules_41_types_in_code_replication_versions_networks_and_company_tax_numbers(text, finds, masked):
+    assert union_masked(text, *finds) == masked
+
+
 def test_a_span_never_splits_a_letter_from_its_combining_marks():
     """Token offsets may end between a letter and its combining mark: the mark would be left as a leak and the name
     cut in two. Grown over the marks, the pieces are one span, typed and scored as before."""

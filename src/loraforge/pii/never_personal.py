@@ -175,6 +175,12 @@ _VERSION_RANGE_AFTER = re.compile(r"(?i)[ \t]*(?:or (?:later|newer|above|higher)
                                   r"ou (?:supérieure?|plus récente?)|oder (?:höher|neuer)|of (?:hoger|nieuwer)|lub nowsz[ay]|"
                                   r"или (?:новее|выше)|أو أحدث|أو أعلى|以降|及以上|或更高|이상)")
 _PACKAGE_BEFORE = re.compile(r"(?<![\w.-])[A-Za-z][\w.]*(?:-[A-Za-z][\w.]*)*-$")
+# a release announced after the number (``edge-gateway ⟦10.4.12.1⟧ tagged``; not ``tagged as`` a threat), a version's
+# example after the command that prints it (``hedgehog --version`, e.g. 2.14.0.3``), a parametrised test's id
+# (``test_parse[4.10.0.84]``)
+_RELEASE_AFTER = re.compile(r"[ \t]+(?:tagged|released)\b(?![ \t]+as\b)")
+_VERSION_EXAMPLE_BEFORE = re.compile(r"(?i)--version`?\)?,?[ \t]+(?:e\.g\.|for example|z\.\s?B\.|p\.\s?ex\.|por ejemplo)[ \t]*$")
+_TEST_ID_BEFORE = re.compile(r"\btest_\w*\[$")
 _MONTH_NAME = re.compile(r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sept?|Oct|Nov|Dec)(?:[a-z]{2,6})?")
 _DAY_TIME_AFTER = re.compile(r"\.?[ \t]{1,2}\d{1,2},?[ \t]+\d{1,2}:\d{2}")  # ``Jan 28 02:15:00``: a log's timestamp
 _THREAD_NAME = re.compile(r"[A-Z][a-z]+(?:[A-Z][a-z]+)+-\d+(?:-\w+)*")  # ``HikariPool-1``, ``ForkJoinPool-3-worker-1``
@@ -194,6 +200,7 @@ _KUBECTL_OBJECT_BEFORE = re.compile(r"\bkubectl\b(?:[ \t]+-{1,2}[\w-]+(?:[ =][\w
 _ASSIGNED_BEFORE = re.compile(r"=[ \t]*$")
 _IDENTIFIER = re.compile(r"[A-Za-z_][\w.]*")
 _CALL_AFTER = re.compile(r"\((?!uid=)")
+_COMPANY_REGISTER = re.compile(r"\b(?:KRS|REGON)\b")
 _INVOICE_ISSUER_NUMBER = re.compile(r"T\d{13}")  # Japan's qualified invoice issuer number: a company's
 _VERSION_SUFFIX_AFTER = re.compile(r"-[a-z]|\+[a-z0-9]")  # ``6.1.0.18-rt9``, ``1.2.3.4+build``: a version's suffix
 # a word that speaks of an address (its host, its client, its traffic), on an IP-shaped number's line: the number
@@ -214,15 +221,23 @@ _ADDRESS_WORD_REACH = 200
 def _reads_as_version(text: str, span: Span, line_start: int) -> bool:
     """An IP-shaped number in a version's context: a version word or key before it (a key or a constant named
     ``*version*`` too), a range after it (``or later``), a package's file name before it, a version's suffix after
-    it (``6.1.0.18-rt9``)."""
+    it (``6.1.0.18-rt9``), a release word after it (``tagged``), a ``--version`` example or a test's id before it."""
     return bool(_VERSION_BEFORE.search(text, max(line_start, span.start - 24), span.start)
                 or _VERSION_KEY_BEFORE.search(text, max(line_start, span.start - 40), span.start)
+                or _VERSION_EXAMPLE_BEFORE.search(text, max(line_start, span.start - 40), span.start)
+                or _TEST_ID_BEFORE.search(text, max(line_start, span.start - 60), span.start)
+                or _RELEASE_AFTER.match(text, span.end)
                 or _VERSION_RANGE_AFTER.match(text, span.end) or _VERSION_SUFFIX_AFTER.match(text, span.end)
                 or _PACKAGE_BEFORE.search(text, max(line_start, span.start - 60), span.start))
 
 
 # a type in code, not a login (``pub username: ⟦Option⟧<String>``, ``user: ⟦List⟧<User>``)
 _GENERIC_TYPE_AFTER = re.compile(r"<[A-Za-z_]")
+# a programming language's type after a typed name (``def greet(user_name: ⟦str⟧)``, ``pub username: ⟦String⟧,``): no login
+_TYPE_NAMES = frozenset({"str", "string", "int", "integer", "bool", "boolean", "bytes", "text", "varchar", "char",
+                         "object", "any", "uuid", "none", "null", "number"})
+_TYPED_BEFORE = re.compile(r"\w[ \t]*:[ \t]*$")
+_TYPE_END_AFTER = re.compile(r"[ \t]*(?:[),;|\]=>]|$)", re.M)
 # a weekday before a month and its day: a timestamp (``Last login: ⟦Tue⟧ Apr  9 08:51:17 2024``), no login
 _WEEKDAY = re.compile(r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)(?:day|sday|nesday|rsday|urday)?")
 _MONTH_DAY_AFTER = re.compile(r"[ \t]+" + _MONTH_NAME.pattern + r"\.?[ \t]+\d{1,2}\b")
@@ -257,7 +272,10 @@ def _small_version(text: str, span: Span, value: str, line_start: int, line_end:
 
 
 def _netmask(value: str) -> bool:
-    """``255.255.255.0``, ``255.0.0.0``: a network's mask, no host's address."""
+    """``255.255.255.0``, ``255.0.0.0``: a network's mask, no host's address; ``10.2.0.0``: a network's own
+    address (two zero parts at the end), no host's."""
+    if value.endswith(".0.0") and value.count(".") == 3:
+        return True
     if not value.startswith("255."):
         return False
     try:
@@ -461,6 +479,9 @@ def never_personal(text: str, span: Span) -> bool:
     if span.type == "SSN" and len(value) == 10 and value.isdigit() and \
             "ИНН" in text[max(line_start, span.start - LABEL_WINDOW):span.start]:
         return True  # a 10-digit INN is an organisation's (a person's has 12)
+    if span.type == "SSN" and "NIP" in text[max(line_start, span.start - LABEL_WINDOW):span.start] and \
+            _COMPANY_REGISTER.search(text, max(0, span.start - 200), min(len(text), span.end + 200)):
+        return True  # a Polish tax number beside the company register's (KRS, REGON): the company's
     if span.type == "PHONE" and (m := _NUMBER_HEAD_BEFORE.search(text, max(line_start, span.start - 8), span.start)) \
             and service_number(m.group(1) + value):
         return True  # ``900 ⟦812 340⟧``: the tail of a free line
@@ -476,7 +497,9 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # a conference bridge's dial-in (``+48 22 307 18 44,,771203548#``): the meeting's, no one's
     if span.type == "USERNAME" and (_GENERIC_TYPE_AFTER.match(text, span.end) and value[:1].isupper()
                                     or _WEEKDAY.fullmatch(value) and _MONTH_DAY_AFTER.match(text, span.end)
-                                    or _ACCOUNT_ROLE.fullmatch(value)):
+                                    or _ACCOUNT_ROLE.fullmatch(value)
+                                    or value.lower() in _TYPE_NAMES and _TYPED_BEFORE.search(text, line_start, span.start)
+                                    and _TYPE_END_AFTER.match(text, span.end)):
         return True  # a type in code, a timestamp's weekday, a system account's service login
     if span.type in ("USERNAME", "NAME") and _SERVICE_BRANCH_AFTER.match(text, span.end):
         return True
