@@ -38,7 +38,7 @@ _BOT = re.compile(r"(?i)(?:^|[-_.])bot(?:\[bot\])?$|\[bot\]$|^bot[-_.]")
 # chat words a tagger takes for a handle or a name (``hey r u coming``); lower case only: ``Ty`` is a name
 CHAT_WORDS = frozenset(_words("chat_words"))
 # a family role or the writer as a chat's speaker (``Mama:``, ``Ja:``): any case
-KINSHIP_WORDS = frozenset(_words("kinship_words"))
+SPEAKER_ROLES = frozenset(_words("kinship_words")) | frozenset(_words("first_person_words"))
 # placeholders, not secrets or logins (RULES.md: PASSWORD): template variables, changeme, masks
 _PLACEHOLDER_VALUE = re.compile(r"(?i)\$\{[^}]*\}|\$\([^)]*\)|(?-i:\$[A-Z_][A-Z0-9_]*)|\{\{.*\}\}|<[^<>]+>|%\([^)]*\)s|"
                                 r"user(?:name)?|pass(?:word)?|"  # the word itself: ``postgres://USER:PASS@HOST``
@@ -421,7 +421,7 @@ def never_personal(text: str, span: Span) -> bool:
         return bool(HOSTNAME.fullmatch(value))  # a host; any other word keeps its mask (retyped a login: conform)
     if span.type in ("NAME", "USERNAME") and (value in CHAT_WORDS or (len(value) == 1 and value.isascii())):
         return True
-    if span.type in ("NAME", "USERNAME") and value.lower() in KINSHIP_WORDS:
+    if span.type in ("NAME", "USERNAME") and value.lower() in SPEAKER_ROLES:
         return True  # ``⟦Mama⟧: kommst du?``: a role in the family, not a name
     if span.type in ("PASSWORD", "USERNAME") and _PLACEHOLDER_VALUE.fullmatch(value):
         return True
