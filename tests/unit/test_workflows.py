@@ -392,6 +392,7 @@ def test_the_forecast_replay_refuses_a_run_whose_data_changed_since(tiny_model_d
     cfg = load_config(None, overrides(tiny_model_dir, tmp_path / "run", "train.steps=4", "train.eval_every=0",
                                       "eval.before=false", "data.test=null", f"data.train={data}"))
     run = train_run(cfg, progress=False).path
+    assert json.loads((run / "metrics.json").read_text())["train"]["tokens"] > 0  # exact, not seconds x tokens/s
     seconds, work, budget = step_seconds(run)
     assert len(seconds) == len(work) == 4 and all(s > 0 for s in seconds) and budget["steps"] == 4
     lines = PAIRS.read_text().splitlines()

@@ -8,8 +8,9 @@ seconds from its history (its tokens / its ``tokens_per_s``), and the forecast m
 ``BUDGET_PROBE_STEPS`` steps is compared with the seconds the run's steps really took: by the pace per step
 (before 2026-12-07) and by the pace per token position over the batches still to come (``budgeted_steps``). A
 positive error errs short (it would cut a run that fits); a negative one would run into the budget's stop.
-The replayed tokens must add up to the run's own count (``train.seconds`` x ``train.tokens_per_s``): a run whose
-data has changed since (a rewritten ``pii:train``) is refused; ``--set data.train=<the old split>`` replays it.
+The replayed tokens must add up to the run's own count (``train.tokens``; for runs before it was kept,
+``train.seconds`` x ``train.tokens_per_s``): a run whose data has changed since (a rewritten ``pii:train``) is
+refused; ``--set data.train=<the old split>`` replays it.
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ def step_seconds(run: Path, overrides: list[str] = ()) -> tuple[list[float], lis
         seconds.append(tokens / row["tokens_per_s"])
         work.append(stream.work(row["step"] - 1))
         replayed += tokens
-    if abs(replayed / (stats["seconds"] * stats["tokens_per_s"]) - 1) > 0.01:
+    trained = stats.get("tokens") or stats["seconds"] * stats["tokens_per_s"]  # the product: older runs, rounded
+    if abs(replayed / trained - 1) > 0.01:
         raise SystemExit(f"{run}: the replayed batches hold {replayed} tokens, the run trained on "
-                         f"{stats['seconds'] * stats['tokens_per_s']:.0f}: its data has changed since; "
+                         f"{trained:.0f}: its data has changed since; "
                          "replay it with --set data.train=<the split it trained on>")
     return seconds, work, {"steps": cfg.train.steps, "max_minutes": cfg.train.max_minutes}
 

@@ -141,7 +141,7 @@ def _train_stats(model, loaded, result, identical: bool, steps_asked: int) -> Tr
         final_dev_loss=dev_losses[-1] if dev_losses else None, trainable_params=n_trainable, total_params=n_total,
         peak_rss_mb=round(result.peak_rss_mb), dtype=str(next(loaded.model.parameters()).dtype).replace("torch.", ""),
         world_size=dist.world_size(), ranks_identical=identical,
-        steps_asked=steps_asked if result.steps != steps_asked else None)
+        steps_asked=steps_asked if result.steps != steps_asked else None, tokens=int(result.tokens))
 
 
 def _score_tuned(run: RunDir, cfg: RunConfig, loaded, model, data: Datasets, progress: bool) -> tuple[dict, list[str]]:
