@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from conftest import Killed, killed_after, tiny_causal
-from loraforge.config import ConfigError, DataConfig, RunConfig
+from loraforge.config import ConfigError, RunConfig
 from loraforge.data.formats import Example
 from loraforge.data.pii import generate
-from loraforge.pii.spans import Span, render
+from loraforge.pii.spans import render
 from loraforge.data.pii_tags import IGNORE, LABEL_IDS, LABELS, decode_spans, token_labels
 from loraforge.data.templates import encode_tagged
 
