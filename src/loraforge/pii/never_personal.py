@@ -272,10 +272,7 @@ def _small_version(text: str, span: Span, value: str, line_start: int, line_end:
 
 
 def _netmask(value: str) -> bool:
-    """``255.255.255.0``, ``255.0.0.0``: a network's mask, no host's address; ``10.2.0.0``: a network's own
-    address (two zero parts at the end), no host's."""
-    if value.endswith(".0.0") and value.count(".") == 3:
-        return True
+    """``255.255.255.0``, ``255.0.0.0``: a network's mask, no host's address."""
     if not value.startswith("255."):
         return False
     try:
@@ -560,11 +557,12 @@ def _parses_as_ip(value: str) -> bool:
 
 
 def _not_an_address(text: str, span: Span, value: str) -> bool:
-    """Loopback, unspecified, a range, a MAC address, or a machine identifier (``_NOT_IP``)."""
+    """Loopback, unspecified, a network's own address (``10.2.0.0``: two zero parts at the end), a range, a MAC
+    address, or a machine identifier (``_NOT_IP``)."""
     if "/" in value or _RANGE_AFTER.match(text, span.end) or _MAC.fullmatch(value) or _NOT_IP.fullmatch(value):
         return True
     try:
         ip = ipaddress.ip_address(value.strip("[]"))
     except ValueError:
         return False  # a piece of an address, or an address in context: the finder's call stands
-    return ip.is_loopback or ip.is_unspecified
+    return ip.is_loopback or ip.is_unspecified or (ip.version == 4 and value.endswith(".0.0"))

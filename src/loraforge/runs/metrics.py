@@ -35,7 +35,8 @@ class TrainStats(_Record):
     steps_asked: int | None = None
     """``train.steps`` where ``train.max_minutes`` ran fewer (None: it ran them all)."""
     tokens: int | None = None
-    """Tokens trained on (this rank's), exact: ``seconds`` x ``tokens_per_s`` is rounded (None: runs before 2026-12-07)."""
+    """Tokens trained on (all ranks', as ``tokens_per_s`` counts them), exact: ``seconds`` x ``tokens_per_s`` is rounded
+    (None: runs before 2026-12-07)."""
 
     @property
     def trainable_pct(self) -> float:
