@@ -1327,6 +1327,35 @@ def test_rules_41_types_in_code_replication_versions_networks_and_company_tax_nu
     assert union_masked(text, *finds) == masked
 
 
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 42: a firmware's or a kernel's column, an organisation's tax number's column; a bare vat_id keeps its mask
+    ("asset,os,kernel,bmc_firmware,site\nAT-1,Debian 12.5,6.1.0.18,2.61.0.4,Johannesburg DC2", [], []),
+    ("sku,supplier,supplier_vat_id,warehouse\nRT-58,Netwerk Komponenten GmbH,DE287415963,Duisburg",
+     [("DE287415963", "IBAN")], []),
+    ("name,vat_id,city\nJan Kowalski,PL5842719906,Gdańsk", [("Jan Kowalski", "NAME"), ("PL5842719906", "SSN")],
+     ["Jan Kowalski", "PL5842719906"]),
+    # IP-shaped versions: a user agent's product, a package list's version in brackets, a release key's package@
+    ('    user_agent: str = "tarifa-client/3.7.0.2"', [], []),
+    ("ssh user 3.7.0.2", [], ["3.7.0.2"]),
+    ("Packages that will be upgraded: libssl3 linux-image-amd64 (6.1.0.18)", [], []),
+    ("SENTRY_RELEASE=kasbah-crm@1.9.0.3", [("kasbah-crm", "USERNAME")], []),
+    ("ssh deploy@10.4.1.7", [("deploy", "USERNAME")], ["10.4.1.7"]),
+    ("Node:             worker-b3/10.0.4.12", [], ["10.0.4.12"]),
+    # a DSN's database, an application's name key; a login's key keeps its value
+    ("DATABASE_URL=postgres://${DB_USER}:${DB_PASSWORD}@db:5432/kasbah", [("kasbah", "USERNAME")], []),
+    ("APP_NAME=kasbah-crm", [("kasbah-crm", "USERNAME")], []),
+    ("USER_NAME=mbaptiste", [("mbaptiste", "USERNAME")], ["mbaptiste"]),
+    # a heading in capitals alone on its line, a weekday, a kin term in Punjabi, a title after a name alone
+    ("WILLAKUY\nChinchaypujyu llaqtapi yarqha pichay", [("WILLAKUY", "NAME")], []),
+    ("Firma:\nKOWALSKA Anna", [("KOWALSKA Anna", "NAME")], ["KOWALSKA Anna"]),
+    ("za a katse ruwan famfo ranar Alhamis, 12 ga Yuni", [("Alhamis", "NAME")], []),
+    ("ਵੀਰਜੀ: ਬੀਜੀ, ਮੈਂ ਮੰਡੀ ਤੋਂ ਆਟਾ ਲੈ ਆਵਾਂਗਾ।", [("ਵੀਰਜੀ", "NAME"), ("ਬੀਜੀ", "NAME")], []),
+    ("お問い合わせは さん まで", [("さん", "NAME")], []),
+])
+def test_rules_42_version_columns_user_agents_databases_app_names_headings_weekdays_and_kin(text, finds, masked):
+    assert union_masked(text, *finds) == masked
+
+
 def test_a_span_never_splits_a_letter_from_its_combining_marks():
     """Token offsets may end between a letter and its combining mark: the mark would be left as a leak and the name
     cut in two. Grown over the marks, the pieces are one span, typed and scored as before."""

@@ -384,8 +384,8 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
             b = m.start()  # ``⟦akowalcz pts⟧/1`` (``w``, ``last``): the login, then its terminal
         if s.type == "PHONE" and (m := _PHONE_WORD_BEFORE.match(text, a, b)) and m.end() < b:
             a = m.end()  # ``⟦mob 07700 958 431⟧``: the label is not the number (any other word stays: it may be a name)
-        if s.type == "NAME" and text[a:b] in _HONORIFICS:
-            continue  # before it grows into the name after it
+        if s.type == "NAME" and (text[a:b] in _HONORIFICS or text[a:b] in _HONORIFICS_AFTER):
+            continue  # before it grows into the name after it; a title after a name, alone (``⟦さん⟧``), is none
         if s.type == "NAME":
             a, b = _name_cell(text, a, b)
             a = _surname_first(text, a, b)

@@ -166,9 +166,11 @@ _VERSION_BEFORE = re.compile(r"(?i)(?:(?:(?-i:\b[A-Z][A-Za-z]+/)|\bv\.?|\bversio
 
 
 # a constant or a key whose name holds ``version`` (``MIN_SERVER_VERSION: &str = "⟦3.2.0.41⟧"``, ``"agentVersion": "``;
-# ``_VERSION_BEFORE`` reads the word alone), its type annotation too; not ``conversion:``
+# ``_VERSION_BEFORE`` reads the word alone), its type annotation too; not ``conversion:``; a release's key, its
+# package's name before an ``@`` (``SENTRY_RELEASE=kasbah-crm@⟦1.9.0.3⟧``)
 _VERSION_KEY_BEFORE = re.compile(r"(?:(?<![A-Za-z])(?i:version)|(?<=[a-z])Version)\w*[\"']?"
-                                 r"(?:[ \t]*:[ \t]*&?'?[\w<>\[\]]+)?[ \t]*[:=][ \t]*[\"']?v?$")
+                                 r"(?:[ \t]*:[ \t]*&?'?[\w<>\[\]]+)?[ \t]*[:=][ \t]*[\"']?v?$|"
+                                 r"(?<![A-Za-z])(?i:release)\w*[\"']?[ \t]*[:=][ \t]*[\"']?(?:[\w.-]+@)?v?$")
 # a version's range after the number (``4.1.9.2 or later``, ``6.3.0.12 أو أحدث``), and a package's file name before it
 # (``nvidia-cudnn-cu12-8.9.2.26``, ``opencv-python-headless-4.10.0.84``: a name's letters, then a hyphen)
 _VERSION_RANGE_AFTER = re.compile(r"(?i)[ \t]*(?:or (?:later|newer|above|higher)|and (?:later|newer|above)|o (?:superior|posterior)|"
@@ -204,16 +206,18 @@ _COMPANY_REGISTER = re.compile(r"\b(?:KRS|REGON)\b")
 _INVOICE_ISSUER_NUMBER = re.compile(r"T\d{13}")  # Japan's qualified invoice issuer number: a company's
 _VERSION_SUFFIX_AFTER = re.compile(r"-[a-z]|\+[a-z0-9]")  # ``6.1.0.18-rt9``, ``1.2.3.4+build``: a version's suffix
 # a word that speaks of an address (its host, its client, its traffic), on an IP-shaped number's line: the number
-# keeps its mask (``_small_version``); inside identifiers too (``bastion_public_ip``, ``REMOTE_ADDR``)
+# keeps its mask (``_small_version``); inside identifiers too (``bastion_public_ip``, ``REMOTE_ADDR``); not a user
+# agent's key or a client's product name (``user_agent``, ``tarifa-client/``)
 _ADDRESS_WORD = re.compile(r"(?i)(?<![a-z])(?:ips?|ipv[46]|inet6?|addr\w*|address\w*|adress\w*|direcci[oó]n|endere[cç]o|"
-                           r"indirizzo|адрес\w*|host\w*|from|client\w*|src|dst|source|remote\w*|peer\w*|server\w*|"
+                           r"indirizzo|адрес\w*|host\w*|from|client\w*(?!/)|src|dst|source|remote\w*|peer\w*|server\w*|"
                            r"connect\w*|ssh|ping|log(?:ged)?[ _-]?in|via|origin\w*|forward\w*|block\w*|bann?(?:ed)?|unban|"
                            r"allow\w*|deny|denied|reject\w*|attack\w*|scan\w*|gateway|gw|dns|nameserver|resolver|listen\w*|"
                            r"bind|route[rs]?|proxy|vpn|nat|lan|wan|subnet|endpoint|upstream|bastion|firewall|whitelist|"
-                           r"blacklist|blocklist|geoip|rhost|user)(?![a-z])|(?-i:IP)|アドレス|地址|주소|@|://")
+                           r"blacklist|blocklist|geoip|rhost|user(?![_ -]?agent))(?![a-z])|(?-i:IP)|アドレス|地址|주소|@|://")
 # what a product's version follows: a word or a name and a space (``skyctl ``, ``PayCore ``, ``Firmware-Update auf ``;
-# not a tab: a table's cell), a user agent's product (``synthetic-monitor/``, not a path's ``/var/4.2.0.1``), an arrow
-_NAME_BEFORE_VERSION = re.compile(r"[^\W\d][\w.&-]* +$|(?<![\w./-])[\w.-]*[^\W\d][\w.-]*/$|→ *$")
+# not a tab: a table's cell; a package list's ``linux-image-amd64 (6.1.0.18)``), a user agent's product
+# (``synthetic-monitor/``, not a path's ``/var/4.2.0.1``), an arrow
+_NAME_BEFORE_VERSION = re.compile(r"[^\W\d][\w.&-]* +\(?$|(?<![\w./-])[\w.-]*[^\W\d][\w.-]*/$|→ *$")
 _PORT_AFTER = re.compile(r":\d")
 _ADDRESS_WORD_REACH = 200
 
@@ -363,6 +367,19 @@ _FILE_NAME = re.compile(r"(?i)[\w.-]+\.(?:ini|ya?ml|json|conf|cfg|toml|env|xml|p
 # a street named after a person, then its house number (``aan de ⟦Dr. Van Thienenweg⟧ 5``): a place (RULES.md: NAME)
 _STREET_NAME = re.compile(r"(?i).*\w(?:weg|straat|laan|gracht|plein|kade|dijk|singel|stra(?:ß|ss)e|gasse|allee|platz|damm)")
 _HOUSE_NUMBER_AFTER = re.compile(r"[ \t]+\d{1,4}[a-zA-Z]?\b")
+# a database's name in a DSN's path, after its host and port (``postgres://${DB_USER}:${DB_PASSWORD}@db:5432/⟦kasbah⟧``):
+# no login (a web URL's path may be a person's handle: ``github.com/jdoe``)
+_DATABASE_PATH_BEFORE = re.compile(r"(?i)\b(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|sqlserver|"
+                                   r"clickhouse|cockroachdb)://[^\s/]+/$")
+# the key of a thing's name or a release (``APP_NAME=⟦kasbah-crm⟧``, ``"bucket_name": "``, ``SENTRY_RELEASE=``): the
+# value names an application, a bucket, a queue, no person nor login (``user_name``, ``account_name`` keep theirs)
+_THING_NAME_KEY_BEFORE = re.compile(r"(?i)(?<![a-z])(?:(?:app|application|service|project|cluster|bucket|package|image|"
+                                    r"database|db|queue|topic|bot|site|product|brand|company|org|team|release)[_-]?name|"
+                                    r"release)[\"']?[ \t]*[:=][ \t]*[\"']?$")
+# a heading: one word in capitals alone on its line (``WILLAKUY``), in a script with letter case; a person's name
+# in capitals comes with another word (``KOWALSKI Jan``) or under a label
+_CAPITALS_WORD = re.compile(r"[^\W\d_]{4,}")
+WEEKDAYS = frozenset(w.lower() for w in _words("weekday_names"))
 
 
 def never_personal(text: str, span: Span) -> bool:
@@ -420,6 +437,15 @@ def never_personal(text: str, span: Span) -> bool:
         return True
     if span.type in ("NAME", "USERNAME") and value.lower() in SPEAKER_ROLES:
         return True  # ``⟦Mama⟧: kommst du?``: a role in the family, not a name
+    if span.type in ("NAME", "USERNAME", "PASSWORD") and (
+            _DATABASE_PATH_BEFORE.search(text, line_start, span.start)
+            or (span.type != "PASSWORD" and _THING_NAME_KEY_BEFORE.search(text, max(line_start, span.start - 40), span.start))):
+        return True
+    if span.type == "NAME" and value.lower() in WEEKDAYS:
+        return True  # ``ranar ⟦Alhamis⟧``: a day of the week
+    if span.type == "NAME" and _CAPITALS_WORD.fullmatch(value) and value.isupper() \
+            and text[line_start:line_end].strip() == value:
+        return True
     if span.type in ("PASSWORD", "USERNAME") and _PLACEHOLDER_VALUE.fullmatch(value):
         return True
     if span.type == "PASSWORD" and (_URL_PORT_BEFORE.search(text, line_start, span.start)

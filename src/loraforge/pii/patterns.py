@@ -465,10 +465,18 @@ def _cells_under(found_tables: tuple[Table, ...], wanted: Callable[[str], bool])
 
 
 def code_cells(found_tables: tuple[Table, ...]) -> list[tuple[int, int]]:
-    """(start, end) of each cell under a product-code or a version's column (``ean``, ``sku``, ``agent_version``; ``code_columns``) of
-    ``found_tables`` (``tables(text)``): an EAN-13 has a phone's length and passes the Luhn check one time in ten,
-    but the header says what it is."""
-    return _cells_under(found_tables, lambda key: key in _CODE_COLUMNS or key.endswith("_version"))  # ``agent_version``
+    """(start, end) of each cell under a product-code or a version's column (``ean``, ``sku``, ``agent_version``,
+    ``bmc_firmware``; ``code_columns``) or an organisation's tax number's (``supplier_vat_id``) of ``found_tables``
+    (``tables(text)``): an EAN-13 has a phone's length and passes the Luhn check one time in ten, a firmware's
+    ``2.61.0.4`` an address's shape, but the header says what it is."""
+    return _cells_under(found_tables, lambda key: key in _CODE_COLUMNS or key.endswith(_VERSION_COLUMN_ENDS)
+                        or _ORGANISATION_TAX_COLUMN.fullmatch(key) is not None)
+
+
+_VERSION_COLUMN_ENDS = ("_version", "_firmware", "_fw", "_kernel", "_build")
+# an organisation's own tax number (RULES.md: companies' numbers are not annotated); a bare ``vat_id`` may be a person's
+_ORGANISATION_TAX_COLUMN = re.compile(r"(?:supplier|vendor|seller|company|merchant|manufacturer|carrier|issuer)_"
+                                      r"(?:vat|tax|ust)(?:_?id)?(?:_?(?:no|nr|number))?")
 
 
 _COLUMN_TYPES = {**{k: "SSN" for k in words("ssn_columns")}, **{k: "PASSWORD" for k in words("password_columns")},
