@@ -1356,6 +1356,22 @@ def test_rules_42_version_columns_user_agents_databases_app_names_headings_weekd
     assert union_masked(text, *finds) == masked
 
 
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 43: an office's phone on its line, in a text that names no one (Yoruba with its accents, Welsh, Somali)
+    ("ÌKÉDE\nFún ìbéèrè, ẹ pe ọ́fíìsì ìjọ lórí 0803 512 4470.", [("0803 512 4470", "PHONE")], []),
+    ("Swyddfa'r ysgol: 01970 617 234", [("01970 617 234", "PHONE")], []),
+    ("Wixii su'aalo ah, la xiriir xafiiska maamulka suuqa: 61 555 0192.", [("61 555 0192", "PHONE")], []),
+    # ... but not where the text names a person: "call me at the office" is often a signed letter's
+    ("Ring the office on 0191 496 2275, or me directly on 0191 496 2318.\n\nKind regards,\nHelen Marsh",
+     [("0191 496 2318", "PHONE"), ("Helen Marsh", "NAME")], ["0191 496 2275", "0191 496 2318", "Helen Marsh"]),
+    # a mother and the writer as a Yoruba chat's speakers, a mother in Tongan
+    ("Màmá: Ẹ kú àárọ̀ o, ọmọ mi.\nÈmi: A jí o Mà.", [("Màmá", "NAME"), ("Èmi", "NAME")], []),
+    ("Fa'ē: Mālō e lelei!", [("Fa'ē", "NAME")], []),
+])
+def test_rules_43_office_lines_and_yoruba_and_tongan_family_roles(text, finds, masked):
+    assert union_masked(text, *finds) == masked
+
+
 def test_a_span_never_splits_a_letter_from_its_combining_marks():
     """Token offsets may end between a letter and its combining mark: the mark would be left as a leak and the name
     cut in two. Grown over the marks, the pieces are one span, typed and scored as before."""

@@ -9,12 +9,16 @@ runs on the merged spans of model and patterns (``Masker.combine``), after ``con
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import replace
+
+from loraforge.data.pii_tags import spaceless
 
 from loraforge.pii.labels import ORGANISATION_PHONE_LABEL
 from loraforge.pii.never_personal import LEGAL_FORM, role_mailbox
 from loraforge.pii.patterns import EMAIL, Table, code_cells, organisation_phone_cells, organisation_rows, typed_cells
 from loraforge.pii.spans import Span, line_bounds, paragraph_bounds
+from loraforge.pii.wordlists import words
 
 _LEGAL_FORM_WORD = re.compile(r"(?<![\w.])" + LEGAL_FORM + r"(?![\w/])")
 _PERSONAL_TYPES = {"NAME", "EMAIL", "USERNAME"}
@@ -36,6 +40,16 @@ _OPENING_HOURS = re.compile(r"(?<![\d:.])\d{1,2}(?:[:.]\d{2}|\s?h(?:\s?\d{2})?)\
                             r"\d{1,2}(?:[:.]\d{2}|\s?h\b)(?![\d:.])")
 
 
+def _unaccented(text: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c))
+
+
+_OFFICE_WORDS = sorted({_unaccented(w) for w in words("office_words")}, key=len, reverse=True)
+# an office on the line (``office_words``), in any script's accents; a whole word where words are spaced
+_OFFICE_WORD = re.compile(r"(?i)(?<![^\W\d_])(?:" + "|".join(re.escape(w) for w in _OFFICE_WORDS if not any(spaceless(c) for c in w))
+                          + r")(?![^\W\d_])|" + "|".join(re.escape(w) for w in _OFFICE_WORDS if any(spaceless(c) for c in w)))
+
+
 def typed_by_header(spans: list[Span], found_tables: tuple[Table, ...]) -> list[Span]:
     """``spans`` with the type their table column's header names (``patterns.typed_cells``), for a span
     found in such a cell: the header says what a value's shape cannot."""
@@ -48,7 +62,8 @@ def organisation_lines(text: str, spans: list[Span], found_tables: tuple[Table, 
     """``spans`` without the phones and addresses on an organisation's contact line (RULES.md: PHONE and ADDRESS
     are a person's; a company's premises are not): a line that
     names an organisation (a role mailbox such as ``events@``, a company's legal form such as ``GmbH``, a row of a
-    table of stores or branches: ``patterns.organisation_rows``, opening hours) in a paragraph (a table's row:
+    table of stores or branches: ``patterns.organisation_rows``, opening hours; an office, ``office_words``, where
+    the whole text names no one: ``call me at the office`` is often a signed letter's) in a paragraph (a table's row:
     the row) that holds no person (no name, personal mailbox or login found in it). Why after merging: the
     patterns find the phone, the model the person that would make it theirs (``Jan Nowak, ACME Sp. z o.o.,
     +48 601 ...`` keeps its phone, as does a signature's ``ACME GmbH | +49 170 ...`` under its person's name).
@@ -58,6 +73,7 @@ def organisation_lines(text: str, spans: list[Span], found_tables: tuple[Table, 
     if not spans:
         return []
     out, codes = [], code_cells(found_tables)
+    nobody = not any(o.type in _PERSONAL_TYPES for o in spans)  # an office's line counts only in a text of no one
     has_phone = any(s.type == "PHONE" for s in spans)
     phones = organisation_phone_cells(found_tables) if has_phone else []
     rows = organisation_rows(found_tables) if has_phone and people_found else []
@@ -79,7 +95,8 @@ def organisation_lines(text: str, spans: list[Span], found_tables: tuple[Table, 
             else:
                 organisation = row is not None or bool(_LEGAL_FORM_WORD.search(line)) or bool(_OPENING_HOURS.search(line)) \
                     or _switchboard_after(text, s.end) or bool(_STORE_NUMBER.search(line)) \
-                    or any(role_mailbox(m.group(0)) for m in EMAIL.finditer(line))
+                    or any(role_mailbox(m.group(0)) for m in EMAIL.finditer(line)) \
+                    or (nobody and bool(_OFFICE_WORD.search(_unaccented(line))))
             if organisation and not person:
                 continue
         out.append(s)
