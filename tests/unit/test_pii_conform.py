@@ -396,10 +396,11 @@ def test_every_word_list_is_read_and_holds_no_repeats():
     import loraforge.pii.conform as conform_module
     import loraforge.pii.labels as labels_module
     import loraforge.pii.never_personal as never_personal_module
+    import loraforge.pii.organisations as organisations_module
     import loraforge.pii.patterns as patterns_module
 
     lists = tomllib.loads(files("loraforge.pii").joinpath("words.toml").read_text(encoding="utf-8"))
-    modules = (conform_module, labels_module, never_personal_module, patterns_module)
+    modules = (conform_module, labels_module, never_personal_module, organisations_module, patterns_module)
     source = "".join(Path(m.__file__).read_text(encoding="utf-8") for m in modules)
     for key, value in lists.items():
         words = value.split() if isinstance(value, str) else value
