@@ -1373,6 +1373,23 @@ def test_rules_43_office_lines_and_yoruba_and_tongan_family_roles(text, finds, m
     assert union_masked(text, *finds) == masked
 
 
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 44: a NAME holding an organisation's body, or after one written with a capital, names the body
+    ("Andra Mari Ikastola — Gurasoentzako oharra", [("Andra Mari Ikastola", "NAME")], []),
+    ("Szent Erzsébet Plébánia – Hirdetések", [("Erzsébet Plébánia", "NAME")], []),
+    ("Mahadsanid — Guddiga Suuqa", [("Suuqa", "NAME")], []),
+    # ... and its phone, the text then naming no one (Samoan: the church's office)
+    ("Mo nisi fa'amatalaga, fa'afeso'ota'i le ofisa o le Ekalesia: 24 567 890.",
+     [("Ekalesia", "NAME"), ("24 567 890", "PHONE")], []),
+    # a person after a lower-case word for a school is a person; a surname that is also a word stays a name
+    ("after school Tom Baker called 07700 900 412", [("Tom Baker", "NAME"), ("07700 900 412", "PHONE")],
+     ["Tom Baker", "07700 900 412"]),
+    ("Charlotte Church signed for it", [("Charlotte Church", "NAME")], ["Charlotte Church"]),
+])
+def test_rules_44_organisations_bodies_in_names_and_on_phone_lines(text, finds, masked):
+    assert union_masked(text, *finds) == masked
+
+
 def test_a_span_never_splits_a_letter_from_its_combining_marks():
     """Token offsets may end between a letter and its combining mark: the mark would be left as a leak and the name
     cut in two. Grown over the marks, the pieces are one span, typed and scored as before."""

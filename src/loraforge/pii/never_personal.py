@@ -15,6 +15,7 @@ from loraforge.pii.labels import BIRTH_LABEL, LABEL_WINDOW
 from loraforge.pii.patterns import DOTTED_NUMBER, EMAIL, PERSONAL_NUMBER_KEY, service_number
 from loraforge.pii.spans import BRACKETS, Span, line_bounds
 from loraforge.pii.wordlists import alternation as _alternation
+from loraforge.pii.wordlists import unaccented, unaccented_words
 from loraforge.pii.wordlists import words as _words
 
 # local parts of mailboxes that belong to an organisation, not a person (RULES.md: EMAIL)
@@ -380,6 +381,10 @@ _THING_NAME_KEY_BEFORE = re.compile(r"(?i)(?<![a-z])(?:(?:app|application|servic
 # in capitals comes with another word (``KOWALSKI Jan``) or under a label
 _CAPITALS_WORD = re.compile(r"[^\W\d_]{4,}")
 WEEKDAYS = frozenset(w.lower() for w in _words("weekday_names"))
+# an organisation's office or body (``organisation_nouns``): in a NAME, or right before one with a capital, it names the
+# body, a person's name only as the body's (``Andra Mari ⟦Ikastola⟧``, ``Guddiga ⟦Suuqa⟧``: RULES.md, NAME)
+_ORGANISATION_NOUN = unaccented_words("organisation_nouns")
+_CAPITAL_WORD_BEFORE = re.compile(r"(?<![^\W\d_])([^\W\d_][\w'’]*)[ \t]+$")
 
 
 def never_personal(text: str, span: Span) -> bool:
@@ -443,6 +448,10 @@ def never_personal(text: str, span: Span) -> bool:
         return True
     if span.type == "NAME" and value.lower() in WEEKDAYS:
         return True  # ``ranar ⟦Alhamis⟧``: a day of the week
+    if span.type == "NAME" and (_ORGANISATION_NOUN.search(unaccented(value)) or (
+            (m := _CAPITAL_WORD_BEFORE.search(text, max(line_start, span.start - 40), span.start))
+            and m.group(1)[0].isupper() and _ORGANISATION_NOUN.fullmatch(unaccented(m.group(1))))):
+        return True
     if span.type == "NAME" and _CAPITALS_WORD.fullmatch(value) and value.isupper() \
             and text[line_start:line_end].strip() == value:
         return True
