@@ -56,7 +56,7 @@ _REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|tracking|
                               r"EORI|DUNS|LEI|CIF|CNPJ|ABN|EIN|GSTIN|UEN|Y-tunnus|CVR|IČO|CUI|КПП|ОГРН(?:ИП)?)\b|"
                               r"(?i:\borg\.? ?-?nr\b\.?|\borganisasjonsnummer\b)|"
                               r"订单|注文|사번|社員番号|工号|工单|运单|单号|账号|伝票番号|送り状番号|운송장 ?번호|예약 ?번호|주문 ?번호|"
-                              r"法人番号|取引番号|会议号|رقم الطلب|رقم الحجز|رقم التذكرة|केस संख्या|खाता संख्या|लेन-देन आईडी|\bRCS\b|"
+                              r"法人番号|取引番号|会议号|رقم الطلب|رقم الحجز|رقم التذكرة|طلبك رقم|شحنتك رقم|رقم الشحنة|ریفرنس نمبر|\bPNR\b|केस संख्या|खाता संख्या|लेन-देन आईडी|\bRCS\b|"
                               r"송장 ?번호|شماره پیگیری|شماره سفارش")
 # an organisation's line, not a person's (RULES.md: PHONE): a switchboard, a reception, customer service
 _LONGEST_FIRST = sorted(_words("organisation_phone_labels"), key=len, reverse=True)
@@ -79,9 +79,11 @@ _LABELS = (("SSN", _ID_LABEL), ("ORGANISATION", ORGANISATION_PHONE_LABEL), ("MEE
            ("CREDIT_CARD", _CARD_LABEL), ("DATE_OF_BIRTH", BIRTH_LABEL), (None, _REFERENCE_LABEL), ("CODE", _PRODUCT_CODE_LABEL))
 
 
-# a label after the number, as Turkish writes it (``7281 0045 3392 numaralı gönderi``: the shipment numbered ...)
+# a label after the number, as Turkish and Hungarian write it (``7281 0045 3392 numaralı gönderi``, ``7051184320
+# számú csomagja``: the shipment numbered ...)
 _REFERENCE_AFTER = re.compile(r"(?i)[ \t]+numaral[ıi][ \t]+(?:gönderi|sipariş|siparis|kargo|fatura|talep|başvuru|dosya|"
-                              r"kayıt|bilet|paket|rezervasyon|poliçe|sözleşme)")
+                              r"kayıt|bilet|paket|rezervasyon|poliçe|sözleşme)|"
+                              r"[ \t]+számú[ \t]+(?:csomag|rendelés|megrendelés|számla|szállítmány|küldemény|jegy|foglalás)")
 
 
 def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:

@@ -81,7 +81,8 @@ _RANGE_AFTER = re.compile(r"(?:[0-9a-fA-F]*::?)*/\d{1,3}\b")  # an address (or i
 _OBJECT_NAME_BEFORE = re.compile(r'(?:^|\n)[ \t]*metadata:[ \t]*\n[ \t]+name:[ \t]*["\']?$|"metadata"\s*:\s*\{\s*"name"\s*:\s*"$')
 # a host, not a login (``"auths": {"ghcr.io": ...}``)
 HOSTNAME = re.compile(r"(?i)(?:[a-z0-9-]+\.)+(?:io|com|org|net|dev|cloud|local|internal|svc|app|ai|example|test|"
-                       r"invalid|localhost|lan|corp|eu|de|uk|fr|es|it|nl|pl|jp|cn|kr|in|br|ch|at|se)(?::\d{1,5})?")
+                       r"invalid|localhost|lan|corp|eu|de|uk|fr|es|it|nl|pl|jp|cn|kr|in|br|ch|at|se|tr|ru|ua|au|ca|mx|ar|pt|be|dk|no|"
+                       r"fi|cz|hu|ro|gr|il|za|ng|ke|tz|id|my|sg|ph|vn|th|tw|hk|nz|ie)(?::\d{1,5})?")
 # a network card's MAC address (RULES.md: not annotated), a certificate's or a key's fingerprint in pairs: not an IP
 _MAC = re.compile(r"(?i)[0-9a-f]{2}(?:[:-][0-9a-f]{2}){5,}")
 # machine identifiers a tagger takes for an address: a hash or container ID, an image digest, a PCI slot,
@@ -461,8 +462,8 @@ def never_personal(text: str, span: Span) -> bool:
                                     or _IMAGE_REPOSITORY_BEFORE.search(text, line_start, span.start)
                                     or (value.isdigit() and _DOCKERFILE_USER.fullmatch(text, line_start, line_end))):
         return True  # a URL's port, an image's tag, a Dockerfile's user ID
-    if span.type == "USERNAME" and _FILE_NAME.fullmatch(value):
-        return True
+    if span.type == "USERNAME" and (_FILE_NAME.fullmatch(value) or (HOSTNAME.fullmatch(value) and text.startswith("/", span.end))):
+        return True  # a configuration file's name; a URL's host before its path (``hizlikargo.com.tr/takip``)
     if span.type == "USERNAME" and _UNIT_USER.fullmatch(text, line_start, span.start) and _UNIT_SECTION.search(text):
         return True  # the line's key first: the whole text is searched for a unit's section only after ``User=``
     if span.type == "USERNAME" and _DIRECTORY_PART_BEFORE.search(text, max(line_start, span.start - 4), span.start):
@@ -575,12 +576,16 @@ _DEPARTMENTS_BEFORE_DOT = frozenset(_words("departments_before_dot"))
 
 def role_mailbox(address: str) -> bool:
     """An organisation's mailbox (RULES.md: EMAIL): a role word as the local part, or as one part of a
-    hyphenated one (``accounts-payable``, ``logistics-ops``)."""
+    hyphenated one (``accounts-payable``, ``logistics-ops``), or every part of a dotted one (``atencion.cliente``);
+    an organisation's office or body as any part (``iroda@``, ``liburutegia@``: ``organisation_nouns``)."""
     local = address.split("@", 1)[0].lower()
     parts = re.split(r"[-_]", local)  # not at dots: first.last is a person's shape (``maria.personal@``)
+    dotted = local.split(".")
     return local in ROLE_MAILBOXES or (len(parts) > 1 and any(part in _ROLE_PARTS for part in parts)) or \
-        local.split(".", 1)[0] in _DEPARTMENTS_BEFORE_DOT or \
-        any(local[:i] in _ROLE_PARTS and local[i:] in _ROLE_PARTS for i in range(3, len(local) - 2))  # ``atencionclientes``
+        dotted[0] in _DEPARTMENTS_BEFORE_DOT or \
+        any(local[:i] in _ROLE_PARTS and local[i:] in _ROLE_PARTS for i in range(3, len(local) - 2)) or \
+        (len(dotted) > 1 and all(part in _ROLE_PARTS for part in dotted)) or \
+        any(_ORGANISATION_NOUN.fullmatch(unaccented(part)) for part in re.split(r"[-_.]", local))
 
 
 def _parses_as_ip(value: str) -> bool:
