@@ -1408,6 +1408,22 @@ def test_rules_45_organisations_mailboxes_greetings_hosts_and_reference_labels(t
     assert union_masked(text, *finds) == masked
 
 
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 46: an IP-shaped version after an upgrade's or a rollback's verb; an update of an address is no version
+    ("Next step: roll the Wi-Fi driver forward to 22.250.1.2 and re-test.", [], []),
+    ("Downgraded the storage agent back to 31.4.0.12 after the crash.", [], []),
+    ("Update the resolver to 10.0.0.53 on every node.", [], ["10.0.0.53"]),
+    # a country's code in a table's cell is no name; a bank's reason code no IBAN, an IBAN's first group stays
+    ("231,Rosalba,Souza,+55 11 97426-3108,BR,2023-11-02", [("Rosalba", "NAME"), ("Souza", "NAME"), ("BR", "NAME")],
+     ["Rosalba", "Souza", "+55 11 97426-3108"]),
+    ("rejet banque code AC04 (compte clôturé)", [("AC04", "IBAN")], []),
+    ("IBAN: DE89 3704 0044 0532 0130 00", [("DE89", "IBAN"), ("3704 0044 0532 0130 00", "IBAN")],
+     ["DE89 3704 0044 0532 0130 00"]),
+])
+def test_rules_46_version_changes_country_codes_and_reason_codes(text, finds, masked):
+    assert union_masked(text, *finds) == masked
+
+
 def test_a_span_never_splits_a_letter_from_its_combining_marks():
     """Token offsets may end between a letter and its combining mark: the mark would be left as a leak and the name
     cut in two. Grown over the marks, the pieces are one span, typed and scored as before."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
+import phonenumbers
+
 from loraforge.data.pii_tags import spaceless
 from loraforge.eval.pii_baseline import TOKEN
 from loraforge.pii.labels import BIRTH_LABEL, LABEL_WINDOW
@@ -183,6 +185,11 @@ _PACKAGE_BEFORE = re.compile(r"(?<![\w.-])[A-Za-z][\w.]*(?:-[A-Za-z][\w.]*)*-$")
 # example after the command that prints it (``hedgehog --version`, e.g. 2.14.0.3``), a parametrised test's id
 # (``test_parse[4.10.0.84]``)
 _RELEASE_AFTER = re.compile(r"[ \t]+(?:tagged|released)\b(?![ \t]+as\b)")
+# a version's change told by its verb, a few words before the number (``roll the Wi-Fi driver forward to ⟦22.250.1.2⟧``,
+# ``downgraded the agent back to``, ``revert to``); not ``update``, ``move`` or ``point``: ``update DNS to 10.0.0.53``
+# names an address
+_VERSION_CHANGE_BEFORE = re.compile(r"(?i)\b(?:upgrad(?:e[ds]?|ing)|downgrad(?:e[ds]?|ing)|roll(?:s|ed|ing)?(?:[ \t]+[\w-]+){0,4}"
+                                    r"[ \t]+(?:forward|back)|revert(?:s|ed|ing)?)(?:[ \t]+[\w-]+){0,4}[ \t]+(?:to|from)[ \t]+v?$")
 _VERSION_EXAMPLE_BEFORE = re.compile(r"(?i)--version`?\)?,?[ \t]+(?:e\.g\.|for example|z\.\s?B\.|p\.\s?ex\.|por ejemplo)[ \t]*$")
 _TEST_ID_BEFORE = re.compile(r"\btest_\w*\[$")
 _MONTH_NAME = re.compile(r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sept?|Oct|Nov|Dec)(?:[a-z]{2,6})?")
@@ -227,11 +234,13 @@ _ADDRESS_WORD_REACH = 200
 def _reads_as_version(text: str, span: Span, line_start: int) -> bool:
     """An IP-shaped number in a version's context: a version word or key before it (a key or a constant named
     ``*version*`` too), a range after it (``or later``), a package's file name before it, a version's suffix after
-    it (``6.1.0.18-rt9``), a release word after it (``tagged``), a ``--version`` example or a test's id before it."""
+    it (``6.1.0.18-rt9``), a release word after it (``tagged``), a ``--version`` example or a test's id before it,
+    an upgrade's or a rollback's verb before it (``roll the driver forward to``)."""
     return bool(_VERSION_BEFORE.search(text, max(line_start, span.start - 24), span.start)
                 or _VERSION_KEY_BEFORE.search(text, max(line_start, span.start - 40), span.start)
                 or _VERSION_EXAMPLE_BEFORE.search(text, max(line_start, span.start - 40), span.start)
                 or _TEST_ID_BEFORE.search(text, max(line_start, span.start - 60), span.start)
+                or _VERSION_CHANGE_BEFORE.search(text, max(line_start, span.start - 80), span.start)
                 or _RELEASE_AFTER.match(text, span.end)
                 or _VERSION_RANGE_AFTER.match(text, span.end) or _VERSION_SUFFIX_AFTER.match(text, span.end)
                 or _PACKAGE_BEFORE.search(text, max(line_start, span.start - 60), span.start))
@@ -382,6 +391,11 @@ _THING_NAME_KEY_BEFORE = re.compile(r"(?i)(?<![a-z])(?:(?:app|application|servic
 # in capitals comes with another word (``KOWALSKI Jan``) or under a label
 _CAPITALS_WORD = re.compile(r"[^\W\d_]{4,}")
 WEEKDAYS = frozenset(w.lower() for w in _words("weekday_names"))
+_DIGIT_NEAR = re.compile(r"[ \t]?\d")
+_DIGIT_NEAR_BEFORE = re.compile(r"\d[ \t]?$")
+_COUNTRY_CODES = frozenset(phonenumbers.SUPPORTED_REGIONS)  # ISO 3166 alpha-2, as libphonenumber lists them
+_CELL_BEFORE = re.compile(r"(?:^|[,;|\t])[ \t]*[\"']?$")
+_CELL_AFTER = re.compile(r"[\"']?[ \t]*(?:$|[,;|\t])", re.M)
 # an organisation's office or body (``organisation_nouns``): in a NAME, or right before one with a capital, it names the
 # body, a person's name only as the body's (``Andra Mari ⟦Ikastola⟧``, ``Guddiga ⟦Suuqa⟧``: RULES.md, NAME)
 _ORGANISATION_NOUN = unaccented_words("organisation_nouns")
@@ -447,6 +461,12 @@ def never_personal(text: str, span: Span) -> bool:
             _DATABASE_PATH_BEFORE.search(text, line_start, span.start)
             or (span.type != "PASSWORD" and _THING_NAME_KEY_BEFORE.search(text, max(line_start, span.start - 40), span.start))):
         return True
+    if span.type == "IBAN" and len(value) < 8 and value.isalnum() and any(c.isdigit() for c in value) \
+            and not _DIGIT_NEAR.match(text, span.end) and not _DIGIT_NEAR_BEFORE.search(text, max(0, span.start - 2), span.start):
+        return True  # a short code of letters and digits (a bank's reason code ``AC04``), no IBAN's first group
+    if span.type == "NAME" and value in _COUNTRY_CODES and _CELL_BEFORE.search(text, line_start, span.start) \
+            and _CELL_AFTER.match(text, span.end):
+        return True  # ``...,+55 11 97426-3108,⟦BR⟧,2023-11-02``: a country's code in its column
     if span.type == "NAME" and value.lower() in WEEKDAYS:
         return True  # ``ranar ⟦Alhamis⟧``: a day of the week
     if span.type == "NAME" and (_ORGANISATION_NOUN.search(unaccented(value)) or (
