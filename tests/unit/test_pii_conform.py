@@ -1424,6 +1424,26 @@ def test_rules_46_version_changes_country_codes_and_reason_codes(text, finds, ma
     assert union_masked(text, *finds) == masked
 
 
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 47: an ID's label, a card's network, a bot as a chat's speaker, a Turkish sister, a channel's label
+    ("PESEL: 87031405921", [("PESEL", "NAME"), ("87031405921", "SSN")], ["87031405921"]),
+    ("Ростислав Дегтярёв: 2200 7041 2863 5910, Мир", [("Ростислав Дегтярёв", "NAME"), ("Мир", "NAME")],
+     ["Ростислав Дегтярёв", "2200 7041 2863 5910"]),
+    ("Lia (assistente virtual): Olá! Em que posso ajudar?", [("Lia", "NAME")], []),
+    ("Lia (cliente): Olá!", [("Lia", "NAME")], ["Lia"]),
+    ("Abla: FAST olsun, hemen geçer", [("Abla", "NAME")], []),
+    ("[Teams] Kanał: Zespół Wdrożeń — ogłoszenie", [("Kanał", "NAME")], []),
+    # a database's and a second factor's keys; an order's and a contract's numbers after their labels
+    ("-- Host: localhost    Database: rrhh", [("rrhh", "USERNAME")], []),
+    ("login succeeded user=mkowalski src=10.42.7.139 mfa=totp", [("mkowalski", "USERNAME"), ("totp", "USERNAME")],
+     ["mkowalski", "10.42.7.139"]),
+    ("Sipariş No: 7731-4408-29 · Kargo Takip No: 4938 2710 5566", [], []),
+    ("Encontrei o contrato nº 0092-7713.", [], []),
+])
+def test_rules_47_id_labels_card_networks_bots_kin_channels_databases_and_contracts(text, finds, masked):
+    assert union_masked(text, *finds) == masked
+
+
 def test_a_span_never_splits_a_letter_from_its_combining_marks():
     """Token offsets may end between a letter and its combining mark: the mark would be left as a leak and the name
     cut in two. Grown over the marks, the pieces are one span, typed and scored as before."""

@@ -22,13 +22,14 @@ _ID_LABEL = re.compile(r"(?i:\b(?:ssn|social security|national id|id (?:number|n
                        r"ΑΜΚΑ|ΑΦΜ|ИНН|СНИЛС|паспорт|رقم الهوية|"  # acronyms: upper case
                        r"身份证|身分證|マイナンバー|주민등록번호")  # (Polish "nie", "dni" are words)
 ID_LABEL_HEAD = re.compile(r"(?:" + _ID_LABEL.pattern + r")[ \t]*[:#]?[ \t]*(?=\d)")
+ID_LABEL = _ID_LABEL  # the label alone (``PESEL``): never a name (``never_personal``)
 _PHONE_LABEL = re.compile(r"(?i)\b(?:phone|tel|telephone|mobile|cell|fax|telefon|teléfono|téléphone|telefone|celular|"
                           r"handy|cellulare|telefoon)\b|电话|手机|電話|携帯|전화|휴대폰")
 _CARD_LABEL = re.compile(r"(?i)\b(?:card|karte|tarjeta|carte|cartão|carta|kaart)\b|卡号|信用卡|カード|카드")
 BIRTH_LABEL = re.compile(r"(?i)\b(?:dob|d\.o\.b|born|birth|birthday|geb|geboren|née?|nacid[oa]|nat[oa]|nascimento|"
                           r"nascita|urodzon[ya])\b|生年月日|出生|誕生|생년월일")
 # the number of an order, ticket, parcel, medical record or meter (RULES.md: PHONE, not this)
-_REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|tracking|booking|case|reference|ref|receipt|shipment|parcel|claim|"
+_REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|sipariş|siparis|contrato|contrat|contratto|contract|tracking|booking|case|reference|ref|receipt|shipment|parcel|claim|"
                               r"bestellung|auftrag|rechnung|pedido|factura|commande|facture|ordine|fattura|zamówienie|"
                               r"faktura|bestelling|factuur|employee (?:id|no\.?|number)|staff (?:id|no\.?|number)|"
                               r"company (?:no\.?|number)|registration (?:no\.?|number)|(?:england|wales|scotland) (?:no\.?|number)|"

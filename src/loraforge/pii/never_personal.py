@@ -13,7 +13,7 @@ import phonenumbers
 
 from loraforge.data.pii_tags import spaceless
 from loraforge.eval.pii_baseline import TOKEN
-from loraforge.pii.labels import BIRTH_LABEL, LABEL_WINDOW
+from loraforge.pii.labels import BIRTH_LABEL, ID_LABEL, LABEL_WINDOW
 from loraforge.pii.patterns import DOTTED_NUMBER, EMAIL, PERSONAL_NUMBER_KEY, service_number
 from loraforge.pii.spans import BRACKETS, Span, line_bounds
 from loraforge.pii.wordlists import alternation as _alternation
@@ -382,15 +382,19 @@ _HOUSE_NUMBER_AFTER = re.compile(r"[ \t]+\d{1,4}[a-zA-Z]?\b")
 # no login (a web URL's path may be a person's handle: ``github.com/jdoe``)
 _DATABASE_PATH_BEFORE = re.compile(r"(?i)\b(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|sqlserver|"
                                    r"clickhouse|cockroachdb)://[^\s/]+/$")
-# the key of a thing's name or a release (``APP_NAME=⟦kasbah-crm⟧``, ``"bucket_name": "``, ``SENTRY_RELEASE=``): the
-# value names an application, a bucket, a queue, no person nor login (``user_name``, ``account_name`` keep theirs)
+# the key of a thing's name or a release (``APP_NAME=⟦kasbah-crm⟧``, ``"bucket_name": "``, ``SENTRY_RELEASE=``), a
+# database's (``-- Database: ⟦rrhh⟧``) or a second factor's (``mfa=⟦totp⟧``): the value names an application, a bucket,
+# a database, a method, no person nor login (``user_name``, ``account_name`` keep theirs)
 _THING_NAME_KEY_BEFORE = re.compile(r"(?i)(?<![a-z])(?:(?:app|application|service|project|cluster|bucket|package|image|"
                                     r"database|db|queue|topic|bot|site|product|brand|company|org|team|release)[_-]?name|"
-                                    r"release)[\"']?[ \t]*[:=][ \t]*[\"']?$")
+                                    r"release|database|dbname|schema|mfa(?:[_-]?(?:method|type|factor))?)[\"']?[ \t]*[:=][ \t]*[\"']?$")
 # a heading: one word in capitals alone on its line (``WILLAKUY``), in a script with letter case; a person's name
 # in capitals comes with another word (``KOWALSKI Jan``) or under a label
 _CAPITALS_WORD = re.compile(r"[^\W\d_]{4,}")
 WEEKDAYS = frozenset(w.lower() for w in _words("weekday_names"))
+CARD_NETWORKS = frozenset(_words("card_networks"))
+# a chat's speaker with a bot's role in brackets after it (``⟦Lia⟧ (assistente virtual): Olá!``): the bot's name
+_BOT_SPEAKER_AFTER = re.compile(r"(?i)[ \t]*\([ \t]*(?:[^()\n]{0,30}[ \t])?" + _BOT_ROLE + r"[^()\n]{0,30}\)[ \t]*:")
 _DIGIT_NEAR = re.compile(r"[ \t]?\d")
 _DIGIT_NEAR_BEFORE = re.compile(r"\d[ \t]?$")
 _COUNTRY_CODES = frozenset(phonenumbers.SUPPORTED_REGIONS)  # ISO 3166 alpha-2, as libphonenumber lists them
@@ -467,6 +471,8 @@ def never_personal(text: str, span: Span) -> bool:
     if span.type == "NAME" and value in _COUNTRY_CODES and _CELL_BEFORE.search(text, line_start, span.start) \
             and _CELL_AFTER.match(text, span.end):
         return True  # ``...,+55 11 97426-3108,⟦BR⟧,2023-11-02``: a country's code in its column
+    if span.type == "NAME" and (value in CARD_NETWORKS or ID_LABEL.fullmatch(value) or _BOT_SPEAKER_AFTER.match(text, span.end)):
+        return True  # a card's network, an ID's label (``⟦PESEL⟧: 87031405921``), a bot as a chat's speaker
     if span.type == "NAME" and value.lower() in WEEKDAYS:
         return True  # ``ranar ⟦Alhamis⟧``: a day of the week
     if span.type == "NAME" and (_ORGANISATION_NOUN.search(unaccented(value)) or (

@@ -535,10 +535,10 @@ class Pattern:
 
 
 # the first digits of a card network's numbers (ISO/IEC 7812: airlines and old JCB 1, Diners/Amex/JCB 3, Visa 4,
-# Mastercard 51-55 and 2221-2720, Maestro/Discover/UnionPay 5-6, and the older JCB 2131 and Maestro 0604 that
-# Faker also issues): a Luhn-valid number that starts otherwise is a reference that passed the check by chance
+# Mastercard 51-55 and 2221-2720, Mir 2200-2204, Maestro/Discover/UnionPay 5-6, and the older JCB 2131 and Maestro
+# 0604 that Faker also issues): a Luhn-valid number that starts otherwise is a reference that passed the check by chance
 # (``Claim No. 2024-0518-88731``: one number in ten does)
-_CARD_ISSUER = re.compile(r"[13456]|2(?:22[1-9]|2[3-9]|[3-6]|7[01]|720)|2131|0604")
+_CARD_ISSUER = re.compile(r"[13456]|2(?:22[1-9]|2[3-9]|[3-6]|7[01]|720)|220[0-4]|2131|0604")
 
 
 # the groups card networks print a number in: 4-4-4-4 (and a tail of 1-4), 4-6-5 (Amex), 4-6-4 (Diners). Other
