@@ -1444,6 +1444,24 @@ def test_rules_47_id_labels_card_networks_bots_kin_channels_databases_and_contra
     assert union_masked(text, *finds) == masked
 
 
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 48: a company's desk after its name; a market's name; a Swedish school's, and its phone in a text of no one
+    ("Hi Fernhill Kitchenware support,", [("Fernhill Kitchenware", "NAME")], []),
+    ("Hi Greta, support ticket attached", [("Greta", "NAME")], ["Greta"]),
+    ("Satıcı: Ilgaz Bahçe Market Ltd. Şti.", [("Ilgaz Bahçe", "NAME")], []),
+    ("Skolan Rönnbäcken: ring expeditionen, 08-508 433 10", [("Rönnbäcken", "NAME"), ("08-508 433 10", "PHONE")], []),
+    # departments' mailboxes in German and Russian; a brute-force login attempt's dictionary account
+    ("Cc: einkauf@tradewind.de", [], []),
+    ("Вопросы — на адрес zarplata@severtrans.ru", [], []),
+    ("Failed password for invalid user oracle from 45.133.172.208 port 51144 ssh2", [("oracle", "USERNAME")],
+     ["45.133.172.208"]),
+    # a prescription's number
+    ("처방전 번호: 2025-1104-00371", [], []),
+])
+def test_rules_48_company_desks_markets_schools_departments_and_prescriptions(text, finds, masked):
+    assert union_masked(text, *finds) == masked
+
+
 def test_a_span_never_splits_a_letter_from_its_combining_marks():
     """Token offsets may end between a letter and its combining mark: the mark would be left as a leak and the name
     cut in two. Grown over the marks, the pieces are one span, typed and scored as before."""

@@ -393,6 +393,9 @@ _THING_NAME_KEY_BEFORE = re.compile(r"(?i)(?<![a-z])(?:(?:app|application|servic
 _CAPITALS_WORD = re.compile(r"[^\W\d_]{4,}")
 WEEKDAYS = frozenset(w.lower() for w in _words("weekday_names"))
 CARD_NETWORKS = frozenset(_words("card_networks"))
+# an organisation's desk right after a name (``Hi Fernhill Kitchenware support``): the name is the organisation's
+_ORGANISATION_ROLE_AFTER = re.compile(r"(?i)[ \t]+(?:support|customer (?:service|care|support)|help ?desk|service desk|"
+                                      r"sales|billing|team|kundenservice|kundendienst|service client|atención al cliente)\b(?![ \t]*:)")
 # a chat's speaker with a bot's role in brackets after it (``⟦Lia⟧ (assistente virtual): Olá!``): the bot's name
 _BOT_SPEAKER_AFTER = re.compile(r"(?i)[ \t]*\([ \t]*(?:[^()\n]{0,30}[ \t])?" + _BOT_ROLE + r"[^()\n]{0,30}\)[ \t]*:")
 _DIGIT_NEAR = re.compile(r"[ \t]?\d")
@@ -471,6 +474,8 @@ def never_personal(text: str, span: Span) -> bool:
     if span.type == "NAME" and value in _COUNTRY_CODES and _CELL_BEFORE.search(text, line_start, span.start) \
             and _CELL_AFTER.match(text, span.end):
         return True  # ``...,+55 11 97426-3108,⟦BR⟧,2023-11-02``: a country's code in its column
+    if span.type == "NAME" and _ORGANISATION_ROLE_AFTER.match(text, span.end):
+        return True  # ``Hi ⟦Fernhill Kitchenware⟧ support,``: a company's desk
     if span.type == "NAME" and (value in CARD_NETWORKS or ID_LABEL.fullmatch(value) or _BOT_SPEAKER_AFTER.match(text, span.end)):
         return True  # a card's network, an ID's label (``⟦PESEL⟧: 87031405921``), a bot as a chat's speaker
     if span.type == "NAME" and value.lower() in WEEKDAYS:
