@@ -1462,6 +1462,26 @@ def test_rules_48_company_desks_markets_schools_departments_and_prescriptions(te
     assert union_masked(text, *finds) == masked
 
 
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 49: a bank's identifier code beside an IBAN; a product before its version; an after-sales desk's mailbox
+    ("P-2291;Ilvy;Brackelmann;DE58500105170648213970;INGDDEFFXXX;4100",
+     [("Ilvy", "NAME"), ("Brackelmann", "NAME"), ("INGDDEFFXXX", "IBAN")], ["Ilvy", "Brackelmann", "DE58500105170648213970"]),
+    ("User-Agent: TramontanaApp/5.12.0 (iOS 18.2; iPhone15,3)", [("TramontanaApp", "NAME")], []),
+    ("To: Service client Atelier Lumière <sav@atelier-lumiere.fr>", [], []),
+    # an account's number and a payment reference in Norwegian, a request's number in Russian: references
+    ("Kontonr.: 1503.27.18834 · KID: 40018832250417", [], []),
+    ("Номер обращения 5521-0093.", [], []),
+])
+def test_rules_49_bics_products_desks_and_references(text, finds, masked):
+    assert union_masked(text, *finds) == masked
+
+
+def test_rules_49_a_tax_id_is_typed_by_its_label():
+    text = "Steuerliche Identifikationsnummer: 57 392 018 457"
+    spans = Masker().find_spans([text])[0] + conform(text, [Span(text.index("57"), len(text), "PHONE", 0.9, "model")])
+    assert {s.type for s in spans} == {"SSN"}
+
+
 def test_a_span_never_splits_a_letter_from_its_combining_marks():
     """Token offsets may end between a letter and its combining mark: the mark would be left as a leak and the name
     cut in two. Grown over the marks, the pieces are one span, typed and scored as before."""

@@ -14,7 +14,7 @@ from loraforge.pii.wordlists import words as _words
 
 # the label before a number on its line says which number it is (as Presidio's context words do)
 _ID_LABEL = re.compile(r"(?i:\b(?:ssn|social security|national id|id (?:number|no\.?|card)|identity (?:number|card)|"
-                       r"passport|tax id|pesel|codice fiscale|steuer-?id|steuernummer|insurance id|member id|"
+                       r"passport|tax id|pesel|codice fiscale|steuer-?id|steuernummer|identifikationsnummer|insurance id|member id|"
                        r"personnummer|henkilötunnus|aadhaar|medicare|medicaid|national insurance|"
                        r"s[ée]curit[ée] sociale|seguridad social|sozialversicherung\w*|codice sanitario|carteirinha|"
                        r"fødselsnummer|personnummer|emirates id|pps(?: number)?|medicare card)\b)|"
@@ -29,7 +29,7 @@ _CARD_LABEL = re.compile(r"(?i)\b(?:card|karte|tarjeta|carte|cartão|carta|kaart
 BIRTH_LABEL = re.compile(r"(?i)\b(?:dob|d\.o\.b|born|birth|birthday|geb|geboren|née?|nacid[oa]|nat[oa]|nascimento|"
                           r"nascita|urodzon[ya])\b|生年月日|出生|誕生|생년월일")
 # the number of an order, ticket, parcel, medical record or meter (RULES.md: PHONE, not this)
-_REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|sipariş|siparis|contrato|contrat|contratto|contract|prescription|rezept|receta|ordonnance|tracking|booking|case|reference|ref|receipt|shipment|parcel|claim|"
+_REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|sipariş|siparis|contrato|contrat|contratto|contract|prescription|rezept|receta|ordonnance|kontonr\.?|kontonummer|обращени[яею]|заявк[аиу]|tracking|booking|case|reference|ref|receipt|shipment|parcel|claim|"
                               r"bestellung|auftrag|rechnung|pedido|factura|commande|facture|ordine|fattura|zamówienie|"
                               r"faktura|bestelling|factuur|employee (?:id|no\.?|number)|staff (?:id|no\.?|number)|"
                               r"company (?:no\.?|number)|registration (?:no\.?|number)|(?:england|wales|scotland) (?:no\.?|number)|"
@@ -53,7 +53,7 @@ _REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|sipariş|
                               r"account[ _-]?id\b)|"
                               # a carrier's name, a product's or a company's code (registration numbers: RULES.md does
                               # not annotate them): their numbers follow (case as written: ``Iva`` is a name)
-                              r"\b(?:FedEx|UPS|DHL|USPS|SEUR|KRS|SIRET|SIREN|REGON|PO|CEP|BTW|TVA|IVA|KvK|KVK|Mersis|CIN|FINESS|IFSC|HRB|HRA|"
+                              r"\b(?:FedEx|UPS|DHL|USPS|SEUR|KID|KRS|SIRET|SIREN|REGON|PO|CEP|BTW|TVA|IVA|KvK|KVK|Mersis|CIN|FINESS|IFSC|HRB|HRA|"
                               r"EORI|DUNS|LEI|CIF|CNPJ|ABN|EIN|GSTIN|UEN|Y-tunnus|CVR|IČO|CUI|КПП|ОГРН(?:ИП)?)\b|"
                               r"(?i:\borg\.? ?-?nr\b\.?|\borganisasjonsnummer\b)|"
                               r"订单|注文|사번|社員番号|工号|工单|运单|单号|账号|伝票番号|送り状番号|운송장 ?번호|예약 ?번호|주문 ?번호|"

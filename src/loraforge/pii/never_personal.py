@@ -400,6 +400,9 @@ _ORGANISATION_ROLE_AFTER = re.compile(r"(?i)[ \t]+(?:support|customer (?:service
 _BOT_SPEAKER_AFTER = re.compile(r"(?i)[ \t]*\([ \t]*(?:[^()\n]{0,30}[ \t])?" + _BOT_ROLE + r"[^()\n]{0,30}\)[ \t]*:")
 _DIGIT_NEAR = re.compile(r"[ \t]?\d")
 _DIGIT_NEAR_BEFORE = re.compile(r"\d[ \t]?$")
+_PRODUCT_VERSION_AFTER = re.compile(r"/v?\d+(?:\.\d+)+")
+# a bank's identifier code (ISO 9362): four letters of the bank, its country's two, two of its place, three of a branch
+_BIC = re.compile(r"[A-Z]{4}[A-Z]{2}[A-Z0-9]{2}(?:[A-Z0-9]{3})?")
 _COUNTRY_CODES = frozenset(phonenumbers.SUPPORTED_REGIONS)  # ISO 3166 alpha-2, as libphonenumber lists them
 _CELL_BEFORE = re.compile(r"(?:^|[,;|\t])[ \t]*[\"']?$")
 _CELL_AFTER = re.compile(r"[\"']?[ \t]*(?:$|[,;|\t])", re.M)
@@ -474,6 +477,10 @@ def never_personal(text: str, span: Span) -> bool:
     if span.type == "NAME" and value in _COUNTRY_CODES and _CELL_BEFORE.search(text, line_start, span.start) \
             and _CELL_AFTER.match(text, span.end):
         return True  # ``...,+55 11 97426-3108,⟦BR⟧,2023-11-02``: a country's code in its column
+    if span.type == "NAME" and _PRODUCT_VERSION_AFTER.match(text, span.end):
+        return True  # ``User-Agent: ⟦TramontanaApp⟧/5.12.0``: a product and its version
+    if span.type == "IBAN" and _BIC.fullmatch(value) and value[4:6] in _COUNTRY_CODES:
+        return True  # ``DE58...;⟦INGDDEFFXXX⟧``: a bank's identifier code (BIC), no one's account
     if span.type == "NAME" and _ORGANISATION_ROLE_AFTER.match(text, span.end):
         return True  # ``Hi ⟦Fernhill Kitchenware⟧ support,``: a company's desk
     if span.type == "NAME" and (value in CARD_NETWORKS or ID_LABEL.fullmatch(value) or _BOT_SPEAKER_AFTER.match(text, span.end)):
