@@ -1476,6 +1476,21 @@ def test_rules_49_bics_products_desks_and_references(text, finds, masked):
     assert union_masked(text, *finds) == masked
 
 
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 50: a rollback from one version to another; a French NIR under its key; an ID's label as a header;
+    # a department's column; receipt and reference numbers in Korean and Portuguese
+    ("Rolled back ingest-service from 4.12.0.3 to 4.11.9.1; allowed source range 10.40.0.0/16 unchanged", [], []),
+    ('    nir="283062940512243",', [("283062940512243", "SSN")], ["283062940512243"]),
+    ("pracownik_id;imie;nazwisko;pesel;iban;dzial\n7;Ludmiła;Szczepaniak;92112809460;PL53114020040000370188462209;Księgowość",
+     [("pesel", "USERNAME"), ("Ludmiła", "NAME"), ("Szczepaniak", "NAME"), ("Księgowość", "NAME")],
+     ["Ludmiła", "Szczepaniak", "92112809460", "PL53114020040000370188462209"]),
+    ("접수번호는 2025-0318-44721이에요.", [], []),
+    ("quota do ginásio (entidade 21734, referência 118 447 902).", [], []),
+])
+def test_rules_50_rollbacks_nir_keys_headers_departments_and_receipts(text, finds, masked):
+    assert union_masked(text, *finds) == masked
+
+
 def test_rules_49_a_tax_id_is_typed_by_its_label():
     text = "Steuerliche Identifikationsnummer: 57 392 018 457"
     spans = Masker().find_spans([text])[0] + conform(text, [Span(text.index("57"), len(text), "PHONE", 0.9, "model")])

@@ -46,7 +46,7 @@ _REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|sipariş|
                               r"customer (?:no\.?|number|id)|client (?:no\.?|number)|n° client|num[ée]ro (?:de )?client|"
                               r"klantnummer|número de cliente|kundnummer|(?:micro)?chip(?:nummer| number)?|puce|"
                               # rules 40: an order's, a ticket's, a giro account's, a land registry's, an employee's
-                              r"bestellnr\.?|objednávk[ayu]|заказ[а-я]*|bankgiro|plusgiro|bilet|referencia|referència|"
+                              r"bestellnr\.?|objednávk[ayu]|заказ[а-я]*|bankgiro|plusgiro|bilet|referencia|referència|referência|"
                               r"n\.º de empleado|número de empleado)"
                               # a reference word's compound with its number word (``Factuurnr.``, ``Ordernr.``)
                               r"(?:-?(?:nr|no|nummer)\.?)?(?![^\W_])|"
@@ -57,7 +57,7 @@ _REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|sipariş|
                               r"EORI|DUNS|LEI|CIF|CNPJ|ABN|EIN|GSTIN|UEN|Y-tunnus|CVR|IČO|CUI|КПП|ОГРН(?:ИП)?)\b|"
                               r"(?i:\borg\.? ?-?nr\b\.?|\borganisasjonsnummer\b)|"
                               r"订单|注文|사번|社員番号|工号|工单|运单|单号|账号|伝票番号|送り状番号|운송장 ?번호|예약 ?번호|주문 ?번호|"
-                              r"法人番号|取引番号|会议号|처방전 ?번호|处方号|処方箋番号|رقم الطلب|رقم الحجز|رقم التذكرة|طلبك رقم|شحنتك رقم|رقم الشحنة|ریفرنس نمبر|\bPNR\b|केस संख्या|खाता संख्या|लेन-देन आईडी|\bRCS\b|"
+                              r"法人番号|取引番号|会议号|처방전 ?번호|접수 ?번호|处方号|処方箋番号|رقم الطلب|رقم الحجز|رقم التذكرة|طلبك رقم|شحنتك رقم|رقم الشحنة|ریفرنس نمبر|\bPNR\b|केस संख्या|खाता संख्या|लेन-देन आईडी|\bRCS\b|"
                               r"송장 ?번호|شماره پیگیری|شماره سفارش")
 # an organisation's line, not a person's (RULES.md: PHONE): a switchboard, a reception, customer service
 _LONGEST_FIRST = sorted(_words("organisation_phone_labels"), key=len, reverse=True)

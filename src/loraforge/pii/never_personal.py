@@ -186,10 +186,10 @@ _PACKAGE_BEFORE = re.compile(r"(?<![\w.-])[A-Za-z][\w.]*(?:-[A-Za-z][\w.]*)*-$")
 # (``test_parse[4.10.0.84]``)
 _RELEASE_AFTER = re.compile(r"[ \t]+(?:tagged|released)\b(?![ \t]+as\b)")
 # a version's change told by its verb, a few words before the number (``roll the Wi-Fi driver forward to ⟦22.250.1.2⟧``,
-# ``downgraded the agent back to``, ``revert to``); not ``update``, ``move`` or ``point``: ``update DNS to 10.0.0.53``
-# names an address
+# ``downgraded the agent back to``, ``rolled back ingest-service from 4.12.0.3 to``, ``revert to``); not ``update``,
+# ``move`` or ``point``: ``update DNS to 10.0.0.53`` names an address
 _VERSION_CHANGE_BEFORE = re.compile(r"(?i)\b(?:upgrad(?:e[ds]?|ing)|downgrad(?:e[ds]?|ing)|roll(?:s|ed|ing)?(?:[ \t]+[\w-]+){0,4}"
-                                    r"[ \t]+(?:forward|back)|revert(?:s|ed|ing)?)(?:[ \t]+[\w-]+){0,4}[ \t]+(?:to|from)[ \t]+v?$")
+                                    r"[ \t]+(?:forward|back)|revert(?:s|ed|ing)?)(?:[ \t]+[\w.-]+){0,4}[ \t]+(?:to|from)[ \t]+v?$")
 _VERSION_EXAMPLE_BEFORE = re.compile(r"(?i)--version`?\)?,?[ \t]+(?:e\.g\.|for example|z\.\s?B\.|p\.\s?ex\.|por ejemplo)[ \t]*$")
 _TEST_ID_BEFORE = re.compile(r"\btest_\w*\[$")
 _MONTH_NAME = re.compile(r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sept?|Oct|Nov|Dec)(?:[a-z]{2,6})?")
@@ -483,6 +483,8 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # ``DE58...;⟦INGDDEFFXXX⟧``: a bank's identifier code (BIC), no one's account
     if span.type == "NAME" and _ORGANISATION_ROLE_AFTER.match(text, span.end):
         return True  # ``Hi ⟦Fernhill Kitchenware⟧ support,``: a company's desk
+    if span.type == "USERNAME" and ID_LABEL.fullmatch(value):
+        return True  # ``imie;nazwisko;⟦pesel⟧;iban``: an ID's label as a column's header
     if span.type == "NAME" and (value in CARD_NETWORKS or ID_LABEL.fullmatch(value) or _BOT_SPEAKER_AFTER.match(text, span.end)):
         return True  # a card's network, an ID's label (``⟦PESEL⟧: 87031405921``), a bot as a chat's speaker
     if span.type == "NAME" and value.lower() in WEEKDAYS:

@@ -36,7 +36,7 @@ _JSON_NUMBER_KEY = re.compile(r'"([\w.-]*)"\s*:\s*\[?\s*"?$')  # also a number a
 # a key that names a person's number (a phone, an ID, a card): bare digits under any other key are a machine's
 PERSONAL_NUMBER_KEY = re.compile(r"(?i)phone|tel|mobile|cell|fax|msisdn|contact|ssn|\bsin\b|national|passport|tax|insurance|"
                                  r"member|card|cc_|\bpan\b|iban|pesel|aadhaar|cpf|dni|nhs|tckn|id_?(?:number|no)|personnummer|"
-                                 r"\bnin\b|bsn|nif|nie\b")
+                                 r"\bnin\b|bsn|nif|nie\b|\bnir\b|insee")
 # a toll-free or shared-cost line is an organisation's, never a person's (RULES.md: PHONE): 1-800, 0800, 0120, and
 # Korea's nationwide company numbers (15xx/16xx/18xx-xxxx)
 TOLL_FREE = re.compile(r"(?:\+?1[ .-]?)?\(?8(?:00|33|44|55|66|77|88)\)?[ .-]\d{3}[ .-]?\d{4}|0800[ ]?\d{3}[ ]?\d{3,4}|"
@@ -466,14 +466,16 @@ def _cells_under(found_tables: tuple[Table, ...], wanted: Callable[[str], bool])
 
 def code_cells(found_tables: tuple[Table, ...]) -> list[tuple[int, int]]:
     """(start, end) of each cell under a product-code or a version's column (``ean``, ``sku``, ``agent_version``,
-    ``bmc_firmware``; ``code_columns``) or an organisation's tax number's (``supplier_vat_id``) of ``found_tables``
+    ``bmc_firmware``; ``code_columns``), a department's (``dzial``; ``department_columns``) or an organisation's tax
+    number's (``supplier_vat_id``) of ``found_tables``
     (``tables(text)``): an EAN-13 has a phone's length and passes the Luhn check one time in ten, a firmware's
     ``2.61.0.4`` an address's shape, but the header says what it is."""
     return _cells_under(found_tables, lambda key: key in _CODE_COLUMNS or key.endswith(_VERSION_COLUMN_ENDS)
-                        or _ORGANISATION_TAX_COLUMN.fullmatch(key) is not None)
+                        or _ORGANISATION_TAX_COLUMN.fullmatch(key) is not None or key in _DEPARTMENT_COLUMNS)
 
 
 _VERSION_COLUMN_ENDS = ("_version", "_firmware", "_fw", "_kernel", "_build")
+_DEPARTMENT_COLUMNS = frozenset(words("department_columns"))  # ``Księgowość`` under ``dzial``: a department, no one
 # an organisation's own tax number (RULES.md: companies' numbers are not annotated); a bare ``vat_id`` may be a person's
 _ORGANISATION_TAX_COLUMN = re.compile(r"(?:supplier|vendor|seller|company|merchant|manufacturer|carrier|issuer)_"
                                       r"(?:vat|tax|ust)(?:_?id)?(?:_?(?:no|nr|number))?")
