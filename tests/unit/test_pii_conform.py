@@ -1491,6 +1491,23 @@ def test_rules_50_rollbacks_nir_keys_headers_departments_and_receipts(text, find
     assert union_masked(text, *finds) == masked
 
 
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 51: a parcel's international tracking number; Polish and Hungarian shipment and order labels
+    ("| 5530918 | IN_TRANSIT | KR884120579JP | +82 10-7314-2258 |", [("KR884120579JP", "IBAN"), ("+82 10-7314-2258", "PHONE")],
+     ["+82 10-7314-2258"]),
+    ("paczkomatem, numer nadania 6930 1047 7720 5518 4410 33.", [("6930 1047 7720 5518 4410 33", "PHONE")], []),
+    ("Tárgy: Szállítási cím módosítása – rendelés 11-4472093", [], []),
+])
+def test_rules_51_parcels_and_shipment_labels(text, finds, masked):
+    assert union_masked(text, *finds) == masked
+
+
+def test_rules_51_a_russian_passport_is_typed_by_its_capitalised_label():
+    text = "Паспорт: 4018 562931, выдан ГУ МВД России"
+    spans = conform(text, [Span(text.index("4018"), text.index(","), "PHONE", 0.9, "model")])
+    assert [(text[s.start:s.end], s.type) for s in spans] == [("4018 562931", "SSN")]
+
+
 def test_rules_49_a_tax_id_is_typed_by_its_label():
     text = "Steuerliche Identifikationsnummer: 57 392 018 457"
     spans = Masker().find_spans([text])[0] + conform(text, [Span(text.index("57"), len(text), "PHONE", 0.9, "model")])

@@ -19,7 +19,7 @@ _ID_LABEL = re.compile(r"(?i:\b(?:ssn|social security|national id|id (?:number|n
                        r"s[ée]curit[ée] sociale|seguridad social|sozialversicherung\w*|codice sanitario|carteirinha|"
                        r"fødselsnummer|personnummer|emirates id|pps(?: number)?|medicare card)\b)|"
                        r"\b(?:CPF|DNI|NIE|NIF|NHS|AHV|BSN|TIN|NIR|NINO|SIN|PAN|RRN|TFN|NIP|AMKA|CCCD|CMND|CURP|RFC|INN|SNILS)\b|"
-                       r"ΑΜΚΑ|ΑΦΜ|ИНН|СНИЛС|паспорт|رقم الهوية|"  # acronyms: upper case
+                       r"ΑΜΚΑ|ΑΦΜ|ИНН|СНИЛС|[Пп]аспорт|رقم الهوية|"  # acronyms: upper case
                        r"身份证|身分證|マイナンバー|주민등록번호")  # (Polish "nie", "dni" are words)
 ID_LABEL_HEAD = re.compile(r"(?:" + _ID_LABEL.pattern + r")[ \t]*[:#]?[ \t]*(?=\d)")
 ID_LABEL = _ID_LABEL  # the label alone (``PESEL``): never a name (``never_personal``)
@@ -29,7 +29,7 @@ _CARD_LABEL = re.compile(r"(?i)\b(?:card|karte|tarjeta|carte|cartão|carta|kaart
 BIRTH_LABEL = re.compile(r"(?i)\b(?:dob|d\.o\.b|born|birth|birthday|geb|geboren|née?|nacid[oa]|nat[oa]|nascimento|"
                           r"nascita|urodzon[ya])\b|生年月日|出生|誕生|생년월일")
 # the number of an order, ticket, parcel, medical record or meter (RULES.md: PHONE, not this)
-_REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|sipariş|siparis|contrato|contrat|contratto|contract|prescription|rezept|receta|ordonnance|kontonr\.?|kontonummer|обращени[яею]|заявк[аиу]|tracking|booking|case|reference|ref|receipt|shipment|parcel|claim|"
+_REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|numer nadania|numer przesyłki|rendelés|sipariş|siparis|contrato|contrat|contratto|contract|prescription|rezept|receta|ordonnance|kontonr\.?|kontonummer|обращени[яею]|заявк[аиу]|tracking|booking|case|reference|ref|receipt|shipment|parcel|claim|"
                               r"bestellung|auftrag|rechnung|pedido|factura|commande|facture|ordine|fattura|zamówienie|"
                               r"faktura|bestelling|factuur|employee (?:id|no\.?|number)|staff (?:id|no\.?|number)|"
                               r"company (?:no\.?|number)|registration (?:no\.?|number)|(?:england|wales|scotland) (?:no\.?|number)|"

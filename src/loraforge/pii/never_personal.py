@@ -93,6 +93,9 @@ _NOT_IP = re.compile(r"(?i)(?=[0-9a-f]*\d)[0-9a-f]{6,}|(?:sha\d+|md5):[0-9a-f]+|
                      r"\d+(?:ms|[smhd])|localhost(?::\d{1,5})?")
 # a record's code: letters, a hyphen, digits (a customer or payment ID in a table), never a phone, card or ID number
 _RECORD_CODE = re.compile(r"[A-Z]{1,5}-\d{3,8}")
+# a parcel's international tracking number (UPU S10: two letters, eight digits and a check digit, the origin's country):
+# ``KR884120579JP``, ``LY482310976LT``; an IBAN's country code is followed by two check digits, never ends in letters
+_PARCEL_NUMBER = re.compile(r"[A-Z]{2}\d{9}[A-Z]{2}")
 _IMAGE_TAG = re.compile(r"[a-z][\w.-]*:\d+(?:\.\d+)*")  # name:version
 # what a model may type an address that is none: a number with its unit (``41.27MB``, ``12.877s``), a timestamp or a
 # status (``11.630275``, ``5.7.1``), SNMP OIDs; an address inside keeps its mask (``_WHOLE_IPV4``: letters may follow
@@ -461,6 +464,8 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # a format verb, a chat word (``%s``, ``GG``): no secret is that short
     if span.type in ("SSN", "CREDIT_CARD", "PHONE") and _RECORD_CODE.fullmatch(value):
         return True  # a record's code in a table (``KH-20932``, ``PAY-55802``)
+    if span.type in ("IBAN", "SSN", "PHONE") and _PARCEL_NUMBER.fullmatch(value.replace(" ", "")):
+        return True  # a parcel's tracking number (its check digit not asked: carriers' and writers' copies get it wrong)
     if span.type == "EMAIL" and "@" not in value:
         return bool(HOSTNAME.fullmatch(value))  # a host; any other word keeps its mask (retyped a login: conform)
     if span.type in ("NAME", "USERNAME") and (value in CHAT_WORDS or (len(value) == 1 and value.isascii())):
