@@ -1508,6 +1508,31 @@ def test_rules_51_a_russian_passport_is_typed_by_its_capitalised_label():
     assert [(text[s.start:s.end], s.type) for s in spans] == [("4018 562931", "SSN")]
 
 
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 52: a bot named in brackets after its role; an English grandmother; a reports mailbox; a dump's owner role
+    ("Bot (Penny from Northbank): I can see a declined transaction", [("Penny", "NAME")], []),
+    ("Dmitri says he'll pick up Gran from the station at 2", [("Dmitri", "NAME"), ("Gran", "NAME")], ["Dmitri"]),
+    ('"From": "reports@hallstatt-analytics.at"', [], []),
+    ("-- Name: customers; Type: TABLE DATA; Schema: crm; Owner: crm_app", [("crm_app", "USERNAME")], []),
+    ("Ticket owner: lkarlsson", [("lkarlsson", "USERNAME")], ["lkarlsson"]),
+    # a UPI reference in Hindi
+    ("UPI द्वारा डेबिट किए गए। संदर्भ संख्या 421937658802।", [("421937658802", "SSN")], []),
+])
+def test_rules_52_bots_grandmothers_reports_dump_owners_and_references(text, finds, masked):
+    assert union_masked(text, *finds) == masked
+
+
+def test_rules_52_korean_endings_and_a_password_after_its_label():
+    text = "연락처 010-2759-6483입니다. 주소는 서울특별시 서대문구 연희로11길 38, 201호예요."
+    spans = conform(text, [Span(text.index("010"), text.index("."), "PHONE", 0.9, "model"),
+                           Span(text.index("서울"), len(text) - 1, "ADDRESS", 0.9, "model")])
+    assert [(text[s.start:s.end], s.type) for s in spans] == [("010-2759-6483", "PHONE"),
+                                                              ("서울특별시 서대문구 연희로11길 38, 201호", "ADDRESS")]
+    text = "network is SEDGEMOOR-5G, password plumtree-otter-47"
+    (span,) = conform(text, [Span(text.index("plum"), len(text), "USERNAME", 0.9, "model")])
+    assert span.type == "PASSWORD"
+
+
 def test_rules_49_a_tax_id_is_typed_by_its_label():
     text = "Steuerliche Identifikationsnummer: 57 392 018 457"
     spans = Masker().find_spans([text])[0] + conform(text, [Span(text.index("57"), len(text), "PHONE", 0.9, "model")])

@@ -276,6 +276,11 @@ _MONTH_YEAR = re.compile(r"\d{1,2}[./-]\d{2,4}\b")
 _YEAR_BEFORE = re.compile("(?:" + "|".join(_JAPANESE_ERAS) + r")?(?:\d{1,4}|元)年\s?$|\d{4}년\s?$")
 _YEAR_OF_BIRTH_AFTER = re.compile(r"\s+г\.?\s?р\.?$")
 # a direct line's extension after the number (``514-555-0173 poste 22``, ``ext. 4411``, ``内線 123``)
+# a Korean sentence's ending the tagger took with a number or an address (it is, please: 입니다, 예요, 이에요, 로, 요)
+_KOREAN_ENDING = re.compile(r"(?<=[\d호동층])(?:입니다|이에요|예요|이요|으로|로|요)$")
+_KOREAN_ADDRESS_LABEL = re.compile(r"(?:현재[ \t]+)?(?:주소|거주지|배송지|배송 주소|집 주소)(?:는|은|:)?[ \t]+")
+_PASSWORD_LABEL_BEFORE = re.compile(r"(?i)\b(?:password|passwort|kennwort|contraseña|mot de passe|senha|wachtwoord|"
+                                    r"hasło|lösenord|passord|salasana|пароль|パスワード|密码|비밀번호)[ \t]*(?:is|ist|:|=)?[ \t]*$")
 _EXTENSION_AFTER = re.compile(r"(?i)[ \t]*,?[ \t]*(?:ext\.?|extension|x|poste|durchwahl|ramal|interno|wew\.|内線|分機|내선)"
                               r"[ \t]*:?[ \t]*\d{1,5}(?!\d)")
 # a city written before a Russian street (``г. Москва, ⟦ul. ...⟧``) and a city after a postcode the address ends
@@ -390,10 +395,16 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
             a, b = _name_cell(text, a, b)
             a = _surname_first(text, a, b)
             b = _surname_after(text, a, b)
+        if s.type == "PHONE" and (m := _KOREAN_ENDING.search(text, a, b)) and m.start() > a:
+            b = m.start()  # ``010-2759-6483⟦입니다⟧``: the sentence's ending, not the number
         if s.type == "PHONE" and (m := _EXTENSION_AFTER.match(text, b)):
             b = m.end()
         if s.type == "ADDRESS":
             a, b = _address_edges(text, *_quoted_field(text, a, b))
+            if (m := _KOREAN_ADDRESS_LABEL.match(text, a, b)) and m.end() < b:
+                a = m.end()  # ``⟦현재 주소는⟧ 서울특별시 ...``: the label and its particle, not the address
+            if (m := _KOREAN_ENDING.search(text, a, b)) and m.start() > a:
+                b = m.start()  # ``..., 201호⟦예요⟧``
             if b - a > 1 and text[b - 1] == "." and (m := _LAST_WORD.search(text, a, b - 1)) \
                     and len(m.group()) >= 5 and m.group().lower() not in ADDRESS_ABBREVIATIONS:
                 b -= 1  # ``..., 46252 Ferrand⟧.``: the sentence's full stop (``Main St.``, ``Jal.`` keep their own)
@@ -420,6 +431,8 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
         ptype = retyped(text, a, b, s.type)
         if ptype == "PHONE" and _POSTCODE_CITY.fullmatch(text, a, b):
             ptype = "ADDRESS"  # ``⟦08003 Barcelona⟧``: an address's last line, no phone has a city in it
+        if ptype == "USERNAME" and _PASSWORD_LABEL_BEFORE.search(text, max(0, a - 24), a):
+            ptype = "PASSWORD"  # ``network is SEDGEMOOR-5G, password ⟦plumtree-otter-47⟧``: the label says what it is
         if ptype == "EMAIL" and "@" not in text[a:b] and not HOSTNAME.fullmatch(text[a:b]):
             ptype = "USERNAME"  # ``user is still ⟦t.wroblewski⟧``: an address without its @ is a login
         if ptype is None:

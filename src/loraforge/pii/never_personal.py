@@ -53,9 +53,10 @@ _PLACEHOLDER_AFTER = re.compile(r"[_-]?<[^\W\d_][\w.-]{2,}>")
 # the quotes a name opens and closes with, in the rules' languages (``„Frau Holle"``, ``«Lucía»``, ``"Léa"``)
 _OPENING_QUOTES = "\"'„“«"
 _CLOSING_QUOTES = "\"'“”»"
-# a chatbot's name: its role right before (``Chatbot "⟦Max⟧"``) or after it (``⟦Léa⟧, l'assistante virtuelle``)
+# a chatbot's name: its role right before (``Chatbot "⟦Max⟧"``, ``Bot (⟦Penny⟧ from Northbank):``) or after it
+# (``⟦Léa⟧, l'assistante virtuelle``)
 _BOT_ROLE = _alternation("bot_roles")
-_BOT_ROLE_BEFORE = re.compile(r"(?i)(?<![^\W\d_])" + _BOT_ROLE + r"(?:[ \t]+[" + _OPENING_QUOTES + "]?|[" + _OPENING_QUOTES + "])$")
+_BOT_ROLE_BEFORE = re.compile(r"(?i)(?<![^\W\d_])" + _BOT_ROLE + r"(?:[ \t]+[" + _OPENING_QUOTES + "]?|[" + _OPENING_QUOTES + r"]|[ \t]*\([ \t]*)$")
 # ... after it only where the bot introduces itself (``Je suis ⟦Léa⟧, ...``): ``Thanks Anna, the bot ...`` keeps its mask
 _SELF_INTRODUCTION_BEFORE = re.compile(r"(?i)(?<![^\W\d_])(?:I'm|I am|this is|my name is|je suis|c'est|je m'appelle|soy|me llamo|"
                                        r"sono|mi chiamo|ich bin|hier ist|eu sou|sou|jestem|ik ben|hier is|ben)[ \t]+$")
@@ -403,6 +404,8 @@ _ORGANISATION_ROLE_AFTER = re.compile(r"(?i)[ \t]+(?:support|customer (?:service
 _BOT_SPEAKER_AFTER = re.compile(r"(?i)[ \t]*\([ \t]*(?:[^()\n]{0,30}[ \t])?" + _BOT_ROLE + r"[^()\n]{0,30}\)[ \t]*:")
 _DIGIT_NEAR = re.compile(r"[ \t]?\d")
 _DIGIT_NEAR_BEFORE = re.compile(r"\d[ \t]?$")
+# pg_dump's table of contents: an object's owner is a database role
+_DUMP_OWNER_BEFORE = re.compile(r"\bSchema:[^;\n]*;[ \t]*Owner:[ \t]*$")
 _PRODUCT_VERSION_AFTER = re.compile(r"/v?\d+(?:\.\d+)+")
 # a bank's identifier code (ISO 9362): four letters of the bank, its country's two, two of its place, three of a branch
 _BIC = re.compile(r"[A-Z]{4}[A-Z]{2}[A-Z0-9]{2}(?:[A-Z0-9]{3})?")
@@ -488,6 +491,8 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # ``DE58...;⟦INGDDEFFXXX⟧``: a bank's identifier code (BIC), no one's account
     if span.type == "NAME" and _ORGANISATION_ROLE_AFTER.match(text, span.end):
         return True  # ``Hi ⟦Fernhill Kitchenware⟧ support,``: a company's desk
+    if span.type == "USERNAME" and _DUMP_OWNER_BEFORE.search(text, line_start, span.start):
+        return True  # ``Name: customers; Type: TABLE DATA; Schema: crm; Owner: ⟦crm_app⟧``: a database role
     if span.type == "USERNAME" and ID_LABEL.fullmatch(value):
         return True  # ``imie;nazwisko;⟦pesel⟧;iban``: an ID's label as a column's header
     if span.type == "NAME" and (value in CARD_NETWORKS or ID_LABEL.fullmatch(value) or _BOT_SPEAKER_AFTER.match(text, span.end)):
