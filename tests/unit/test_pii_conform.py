@@ -1533,6 +1533,22 @@ def test_rules_52_korean_endings_and_a_password_after_its_label():
     assert span.type == "PASSWORD"
 
 
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 53: a SEPA creditor ID typed as an ID, a mandate's reference, a Japanese tracking number
+    ("Incassant-ID: NL71ZZZ302184460000 · Machtigingskenmerk: HZE-0091837-02",
+     [("NL71ZZZ302184460000", "SSN"), ("HZE-0091837-02", "SSN")], []),
+    ("配送方法=宅配便 追跡番号=4829-1170-3365", [], []),
+    # an IP's approximate location; a street with its number stays an address
+    ("IP address: 81.143.206.19 (approximate location: Rotterdam, NL)", [("Rotterdam, NL", "ADDRESS")], ["81.143.206.19"]),
+    ("Lieferadresse: Hauptstraße 12, 44892 Bochum", [("Hauptstraße 12, 44892 Bochum", "ADDRESS")],
+     ["Hauptstraße 12, 44892 Bochum"]),
+    # a representative as a chat's speaker in Turkish
+    ("Temsilci: Lütfen kart numarasını sohbette paylaşmayın", [("Temsilci", "NAME")], []),
+])
+def test_rules_53_creditor_ids_mandates_tracking_locations_and_representatives(text, finds, masked):
+    assert union_masked(text, *finds) == masked
+
+
 def test_rules_49_a_tax_id_is_typed_by_its_label():
     text = "Steuerliche Identifikationsnummer: 57 392 018 457"
     spans = Masker().find_spans([text])[0] + conform(text, [Span(text.index("57"), len(text), "PHONE", 0.9, "model")])

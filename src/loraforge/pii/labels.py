@@ -29,7 +29,7 @@ _CARD_LABEL = re.compile(r"(?i)\b(?:card|karte|tarjeta|carte|cartão|carta|kaart
 BIRTH_LABEL = re.compile(r"(?i)\b(?:dob|d\.o\.b|born|birth|birthday|geb|geboren|née?|nacid[oa]|nat[oa]|nascimento|"
                           r"nascita|urodzon[ya])\b|生年月日|出生|誕生|생년월일")
 # the number of an order, ticket, parcel, medical record or meter (RULES.md: PHONE, not this)
-_REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|numer nadania|numer przesyłki|rendelés|sipariş|siparis|contrato|contrat|contratto|contract|prescription|rezept|receta|ordonnance|kontonr\.?|kontonummer|обращени[яею]|заявк[аиу]|tracking|booking|case|reference|ref|receipt|shipment|parcel|claim|"
+_REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|numer nadania|numer przesyłki|rendelés|machtigingskenmerk|mandaatreferentie|mandatsreferenz|mandate reference|sipariş|siparis|contrato|contrat|contratto|contract|prescription|rezept|receta|ordonnance|kontonr\.?|kontonummer|обращени[яею]|заявк[аиу]|tracking|booking|case|reference|ref|receipt|shipment|parcel|claim|"
                               r"bestellung|auftrag|rechnung|pedido|factura|commande|facture|ordine|fattura|zamówienie|"
                               r"faktura|bestelling|factuur|employee (?:id|no\.?|number)|staff (?:id|no\.?|number)|"
                               r"company (?:no\.?|number)|registration (?:no\.?|number)|(?:england|wales|scotland) (?:no\.?|number)|"
@@ -57,7 +57,7 @@ _REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|numer nad
                               r"EORI|DUNS|LEI|CIF|CNPJ|ABN|EIN|GSTIN|UEN|Y-tunnus|CVR|IČO|CUI|КПП|ОГРН(?:ИП)?)\b|"
                               r"(?i:\borg\.? ?-?nr\b\.?|\borganisasjonsnummer\b)|"
                               r"订单|注文|사번|社員番号|工号|工单|运单|单号|账号|伝票番号|送り状番号|운송장 ?번호|예약 ?번호|주문 ?번호|"
-                              r"法人番号|取引番号|会议号|처방전 ?번호|접수 ?번호|संदर्भ संख्या|处方号|処方箋番号|رقم الطلب|رقم الحجز|رقم التذكرة|طلبك رقم|شحنتك رقم|رقم الشحنة|ریفرنس نمبر|\bPNR\b|केस संख्या|खाता संख्या|लेन-देन आईडी|\bRCS\b|"
+                              r"法人番号|取引番号|会议号|追跡番号|お問い合わせ番号|처방전 ?번호|접수 ?번호|संदर्भ संख्या|处方号|処方箋番号|رقم الطلب|رقم الحجز|رقم التذكرة|طلبك رقم|شحنتك رقم|رقم الشحنة|ریفرنس نمبر|\bPNR\b|केस संख्या|खाता संख्या|लेन-देन आईडी|\bRCS\b|"
                               r"송장 ?번호|شماره پیگیری|شماره سفارش")
 # an organisation's line, not a person's (RULES.md: PHONE): a switchboard, a reception, customer service
 _LONGEST_FIRST = sorted(_words("organisation_phone_labels"), key=len, reverse=True)

@@ -406,6 +406,8 @@ _DIGIT_NEAR = re.compile(r"[ \t]?\d")
 _DIGIT_NEAR_BEFORE = re.compile(r"\d[ \t]?$")
 # pg_dump's table of contents: an object's owner is a database role
 _DUMP_OWNER_BEFORE = re.compile(r"\bSchema:[^;\n]*;[ \t]*Owner:[ \t]*$")
+# a place and its country's code (``Rotterdam, NL``, an IP's approximate location): no street, no number
+_PLACE_AND_COUNTRY = re.compile(r"[^\W\d_][\w'’.-]*(?:[ -][^\W\d_][\w'’.-]*)?,[ \t]*[A-Z]{2}")
 _PRODUCT_VERSION_AFTER = re.compile(r"/v?\d+(?:\.\d+)+")
 # a bank's identifier code (ISO 9362): four letters of the bank, its country's two, two of its place, three of a branch
 _BIC = re.compile(r"[A-Z]{4}[A-Z]{2}[A-Z0-9]{2}(?:[A-Z0-9]{3})?")
@@ -534,7 +536,8 @@ def never_personal(text: str, span: Span) -> bool:
     if span.type == "PASSWORD" and _ID_KEY_BEFORE.search(text, max(0, span.start - 24), span.start):
         return not TOKEN.fullmatch(value)  # a well-known secret's shape is a secret under any key
     if span.type == "ADDRESS":  # a city or a place on its own is not a postal address, nor a company's premises
-        lone_place = " " not in value and not any(c.isdigit() for c in value) and not any(spaceless(c) for c in value)
+        lone_place = (" " not in value or _PLACE_AND_COUNTRY.fullmatch(value) is not None) \
+            and not any(c.isdigit() for c in value) and not any(spaceless(c) for c in value)
         return lone_place or bool(_COMPANY_BEFORE.search(text, max(line_start, span.start - 40), span.start))
     if span.type == "EMAIL":
         return role_mailbox(value) or bool(_MAILING_LIST.search(value)) or bool(_SERVICE_ACCOUNT_DOMAIN.search(value)) \
@@ -555,8 +558,8 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # a default (``1970-01-01``), a due or invoice date
     if span.type == "IBAN" and value.startswith("RF"):
         return True  # an ISO 11649 creditor reference: an IBAN's check digits, no country (RULES.md: a reference)
-    if span.type == "IBAN" and _CREDITOR_ID.match(value):
-        return True
+    if span.type in ("IBAN", "SSN") and _CREDITOR_ID.match(value):
+        return True  # a SEPA creditor identifier, whatever it was typed (``Incassant-ID: ⟦NL71ZZZ302184460000⟧``)
     if span.type != "PASSWORD" and _UUID.fullmatch(value):
         return True  # RULES.md: UUIDs are not personal data (a secret may still have a UUID's shape)
     if span.type == "SSN" and len(value) == 10 and value.isdigit() and \
