@@ -275,12 +275,14 @@ _DAY_NUMBER_BEFORE = re.compile(r"(?<![\w.:/-])\d{1,2}[./-]$")
 _MONTH_YEAR = re.compile(r"\d{1,2}[./-]\d{2,4}\b")
 _YEAR_BEFORE = re.compile("(?:" + "|".join(_JAPANESE_ERAS) + r")?(?:\d{1,4}|元)年\s?$|\d{4}년\s?$")
 _YEAR_OF_BIRTH_AFTER = re.compile(r"\s+г\.?\s?р\.?$")
-# a direct line's extension after the number (``514-555-0173 poste 22``, ``ext. 4411``, ``内線 123``)
-# a Korean sentence's ending the tagger took with a number or an address (it is, please: 입니다, 예요, 이에요, 로, 요)
+# a Korean sentence's ending the tagger took with a number or an address (it is, please: 입니다, 예요, 이에요, 로, 요),
+# and an address's label with its particle before it (``현재 주소는``: the current address is)
 _KOREAN_ENDING = re.compile(r"(?<=[\d호동층])(?:입니다|이에요|예요|이요|으로|로|요)$")
 _KOREAN_ADDRESS_LABEL = re.compile(r"(?:현재[ \t]+)?(?:주소|거주지|배송지|배송 주소|집 주소)(?:는|은|:)?[ \t]+")
+# a password's label right before a value the tagger took for a login (``password ⟦plumtree-otter-47⟧``)
 _PASSWORD_LABEL_BEFORE = re.compile(r"(?i)\b(?:password|passwort|kennwort|contraseña|mot de passe|senha|wachtwoord|"
                                     r"hasło|lösenord|passord|salasana|пароль|パスワード|密码|비밀번호)[ \t]*(?:is|ist|:|=)?[ \t]*$")
+# a direct line's extension after the number (``514-555-0173 poste 22``, ``ext. 4411``, ``内線 123``)
 _EXTENSION_AFTER = re.compile(r"(?i)[ \t]*,?[ \t]*(?:ext\.?|extension|x|poste|durchwahl|ramal|interno|wew\.|内線|分機|내선)"
                               r"[ \t]*:?[ \t]*\d{1,5}(?!\d)")
 # a city written before a Russian street (``г. Москва, ⟦ul. ...⟧``) and a city after a postcode the address ends

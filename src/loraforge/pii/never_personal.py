@@ -414,9 +414,11 @@ _BIC = re.compile(r"[A-Z]{4}[A-Z]{2}[A-Z0-9]{2}(?:[A-Z0-9]{3})?")
 _COUNTRY_CODES = frozenset(phonenumbers.SUPPORTED_REGIONS)  # ISO 3166 alpha-2, as libphonenumber lists them
 _CELL_BEFORE = re.compile(r"(?:^|[,;|\t])[ \t]*[\"']?$")
 _CELL_AFTER = re.compile(r"[\"']?[ \t]*(?:$|[,;|\t])", re.M)
-# an organisation's office or body (``organisation_nouns``): in a NAME, or right before one with a capital, it names the
-# body, a person's name only as the body's (``Andra Mari ⟦Ikastola⟧``, ``Guddiga ⟦Suuqa⟧``: RULES.md, NAME)
-_ORGANISATION_NOUN = unaccented_words("organisation_nouns")
+# an organisation's office or body (``organisation_nouns``), read on ``unaccented`` text: in a NAME, or right before one
+# with a capital, it names the body, a person's name only as the body's (``Andra Mari ⟦Ikastola⟧``, ``Guddiga ⟦Suuqa⟧``:
+# RULES.md, NAME); in a mailbox's local part, the body's mailbox; on a phone's line, the body's line
+# (``organisations.organisation_lines``)
+ORGANISATION_NOUN = unaccented_words("organisation_nouns")
 _CAPITAL_WORD_BEFORE = re.compile(r"(?<![^\W\d_])([^\W\d_][\w'’]*)[ \t]+$")
 
 
@@ -501,9 +503,9 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # a card's network, an ID's label (``⟦PESEL⟧: 87031405921``), a bot as a chat's speaker
     if span.type == "NAME" and value.lower() in WEEKDAYS:
         return True  # ``ranar ⟦Alhamis⟧``: a day of the week
-    if span.type == "NAME" and (_ORGANISATION_NOUN.search(unaccented(value)) or (
+    if span.type == "NAME" and (ORGANISATION_NOUN.search(unaccented(value)) or (
             (m := _CAPITAL_WORD_BEFORE.search(text, max(line_start, span.start - 40), span.start))
-            and m.group(1)[0].isupper() and _ORGANISATION_NOUN.fullmatch(unaccented(m.group(1))))):
+            and m.group(1)[0].isupper() and ORGANISATION_NOUN.fullmatch(unaccented(m.group(1))))):
         return True
     if span.type == "NAME" and _CAPITALS_WORD.fullmatch(value) and value.isupper() \
             and text[line_start:line_end].strip() == value:
@@ -638,7 +640,7 @@ def role_mailbox(address: str) -> bool:
         dotted[0] in _DEPARTMENTS_BEFORE_DOT or \
         any(local[:i] in _ROLE_PARTS and local[i:] in _ROLE_PARTS for i in range(3, len(local) - 2)) or \
         (len(dotted) > 1 and all(part in _ROLE_PARTS for part in dotted)) or \
-        any(_ORGANISATION_NOUN.fullmatch(unaccented(part)) for part in re.split(r"[-_.]", local))
+        any(ORGANISATION_NOUN.fullmatch(unaccented(part)) for part in re.split(r"[-_.]", local))
 
 
 def _parses_as_ip(value: str) -> bool:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-
 from loraforge.pii.labels import ORGANISATION_PHONE_LABEL
-from loraforge.pii.never_personal import LEGAL_FORM, role_mailbox
+from loraforge.pii.never_personal import LEGAL_FORM, ORGANISATION_NOUN, role_mailbox
 from loraforge.pii.patterns import EMAIL, Table, code_cells, organisation_phone_cells, organisation_rows, typed_cells
 from loraforge.pii.spans import Span, line_bounds, paragraph_bounds
-from loraforge.pii.wordlists import unaccented, unaccented_words
+from loraforge.pii.wordlists import unaccented
 
 _LEGAL_FORM_WORD = re.compile(r"(?<![\w.])" + LEGAL_FORM + r"(?![\w/])")
 _PERSONAL_TYPES = {"NAME", "EMAIL", "USERNAME"}
@@ -38,11 +37,6 @@ _OPENING_HOURS = re.compile(r"(?<![\d:.])\d{1,2}(?:[:.]\d{2}|\s?h(?:\s?\d{2})?)\
                             r"\d{1,2}(?:[:.]\d{2}|\s?h\b)(?![\d:.])")
 
 
-# an organisation's office or body on the line (``organisation_nouns``: an office, a church, a clinic, a council), in
-# any script's accents
-_ORGANISATION_NOUN = unaccented_words("organisation_nouns")
-
-
 def typed_by_header(spans: list[Span], found_tables: tuple[Table, ...]) -> list[Span]:
     """``spans`` with the type their table column's header names (``patterns.typed_cells``), for a span
     found in such a cell: the header says what a value's shape cannot."""
@@ -55,9 +49,9 @@ def organisation_lines(text: str, spans: list[Span], found_tables: tuple[Table, 
     """``spans`` without the phones and addresses on an organisation's contact line (RULES.md: PHONE and ADDRESS
     are a person's; a company's premises are not): a line that
     names an organisation (a role mailbox such as ``events@``, a company's legal form such as ``GmbH``, a row of a
-    table of stores or branches: ``patterns.organisation_rows``, opening hours; an office or a body, ``organisation_nouns``, where
-    the whole text names no one: ``call me at the office`` is often a signed letter's) in a paragraph (a table's row:
-    the row) that holds no person (no name, personal mailbox or login found in it). Why after merging: the
+    table of stores or branches: ``patterns.organisation_rows``, opening hours; an office or a body,
+    ``never_personal.ORGANISATION_NOUN``, where the whole text names no one: ``call me at the office`` is often a
+    signed letter's) in a paragraph (a table's row: the row) that holds no person (no name, personal mailbox or login found in it). Why after merging: the
     patterns find the phone, the model the person that would make it theirs (``Jan Nowak, ACME Sp. z o.o.,
     +48 601 ...`` keeps its phone, as does a signature's ``ACME GmbH | +49 170 ...`` under its person's name).
     Without a model (``people_found=False``: patterns alone find no names) only what a table's header says
@@ -89,7 +83,7 @@ def organisation_lines(text: str, spans: list[Span], found_tables: tuple[Table, 
                 organisation = row is not None or bool(_LEGAL_FORM_WORD.search(line)) or bool(_OPENING_HOURS.search(line)) \
                     or _switchboard_after(text, s.end) or bool(_STORE_NUMBER.search(line)) \
                     or any(role_mailbox(m.group(0)) for m in EMAIL.finditer(line)) \
-                    or (nobody and bool(_ORGANISATION_NOUN.search(unaccented(line))))
+                    or (nobody and bool(ORGANISATION_NOUN.search(unaccented(line))))
             if organisation and not person:
                 continue
         out.append(s)

@@ -465,11 +465,11 @@ def _cells_under(found_tables: tuple[Table, ...], wanted: Callable[[str], bool])
 
 
 def code_cells(found_tables: tuple[Table, ...]) -> list[tuple[int, int]]:
-    """(start, end) of each cell under a product-code or a version's column (``ean``, ``sku``, ``agent_version``,
-    ``bmc_firmware``; ``code_columns``), a department's (``dzial``; ``department_columns``) or an organisation's tax
-    number's (``supplier_vat_id``) of ``found_tables``
-    (``tables(text)``): an EAN-13 has a phone's length and passes the Luhn check one time in ten, a firmware's
-    ``2.61.0.4`` an address's shape, but the header says what it is."""
+    """(start, end) of each cell of ``found_tables`` (``tables(text)``) under a column that names no person's value: a
+    product code's or a version's (``ean``, ``sku``, ``agent_version``, ``bmc_firmware``; ``code_columns``), a
+    department's (``dzial``; ``department_columns``) or an organisation's tax number's (``supplier_vat_id``). An EAN-13
+    has a phone's length and passes the Luhn check one time in ten, a firmware's ``2.61.0.4`` an address's shape, but
+    the header says what it is."""
     return _cells_under(found_tables, lambda key: key in _CODE_COLUMNS or key.endswith(_VERSION_COLUMN_ENDS)
                         or _ORGANISATION_TAX_COLUMN.fullmatch(key) is not None or key in _DEPARTMENT_COLUMNS)
 
