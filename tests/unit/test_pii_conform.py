@@ -1572,3 +1572,38 @@ def test_a_span_never_splits_a_letter_from_its_combining_marks():
     start = hindi.index("ी")  # a span that starts on a mark starts on its letter
     (span,) = conform(hindi, [Span(start, hindi.index(" हूँ"), "NAME", 0.9, "model")])
     assert hindi[span.start:span.end] == "नीता"
+
+
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 54: a carrier's parcel number or a bank's virtual account passes an ID's or a card's check by chance
+    ("Tracking number: PLK 7714 2093 8816 GB", [("7714 2093 8816", "SSN")], []),
+    ("Numer przesyłki: 6204 1937 7301 5528 4402 1176", [("6204 1937 7301 5528", "CREDIT_CARD")], []),
+    ("Nomor Virtual Account: 8808 0123 4572 9163 (Bank Mandiri)", [("8808 0123 4572 9163", "SSN")], []),
+    ("Número de cuenta de servicio: 0713-228490-5", [("0713-228490-5", "PHONE")], []),
+    # a card's number with its expiry right after is found without the month; a longer number is no card
+    ("Karte: 4532 0151 1283 0366 09/27", [], ["4532 0151 1283 0366"]),
+    ("Referenz 4532 0151 1283 0366 7781 2290", [], []),
+    # a call is not a login; Indonesian and French departments' mailboxes
+    ('  username: System.get_env("DB_USER"),', [], []),
+    ("Bukti pembayaran dikirim ke keuangan@sdkpelitabangsa.sch.id.", [("keuangan@sdkpelitabangsa.sch.id", "EMAIL")], []),
+    ("Pour toute question : drh-entretiens@groupe-valmorel.fr", [("drh-entretiens@groupe-valmorel.fr", "EMAIL")], []),
+    # no one's birth date: a cohort's bound, a receipt's plain date label, a date with its time; a birth label stays
+    ("Free flu jabs for all patients born before 1 April 1960.", [("1 April 1960", "DATE_OF_BIRTH")], []),
+    ("ใบเสร็จ เลขที่ 0382 วันที่ 11/06/2568", [("11/06/2568", "DATE_OF_BIRTH")], []),
+    ("Geliefert 12.04.2024 um 14:32 an die Packstation", [("12.04.2024", "DATE_OF_BIRTH")], []),
+    ("  birth_date: 31/01/1993", [("31/01/1993", "DATE_OF_BIRTH")], ["31/01/1993"]),
+    ("Data urodzenia: 12.04.1985", [("12.04.1985", "DATE_OF_BIRTH")], ["12.04.1985"]),
+    # Korean words of an engineer's day; a given name with its title stays
+    ("담당: DBA 팀 온콜 (Slack #dba-oncall)", [("온콜", "NAME")], []),
+    ("# 재시도 정책: 3회, 지수 백오프", [("지수 백오프", "NAME")], []),
+    ("지연 씨, 확인 부탁드립니다", [("지연", "NAME")], ["지연"]),
+])
+def test_rules_54_carriers_cards_calls_departments_birth_dates_and_korean_words(text, finds, masked):
+    assert union_masked(text, *finds) == masked
+
+
+def test_rules_54_a_bot_named_with_its_role_is_the_bot_on_every_line():
+    text = "Chat with Ava (virtual assistant)\nAva: Hi, how can I help?\nYou: my router, Ava\nMarek: I'm the technician"
+    spans = [Span(i, i + 3, "NAME", 0.9, "model") for i in range(len(text)) if text.startswith("Ava", i)]
+    spans.append(Span(text.index("Marek"), text.index("Marek") + 5, "NAME", 0.9, "model"))
+    assert [text[s.start:s.end] for s in conform(text, spans)] == ["Marek"]

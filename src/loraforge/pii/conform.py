@@ -16,7 +16,7 @@ import unicodedata
 
 from loraforge.data.pii_tags import spaceless
 from loraforge.pii.labels import ID_LABEL_HEAD, retyped
-from loraforge.pii.never_personal import FIELD_LABELS, HOSTNAME, ipv6_port, never_personal
+from loraforge.pii.never_personal import FIELD_LABELS, HOSTNAME, bot_names, ipv6_port, never_personal
 from loraforge.pii.spans import BRACKETS, Span, line_bounds
 from loraforge.pii.wordlists import alternation as _alternation
 from loraforge.pii.wordlists import words as _words
@@ -377,6 +377,7 @@ def _whole_letters(text: str, a: int, b: int) -> tuple[int, int]:
 def conform(text: str, spans: list[Span]) -> list[Span]:
     """``spans`` trimmed to their values and without those the rules say are never personal data."""
     out = []
+    bots = bot_names(text) if any(s.type == "NAME" for s in spans) else frozenset()
     for s in spans:
         a, b = _credential_edges(text, s.start, s.end, s.type)
         da, db = _strip(text[a:b], s.type)
@@ -393,6 +394,8 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
             a = m.end()  # ``⟦mob 07700 958 431⟧``: the label is not the number (any other word stays: it may be a name)
         if s.type == "NAME" and (text[a:b] in _HONORIFICS or text[a:b] in _HONORIFICS_AFTER):
             continue  # before it grows into the name after it; a title after a name, alone (``⟦さん⟧``), is none
+        if s.type == "NAME" and text[a:b] in bots:
+            continue  # the text names a bot so (``Chat with Ava (virtual assistant)``), on every line (rules 54)
         if s.type == "NAME":
             a, b = _name_cell(text, a, b)
             a = _surname_first(text, a, b)

@@ -47,7 +47,9 @@ _REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|numer nad
                               r"klantnummer|número de cliente|kundnummer|(?:micro)?chip(?:nummer| number)?|puce|"
                               # rules 40: an order's, a ticket's, a giro account's, a land registry's, an employee's
                               r"bestellnr\.?|objednávk[ayu]|заказ[а-я]*|bankgiro|plusgiro|bilet|referencia|referència|referência|"
-                              r"n\.º de empleado|número de empleado)"
+                              r"n\.º de empleado|número de empleado|"
+                              # rules 54: a utility's service account, a bank's virtual account for one payment
+                              r"cuenta de servicio|número de servicio|número de suministro|virtual account)"
                               # a reference word's compound with its number word (``Factuurnr.``, ``Ordernr.``)
                               r"(?:-?(?:nr|no|nummer)\.?)?(?![^\W_])|"
                               r"account[ _-]?id\b)|"
@@ -76,8 +78,14 @@ _LABELLED_TYPES = {"PHONE", "SSN", "CREDIT_CARD"}
 # a meeting's ID has a phone's shape (``Zoom 921 4410 8821``, ``ID da reunião: 381 442 907 15``), and may pass an ID's check
 _MEETING_LABEL = re.compile(r"(?i)\b(?:zoom|webex)\b|(?i:(?<![^\W_])(?:(?:besprechungs|konferenz|meeting)-id|"
                             r"id d[ae] reuni(?:ão|ón)|id de (?:la )?réunion)(?![^\W_]))")
+# a carrier's parcel number or a bank's virtual account: the carrier's or bank's own number, a reference even where
+# it passes a card's or an ID's check (``Tracking number: PLK 7714 2093 8816 GB``, ``Numer przesyłki: 6204 1937 ...``)
+_CARRIER_LABEL = re.compile(r"(?i:(?<![^\W_])(?:tracking|parcel|shipment|numer nadania|numer przesyłki|sendungsnummer|"
+                            r"paketnummer|n° de suivi|numéro de suivi|seguimiento|rastreio|rastreamento|tracciamento|"
+                            r"kargo takip|takip|трек|virtual account)(?![^\W_]))|追跡番号|운송장 ?번호|송장 ?번호|运单")
 _LABELS = (("SSN", _ID_LABEL), ("ORGANISATION", ORGANISATION_PHONE_LABEL), ("MEETING", _MEETING_LABEL), ("PHONE", _PHONE_LABEL),
-           ("CREDIT_CARD", _CARD_LABEL), ("DATE_OF_BIRTH", BIRTH_LABEL), (None, _REFERENCE_LABEL), ("CODE", _PRODUCT_CODE_LABEL))
+           ("CREDIT_CARD", _CARD_LABEL), ("DATE_OF_BIRTH", BIRTH_LABEL), ("CARRIER", _CARRIER_LABEL), (None, _REFERENCE_LABEL),
+           ("CODE", _PRODUCT_CODE_LABEL))
 
 
 # a label after the number, as Turkish and Hungarian write it (``7281 0045 3392 numaralı gönderi``, ``7051184320
@@ -105,7 +113,7 @@ def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
     if last[label] < 0:
         return ptype
     value = text[a:b]
-    if label == "CODE" or (label in ("ORGANISATION", "MEETING") and ptype == "PHONE"):
+    if label in ("CODE", "CARRIER") or (label in ("ORGANISATION", "MEETING") and ptype == "PHONE"):
         return None
     if label in ("ORGANISATION", "MEETING"):
         return ptype

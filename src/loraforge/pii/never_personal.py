@@ -62,6 +62,19 @@ _SELF_INTRODUCTION_BEFORE = re.compile(r"(?i)(?<![^\W\d_])(?:I'm|I am|this is|my
                                        r"sono|mi chiamo|ich bin|hier ist|eu sou|sou|jestem|ik ben|hier is|ben)[ \t]+$")
 _BOT_ROLE_AFTER = re.compile(r"(?i)[" + _CLOSING_QUOTES + r"]?[ \t]*(?:,[ \t]*|[ \t]*\([ \t]*)(?:(?:l'|the |la |el |il |der |die |our |your |votre |"
                              r"notre |nuestro |nuestra |su |tu |o |a |de |ihr |ihre |unser |unsere )[ \t]*)?" + _BOT_ROLE + r"(?![^\W\d_])")
+# rules 54: a bot named once with its role names it in every line of the text (``Chat with ⟦Ava⟧ (virtual
+# assistant)``, then ``Ava: ...`` as the speaker); a capital first
+_BOT_NAMED = re.compile(r"(?<![^\W\d_])([^\W\d_][\w'’-]*)[ \t]*\([ \t]*(?i:(?:the |our |your |l'|la |le |el |il |o |a |der |die |"
+                        r"ihr |ihre |unser |unsere )?" + _BOT_ROLE + r")[ \t]*\)|"
+                        r"(?<![^\W\d_])(?i:" + _BOT_ROLE + r")[ \t]+[" + _OPENING_QUOTES + r"]?([^\W\d_][\w'’-]*)")
+
+
+def bot_names(text: str) -> frozenset[str]:
+    """The names ``text`` gives a bot, with a capital (``Ava`` of ``Ava (virtual assistant)``)."""
+    found = (m.group(1) or m.group(2) for m in _BOT_NAMED.finditer(text))
+    return frozenset(n for n in found if n[0].isupper())
+
+
 # a product named after a person, its model's name in quotes (``sofá modelo "⟦Lucía⟧"``)
 _PRODUCT_MODEL_BEFORE = re.compile(r"(?i)(?<![^\W\d_])" + _alternation("product_model_before") + r"[ \t]+[" + _OPENING_QUOTES + "]$")
 # a company's legal form: a NAME ending in one is a company, an ADDRESS right after one is its premises (RULES.md)
@@ -342,6 +355,15 @@ _BUSINESS_AFTER = re.compile(r"(?:[ \t]*&[ \t]*[^\W\d_]+)?[ \t]+" + _BUSINESS_NO
 _BUSINESS_BEFORE = re.compile(r"(?<![^\W\d_])" + _BUSINESS_NOUN + r"[ \t]+(?:" + _alternation("honorifics_before") + r"[ \t]+)?$")
 _LEGAL_FORM_AFTER = re.compile(r"\s+" + LEGAL_FORM + r"(?![\w/])")
 _MAILBOX_AFTER = re.compile(r"\s*<(" + EMAIL.pattern + r")>")
+# rules 54: not one person's birth date: a cohort's bound (``born before ⟦1 April 1960⟧``), a date under a plain date
+# label alone (a receipt's ``วันที่ ⟦11/06/2568⟧``, ``Date: ...``; not ``birth_date:``), a date with its time (``... ⟦12/04/2567⟧ เวลา 14:32``)
+_BIRTH_COHORT_BEFORE = re.compile(r"(?i)(?<![^\W\d_])(?:born|geboren|nacid[oa]s|nés|nées|nati|nate|nascidos|urodzeni)[ \t]+"
+                                  r"(?:before|after|between|from|until|prior to|on or (?:before|after)|in or (?:before|after)|"
+                                  r"vor dem|vor|nach dem|nach|zwischen|antes de|después de|entre|avant le|avant|après le|après|"
+                                  r"prima del|dopo il|przed|po)[ \t][^.;:\n]{0,20}$")
+_PLAIN_DATE_LABEL_BEFORE = re.compile(r"(?i)(?:(?<![\w-])(?:date|datum|fecha|data|tarih|tanggal|дата)|วันที่|日付|날짜)"
+                                      r"[ \t]*[:：]?[ \t]*$")
+_TIME_WORD_AFTER = re.compile(r"(?i)[ \t]+(?:at|um|à|a las|alle|o godz\.?|saat|เวลา|klo\.?|kl\.?)[ \t]*\d{1,2}[:.]\d{2}")
 _SENTINEL_DATES = frozenset({"1970-01-01", "1900-01-01", "0001-01-01", "1901-01-01", "01/01/1970", "01.01.1970"})
 _OTHER_DATE_LABEL = re.compile(r"(?i)(?<![^\W\d_])(?:due|invoice date|issued|issue date|expiry|expires|valid until|"
                                r"vervaldatum|factuurdatum|rechnungsdatum|fällig(?:keit)?|lieferdatum|vencimiento|"
@@ -402,6 +424,8 @@ _ORGANISATION_ROLE_AFTER = re.compile(r"(?i)[ \t]+(?:support|customer (?:service
                                       r"sales|billing|team|kundenservice|kundendienst|service client|atención al cliente)\b(?![ \t]*:)")
 # a chat's speaker with a bot's role in brackets after it (``⟦Lia⟧ (assistente virtual): Olá!``): the bot's name
 _BOT_SPEAKER_AFTER = re.compile(r"(?i)[ \t]*\([ \t]*(?:[^()\n]{0,30}[ \t])?" + _BOT_ROLE + r"[^()\n]{0,30}\)[ \t]*:")
+_KOREAN_COMMON_WORDS = frozenset(_words("korean_common_words"))
+_KOREAN_TITLE_AFTER = re.compile(r"[ \t]?" + _alternation("korean_titles_after"))
 _DIGIT_NEAR = re.compile(r"[ \t]?\d")
 _DIGIT_NEAR_BEFORE = re.compile(r"\d[ \t]?$")
 # pg_dump's table of contents: an object's owner is a database role
@@ -499,6 +523,9 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # ``Name: customers; Type: TABLE DATA; Schema: crm; Owner: ⟦crm_app⟧``: a database role
     if span.type == "USERNAME" and ID_LABEL.fullmatch(value):
         return True  # ``imie;nazwisko;⟦pesel⟧;iban``: an ID's label as a column's header
+    if span.type == "NAME" and any(w in _KOREAN_COMMON_WORDS for w in value.split()) \
+            and not _KOREAN_TITLE_AFTER.match(text, span.end):
+        return True  # ``DBA 팀 ⟦온콜⟧``, ``⟦지수 백오프⟧``: words, not a name (rules 54)
     if span.type == "NAME" and (value in CARD_NETWORKS or ID_LABEL.fullmatch(value) or _BOT_SPEAKER_AFTER.match(text, span.end)):
         return True  # a card's network, an ID's label (``⟦PESEL⟧: 87031405921``), a bot as a chat's speaker
     if span.type == "NAME" and value.lower() in WEEKDAYS:
@@ -554,6 +581,12 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # a business named after a person: ``⟦Hasan Usta⟧ Kebap``, ``Pastelería Doña ⟦Carmen⟧``
     if span.type == "NAME" and _organisation_sender(value, text[line_start:line_end]):
         return True  # ``('billing', 'billing@corvid-health.com', '⟦Corvid Billing⟧')``: the same, in a record
+    if span.type == "DATE_OF_BIRTH" and (
+            _BIRTH_COHORT_BEFORE.search(text, max(line_start, span.start - 40), span.start)
+            or (not BIRTH_LABEL.search(text, max(line_start, span.start - LABEL_WINDOW), span.start)
+                and (_PLAIN_DATE_LABEL_BEFORE.search(text, max(line_start, span.start - LABEL_WINDOW), span.start)
+                     or _TIME_WORD_AFTER.match(text, span.end)))):
+        return True
     if span.type == "DATE_OF_BIRTH" and (value in _SENTINEL_DATES or (
             _OTHER_DATE_LABEL.search(text, max(line_start, span.start - LABEL_WINDOW), span.start)
             and not BIRTH_LABEL.search(text, max(line_start, span.start - LABEL_WINDOW), span.start))):
