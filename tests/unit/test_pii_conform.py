@@ -1607,3 +1607,39 @@ def test_rules_54_a_bot_named_with_its_role_is_the_bot_on_every_line():
     spans = [Span(i, i + 3, "NAME", 0.9, "model") for i in range(len(text)) if text.startswith("Ava", i)]
     spans.append(Span(text.index("Marek"), text.index("Marek") + 5, "NAME", 0.9, "model"))
     assert [text[s.start:s.end] for s in conform(text, spans)] == ["Marek"]
+
+
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 55: a birthplace, a school's classes, a pet: no one's name; a bot's bucket after a URL's scheme
+    ("Née le 17/02/1996 à Quimper.", [("Quimper", "NAME")], []),
+    ("Year 4 (Hazel and Rowan classes) will visit the museum", [("Hazel", "NAME")], []),
+    ("Černý kocour s bílou náprsenkou, slyší na jméno Bubák.", [("Bubák", "NAME")], []),
+    ("uploaded to s3://kvarn-backups/pg/ ; pruned 1 object", [("kvarn-backups", "USERNAME")], []),
+    ("git remote set-url origin https://wayne35:Xk2p9QmT7vLr@github.com/acme/app.git", [("wayne35", "USERNAME")],
+     ["wayne35", "Xk2p9QmT7vLr"]),
+    # a header row of identifier cells; a version's type after an IP-shaped value, a key named *_version not
+    ("osobni_cislo\tjmeno\trodne_cislo\tdatum_narozeni\tiban\tstredisko", [("stredisko", "USERNAME")], []),
+    ('\t\t{"6.1.0.18", Version{}, true},', [], []),
+    ('pay-db-01:  { ansible_host: 10.60.4.30, pg_version: "16.4" }', [("10.60.4.30", "IP_ADDRESS")], ["10.60.4.30"]),
+    # a form's next field ends a password; a role and its title stay outside a name's field
+    ("grant_type=password&username=yolotzin.mendoza&password=Tz8#quetzal-Rio22&client_id=mobile-android",
+     [("yolotzin.mendoza", "USERNAME"), ("Tz8#quetzal-Rio22&client_id", "PASSWORD")], ["yolotzin.mendoza", "Tz8#quetzal-Rio22"]),
+    ("Lindgrün GmbH hat angerufen, Ansprechpartnerin Frau Trautwein-Ölschläger, Tel. +49 351 8820 4417",
+     [("Trautwein-Ölschläger", "NAME"), ("+49 351 8820 4417", "PHONE")], ["Trautwein-Ölschläger", "+49 351 8820 4417"]),
+    ("IBAN DE02 8605 5592 1174 0392 85, Kontoinhaber Jürgen Haase.", [("Jürgen Haase", "NAME")],
+     ["DE02 8605 5592 1174 0392 85", "Jürgen Haase"]),
+    # a Czech birth number found whole (the model read its first half); a card after PAN is a card
+    ("E-0417\tVendula Hrabětová\t885917/3620\t08.12.1988", [("Vendula Hrabětová", "NAME"), ("885917", "SSN")],
+     ["Vendula Hrabětová", "885917/3620"]),
+    ("Sicil No: 2025-0147", [("2025-0147", "PHONE")], []),
+    ("bucket login:ip refilled, capacity=20", [], []),
+    ("MAIL_FROM=buchungen@fernwald-reisen.de", [("buchungen@fernwald-reisen.de", "EMAIL")], []),
+])
+def test_rules_55_places_classes_pets_buckets_headers_forms_and_birth_numbers(text, finds, masked):
+    assert union_masked(text, *finds) == masked
+
+
+def test_rules_55_a_card_after_pan_is_a_card():
+    text = "psp-client logged a full PAN at DEBUG (pan=5425183309720464), purged"
+    (span,) = conform(text, spans_of(text, ("5425183309720464", "SSN")))
+    assert span.type == "CREDIT_CARD"

@@ -40,6 +40,7 @@ _QUOTE_REACH = 8  # how far a password's quote may be from where the tagger star
 # honorifics stay outside a name (RULES.md: ``Frau ⟦Brandt⟧``, ``⟦佐藤 健⟧様``); English title
 # abbreviations (Dr., Mr., Ms., Mrs.) are part of it
 _HONORIFIC_BEFORE = re.compile(_alternation("honorifics_before") + r"\s+")
+_HONORIFIC_WORD_BEFORE = re.compile(r"(?<![\w'’-])" + _alternation("honorifics_before") + r"\s+")  # inside a field too
 _HONORIFICS = frozenset(_words("honorifics_before"))  # one alone is no name (``⟦pan⟧ ⟦Zbigniew Kaczmarek⟧``)
 # a greeting before a name in a chat or a letter (``Hi ⟦Dorota⟧``, ``Hoi ⟦Joost⟧``)
 _GREETING_BEFORE = re.compile("(?i)" + _alternation("greetings_before") + r"\s+")
@@ -88,6 +89,11 @@ def _strip(value: str, ptype: str) -> tuple[int, int]:
     return a, b
 
 
+# a form's encoded fields (``grant_type=password&username=...&password=...``): a value ends at the next ``&key=``
+_FORM_FIELD_BEFORE = re.compile(r"[?&][\w.\[\]-]+=$")
+_FORM_FIELD_NEXT = re.compile(r"&[\w.\[\]-]+=")
+
+
 def _credential_edges(text: str, a: int, b: int, ptype: str) -> tuple[int, int]:
     """A password or login inside a URL ends at its host's ``@``; a quoted password is everything
     between its quotes (``='secret'``, ``-p'(secret'``: a token may stop short of, or run into, a quote)."""
@@ -127,6 +133,9 @@ def _credential_edges(text: str, a: int, b: int, ptype: str) -> tuple[int, int]:
         k = text.find(text[a - 1], b, b + _QUOTE_REACH)
         if k >= 0 and not any(c.isspace() for c in text[b:k]):
             b = k
+    if _FORM_FIELD_BEFORE.search(text, max(0, a - 40), a) and (m := _FORM_FIELD_NEXT.search(text, a, b + 1)) \
+            and m.start() > a:
+        b = m.start()  # ``&password=⟦Tz8#quetzal-Rio22⟧&client_id=...``: a form's next field (rules 55)
     return a, b
 
 
@@ -152,9 +161,13 @@ def _name_cell(text: str, a: int, b: int) -> tuple[int, int]:
         lo += 1
     while hi > b and text[hi - 1].isspace():
         hi -= 1
+    if hi - 1 > b and text[hi - 1] == "." and text[hi - 2].islower() and text[hi - 3:hi - 1].isalpha():
+        hi -= 1  # a sentence's end (``con la dott.ssa ⟦Marta⟧ Pavan.``), not an abbreviation's point
     if (m := _HONORIFIC_BEFORE.match(text, lo) or _INTRO_BEFORE.match(text, lo) or _GREETING_BEFORE.match(text, lo)) \
             and m.end() <= a:
         lo = m.end()  # Frau, 我叫, Hi stay outside, as _strip left them
+    elif honorifics := [m for m in _HONORIFIC_WORD_BEFORE.finditer(text, lo, a) if m.end() <= a]:
+        lo = honorifics[-1].end()  # ``Ansprechpartnerin Frau ⟦Trautwein⟧``: a role, its title, then the name (rules 55)
     if (m := _HONORIFIC_AFTER.search(text, b, hi)) and m.start() >= b:
         hi = m.start()  # 様, 님 stay outside too
     if (lo, hi) == (a, b):
@@ -163,7 +176,8 @@ def _name_cell(text: str, a: int, b: int) -> tuple[int, int]:
     if added.strip() and all(spaceless(c) or c.isspace() for c in added):
         return (lo, hi) if len(text[lo:hi].replace(" ", "")) <= _SPACELESS_NAME else (a, b)
     words = (text[lo:a] + " " + text[b:hi]).split()
-    if len(text[lo:hi].split()) > 4 or not all(_NAME_WORD.fullmatch(w) and w[0].isupper() for w in words):
+    if len(text[lo:hi].split()) > 4 or not all(_NAME_WORD.fullmatch(w) and w[0].isupper() for w in words) \
+            or any(w.lower().rstrip(".:") in FIELD_LABELS for w in words):  # ``Kontoinhaber ⟦Jürgen Haase⟧``
         return a, b
     return lo, hi
 

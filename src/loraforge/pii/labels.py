@@ -49,7 +49,9 @@ _REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|numer nad
                               r"bestellnr\.?|objednávk[ayu]|заказ[а-я]*|bankgiro|plusgiro|bilet|referencia|referència|referência|"
                               r"n\.º de empleado|número de empleado|"
                               # rules 54: a utility's service account, a bank's virtual account for one payment
-                              r"cuenta de servicio|número de servicio|número de suministro|virtual account)"
+                              r"cuenta de servicio|número de servicio|número de suministro|virtual account|"
+                              # rules 55: a Turkish registry's number, a utility's consumer number
+                              r"sicil|consumer (?:no\.?|number))"
                               # a reference word's compound with its number word (``Factuurnr.``, ``Ordernr.``)
                               r"(?:-?(?:nr|no|nummer)\.?)?(?![^\W_])|"
                               r"account[ _-]?id\b)|"
@@ -60,7 +62,7 @@ _REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|numer nad
                               r"(?i:\borg\.? ?-?nr\b\.?|\borganisasjonsnummer\b)|"
                               r"订单|注文|사번|社員番号|工号|工单|运单|单号|账号|伝票番号|送り状番号|운송장 ?번호|예약 ?번호|주문 ?번호|"
                               r"法人番号|取引番号|会议号|追跡番号|お問い合わせ番号|처방전 ?번호|접수 ?번호|संदर्भ संख्या|处方号|処方箋番号|رقم الطلب|رقم الحجز|رقم التذكرة|طلبك رقم|شحنتك رقم|رقم الشحنة|ریفرنس نمبر|\bPNR\b|केस संख्या|खाता संख्या|लेन-देन आईडी|\bRCS\b|"
-                              r"송장 ?번호|شماره پیگیری|شماره سفارش")
+                              r"송장 ?번호|شماره پیگیری|شماره سفارش|उपभोक्ता संख्या|ग्राहक संख्या")
 # an organisation's line, not a person's (RULES.md: PHONE): a switchboard, a reception, customer service
 _LONGEST_FIRST = sorted(_words("organisation_phone_labels"), key=len, reverse=True)
 ORGANISATION_PHONE_LABEL = re.compile(
@@ -95,6 +97,9 @@ _REFERENCE_AFTER = re.compile(r"(?i)[ \t]+numaral[ıi][ \t]+(?:gönderi|sipariş
                               r"[ \t]+számú[ \t]+(?:csomag|rendelés|megrendelés|számla|szállítmány|küldemény|jegy|foglalás)")
 
 
+_CARD_PAN = re.compile(r"(?i)(?<![^\W\d_])pan(?![^\W\d_])")
+
+
 def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
     """A phone, ID or card number typed as the label right before it on its line says (``SSN / national
     ID: ⟦559 581 962⟧`` is an ID even if it looks like a phone number); the nearest label wins. A card
@@ -117,6 +122,8 @@ def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
         return None
     if label in ("ORGANISATION", "MEETING"):
         return ptype
+    if label == "SSN" and card_number_ok(value) and _CARD_PAN.search(before):
+        return "CREDIT_CARD"  # a card's primary account number (``full PAN at DEBUG (pan=...``); India's PAN has letters
     if label == "CREDIT_CARD" and not card_number_ok(value):
         return ptype  # "paid with card ⟦number⟧" only when the number is a card's
     if label == "DATE_OF_BIRTH" and not _DATE_SHAPE.fullmatch(value):

@@ -69,6 +69,17 @@ _BOT_NAMED = re.compile(r"(?<![^\W\d_])([^\W\d_][\w'’-]*)[ \t]*\([ \t]*(?i:(?:
                         r"(?<![^\W\d_])(?i:" + _BOT_ROLE + r")[ \t]+[" + _OPENING_QUOTES + r"]?([^\W\d_][\w'’-]*)")
 
 
+# rules 55: a birthplace (``Née le 17/02/1996 à ⟦Quimper⟧``), a school's classes named after trees (``⟦Hazel⟧ and
+# Rowan classes``), a pet (``slyší na jméno ⟦Bubák⟧``): no person's name
+_BIRTHPLACE_BEFORE = re.compile(r"(?i)(?<![^\W\d_])(?:née?|born|geboren|nacid[oa]|nat[oa]|nascid[oa]|urodzon[ya]|narozen[aá]?)"
+                                r"(?![^\W\d_])[^\n]{0,30}?[ \t](?:à|in|en|a|w|em|ve|v)[ \t]+$")
+_CLASS_AFTER = re.compile(r"(?:[ \t]+(?:and|&|und|et|y|e|i|en)[ \t]+[^\W\d_][\w'’-]*)?[ \t]+"
+                          r"(?i:class|classes|klasse|klassen|classe|clase|clases|klas)(?![^\W\d_])")
+_PET_NAME_BEFORE = re.compile(r"(?i)(?:answers to(?: the name(?: of)?)?|responds to(?: the name(?: of)?)?|slyší na jméno|"
+                              r"hört auf den namen|répond au nom de|responde al nombre de|risponde al nome(?: di)?|"
+                              r"wabi się|reaguje na imię|luistert naar de naam|atende pelo nome de)[ \t]+[" + _OPENING_QUOTES + r"]?$")
+
+
 def bot_names(text: str) -> frozenset[str]:
     """The names ``text`` gives a bot, with a capital (``Ava`` of ``Ava (virtual assistant)``)."""
     found = (m.group(1) or m.group(2) for m in _BOT_NAMED.finditer(text))
@@ -230,6 +241,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][\w.]*")
 _CALL_AFTER = re.compile(r"\((?!uid=)")
 _COMPANY_REGISTER = re.compile(r"\b(?:KRS|REGON)\b")
 _INVOICE_ISSUER_NUMBER = re.compile(r"T\d{13}")  # Japan's qualified invoice issuer number: a company's
+_VERSION_TYPE_AFTER = re.compile(r"[\"']?[ \t]*,[ \t]*(?:\w+\.)?Version[{(]")  # a test's table: ``{"6.1.0.18", Version{}, true}``
 _VERSION_SUFFIX_AFTER = re.compile(r"-[a-z]|\+[a-z0-9]")  # ``6.1.0.18-rt9``, ``1.2.3.4+build``: a version's suffix
 # a word that speaks of an address (its host, its client, its traffic), on an IP-shaped number's line: the number
 # keeps its mask (``_small_version``); inside identifiers too (``bastion_public_ip``, ``REMOTE_ADDR``); not a user
@@ -251,9 +263,10 @@ _ADDRESS_WORD_REACH = 200
 def _reads_as_version(text: str, span: Span, line_start: int) -> bool:
     """An IP-shaped number in a version's context: a version word or key before it (a key or a constant named
     ``*version*`` too), a range after it (``or later``), a package's file name before it, a version's suffix after
-    it (``6.1.0.18-rt9``), a release word after it (``tagged``), a ``--version`` example or a test's id before it,
+    it (``6.1.0.18-rt9``), a release word or a version's type after it (``tagged``, ``, Version{}``), a ``--version`` example or a test's id before it,
     an upgrade's or a rollback's verb before it (``roll the driver forward to``)."""
     return bool(_VERSION_BEFORE.search(text, max(line_start, span.start - 24), span.start)
+                or _VERSION_TYPE_AFTER.match(text, span.end)
                 or _VERSION_KEY_BEFORE.search(text, max(line_start, span.start - 40), span.start)
                 or _VERSION_EXAMPLE_BEFORE.search(text, max(line_start, span.start - 40), span.start)
                 or _TEST_ID_BEFORE.search(text, max(line_start, span.start - 60), span.start)
@@ -426,6 +439,9 @@ _ORGANISATION_ROLE_AFTER = re.compile(r"(?i)[ \t]+(?:support|customer (?:service
 _BOT_SPEAKER_AFTER = re.compile(r"(?i)[ \t]*\([ \t]*(?:[^()\n]{0,30}[ \t])?" + _BOT_ROLE + r"[^()\n]{0,30}\)[ \t]*:")
 _KOREAN_COMMON_WORDS = frozenset(_words("korean_common_words"))
 _KOREAN_TITLE_AFTER = re.compile(r"[ \t]?" + _alternation("korean_titles_after"))
+_SCHEME_BEFORE = re.compile(r"(?<![\w+.-])[a-z][\w+.-]*://$")
+_AT_AHEAD = re.compile(r"(?::[^\s@]*)?@")  # ``https://⟦wayne35⟧:<password>@github.com``
+_IDENTIFIER_CELL = re.compile(r"[\"']?[a-z][a-z0-9_]*[\"']?")
 _DIGIT_NEAR = re.compile(r"[ \t]?\d")
 _DIGIT_NEAR_BEFORE = re.compile(r"\d[ \t]?$")
 # pg_dump's table of contents: an object's owner is a database role
@@ -444,6 +460,12 @@ _CELL_AFTER = re.compile(r"[\"']?[ \t]*(?:$|[,;|\t])", re.M)
 # (``organisations.organisation_lines``)
 ORGANISATION_NOUN = unaccented_words("organisation_nouns")
 _CAPITAL_WORD_BEFORE = re.compile(r"(?<![^\W\d_])([^\W\d_][\w'’]*)[ \t]+$")
+
+
+def _header_row(line: str) -> bool:
+    """A table's header: four or more cells, each a lower-case identifier, two or more with an underscore."""
+    cells = [c.strip() for c in re.split(r"[\t,;|]", line.strip().strip("|"))]
+    return len(cells) >= 4 and sum("_" in c for c in cells) >= 2 and all(_IDENTIFIER_CELL.fullmatch(c) for c in cells)
 
 
 def never_personal(text: str, span: Span) -> bool:
@@ -523,6 +545,15 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # ``Name: customers; Type: TABLE DATA; Schema: crm; Owner: ⟦crm_app⟧``: a database role
     if span.type == "USERNAME" and ID_LABEL.fullmatch(value):
         return True  # ``imie;nazwisko;⟦pesel⟧;iban``: an ID's label as a column's header
+    if span.type == "NAME" and (_BIRTHPLACE_BEFORE.search(text, max(line_start, span.start - 50), span.start)
+                                or _CLASS_AFTER.match(text, span.end)
+                                or _PET_NAME_BEFORE.search(text, max(line_start, span.start - 40), span.start)):
+        return True
+    if span.type == "USERNAME" and _SCHEME_BEFORE.search(text, max(line_start, span.start - 16), span.start) \
+            and not _AT_AHEAD.match(text, span.end):
+        return True  # ``s3://⟦kvarn-backups⟧/pg/``: a bucket or a host, not a login (that one ends in ``@``)
+    if _header_row(text[line_start:line_end]):
+        return True  # ``osobni_cislo\tjmeno\t...\t⟦stredisko⟧``: a table's header row, its cells column names
     if span.type == "NAME" and any(w in _KOREAN_COMMON_WORDS for w in value.split()) \
             and not _KOREAN_TITLE_AFTER.match(text, span.end):
         return True  # ``DBA 팀 ⟦온콜⟧``, ``⟦지수 백오프⟧``: words, not a name (rules 54)

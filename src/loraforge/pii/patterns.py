@@ -144,7 +144,8 @@ _PASSWORD_CHARS = r"[\w!@#$%^*?+~]"
 PASSWORD_SHAPE = re.compile(r"(?<![\w!@#$%^&*?+~./:-])(?=" + _PASSWORD_CHARS + r"*[a-z])(?=" + _PASSWORD_CHARS + r"*[A-Z])"
                             r"(?=" + _PASSWORD_CHARS + r"*\d)(?=" + _PASSWORD_CHARS + r"*[!@#$%^*?+~])"
                             + _PASSWORD_CHARS + r"{8,32}(?![\w!@#$%^&*?+~./:-])")
-_NOT_A_LOGIN = re.compile(r"(?i)true|false|null|none|nil|yes|no|(?:var|local|module|data|env|self)\..*|os\.environ|os\.getenv|"
+_NOT_A_LOGIN = re.compile(r"(?i)true|false|null|none|nil|yes|no|ip|addr|id|uid|key|host|"  # ``bucket login:ip``
+                         r"(?:var|local|module|data|env|self)\..*|os\.environ|os\.getenv|"
                          r"[a-z_]\w*\.(?:user_?name|login|user|email)|"  # code: ``username=user.username``
                          r"\d+(?:ms|[smhdkg])")  # a size or a duration (nginx's ``zone=login:10m``)
 
@@ -290,6 +291,9 @@ PERSONNUMMER = re.compile(r"(?<![\w-])(?:\d{2})?\d{6}[-+]\d{4}(?![\w-])")
 DNI_NIE = re.compile(r"(?<![\w-])(?:\d{8}|[XYZ]-?\d{7})-?[A-Z](?![\w-])")
 CPF = re.compile(r"(?<![\w.])\d{3}\.\d{3}\.\d{3}-\d{2}(?![\w-])")
 CODICE_FISCALE = re.compile(r"\b[A-Z]{6}\d{2}[A-EHLMPRST]\d{2}[A-Z]\d{3}[A-Z]\b")
+# a Czech or Slovak birth number (rodné číslo): six digits of the birth date, a slash, four with the check (rules 55;
+# the nine-digit numbers of those born before 1954 have no check digit: any date would pass)
+RODNE_CISLO = re.compile(r"(?<![\w/.-])\d{6}/\d{4}(?![\w/.-])")
 AADHAAR = re.compile(r"(?<!\d)(?<!\d )[2-9]\d{3} \d{4} \d{4}(?! ?\d)")  # written in three groups of four
 
 
@@ -597,6 +601,7 @@ PATTERNS: tuple[Pattern, ...] = (  # most specific first: an earlier pattern win
     Pattern("cpf", "SSN", CPF, _national_id_ok("br.cpf")),
     Pattern("codice_fiscale", "SSN", CODICE_FISCALE, _national_id_ok("it.codicefiscale")),
     Pattern("aadhaar", "SSN", AADHAAR, _national_id_ok("in_.aadhaar")),
+    Pattern("rodne_cislo", "SSN", RODNE_CISLO, _national_id_ok("cz.rc")),
     Pattern("phone", "PHONE", PHONE, phone_ok),
     Pattern("user_key", "USERNAME", USER_KEY, login_ok, group=1),
     Pattern("cli_user", "USERNAME", CLI_USER, login_ok, group=1),
