@@ -1643,3 +1643,35 @@ def test_rules_55_a_card_after_pan_is_a_card():
     text = "psp-client logged a full PAN at DEBUG (pan=5425183309720464), purged"
     (span,) = conform(text, spans_of(text, ("5425183309720464", "SSN")))
     assert span.type == "CREDIT_CARD"
+
+
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 56: a product's version before its platform; a label inside an address's span stays outside
+    ("The Driftbox sync client 4.12.0.3 on Windows tries to reach its helper", [], []),
+    ("Home address for the P45: 14 Ballindean Crescent, Broughty Ferry, Dundee DD5 3QR",
+     [("P45: 14 Ballindean Crescent, Broughty Ferry, Dundee DD5 3QR", "ADDRESS")],
+     ["14 Ballindean Crescent, Broughty Ferry, Dundee DD5 3QR"]),
+    # form labels in Korean and German; a health check's number, a Dutch payment reference
+    ("수진자: 탁서윤 (생년월일 1979.12.03)", [("수진자", "NAME"), ("탁서윤", "NAME"), ("1979.12.03", "DATE_OF_BIRTH")],
+     ["탁서윤", "1979.12.03"]),
+    ("Melder: Wiebke Ostendorp (Login: w.ostendorp)", [("Melder", "NAME"), ("Wiebke Ostendorp", "NAME")],
+     ["Wiebke Ostendorp", "w.ostendorp"]),
+    ("검진번호: HB-2405-0318", [("HB-2405-0318", "SSN")], []),
+    ("onder vermelding van betalingskenmerk 7001 2288 4419 0032.", [("2288 4419 0032", "SSN")], []),
+    ("Zorgverzekeraar: Zilveren Kruis, polisnummer 184927361", [("184927361", "SSN")], ["184927361"]),
+    # departments' mailboxes; a company by its trade word or its Chinese suffix
+    ("Vragen? Mail debiteuren@fietsplan.nl", [("debiteuren@fietsplan.nl", "EMAIL")], []),
+    ("不明点は jinji@tsubasa-seiki.co.jp までお問い合わせください。", [("jinji@tsubasa-seiki.co.jp", "EMAIL")], []),
+    ("2021–present  Senior Data Engineer, Halberd Logistics, Sheffield", [("Halberd Logistics", "NAME")], []),
+    ("负责团队：星河云科技 数据平台组", [("星河", "NAME")], []),
+    # an npm token by its prefix
+    ("npm config set //registry.npmjs.org/:_authToken npm_R4tq8ZyWk2LcX0vPz7HmJdN5sBf3Ge1UoA9e", [],
+     ["npm_R4tq8ZyWk2LcX0vPz7HmJdN5sBf3Ge1UoA9e"]),
+])
+def test_rules_56_platforms_address_labels_form_labels_references_mailboxes_companies_and_tokens(text, finds, masked):
+    assert union_masked(text, *finds) == masked
+
+
+def test_rules_56_a_speaker_before_an_address_is_not_cut_off_as_its_label():
+    text = "Anna: ul. Długa 5, 00-238 Warszawa"
+    assert union_masked(text, (text, "ADDRESS")) == [text]

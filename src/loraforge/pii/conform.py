@@ -292,6 +292,9 @@ _YEAR_OF_BIRTH_AFTER = re.compile(r"\s+г\.?\s?р\.?$")
 # a Korean sentence's ending the tagger took with a number or an address (it is, please: 입니다, 예요, 이에요, 로, 요),
 # and an address's label with its particle before it (``현재 주소는``: the current address is)
 _KOREAN_ENDING = re.compile(r"(?<=[\d호동층])(?:입니다|이에요|예요|이요|으로|로|요)$")
+# a form's code or an address's own label, with its colon (not a chat's speaker: ``Anna: ...`` may start a span)
+_LABEL_IN_ADDRESS = re.compile(r"(?:[^\W\d_]{0,4}\d[\w-]{0,8}|(?i:address|adres|adresse|anschrift|dirección|direccion|"
+                               r"indirizzo|endereço|endereco|adresa|адрес|domicilio|wohnort))[:：][ \t]+(?=\d|[^\W\d_])")
 _KOREAN_ADDRESS_LABEL = re.compile(r"(?:현재[ \t]+)?(?:주소|거주지|배송지|배송 주소|집 주소)(?:는|은|:)?[ \t]+")
 # a password's label right before a value the tagger took for a login (``password ⟦plumtree-otter-47⟧``)
 _PASSWORD_LABEL_BEFORE = re.compile(r"(?i)\b(?:password|passwort|kennwort|contraseña|mot de passe|senha|wachtwoord|"
@@ -420,6 +423,8 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
             b = m.end()
         if s.type == "ADDRESS":
             a, b = _address_edges(text, *_quoted_field(text, a, b))
+            if (m := _LABEL_IN_ADDRESS.match(text, a, b)) and m.end() < b:
+                a = m.end()  # ``⟦P45: 14 Ballindean Crescent, ...⟧``: a label's colon, then the address (rules 56)
             if (m := _KOREAN_ADDRESS_LABEL.match(text, a, b)) and m.end() < b:
                 a = m.end()  # ``⟦현재 주소는⟧ 서울특별시 ...``: the label and its particle, not the address
             if (m := _KOREAN_ENDING.search(text, a, b)) and m.start() > a:

@@ -242,6 +242,9 @@ _CALL_AFTER = re.compile(r"\((?!uid=)")
 _COMPANY_REGISTER = re.compile(r"\b(?:KRS|REGON)\b")
 _INVOICE_ISSUER_NUMBER = re.compile(r"T\d{13}")  # Japan's qualified invoice issuer number: a company's
 _VERSION_TYPE_AFTER = re.compile(r"[\"']?[ \t]*,[ \t]*(?:\w+\.)?Version[{(]")  # a test's table: ``{"6.1.0.18", Version{}, true}``
+# a platform after it (``sync client ⟦4.12.0.3⟧ on Windows``): a product's version (rules 56)
+_PLATFORM_AFTER = re.compile(r"[ \t]+(?:on|for|für|pour|para|per|na|voor)[ \t]+(?:Windows|macOS|Linux|Android|iOS|iPadOS|"
+                             r"ChromeOS|Ubuntu|Debian)\b")
 _VERSION_SUFFIX_AFTER = re.compile(r"-[a-z]|\+[a-z0-9]")  # ``6.1.0.18-rt9``, ``1.2.3.4+build``: a version's suffix
 # a word that speaks of an address (its host, its client, its traffic), on an IP-shaped number's line: the number
 # keeps its mask (``_small_version``); inside identifiers too (``bastion_public_ip``, ``REMOTE_ADDR``); not a user
@@ -266,7 +269,7 @@ def _reads_as_version(text: str, span: Span, line_start: int) -> bool:
     it (``6.1.0.18-rt9``), a release word or a version's type after it (``tagged``, ``, Version{}``), a ``--version`` example or a test's id before it,
     an upgrade's or a rollback's verb before it (``roll the driver forward to``)."""
     return bool(_VERSION_BEFORE.search(text, max(line_start, span.start - 24), span.start)
-                or _VERSION_TYPE_AFTER.match(text, span.end)
+                or _VERSION_TYPE_AFTER.match(text, span.end) or _PLATFORM_AFTER.match(text, span.end)
                 or _VERSION_KEY_BEFORE.search(text, max(line_start, span.start - 40), span.start)
                 or _VERSION_EXAMPLE_BEFORE.search(text, max(line_start, span.start - 40), span.start)
                 or _TEST_ID_BEFORE.search(text, max(line_start, span.start - 60), span.start)
@@ -439,6 +442,7 @@ _ORGANISATION_ROLE_AFTER = re.compile(r"(?i)[ \t]+(?:support|customer (?:service
 _BOT_SPEAKER_AFTER = re.compile(r"(?i)[ \t]*\([ \t]*(?:[^()\n]{0,30}[ \t])?" + _BOT_ROLE + r"[^()\n]{0,30}\)[ \t]*:")
 _KOREAN_COMMON_WORDS = frozenset(_words("korean_common_words"))
 _KOREAN_TITLE_AFTER = re.compile(r"[ \t]?" + _alternation("korean_titles_after"))
+_COMPANY_WORDS = frozenset(_words("company_words"))
 _SCHEME_BEFORE = re.compile(r"(?<![\w+.-])[a-z][\w+.-]*://$")
 _AT_AHEAD = re.compile(r"(?::[^\s@]*)?@")  # ``https://⟦wayne35⟧:<password>@github.com``
 _IDENTIFIER_CELL = re.compile(r"[\"']?[a-z][a-z0-9_]*[\"']?")
@@ -545,6 +549,8 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # ``Name: customers; Type: TABLE DATA; Schema: crm; Owner: ⟦crm_app⟧``: a database role
     if span.type == "USERNAME" and ID_LABEL.fullmatch(value):
         return True  # ``imie;nazwisko;⟦pesel⟧;iban``: an ID's label as a column's header
+    if span.type == "NAME" and " " in value and value.rsplit(None, 1)[1] in _COMPANY_WORDS:
+        return True  # ``Halberd Logistics``: a company (rules 56)
     if span.type == "NAME" and (_BIRTHPLACE_BEFORE.search(text, max(line_start, span.start - 50), span.start)
                                 or _CLASS_AFTER.match(text, span.end)
                                 or _PET_NAME_BEFORE.search(text, max(line_start, span.start - 40), span.start)):

@@ -291,6 +291,10 @@ PERSONNUMMER = re.compile(r"(?<![\w-])(?:\d{2})?\d{6}[-+]\d{4}(?![\w-])")
 DNI_NIE = re.compile(r"(?<![\w-])(?:\d{8}|[XYZ]-?\d{7})-?[A-Z](?![\w-])")
 CPF = re.compile(r"(?<![\w.])\d{3}\.\d{3}\.\d{3}-\d{2}(?![\w-])")
 CODICE_FISCALE = re.compile(r"\b[A-Z]{6}\d{2}[A-EHLMPRST]\d{2}[A-Z]\d{3}[A-Z]\b")
+# more services' access tokens by their documented prefixes (npm, GitHub's fine-grained, Hugging Face, PyPI,
+# DigitalOcean, Stripe's restricted keys), beyond those the rule baseline shares (``rules.TOKEN``; rules 56)
+TOKEN_PREFIXED = re.compile(r"(?<![\w-])(?:npm_[A-Za-z0-9]{36}|github_pat_\w{60,}|hf_[A-Za-z0-9]{30,}|pypi-[\w-]{50,}|"
+                            r"dop_v1_[a-f0-9]{64}|rk_(?:live|test)_\w{20,})(?![\w-])")
 # a Czech or Slovak birth number (rodné číslo): six digits of the birth date, a slash, four with the check (rules 55;
 # the nine-digit numbers of those born before 1954 have no check digit: any date would pass)
 RODNE_CISLO = re.compile(r"(?<![\w/.-])\d{6}/\d{4}(?![\w/.-])")
@@ -589,6 +593,7 @@ PATTERNS: tuple[Pattern, ...] = (  # most specific first: an earlier pattern win
     # a local part in those scripts (``张伟@example.com``): the baseline's wider expression, where no address was found
     Pattern("email_attached", "EMAIL", rules.EMAIL, lambda t, s, v: True),
     Pattern("token", "PASSWORD", rules.TOKEN, lambda t, s, v: True),
+    Pattern("token_prefixed", "PASSWORD", TOKEN_PREFIXED, lambda t, s, v: True),
     Pattern("iban", "IBAN", IBAN, lambda t, s, v: rules.iban_ok(v)),
     Pattern("card", "CREDIT_CARD", None, card_ok, finder=card_candidates),
     Pattern("ssn_us", "SSN", rules.SSN_US, lambda t, s, v: ssn_ok(v)),
