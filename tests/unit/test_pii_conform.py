@@ -1675,3 +1675,44 @@ def test_rules_56_platforms_address_labels_form_labels_references_mailboxes_comp
 def test_rules_56_a_speaker_before_an_address_is_not_cut_off_as_its_label():
     text = "Anna: ul. Długa 5, 00-238 Warszawa"
     assert union_masked(text, (text, "ADDRESS")) == [text]
+
+
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 57: a name stops at its line's end; titles after a Korean name and before an Arabic one stay outside
+    ("reports to Ms. Pereira-Gault\nDate of issue: 3 June", [("Ms. Pereira-Gault\nDate", "NAME")], ["Ms. Pereira-Gault"]),
+    ("편도윤 매니저: 네, 말씀하세요.", [("편도윤 매니저", "NAME")], ["편도윤"]),
+    ("موافقة المدير المباشر: م. فيصل العتيبي", [("م. فيصل العتيبي", "NAME")], ["فيصل العتيبي"]),
+    # a Japanese name the tagger cut is grown over its kanji and its surname; a Chinese one's neighbours are not
+    ("渡会 千晶様\nいつもお世話になっております。", [("晶", "NAME")], ["渡会 千晶"]),
+    ("株式会社サクラ精機の鷲見 俊介です。", [("俊介", "NAME")], ["鷲見 俊介"]),
+    ("[09:12] 王伟：李经理，新客户的资料我整理好了", [("李", "NAME")], ["李"]),
+    ("担当：カスタマーサポート部 岡田", [("岡田", "NAME")], ["岡田"]),
+    # references and labels: a personal account, an employee's number, an invoice; Aadhaar in Devanagari is an ID
+    ("Лицевой счёт: 7730-118-442", [("7730-118-442", "PHONE")], []),
+    ("По сотруднику с табельным номером 40718 (отдел логистики)", [("40718", "SSN")], []),
+    ("O cliente informa que a NF-e 000.418.227 foi emitida com o CPF errado", [("000.418.227", "PHONE")], []),
+    # teams, a user's number, an inquiry mailbox, a customer-care mailbox, a courier
+    ("담당: CS팀 야간조", [("CS팀 야간조", "NAME")], []),
+    ("RUN adduser -D -u 10001 appuser", [("10001", "USERNAME"), ("appuser", "USERNAME")], []),
+    ("咨询邮箱：yufang@kangning-chc.cn。本短信由系统自动发送", [("yufang@kangning-chc.cn", "EMAIL")], []),
+    ("Mọi thắc mắc vui lòng gửi về cskh@nhasachhoasen.vn và ghi rõ mã đơn hàng.", [("cskh@nhasachhoasen.vn", "EMAIL")], []),
+    ("Nurhan Karaelmas: Ben evdeyim. Kurye zili çalmazsa beni arasın", [("Nurhan Karaelmas", "NAME"), ("Kurye", "NAME")],
+     ["Nurhan Karaelmas"]),
+    # a credential's service user stays a login (RULES.md: USERNAME)
+    ("DB_USER=svc_tickets_rw", [("svc_tickets_rw", "USERNAME")], ["svc_tickets_rw"]),
+])
+def test_rules_57_lines_titles_japanese_names_references_teams_and_mailboxes(text, finds, masked):
+    assert union_masked(text, *finds) == masked
+
+
+@pytest.mark.parametrize("text, value", [
+    ("정확한 번호는 890517-2741631 입니다.", "890517-2741631"),  # a Korean resident number, by its check
+    ("आधार संख्या: 6183 2947 0552", "6183 2947 0552"),  # an Aadhaar number under its Hindi label
+])
+def test_rules_57_ids_typed_as_ids(text, value):
+    class Model:  # the model read the number as a phone's
+        def find_spans(self, texts):
+            return [spans_of(t, (value, "PHONE")) for t in texts]
+
+    spans = Masker(Model(), MaskOptions(merge="union", lone_min_score=0.0)).find_spans([text])[0]
+    assert [(text[s.start:s.end], s.type) for s in spans] == [(value, "SSN")]

@@ -247,6 +247,40 @@ _FLAT_AFTER = re.compile(r"/\d{1,4}[a-zA-Z]?\b")
 _STREET_SUFFIX_AFTER = re.compile(" " + _alternation("street_suffixes_after") + r"\b")
 
 
+_NEXT_LINE_WORD = re.compile(r"[ \t]*\n[ \t]*[^\W\d_]+$")
+
+
+def _japanese_name(text: str, a: int, b: int) -> tuple[int, int]:
+    """A Japanese name the tagger cut (``渡会 千⟦晶⟧様``, ``の鷲見 ⟦俊介⟧です``): grown to its run of kanji when the run
+    is short (a name's; Chinese prose runs on), less an honorific after it, then over a short surname a space before it."""
+    han = lambda c: "\u4e00" <= c <= "\u9fff"  # noqa: E731
+    if not all(han(c) for c in text[a:b]) or not any(_kana(c) for c in text):
+        return a, b  # Japanese only: a Chinese name's neighbours are often words (``感谢 小王``, ``陈师傅``)
+    lo, hi = a, b
+    while lo > 0 and han(text[lo - 1]):
+        lo -= 1
+    while hi < len(text) and han(text[hi]) and not any(text.startswith(h, hi) for h in _HONORIFICS_AFTER):
+        hi += 1
+    if hi - lo > 4 or (lo > 0 and text[lo - 1].isalnum() and not _kana(text[lo - 1])) or \
+            (hi < len(text) and text[hi].isalnum() and not han(text[hi]) and not _kana(text[hi])):
+        return a, b
+    if lo >= 3 and text[lo - 1] == " " and han(text[lo - 2]) and han(text[lo - 3]):
+        k = lo - 3
+        while k > 0 and han(text[k - 1]):
+            k -= 1
+        if lo - 1 - k <= 3 and (k == 0 or not text[k - 1].isalnum() or _hiragana(text[k - 1])):
+            lo = k  # a surname of two or three kanji after a particle or a line's start (``の鷲見 ⟦俊介⟧``), not a word
+    return lo, hi
+
+
+def _kana(c: str) -> bool:
+    return "\u3040" <= c <= "\u30ff"
+
+
+def _hiragana(c: str) -> bool:
+    return "\u3040" <= c <= "\u309f"
+
+
 def _address_edges(text: str, a: int, b: int) -> tuple[int, int]:
     """An address the tagger starts late or ends early is grown on its line: back over CJK characters (to
     the prefecture), the postal mark ``〒``, a street word (``Via``, ``Calle``, ``ul.``), and, when the span
@@ -411,6 +445,11 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
             a = m.end()  # ``⟦mob 07700 958 431⟧``: the label is not the number (any other word stays: it may be a name)
         if s.type == "NAME" and (text[a:b] in _HONORIFICS or text[a:b] in _HONORIFICS_AFTER):
             continue  # before it grows into the name after it; a title after a name, alone (``⟦さん⟧``), is none
+        if s.type == "NAME" and (m := _NEXT_LINE_WORD.search(text, a, b)) and m.start() > a:
+            b = m.start()  # ``Ms. Pereira-Gault⟦\nDate⟧``: a name ends at its line's end, not on the next line's
+            # first word (a span over several lines, as a high bias makes, is left whole)
+        if s.type == "NAME":
+            a, b = _japanese_name(text, a, b)
         if s.type == "NAME" and text[a:b] in bots:
             continue  # the text names a bot so (``Chat with Ava (virtual assistant)``), on every line (rules 54)
         if s.type == "NAME":

@@ -20,7 +20,7 @@ _ID_LABEL = re.compile(r"(?i:\b(?:ssn|social security|national id|id (?:number|n
                        r"fødselsnummer|personnummer|emirates id|pps(?: number)?|medicare card)\b)|"
                        r"\b(?:CPF|DNI|NIE|NIF|NHS|AHV|BSN|TIN|NIR|NINO|SIN|PAN|RRN|TFN|NIP|AMKA|CCCD|CMND|CURP|RFC|INN|SNILS)\b|"
                        r"ΑΜΚΑ|ΑΦΜ|ИНН|СНИЛС|[Пп]аспорт|رقم الهوية|"  # acronyms: upper case
-                       r"身份证|身分證|マイナンバー|주민등록번호")  # (Polish "nie", "dni" are words)
+                       r"身份证|身分證|マイナンバー|주민등록번호|आधार")  # (Polish "nie", "dni" are words)
 ID_LABEL_HEAD = re.compile(r"(?:" + _ID_LABEL.pattern + r")[ \t]*[:#]?[ \t]*(?=\d)")
 ID_LABEL = _ID_LABEL  # the label alone (``PESEL``): never a name (``never_personal``)
 _PHONE_LABEL = re.compile(r"(?i)\b(?:phone|tel|telephone|mobile|cell|fax|telefon|teléfono|téléphone|telefone|celular|"
@@ -54,7 +54,9 @@ _REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|numer nad
                               r"sicil|consumer (?:no\.?|number)|"
                               # rules 56: a payment's reference (Dutch; not an insurance policy's number, often the
                               # insured's member ID: RULES.md, SSN)
-                              r"betalingskenmerk|kenmerk)"
+                              r"betalingskenmerk|kenmerk|"
+                              # rules 57: a utility's personal account, an employee's number (Russian), a Brazilian invoice
+                              r"лицев\w* сч[её]т\w*|табельн\w* номер\w*|nf-e|nfs-e|nota fiscal)"
                               # a reference word's compound with its number word (``Factuurnr.``, ``Ordernr.``)
                               r"(?:-?(?:nr|no|nummer)\.?)?(?![^\W_])|"
                               r"account[ _-]?id\b)|"

@@ -443,6 +443,8 @@ _BOT_SPEAKER_AFTER = re.compile(r"(?i)[ \t]*\([ \t]*(?:[^()\n]{0,30}[ \t])?" + _
 _KOREAN_COMMON_WORDS = frozenset(_words("korean_common_words"))
 _KOREAN_TITLE_AFTER = re.compile(r"[ \t]?" + _alternation("korean_titles_after"))
 _COMPANY_WORDS = frozenset(_words("company_words"))
+_UID_FLAG_BEFORE = re.compile(r"(?:-u|--uid|uid=?)[ \t]*$")
+_INQUIRY_MAILBOX_BEFORE = re.compile(r"(?:咨询|客服|服务|投诉)邮箱[:：]?[ \t]*$|お問い合わせ(?:先)?[:：]?[ \t]*$")
 _SCHEME_BEFORE = re.compile(r"(?<![\w+.-])[a-z][\w+.-]*://$")
 _AT_AHEAD = re.compile(r"(?::[^\s@]*)?@")  # ``https://⟦wayne35⟧:<password>@github.com``
 _IDENTIFIER_CELL = re.compile(r"[\"']?[a-z][a-z0-9_]*[\"']?")
@@ -549,6 +551,12 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # ``Name: customers; Type: TABLE DATA; Schema: crm; Owner: ⟦crm_app⟧``: a database role
     if span.type == "USERNAME" and ID_LABEL.fullmatch(value):
         return True  # ``imie;nazwisko;⟦pesel⟧;iban``: an ID's label as a column's header
+    if span.type == "NAME" and any(w.endswith("팀") for w in value.split()):
+        return True  # ``CS팀 야간조``: a team (rules 57)
+    if span.type == "USERNAME" and value.isdigit() and _UID_FLAG_BEFORE.search(text, max(line_start, span.start - 8), span.start):
+        return True  # ``adduser -u ⟦10001⟧``: a user's number, not a login (rules 57)
+    if span.type == "EMAIL" and _INQUIRY_MAILBOX_BEFORE.search(text, max(line_start, span.start - 8), span.start):
+        return True  # ``咨询邮箱：...``: an organisation's inquiry mailbox (rules 57)
     if span.type == "NAME" and " " in value and value.rsplit(None, 1)[1] in _COMPANY_WORDS:
         return True  # ``Halberd Logistics``: a company (rules 56)
     if span.type == "NAME" and (_BIRTHPLACE_BEFORE.search(text, max(line_start, span.start - 50), span.start)

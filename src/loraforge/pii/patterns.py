@@ -295,6 +295,8 @@ CODICE_FISCALE = re.compile(r"\b[A-Z]{6}\d{2}[A-EHLMPRST]\d{2}[A-Z]\d{3}[A-Z]\b"
 # DigitalOcean, Stripe's restricted keys), beyond those the rule baseline shares (``rules.TOKEN``; rules 56)
 TOKEN_PREFIXED = re.compile(r"(?<![\w-])(?:npm_[A-Za-z0-9]{36}|github_pat_\w{60,}|hf_[A-Za-z0-9]{30,}|pypi-[\w-]{50,}|"
                             r"dop_v1_[a-f0-9]{64}|rk_(?:live|test)_\w{20,})(?![\w-])")
+# a Korean resident registration number (주민등록번호): the birth date, a dash, seven digits with their check (rules 57)
+KOREAN_RRN = re.compile(r"(?<![\w-])\d{6}-[1-8]\d{6}(?![\w-])")
 # a Czech or Slovak birth number (rodné číslo): six digits of the birth date, a slash, four with the check (rules 55;
 # the nine-digit numbers of those born before 1954 have no check digit: any date would pass)
 RODNE_CISLO = re.compile(r"(?<![\w/.-])\d{6}/\d{4}(?![\w/.-])")
@@ -607,6 +609,7 @@ PATTERNS: tuple[Pattern, ...] = (  # most specific first: an earlier pattern win
     Pattern("codice_fiscale", "SSN", CODICE_FISCALE, _national_id_ok("it.codicefiscale")),
     Pattern("aadhaar", "SSN", AADHAAR, _national_id_ok("in_.aadhaar")),
     Pattern("rodne_cislo", "SSN", RODNE_CISLO, _national_id_ok("cz.rc")),
+    Pattern("korean_rrn", "SSN", KOREAN_RRN, _national_id_ok("kr.rrn")),
     Pattern("phone", "PHONE", PHONE, phone_ok),
     Pattern("user_key", "USERNAME", USER_KEY, login_ok, group=1),
     Pattern("cli_user", "USERNAME", CLI_USER, login_ok, group=1),
