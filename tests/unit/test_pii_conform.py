@@ -1716,3 +1716,18 @@ def test_rules_57_ids_typed_as_ids(text, value):
 
     spans = Masker(Model(), MaskOptions(merge="union", lone_min_score=0.0)).find_spans([text])[0]
     assert [(text[s.start:s.end], s.type) for s in spans] == [(value, "SSN")]
+
+
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 58: a login's outcome, a sortable identifier, Korean everyday words, a Polish payments mailbox
+    ("2025-03-17 WARN [auth] login fallito per utente gbellandi84", [("fallito", "USERNAME"), ("gbellandi84", "USERNAME")],
+     ["gbellandi84"]),
+    ('  "user_id": "usr_01HQ8Z6K3M4N7PXYJ2R5T9VWAB",', [("01HQ8Z6K3M4N7PXYJ2R5T9VWAB", "SSN")], []),
+    ("WARN [auth-svc] 레이트 리밋 근접 bucket=login", [("리밋", "NAME")], []),
+    ("Przypisano: zespół płatności (platnosci@sklep-wisla.pl)", [("platnosci@sklep-wisla.pl", "EMAIL")], []),
+    # a signature's surname joins its given name; a greeting's word does not
+    ("Met vriendelijke groet,\nUchenna Eze", [("Eze", "NAME")], ["Uchenna Eze"]),
+    ("Gentile Massimo,\ngrazie per la risposta.", [("Massimo", "NAME")], ["Massimo"]),
+])
+def test_rules_58_outcomes_identifiers_korean_words_mailboxes_and_signatures(text, finds, masked):
+    assert union_masked(text, *finds) == masked

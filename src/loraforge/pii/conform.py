@@ -16,7 +16,8 @@ import unicodedata
 
 from loraforge.data.pii_tags import spaceless
 from loraforge.pii.labels import ID_LABEL_HEAD, retyped
-from loraforge.pii.never_personal import FIELD_LABELS, HOSTNAME, bot_names, ipv6_port, never_personal
+from loraforge.pii.never_personal import (CHAT_WORDS, FIELD_LABELS, HOSTNAME, SIGN_OFFS, WEEKDAYS, bot_names, ipv6_port,
+                                          never_personal)
 from loraforge.pii.spans import BRACKETS, Span, line_bounds
 from loraforge.pii.wordlists import alternation as _alternation
 from loraforge.pii.wordlists import words as _words
@@ -222,6 +223,27 @@ def _surname_after(text: str, a: int, b: int) -> int:
     if len(word) < 2 or not word[0].isupper() or word.isupper() or word in _NOT_SURNAMES or word in _HONORIFICS_AFTER:
         return b
     return m.end(1)
+
+
+# a line that is one person's name, the tagger having read only the surname (``Perpetua ⟦Ndiaye-Holmgren⟧``); rules 58
+_LINE_GIVEN_NAME = re.compile(r"[ \t]*([A-Z\u00c0-\u00de][a-z\u00df-\u00ff'’-]+)[ \t]+$")
+_NOT_GIVEN_NAMES = frozenset({"dear", "liebe", "lieber", "cher", "chère", "querido", "querida", "caro", "cara", "beste",
+                              "drogi", "droga", "sehr", "geachte", "from", "to", "cc", "by", "per", "attn"})
+
+
+def _given_name_before(text: str, a: int, b: int) -> int:
+    """Where a surname alone on its line, after a sign-off (``Met vriendelijke groet,``), starts once the one
+    capitalized word before it joins it."""
+    line_start, line_end = line_bounds(text, a, b)
+    m = _LINE_GIVEN_NAME.fullmatch(text, line_start, a)
+    previous = text[:line_start].rstrip()
+    if not m or text[b:line_end].strip() or " " in text[a:b] or not previous.endswith(","):
+        return a  # a signature: the name alone on its line, after a sign-off's comma
+    word = m.group(1).lower()
+    if word in _NOT_GIVEN_NAMES or word in SIGN_OFFS or word in WEEKDAYS or word in CHAT_WORDS or word in FIELD_LABELS \
+            or m.group(1) in _NOT_SURNAMES or m.group(1) in _HONORIFICS or _GREETING_BEFORE.fullmatch(m.group(1) + " "):
+        return a
+    return m.start(1)
 
 
 def _quoted_field(text: str, a: int, b: int) -> tuple[int, int]:
@@ -456,6 +478,7 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
             a, b = _name_cell(text, a, b)
             a = _surname_first(text, a, b)
             b = _surname_after(text, a, b)
+            a = _given_name_before(text, a, b)
         if s.type == "PHONE" and (m := _KOREAN_ENDING.search(text, a, b)) and m.start() > a:
             b = m.start()  # ``010-2759-6483⟦입니다⟧``: the sentence's ending, not the number
         if s.type == "PHONE" and (m := _EXTENSION_AFTER.match(text, b)):

@@ -443,6 +443,8 @@ _BOT_SPEAKER_AFTER = re.compile(r"(?i)[ \t]*\([ \t]*(?:[^()\n]{0,30}[ \t])?" + _
 _KOREAN_COMMON_WORDS = frozenset(_words("korean_common_words"))
 _KOREAN_TITLE_AFTER = re.compile(r"[ \t]?" + _alternation("korean_titles_after"))
 _COMPANY_WORDS = frozenset(_words("company_words"))
+_LOGIN_OUTCOMES = frozenset(_words("login_outcomes"))
+_ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")  # a sortable identifier (``usr_⟦01HQ8Z6K...⟧``): an object's, not a person's
 _UID_FLAG_BEFORE = re.compile(r"(?:-u|--uid|uid=?)[ \t]*$")
 _INQUIRY_MAILBOX_BEFORE = re.compile(r"(?:咨询|客服|服务|投诉)邮箱[:：]?[ \t]*$|お問い合わせ(?:先)?[:：]?[ \t]*$")
 _SCHEME_BEFORE = re.compile(r"(?<![\w+.-])[a-z][\w+.-]*://$")
@@ -640,7 +642,9 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # an ISO 11649 creditor reference: an IBAN's check digits, no country (RULES.md: a reference)
     if span.type in ("IBAN", "SSN") and _CREDITOR_ID.match(value):
         return True  # a SEPA creditor identifier, whatever it was typed (``Incassant-ID: ⟦NL71ZZZ302184460000⟧``)
-    if span.type != "PASSWORD" and _UUID.fullmatch(value):
+    if span.type == "USERNAME" and value.lower() in _LOGIN_OUTCOMES:
+        return True  # ``login ⟦fallito⟧``: the attempt's outcome (rules 58)
+    if span.type != "PASSWORD" and (_UUID.fullmatch(value) or _ULID.fullmatch(value)):
         return True  # RULES.md: UUIDs are not personal data (a secret may still have a UUID's shape)
     if span.type == "SSN" and len(value) == 10 and value.isdigit() and \
             "ИНН" in text[max(line_start, span.start - LABEL_WINDOW):span.start]:
