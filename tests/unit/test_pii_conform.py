@@ -1731,3 +1731,19 @@ def test_rules_57_ids_typed_as_ids(text, value):
 ])
 def test_rules_58_outcomes_identifiers_korean_words_mailboxes_and_signatures(text, finds, masked):
     assert union_masked(text, *finds) == masked
+
+
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 59: an address grown over its number, postcode and city, and over a bracketed Korean postcode
+    ("residente in Via dei Cordai 14, 16123 Genova, comunica", [("Via dei Cordai", "ADDRESS")],
+     ["Via dei Cordai 14, 16123 Genova"]),
+    ("변경 후 주소: 경기도 성남시 분당구 황새울로311번길 8, 1104동 1502호 (13590)",
+     [("경기도 성남시 분당구 황새울로311번길 8, 1104동 1502호", "ADDRESS")],
+     ["경기도 성남시 분당구 황새울로311번길 8, 1104동 1502호 (13590)"]),
+    # an image's version tag, an identifier in a name's column, an automation mailbox
+    ("After rolling out image edge-proxy:3.18.0.2 the readiness probe", [], []),
+    ("E-10320,svc-okta-sync,it-automation@norhollow.io,,IT", [("svc-okta-sync", "NAME"), ("it-automation@norhollow.io", "EMAIL")],
+     []),
+])
+def test_rules_59_addresses_grown_image_tags_identifiers_and_mailboxes(text, finds, masked):
+    assert union_masked(text, *finds) == masked

@@ -266,6 +266,9 @@ _STREET_WORD_BEFORE = re.compile(r"(?i)(?<!\w)" + _alternation("street_words_bef
 _ADDRESS_WORD_BEFORE = re.compile(r"(?<![^\s(])(?:[A-Z\u00c0-\u024f][\w'.-]*|[\uac00-\ud7a3]+|"
                                   r"\d{1,5}[A-Za-z]?(?:[-/]\d{1,4})?) $")
 _FLAT_AFTER = re.compile(r"/\d{1,4}[a-zA-Z]?\b")
+_NUMBER_POSTCODE_CITY_AFTER = re.compile(r"[ \t]+\d{1,4}[a-zA-Z]?(?:[/-]\d{1,4}[a-zA-Z]?)?,[ \t]*(?:[A-Z]{1,2}-)?\d{4,5}"
+                                         r"[ \t]+[A-ZÀ-Ý][^\W\d_]+(?:[ -][A-ZÀ-Ý][^\W\d_]+){0,2}(?![\w-])")
+_BRACKETED_POSTCODE_AFTER = re.compile(r"[ \t]*\(\d{5}\)")
 _STREET_SUFFIX_AFTER = re.compile(" " + _alternation("street_suffixes_after") + r"\b")
 
 
@@ -329,6 +332,10 @@ def _address_edges(text: str, a: int, b: int) -> tuple[int, int]:
         a = m.start()
     if text[b - 1].isalpha() and (m := _STREET_SUFFIX_AFTER.match(text, b)):
         b = m.end()
+    if text[b - 1].isalpha() and (m := _NUMBER_POSTCODE_CITY_AFTER.match(text, b)):
+        b = m.end()  # ``⟦Via dei Cordai⟧ 14, 16123 Genova``: the street's number, its postcode and city (rules 59)
+    if m := _BRACKETED_POSTCODE_AFTER.match(text, b):
+        b = m.end()  # ``..., 1104동 1502호⟧ (13590)``: a Korean address's postcode after it
     if text[b - 1].isdigit() and (m := _FLAT_AFTER.match(text, b)):
         b = m.end()  # ``ul. Słowackiego 24⟧/7``: the flat's number after the house's
     if m := _CITY_BEFORE.search(text, max(line_start, a - 32), a):

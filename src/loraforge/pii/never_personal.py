@@ -346,7 +346,7 @@ def _log_process(text: str, span: Span, line_start: int) -> bool:
 _MACHINE_KEY_BEFORE = re.compile(r"(?:\b([A-Za-z_][\w.-]*)=[\"']?|\b(?:pid|tid|ppid|uid|gid|auid|ses)[ =])$")
 _SNMP_TYPE_BEFORE = re.compile(r"\b(?:Counter32|Counter64|Gauge32|Unsigned32|Integer32|INTEGER|Timeticks|TimeTicks):[ \t]*$")
 _GENERIC_KEYS = frozenset({"value", "val", "default", "text", "data", "content"})  # an HTML field's value="...": any number
-_IMAGE_BEFORE = re.compile(r"/[\w.-]+:$")
+_IMAGE_BEFORE = re.compile(r"/[\w.-]+:$|(?i:\bimages?\b)[^\n]{0,30}?[ \t][\w.-]+:$")  # also ``image edge-proxy:⟦3.18.0.2⟧``
 
 
 def _machine_number(text: str, span: Span, value: str) -> bool:
@@ -444,6 +444,7 @@ _KOREAN_COMMON_WORDS = frozenset(_words("korean_common_words"))
 _KOREAN_TITLE_AFTER = re.compile(r"[ \t]?" + _alternation("korean_titles_after"))
 _COMPANY_WORDS = frozenset(_words("company_words"))
 _LOGIN_OUTCOMES = frozenset(_words("login_outcomes"))
+_IDENTIFIER_NAME = re.compile(r"[a-z0-9]+(?:[-_.][a-z0-9]+){2,}")
 _ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")  # a sortable identifier (``usr_⟦01HQ8Z6K...⟧``): an object's, not a person's
 _UID_FLAG_BEFORE = re.compile(r"(?:-u|--uid|uid=?)[ \t]*$")
 _INQUIRY_MAILBOX_BEFORE = re.compile(r"(?:咨询|客服|服务|投诉)邮箱[:：]?[ \t]*$|お問い合わせ(?:先)?[:：]?[ \t]*$")
@@ -553,6 +554,8 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # ``Name: customers; Type: TABLE DATA; Schema: crm; Owner: ⟦crm_app⟧``: a database role
     if span.type == "USERNAME" and ID_LABEL.fullmatch(value):
         return True  # ``imie;nazwisko;⟦pesel⟧;iban``: an ID's label as a column's header
+    if span.type == "NAME" and _IDENTIFIER_NAME.fullmatch(value):
+        return True  # ``svc-okta-sync`` in a name's column: an identifier of three parts, no person's name (rules 59)
     if span.type == "NAME" and any(w.endswith("팀") for w in value.split()):
         return True  # ``CS팀 야간조``: a team (rules 57)
     if span.type == "USERNAME" and value.isdigit() and _UID_FLAG_BEFORE.search(text, max(line_start, span.start - 8), span.start):
