@@ -1747,3 +1747,20 @@ def test_rules_58_outcomes_identifiers_korean_words_mailboxes_and_signatures(tex
 ])
 def test_rules_59_addresses_grown_image_tags_identifiers_and_mailboxes(text, finds, masked):
     assert union_masked(text, *finds) == masked
+
+
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 60: departments' and roles' mailboxes in more languages, a role before a dotted place
+    ("Vragen over de huur? verhuur@woonstichting-delta.nl", [("verhuur@woonstichting-delta.nl", "EMAIL")], []),
+    ("Kontakt: mitglieder@tsv-groebenzell.de", [("mitglieder@tsv-groebenzell.de", "EMAIL")], []),
+    ("Zapisy: rejestracja@przychodnia-zdrowie.pl", [("rejestracja@przychodnia-zdrowie.pl", "EMAIL")], []),
+    ("Please contact reception.riverside@nhs.net", [("reception.riverside@nhs.net", "EMAIL")], []),
+    # shapes that are no mailbox: a systemd unit, a DSN's key, a bounce address
+    ("Started user@1004.service - User Manager for UID 1004.", [("user@1004.service", "EMAIL")], []),
+    ("SENTRY_DSN=https://3b1e9f0c7a2d4e58@o418822.ingest.sentry.io/4505", [("3b1e9f0c7a2d4e58@o418822.ingest.sentry.io", "EMAIL")], []),
+    ("Return-Path: <bounces+4471822@mailer.brennholt.de>", [("bounces+4471822@mailer.brennholt.de", "EMAIL")], []),
+    # a person's dotted address stays masked
+    ("Schreiben Sie an anna.kowalska@posteo.de", [("anna.kowalska@posteo.de", "EMAIL")], ["anna.kowalska@posteo.de"]),
+])
+def test_rules_60_mailboxes_of_roles_and_shapes_of_no_mailbox(text, finds, masked):
+    assert union_masked(text, *finds) == masked

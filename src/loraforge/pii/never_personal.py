@@ -444,6 +444,10 @@ _KOREAN_COMMON_WORDS = frozenset(_words("korean_common_words"))
 _KOREAN_TITLE_AFTER = re.compile(r"[ \t]?" + _alternation("korean_titles_after"))
 _COMPANY_WORDS = frozenset(_words("company_words"))
 _LOGIN_OUTCOMES = frozenset(_words("login_outcomes"))
+# an address's shape that is no one's mailbox (rules 60): a systemd template unit (``user@1004.service``), a key before
+# a DSN's host (``3b1e9f0c7a2d4e58@o418822.ingest.sentry.io``), a bounce address (``bounces+4471822@mailer...``)
+_NO_MAILBOX = re.compile(r"(?i)[\w.-]+@\d+\.(?:service|socket|timer|mount|target|slice|scope)|[0-9a-f]{16,}@\S+|"
+                         r"bounces?(?:[+-][\w.-]+)?@\S+")
 _IDENTIFIER_NAME = re.compile(r"[a-z0-9]+(?:[-_.][a-z0-9]+){2,}")
 _ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")  # a sortable identifier (``usr_⟦01HQ8Z6K...⟧``): an object's, not a person's
 _UID_FLAG_BEFORE = re.compile(r"(?:-u|--uid|uid=?)[ \t]*$")
@@ -620,6 +624,7 @@ def never_personal(text: str, span: Span) -> bool:
         return lone_place or bool(_COMPANY_BEFORE.search(text, max(line_start, span.start - 40), span.start))
     if span.type == "EMAIL":
         return role_mailbox(value) or bool(_MAILING_LIST.search(value)) or bool(_SERVICE_ACCOUNT_DOMAIN.search(value)) \
+            or bool(_NO_MAILBOX.fullmatch(value)) \
             or bool(_MESSAGE_ID_BEFORE.search(text, max(0, span.start - 48), span.start))
     if span.type == "NAME" and (value.lower().rstrip(".") in FIELD_LABELS or _COMPANY_NAME.fullmatch(value)
                                 or value.lower() in SIGN_OFFS or _LEGAL_FORM_AFTER.match(text, span.end)):
@@ -725,6 +730,7 @@ def role_mailbox(address: str) -> bool:
         dotted[0] in _DEPARTMENTS_BEFORE_DOT or \
         any(local[:i] in _ROLE_PARTS and local[i:] in _ROLE_PARTS for i in range(3, len(local) - 2)) or \
         (len(dotted) > 1 and all(part in _ROLE_PARTS for part in dotted)) or \
+        (len(dotted) > 1 and len(dotted[0]) >= 4 and dotted[0] in _ROLE_PARTS) or \
         any(ORGANISATION_NOUN.fullmatch(unaccented(part)) for part in re.split(r"[-_.]", local))
 
 
