@@ -1764,3 +1764,25 @@ def test_rules_59_addresses_grown_image_tags_identifiers_and_mailboxes(text, fin
 ])
 def test_rules_60_mailboxes_of_roles_and_shapes_of_no_mailbox(text, finds, masked):
     assert union_masked(text, *finds) == masked
+
+
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 61: a room, a kernel's version, a Spanish title outside the name, a Polish parcel's number, a trailing particle
+    ("Next review: 28 November, 10:00, meeting room Ash.", [("Ash", "NAME")], []),
+    ("Kernel on the VM is 6.1.0.25, Java 17.0.12.", [], []),
+    ("De otra parte, Dña. Itziar Olabarrieta Sanz, en calidad de ARRENDATARIA.", [("Dña. Itziar Olabarrieta Sanz", "NAME")],
+     ["Itziar Olabarrieta Sanz"]),
+    ("Twoja przesyłka nr 6200 4471 9302 1185 jest w drodze.", [("4471 9302 1185", "SSN")], []),
+    ("kijken? Hiskje van hiernaast zei dat", [("Hiskje van", "NAME")], ["Hiskje"]),
+    ("Caller identified as Gerhard Dussen van (DOB on file)", [("Gerhard Dussen van", "NAME")], ["Gerhard Dussen van"]),
+    # a client's name and version, an index, a hash algorithm, a mandate, a branch's and an on-call mailbox
+    ("User-Agent: tessaract-sdk-python/4.2.0 (CPython 3.12.2)", [("tessaract-sdk-python", "USERNAME")], []),
+    ("openvpn[51178]: amartin/81.57.203.112:61544 MULTI: Learn", [("amartin", "USERNAME")], ["amartin", "81.57.203.112"]),
+    ("Duplicate entry for key 'uk_user_email'", [("uk_user_email", "USERNAME")], []),
+    ("Le password ora vengono salvate con Argon2id (m=65536, t=3, p=4).", [("Argon2id", "PASSWORD")], []),
+    ("Mandato SEPA creato id=MND-IT-2024-0047719 schema=CORE", [("MND-IT-2024-0047719", "SSN")], []),
+    ("Per qualsiasi informazione può scrivere a filiale.lucca@bancatirrena.it.", [("filiale.lucca@bancatirrena.it", "EMAIL")], []),
+    ('ESCALATION_EMAIL: "guardia@corvane.es"', [("guardia@corvane.es", "EMAIL")], []),
+])
+def test_rules_61_rooms_kernels_titles_parcels_particles_clients_indexes_algorithms_and_mailboxes(text, finds, masked):
+    assert union_masked(text, *finds) == masked

@@ -76,7 +76,8 @@ DEV_FILES = ("bench/data/pii-handwritten-dev/cases-11.txt",  # round 11: the eva
              "bench/data/pii-handwritten-dev/cases-54.txt",  # round 54: round 41's brief; decided rules 57
              "bench/data/pii-handwritten-dev/cases-55.txt",  # round 55: round 41's brief; decided rules 58
              "bench/data/pii-handwritten-dev/cases-56.txt",  # round 56: round 41's brief; decided rules 59
-             "bench/data/pii-handwritten-dev/cases-57.txt")  # round 57: round 41's brief; decided rules 60
+             "bench/data/pii-handwritten-dev/cases-57.txt",  # round 57: round 41's brief; decided rules 60
+             "bench/data/pii-handwritten-dev/cases-58.txt")  # round 58: round 41's brief; decided rules 61
 """The development rounds in use. Rounds 1-10, used up, are training texts since 2026-12-07
 (``datasets/pii-handwritten-train/part-t-round*.txt``); numbers published on them reproduce at commit d931c87.
 A round in ``bench/data/pii-handwritten-dev/sealed/`` is written but not yet read: it judges the next change, then

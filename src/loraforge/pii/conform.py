@@ -272,6 +272,8 @@ _BRACKETED_POSTCODE_AFTER = re.compile(r"[ \t]*\(\d{5}\)")
 _STREET_SUFFIX_AFTER = re.compile(" " + _alternation("street_suffixes_after") + r"\b")
 
 
+_TRAILING_PARTICLE = re.compile(r"[ \t]+(?:van|von|de|da|di|del|della|der|den|ten|ter|du|dos|das|le|la)$")
+_LOWER_WORD_AFTER = re.compile(r"[ \t]+[a-zß-ÿ]")  # the particle is the sentence's (``van hiernaast``)
 _NEXT_LINE_WORD = re.compile(r"[ \t]*\n[ \t]*[^\W\d_]+$")
 
 
@@ -486,6 +488,8 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
             a = _surname_first(text, a, b)
             b = _surname_after(text, a, b)
             a = _given_name_before(text, a, b)
+            if (m := _TRAILING_PARTICLE.search(text, a, b)) and m.start() > a and _LOWER_WORD_AFTER.match(text, b):
+                b = m.start()  # ``⟦Hiskje van⟧ hiernaast``: a name does not end in its particle (rules 61)
         if s.type == "PHONE" and (m := _KOREAN_ENDING.search(text, a, b)) and m.start() > a:
             b = m.start()  # ``010-2759-6483⟦입니다⟧``: the sentence's ending, not the number
         if s.type == "PHONE" and (m := _EXTENSION_AFTER.match(text, b)):

@@ -56,7 +56,9 @@ _REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|numer nad
                               # insured's member ID: RULES.md, SSN)
                               r"betalingskenmerk|kenmerk|"
                               # rules 57: a utility's personal account, an employee's number (Russian), a Brazilian invoice
-                              r"лицев\w* сч[её]т\w*|табельн\w* номер\w*|nf-e|nfs-e|nota fiscal)"
+                              r"лицев\w* сч[её]т\w*|табельн\w* номер\w*|nf-e|nfs-e|nota fiscal|"
+                              # rules 61: a direct debit's mandate (Italian, French, Polish)
+                              r"mandato|mandat)"
                               # a reference word's compound with its number word (``Factuurnr.``, ``Ordernr.``)
                               r"(?:-?(?:nr|no|nummer)\.?)?(?![^\W_])|"
                               r"account[ _-]?id\b)|"
@@ -87,7 +89,7 @@ _MEETING_LABEL = re.compile(r"(?i)\b(?:zoom|webex)\b|(?i:(?<![^\W_])(?:(?:bespre
                             r"id d[ae] reuni(?:ão|ón)|id de (?:la )?réunion)(?![^\W_]))")
 # a carrier's parcel number or a bank's virtual account: the carrier's or bank's own number, a reference even where
 # it passes a card's or an ID's check (``Tracking number: PLK 7714 2093 8816 GB``, ``Numer przesyłki: 6204 1937 ...``)
-_CARRIER_LABEL = re.compile(r"(?i:(?<![^\W_])(?:tracking|parcel|shipment|numer nadania|numer przesyłki|sendungsnummer|"
+_CARRIER_LABEL = re.compile(r"(?i:(?<![^\W_])(?:tracking|parcel|shipment|numer nadania|numer przesyłki|przesyłka nr|sendungsnummer|"
                             r"paketnummer|n° de suivi|numéro de suivi|seguimiento|rastreio|rastreamento|tracciamento|"
                             r"kargo takip|takip|трек|virtual account)(?![^\W_]))|追跡番号|운송장 ?번호|송장 ?번호|运单")
 _LABELS = (("SSN", _ID_LABEL), ("ORGANISATION", ORGANISATION_PHONE_LABEL), ("MEETING", _MEETING_LABEL), ("PHONE", _PHONE_LABEL),

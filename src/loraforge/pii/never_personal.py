@@ -190,7 +190,7 @@ _PLACEHOLDER_IN_TEXT = re.compile(r"%\([^)\n]*\)s|\$\{[^}\n]*\}|\{\{[^}\n]*\}\}|
 # (one word may come between: ``Firmware atual: 1.4.0.22``), or a changelog's heading (``## [10.2.0.1] - 2024-05-14``)
 _VERSION_BEFORE = re.compile(r"(?i)(?:(?:(?-i:\b[A-Z][A-Za-z]+/)|\bv\.?|\bversion|\bver\.?|\brev(?:ision)?\.?|\brelease|\bbuild|\bfirmware|\bkernel|"
                              r"\bdriver|\bupgraded? (?:from|to)|\bbumped to|\bversión|\bversão|\bversione|\bwersj[ai]|\bверси[яи]|"
-                             r"\bsürüm(?:ü)?|\bsection|\babschnitt|\bsecci[oó]n|\bchapter|\bядр[оа]|\bolder|\bnewer|\bprior to|"
+                             r"\bsürüm(?:ü)?|\bkernel\b[^\n.;:]{0,20}\b(?:is|ist|est|es|è|é)|\bsection|\babschnitt|\bsecci[oó]n|\bchapter|\bядр[оа]|\bolder|\bnewer|\bprior to|"
                              r"\banterior a|\bposterior a|\bsince)(?:\s+[^\W\d]+)?|"
                              r"最新版|版本由?|升级至|バージョン|버전|संस्करण|फ़र्मवेयर|إصدار|§|커널|カーネル|内核)"
                              r"[\"']?\s*[:=]?\s*[\"'（(]?v?$|^#{1,6}\s*\[?v?$|"
@@ -449,6 +449,13 @@ _LOGIN_OUTCOMES = frozenset(_words("login_outcomes"))
 _NO_MAILBOX = re.compile(r"(?i)[\w.-]+@\d+\.(?:service|socket|timer|mount|target|slice|scope)|[0-9a-f]{16,}@\S+|"
                          r"bounces?(?:[+-][\w.-]+)?@\S+")
 _IDENTIFIER_NAME = re.compile(r"[a-z0-9]+(?:[-_.][a-z0-9]+){2,}")
+_ROOM_BEFORE = re.compile(r"(?i)(?<![^\W\d_])(?:meeting room|room|raum|besprechungsraum|salle|sala|zaal|vergaderruimte|"
+                          r"sala de reuniones|sala riunioni|sala de reuniões|salka)[ \t]+[\"'„“«]?$|会議室[ \t]*$|회의실[ \t]*$")
+# a client's version after its name; three parts at most (``openvpn: ⟦amartin⟧/81.57.203.112:61544`` is a login and its IP)
+_CLIENT_VERSION_AFTER = re.compile(r"/v?\d+(?:\.\d+){1,2}(?![\d.:])")
+_INDEX_NAME = re.compile(r"(?i)(?:uk|pk|fk|idx|ix|uq|uniq)_\w+")
+_HASH_ALGORITHMS = frozenset({"argon2", "argon2id", "argon2i", "bcrypt", "scrypt", "pbkdf2", "sha256", "sha512", "sha-256",
+                              "sha-512", "md5", "sha1", "yescrypt"})
 _ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")  # a sortable identifier (``usr_⟦01HQ8Z6K...⟧``): an object's, not a person's
 _UID_FLAG_BEFORE = re.compile(r"(?:-u|--uid|uid=?)[ \t]*$")
 _INQUIRY_MAILBOX_BEFORE = re.compile(r"(?:咨询|客服|服务|投诉)邮箱[:：]?[ \t]*$|お問い合わせ(?:先)?[:：]?[ \t]*$")
@@ -558,6 +565,12 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # ``Name: customers; Type: TABLE DATA; Schema: crm; Owner: ⟦crm_app⟧``: a database role
     if span.type == "USERNAME" and ID_LABEL.fullmatch(value):
         return True  # ``imie;nazwisko;⟦pesel⟧;iban``: an ID's label as a column's header
+    if span.type == "NAME" and _ROOM_BEFORE.search(text, max(line_start, span.start - 24), span.start):
+        return True  # ``meeting room ⟦Ash⟧``: a room's name (rules 61)
+    if span.type == "USERNAME" and (_CLIENT_VERSION_AFTER.match(text, span.end) or _INDEX_NAME.fullmatch(value)):
+        return True  # ``User-Agent: ⟦tessaract-sdk-python⟧/4.2.0``, ``for key '⟦uk_user_email⟧'`` (rules 61)
+    if span.type == "PASSWORD" and value.lower() in _HASH_ALGORITHMS:
+        return True  # ``salvate con ⟦Argon2id⟧``: the algorithm, not a secret (rules 61)
     if span.type == "NAME" and _IDENTIFIER_NAME.fullmatch(value):
         return True  # ``svc-okta-sync`` in a name's column: an identifier of three parts, no person's name (rules 59)
     if span.type == "NAME" and any(w.endswith("팀") for w in value.split()):
