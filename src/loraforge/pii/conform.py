@@ -227,8 +227,7 @@ def _surname_after(text: str, a: int, b: int) -> int:
 
 # a line that is one person's name, the tagger having read only the surname (``Perpetua ⟦Ndiaye-Holmgren⟧``); rules 58
 _LINE_GIVEN_NAME = re.compile(r"[ \t]*([A-Z\u00c0-\u00de][a-z\u00df-\u00ff'’-]+)[ \t]+$")
-_NOT_GIVEN_NAMES = frozenset({"dear", "liebe", "lieber", "cher", "chère", "querido", "querida", "caro", "cara", "beste",
-                              "drogi", "droga", "sehr", "geachte", "from", "to", "cc", "by", "per", "attn"})
+_NOT_GIVEN_NAMES = frozenset(_words("not_given_names"))
 
 
 def _given_name_before(text: str, a: int, b: int) -> int:
@@ -277,27 +276,50 @@ _LOWER_WORD_AFTER = re.compile(r"[ \t]+[a-zß-ÿ]")  # the particle is the sente
 _NEXT_LINE_WORD = re.compile(r"[ \t]*\n[ \t]*[^\W\d_]+$")
 
 
+def _name_edges(text: str, a: int, b: int) -> tuple[int, int]:
+    """A name's own edges: not onto the next line's first word (``Ms. Pereira-Gault⟦\nDate⟧``; a span over several
+    lines, as a high bias makes, is left whole), and a Japanese name grown over its kanji."""
+    if (m := _NEXT_LINE_WORD.search(text, a, b)) and m.start() > a:
+        b = m.start()
+    return _japanese_name(text, a, b)
+
+
+def _name_field_edges(text: str, a: int, b: int) -> tuple[int, int]:
+    """A name grown to its record's field, a surname written first or after it, a given name on a signature's line,
+    less a particle the sentence goes on with (``⟦Hiskje van⟧ hiernaast``; rules 61)."""
+    a, b = _name_cell(text, a, b)
+    a = _surname_first(text, a, b)
+    b = _surname_after(text, a, b)
+    a = _given_name_before(text, a, b)
+    if (m := _TRAILING_PARTICLE.search(text, a, b)) and m.start() > a and _LOWER_WORD_AFTER.match(text, b):
+        b = m.start()
+    return a, b
+
+
 def _japanese_name(text: str, a: int, b: int) -> tuple[int, int]:
     """A Japanese name the tagger cut (``渡会 千⟦晶⟧様``, ``の鷲見 ⟦俊介⟧です``): grown to its run of kanji when the run
     is short (a name's; Chinese prose runs on), less an honorific after it, then over a short surname a space before it."""
-    han = lambda c: "\u4e00" <= c <= "\u9fff"  # noqa: E731
-    if not all(han(c) for c in text[a:b]) or not any(_kana(c) for c in text):
+    if not all(_kanji(c) for c in text[a:b]) or not any(_kana(c) for c in text):
         return a, b  # Japanese only: a Chinese name's neighbours are often words (``感谢 小王``, ``陈师傅``)
     lo, hi = a, b
-    while lo > 0 and han(text[lo - 1]):
+    while lo > 0 and _kanji(text[lo - 1]):
         lo -= 1
-    while hi < len(text) and han(text[hi]) and not any(text.startswith(h, hi) for h in _HONORIFICS_AFTER):
+    while hi < len(text) and _kanji(text[hi]) and not any(text.startswith(h, hi) for h in _HONORIFICS_AFTER):
         hi += 1
     if hi - lo > 4 or (lo > 0 and text[lo - 1].isalnum() and not _kana(text[lo - 1])) or \
-            (hi < len(text) and text[hi].isalnum() and not han(text[hi]) and not _kana(text[hi])):
+            (hi < len(text) and text[hi].isalnum() and not _kanji(text[hi]) and not _kana(text[hi])):
         return a, b
-    if lo >= 3 and text[lo - 1] == " " and han(text[lo - 2]) and han(text[lo - 3]):
+    if lo >= 3 and text[lo - 1] == " " and _kanji(text[lo - 2]) and _kanji(text[lo - 3]):
         k = lo - 3
-        while k > 0 and han(text[k - 1]):
+        while k > 0 and _kanji(text[k - 1]):
             k -= 1
         if lo - 1 - k <= 3 and (k == 0 or not text[k - 1].isalnum() or _hiragana(text[k - 1])):
             lo = k  # a surname of two or three kanji after a particle or a line's start (``の鷲見 ⟦俊介⟧``), not a word
     return lo, hi
+
+
+def _kanji(c: str) -> bool:
+    return "\u4e00" <= c <= "\u9fff"
 
 
 def _kana(c: str) -> bool:
@@ -476,20 +498,11 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
             a = m.end()  # ``⟦mob 07700 958 431⟧``: the label is not the number (any other word stays: it may be a name)
         if s.type == "NAME" and (text[a:b] in _HONORIFICS or text[a:b] in _HONORIFICS_AFTER):
             continue  # before it grows into the name after it; a title after a name, alone (``⟦さん⟧``), is none
-        if s.type == "NAME" and (m := _NEXT_LINE_WORD.search(text, a, b)) and m.start() > a:
-            b = m.start()  # ``Ms. Pereira-Gault⟦\nDate⟧``: a name ends at its line's end, not on the next line's
-            # first word (a span over several lines, as a high bias makes, is left whole)
         if s.type == "NAME":
-            a, b = _japanese_name(text, a, b)
-        if s.type == "NAME" and text[a:b] in bots:
-            continue  # the text names a bot so (``Chat with Ava (virtual assistant)``), on every line (rules 54)
-        if s.type == "NAME":
-            a, b = _name_cell(text, a, b)
-            a = _surname_first(text, a, b)
-            b = _surname_after(text, a, b)
-            a = _given_name_before(text, a, b)
-            if (m := _TRAILING_PARTICLE.search(text, a, b)) and m.start() > a and _LOWER_WORD_AFTER.match(text, b):
-                b = m.start()  # ``⟦Hiskje van⟧ hiernaast``: a name does not end in its particle (rules 61)
+            a, b = _name_edges(text, a, b)
+            if text[a:b] in bots:
+                continue  # the text names a bot so (``Chat with Ava (virtual assistant)``), on every line (rules 54)
+            a, b = _name_field_edges(text, a, b)
         if s.type == "PHONE" and (m := _KOREAN_ENDING.search(text, a, b)) and m.start() > a:
             b = m.start()  # ``010-2759-6483⟦입니다⟧``: the sentence's ending, not the number
         if s.type == "PHONE" and (m := _EXTENSION_AFTER.match(text, b)):

@@ -454,8 +454,7 @@ _ROOM_BEFORE = re.compile(r"(?i)(?<![^\W\d_])(?:meeting room|room|raum|besprechu
 # a client's version after its name; three parts at most (``openvpn: ⟦amartin⟧/81.57.203.112:61544`` is a login and its IP)
 _CLIENT_VERSION_AFTER = re.compile(r"/v?\d+(?:\.\d+){1,2}(?![\d.:])")
 _INDEX_NAME = re.compile(r"(?i)(?:uk|pk|fk|idx|ix|uq|uniq)_\w+")
-_HASH_ALGORITHMS = frozenset({"argon2", "argon2id", "argon2i", "bcrypt", "scrypt", "pbkdf2", "sha256", "sha512", "sha-256",
-                              "sha-512", "md5", "sha1", "yescrypt"})
+_HASH_ALGORITHMS = frozenset(_words("hash_algorithms"))
 _ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")  # a sortable identifier (``usr_⟦01HQ8Z6K...⟧``): an object's, not a person's
 _UID_FLAG_BEFORE = re.compile(r"(?:-u|--uid|uid=?)[ \t]*$")
 _INQUIRY_MAILBOX_BEFORE = re.compile(r"(?:咨询|客服|服务|投诉)邮箱[:：]?[ \t]*$|お問い合わせ(?:先)?[:：]?[ \t]*$")
