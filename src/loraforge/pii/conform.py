@@ -276,12 +276,12 @@ _LOWER_WORD_AFTER = re.compile(r"[ \t]+[a-zß-ÿ]")  # the particle is the sente
 _NEXT_LINE_WORD = re.compile(r"[ \t]*\n[ \t]*[^\W\d_]+$")
 
 
-def _name_edges(text: str, a: int, b: int) -> tuple[int, int]:
+def _name_edges(text: str, a: int, b: int, japanese: bool) -> tuple[int, int]:
     """A name's own edges: not onto the next line's first word (``Ms. Pereira-Gault⟦\nDate⟧``; a span over several
-    lines, as a high bias makes, is left whole), and a Japanese name grown over its kanji."""
+    lines, as a high bias makes, is left whole), and, in a Japanese text, a name grown over its kanji."""
     if (m := _NEXT_LINE_WORD.search(text, a, b)) and m.start() > a:
         b = m.start()
-    return _japanese_name(text, a, b)
+    return _japanese_name(text, a, b) if japanese else (a, b)
 
 
 def _name_field_edges(text: str, a: int, b: int) -> tuple[int, int]:
@@ -298,9 +298,10 @@ def _name_field_edges(text: str, a: int, b: int) -> tuple[int, int]:
 
 def _japanese_name(text: str, a: int, b: int) -> tuple[int, int]:
     """A Japanese name the tagger cut (``渡会 千⟦晶⟧様``, ``の鷲見 ⟦俊介⟧です``): grown to its run of kanji when the run
-    is short (a name's; Chinese prose runs on), less an honorific after it, then over a short surname a space before it."""
-    if not all(_kanji(c) for c in text[a:b]) or not any(_kana(c) for c in text):
-        return a, b  # Japanese only: a Chinese name's neighbours are often words (``感谢 小王``, ``陈师傅``)
+    is short (a name's; Chinese prose runs on), less an honorific after it, then over a short surname a space before it.
+    Japanese texts only (kana in them): a Chinese name's neighbours are often words (``感谢 小王``, ``陈师傅``)."""
+    if not all(_kanji(c) for c in text[a:b]):
+        return a, b
     lo, hi = a, b
     while lo > 0 and _kanji(text[lo - 1]):
         lo -= 1
@@ -481,7 +482,9 @@ def _whole_letters(text: str, a: int, b: int) -> tuple[int, int]:
 def conform(text: str, spans: list[Span]) -> list[Span]:
     """``spans`` trimmed to their values and without those the rules say are never personal data."""
     out = []
-    bots = bot_names(text) if any(s.type == "NAME" for s in spans) else frozenset()
+    names = any(s.type == "NAME" for s in spans)
+    bots = bot_names(text) if names else frozenset()
+    japanese = names and any(_kana(c) for c in text)  # read once per text, not once per name
     for s in spans:
         a, b = _credential_edges(text, s.start, s.end, s.type)
         da, db = _strip(text[a:b], s.type)
@@ -499,7 +502,7 @@ def conform(text: str, spans: list[Span]) -> list[Span]:
         if s.type == "NAME" and (text[a:b] in _HONORIFICS or text[a:b] in _HONORIFICS_AFTER):
             continue  # before it grows into the name after it; a title after a name, alone (``⟦さん⟧``), is none
         if s.type == "NAME":
-            a, b = _name_edges(text, a, b)
+            a, b = _name_edges(text, a, b, japanese)
             if text[a:b] in bots:
                 continue  # the text names a bot so (``Chat with Ava (virtual assistant)``), on every line (rules 54)
             a, b = _name_field_edges(text, a, b)
