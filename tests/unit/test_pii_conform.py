@@ -1786,3 +1786,35 @@ def test_rules_60_mailboxes_of_roles_and_shapes_of_no_mailbox(text, finds, maske
 ])
 def test_rules_61_rooms_kernels_titles_parcels_particles_clients_indexes_algorithms_and_mailboxes(text, finds, masked):
     assert union_masked(text, *finds) == masked
+
+
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 62: a person's name after a role word or beside an office keeps an address personal
+    ("Rückfragen an resi.beernaert@ostwind-energie.de", [("resi.beernaert@ostwind-energie.de", "EMAIL")],
+     ["resi.beernaert@ostwind-energie.de"]),
+    ("Your account manager: sales.sigurdis@fjordline.example", [("sales.sigurdis@fjordline.example", "EMAIL")],
+     ["sales.sigurdis@fjordline.example"]),
+    ("Írjon nekem: delina.biro@tavho.hu", [("delina.biro@tavho.hu", "EMAIL")], ["delina.biro@tavho.hu"]),
+    ("cc council.moser@rheintal.example", [("council.moser@rheintal.example", "EMAIL")], ["council.moser@rheintal.example"]),
+    # a role before a place or a department stays the organisation's
+    ("Please contact reception.riverside@nhs.net", [("reception.riverside@nhs.net", "EMAIL")], []),
+    ("Per qualsiasi informazione può scrivere a filiale.lucca@bancatirrena.it.", [("filiale.lucca@bancatirrena.it", "EMAIL")], []),
+])
+def test_rules_62_a_persons_name_keeps_an_address_personal(text, finds, masked):
+    assert union_masked(text, *finds) == masked
+
+
+def test_rules_62_no_first_last_address_of_fakers_names_is_a_role_mailbox():
+    """Every given name and surname of Faker's locales, as ``<first>.<last>@`` (either order): no role mailbox unless
+    its local part is a role word itself (before rules 62: ``resi.hearty@``, ``press.sahota@``, ``kareen.chiesa@``)."""
+    import random
+
+    from loraforge.pii.never_personal import ROLE_MAILBOXES, role_mailbox
+    from loraforge.pii.wordlists import personal_names
+
+    names = sorted(n for n in personal_names() if n.isascii() and n.isalpha())
+    rng = random.Random(0)
+    addresses = [f"{first}.{rng.choice(names)}@mail.example" for first in names] + \
+        [f"{rng.choice(names)}.{last}@mail.example" for last in names]
+    assert len(addresses) > 60_000
+    assert [a for a in addresses if role_mailbox(a) and a.split("@")[0] not in ROLE_MAILBOXES] == []

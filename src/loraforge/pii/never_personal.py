@@ -17,7 +17,7 @@ from loraforge.pii.labels import BIRTH_LABEL, ID_LABEL, LABEL_WINDOW
 from loraforge.pii.patterns import DOTTED_NUMBER, EMAIL, PERSONAL_NUMBER_KEY, service_number
 from loraforge.pii.spans import BRACKETS, Span, line_bounds
 from loraforge.pii.wordlists import alternation as _alternation
-from loraforge.pii.wordlists import unaccented, unaccented_words
+from loraforge.pii.wordlists import personal_names, unaccented, unaccented_words
 from loraforge.pii.wordlists import words as _words
 
 # local parts of mailboxes that belong to an organisation, not a person (RULES.md: EMAIL)
@@ -733,8 +733,10 @@ _DEPARTMENTS_BEFORE_DOT = frozenset(_words("departments_before_dot"))
 
 def role_mailbox(address: str) -> bool:
     """An organisation's mailbox (RULES.md: EMAIL): a role word as the local part, or as one part of a
-    hyphenated one (``accounts-payable``, ``logistics-ops``), or every part of a dotted one (``atencion.cliente``);
-    an organisation's office or body as any part (``iroda@``, ``liburutegia@``: ``organisation_nouns``)."""
+    hyphenated one (``accounts-payable``, ``logistics-ops``), or every part of a dotted one (``atencion.cliente``), or
+    the first part of a dotted one unless a person's name follows (``reception.riverside@``, not ``sales.sigurdis@``);
+    an organisation's office or body as any part unless a person's name is another (``iroda@``, ``liburutegia@``:
+    ``organisation_nouns``)."""
     local = address.split("@", 1)[0].lower()
     parts = re.split(r"[-_]", local)  # not at dots: first.last is a person's shape (``maria.personal@``)
     dotted = local.split(".")
@@ -742,8 +744,15 @@ def role_mailbox(address: str) -> bool:
         dotted[0] in _DEPARTMENTS_BEFORE_DOT or \
         any(local[:i] in _ROLE_PARTS and local[i:] in _ROLE_PARTS for i in range(3, len(local) - 2)) or \
         (len(dotted) > 1 and all(part in _ROLE_PARTS for part in dotted)) or \
-        (len(dotted) > 1 and len(dotted[0]) >= 4 and dotted[0] in _ROLE_PARTS) or \
-        any(ORGANISATION_NOUN.fullmatch(unaccented(part)) for part in re.split(r"[-_.]", local))
+        (len(dotted) > 1 and len(dotted[0]) >= 4 and dotted[0] in _ROLE_PARTS and dotted[1] not in personal_names()) or \
+        _organisation_part(re.split(r"[-_.]", local))
+
+
+def _organisation_part(parts: list[str]) -> bool:
+    """An office or a body as one part of a local part (``iroda@``, ``council.planning@``), unless another part is a
+    person's name (``delina.biro@``, ``council.moser@``: Biró and Moser are surnames)."""
+    organisation = [i for i, part in enumerate(parts) if ORGANISATION_NOUN.fullmatch(unaccented(part))]
+    return bool(organisation) and not any(part in personal_names() for i, part in enumerate(parts) if i not in organisation)
 
 
 def _parses_as_ip(value: str) -> bool:
