@@ -47,7 +47,7 @@ _HONORIFICS = frozenset(_words("honorifics_before"))  # one alone is no name (``
 _GREETING_BEFORE = re.compile("(?i)" + _alternation("greetings_before") + r"\s+")
 _POSSESSIVE = re.compile(r"['’]s$")  # ``⟦Mr. Reid⟧'s shifts``
 _INTRO_BEFORE = re.compile(_alternation("introductions_before") + r"\s*")  # "my name is"
-_HONORIFIC_AFTER = re.compile(r"\s*" + _alternation("honorifics_after") + "$")
+_HONORIFIC_AFTER = re.compile(r"\s*" + _alternation("honorifics_after", "korean_titles_after") + "$")
 # a Japanese particle the tagger took with the name after it (``担当⟦の高橋 美咲⟧``): a name never starts with one
 _PARTICLE_BEFORE = re.compile(r"[のはがをにでへ](?=[\u4e00-\u9fff])")
 
@@ -191,7 +191,7 @@ _PHONE_WORD_BEFORE = re.compile(r"(?i)(?:mob|tel|phone|mobile|cell|fax|handy|tlf
 # a surname after a given name: one capitalized word (``⟦Jeffrey⟧ Ross exceeded``), not an acronym
 _NEXT_WORD = re.compile(r" ([^\W\d_][^\W\d_'’-]*(?:[-'’][^\W\d_]+)*)(?=[\s.,;:!?)\]]|$)")
 _NOT_SURNAMES = frozenset(_words("not_surnames"))
-_HONORIFICS_AFTER = frozenset(_words("honorifics_after"))  # ``⟦Nermin⟧ Hanım``: the title after a name is no surname
+_HONORIFICS_AFTER = frozenset(_words("honorifics_after", "korean_titles_after"))  # ``⟦Nermin⟧ Hanım``: the title after a name is no surname
 _TITLES = frozenset(_words("english_titles"))  # part of the name that follows: ``⟦Mr⟧. ⟦Holloway⟧`` is one name
 
 

@@ -13,16 +13,17 @@ from importlib.resources import files
 _WORDS = tomllib.loads(files("loraforge.pii").joinpath("words.toml").read_text(encoding="utf-8"))
 
 
-def words(key: str) -> tuple[str, ...]:
-    value = _WORDS[key]
-    return tuple(value.split() if isinstance(value, str) else value)
+def words(*keys: str) -> tuple[str, ...]:
+    """The words of one list, or of several read as one (``honorifics_after`` with ``korean_titles_after``)."""
+    values = (_WORDS[key] for key in keys)
+    return tuple(w for value in values for w in (value.split() if isinstance(value, str) else value))
 
 
-def alternation(key: str, capitalized: bool = False) -> str:
-    """A list as a regex group, longest words first (``Herrn`` before ``Herr``); ``capitalized``: each word with
-    a capital first letter (a list kept in lower case, matched as part of a proper name)."""
-    listed = (w[:1].upper() + w[1:] if capitalized else w for w in words(key))
-    return "(?:" + "|".join(re.escape(w) for w in sorted(listed, key=len, reverse=True)) + ")"
+def alternation(*keys: str, capitalized: bool = False) -> str:
+    """A list (or several) as a regex group, longest words first (``Herrn`` before ``Herr``); ``capitalized``: each
+    word with a capital first letter (a list kept in lower case, matched as part of a proper name)."""
+    listed = {w[:1].upper() + w[1:] if capitalized else w for w in words(*keys)}
+    return "(?:" + "|".join(re.escape(w) for w in sorted(listed, key=lambda w: (-len(w), w))) + ")"
 
 
 def unaccented(text: str) -> str:
