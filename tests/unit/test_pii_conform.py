@@ -1818,3 +1818,14 @@ def test_rules_62_no_first_last_address_of_fakers_names_is_a_role_mailbox():
         [f"{rng.choice(names)}.{last}@mail.example" for last in names]
     assert len(addresses) > 60_000
     assert [a for a in addresses if role_mailbox(a) and a.split("@")[0] not in ROLE_MAILBOXES] == []
+
+
+@pytest.mark.parametrize("text, finds, masked", [
+    # one list of Korean titles (korean_titles_after) read with the other honorifics: each is cut from a name's span
+    ("회의 참석자: 정하늘 차장, 오후 3시", [("정하늘 차장", "NAME")], ["정하늘"]),
+    ("담당: 류시온 실장", [("류시온 실장", "NAME")], ["류시온"]),
+    ("Kontakt: Duru Hanım ile görüşün", [("Duru Hanım", "NAME")], ["Duru"]),
+    ("ご担当の佐伯 凛様へ", [("佐伯 凛様", "NAME")], ["佐伯 凛"]),
+])
+def test_a_title_after_a_name_is_cut_whichever_list_holds_it(text, finds, masked):
+    assert union_masked(text, *finds) == masked
