@@ -191,7 +191,8 @@ _PHONE_WORD_BEFORE = re.compile(r"(?i)(?:mob|tel|phone|mobile|cell|fax|handy|tlf
 # a surname after a given name: one capitalized word (``⟦Jeffrey⟧ Ross exceeded``), not an acronym
 _NEXT_WORD = re.compile(r" ([^\W\d_][^\W\d_'’-]*(?:[-'’][^\W\d_]+)*)(?=[\s.,;:!?)\]]|$)")
 _NOT_SURNAMES = frozenset(_words("not_surnames"))
-_HONORIFICS_AFTER = frozenset(_words("honorifics_after", "korean_titles_after"))  # ``⟦Nermin⟧ Hanım``: the title after a name is no surname
+# ``⟦Nermin⟧ Hanım``: the title after a name is no surname
+_HONORIFICS_AFTER = frozenset(_words("honorifics_after", "korean_titles_after"))
 _TITLES = frozenset(_words("english_titles"))  # part of the name that follows: ``⟦Mr⟧. ⟦Holloway⟧`` is one name
 
 
@@ -235,14 +236,21 @@ def _given_name_before(text: str, a: int, b: int) -> int:
     capitalized word before it joins it."""
     line_start, line_end = line_bounds(text, a, b)
     m = _LINE_GIVEN_NAME.fullmatch(text, line_start, a)
-    previous = text[:line_start].rstrip()
-    if not m or text[b:line_end].strip() or " " in text[a:b] or not previous.endswith(","):
+    if not m or text[b:line_end].strip() or " " in text[a:b] or not _after_comma(text, line_start):
         return a  # a signature: the name alone on its line, after a sign-off's comma
     word = m.group(1).lower()
     if word in _NOT_GIVEN_NAMES or word in SIGN_OFFS or word in WEEKDAYS or word in CHAT_WORDS or word in FIELD_LABELS \
             or m.group(1) in _NOT_SURNAMES or m.group(1) in _HONORIFICS or _GREETING_BEFORE.fullmatch(m.group(1) + " "):
         return a
     return m.start(1)
+
+
+def _after_comma(text: str, i: int) -> bool:
+    """Whether the last character before ``i``, less white space, is a comma (read back from ``i``, not a copy of
+    the text before it: this runs for every name)."""
+    while i > 0 and text[i - 1].isspace():
+        i -= 1
+    return i > 0 and text[i - 1] == ","
 
 
 def _quoted_field(text: str, a: int, b: int) -> tuple[int, int]:
