@@ -1815,6 +1815,36 @@ def test_rules_62_no_first_last_address_of_fakers_names_is_a_role_mailbox():
 
 
 @pytest.mark.parametrize("text, finds, masked", [
+    # rules 63: a form's labels, Korean everyday words, a bot, a percentile, things' keys
+    ("Konu: Mart 2025 dönemi fatura bilgilendirmesi", [("Konu", "NAME")], []),
+    ("Prüfer: Lennart Dorn, IT-Sicherheit", [("Prüfer", "NAME"), ("Lennart Dorn", "NAME")], ["Lennart Dorn"]),
+    ("[공지] 엘리베이터 정기 점검 안내", [("엘리베이터", "NAME")], []),
+    ("[오후 11:04] 배포봇: payment-api 롤백 시작", [("배포봇", "NAME")], []),
+    ("[02:07] pager went off for checkout-api, p99 at 4.8s", [("p99", "USERNAME")], []),
+    ("      POSTGRES_DB: hanbit_dev", [("hanbit_dev", "USERNAME")], []),
+    ("email queued to=e.quist@xtra.co.nz template=kyc_manual_review via=ses-eu-west-1",
+     [("e.quist@xtra.co.nz", "EMAIL"), ("kyc_manual_review", "USERNAME"), ("ses-eu-west-1", "USERNAME")],
+     ["e.quist@xtra.co.nz"]),
+    ("      POSTGRES_USER: hanbit_admin", [("hanbit_admin", "USERNAME")], ["hanbit_admin"]),
+    # a number after ``#`` is a reference; a phone after its label stays masked
+    ("장애 보고서 #2025-0815", [], []),
+    ("Ruft einfach kurz an: 0176 38249105.", [("0176 38249105", "PHONE")], ["0176 38249105"]),
+    # role mailboxes
+    ("lütfen bilgiguvenligi@anadolu-tekstil.com.tr adresine bildirin.", [], []),
+    ("SENDGRID_FROM=receipts@fernhill.shop", [], []),
+    # versions that look like addresses: after an install's verb, a rollout's product, under a version's column
+    ("Workaround: reinstall 6.1.9.3 from the Software Center.", [], []),
+    ("After the rollout of GlobalConnect 6.2.0.14, the client loops on Connecting.", [], []),
+    ("主机名,环境,操作系统,内核版本,内存(GB)\nbj-web-01,生产,Ubuntu 22.04.4 LTS,6.1.0.25,16\n", [], []),
+    # an address stays masked: installed on a host, a table's address column
+    ("We installed the agent on 81.57.203.112 today.", [], ["81.57.203.112"]),
+    ("host,os,ip,mem(GB)\nweb-01,Ubuntu,81.57.203.112,16\n", [], ["81.57.203.112"]),
+])
+def test_rules_63_labels_words_bots_percentiles_keys_references_mailboxes_and_versions(text, finds, masked):
+    assert union_masked(text, *finds) == masked
+
+
+@pytest.mark.parametrize("text, finds, masked", [
     # one list of Korean titles (korean_titles_after) read with the other honorifics: each is cut from a name's span
     ("회의 참석자: 정하늘 차장, 오후 3시", [("정하늘 차장", "NAME")], ["정하늘"]),
     ("담당: 류시온 실장", [("류시온 실장", "NAME")], ["류시온"]),

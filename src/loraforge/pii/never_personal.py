@@ -187,8 +187,10 @@ _PLACEHOLDER_IN_TEXT = re.compile(r"%\([^)\n]*\)s|\$\{[^}\n]*\}|\{\{[^}\n]*\}\}|
                                   r"(?<=//)<[^<>@\s]+>(?=:)|(?<=:)<[^<>@\s]+>(?=@)")
 # a version's key or word right before an IP-shaped number (``"driver":"8.36.3.0"``, ``upgrade from 10.27.13.24``,
 # in the rules' languages too: ``sürüm 3.7.1.204``, ``v. 8.3.0.41``; an image's ``tag: "2.9.0.4"``, ``bumped to 4.18.0.6``)
-# (one word may come between: ``Firmware atual: 1.4.0.22``), or a changelog's heading (``## [10.2.0.1] - 2024-05-14``)
+# (one word may come between: ``Firmware atual: 1.4.0.22``), or a changelog's heading (``## [10.2.0.1] - 2024-05-14``);
+# an install's verb right before it (``reinstall 6.1.9.3``; not ``install ... on 10.0.0.5``) (rules 63)
 _VERSION_BEFORE = re.compile(r"(?i)(?:(?:(?-i:\b[A-Z][A-Za-z]+/)|\bv\.?|\bversion|\bver\.?|\brev(?:ision)?\.?|\brelease|\bbuild|\bfirmware|\bkernel|"
+                             r"\b(?:re)?install(?:s|ed|ing)?(?=[ \t]+v?$)|"
                              r"\bdriver|\bupgraded? (?:from|to)|\bbumped to|\bversión|\bversão|\bversione|\bwersj[ai]|\bверси[яи]|"
                              r"\bsürüm(?:ü)?|\bkernel\b[^\n.;:]{0,20}\b(?:is|ist|est|es|è|é)|\bsection|\babschnitt|\bsecci[oó]n|\bchapter|\bядр[оа]|\bolder|\bnewer|\bprior to|"
                              r"\banterior a|\bposterior a|\bsince)(?:\s+[^\W\d]+)?|"
@@ -217,7 +219,8 @@ _RELEASE_AFTER = re.compile(r"[ \t]+(?:tagged|released)\b(?![ \t]+as\b)")
 # ``downgraded the agent back to``, ``rolled back ingest-service from 4.12.0.3 to``, ``revert to``); not ``update``,
 # ``move`` or ``point``: ``update DNS to 10.0.0.53`` names an address
 _VERSION_CHANGE_BEFORE = re.compile(r"(?i)\b(?:upgrad(?:e[ds]?|ing)|downgrad(?:e[ds]?|ing)|roll(?:s|ed|ing)?(?:[ \t]+[\w-]+){0,4}"
-                                    r"[ \t]+(?:forward|back)|revert(?:s|ed|ing)?)(?:[ \t]+[\w.-]+){0,4}[ \t]+(?:to|from)[ \t]+v?$")
+                                    r"[ \t]+(?:forward|back)|revert(?:s|ed|ing)?)(?:[ \t]+[\w.-]+){0,4}[ \t]+(?:to|from)[ \t]+v?$|"
+                                    r"\broll-?outs?[ \t]+of[ \t]+[\w.-]+[ \t]+v?$")  # ``the rollout of GlobalConnect`` (rules 63)
 _VERSION_EXAMPLE_BEFORE = re.compile(r"(?i)--version`?\)?,?[ \t]+(?:e\.g\.|for example|z\.\s?B\.|p\.\s?ex\.|por ejemplo)[ \t]*$")
 _TEST_ID_BEFORE = re.compile(r"\btest_\w*\[$")
 _MONTH_NAME = re.compile(r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sept?|Oct|Nov|Dec)(?:[a-z]{2,6})?")
@@ -302,6 +305,8 @@ _QUOTED_TITLE_BEFORE = re.compile(r"[" + _OPENING_QUOTES + r"][ \t]?(?:" + _alte
                                   + _alternation("english_titles") + r"\.?)[ \t]+(?:[^\W\d][\w'’-]*[ \t]+)?$")
 _QUOTE_CLOSE_AFTER = re.compile(r"(?:[ \t]+[^\W\d][\w-]*)?[" + _CLOSING_QUOTES + "]")
 _THAI = re.compile(r"[\u0e00-\u0e7f]")
+_BOT_WORDS = ("봇", "ボット", "机器人", "機器人")
+_PERCENTILE = re.compile(r"[pP](?:50|75|90|95|99|999|99\.9)")
 
 
 def _small_version(text: str, span: Span, value: str, line_start: int, line_end: int) -> bool:
@@ -425,11 +430,12 @@ _HOUSE_NUMBER_AFTER = re.compile(r"[ \t]+\d{1,4}[a-zA-Z]?\b")
 _DATABASE_PATH_BEFORE = re.compile(r"(?i)\b(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|sqlserver|"
                                    r"clickhouse|cockroachdb)://[^\s/]+/$")
 # the key of a thing's name or a release (``APP_NAME=⟦kasbah-crm⟧``, ``"bucket_name": "``, ``SENTRY_RELEASE=``), a
-# database's (``-- Database: ⟦rrhh⟧``) or a second factor's (``mfa=⟦totp⟧``): the value names an application, a bucket,
+# database's (``-- Database: ⟦rrhh⟧``, ``POSTGRES_DB: ⟦hanbit_dev⟧``), a second factor's (``mfa=⟦totp⟧``), a message's
+# template or channel (``template=⟦kyc_manual_review⟧ via=⟦ses-eu-west-1⟧``): the value names an application, a bucket,
 # a database, a method, no person nor login (``user_name``, ``account_name`` keep theirs)
 _THING_NAME_KEY_BEFORE = re.compile(r"(?i)(?<![a-z])(?:(?:app|application|service|project|cluster|bucket|package|image|"
                                     r"database|db|queue|topic|bot|site|product|brand|company|org|team|release)[_-]?name|"
-                                    r"release|database|dbname|schema|mfa(?:[_-]?(?:method|type|factor))?)[\"']?[ \t]*[:=][ \t]*[\"']?$")
+                                    r"release|database|db|dbname|schema|template|via|mfa(?:[_-]?(?:method|type|factor))?)[\"']?[ \t]*[:=][ \t]*[\"']?$")
 # a heading: one word in capitals alone on its line (``WILLAKUY``), in a script with letter case; a person's name
 # in capitals comes with another word (``KOWALSKI Jan``) or under a label
 _CAPITALS_WORD = re.compile(r"[^\W\d_]{4,}")
@@ -574,6 +580,12 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # ``svc-okta-sync`` in a name's column: an identifier of three parts, no person's name (rules 59)
     if span.type == "NAME" and any(w.endswith("팀") for w in value.split()):
         return True  # ``CS팀 야간조``: a team (rules 57)
+    if span.type == "NAME" and value.endswith(_BOT_WORDS) and value not in _BOT_WORDS:
+        return True  # ``⟦배포봇⟧: payment-api 롤백 시작``: a bot (RULES.md), in the scripts without spaces (rules 63)
+    if span.type == "USERNAME" and _PERCENTILE.fullmatch(value):
+        return True  # ``⟦p99⟧ at 4.8s``: a latency's percentile (rules 63)
+    if span.type == "PHONE" and text[span.start - 1:span.start] == "#":
+        return True  # ``장애 보고서 #⟦2025-0815⟧``: a number after ``#`` is a reference, never a phone (rules 63)
     if span.type == "USERNAME" and value.isdigit() and _UID_FLAG_BEFORE.search(text, max(line_start, span.start - 8), span.start):
         return True  # ``adduser -u ⟦10001⟧``: a user's number, not a login (rules 57)
     if span.type == "EMAIL" and _INQUIRY_MAILBOX_BEFORE.search(text, max(line_start, span.start - 8), span.start):

@@ -340,7 +340,8 @@ _PHONE_COLUMN_WORDS = frozenset(words("phone_column_words"))
 _NOT_NAME_COLUMNS = frozenset(words("not_name_columns"))  # ``company_name``, ``product_name``: not a person's
 _DELIMITERS = ",;\t|"
 _NAME_CELL = re.compile(r"[^\W\d_][^\d\n()\[\]]{0,60}")  # letters first, no digits nor brackets (``N/A``: below)
-_HEADER_CELL = re.compile(r"[ \t]*[^\W\d][\w.-]{0,30}(?: [\w.-]{1,30}){0,2}[ \t]*")  # a column's label: up to three words
+# a column's label: up to three words, then maybe a unit in brackets (``内存(GB)``, ``size (MB)``)
+_HEADER_CELL = re.compile(r"[ \t]*[^\W\d][\w.-]{0,30}(?: [\w.-]{1,30}){0,2}(?:[ \t]?[(（][\w%/.]{1,10}[)）])?[ \t]*")
 _NOT_A_NAME_CELL = re.compile(r"(?i)n/?a|null|none|nil|unknown|redacted|anonymi[sz]ed|tbd|-+|\[.*\]|<.*>|\{.*\}")
 _ACCOUNT_CELL = re.compile(r"(?i)\b(?:bot|system|administrator|admin|service|daemon|no-?reply)\b")  # ``Import Bot``
 _MASK_CELL = re.compile(r"[X*•#_](?:[X*•#_ -]*[X*•#_])?")  # XXX-XX-XXXX, ***: a mask, not a name in capitals
@@ -481,10 +482,13 @@ def code_cells(found_tables: tuple[Table, ...]) -> list[tuple[int, int]]:
     has a phone's length and passes the Luhn check one time in ten, a firmware's ``2.61.0.4`` an address's shape, but
     the header says what it is."""
     return _cells_under(found_tables, lambda key: key in _CODE_COLUMNS or key.endswith(_VERSION_COLUMN_ENDS)
+                        or _VERSION_COLUMN.search(key) is not None
                         or _ORGANISATION_TAX_COLUMN.fullmatch(key) is not None or key in _DEPARTMENT_COLUMNS)
 
 
 _VERSION_COLUMN_ENDS = ("_version", "_firmware", "_fw", "_kernel", "_build")
+# a version's column in one word or another script (``kernelversion``, ``内核版本``, ``バージョン``; not ``conversion``)
+_VERSION_COLUMN = re.compile(r"(?<!con)version$|版本号?$|バージョン$|버전$")
 _DEPARTMENT_COLUMNS = frozenset(words("department_columns"))  # ``Księgowość`` under ``dzial``: a department, no one
 # an organisation's own tax number (RULES.md: companies' numbers are not annotated); a bare ``vat_id`` may be a person's
 _ORGANISATION_TAX_COLUMN = re.compile(r"(?:supplier|vendor|seller|company|merchant|manufacturer|carrier|issuer)_"
