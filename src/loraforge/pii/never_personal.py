@@ -457,8 +457,9 @@ _NO_MAILBOX = re.compile(r"(?i)[\w.-]+@\d+\.(?:service|socket|timer|mount|target
 _IDENTIFIER_NAME = re.compile(r"[a-z0-9]+(?:[-_.][a-z0-9]+){2,}")
 _ROOM_BEFORE = re.compile(r"(?i)(?<![^\W\d_])(?:meeting room|room|raum|besprechungsraum|salle|sala|zaal|vergaderruimte|"
                           r"sala de reuniones|sala riunioni|sala de reuniões|salka)[ \t]+[\"'„“«]?$|会議室[ \t]*$|회의실[ \t]*$")
-# a client's version after its name; three parts at most (``openvpn: ⟦amartin⟧/81.57.203.112:61544`` is a login and its IP)
-_CLIENT_VERSION_AFTER = re.compile(r"/v?\d+(?:\.\d+){1,2}(?![\d.:])")
+# a product's or a client's version after its name (``⟦TramontanaApp⟧/5.12.0``, ``⟦tessaract-sdk-python⟧/4.2.0``); three
+# parts at most (``openvpn: ⟦amartin⟧/81.57.203.112:61544`` is a login and its IP)
+_PRODUCT_VERSION_AFTER = re.compile(r"/v?\d+(?:\.\d+){1,2}(?![\d.:])")
 _INDEX_NAME = re.compile(r"(?i)(?:uk|pk|fk|idx|ix|uq|uniq)_\w+")
 _HASH_ALGORITHMS = frozenset(_words("hash_algorithms"))
 _ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")  # a sortable identifier (``usr_⟦01HQ8Z6K...⟧``): an object's, not a person's
@@ -473,7 +474,6 @@ _DIGIT_NEAR_BEFORE = re.compile(r"\d[ \t]?$")
 _DUMP_OWNER_BEFORE = re.compile(r"\bSchema:[^;\n]*;[ \t]*Owner:[ \t]*$")
 # a place and its country's code (``Rotterdam, NL``, an IP's approximate location): no street, no number
 _PLACE_AND_COUNTRY = re.compile(r"[^\W\d_][\w'’.-]*(?:[ -][^\W\d_][\w'’.-]*)?,[ \t]*[A-Z]{2}")
-_PRODUCT_VERSION_AFTER = re.compile(r"/v?\d+(?:\.\d+)+")
 # a bank's identifier code (ISO 9362): four letters of the bank, its country's two, two of its place, three of a branch
 _BIC = re.compile(r"[A-Z]{4}[A-Z]{2}[A-Z0-9]{2}(?:[A-Z0-9]{3})?")
 _COUNTRY_CODES = frozenset(phonenumbers.SUPPORTED_REGIONS)  # ISO 3166 alpha-2, as libphonenumber lists them
@@ -572,7 +572,7 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # ``imie;nazwisko;⟦pesel⟧;iban``: an ID's label as a column's header
     if span.type == "NAME" and _ROOM_BEFORE.search(text, max(line_start, span.start - 24), span.start):
         return True  # ``meeting room ⟦Ash⟧``: a room's name (rules 61)
-    if span.type == "USERNAME" and (_CLIENT_VERSION_AFTER.match(text, span.end) or _INDEX_NAME.fullmatch(value)):
+    if span.type == "USERNAME" and (_PRODUCT_VERSION_AFTER.match(text, span.end) or _INDEX_NAME.fullmatch(value)):
         return True  # ``User-Agent: ⟦tessaract-sdk-python⟧/4.2.0``, ``for key '⟦uk_user_email⟧'`` (rules 61)
     if span.type == "PASSWORD" and value.lower() in _HASH_ALGORITHMS:
         return True  # ``salvate con ⟦Argon2id⟧``: the algorithm, not a secret (rules 61)
