@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -1812,6 +1813,19 @@ def test_rules_62_no_first_last_address_of_fakers_names_is_a_role_mailbox():
     addresses = personal_addresses()
     assert len(addresses) > 60_000
     assert called_organisations(addresses) == []
+
+
+def test_no_first_last_address_of_hand_written_names_is_a_role_mailbox():
+    """The probe above draws its names from Faker, the rule's own list; the names people wrote in the hand-written
+    training parts (two-word ASCII names, as ``first.last@`` and ``last.first@``) are an independent draw."""
+    from loraforge.data.pii_cases import training_cases
+    from loraforge.pii.never_personal import role_mailbox
+
+    pairs = {tuple(s["value"].lower().split()) for r in training_cases() for s in r["spans"]
+             if s["type"] == "NAME" and re.fullmatch(r"[A-Za-z]+ [A-Za-z]+", s["value"])}
+    addresses = [f"{a}.{b}@example.org" for first, last in pairs for a, b in ((first, last), (last, first))]
+    assert len(addresses) > 1000
+    assert [a for a in addresses if role_mailbox(a)] == []
 
 
 @pytest.mark.parametrize("text, finds, masked", [
