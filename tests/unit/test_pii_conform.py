@@ -1815,6 +1815,16 @@ def test_rules_62_no_first_last_address_of_fakers_names_is_a_role_mailbox():
     assert called_organisations(addresses) == []
 
 
+@pytest.mark.parametrize("text, finds, masked", [
+    # rules 64: "as the order says" names no number; the order's own label still does
+    ("Rückrufnummer laut Auftrag: 0160 93817246", [("0160 93817246", "PHONE")], ["0160 93817246"]),
+    ("Callback number as per booking: +44 7700 954 321", [("+44 7700 954 321", "PHONE")], ["+44 7700 954 321"]),
+    ("Auftrag: 0160 93817246", [("0160 93817246", "PHONE")], []),
+])
+def test_rules_64_according_to_a_reference_is_no_label(text, finds, masked):
+    assert union_masked(text, *finds) == masked
+
+
 def test_no_first_last_address_of_hand_written_names_is_a_role_mailbox():
     """The probe above draws its names from Faker, the rule's own list; the names people wrote in the hand-written
     training parts (two-word ASCII names, as ``first.last@`` and ``last.first@``) are an independent draw."""

@@ -105,6 +105,9 @@ _REFERENCE_AFTER = re.compile(r"(?i)[ \t]+numaral[ıi][ \t]+(?:gönderi|sipariş
 
 
 _CARD_PAN = re.compile(r"(?i)(?<![^\W\d_])pan(?![^\W\d_])")
+# "as the order says" before a number's own label names no number (``Rückrufnummer laut Auftrag: ⟦0160 93817246⟧``,
+# ``callback number as per booking: ...``): the word after it is blanked before the nearest label is read (rules 64)
+_ACCORDING_TO = re.compile(r"(?i)(?<![^\W\d_])(?:laut|lt\.|gemäß|gem\.|as per|according to|selon|según|secondo)[ \t]+[^\W\d_]+")
 
 
 def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
@@ -120,6 +123,7 @@ def _labelled_type(text: str, a: int, b: int, ptype: str) -> str | None:
         return None
     if ptype == "IBAN":  # only a reference's label speaks for an IBAN-shaped value (``BTW NL862233451B01``: a VAT number)
         return None if _REFERENCE_LABEL.search(before) and not rules_iban_ok(text[a:b]) else ptype
+    before = _ACCORDING_TO.sub(lambda m: " " * len(m.group()), before)
     last = {label: max((m.end() for m in rx.finditer(before)), default=-1) for label, rx in _LABELS}
     label = max(last, key=last.get)
     if last[label] < 0:
