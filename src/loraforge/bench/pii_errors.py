@@ -85,7 +85,8 @@ DEV_FILES = ("bench/data/pii-handwritten-dev/cases-11.txt",  # round 11: the eva
              "bench/data/pii-handwritten-dev/cases-63.txt",
              "bench/data/pii-handwritten-dev/cases-64.txt",
              "bench/data/pii-handwritten-dev/cases-65.txt",
-             "bench/data/pii-handwritten-dev/cases-66.txt")
+             "bench/data/pii-handwritten-dev/cases-66.txt",
+             "bench/data/pii-handwritten-dev/cases-67.txt")
 """The development rounds in use. Rounds 1-10, used up, are training texts since 2026-12-07
 (``datasets/pii-handwritten-train/part-t-round*.txt``); numbers published on them reproduce at commit d931c87.
 A round in ``bench/data/pii-handwritten-dev/sealed/`` is written but not yet read: it judges the next change, then
