@@ -481,14 +481,13 @@ def code_cells(found_tables: tuple[Table, ...]) -> list[tuple[int, int]]:
     department's (``dzial``; ``department_columns``) or an organisation's tax number's (``supplier_vat_id``). An EAN-13
     has a phone's length and passes the Luhn check one time in ten, a firmware's ``2.61.0.4`` an address's shape, but
     the header says what it is."""
-    return _cells_under(found_tables, lambda key: key in _CODE_COLUMNS or key.endswith(_VERSION_COLUMN_ENDS)
-                        or _VERSION_COLUMN.search(key) is not None
+    return _cells_under(found_tables, lambda key: key in _CODE_COLUMNS or _VERSION_COLUMN.search(key) is not None
                         or _ORGANISATION_TAX_COLUMN.fullmatch(key) is not None or key in _DEPARTMENT_COLUMNS)
 
 
-_VERSION_COLUMN_ENDS = ("_version", "_firmware", "_fw", "_kernel", "_build")
-# a version's column in one word or another script (``kernelversion``, ``内核版本``, ``バージョン``; not ``conversion``)
-_VERSION_COLUMN = re.compile(r"(?<!con)version$|版本号?$|バージョン$|버전$")
+# a version's column (``agent_version``, ``bmc_firmware``), in one word or another script too (``kernelversion``,
+# ``内核版本``, ``バージョン``; not ``conversion``)
+_VERSION_COLUMN = re.compile(r"(?:(?<!con)version|_firmware|_fw|_kernel|_build|版本号?|バージョン|버전)$")
 _DEPARTMENT_COLUMNS = frozenset(words("department_columns"))  # ``Księgowość`` under ``dzial``: a department, no one
 # an organisation's own tax number (RULES.md: companies' numbers are not annotated); a bare ``vat_id`` may be a person's
 _ORGANISATION_TAX_COLUMN = re.compile(r"(?:supplier|vendor|seller|company|merchant|manufacturer|carrier|issuer)_"
