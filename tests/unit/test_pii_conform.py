@@ -1852,6 +1852,7 @@ def test_no_first_last_address_of_hand_written_names_is_a_role_mailbox():
     ("      POSTGRES_USER: hanbit_admin", [("hanbit_admin", "USERNAME")], ["hanbit_admin"]),
     # a number after ``#`` is a reference; a phone after its label stays masked
     ("장애 보고서 #2025-0815", [], []),
+    ("ZD#558210 — Chargeback dispute, order 40017-22", [("558210", "SSN")], []),
     ("Ruft einfach kurz an: 0176 38249105.", [("0176 38249105", "PHONE")], ["0176 38249105"]),
     # role mailboxes
     ("lütfen bilgiguvenligi@anadolu-tekstil.com.tr adresine bildirin.", [], []),

@@ -69,7 +69,9 @@ _REFERENCE_LABEL = re.compile(r"(?i:(?<![^\W_])(?:order|ticket|invoice|numer nad
                               r"(?i:\borg\.? ?-?nr\b\.?|\borganisasjonsnummer\b)|"
                               r"订单|注文|사번|社員番号|工号|工单|运单|单号|账号|伝票番号|送り状番号|운송장 ?번호|예약 ?번호|주문 ?번호|"
                               r"法人番号|取引番号|会议号|追跡番号|お問い合わせ番号|처방전 ?번호|접수 ?번호|संदर्भ संख्या|处方号|処方箋番号|رقم الطلب|رقم الحجز|رقم التذكرة|طلبك رقم|شحنتك رقم|رقم الشحنة|ریفرنس نمبر|\bPNR\b|केस संख्या|खाता संख्या|लेन-देन आईडी|\bRCS\b|"
-                              r"송장 ?번호|شماره پیگیری|شماره سفارش|उपभोक्ता संख्या|ग्राहक संख्या|검진 ?번호")
+                              r"송장 ?번호|شماره پیگیری|شماره سفارش|उपभोक्ता संख्या|ग्राहक संख्या|검진 ?번호|"
+                              # ``#`` right before the number (``장애 보고서 #2025-0815``): a reference's sign (rules 63)
+                              r"#\Z")
 # an organisation's line, not a person's (RULES.md: PHONE): a switchboard, a reception, customer service
 _LONGEST_FIRST = sorted(_words("organisation_phone_labels"), key=len, reverse=True)
 ORGANISATION_PHONE_LABEL = re.compile(

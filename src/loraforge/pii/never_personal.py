@@ -584,8 +584,6 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # ``⟦배포봇⟧: payment-api 롤백 시작``: a bot (RULES.md), in the scripts without spaces (rules 63)
     if span.type == "USERNAME" and _PERCENTILE.fullmatch(value):
         return True  # ``⟦p99⟧ at 4.8s``: a latency's percentile (rules 63)
-    if span.type == "PHONE" and text[span.start - 1:span.start] == "#":
-        return True  # ``장애 보고서 #⟦2025-0815⟧``: a number after ``#`` is a reference, never a phone (rules 63)
     if span.type == "USERNAME" and value.isdigit() and _UID_FLAG_BEFORE.search(text, max(line_start, span.start - 8), span.start):
         return True  # ``adduser -u ⟦10001⟧``: a user's number, not a login (rules 57)
     if span.type == "EMAIL" and _INQUIRY_MAILBOX_BEFORE.search(text, max(line_start, span.start - 8), span.start):
