@@ -305,7 +305,7 @@ _QUOTED_TITLE_BEFORE = re.compile(r"[" + _OPENING_QUOTES + r"][ \t]?(?:" + _alte
                                   + _alternation("english_titles") + r"\.?)[ \t]+(?:[^\W\d][\w'’-]*[ \t]+)?$")
 _QUOTE_CLOSE_AFTER = re.compile(r"(?:[ \t]+[^\W\d][\w-]*)?[" + _CLOSING_QUOTES + "]")
 _THAI = re.compile(r"[\u0e00-\u0e7f]")
-_BOT_WORDS = ("봇", "ボット", "机器人", "機器人")
+_BOT_SUFFIXES = _words("bot_suffixes")
 _PERCENTILE = re.compile(r"[pP](?:50|75|90|95|99|999|99\.9)")
 
 
@@ -580,7 +580,7 @@ def never_personal(text: str, span: Span) -> bool:
         return True  # ``svc-okta-sync`` in a name's column: an identifier of three parts, no person's name (rules 59)
     if span.type == "NAME" and any(w.endswith("팀") for w in value.split()):
         return True  # ``CS팀 야간조``: a team (rules 57)
-    if span.type == "NAME" and value.endswith(_BOT_WORDS) and value not in _BOT_WORDS:
+    if span.type == "NAME" and value.endswith(_BOT_SUFFIXES) and value not in _BOT_SUFFIXES:
         return True  # ``⟦배포봇⟧: payment-api 롤백 시작``: a bot (RULES.md), in the scripts without spaces (rules 63)
     if span.type == "USERNAME" and _PERCENTILE.fullmatch(value):
         return True  # ``⟦p99⟧ at 4.8s``: a latency's percentile (rules 63)
