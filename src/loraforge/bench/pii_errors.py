@@ -82,11 +82,11 @@ DEV_FILES = ("bench/data/pii-handwritten-dev/cases-11.txt",  # round 11: the eva
              "bench/data/pii-handwritten-dev/cases-60.txt",
              "bench/data/pii-handwritten-dev/cases-61.txt",
              "bench/data/pii-handwritten-dev/cases-62.txt",
-             "bench/data/pii-handwritten-dev/cases-63.txt",
-             "bench/data/pii-handwritten-dev/cases-64.txt",
-             "bench/data/pii-handwritten-dev/cases-65.txt",
+             "bench/data/pii-handwritten-dev/cases-63.txt",  # round 63: round 41's brief; scored once, judged none
+             "bench/data/pii-handwritten-dev/cases-64.txt",  # rounds 64-67: BRIEF.md; round 64 decided rules 63
+             "bench/data/pii-handwritten-dev/cases-65.txt",  # rounds 65-66: judged the rounds 41-64 screen
              "bench/data/pii-handwritten-dev/cases-66.txt",
-             "bench/data/pii-handwritten-dev/cases-67.txt")
+             "bench/data/pii-handwritten-dev/cases-67.txt")  # round 67: decided rules 64
 """The development rounds in use. Rounds 1-10, used up, are training texts since 2026-12-07
 (``datasets/pii-handwritten-train/part-t-round*.txt``); numbers published on them reproduce at commit d931c87.
 A round in ``bench/data/pii-handwritten-dev/sealed/`` is written but not yet read: it judges the next change, then
